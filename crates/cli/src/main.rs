@@ -1,0 +1,5 @@
+//! The `midge` binary.
+
+fn main() {
+    println!("midge: serve is coming");
+}
