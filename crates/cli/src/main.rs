@@ -1,5 +1,49 @@
-//! The `midge` binary.
+//! The `midge` binary: one program for the broker and the tools around it.
 
-fn main() {
-    println!("midge: serve is coming");
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod passwd_cmd;
+mod pub_cmd;
+mod serve;
+mod sub_cmd;
+
+/// midge: an MQTT broker and IoT-hub toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "midge", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(serve::ServeArgs),
+    /// Publish a message (like mosquitto_pub).
+    #[command(disable_help_flag = true)]
+    Pub(pub_cmd::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    #[command(disable_help_flag = true)]
+    Sub(sub_cmd::SubArgs),
+    /// Manage a password file (like mosquitto_passwd).
+    Passwd(passwd_cmd::PasswdArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Pub(args) => pub_cmd::run(args),
+        Command::Sub(args) => sub_cmd::run(args),
+        Command::Passwd(args) => passwd_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
