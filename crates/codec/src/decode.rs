@@ -38,7 +38,7 @@ pub fn frame_header(buf: &[u8], max_packet_size: u32) -> Result<Option<FrameHead
     };
     match read_varint(rest) {
         VarInt::Incomplete => Ok(None),
-        VarInt::TooLong => Err(DecodeError::MalformedRemainingLength),
+        VarInt::TooLong | VarInt::NonMinimal => Err(DecodeError::MalformedRemainingLength),
         VarInt::Value(remaining, n) => {
             let header = FrameHeader {
                 first_byte,

@@ -241,7 +241,10 @@ fn str_len(s: &str, what: &'static str) -> Result<usize, EncodeError> {
 
 /// Size of a property block including its length prefix.
 fn props_len<P: PropertySet>(p: &P) -> Result<usize, EncodeError> {
-    let (n, too_long) = content_len(p);
+    let (n, too_long, varint_out_of_range) = content_len(p);
+    if let Some(v) = varint_out_of_range {
+        return Err(EncodeError::VarIntOutOfRange(v));
+    }
     if too_long {
         return Err(EncodeError::FieldTooLong("property"));
     }
@@ -249,7 +252,7 @@ fn props_len<P: PropertySet>(p: &P) -> Result<usize, EncodeError> {
 }
 
 fn write_props<P: PropertySet>(p: &P, buf: &mut BytesMut) {
-    let (n, _) = content_len(p);
+    let (n, _, _) = content_len(p);
     put_varint(buf, n as u32);
     p.write(&mut Writer(buf));
 }

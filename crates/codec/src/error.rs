@@ -9,11 +9,13 @@ use crate::types::PacketType;
 /// `Ok(None)` for that.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The remaining length field used more than four bytes.
-    #[error("remaining length longer than four bytes [MQTT-1.5.5]")]
+    /// The remaining length field used more than four bytes, or more bytes than its value
+    /// needs.
+    #[error("remaining length longer than four bytes or not minimally encoded [MQTT-1.5.5-1]")]
     MalformedRemainingLength,
-    /// A variable byte integer inside the packet used more than four bytes.
-    #[error("variable byte integer longer than four bytes [MQTT-1.5.5]")]
+    /// A variable byte integer inside the packet used more than four bytes, or more bytes than
+    /// its value needs.
+    #[error("variable byte integer longer than four bytes or not minimally encoded [MQTT-1.5.5-1]")]
     MalformedVarInt,
     /// The whole packet is larger than the maximum packet size in force.
     #[error("packet of {size} bytes exceeds the maximum packet size {max}")]
@@ -72,10 +74,10 @@ pub enum DecodeError {
     /// A packet identifier of 0 where a non-zero one is required.
     #[error("packet identifier 0 in {0} [MQTT-2.2.1-3]")]
     ZeroPacketId(PacketType),
-    /// SUBSCRIBE with no topic filter.
-    #[error("SUBSCRIBE without any topic filter [MQTT-3.8.3-3]")]
+    /// SUBSCRIBE with no topic filter (a Protocol Error in MQTT 5).
+    #[error("SUBSCRIBE without any topic filter [MQTT-3.8.3-2]")]
     EmptySubscribe,
-    /// UNSUBSCRIBE with no topic filter.
+    /// UNSUBSCRIBE with no topic filter (a Protocol Error in MQTT 5).
     #[error("UNSUBSCRIBE without any topic filter [MQTT-3.10.3-2]")]
     EmptyUnsubscribe,
     /// Reserved bits of the subscription options byte were set.
@@ -158,7 +160,9 @@ impl DecodeError {
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | InvalidReasonCode { .. }
-            | ZeroPacketId(_) => ReasonCode::PROTOCOL_ERROR,
+            | ZeroPacketId(_)
+            | EmptySubscribe
+            | EmptyUnsubscribe => ReasonCode::PROTOCOL_ERROR,
             MalformedRemainingLength
             | MalformedVarInt
             | ReservedPacketType(_)
@@ -172,8 +176,6 @@ impl DecodeError {
             | ConnectReservedFlag
             | InvalidWillFlags
             | PasswordWithoutUsername
-            | EmptySubscribe
-            | EmptyUnsubscribe
             | InvalidSubscriptionOptions
             | UnknownProperty(_)
             | PropertyNotAllowed { .. }
@@ -198,4 +200,7 @@ pub enum EncodeError {
     /// A QoS 1/2 PUBLISH, SUBSCRIBE, ... with packet identifier 0.
     #[error("packet identifier 0 in {0}")]
     ZeroPacketId(PacketType),
+    /// A variable byte integer property (a Subscription Identifier) above 268,435,455.
+    #[error("variable byte integer value {0} exceeds 268435455")]
+    VarIntOutOfRange(u32),
 }

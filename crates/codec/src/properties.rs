@@ -148,12 +148,12 @@ pub(crate) trait PropertySet: Default {
     fn write<S: Sink>(&self, s: &mut S);
 }
 
-/// Size of a property block's content (without its length prefix) and whether a field is too
-/// long to encode.
-pub(crate) fn content_len<P: PropertySet>(p: &P) -> (usize, bool) {
+/// Size of a property block's content (without its length prefix), whether a field is too
+/// long to encode, and the first variable byte integer value too large to encode.
+pub(crate) fn content_len<P: PropertySet>(p: &P) -> (usize, bool, Option<u32>) {
     let mut c = crate::wire::Counter::default();
     p.write(&mut c);
-    (c.len, c.too_long)
+    (c.len, c.too_long, c.varint_out_of_range)
 }
 
 macro_rules! put {

@@ -57,7 +57,7 @@ impl Reader {
                 Ok(v)
             }
             VarInt::Incomplete => Err(DecodeError::UnexpectedEnd(what)),
-            VarInt::TooLong => Err(DecodeError::MalformedVarInt),
+            VarInt::TooLong | VarInt::NonMinimal => Err(DecodeError::MalformedVarInt),
         }
     }
 
@@ -110,6 +110,8 @@ pub(crate) enum VarInt {
     Incomplete,
     /// A fifth byte would be needed.
     TooLong,
+    /// More bytes than the value needs [MQTT-1.5.5-1].
+    NonMinimal,
 }
 
 pub(crate) fn read_varint(buf: &[u8]) -> VarInt {
@@ -117,6 +119,11 @@ pub(crate) fn read_varint(buf: &[u8]) -> VarInt {
     for (i, &b) in buf.iter().enumerate().take(4) {
         value |= u32::from(b & 0x7F) << (7 * i);
         if b & 0x80 == 0 {
+            // a last byte of 0 after a continuation byte adds nothing: the value fits in fewer
+            // bytes, which [MQTT-1.5.5-1] forbids
+            if i > 0 && b == 0 {
+                return VarInt::NonMinimal;
+            }
             return VarInt::Value(value, i + 1);
         }
     }
@@ -177,6 +184,8 @@ pub(crate) trait Sink {
 pub(crate) struct Counter {
     pub(crate) len: usize,
     pub(crate) too_long: bool,
+    /// A variable byte integer value above [`MAX_VARINT`] (it cannot be encoded).
+    pub(crate) varint_out_of_range: Option<u32>,
 }
 
 impl Counter {
@@ -198,6 +207,9 @@ impl Sink for Counter {
         self.len += 5;
     }
     fn varint(&mut self, _: u8, v: u32) {
+        if v > MAX_VARINT && self.varint_out_of_range.is_none() {
+            self.varint_out_of_range = Some(v);
+        }
         self.len += 1 + varint_len(v);
     }
     fn binary(&mut self, _: u8, v: &[u8]) {
@@ -265,6 +277,9 @@ mod tests {
             VarInt::TooLong
         );
         assert_eq!(read_varint(&[0xFF, 0xFF]), VarInt::Incomplete);
+        assert_eq!(read_varint(&[0x80, 0x00]), VarInt::NonMinimal);
+        assert_eq!(read_varint(&[0xFF, 0x80, 0x80, 0x00]), VarInt::NonMinimal);
+        assert_eq!(read_varint(&[0x80, 0x01]), VarInt::Value(128, 2));
         assert_eq!(read_varint(&[]), VarInt::Incomplete);
     }
 
