@@ -1,0 +1,417 @@
+//! The application-facing handle ([`Client`]) and the task that drives the connection
+//! ([`EventLoop`]).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use midge_codec::{
+    Disconnect, Packet, Publish, QoS, ReasonCode, Subscribe, SubscribeProperties,
+    SubscriptionOptions, TopicFilter, TopicName, Unsubscribe, UnsubscribeProperties, decode,
+};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use crate::error::ClientError;
+use crate::event::Event;
+use crate::options::{ClientOptions, Direction};
+use crate::state::{MqttState, StateError};
+use crate::transport::{self, Stream};
+
+/// A request from a [`Client`] handle to the event loop.
+#[derive(Debug)]
+enum Request {
+    Publish(Publish),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Disconnect(Disconnect),
+}
+
+/// A cheap, cloneable handle for publishing and subscribing. Requests are queued to the
+/// [`EventLoop`], which must be polled for anything to happen.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Client {
+    /// Create a client and its event loop. Nothing touches the network until
+    /// [`EventLoop::poll`] is called.
+    pub fn new(options: ClientOptions) -> (Client, EventLoop) {
+        let (tx, rx) = mpsc::channel(options.request_capacity.max(1));
+        let mut state = MqttState::new(options.connect.protocol);
+        if let Some(max) = options.connect.properties.receive_maximum {
+            state.set_receive_maximum(max);
+        }
+        let event_loop = EventLoop {
+            options,
+            state,
+            requests: rx,
+            requests_closed: false,
+            stream: None,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            last_sent: Instant::now(),
+            ping_sent: None,
+            reconnect_delay: None,
+            backoff: None,
+            closed: false,
+        };
+        (Client { tx }, event_loop)
+    }
+
+    async fn send(&self, request: Request) -> Result<(), ClientError> {
+        self.tx.send(request).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Queue a publish of `payload` to `topic`. Waits only when the request queue is full.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        let topic = TopicName::new(topic).map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut publish = Publish::new(topic, payload);
+        publish.qos = qos;
+        publish.retain = retain;
+        self.send(Request::Publish(publish)).await
+    }
+
+    /// Queue a fully built PUBLISH (MQTT 5 properties included). Its packet id is assigned by
+    /// the event loop.
+    pub async fn publish_packet(&self, publish: Publish) -> Result<(), ClientError> {
+        self.send(Request::Publish(publish)).await
+    }
+
+    /// Queue a PUBLISH without waiting; fails when the request queue is full.
+    pub fn try_publish_packet(&self, publish: Publish) -> Result<(), ClientError> {
+        self.tx
+            .try_send(Request::Publish(publish))
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Subscribe to one filter.
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), ClientError> {
+        let filter = TopicFilter::new(filter).map_err(|e| ClientError::Config(e.to_string()))?;
+        self.subscribe_many(
+            vec![(filter, SubscriptionOptions::qos(qos))],
+            SubscribeProperties::default(),
+        )
+        .await
+    }
+
+    /// Subscribe to several filters in one SUBSCRIBE, with MQTT 5 properties.
+    pub async fn subscribe_many(
+        &self,
+        filters: Vec<(TopicFilter, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+    ) -> Result<(), ClientError> {
+        self.send(Request::Subscribe(Subscribe {
+            packet_id: 0,
+            properties,
+            filters,
+        }))
+        .await
+    }
+
+    /// Unsubscribe from several filters in one UNSUBSCRIBE.
+    pub async fn unsubscribe_many(
+        &self,
+        filters: Vec<TopicFilter>,
+        properties: UnsubscribeProperties,
+    ) -> Result<(), ClientError> {
+        self.send(Request::Unsubscribe(Unsubscribe {
+            packet_id: 0,
+            properties,
+            filters,
+        }))
+        .await
+    }
+
+    /// Send DISCONNECT (normal disconnection) after everything queued before it, then close.
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        self.disconnect_with(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION))
+            .await
+    }
+
+    /// Send this DISCONNECT (MQTT 5 reason and properties) and close.
+    pub async fn disconnect_with(&self, disconnect: Disconnect) -> Result<(), ClientError> {
+        self.send(Request::Disconnect(disconnect)).await
+    }
+}
+
+/// Drives one connection: connects, reads and decodes, answers acks, sends keepalive pings,
+/// batches queued requests into one write, and reconnects (if enabled). Call
+/// [`EventLoop::poll`] in a loop.
+#[derive(Debug)]
+pub struct EventLoop {
+    options: ClientOptions,
+    state: MqttState,
+    requests: mpsc::Receiver<Request>,
+    requests_closed: bool,
+    stream: Option<Stream>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+    reconnect_delay: Option<Duration>,
+    backoff: Option<Duration>,
+    closed: bool,
+}
+
+/// Largest number of queued requests taken in one wake-up.
+const BATCH: usize = 256;
+
+impl EventLoop {
+    /// The options this loop connects with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Change the options used by the next (re)connect (for example `clean_start`).
+    pub fn options_mut(&mut self) -> &mut ClientOptions {
+        &mut self.options
+    }
+
+    /// The protocol state (in-flight counts, ...).
+    pub fn state(&self) -> &MqttState {
+        &self.state
+    }
+
+    /// Wait for the next event. Connects first when there is no connection.
+    ///
+    /// Without [`ClientOptions::reconnect`], a connection problem is returned as `Err` and
+    /// the next call connects again at once (the session's in-flight messages are redelivered
+    /// if the server kept it). With it, a lost connection is reported as
+    /// [`Event::ConnectionLost`] and the next call waits the backoff delay, then reconnects.
+    /// A refused CONNACK is always an `Err`.
+    pub async fn poll(&mut self) -> Result<Event, ClientError> {
+        loop {
+            if let Some(event) = self.state.pop_event() {
+                return Ok(event);
+            }
+            if self.closed {
+                return Err(ClientError::Closed);
+            }
+            if self.stream.is_none() {
+                if let Some(delay) = self.reconnect_delay.take() {
+                    sleep(delay).await;
+                }
+                if let Err(e) = self.connect().await {
+                    return self.fail(e);
+                }
+                continue;
+            }
+            if let Err(e) = self.step().await {
+                return self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: ClientError) -> Result<Event, ClientError> {
+        self.stream = None;
+        self.state.connection_lost();
+        self.ping_sent = None;
+        match self.options.reconnect {
+            Some(r) if error.is_transient() => {
+                let delay = self.backoff.map_or(r.min, |d| (d * 2).min(r.max));
+                self.backoff = Some(delay);
+                self.reconnect_delay = Some(delay);
+                Ok(Event::ConnectionLost(error))
+            }
+            _ => Err(error),
+        }
+    }
+
+    fn hook(&self, direction: Direction, packet: &Packet) {
+        if let Some(hook) = &self.options.packet_hook {
+            (hook.0)(direction, packet);
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        let limit = self.options.connect_timeout;
+        let (stream, connack) = timeout(limit, self.handshake())
+            .await
+            .map_err(|_| ClientError::ConnectTimeout)??;
+        self.stream = Some(stream);
+        match self.state.handle_connack(&connack) {
+            Ok(()) => {}
+            Err(StateError::Refused(reason)) => {
+                self.stream = None;
+                return Err(ClientError::Refused {
+                    protocol: self.options.connect.protocol,
+                    reason,
+                    properties: Box::new(connack.properties),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.backoff = None;
+        self.last_sent = Instant::now();
+        // redelivered flows and publishes queued while disconnected
+        self.flush().await
+    }
+
+    async fn handshake(&mut self) -> Result<(Stream, midge_codec::ConnAck), ClientError> {
+        let mut stream = transport::connect(&self.options).await?;
+        self.read_buf.clear();
+        self.write_buf.clear();
+        let connect = Packet::Connect(Box::new(self.options.connect.clone()));
+        self.hook(Direction::Sent, &connect);
+        connect.encode(self.options.connect.protocol, &mut self.write_buf)?;
+        stream.write_all(&self.write_buf).await?;
+        self.write_buf.clear();
+        loop {
+            if let Some(packet) = decode(
+                &mut self.read_buf,
+                self.options.connect.protocol,
+                self.options.max_packet_size,
+            )? {
+                self.hook(Direction::Received, &packet);
+                return match packet {
+                    Packet::ConnAck(c) => Ok((stream, c)),
+                    other => Err(ClientError::NotConnAck(other.packet_type().name())),
+                };
+            }
+            if stream.read(&mut self.read_buf).await? == 0 {
+                return Err(ClientError::ConnectionClosed);
+            }
+        }
+    }
+
+    fn keepalive(&self) -> Option<Duration> {
+        match self.options.connect.keep_alive {
+            0 => None,
+            k => Some(Duration::from_secs(u64::from(k))),
+        }
+    }
+
+    fn handle_request(&mut self, request: Request) -> Result<(), ClientError> {
+        match request {
+            Request::Publish(p) => {
+                self.state.publish(p)?;
+            }
+            Request::Subscribe(s) => {
+                self.state.subscribe(s)?;
+            }
+            Request::Unsubscribe(u) => {
+                self.state.unsubscribe(u)?;
+            }
+            Request::Disconnect(d) => {
+                self.state.disconnect(d);
+                self.closed = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// One wake-up: bytes from the server, queued requests, or the keepalive timer.
+    async fn step(&mut self) -> Result<(), ClientError> {
+        let keepalive = self.keepalive();
+        let deadline = match (keepalive, self.ping_sent) {
+            (Some(k), Some(sent)) => sent + k,
+            (Some(k), None) => self.last_sent + k,
+            (None, _) => Instant::now() + Duration::from_secs(86_400),
+        };
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(ClientError::ConnectionClosed);
+        };
+        let requests_open = !self.requests_closed;
+        tokio::select! {
+            biased;
+            read = stream.read(&mut self.read_buf) => {
+                if read? == 0 {
+                    return Err(ClientError::ConnectionClosed);
+                }
+                while let Some(packet) = decode(
+                    &mut self.read_buf,
+                    self.options.connect.protocol,
+                    self.options.max_packet_size,
+                )? {
+                    self.hook(Direction::Received, &packet);
+                    let disconnect = match &packet {
+                        Packet::Disconnect(d) => Some(d.reason),
+                        _ => None,
+                    };
+                    self.state.handle_packet(packet)?;
+                    if let Some(reason) = disconnect {
+                        self.flush().await?;
+                        return Err(ClientError::ServerDisconnect(reason));
+                    }
+                }
+                if !self.state.ping_outstanding() {
+                    self.ping_sent = None;
+                }
+            }
+            request = self.requests.recv(), if requests_open => {
+                match request {
+                    Some(r) => {
+                        self.handle_request(r)?;
+                        let mut n = 1;
+                        while n < BATCH && !self.closed {
+                            match self.requests.try_recv() {
+                                Ok(r) => self.handle_request(r)?,
+                                Err(_) => break,
+                            }
+                            n += 1;
+                        }
+                    }
+                    None => self.requests_closed = true,
+                }
+            }
+            _ = sleep_until(deadline), if keepalive.is_some() => {
+                if self.ping_sent.is_some() {
+                    return Err(ClientError::KeepAliveTimeout);
+                }
+                self.state.ping();
+                self.ping_sent = Some(Instant::now());
+            }
+        }
+        self.flush().await?;
+        if self.closed {
+            if let Some(stream) = self.stream.as_mut() {
+                stream.shutdown().await;
+            }
+            self.stream = None;
+            self.state.connection_lost();
+            self.state.push_event(Event::Closed);
+        }
+        Ok(())
+    }
+
+    /// Encode every queued packet into one buffer and write it at once.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.state.outbox().is_empty() {
+            return Ok(());
+        }
+        let protocol = self.options.connect.protocol;
+        let mut qos0 = 0usize;
+        while let Some(packet) = self.state.outbox().pop_front() {
+            self.hook(Direction::Sent, &packet);
+            if let Packet::Publish(p) = &packet {
+                if p.qos == QoS::AtMostOnce {
+                    qos0 += 1;
+                }
+            }
+            packet.encode(protocol, &mut self.write_buf)?;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            self.write_buf.clear();
+            return Err(ClientError::ConnectionClosed);
+        };
+        let result = stream.write_all(&self.write_buf).await;
+        self.write_buf.clear();
+        result?;
+        self.last_sent = Instant::now();
+        for _ in 0..qos0 {
+            self.state.push_event(Event::Published {
+                packet_id: 0,
+                qos: QoS::AtMostOnce,
+                reason: ReasonCode::SUCCESS,
+            });
+        }
+        Ok(())
+    }
+}
