@@ -49,7 +49,7 @@ pub use client::{Client, EventLoop};
 pub use error::{ClientError, refusal_text};
 pub use event::Event;
 pub use options::{
-    ClientOptions, Direction, PacketHook, Reconnect, TlsOptions, TlsVersion, Transport,
+    ClientOptions, Direction, HookFn, PacketHook, Reconnect, TlsOptions, TlsVersion, Transport,
 };
 pub use state::{MqttState, StateError};
 
