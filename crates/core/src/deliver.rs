@@ -1,0 +1,616 @@
+//! Routing a message to sessions, the per-session in-flight window and queue, and the end of
+//! connections and sessions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use midge_codec::{Disconnect, Packet, Publish, QoS, ReasonCode};
+
+use crate::session::{Delivery, InFlight, OutState};
+use crate::trie::Subscriber;
+use crate::{Action, Broker, ClientInfo, ConnId, Message, SessionId};
+
+impl Broker {
+    /// Store or clear a retained message.
+    pub(crate) fn retain(&mut self, msg: Message) {
+        if !self.retained.set(msg, self.config.max_retained_messages) {
+            self.stats.messages_dropped += 1;
+        }
+    }
+
+    /// Deliver a message to every matching session. `origin` is the publishing session (for
+    /// No Local). Returns the number of sessions it went to.
+    pub(crate) fn route(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        origin: Option<SessionId>,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let mut m = std::mem::take(&mut self.scratch);
+        self.tree.matches(msg.topic.as_str(), &mut m);
+        let mut delivered = 0;
+        if !m.subscribers.is_empty() {
+            // one delivery per session: the highest QoS of its matching subscriptions and all
+            // their identifiers [MQTT-3.3.4-2] [MQTT-3.3.4-4]
+            m.subscribers.sort_unstable_by_key(|s| s.session);
+            let subs = std::mem::take(&mut m.subscribers);
+            let mut i = 0;
+            while let Some(first) = subs.get(i) {
+                let sid = first.session;
+                let end = subs[i..]
+                    .iter()
+                    .position(|s| s.session != sid)
+                    .map_or(subs.len(), |p| i + p);
+                let group = subs.get(i..end).unwrap_or_default();
+                if let Some(d) = self.plan(&msg, origin, sid, group) {
+                    self.deliver(now, sid, d, out);
+                    delivered += 1;
+                }
+                i = end;
+            }
+            m.subscribers = subs;
+            m.subscribers.clear();
+        }
+        let groups = std::mem::take(&mut m.groups);
+        for &(node, gi) in &groups {
+            if let Some((sid, d)) = self.pick_shared(node, gi, &msg) {
+                self.deliver(now, sid, d, out);
+                delivered += 1;
+            }
+        }
+        m.groups = groups;
+        m.groups.clear();
+        self.scratch = m;
+        delivered
+    }
+
+    fn plan(
+        &self,
+        msg: &Arc<Message>,
+        origin: Option<SessionId>,
+        sid: SessionId,
+        subs: &[Subscriber],
+    ) -> Option<Delivery> {
+        let session = self.session(sid)?;
+        let mut qos: Option<QoS> = None;
+        let mut retain = false;
+        let mut sub_ids = Vec::new();
+        for s in subs {
+            if s.options.no_local && origin == Some(sid) {
+                continue; // [MQTT-3.8.3-3]
+            }
+            let q = msg.qos.min(s.options.qos);
+            qos = Some(qos.map_or(q, |cur| cur.max(q)));
+            retain |= s.options.retain_as_published && msg.retain;
+            if let Some(id) = s.identifier {
+                sub_ids.push(id);
+            }
+        }
+        let qos = qos?;
+        if self.auth.checks_delivery() {
+            let info = ClientInfo {
+                client_id: &session.client_id,
+                username: session.username.as_deref(),
+            };
+            if !self.auth.can_receive(&info, msg.topic.as_str()) {
+                return None;
+            }
+        }
+        if !session.protocol.is_v5() {
+            retain = false; // [MQTT-3.3.1-9] (3.1.1): forwarded messages carry RETAIN 0
+        }
+        Some(Delivery {
+            msg: msg.clone(),
+            qos,
+            retain,
+            sub_ids,
+            share: None,
+        })
+    }
+
+    /// Choose the member of a share group that gets this message: round robin over members
+    /// whose session is connected and able to take it, else over all members.
+    fn pick_shared(
+        &mut self,
+        node: usize,
+        gi: usize,
+        msg: &Arc<Message>,
+    ) -> Option<(SessionId, Delivery)> {
+        let members: Vec<Subscriber> = self.tree.group_mut(node, gi)?.members.clone();
+        let online: Vec<bool> = members
+            .iter()
+            .map(|m| self.session(m.session).and_then(|s| s.conn).is_some())
+            .collect();
+        let any_online = online.iter().any(|o| *o);
+        let g = self.tree.group_mut(node, gi)?;
+        let n = g.members.len();
+        let mut chosen = None;
+        for k in 0..n {
+            let idx = (g.next + k) % n;
+            if !any_online || online.get(idx).copied().unwrap_or(false) {
+                chosen = Some(idx);
+                break;
+            }
+        }
+        let idx = chosen?;
+        g.next = (idx + 1) % n;
+        let sub = *members.get(idx)?;
+        let share_key = g.key.clone();
+        let session = self.session(sub.session)?;
+        if self.auth.checks_delivery() {
+            let info = ClientInfo {
+                client_id: &session.client_id,
+                username: session.username.as_deref(),
+            };
+            if !self.auth.can_receive(&info, msg.topic.as_str()) {
+                return None;
+            }
+        }
+        let retain = session.protocol.is_v5() && sub.options.retain_as_published && msg.retain;
+        Some((
+            sub.session,
+            Delivery {
+                msg: msg.clone(),
+                qos: msg.qos.min(sub.options.qos),
+                retain,
+                sub_ids: sub.identifier.into_iter().collect(),
+                share: Some(share_key),
+            },
+        ))
+    }
+
+    /// Hand a delivery to a session: send now if its connection can take it, else queue.
+    pub(crate) fn deliver(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        d: Delivery,
+        out: &mut Vec<Action>,
+    ) {
+        let max_inflight = self.config.max_inflight_messages;
+        let Some(session) = self.session(sid) else {
+            return;
+        };
+        let conn = session.conn;
+        let writable = conn
+            .and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| c.writable);
+        match conn {
+            Some(conn) if writable && session.queue.is_empty() => {
+                if d.qos == QoS::AtMostOnce {
+                    self.send_publish(now, conn, sid, &d, 0, false, out);
+                } else if session.inflight.len()
+                    < usize::from(max_inflight.min(session.client_receive_maximum))
+                {
+                    self.start_inflight(now, conn, sid, d, out);
+                } else {
+                    self.enqueue(sid, d);
+                }
+            }
+            Some(_) => {
+                if d.qos == QoS::AtMostOnce && !writable {
+                    self.drop_message(sid);
+                } else {
+                    self.enqueue(sid, d);
+                }
+            }
+            None => {
+                if d.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
+                    // QoS 0 is not kept for offline sessions (as mosquitto by default)
+                } else {
+                    self.enqueue(sid, d);
+                }
+            }
+        }
+    }
+
+    fn drop_message(&mut self, sid: SessionId) {
+        self.stats.messages_dropped += 1;
+        if let Some(s) = self.session_mut(sid) {
+            s.dropped += 1;
+        }
+    }
+
+    /// Queue a delivery, within the per-session message and byte limits. When full, a queued
+    /// QoS 0 message makes room for a QoS 1/2 one; otherwise the new message is dropped and
+    /// counted.
+    fn enqueue(&mut self, sid: SessionId, d: Delivery) {
+        let max_msgs = self.config.max_queued_messages;
+        let max_bytes = self.config.max_queued_bytes;
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        let size = d.msg.payload.len();
+        let full = |s: &crate::session::Session| {
+            s.queue.len() >= max_msgs || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
+        };
+        let mut evicted = 0;
+        if full(s) && d.qos != QoS::AtMostOnce {
+            while full(s) {
+                let Some(pos) = s.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
+                    break;
+                };
+                if let Some(old) = s.queue.remove(pos) {
+                    s.queued_bytes -= old.msg.payload.len();
+                    s.dropped += 1;
+                    evicted += 1;
+                }
+            }
+        }
+        self.stats.messages_dropped += evicted;
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if full(s) {
+            s.dropped += 1;
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        s.queued_bytes += size;
+        s.queue.push_back(d);
+    }
+
+    fn start_inflight(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        d: Delivery,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        let packet_id = s.alloc_packet_id();
+        let state = if d.qos == QoS::AtLeastOnce {
+            OutState::AwaitPubAck
+        } else {
+            OutState::AwaitPubRec
+        };
+        if self.send_publish(now, conn, sid, &d, packet_id, false, out) {
+            if let Some(s) = self.session_mut(sid) {
+                s.inflight.push_back(InFlight {
+                    packet_id,
+                    state,
+                    delivery: d,
+                });
+            }
+        }
+    }
+
+    /// Move queued messages into the connection while the window and the socket allow.
+    pub(crate) fn pump(&mut self, now: Instant, sid: SessionId, out: &mut Vec<Action>) {
+        let max_inflight = self.config.max_inflight_messages;
+        loop {
+            let Some(s) = self.session(sid) else { return };
+            let Some(conn) = s.conn else { return };
+            if !self.conns.get(&conn).is_some_and(|c| c.writable) {
+                return;
+            }
+            let window = usize::from(max_inflight.min(s.client_receive_maximum));
+            let Some(front) = s.queue.front() else { return };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+                return;
+            }
+            let Some(s) = self.session_mut(sid) else {
+                return;
+            };
+            let Some(d) = s.queue.pop_front() else { return };
+            s.queued_bytes -= d.msg.payload.len();
+            if d.qos == QoS::AtMostOnce {
+                self.send_publish(now, conn, sid, &d, 0, false, out);
+            } else {
+                self.start_inflight(now, conn, sid, d, out);
+            }
+        }
+    }
+
+    /// Build and send one PUBLISH. Returns false if it was not sent (expired, or larger than
+    /// the client's Maximum Packet Size, which the spec says to discard [MQTT-3.1.2-25]).
+    pub(crate) fn send_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let msg = &d.msg;
+        let remaining = match msg.expires_at {
+            Some(at) if at <= now => {
+                self.drop_message(sid);
+                return false;
+            }
+            Some(at) => Some(at.duration_since(now).as_secs().max(1) as u32),
+            None => None,
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let v5 = c.protocol.is_v5();
+        let mut publish = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.clone(),
+            packet_id,
+            properties: if v5 {
+                msg.properties.clone()
+            } else {
+                Default::default()
+            },
+            payload: msg.payload.clone(),
+        };
+        if v5 {
+            publish.properties.message_expiry_interval = remaining;
+            publish
+                .properties
+                .subscription_identifiers
+                .clone_from(&d.sub_ids);
+            // outbound topic alias: the first PUBLISH on a topic sets the alias, later ones
+            // send an empty topic with it
+            if c.topic_alias_max_out > 0 {
+                if let Some(&alias) = c.aliases_out.get(msg.topic.as_byte_string()) {
+                    publish.topic = midge_codec::TopicName::empty();
+                    publish.properties.topic_alias = Some(alias);
+                } else if c.aliases_out.len() < usize::from(c.topic_alias_max_out) {
+                    let alias = c.aliases_out.len() as u16 + 1;
+                    c.aliases_out
+                        .insert(msg.topic.as_byte_string().clone(), alias);
+                    publish.properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        let protocol = c.protocol;
+        let Some(session) = self.session(sid) else {
+            return false;
+        };
+        if session.client_max_packet != u32::MAX {
+            let packet = Packet::Publish(publish);
+            let fits = packet
+                .encoded_len(protocol)
+                .is_ok_and(|n| n <= session.client_max_packet as usize);
+            if !fits {
+                self.drop_message(sid);
+                return false;
+            }
+            out.push(Action::Send(conn, packet));
+        } else {
+            out.push(Action::Send(conn, Packet::Publish(publish)));
+        }
+        self.stats.messages_sent += 1;
+        true
+    }
+
+    /// Re-send everything in flight after a session resumes: PUBLISH with DUP for
+    /// unacknowledged messages, PUBREL for those already received [MQTT-4.4.0-1].
+    pub(crate) fn resend_inflight(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: SessionId,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
+        let mut kept = Vec::with_capacity(inflight.len());
+        for f in inflight {
+            match f.state {
+                OutState::AwaitPubComp => {
+                    out.push(Action::Send(
+                        conn,
+                        Packet::PubRel(midge_codec::PubAck::new(f.packet_id)),
+                    ));
+                    kept.push(f);
+                }
+                _ => {
+                    if self.send_publish(now, conn, sid, &f.delivery, f.packet_id, true, out) {
+                        kept.push(f);
+                    }
+                }
+            }
+        }
+        if let Some(s) = self.session_mut(sid) {
+            s.inflight.extend(kept);
+        }
+    }
+
+    /// Send an error to a connection (DISCONNECT in MQTT 5) and close it abnormally.
+    pub(crate) fn fail(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: ReasonCode,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(c) = self.conns.get(&conn) {
+            if c.protocol.is_v5() && c.session.is_some() {
+                out.push(Action::Send(
+                    conn,
+                    Packet::Disconnect(Disconnect::new(reason)),
+                ));
+            }
+        }
+        out.push(Action::Close(conn));
+        self.closed(now, conn, crate::CloseCause::ProtocolError, out);
+    }
+
+    /// Detach a session from its connection. With `abnormal`, the will is published now or
+    /// scheduled after its delay; messages from shared subscriptions move to other members.
+    pub(crate) fn detach(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        conn: ConnId,
+        abnormal: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        s.conn = None;
+        s.disconnected_at = Some(now);
+        if !abnormal {
+            s.will = None;
+        }
+        let will_delay = s
+            .will
+            .as_ref()
+            .map(|w| w.properties.will_delay_interval.unwrap_or(0));
+        let expiry = s.expiry_interval;
+        match will_delay {
+            Some(0) => self.publish_will(now, sid, out),
+            Some(delay) => {
+                if let Some(s) = self.session_mut(sid) {
+                    s.will_at = Some(now + Duration::from_secs(u64::from(delay)));
+                }
+            }
+            None => {}
+        }
+        self.redistribute_shared(now, sid, out);
+        if expiry == 0 {
+            self.end_session(now, sid, out);
+        }
+    }
+
+    /// Move in-flight and queued messages that came through a share group to another member
+    /// of that group that is connected.
+    fn redistribute_shared(&mut self, now: Instant, sid: SessionId, out: &mut Vec<Action>) {
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
+        if !s.inflight.iter().any(|f| f.delivery.share.is_some())
+            && !s.queue.iter().any(|d| d.share.is_some())
+        {
+            return;
+        }
+        let mut moved = Vec::new();
+        let inflight = std::mem::take(&mut s.inflight);
+        for f in inflight {
+            // a QoS 2 message whose PUBREC arrived is already delivered: keep its PUBREL flow
+            if f.delivery.share.is_some() && f.state != OutState::AwaitPubComp {
+                moved.push(f.delivery);
+            } else {
+                s.inflight.push_back(f);
+            }
+        }
+        let queue = std::mem::take(&mut s.queue);
+        for d in queue {
+            if d.share.is_some() {
+                s.queued_bytes -= d.msg.payload.len();
+                moved.push(d);
+            } else {
+                s.queue.push_back(d);
+            }
+        }
+        for d in moved {
+            let target = d
+                .share
+                .as_ref()
+                .and_then(|k| self.other_member(&k.0, &k.1, sid));
+            match target {
+                Some(other) => self.deliver(now, other, d, out),
+                None => {
+                    // nobody else can take it: keep it with this session
+                    if let Some(s) = self.session_mut(sid) {
+                        s.queued_bytes += d.msg.payload.len();
+                        s.queue.push_back(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn other_member(&mut self, filter: &str, group: &str, not: SessionId) -> Option<SessionId> {
+        let members: Vec<SessionId> = self
+            .tree
+            .group_by_name(filter, group)?
+            .members
+            .iter()
+            .map(|m| m.session)
+            .collect();
+        members
+            .into_iter()
+            .find(|&m| m != not && self.session(m).is_some_and(|s| s.conn.is_some()))
+    }
+
+    /// Publish the session's will (if still pending) and forget it.
+    pub(crate) fn publish_will(&mut self, now: Instant, sid: SessionId, out: &mut Vec<Action>) {
+        let Some(s) = self
+            .sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        s.will_at = None;
+        let Some(will) = s.will.take() else { return };
+        let s = &*s;
+        let info_ok = {
+            let info = ClientInfo {
+                client_id: &s.client_id,
+                username: s.username.as_deref(),
+            };
+            self.auth.can_publish(&info, will.topic.as_str())
+        };
+        if !info_ok {
+            return;
+        }
+        let mut properties = midge_codec::PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: will.properties.response_topic.clone(),
+            correlation_data: will.properties.correlation_data.clone(),
+            user_properties: will.properties.user_properties.clone(),
+            subscription_identifiers: Vec::new(),
+            content_type: will.properties.content_type.clone(),
+        };
+        properties.message_expiry_interval = None;
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at: will
+                .properties
+                .message_expiry_interval
+                .map(|s| now + Duration::from_secs(u64::from(s))),
+        };
+        if msg.retain && self.config.retain_available {
+            self.retain(msg.clone());
+        }
+        self.route(now, Arc::new(msg), None, out);
+    }
+
+    /// End a session: its will goes out if still pending [MQTT-3.1.3-9], its subscriptions and
+    /// messages are discarded.
+    pub(crate) fn end_session(&mut self, now: Instant, sid: SessionId, out: &mut Vec<Action>) {
+        if self.session(sid).is_some_and(|s| s.will.is_some()) {
+            self.publish_will(now, sid, out);
+        }
+        self.redistribute_shared(now, sid, out);
+        let Some(slot) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let Some(s) = slot.take() else { return };
+        for filter in s.subscriptions.keys() {
+            if let Ok(f) = midge_codec::TopicFilter::new(filter.clone()) {
+                self.tree.remove(f.filter(), f.share_group(), sid);
+            }
+        }
+        if self.by_client_id.get(&s.client_id) == Some(&sid) {
+            self.by_client_id.remove(&s.client_id);
+        }
+        self.free_sessions.push(sid.0);
+    }
+}

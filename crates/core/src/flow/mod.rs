@@ -1,0 +1,6 @@
+//! One module per protocol flow, so the spec's chapters can be found in the tree.
+
+mod connect;
+mod disconnect;
+mod publish;
+mod subscribe;

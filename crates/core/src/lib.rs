@@ -1,0 +1,407 @@
+//! # midge-core
+//!
+//! The broker as a deterministic state machine: sessions, the subscription tree with shared
+//! groups, QoS 0/1/2 flows, retained messages, wills, expiry, limits and authorization
+//! decisions. No sockets, no async runtime, no clock reads: every call gets `now`, and every
+//! effect comes back as an [`Action`] for the caller (the server's router task) to carry out.
+//!
+//! A connection is opened with [`Broker::open`], fed packets with [`Broker::handle`], and
+//! ended with [`Broker::closed`]. In-process clients (rules, `$SYS`, bridges) are connections
+//! like any other whose actions are delivered without a socket, or publish with
+//! [`Broker::publish`].
+
+mod auth;
+mod config;
+mod deliver;
+mod flow;
+mod retain;
+mod session;
+mod trie;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use bytestring::ByteString;
+use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
+
+pub use auth::{AllowAll, Authorizer, ClientInfo};
+pub use config::Config;
+
+use retain::Retained;
+use session::Session;
+use trie::{Matches, Tree};
+
+/// Identifies one connection (network or in-process) for its whole life; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Index of a session in the broker (internal, reused after the session ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionId(pub(crate) u32);
+
+/// An application message as the broker accepted it; shared by every delivery of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic.
+    pub topic: TopicName,
+    /// Payload (shared, never copied per subscriber).
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// Retain flag it was published with.
+    pub retain: bool,
+    /// Properties to forward (without topic alias or subscription identifiers).
+    pub properties: PublishProperties,
+    /// When it expires (from Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// A message with no properties.
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Message {
+        Message {
+            topic,
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: PublishProperties::default(),
+            expires_at: None,
+        }
+    }
+}
+
+/// Something the caller must do on the broker's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a packet on a connection.
+    Send(ConnId, Packet),
+    /// Close a connection once what was sent before this action is written.
+    Close(ConnId),
+    /// The connection's CONNECT was accepted: from now on it is `client_id` speaking
+    /// `protocol`, and the keep alive to enforce is `keep_alive` seconds (0 = none).
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The client identifier in force (assigned by the server if the client sent none).
+        client_id: ByteString,
+        /// Protocol level.
+        protocol: Protocol,
+        /// Keep alive to enforce, in seconds (the server keeps 1.5 times this).
+        keep_alive: u16,
+    },
+}
+
+/// Why a connection ended without a DISCONNECT from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The network connection closed or failed.
+    Network,
+    /// The client sent nothing for 1.5 times its keep alive.
+    KeepAliveTimeout,
+    /// The client broke the protocol (the server already told it why).
+    ProtocolError,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Counters for `$SYS` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Messages dropped (queue full, slow client, too large for the client).
+    pub messages_dropped: u64,
+    /// Connected clients.
+    pub clients_connected: usize,
+    /// Sessions, connected or not.
+    pub sessions: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// Messages waiting in session queues.
+    pub queued: usize,
+    /// Highest number of connected clients seen.
+    pub clients_maximum: usize,
+}
+
+/// State of one connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) session: Option<SessionId>,
+    pub(crate) protocol: Protocol,
+    /// False while the server reports its outbound queue as full.
+    pub(crate) writable: bool,
+    pub(crate) aliases_in: AHashMap<u16, TopicName>,
+    pub(crate) aliases_out: AHashMap<ByteString, u16>,
+    pub(crate) topic_alias_max_out: u16,
+    pub(crate) request_problem_info: bool,
+}
+
+/// The broker state machine.
+#[derive(Debug)]
+pub struct Broker {
+    pub(crate) config: Config,
+    pub(crate) auth: Box<dyn Authorizer>,
+    pub(crate) conns: AHashMap<ConnId, Conn>,
+    next_conn: u64,
+    pub(crate) sessions: Vec<Option<Session>>,
+    free_sessions: Vec<u32>,
+    pub(crate) by_client_id: AHashMap<ByteString, SessionId>,
+    pub(crate) tree: Tree,
+    pub(crate) retained: Retained,
+    pub(crate) stats: Stats,
+    pub(crate) scratch: Matches,
+    assigned_ids: u64,
+}
+
+impl Broker {
+    /// A broker with the given limits, allowing every client.
+    pub fn new(config: Config) -> Broker {
+        Broker {
+            config,
+            auth: Box::new(AllowAll),
+            conns: AHashMap::new(),
+            next_conn: 1,
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_client_id: AHashMap::new(),
+            tree: Tree::default(),
+            retained: Retained::default(),
+            stats: Stats::default(),
+            scratch: Matches::default(),
+            assigned_ids: 0,
+        }
+    }
+
+    /// Replace the authorization hook.
+    pub fn set_authorizer(&mut self, auth: Box<dyn Authorizer>) {
+        self.auth = auth;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Register a new connection; its first packet must be CONNECT.
+    pub fn open(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                session: None,
+                protocol: Protocol::V311,
+                writable: true,
+                aliases_in: AHashMap::new(),
+                aliases_out: AHashMap::new(),
+                topic_alias_max_out: 0,
+                request_problem_info: true,
+            },
+        );
+        id
+    }
+
+    /// Handle one packet received on `conn`.
+    pub fn handle(&mut self, now: Instant, conn: ConnId, packet: Packet, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let connected = c.session.is_some();
+        match packet {
+            Packet::Connect(connect) => {
+                if connected {
+                    // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
+                    self.fail(now, conn, midge_codec::ReasonCode::PROTOCOL_ERROR, out);
+                } else {
+                    self.handle_connect(now, conn, *connect, out);
+                }
+            }
+            _ if !connected => {
+                // [MQTT-3.1.0-1] the first packet must be CONNECT
+                self.fail(now, conn, midge_codec::ReasonCode::PROTOCOL_ERROR, out);
+            }
+            Packet::Publish(p) => self.handle_publish(now, conn, p, out),
+            Packet::PubAck(a) => self.handle_puback(now, conn, a, out),
+            Packet::PubRec(a) => self.handle_pubrec(now, conn, a, out),
+            Packet::PubRel(a) => self.handle_pubrel(now, conn, a, out),
+            Packet::PubComp(a) => self.handle_pubcomp(now, conn, a, out),
+            Packet::Subscribe(s) => self.handle_subscribe(now, conn, s, out),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(now, conn, u, out),
+            Packet::PingReq => out.push(Action::Send(conn, Packet::PingResp)),
+            Packet::Disconnect(d) => self.handle_disconnect(now, conn, d, out),
+            Packet::Auth(_) => {
+                // no enhanced authentication method is offered, so AUTH is a protocol error
+                // [MQTT-4.12.0-1]
+                self.fail(now, conn, midge_codec::ReasonCode::PROTOCOL_ERROR, out);
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.fail(now, conn, midge_codec::ReasonCode::PROTOCOL_ERROR, out);
+            }
+        }
+    }
+
+    /// The connection ended without a client DISCONNECT (network error, keep alive timeout,
+    /// protocol error already reported by the server, shutdown). The will is published or
+    /// scheduled, and a session with expiry 0 ends.
+    pub fn closed(&mut self, now: Instant, conn: ConnId, cause: CloseCause, out: &mut Vec<Action>) {
+        let _ = cause;
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(sid) = c.session {
+            self.detach(now, sid, conn, true, out);
+        }
+    }
+
+    /// The server's outbound queue for `conn` filled up (`false`) or drained (`true`). While
+    /// not writable, QoS 0 messages to it are dropped and QoS 1/2 wait in its session.
+    pub fn set_writable(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        writable: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.writable = writable;
+        if writable {
+            if let Some(sid) = c.session {
+                self.pump(now, sid, out);
+            }
+        }
+    }
+
+    /// Publish a message from inside the broker (`$SYS`, rules, bridges). Returns how many
+    /// sessions it was delivered or queued to.
+    pub fn publish(&mut self, now: Instant, msg: Message, out: &mut Vec<Action>) -> usize {
+        if msg.retain {
+            self.retain(msg.clone());
+        }
+        self.route(now, Arc::new(msg), None, out)
+    }
+
+    /// Run timers: session expiry, delayed wills, expired retained messages.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut wills = Vec::new();
+        let mut expired = Vec::new();
+        for (i, s) in self.sessions.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.conn.is_some() {
+                continue;
+            }
+            if let Some(at) = s.will_at {
+                if at <= now {
+                    wills.push(SessionId(i as u32));
+                }
+            }
+            if let Some(since) = s.disconnected_at {
+                if s.expiry_interval != u32::MAX
+                    && since + Duration::from_secs(u64::from(s.expiry_interval)) <= now
+                {
+                    expired.push(SessionId(i as u32));
+                }
+            }
+        }
+        for sid in wills {
+            self.publish_will(now, sid, out);
+        }
+        for sid in expired {
+            self.end_session(now, sid, out);
+        }
+        self.retained.expire(now);
+    }
+
+    /// Tell every connected MQTT 5 client the server is shutting down (DISCONNECT 0x8B) and
+    /// close every connection.
+    pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            if let Some(c) = self.conns.get(&conn) {
+                if c.protocol.is_v5() && c.session.is_some() {
+                    out.push(Action::Send(
+                        conn,
+                        Packet::Disconnect(midge_codec::Disconnect::new(
+                            midge_codec::ReasonCode::SERVER_SHUTTING_DOWN,
+                        )),
+                    ));
+                }
+            }
+            out.push(Action::Close(conn));
+            self.closed(now, conn, CloseCause::Shutdown, out);
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.clients_connected = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.conn.is_some())
+            .count();
+        s.sessions = self.by_client_id.len();
+        s.subscriptions = self.tree.len();
+        s.retained = self.retained.len();
+        s.queued = self.sessions.iter().flatten().map(|s| s.queue.len()).sum();
+        s
+    }
+
+    /// The client identifier and protocol of a connected connection.
+    pub fn client_of(&self, conn: ConnId) -> Option<(&str, Protocol)> {
+        let c = self.conns.get(&conn)?;
+        let s = self.session(c.session?)?;
+        Some((&s.client_id, c.protocol))
+    }
+
+    pub(crate) fn session(&self, sid: SessionId) -> Option<&Session> {
+        self.sessions.get(sid.0 as usize)?.as_ref()
+    }
+
+    pub(crate) fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions.get_mut(sid.0 as usize)?.as_mut()
+    }
+
+    pub(crate) fn insert_session(&mut self, s: Session) -> SessionId {
+        let key = s.client_id.clone();
+        let sid = match self.free_sessions.pop() {
+            Some(i) => {
+                if let Some(slot) = self.sessions.get_mut(i as usize) {
+                    *slot = Some(s);
+                }
+                SessionId(i)
+            }
+            None => {
+                self.sessions.push(Some(s));
+                SessionId((self.sessions.len() - 1) as u32)
+            }
+        };
+        self.by_client_id.insert(key, sid);
+        sid
+    }
+
+    pub(crate) fn assign_client_id(&mut self) -> ByteString {
+        loop {
+            self.assigned_ids += 1;
+            let id: ByteString = format!(
+                "{}{:x}-{}",
+                self.config.assigned_id_prefix, self.next_conn, self.assigned_ids
+            )
+            .into();
+            if !self.by_client_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,896 @@
+//! Flow tests: the broker driven by fake clients and a fake clock, for 3.1.1 and 5.0.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use midge_codec::*;
+
+use crate::{Action, Broker, CloseCause, Config, ConnId};
+
+struct World {
+    broker: Broker,
+    now: Instant,
+    out: Vec<Action>,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(Config::default())
+    }
+    fn with(config: Config) -> World {
+        World {
+            broker: Broker::new(config),
+            now: Instant::now(),
+            out: Vec::new(),
+        }
+    }
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        let mut out = Vec::new();
+        self.broker.tick(self.now, &mut out);
+        self.out.extend(out);
+    }
+    fn send(&mut self, conn: ConnId, p: Packet) {
+        let mut out = Vec::new();
+        self.broker.handle(self.now, conn, p, &mut out);
+        self.out.extend(out);
+    }
+    /// Packets sent to `conn` since last asked, and whether it was closed.
+    fn take(&mut self, conn: ConnId) -> (Vec<Packet>, bool) {
+        let mut packets = Vec::new();
+        let mut closed = false;
+        self.out.retain(|a| match a {
+            Action::Send(c, p) if *c == conn => {
+                packets.push(p.clone());
+                false
+            }
+            Action::Close(c) if *c == conn => {
+                closed = true;
+                false
+            }
+            Action::Connected { conn: c, .. } if *c == conn => false,
+            _ => true,
+        });
+        (packets, closed)
+    }
+    fn packets(&mut self, conn: ConnId) -> Vec<Packet> {
+        self.take(conn).0
+    }
+    fn connect_with(&mut self, c: Connect) -> (ConnId, ConnAck) {
+        let conn = self.broker.open();
+        self.send(conn, Packet::Connect(Box::new(c)));
+        let packets = self.packets(conn);
+        let Some(Packet::ConnAck(ack)) = packets.first().cloned() else {
+            panic!("expected CONNACK, got {packets:?}")
+        };
+        // anything after the CONNACK (redelivery) goes back for the test to read
+        for p in packets.into_iter().skip(1) {
+            self.out.push(Action::Send(conn, p));
+        }
+        (conn, ack)
+    }
+    fn connect(&mut self, v: Protocol, id: &str, clean: bool) -> ConnId {
+        let mut c = Connect::new(v, id);
+        c.clean_start = clean;
+        if v == Protocol::V5 && !clean {
+            c.properties.session_expiry_interval = Some(3600);
+        }
+        let (conn, ack) = self.connect_with(c);
+        assert_eq!(ack.reason, ReasonCode::SUCCESS);
+        conn
+    }
+    fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) -> ReasonCode {
+        self.subscribe_opts(conn, filter, SubscriptionOptions::qos(qos), None)
+    }
+    fn subscribe_opts(
+        &mut self,
+        conn: ConnId,
+        filter: &str,
+        o: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> ReasonCode {
+        let mut props = SubscribeProperties::default();
+        props.subscription_identifier = id;
+        self.send(
+            conn,
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: props,
+                filters: vec![(TopicFilter::new(filter).unwrap(), o)],
+            }),
+        );
+        let packets = self.packets(conn);
+        let mut reason = None;
+        for p in packets {
+            match p {
+                Packet::SubAck(s) => reason = Some(s.reasons[0]),
+                other => self.out.push(Action::Send(conn, other)),
+            }
+        }
+        reason.expect("SUBACK")
+    }
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+        id: u16,
+    ) {
+        let mut p = Publish::new(
+            TopicName::new(topic).unwrap(),
+            Bytes::from(payload.to_owned()),
+        );
+        p.qos = qos;
+        p.retain = retain;
+        p.packet_id = id;
+        self.send(conn, Packet::Publish(p));
+    }
+    fn close(&mut self, conn: ConnId) {
+        let mut out = Vec::new();
+        self.broker
+            .closed(self.now, conn, CloseCause::Network, &mut out);
+        self.out.extend(out);
+    }
+}
+
+fn publishes(packets: &[Packet]) -> Vec<Publish> {
+    packets
+        .iter()
+        .filter_map(|p| {
+            if let Packet::Publish(p) = p {
+                Some(p.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn payloads(packets: &[Packet]) -> Vec<String> {
+    publishes(packets)
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+const BOTH: [Protocol; 2] = [Protocol::V311, Protocol::V5];
+
+#[test]
+fn qos0_publish_reaches_wildcard_subscriber_in_both_versions() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", true);
+        assert_eq!(
+            w.subscribe(sub, "floor-5/+", QoS::AtMostOnce),
+            ReasonCode::GRANTED_QOS_0
+        );
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "floor-5/temperature", "15", QoS::AtMostOnce, false, 0);
+        let got = publishes(&w.packets(sub));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].topic.as_str(), "floor-5/temperature");
+        assert_eq!(&got[0].payload[..], b"15");
+    }
+}
+
+#[test]
+fn first_packet_must_be_connect_and_second_connect_is_protocol_error() {
+    let mut w = World::new();
+    let conn = w.broker.open();
+    w.send(conn, Packet::PingReq);
+    assert!(w.take(conn).1, "closed");
+    let conn = w.connect(Protocol::V5, "c", true);
+    w.send(
+        conn,
+        Packet::Connect(Box::new(Connect::new(Protocol::V5, "c"))),
+    );
+    let (packets, closed) = w.take(conn);
+    assert!(closed);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR)
+    );
+}
+
+#[test]
+fn empty_client_id_rules() {
+    // v5: assigned
+    let mut w = World::new();
+    let (_, ack) = w.connect_with(Connect::new(Protocol::V5, ""));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    assert!(ack.properties.assigned_client_identifier.is_some());
+    // 3.1.1 clean: accepted
+    let (_, ack) = w.connect_with(Connect::new(Protocol::V311, ""));
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    // 3.1.1 not clean: identifier rejected
+    let mut c = Connect::new(Protocol::V311, "");
+    c.clean_start = false;
+    let (_, ack) = w.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    assert_eq!(ack.reason.to_v3_connack(), 2);
+}
+
+#[test]
+fn qos1_publish_acked_and_delivered_at_subscription_qos() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", true);
+        w.subscribe(sub, "a/b", QoS::AtLeastOnce);
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "a/b", "x", QoS::ExactlyOnce, false, 7);
+        let acks = w.packets(publ);
+        assert!(matches!(&acks[..], [Packet::PubRec(a)] if a.packet_id == 7));
+        let got = publishes(&w.packets(sub));
+        assert_eq!(
+            got[0].qos,
+            QoS::AtLeastOnce,
+            "downgraded to subscription QoS"
+        );
+        assert_ne!(got[0].packet_id, 0);
+    }
+}
+
+#[test]
+fn qos2_duplicate_publish_before_pubrel_is_not_delivered_twice() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", true);
+        w.subscribe(sub, "t", QoS::ExactlyOnce);
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "t", "once", QoS::ExactlyOnce, false, 3);
+        let mut dup = Publish::new(TopicName::new("t").unwrap(), "once");
+        dup.qos = QoS::ExactlyOnce;
+        dup.packet_id = 3;
+        dup.dup = true;
+        w.send(publ, Packet::Publish(dup));
+        let acks = w.packets(publ);
+        assert_eq!(
+            acks.iter()
+                .filter(|p| matches!(p, Packet::PubRec(a) if a.packet_id == 3))
+                .count(),
+            2
+        );
+        assert_eq!(payloads(&w.packets(sub)), vec!["once"]);
+        w.send(publ, Packet::PubRel(PubAck::new(3)));
+        assert!(
+            matches!(&w.packets(publ)[..], [Packet::PubComp(c)] if c.packet_id == 3 && c.reason == ReasonCode::SUCCESS)
+        );
+        // after PUBREL the id is free again: a new message with it is delivered
+        w.publish(publ, "t", "again", QoS::ExactlyOnce, false, 3);
+        assert_eq!(payloads(&w.packets(sub)), vec!["again"]);
+    }
+}
+
+#[test]
+fn outbound_qos2_flow_and_out_of_order_acks() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    for i in 0..3 {
+        w.publish(publ, "t", &i.to_string(), QoS::ExactlyOnce, false, 10 + i);
+    }
+    let got = publishes(&w.packets(sub));
+    assert_eq!(got.len(), 3);
+    // acknowledge the last first
+    w.send(sub, Packet::PubRec(PubAck::new(got[2].packet_id)));
+    assert!(matches!(&w.packets(sub)[..], [Packet::PubRel(r)] if r.packet_id == got[2].packet_id));
+    w.send(sub, Packet::PubComp(PubAck::new(got[2].packet_id)));
+    w.send(sub, Packet::PubRec(PubAck::new(got[0].packet_id)));
+    w.send(sub, Packet::PubComp(PubAck::new(got[0].packet_id)));
+    let s = w
+        .broker
+        .session(w.broker.by_client_id[&bytestring::ByteString::from("sub")])
+        .unwrap();
+    assert_eq!(s.inflight.len(), 1);
+    assert_eq!(s.inflight[0].packet_id, got[1].packet_id);
+}
+
+#[test]
+fn receive_maximum_limits_inflight_and_queue_drains_on_ack() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "sub");
+    c.properties.receive_maximum = Some(2);
+    let (sub, _) = w.connect_with(c);
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    for i in 0..5 {
+        w.publish(publ, "t", &i.to_string(), QoS::AtLeastOnce, false, i + 1);
+    }
+    let first = publishes(&w.packets(sub));
+    assert_eq!(
+        first.len(),
+        2,
+        "never more than the client's Receive Maximum in flight"
+    );
+    w.send(sub, Packet::PubAck(PubAck::new(first[1].packet_id)));
+    let next = publishes(&w.packets(sub));
+    assert_eq!(
+        payloads(
+            &next
+                .iter()
+                .cloned()
+                .map(Packet::Publish)
+                .collect::<Vec<_>>()
+        ),
+        vec!["2"]
+    );
+}
+
+#[test]
+fn persistent_session_queues_offline_and_redelivers_inflight_with_dup() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", false);
+        w.subscribe(sub, "t", QoS::AtLeastOnce);
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "t", "inflight", QoS::AtLeastOnce, false, 1);
+        assert_eq!(publishes(&w.packets(sub)).len(), 1);
+        w.close(sub);
+        w.publish(publ, "t", "queued", QoS::AtLeastOnce, false, 2);
+        w.publish(publ, "t", "qos0-dropped", QoS::AtMostOnce, false, 0);
+        let mut c = Connect::new(v, "sub");
+        c.clean_start = false;
+        if v == Protocol::V5 {
+            c.properties.session_expiry_interval = Some(3600);
+        }
+        let (sub2, ack) = w.connect_with(c);
+        assert!(ack.session_present);
+        let got = publishes(&w.packets(sub2));
+        assert_eq!(got.len(), 2);
+        assert!(got[0].dup && &got[0].payload[..] == b"inflight");
+        assert!(!got[1].dup && &got[1].payload[..] == b"queued");
+    }
+}
+
+#[test]
+fn clean_start_discards_session() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V311, "sub", false);
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    w.close(sub);
+    let (sub, ack) = w.connect_with(Connect::new(Protocol::V311, "sub"));
+    assert!(!ack.session_present);
+    let publ = w.connect(Protocol::V311, "pub", true);
+    w.publish(publ, "t", "x", QoS::AtLeastOnce, false, 1);
+    assert!(publishes(&w.packets(sub)).is_empty());
+}
+
+#[test]
+fn takeover_disconnects_old_connection_with_0x8e() {
+    let mut w = World::new();
+    let old = w.connect(Protocol::V5, "dev", false);
+    let new = w.connect(Protocol::V5, "dev", false);
+    let (packets, closed) = w.take(old);
+    assert!(closed);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::SESSION_TAKEN_OVER)
+    );
+    // the new connection works
+    w.subscribe(new, "t", QoS::AtMostOnce);
+    w.publish(new, "t", "hi", QoS::AtMostOnce, false, 0);
+    assert_eq!(payloads(&w.packets(new)), vec!["hi"]);
+}
+
+#[test]
+fn retained_message_stored_replaced_cleared_and_sent_with_retain_flag() {
+    for v in BOTH {
+        let mut w = World::new();
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "r/a", "1", QoS::AtMostOnce, true, 0);
+        w.publish(publ, "r/a", "2", QoS::AtMostOnce, true, 0);
+        w.publish(publ, "r/b", "b", QoS::AtLeastOnce, true, 1);
+        let sub = w.connect(v, "sub", true);
+        w.subscribe(sub, "r/#", QoS::AtLeastOnce);
+        let got = publishes(&w.packets(sub));
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|p| p.retain));
+        assert_eq!(&got[0].payload[..], b"2");
+        assert_eq!(got[1].qos, QoS::AtLeastOnce);
+        // live messages to an existing subscription carry retain 0 (3.1.1 and v5 without RAP)
+        w.publish(publ, "r/a", "3", QoS::AtMostOnce, true, 0);
+        assert!(!publishes(&w.packets(sub))[0].retain);
+        // an empty retained publish clears it
+        w.publish(publ, "r/a", "", QoS::AtMostOnce, true, 0);
+        w.packets(sub);
+        let sub2 = w.connect(v, "sub2", true);
+        w.subscribe(sub2, "r/#", QoS::AtMostOnce);
+        assert_eq!(payloads(&w.packets(sub2)), vec!["b"]);
+    }
+}
+
+#[test]
+fn large_retained_set_is_delivered_completely() {
+    let mut w = World::with(Config {
+        max_queued_messages: 100_000,
+        ..Config::default()
+    });
+    let publ = w.connect(Protocol::V311, "pub", true);
+    for i in 0..5000 {
+        w.publish(publ, &format!("many/{i}"), "x", QoS::AtMostOnce, true, 0);
+    }
+    let sub = w.connect(Protocol::V311, "sub", true);
+    w.subscribe(sub, "many/+", QoS::AtMostOnce);
+    assert_eq!(publishes(&w.packets(sub)).len(), 5000);
+}
+
+#[test]
+fn retain_handling_options() {
+    let mut w = World::new();
+    let publ = w.connect(Protocol::V5, "pub", true);
+    w.publish(publ, "r", "kept", QoS::AtMostOnce, true, 0);
+    let sub = w.connect(Protocol::V5, "sub", true);
+    let o = |rh| SubscriptionOptions {
+        retain_handling: rh,
+        ..Default::default()
+    };
+    w.subscribe_opts(sub, "r", o(RetainHandling::DoNotSend), None);
+    assert!(w.packets(sub).is_empty());
+    w.subscribe_opts(sub, "r", o(RetainHandling::SendIfNew), None);
+    assert!(w.packets(sub).is_empty(), "subscription already existed");
+    w.subscribe_opts(sub, "r/#", o(RetainHandling::SendIfNew), None);
+    assert_eq!(payloads(&w.packets(sub)), vec!["kept"]);
+    w.subscribe_opts(sub, "r", o(RetainHandling::SendAtSubscribe), None);
+    assert_eq!(payloads(&w.packets(sub)), vec!["kept"]);
+}
+
+#[test]
+fn retain_as_published_and_no_local() {
+    let mut w = World::new();
+    let c = w.connect(Protocol::V5, "c", true);
+    w.subscribe_opts(
+        c,
+        "rap",
+        SubscriptionOptions {
+            retain_as_published: true,
+            ..Default::default()
+        },
+        None,
+    );
+    w.subscribe_opts(
+        c,
+        "nl",
+        SubscriptionOptions {
+            no_local: true,
+            ..Default::default()
+        },
+        None,
+    );
+    w.publish(c, "rap", "r", QoS::AtMostOnce, true, 0);
+    assert!(
+        publishes(&w.packets(c))[0].retain,
+        "RAP keeps the retain flag"
+    );
+    w.publish(c, "nl", "mine", QoS::AtMostOnce, false, 0);
+    assert!(
+        w.packets(c).is_empty(),
+        "no local: not sent back to the publisher"
+    );
+    let other = w.connect(Protocol::V5, "o", true);
+    w.publish(other, "nl", "theirs", QoS::AtMostOnce, false, 0);
+    assert_eq!(payloads(&w.packets(c)), vec!["theirs"]);
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_at_highest_qos_with_all_identifiers() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", true);
+        let id = |n| if v == Protocol::V5 { Some(n) } else { None };
+        w.subscribe_opts(sub, "a/+", SubscriptionOptions::qos(QoS::AtMostOnce), id(1));
+        w.subscribe_opts(
+            sub,
+            "a/#",
+            SubscriptionOptions::qos(QoS::AtLeastOnce),
+            id(2),
+        );
+        let publ = w.connect(v, "pub", true);
+        w.publish(publ, "a/b", "x", QoS::ExactlyOnce, false, 1);
+        let got = publishes(&w.packets(sub));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
+        if v == Protocol::V5 {
+            let mut ids = got[0].properties.subscription_identifiers.clone();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![1, 2]);
+        }
+    }
+}
+
+#[test]
+fn dollar_topics_not_matched_by_leading_wildcards() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V311, "sub", true);
+    w.subscribe(sub, "#", QoS::AtMostOnce);
+    w.subscribe(sub, "+/x", QoS::AtMostOnce);
+    let mut out = Vec::new();
+    w.broker.publish(
+        w.now,
+        crate::Message::new(
+            TopicName::new("$SYS/x").unwrap(),
+            "s",
+            QoS::AtMostOnce,
+            false,
+        ),
+        &mut out,
+    );
+    w.out.extend(out);
+    assert!(w.packets(sub).is_empty());
+    w.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
+    let mut out = Vec::new();
+    w.broker.publish(
+        w.now,
+        crate::Message::new(
+            TopicName::new("$SYS/x").unwrap(),
+            "s",
+            QoS::AtMostOnce,
+            false,
+        ),
+        &mut out,
+    );
+    w.out.extend(out);
+    assert_eq!(payloads(&w.packets(sub)), vec!["s"]);
+}
+
+#[test]
+fn unsubscribe_reason_codes() {
+    let mut w = World::new();
+    let c = w.connect(Protocol::V5, "c", true);
+    w.subscribe(c, "a", QoS::AtMostOnce);
+    w.send(
+        c,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            properties: Default::default(),
+            filters: vec![
+                TopicFilter::new("a").unwrap(),
+                TopicFilter::new("b").unwrap(),
+            ],
+        }),
+    );
+    let p = w.packets(c);
+    assert!(
+        matches!(&p[..], [Packet::UnsubAck(u)] if u.reasons == vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED])
+    );
+    w.publish(c, "a", "x", QoS::AtMostOnce, false, 0);
+    assert!(w.packets(c).is_empty());
+}
+
+#[test]
+fn shared_subscription_round_robin_and_redistribution_on_drop() {
+    let mut w = World::new();
+    let a = w.connect(Protocol::V5, "a", true);
+    let b = w.connect(Protocol::V5, "b", true);
+    w.subscribe(a, "$share/g/jobs/+", QoS::AtLeastOnce);
+    w.subscribe(b, "$share/g/jobs/+", QoS::AtLeastOnce);
+    let publ = w.connect(Protocol::V5, "p", true);
+    for i in 0..4 {
+        w.publish(
+            publ,
+            "jobs/x",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            false,
+            i + 1,
+        );
+    }
+    let got_a = payloads(&w.packets(a));
+    let got_b = payloads(&w.packets(b));
+    assert_eq!(got_a.len(), 2);
+    assert_eq!(got_b.len(), 2);
+    // a drops without acknowledging: its in-flight messages go to b
+    w.close(a);
+    let mut moved = payloads(&w.packets(b));
+    moved.sort();
+    let mut want = got_a.clone();
+    want.sort();
+    assert_eq!(moved, want);
+}
+
+#[test]
+fn will_published_on_abnormal_close_not_on_disconnect() {
+    for v in BOTH {
+        let mut w = World::new();
+        let sub = w.connect(v, "sub", true);
+        w.subscribe(sub, "will/#", QoS::AtMostOnce);
+        let mut c = Connect::new(v, "dying");
+        c.will = Some(LastWill {
+            topic: TopicName::new("will/dying").unwrap(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        });
+        let (conn, _) = w.connect_with(c.clone());
+        w.close(conn);
+        assert_eq!(payloads(&w.packets(sub)), vec!["gone"]);
+        let (conn, _) = w.connect_with(c.clone());
+        w.send(conn, Packet::Disconnect(Disconnect::default()));
+        assert!(
+            w.packets(sub).is_empty(),
+            "normal DISCONNECT discards the will"
+        );
+        if v == Protocol::V5 {
+            let (conn, _) = w.connect_with(c);
+            w.send(
+                conn,
+                Packet::Disconnect(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL)),
+            );
+            assert_eq!(payloads(&w.packets(sub)), vec!["gone"]);
+        }
+    }
+}
+
+#[test]
+fn will_delay_and_session_end() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "will", QoS::AtMostOnce);
+    let mut c = Connect::new(Protocol::V5, "d");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(100);
+    let mut wp = WillProperties::default();
+    wp.will_delay_interval = Some(30);
+    c.will = Some(LastWill {
+        topic: TopicName::new("will").unwrap(),
+        payload: Bytes::from_static(b"late"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: wp,
+    });
+    // reconnect within the delay: no will
+    let (conn, _) = w.connect_with(c.clone());
+    w.close(conn);
+    w.advance(10);
+    assert!(w.packets(sub).is_empty());
+    let mut resume = c.clone();
+    resume.will = None;
+    let (conn, _) = w.connect_with(resume);
+    w.advance(60);
+    assert!(
+        w.packets(sub).is_empty(),
+        "the new connection cancelled the will"
+    );
+    w.close(conn);
+    // no will now (the resumed CONNECT had none)
+    w.advance(60);
+    assert!(w.packets(sub).is_empty());
+    // will delay passes: published
+    let (conn, _) = w.connect_with(c.clone());
+    w.close(conn);
+    w.advance(29);
+    assert!(w.packets(sub).is_empty());
+    w.advance(2);
+    assert_eq!(payloads(&w.packets(sub)), vec!["late"]);
+    // session expiry earlier than the will delay: the will goes when the session ends
+    let mut short = c;
+    short.properties.session_expiry_interval = Some(5);
+    let (conn, _) = w.connect_with(short);
+    w.close(conn);
+    w.advance(6);
+    assert_eq!(payloads(&w.packets(sub)), vec!["late"]);
+}
+
+#[test]
+fn session_expiry_ends_session_after_interval() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "s");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(10);
+    let (conn, _) = w.connect_with(c.clone());
+    w.subscribe(conn, "t", QoS::AtLeastOnce);
+    w.close(conn);
+    w.advance(5);
+    let (conn, ack) = w.connect_with(c.clone());
+    assert!(ack.session_present);
+    w.close(conn);
+    w.advance(11);
+    let (_, ack) = w.connect_with(c);
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn disconnect_cannot_set_expiry_when_connect_had_zero() {
+    let mut w = World::new();
+    let c = w.connect(Protocol::V5, "z", true);
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval = Some(60);
+    w.send(c, Packet::Disconnect(d));
+    let (p, closed) = w.take(c);
+    assert!(closed);
+    assert!(matches!(&p[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
+}
+
+#[test]
+fn message_expiry_counts_down_and_expired_messages_are_not_sent() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "sub");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    let (sub, _) = w.connect_with(c.clone());
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    w.close(sub);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    for (payload, expiry) in [("short", 5), ("long", 100)] {
+        let mut p = Publish::new(TopicName::new("t").unwrap(), payload);
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = expiry as u16;
+        p.properties.message_expiry_interval = Some(expiry);
+        w.send(publ, Packet::Publish(p));
+    }
+    w.advance(10);
+    let (sub, _) = w.connect_with(c);
+    let got = publishes(&w.packets(sub));
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"long");
+    assert_eq!(got[0].properties.message_expiry_interval, Some(90));
+}
+
+#[test]
+fn topic_alias_inbound_and_invalid_alias() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "long/topic/name", QoS::AtMostOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    let mut p = Publish::new(TopicName::new("long/topic/name").unwrap(), "1");
+    p.properties.topic_alias = Some(1);
+    w.send(publ, Packet::Publish(p));
+    let mut p = Publish::new(TopicName::empty(), "2");
+    p.properties.topic_alias = Some(1);
+    w.send(publ, Packet::Publish(p));
+    assert_eq!(payloads(&w.packets(sub)), vec!["1", "2"]);
+    let mut p = Publish::new(TopicName::empty(), "3");
+    p.properties.topic_alias = Some(1000);
+    w.send(publ, Packet::Publish(p));
+    let (packets, closed) = w.take(publ);
+    assert!(closed);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+}
+
+#[test]
+fn outbound_topic_alias_used_when_client_allows() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "sub");
+    c.properties.topic_alias_maximum = Some(5);
+    let (sub, _) = w.connect_with(c);
+    w.subscribe(sub, "t/#", QoS::AtMostOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    w.publish(publ, "t/a", "1", QoS::AtMostOnce, false, 0);
+    w.publish(publ, "t/a", "2", QoS::AtMostOnce, false, 0);
+    let got = publishes(&w.packets(sub));
+    assert_eq!(got[0].topic.as_str(), "t/a");
+    assert_eq!(got[0].properties.topic_alias, Some(1));
+    assert!(got[1].topic.is_empty());
+    assert_eq!(got[1].properties.topic_alias, Some(1));
+}
+
+#[test]
+fn max_packet_size_of_client_is_never_exceeded() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "small");
+    c.properties.maximum_packet_size = Some(64);
+    let (sub, _) = w.connect_with(c);
+    w.subscribe(sub, "t", QoS::AtMostOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    w.publish(publ, "t", &"x".repeat(100), QoS::AtMostOnce, false, 0);
+    w.publish(publ, "t", "fits", QoS::AtMostOnce, false, 0);
+    assert_eq!(payloads(&w.packets(sub)), vec!["fits"]);
+    assert_eq!(w.broker.stats().messages_dropped, 1);
+}
+
+#[test]
+fn inbound_receive_maximum_exceeded_disconnects_0x93() {
+    let mut w = World::with(Config {
+        receive_maximum: 2,
+        ..Config::default()
+    });
+    let publ = w.connect(Protocol::V5, "pub", true);
+    for id in 1..=3 {
+        w.publish(publ, "t", "x", QoS::ExactlyOnce, false, id);
+    }
+    let (packets, closed) = w.take(publ);
+    assert!(closed);
+    assert!(
+        matches!(packets.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+    );
+}
+
+#[test]
+fn slow_subscriber_queue_is_bounded_and_qos0_dropped_first() {
+    let mut w = World::with(Config {
+        max_queued_messages: 10,
+        ..Config::default()
+    });
+    let sub = w.connect(Protocol::V311, "slow", true);
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    let mut out = Vec::new();
+    w.broker.set_writable(w.now, sub, false, &mut out);
+    let publ = w.connect(Protocol::V311, "pub", true);
+    for i in 0..100u16 {
+        let qos = if i % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        w.publish(
+            publ,
+            "t",
+            "x",
+            qos,
+            false,
+            if qos == QoS::AtMostOnce { 0 } else { i },
+        );
+    }
+    assert!(w.packets(sub).is_empty());
+    let stats = w.broker.stats();
+    assert_eq!(stats.queued, 10);
+    assert_eq!(stats.messages_dropped, 90);
+    // draining resumes delivery of the queued QoS 1 messages
+    let mut out = Vec::new();
+    w.broker.set_writable(w.now, sub, true, &mut out);
+    w.out.extend(out);
+    let got = publishes(&w.packets(sub));
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce));
+}
+
+#[test]
+fn authorizer_refuses_subscription_per_filter() {
+    #[derive(Debug)]
+    struct NoSecrets;
+    impl crate::Authorizer for NoSecrets {
+        fn can_subscribe(&self, _c: &crate::ClientInfo<'_>, f: &TopicFilter) -> bool {
+            !f.filter().starts_with("secret")
+        }
+    }
+    for v in BOTH {
+        let mut w = World::new();
+        w.broker.set_authorizer(Box::new(NoSecrets));
+        let c = w.connect(v, "c", true);
+        w.send(
+            c,
+            Packet::Subscribe(Subscribe {
+                packet_id: 5,
+                properties: Default::default(),
+                filters: vec![
+                    (
+                        TopicFilter::new("open").unwrap(),
+                        SubscriptionOptions::qos(QoS::AtLeastOnce),
+                    ),
+                    (
+                        TopicFilter::new("secret/#").unwrap(),
+                        SubscriptionOptions::qos(QoS::AtLeastOnce),
+                    ),
+                ],
+            }),
+        );
+        let p = w.packets(c);
+        let Packet::SubAck(ack) = &p[0] else { panic!() };
+        let refused = if v == Protocol::V5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        };
+        assert_eq!(ack.reasons, vec![ReasonCode::GRANTED_QOS_1, refused]);
+    }
+}
+
+#[test]
+fn shutdown_sends_0x8b_to_v5_clients_only() {
+    let mut w = World::new();
+    let a = w.connect(Protocol::V5, "a", true);
+    let b = w.connect(Protocol::V311, "b", true);
+    let mut out = Vec::new();
+    w.broker.shutdown(w.now, &mut out);
+    w.out.extend(out);
+    let (pa, ca) = w.take(a);
+    let (pb, cb) = w.take(b);
+    assert!(ca && cb);
+    assert!(
+        matches!(&pa[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::SERVER_SHUTTING_DOWN)
+    );
+    assert!(pb.is_empty());
+}
