@@ -4,6 +4,9 @@
 //! Needs Debian's `mosquitto` and `mosquitto-clients` (2.0.x); each test says so and
 //! returns early when a binary is missing.
 
+// Test helpers outside #[test] functions may fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
