@@ -38,9 +38,9 @@ impl Broker {
             let mut i = 0;
             while let Some(first) = subs.get(i) {
                 let sid = first.session;
-                let end = subs[i..]
-                    .iter()
-                    .position(|s| s.session != sid)
+                let end = subs
+                    .get(i..)
+                    .and_then(|rest| rest.iter().position(|s| s.session != sid))
                     .map_or(subs.len(), |p| i + p);
                 let group = subs.get(i..end).unwrap_or_default();
                 if let Some(d) = self.plan(&msg, origin, sid, group) {
@@ -308,6 +308,7 @@ impl Broker {
 
     /// Build and send one PUBLISH. Returns false if it was not sent (expired, or larger than
     /// the client's Maximum Packet Size, which the spec says to discard [MQTT-3.1.2-25]).
+    #[allow(clippy::too_many_arguments)] // the PUBLISH's identity is spread over its flow
     pub(crate) fn send_publish(
         &mut self,
         now: Instant,

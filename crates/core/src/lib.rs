@@ -74,6 +74,7 @@ impl Message {
 
 /// Something the caller must do on the broker's behalf.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Send is by far the most common variant
 pub enum Action {
     /// Send a packet on a connection.
     Send(ConnId, Packet),

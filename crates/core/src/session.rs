@@ -24,6 +24,7 @@ pub(crate) struct Delivery {
 
 /// Where an outgoing QoS 1/2 message is in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the packet awaited
 pub(crate) enum OutState {
     /// QoS 1 PUBLISH sent, waiting for PUBACK.
     AwaitPubAck,

@@ -1,4 +1,5 @@
 //! Flow tests: the broker driven by fake clients and a fake clock, for 3.1.1 and 5.0.
+#![allow(clippy::field_reassign_with_default)]
 
 use std::time::{Duration, Instant};
 

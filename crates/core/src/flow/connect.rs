@@ -98,7 +98,7 @@ impl Broker {
         } else if c.clean_start {
             0
         } else {
-            u32::MAX.min(self.config.max_session_expiry)
+            self.config.max_session_expiry
         };
 
         let (sid, session_present) = match existing {
