@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod completions;
+mod mqtt_opts;
 mod passwd_cmd;
 mod pub_cmd;
 mod serve;
@@ -29,6 +31,8 @@ enum Command {
     Sub(sub_cmd::SubArgs),
     /// Manage a password file (like mosquitto_passwd).
     Passwd(passwd_cmd::PasswdArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => pub_cmd::run(args),
         Command::Sub(args) => sub_cmd::run(args),
         Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Completions(args) => completions::run::<Cli>(args),
     };
     match result {
         Ok(code) => code,
