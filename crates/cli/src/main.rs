@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod completions;
+mod config;
 mod mqtt_opts;
 mod passwd_cmd;
 mod pub_cmd;

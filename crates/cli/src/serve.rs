@@ -1,12 +1,152 @@
-//! Placeholder: implemented in its own issue.
+//! `midge serve`: run the broker.
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments (placeholder).
-#[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {}
+use anyhow::Context as _;
+use tracing::{info, warn};
 
-pub(crate) fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    eprintln!("midge: not implemented yet");
-    Ok(ExitCode::from(1))
+use crate::config::{self, MidgeConfig};
+
+/// Run the broker (embedded defaults: 127.0.0.1:1883, anonymous clients allowed).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML). See --print-config for every setting and its default.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Port of the (first) listener; overrides the config file.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Address of the (first) listener, e.g. 0.0.0.0 to accept remote clients.
+    #[arg(long = "bind", value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    /// Print the commented default configuration and exit.
+    #[arg(long = "print-config")]
+    print_config: bool,
+    /// Log every packet (debug level).
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print!("{}", config::DEFAULT_CONFIG);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut cfg = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(c) => c,
+            Err(msg) => {
+                eprintln!("midge: {msg}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => MidgeConfig::default(),
+    };
+    if args.port.is_some() || args.bind.is_some() {
+        let first = cfg
+            .server
+            .listeners
+            .first()
+            .map(|l| l.bind)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1883)));
+        let addr = SocketAddr::new(
+            args.bind.unwrap_or(first.ip()),
+            args.port.unwrap_or(first.port()),
+        );
+        match cfg.server.listeners.first_mut() {
+            Some(l) => l.bind = addr,
+            None => cfg
+                .server
+                .listeners
+                .push(midge_server::ListenerConfig { bind: addr }),
+        }
+    }
+    let level = if args.verbose {
+        "debug"
+    } else {
+        cfg.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},midge={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(cfg, args.config.is_some()))
+}
+
+async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
+    let local_only = cfg
+        .server
+        .listeners
+        .iter()
+        .all(|l| l.bind.ip().is_loopback());
+    let addrs: Vec<String> = cfg
+        .server
+        .listeners
+        .iter()
+        .map(|l| l.bind.to_string())
+        .collect();
+    if !from_file {
+        info!(
+            "midge {} starting with the embedded defaults: listening on {} only, anonymous clients allowed \
+             (local-only mode, as mosquitto 2 does; use -c FILE or --bind to accept remote clients)",
+            env!("CARGO_PKG_VERSION"),
+            addrs.join(", ")
+        );
+    } else {
+        info!(
+            "midge {} starting: listeners {}, anonymous clients allowed",
+            env!("CARGO_PKG_VERSION"),
+            addrs.join(", ")
+        );
+        if !local_only {
+            warn!(
+                "listening beyond loopback with anonymous access: anyone who can reach this port can publish and subscribe"
+            );
+        }
+    }
+    let server = match midge_server::Server::start(cfg.server).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for a in server.local_addrs() {
+        info!(addr = %a, "ready");
+    }
+    wait_for_signal().await;
+    info!("shutting down");
+    server.shutdown().await;
+    info!("bye");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -189,10 +189,10 @@ impl Broker {
         &self.config
     }
 
-    /// Register a new connection; its first packet must be CONNECT.
-    pub fn open(&mut self) -> ConnId {
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+    /// Register a new connection under an id the caller chose (unique for the broker's
+    /// life); its first packet must be CONNECT.
+    pub fn open(&mut self, id: ConnId) {
+        self.next_conn = self.next_conn.max(id.0 + 1);
         self.conns.insert(
             id,
             Conn {
@@ -205,7 +205,6 @@ impl Broker {
                 request_problem_info: true,
             },
         );
-        id
     }
 
     /// Handle one packet received on `conn`.

@@ -10,6 +10,7 @@ use crate::{Action, Broker, CloseCause, Config, ConnId};
 
 struct World {
     broker: Broker,
+    next: u64,
     now: Instant,
     out: Vec<Action>,
 }
@@ -21,9 +22,15 @@ impl World {
     fn with(config: Config) -> World {
         World {
             broker: Broker::new(config),
+            next: 0,
             now: Instant::now(),
             out: Vec::new(),
         }
+    }
+    fn open(&mut self) -> ConnId {
+        self.next += 1;
+        self.broker.open(ConnId(self.next));
+        ConnId(self.next)
     }
     fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
@@ -58,7 +65,7 @@ impl World {
         self.take(conn).0
     }
     fn connect_with(&mut self, c: Connect) -> (ConnId, ConnAck) {
-        let conn = self.broker.open();
+        let conn = self.open();
         self.send(conn, Packet::Connect(Box::new(c)));
         let packets = self.packets(conn);
         let Some(Packet::ConnAck(ack)) = packets.first().cloned() else {
@@ -179,7 +186,7 @@ fn qos0_publish_reaches_wildcard_subscriber_in_both_versions() {
 #[test]
 fn first_packet_must_be_connect_and_second_connect_is_protocol_error() {
     let mut w = World::new();
-    let conn = w.broker.open();
+    let conn = w.open();
     w.send(conn, Packet::PingReq);
     assert!(w.take(conn).1, "closed");
     let conn = w.connect(Protocol::V5, "c", true);

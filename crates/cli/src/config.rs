@@ -1,0 +1,447 @@
+//! The TOML configuration file of `midge serve`: parsed, validated into plain structs, with
+//! every problem reported at once (file, section and key named).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use midge_codec::QoS;
+use midge_server::{ListenerConfig, ServerConfig};
+
+/// The commented defaults printed by `midge serve --print-config`.
+pub(crate) const DEFAULT_CONFIG: &str = r#"# midge configuration. Every key is optional; the values shown are the defaults.
+# Durations are in seconds.
+
+[server]
+# Simultaneous network connections (0 = no limit).
+max_connections = 0
+# Seconds a new connection has to send its CONNECT.
+connect_timeout = 10
+# Seconds between $SYS/broker/... updates (0 = off).
+sys_interval = 10
+# Outbound bytes queued for one client before it counts as slow (QoS 0 to it is then
+# dropped and counted; QoS 1/2 waits in its session).
+outbound_high_water = 1048576
+# Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+log_level = "info"
+
+# Any number of listeners. Without a [[listener]] table midge listens on 127.0.0.1:1883 only.
+[[listener]]
+bind = "127.0.0.1"
+port = 1883
+
+[limits]
+# Largest packet accepted from a client, in bytes (also announced to MQTT 5 clients).
+max_packet_size = 1048576
+# QoS 1/2 messages in flight to one client (capped by its Receive Maximum).
+max_inflight_messages = 256
+# QoS 2 messages a client may have awaiting PUBREL (our Receive Maximum).
+receive_maximum = 1024
+# Messages queued per session beyond the in-flight window (offline or slow clients).
+max_queued_messages = 10000
+# Payload bytes queued per session (0 = no byte limit).
+max_queued_bytes = 67108864
+# Queue QoS 0 messages for offline persistent sessions.
+queue_qos0_offline = false
+# Topic aliases accepted per MQTT 5 connection (0 = none).
+topic_alias_maximum = 64
+# Upper bound on keep alive; MQTT 5 clients asking for more are told this one (0 = none).
+max_keepalive = 0
+# Upper bound on session expiry in seconds (4294967295 = sessions may never expire).
+max_session_expiry = 4294967295
+# Highest QoS accepted and granted.
+max_qos = 2
+retain_available = true
+wildcard_subscriptions = true
+subscription_identifiers = true
+shared_subscriptions = true
+# Levels in a topic name or filter (0 = no limit).
+max_topic_levels = 128
+# Subscriptions per client (0 = no limit).
+max_subscriptions_per_client = 0
+# Retained messages held (0 = no limit).
+max_retained_messages = 0
+"#;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct MidgeConfig {
+    pub(crate) server: ServerConfig,
+    pub(crate) log_level: String,
+    /// Whether a config file with listeners was given (else the local-only default).
+    pub(crate) explicit_listeners: bool,
+}
+
+impl Default for MidgeConfig {
+    fn default() -> Self {
+        MidgeConfig {
+            server: ServerConfig::default(),
+            log_level: "info".into(),
+            explicit_listeners: false,
+        }
+    }
+}
+
+/// Collects problems while reading the table.
+struct Checker<'a> {
+    file: &'a str,
+    errors: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, section: &str, key: &str, msg: impl std::fmt::Display) {
+        let at = if section.is_empty() {
+            key.to_string()
+        } else {
+            format!("[{section}] {key}")
+        };
+        self.errors.push(format!("{}: {at}: {msg}", self.file));
+    }
+
+    fn int(
+        &mut self,
+        t: &toml::Table,
+        section: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
+        let v = t.get(key)?;
+        match v.as_integer() {
+            Some(i) if (min..=max).contains(&i) => Some(i),
+            Some(i) => {
+                self.err(
+                    section,
+                    key,
+                    format!("must be between {min} and {max} (found {i})"),
+                );
+                None
+            }
+            None => {
+                self.err(
+                    section,
+                    key,
+                    format!("must be an integer (found {})", v.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &toml::Table, section: &str, key: &str) -> Option<bool> {
+        let v = t.get(key)?;
+        let b = v.as_bool();
+        if b.is_none() {
+            self.err(
+                section,
+                key,
+                format!("must be true or false (found {})", v.type_str()),
+            );
+        }
+        b
+    }
+
+    fn string(&mut self, t: &toml::Table, section: &str, key: &str) -> Option<String> {
+        let v = t.get(key)?;
+        let s = v.as_str().map(str::to_owned);
+        if s.is_none() {
+            self.err(
+                section,
+                key,
+                format!("must be a string (found {})", v.type_str()),
+            );
+        }
+        s
+    }
+
+    fn unknown(&mut self, t: &toml::Table, section: &str, known: &[&str]) {
+        for k in t.keys() {
+            if !known.contains(&k.as_str()) {
+                let hint = known
+                    .iter()
+                    .find(|c| strsim(c, k))
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.err(section, k, format!("unknown key{hint}"));
+            }
+        }
+    }
+
+    fn table<'t>(&mut self, root: &'t toml::Table, key: &str) -> Option<&'t toml::Table> {
+        let v = root.get(key)?;
+        let t = v.as_table();
+        if t.is_none() {
+            self.err(
+                "",
+                key,
+                format!("must be a table [{key}] (found {})", v.type_str()),
+            );
+        }
+        t
+    }
+}
+
+/// Cheap "did you mean": same letters give or take one edit of the ends, or one is a prefix.
+fn strsim(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a.contains(&b)
+        || b.contains(&a)
+        || (a.len() > 4 && b.len() > 4 && a.get(..a.len() - 2) == b.get(..a.len() - 2))
+}
+
+/// Read and validate a configuration file.
+pub(crate) fn load(path: &Path) -> Result<MidgeConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Validate configuration text; the error lists every problem, one per line.
+pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
+    let root: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{file}: {e}"))?;
+    let mut c = Checker {
+        file,
+        errors: Vec::new(),
+    };
+    let mut cfg = MidgeConfig::default();
+    c.unknown(&root, "", &["server", "listener", "limits"]);
+
+    if let Some(t) = c.table(&root, "server") {
+        let s = &mut cfg.server;
+        if let Some(v) = c.int(t, "server", "max_connections", 0, i64::from(u32::MAX)) {
+            s.max_connections = v as usize;
+        }
+        if let Some(v) = c.int(t, "server", "connect_timeout", 1, 3600) {
+            s.connect_timeout = Duration::from_secs(v as u64);
+        }
+        if let Some(v) = c.int(t, "server", "sys_interval", 0, 86_400) {
+            s.sys_interval = Duration::from_secs(v as u64);
+        }
+        if let Some(v) = c.int(t, "server", "outbound_high_water", 1024, 1 << 32) {
+            s.outbound_high_water = v as usize;
+        }
+        if let Some(v) = c.string(t, "server", "log_level") {
+            if ["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                cfg.log_level = v;
+            } else {
+                c.err(
+                    "server",
+                    "log_level",
+                    format!("must be error, warn, info, debug or trace (found {v:?})"),
+                );
+            }
+        }
+        c.unknown(
+            t,
+            "server",
+            &[
+                "max_connections",
+                "connect_timeout",
+                "sys_interval",
+                "outbound_high_water",
+                "log_level",
+            ],
+        );
+    }
+
+    if let Some(v) = root.get("listener") {
+        match v.as_array() {
+            Some(list) => {
+                let mut listeners = Vec::new();
+                for (i, l) in list.iter().enumerate() {
+                    let section = format!("listener #{}", i + 1);
+                    let Some(t) = l.as_table() else {
+                        c.err(&section, "", "must be a table ([[listener]])");
+                        continue;
+                    };
+                    let bind = c
+                        .string(t, &section, "bind")
+                        .unwrap_or_else(|| "127.0.0.1".into());
+                    let port = c.int(t, &section, "port", 0, 65535).unwrap_or(1883) as u16;
+                    match bind.parse::<IpAddr>() {
+                        Ok(ip) => listeners.push(ListenerConfig {
+                            bind: SocketAddr::new(ip, port),
+                        }),
+                        Err(_) => c.err(&section, "bind", format!("not an IP address: {bind:?}")),
+                    }
+                    if let Some(p) = c.string(t, &section, "protocol") {
+                        if p != "mqtt" {
+                            c.err(
+                                &section,
+                                "protocol",
+                                format!("only \"mqtt\" is supported in this version (found {p:?})"),
+                            );
+                        }
+                    }
+                    c.unknown(t, &section, &["bind", "port", "protocol"]);
+                }
+                if !listeners.is_empty() {
+                    cfg.server.listeners = listeners;
+                    cfg.explicit_listeners = true;
+                }
+            }
+            None => c.err("", "listener", "must be an array of tables ([[listener]])"),
+        }
+    }
+
+    if let Some(t) = c.table(&root, "limits") {
+        let b = &mut cfg.server.broker;
+        let u16max = i64::from(u16::MAX);
+        if let Some(v) = c.int(
+            t,
+            "limits",
+            "max_packet_size",
+            16,
+            i64::from(midge_codec::MAX_PACKET_SIZE),
+        ) {
+            b.max_packet_size = v as u32;
+        }
+        if let Some(v) = c.int(t, "limits", "max_inflight_messages", 1, u16max) {
+            b.max_inflight_messages = v as u16;
+        }
+        if let Some(v) = c.int(t, "limits", "receive_maximum", 1, u16max) {
+            b.receive_maximum = v as u16;
+        }
+        if let Some(v) = c.int(t, "limits", "max_queued_messages", 0, i64::MAX) {
+            b.max_queued_messages = v as usize;
+        }
+        if let Some(v) = c.int(t, "limits", "max_queued_bytes", 0, i64::MAX) {
+            b.max_queued_bytes = v as usize;
+        }
+        if let Some(v) = c.boolean(t, "limits", "queue_qos0_offline") {
+            b.queue_qos0_offline = v;
+        }
+        if let Some(v) = c.int(t, "limits", "topic_alias_maximum", 0, u16max) {
+            b.topic_alias_maximum = v as u16;
+        }
+        if let Some(v) = c.int(t, "limits", "max_keepalive", 0, u16max) {
+            b.max_keepalive = v as u16;
+        }
+        if let Some(v) = c.int(t, "limits", "max_session_expiry", 0, i64::from(u32::MAX)) {
+            b.max_session_expiry = v as u32;
+        }
+        if let Some(v) = c.int(t, "limits", "max_qos", 0, 2) {
+            b.max_qos = QoS::from_bits(v as u8).unwrap_or(QoS::ExactlyOnce);
+        }
+        if let Some(v) = c.boolean(t, "limits", "retain_available") {
+            b.retain_available = v;
+        }
+        if let Some(v) = c.boolean(t, "limits", "wildcard_subscriptions") {
+            b.wildcard_subscriptions = v;
+        }
+        if let Some(v) = c.boolean(t, "limits", "subscription_identifiers") {
+            b.subscription_identifiers = v;
+        }
+        if let Some(v) = c.boolean(t, "limits", "shared_subscriptions") {
+            b.shared_subscriptions = v;
+        }
+        if let Some(v) = c.int(t, "limits", "max_topic_levels", 0, 65535) {
+            b.max_topic_levels = v as usize;
+        }
+        if let Some(v) = c.int(t, "limits", "max_subscriptions_per_client", 0, i64::MAX) {
+            b.max_subscriptions_per_client = v as usize;
+        }
+        if let Some(v) = c.int(t, "limits", "max_retained_messages", 0, i64::MAX) {
+            b.max_retained_messages = v as usize;
+        }
+        c.unknown(
+            t,
+            "limits",
+            &[
+                "max_packet_size",
+                "max_inflight_messages",
+                "receive_maximum",
+                "max_queued_messages",
+                "max_queued_bytes",
+                "queue_qos0_offline",
+                "topic_alias_maximum",
+                "max_keepalive",
+                "max_session_expiry",
+                "max_qos",
+                "retain_available",
+                "wildcard_subscriptions",
+                "subscription_identifiers",
+                "shared_subscriptions",
+                "max_topic_levels",
+                "max_subscriptions_per_client",
+                "max_retained_messages",
+            ],
+        );
+    }
+
+    if c.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        let mut msg = format!("{} problem(s) in the configuration:", c.errors.len());
+        for e in &c.errors {
+            let _ = write!(msg, "\n  {e}");
+        }
+        Err(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_parse_to_the_built_in_defaults() {
+        let cfg = parse(DEFAULT_CONFIG, "defaults").unwrap();
+        let d = MidgeConfig::default();
+        assert_eq!(cfg.server.broker, d.server.broker);
+        assert_eq!(cfg.server.listeners, d.server.listeners);
+        assert_eq!(cfg.server.connect_timeout, d.server.connect_timeout);
+        assert_eq!(cfg.server.sys_interval, d.server.sys_interval);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            colour = "blue"
+            [server]
+            max_conections = 5
+            log_level = "loud"
+            [[listener]]
+            bind = "nowhere"
+            port = 70000
+            [limits]
+            max_qos = 3
+            retain_available = "yes"
+        "#;
+        let err = parse(text, "midge.toml").unwrap_err();
+        for needle in [
+            "7 problem(s)",
+            "midge.toml: colour: unknown key",
+            "[server] max_conections: unknown key (did you mean `max_connections`?)",
+            "[server] log_level: must be",
+            "[listener #1] port: must be between 0 and 65535 (found 70000)",
+            "[listener #1] bind: not an IP address",
+            "[limits] max_qos: must be between 0 and 2 (found 3)",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn listeners_and_limits_are_read() {
+        let cfg = parse(
+            "[[listener]]\nbind = \"0.0.0.0\"\nport = 1884\n[[listener]]\nport = 1885\n[limits]\nmax_qos = 1\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listeners.len(), 2);
+        assert_eq!(
+            cfg.server.listeners[0].bind,
+            "0.0.0.0:1884".parse().unwrap()
+        );
+        assert_eq!(
+            cfg.server.listeners[1].bind,
+            "127.0.0.1:1885".parse().unwrap()
+        );
+        assert_eq!(cfg.server.broker.max_qos, QoS::AtLeastOnce);
+        assert!(cfg.explicit_listeners);
+    }
+}

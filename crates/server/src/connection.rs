@@ -1,0 +1,354 @@
+//! One task per network connection: read and decode with the maximum packet size checked
+//! from the fixed header, hand packets to the router in batches, and write everything the
+//! router queued with one write per wake-up. Keep alive is enforced here (1.5 times the
+//! negotiated value), because it is about the socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use midge_codec::{ConnAck, DecodeError, Disconnect, Packet, Protocol, ReasonCode};
+use midge_core::{CloseCause, ConnId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::router::{ConnHandle, Outgoing, RouterMsg, Shared, weight};
+use crate::{Counters, ServerConfig};
+
+/// Per-connection settings derived from the server config.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) max_packet_size: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) low_water: usize,
+}
+
+impl From<&ServerConfig> for Settings {
+    fn from(c: &ServerConfig) -> Self {
+        Settings {
+            max_packet_size: c.broker.max_packet_size,
+            connect_timeout: c.connect_timeout,
+            max_connections: c.max_connections,
+            low_water: c.outbound_high_water / 2,
+        }
+    }
+}
+
+const READ_CHUNK: usize = 4096;
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
+const WRITE_BATCH: usize = 512;
+
+pub(crate) async fn run(
+    id: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: mpsc::Sender<RouterMsg>,
+    settings: Arc<Settings>,
+    counters: Arc<Counters>,
+    _shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("conn", %peer, id = id.0, client = tracing::field::Empty);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            id,
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            counters,
+            settings,
+            first_level: None,
+        };
+        conn.serve(router).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Conn {
+    id: ConnId,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    counters: Arc<Counters>,
+    settings: Arc<Settings>,
+    /// Protocol level byte of the first packet, peeked before decoding it.
+    first_level: Option<u8>,
+}
+
+enum ReadOutcome {
+    Packets(Vec<Packet>),
+    Eof,
+    Failed(DecodeError),
+    Io,
+}
+
+impl Conn {
+    async fn serve(&mut self, router: mpsc::Sender<RouterMsg>) {
+        // the first packet must be a CONNECT, within the connect timeout
+        let first = tokio::time::timeout(self.settings.connect_timeout, self.read_first()).await;
+        let connect = match first {
+            Err(_) => {
+                debug!("no CONNECT within the connect timeout");
+                return;
+            }
+            Ok(Ok(Packet::Connect(c))) => c,
+            Ok(Ok(other)) => {
+                debug!(packet = %other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]");
+                return;
+            }
+            Ok(Err(Some(e))) => {
+                self.refuse_connect(&e).await;
+                return;
+            }
+            Ok(Err(None)) => return,
+        };
+        let mut protocol = connect.protocol;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let handle = ConnHandle {
+            tx,
+            shared: shared.clone(),
+        };
+        if router
+            .send(RouterMsg::Connect {
+                id: self.id,
+                handle,
+                connect,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut keep_alive: Option<Duration> = None;
+        let mut deadline = Instant::now() + Duration::from_secs(3600 * 24 * 365);
+        let mut out = Vec::with_capacity(64);
+        // packets the client sent after CONNECT in the same read
+        if !self.rbuf.is_empty() {
+            match self.decode_all(protocol) {
+                Ok(packets) if !packets.is_empty() => {
+                    if router
+                        .send(RouterMsg::Packets(self.id, packets))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(&router, protocol, e).await,
+            }
+        }
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut out, WRITE_BATCH) => {
+                    if n == 0 {
+                        return; // router gone
+                    }
+                    let mut close = false;
+                    let mut weight_sum = 0;
+                    for o in out.drain(..) {
+                        match o {
+                            Outgoing::Packet(p) => {
+                                weight_sum += weight(&p);
+                                if let Err(e) = p.encode(protocol, &mut self.wbuf) {
+                                    debug!(error = %e, "cannot encode packet for this client; dropped");
+                                }
+                            }
+                            Outgoing::Connected { keep_alive: ka, protocol: p, client_id } => {
+                                protocol = p;
+                                tracing::Span::current().record("client", &*client_id);
+                                info!(client = %client_id, %protocol, keep_alive = ka, "client connected");
+                                if ka > 0 {
+                                    let d = Duration::from_millis(u64::from(ka) * 1500);
+                                    keep_alive = Some(d);
+                                    deadline = Instant::now() + d;
+                                }
+                            }
+                            Outgoing::Close => close = true,
+                        }
+                    }
+                    if !self.flush().await {
+                        let _ = router.send(RouterMsg::Closed(self.id, CloseCause::Network)).await;
+                        return;
+                    }
+                    let left = shared.queued.fetch_sub(weight_sum, Ordering::SeqCst) - weight_sum;
+                    if left <= self.settings.low_water && shared.congested.load(Ordering::SeqCst)
+                        && shared.congested.swap(false, Ordering::SeqCst)
+                    {
+                        let _ = router.send(RouterMsg::Drained(self.id)).await;
+                    }
+                    if close {
+                        let _ = self.stream.shutdown().await;
+                        return;
+                    }
+                }
+                r = self.read_packets(protocol) => {
+                    match r {
+                        ReadOutcome::Packets(packets) => {
+                            if let Some(d) = keep_alive {
+                                deadline = Instant::now() + d;
+                            }
+                            if !packets.is_empty() && router.send(RouterMsg::Packets(self.id, packets)).await.is_err() {
+                                return;
+                            }
+                        }
+                        ReadOutcome::Eof | ReadOutcome::Io => {
+                            debug!("connection closed by peer");
+                            let _ = router.send(RouterMsg::Closed(self.id, CloseCause::Network)).await;
+                            return;
+                        }
+                        ReadOutcome::Failed(e) => return self.fail(&router, protocol, e).await,
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if keep_alive.is_some() => {
+                    info!("keep alive timeout");
+                    if protocol.is_v5() {
+                        self.send_now(protocol, Packet::Disconnect(Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT))).await;
+                    }
+                    let _ = router.send(RouterMsg::Closed(self.id, CloseCause::KeepAliveTimeout)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Read until one whole packet is buffered and decode it (as a CONNECT decodes itself,
+    /// the protocol passed is only a placeholder). `Err(None)` means EOF or I/O error.
+    async fn read_first(&mut self) -> Result<Packet, Option<DecodeError>> {
+        loop {
+            self.first_level = connect_level(&self.rbuf);
+            match midge_codec::decode(
+                &mut self.rbuf,
+                Protocol::V311,
+                self.settings.max_packet_size,
+            ) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(n) => {
+                    self.counters
+                        .bytes_received
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    async fn read_packets(&mut self, protocol: Protocol) -> ReadOutcome {
+        if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => ReadOutcome::Eof,
+            Err(_) => ReadOutcome::Io,
+            Ok(n) => {
+                self.counters
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                match self.decode_all(protocol) {
+                    Ok(p) => ReadOutcome::Packets(p),
+                    Err(e) => ReadOutcome::Failed(e),
+                }
+            }
+        }
+    }
+
+    fn decode_all(&mut self, protocol: Protocol) -> Result<Vec<Packet>, DecodeError> {
+        let mut packets = Vec::new();
+        while let Some(p) =
+            midge_codec::decode(&mut self.rbuf, protocol, self.settings.max_packet_size)?
+        {
+            packets.push(p);
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > MAX_IDLE_BUFFER {
+            self.rbuf = BytesMut::new();
+        }
+        Ok(packets)
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.wbuf.is_empty() {
+            return true;
+        }
+        let n = self.wbuf.len();
+        if self.stream.write_all(&self.wbuf).await.is_err() {
+            return false;
+        }
+        self.counters
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.wbuf.clear();
+        if self.wbuf.capacity() > MAX_IDLE_BUFFER {
+            self.wbuf = BytesMut::new();
+        }
+        true
+    }
+
+    async fn send_now(&mut self, protocol: Protocol, p: Packet) {
+        if p.encode(protocol, &mut self.wbuf).is_ok() {
+            self.flush().await;
+        }
+    }
+
+    /// A decode error after CONNECT: tell an MQTT 5 client why (DISCONNECT with the reason
+    /// code), close, and let the router publish the will.
+    async fn fail(&mut self, router: &mpsc::Sender<RouterMsg>, protocol: Protocol, e: DecodeError) {
+        info!(error = %e, "closing connection: bad packet");
+        if protocol.is_v5() {
+            self.send_now(
+                protocol,
+                Packet::Disconnect(Disconnect::new(e.reason_code())),
+            )
+            .await;
+        }
+        let _ = self.stream.shutdown().await;
+        let _ = router
+            .send(RouterMsg::Closed(self.id, CloseCause::ProtocolError))
+            .await;
+    }
+
+    /// A CONNECT that could not be decoded: answer with a CONNACK the client can read
+    /// (MQTT 5 reason code for a level-5 CONNECT, 3.x return code otherwise), then close.
+    async fn refuse_connect(&mut self, e: &DecodeError) {
+        info!(error = %e, "refusing connection: bad CONNECT");
+        let level = self.first_level;
+        let (protocol, reason) = match e {
+            DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
+                (Protocol::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+            }
+            _ if level == Some(5) => (Protocol::V5, e.reason_code()),
+            // 3.x has no CONNACK code for a malformed CONNECT: just close [MQTT-4.8.0-1]
+            _ => {
+                let _ = self.stream.shutdown().await;
+                return;
+            }
+        };
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties: Default::default(),
+        });
+        self.send_now(protocol, ack).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The protocol level byte of a CONNECT at the front of `buf`, if it is there.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let header = midge_codec::frame_header(buf, u32::MAX).ok()??;
+    let body = buf.get(header.header_len..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
+}

@@ -1,0 +1,288 @@
+//! The router task: the one owner of [`midge_core::Broker`]. It drains its inbound channel in
+//! batches, feeds core, and carries out core's actions: packets go to each connection's
+//! outbound channel without ever waiting on a client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
+use midge_core::{Action, Broker, CloseCause, ConnId, Message};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::{Counters, ServerConfig};
+
+/// Capacity of the router's inbound channel; a full channel slows publishers through TCP.
+pub(crate) const CHANNEL_CAPACITY: usize = 1024;
+const BATCH: usize = 256;
+
+/// What connection tasks tell the router.
+#[derive(Debug)]
+pub(crate) enum RouterMsg {
+    /// A connection sent its CONNECT.
+    Connect {
+        id: ConnId,
+        handle: ConnHandle,
+        connect: Box<Connect>,
+    },
+    /// Packets read from a connection, in order.
+    Packets(ConnId, Vec<Packet>),
+    /// The connection ended.
+    Closed(ConnId, CloseCause),
+    /// The connection's outbound queue drained below its low-water mark.
+    Drained(ConnId),
+    /// Stop: tell clients, close connections, then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the router sends to a connection task.
+#[allow(clippy::large_enum_variant)] // Packet is by far the most common variant
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Packet(Packet),
+    Connected {
+        keep_alive: u16,
+        protocol: Protocol,
+        client_id: bytestring::ByteString,
+    },
+    Close,
+}
+
+/// State shared between the router and one connection task.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Estimated bytes sent to the channel and not yet written to the socket.
+    pub(crate) queued: AtomicUsize,
+    /// Whether the router reported this connection to core as not writable.
+    pub(crate) congested: AtomicBool,
+}
+
+/// The router's handle to one connection.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    pub(crate) tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Bytes a packet is counted as while queued (cheap; the same on both sides).
+pub(crate) fn weight(p: &Packet) -> usize {
+    match p {
+        Packet::Publish(p) => 16 + p.topic.as_str().len() + p.payload.len(),
+        _ => 16,
+    }
+}
+
+struct Router {
+    broker: Broker,
+    conns: HashMap<ConnId, ConnHandle>,
+    actions: Vec<Action>,
+    high_water: usize,
+}
+
+impl Router {
+    fn dispatch(&mut self, now: Instant) {
+        let mut congested = Vec::new();
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Send(conn, packet) => {
+                    let Some(h) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let w = weight(&packet);
+                    let queued = h.shared.queued.fetch_add(w, Ordering::SeqCst) + w;
+                    if h.tx.send(Outgoing::Packet(packet)).is_err() {
+                        continue;
+                    }
+                    if queued > self.high_water && !h.shared.congested.load(Ordering::SeqCst) {
+                        h.shared.congested.store(true, Ordering::SeqCst);
+                        // the writer may have drained in between: then it stays writable
+                        let drained = h.shared.queued.load(Ordering::SeqCst) <= self.high_water / 2;
+                        if !(drained && h.shared.congested.swap(false, Ordering::SeqCst)) {
+                            congested.push(conn);
+                        }
+                    }
+                }
+                Action::Close(conn) => {
+                    if let Some(h) = self.conns.remove(&conn) {
+                        let _ = h.tx.send(Outgoing::Close);
+                    }
+                }
+                Action::Connected {
+                    conn,
+                    client_id,
+                    protocol,
+                    keep_alive,
+                } => {
+                    if let Some(h) = self.conns.get(&conn) {
+                        let _ = h.tx.send(Outgoing::Connected {
+                            keep_alive,
+                            protocol,
+                            client_id,
+                        });
+                    }
+                }
+            }
+        }
+        for conn in congested {
+            debug!(conn = conn.0, "outbound queue full: connection is slow");
+            self.broker
+                .set_writable(now, conn, false, &mut self.actions);
+        }
+    }
+
+    fn handle(&mut self, now: Instant, msg: RouterMsg) -> Option<oneshot::Sender<()>> {
+        match msg {
+            RouterMsg::Connect {
+                id,
+                handle,
+                connect,
+            } => {
+                self.conns.insert(id, handle);
+                self.broker.open(id);
+                self.broker
+                    .handle(now, id, Packet::Connect(connect), &mut self.actions);
+                self.dispatch(now);
+            }
+            RouterMsg::Packets(id, packets) => {
+                for p in packets {
+                    self.broker.handle(now, id, p, &mut self.actions);
+                    self.dispatch(now);
+                }
+            }
+            RouterMsg::Closed(id, cause) => {
+                self.conns.remove(&id);
+                self.broker.closed(now, id, cause, &mut self.actions);
+                self.dispatch(now);
+            }
+            RouterMsg::Drained(id) => {
+                self.broker.set_writable(now, id, true, &mut self.actions);
+                self.dispatch(now);
+            }
+            RouterMsg::Shutdown(reply) => {
+                self.broker.shutdown(now, &mut self.actions);
+                self.dispatch(now);
+                return Some(reply);
+            }
+        }
+        None
+    }
+}
+
+pub(crate) async fn run(
+    config: ServerConfig,
+    mut rx: mpsc::Receiver<RouterMsg>,
+    counters: Arc<Counters>,
+) {
+    let mut router = Router {
+        broker: Broker::new(config.broker.clone()),
+        conns: HashMap::new(),
+        actions: Vec::new(),
+        high_water: config.outbound_high_water,
+    };
+    let started = Instant::now();
+    let mut sys = SysPublisher {
+        interval: config.sys_interval,
+        next: started,
+        started,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for msg in batch.drain(..) {
+                    if let Some(reply) = router.handle(now, msg) {
+                        let _ = reply.send(());
+                        // keep draining so connection tasks can report and finish
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                router.broker.tick(now, &mut router.actions);
+                sys.publish_if_due(now, &mut router.broker, &counters, &mut router.actions);
+                router.dispatch(now);
+            }
+        }
+    }
+}
+
+/// Publishes mosquitto's `$SYS/broker/...` figures (retained) every interval.
+struct SysPublisher {
+    interval: Duration,
+    next: Instant,
+    started: Instant,
+}
+
+impl SysPublisher {
+    fn publish_if_due(
+        &mut self,
+        now: Instant,
+        broker: &mut Broker,
+        counters: &Counters,
+        out: &mut Vec<Action>,
+    ) {
+        if self.interval.is_zero() || now < self.next {
+            return;
+        }
+        self.next = now + self.interval;
+        let s = broker.stats();
+        let figures: [(&str, String); 16] = [
+            (
+                "version",
+                format!("midge version {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "uptime",
+                format!("{} seconds", now.duration_since(self.started).as_secs()),
+            ),
+            ("clients/connected", s.clients_connected.to_string()),
+            ("clients/active", s.clients_connected.to_string()),
+            ("clients/total", s.sessions.to_string()),
+            (
+                "clients/disconnected",
+                s.sessions.saturating_sub(s.clients_connected).to_string(),
+            ),
+            (
+                "clients/maximum",
+                s.clients_maximum.max(s.clients_connected).to_string(),
+            ),
+            ("messages/received", s.messages_received.to_string()),
+            ("messages/sent", s.messages_sent.to_string()),
+            ("publish/messages/received", s.messages_received.to_string()),
+            ("publish/messages/sent", s.messages_sent.to_string()),
+            ("publish/messages/dropped", s.messages_dropped.to_string()),
+            (
+                "bytes/received",
+                counters.bytes_received.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "bytes/sent",
+                counters.bytes_sent.load(Ordering::Relaxed).to_string(),
+            ),
+            ("subscriptions/count", s.subscriptions.to_string()),
+            ("retained messages/count", s.retained.to_string()),
+        ];
+        for (name, value) in figures {
+            let Ok(topic) = TopicName::new(format!("$SYS/broker/{name}")) else {
+                continue;
+            };
+            broker.publish(now, Message::new(topic, value, QoS::AtMostOnce, true), out);
+        }
+        let Ok(topic) = TopicName::new("$SYS/broker/store/messages/count") else {
+            return;
+        };
+        broker.publish(
+            now,
+            Message::new(topic, s.queued.to_string(), QoS::AtMostOnce, true),
+            out,
+        );
+    }
+}

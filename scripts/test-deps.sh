@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs whatever the tests need that this machine lacks. Idempotent and quiet when all
+# is present. Debian packages, Python packages, cargo tools.
+set -euo pipefail
+
+APT_PACKAGES=(mosquitto mosquitto-clients openssl)
+PIP_PACKAGES=(paho-mqtt)
+
+missing_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_apt+=("$p")
+done
+if ((${#missing_apt[@]})); then
+    echo "test-deps: installing Debian packages: ${missing_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
+fi
+# mosquitto's package starts a system broker on 1883; tests never use that port, but do not
+# leave a daemon of ours running that the user did not ask for.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+
+for p in "${PIP_PACKAGES[@]}"; do
+    python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('${p//-/_}'.replace('paho_mqtt','paho')) else 1)" 2>/dev/null \
+        || { echo "test-deps: installing Python package $p"; python3 -m pip install -q "$p"; }
+done

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one command that runs every test: `scripts/test.sh`. Installs what the tests need, then
+# checks formatting and lints, and runs the whole workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/test-deps.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# the integration tests start the release binary, so build it once up front
+cargo build --release --locked -p midge
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --doc --locked
