@@ -182,12 +182,22 @@ impl Checker<'_> {
     }
 }
 
-/// Cheap "did you mean": same letters give or take one edit of the ends, or one is a prefix.
+/// "Did you mean": Levenshtein distance of at most 2.
 fn strsim(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a.contains(&b)
-        || b.contains(&a)
-        || (a.len() > 4 && b.len() > 4 && a.get(..a.len() - 2) == b.get(..a.len() - 2))
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(usize::MAX) <= 2
 }
 
 /// Read and validate a configuration file.
