@@ -321,3 +321,52 @@ fn mosquitto_accepts_a_file_written_by_midge_passwd() {
     assert!(connect("legacy", "old"));
     assert!(!connect("bob", "s3cret"));
 }
+
+/// The interactive path: stdin is a terminal (a pty from util-linux `script`), so the
+/// password is prompted for twice without echo.
+#[test]
+fn prompts_twice_on_a_terminal() {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("SKIPPED: /usr/bin/script (util-linux) is not installed");
+        return;
+    }
+    let dir = Scratch::new();
+    let pw = dir.file("passwd");
+    let on_tty = |args: &str, input: &str| {
+        let mut child = Command::new("/usr/bin/script")
+            .args([
+                "-q",
+                "-e",
+                "-c",
+                &format!("{MIDGE} passwd {args}"),
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = on_tty(
+        &format!("-I 1000 -c {} alice", s(&pw)),
+        "tty-pass\ntty-pass\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains("Password:") && screen.contains("Reenter password:"),
+        "{screen}"
+    );
+    assert!(load(&pw).verify("alice", b"tty-pass"));
+    let out = on_tty(&format!("-I 1000 {} alice", s(&pw)), "one\ntwo\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Passwords do not match"));
+    assert!(load(&pw).verify("alice", b"tty-pass"));
+}
