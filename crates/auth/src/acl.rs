@@ -372,40 +372,42 @@ impl Acl {
         // Patterns are only safe to expand for identities without wildcard characters.
         let patterns_usable = !client.client_id.contains(['+', '#'])
             && !client.username.is_some_and(|u| u.contains(['+', '#']));
-        let expanded: Vec<(RuleAccess, String)> = if patterns_usable {
-            self.patterns
-                .iter()
-                .filter(|p| !p.uses_username || client.username.is_some())
-                .map(|p| (p.access, expand(p, client)))
-                .collect()
-        } else {
-            Vec::new()
+        let patterns = self
+            .patterns
+            .iter()
+            .filter(|p| patterns_usable && (!p.uses_username || client.username.is_some()));
+        // One reusable buffer for pattern expansion: no allocation when there are no
+        // patterns, at most one growth otherwise.
+        let mut buf = String::new();
+        let mut pattern_matches = |p: &Pattern| {
+            expand_into(&mut buf, p, client);
+            rule_matches(&buf, topic, access)
         };
-        let matches = |filter: &str| rule_matches(filter, topic, access);
         let denied = user_rules
             .iter()
-            .filter(|r| r.access == RuleAccess::Deny)
-            .any(|r| matches(&r.filter))
-            || expanded
-                .iter()
-                .filter(|(a, _)| *a == RuleAccess::Deny)
-                .any(|(_, f)| matches(f));
+            .any(|r| r.access == RuleAccess::Deny && rule_matches(&r.filter, topic, access))
+            || patterns
+                .clone()
+                .any(|p| p.access == RuleAccess::Deny && pattern_matches(p));
         if denied {
             return false;
         }
         user_rules
             .iter()
-            .any(|r| r.access.grants(access) && matches(&r.filter))
-            || expanded.iter().any(|(a, f)| a.grants(access) && matches(f))
+            .any(|r| r.access.grants(access) && rule_matches(&r.filter, topic, access))
+            || patterns
+                .clone()
+                .any(|p| p.access.grants(access) && pattern_matches(p))
     }
 }
 
-/// Substitute `%u` and `%c` in a pattern (left to right, like mosquitto).
-fn expand(p: &Pattern, client: &ClientInfo<'_>) -> String {
+/// Substitute `%u` and `%c` in a pattern (left to right, like mosquitto) into `out`.
+fn expand_into(out: &mut String, p: &Pattern, client: &ClientInfo<'_>) {
+    out.clear();
     if !p.uses_username && !p.uses_client_id {
-        return p.filter.clone();
+        out.push_str(&p.filter);
+        return;
     }
-    let mut out = String::with_capacity(p.filter.len() + 16);
     let mut chars = p.filter.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '%' {
@@ -425,7 +427,6 @@ fn expand(p: &Pattern, client: &ClientInfo<'_>) -> String {
         }
         out.push(c);
     }
-    out
 }
 
 /// Whether an ACL rule filter applies to a topic (Read/Write) or covers a filter (Subscribe).
@@ -616,7 +617,9 @@ pattern deny devices/%c/locked
             uses_username: true,
             uses_client_id: true,
         };
-        assert_eq!(expand(&p, &client(Some("U"), "C")), "a/UC/%U/%x/%");
+        let mut out = String::from("stale");
+        expand_into(&mut out, &p, &client(Some("U"), "C"));
+        assert_eq!(out, "a/UC/%U/%x/%");
     }
 
     #[test]

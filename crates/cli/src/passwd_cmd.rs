@@ -38,7 +38,8 @@ terminal, it is read from the first line of standard input (a second line, if pr
 must repeat it).";
 
 /// Arguments: mosquitto_passwd's flags and positionals, parsed by hand (see [`USAGE`]).
-#[derive(Debug, clap::Args)]
+/// `Debug` does not show them: with `-b` they hold a password.
+#[derive(clap::Args)]
 #[command(after_help = USAGE)]
 pub(crate) struct PasswdArgs {
     /// [-H sha512-pbkdf2|sha512] [-I iterations] [-c | -D | -b | -U] passwordfile [username [password]]
@@ -51,6 +52,14 @@ pub(crate) struct PasswdArgs {
     args: Vec<String>,
 }
 
+impl std::fmt::Debug for PasswdArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswdArgs")
+            .field("args", &format_args!("<{} redacted>", self.args.len()))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Add or update a user (optionally creating the file).
@@ -61,7 +70,7 @@ enum Mode {
     UpdatePlain,
 }
 
-#[derive(Debug)]
+/// Parsed options (no `Debug`: the positionals may hold a password).
 struct Options {
     mode: Mode,
     algorithm: HashAlgorithm,
