@@ -70,6 +70,14 @@ fn count(name: &str, packet: &Packet, protocol: Protocol) {
 }
 
 fn main() {
-    count("v3.1.1 PUBLISH QoS 1, 64 B", &v311_publish(), Protocol::V311);
-    count("v5 PUBLISH QoS 1, 64 B + 4 properties + 2 user properties", &v5_publish(), Protocol::V5);
+    count(
+        "v3.1.1 PUBLISH QoS 1, 64 B",
+        &v311_publish(),
+        Protocol::V311,
+    );
+    count(
+        "v5 PUBLISH QoS 1, 64 B + 4 properties + 2 user properties",
+        &v5_publish(),
+        Protocol::V5,
+    );
 }

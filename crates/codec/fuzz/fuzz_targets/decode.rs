@@ -32,9 +32,14 @@ fn round_trip(packet: &Packet, protocol: Protocol) {
         "encoded_len disagrees with encode for {packet:?}"
     );
     let wire = out.clone();
-    let again = decode(&mut out, protocol, MAX_PACKET_SIZE)
-        .unwrap_or_else(|e| panic!("re-encoded packet does not decode: {e}: {packet:?} as {wire:02x?}"));
-    assert_eq!(again.as_ref(), Some(packet), "round trip changed the packet, wire {wire:02x?}");
+    let again = decode(&mut out, protocol, MAX_PACKET_SIZE).unwrap_or_else(|e| {
+        panic!("re-encoded packet does not decode: {e}: {packet:?} as {wire:02x?}")
+    });
+    assert_eq!(
+        again.as_ref(),
+        Some(packet),
+        "round trip changed the packet, wire {wire:02x?}"
+    );
     assert!(out.is_empty(), "re-encoded packet left bytes behind");
 }
 
