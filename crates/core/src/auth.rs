@@ -11,6 +11,9 @@ pub struct ClientInfo<'a> {
     pub client_id: &'a str,
     /// User name from CONNECT (or from the client certificate).
     pub username: Option<&'a str>,
+    /// The listener the client connected through (as given to [`crate::Broker::open_on`];
+    /// 0 for [`crate::Broker::open`]), so a server can apply per-listener rules.
+    pub listener: u16,
 }
 
 /// Decisions about connecting, publishing and subscribing.

@@ -92,6 +92,7 @@ impl Broker {
             let info = ClientInfo {
                 client_id: &session.client_id,
                 username: session.username.as_deref(),
+                listener: session.listener,
             };
             if !self.auth.can_receive(&info, msg.topic.as_str()) {
                 return None;
@@ -142,6 +143,7 @@ impl Broker {
             let info = ClientInfo {
                 client_id: &session.client_id,
                 username: session.username.as_deref(),
+                listener: session.listener,
             };
             if !self.auth.can_receive(&info, msg.topic.as_str()) {
                 return None;
@@ -559,6 +561,7 @@ impl Broker {
             let info = ClientInfo {
                 client_id: &s.client_id,
                 username: s.username.as_deref(),
+                listener: s.listener,
             };
             self.auth.can_publish(&info, will.topic.as_str())
         };

@@ -134,6 +134,8 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) session: Option<SessionId>,
+    /// The listener it arrived on (for the authorizer).
+    pub(crate) listener: u16,
     pub(crate) protocol: Protocol,
     /// False while the server reports its outbound queue as full.
     pub(crate) writable: bool,
@@ -192,11 +194,18 @@ impl Broker {
     /// Register a new connection under an id the caller chose (unique for the broker's
     /// life); its first packet must be CONNECT.
     pub fn open(&mut self, id: ConnId) {
+        self.open_on(id, 0);
+    }
+
+    /// [`Broker::open`] for a connection that arrived on listener number `listener`, which
+    /// the authorizer sees in [`ClientInfo::listener`].
+    pub fn open_on(&mut self, id: ConnId, listener: u16) {
         self.next_conn = self.next_conn.max(id.0 + 1);
         self.conns.insert(
             id,
             Conn {
                 session: None,
+                listener,
                 protocol: Protocol::V311,
                 writable: true,
                 aliases_in: AHashMap::new(),

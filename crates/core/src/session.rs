@@ -52,6 +52,8 @@ pub(crate) struct SubRecord {
 pub(crate) struct Session {
     pub(crate) client_id: ByteString,
     pub(crate) username: Option<ByteString>,
+    /// Listener of its latest connection (for the authorizer).
+    pub(crate) listener: u16,
     pub(crate) conn: Option<ConnId>,
     pub(crate) protocol: Protocol,
     /// Seconds the session lives after its connection closes (`u32::MAX` = forever).
@@ -79,6 +81,7 @@ impl Session {
         Session {
             client_id,
             username: None,
+            listener: 0,
             conn: None,
             protocol,
             expiry_interval: 0,
@@ -97,12 +100,22 @@ impl Session {
         }
     }
 
-    /// A packet identifier not used by any in-flight message.
+    /// A packet identifier not used by any in-flight message. Ids are allocated in cyclic
+    /// order and `inflight` is kept in allocation order, so every id in flight lies in the
+    /// cyclic interval [front, back]; a candidate outside it is free without a scan.
     pub(crate) fn alloc_packet_id(&mut self) -> u16 {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|f| f.packet_id == id) {
+            let free = match (self.inflight.front(), self.inflight.back()) {
+                (Some(front), Some(back)) => {
+                    let span = back.packet_id.wrapping_sub(front.packet_id);
+                    let offset = id.wrapping_sub(front.packet_id);
+                    offset > span || !self.inflight.iter().any(|f| f.packet_id == id)
+                }
+                _ => true,
+            };
+            if free {
                 return id;
             }
         }

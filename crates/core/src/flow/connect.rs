@@ -19,8 +19,10 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         let v5 = c.protocol.is_v5();
+        let mut listener = 0;
         if let Some(state) = self.conns.get_mut(&conn) {
             state.protocol = c.protocol;
+            listener = state.listener;
         }
         let refuse = |out: &mut Vec<Action>, reason: ReasonCode| {
             out.push(Action::Send(
@@ -55,6 +57,7 @@ impl Broker {
         let info = ClientInfo {
             client_id: &client_id,
             username: c.username.as_deref(),
+            listener,
         };
         if let Err(reason) = self.auth.connect(&info) {
             self.conns.remove(&conn);
@@ -131,6 +134,7 @@ impl Broker {
         s.conn = Some(conn);
         s.protocol = c.protocol;
         s.username = c.username.clone();
+        s.listener = listener;
         s.expiry_interval = expiry;
         s.disconnected_at = None;
         // a new connection before the will delay passed cancels the pending will

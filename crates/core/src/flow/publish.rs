@@ -70,6 +70,7 @@ impl Broker {
             let info = ClientInfo {
                 client_id: &s.client_id,
                 username: s.username.as_deref(),
+                listener: s.listener,
             };
             // clients do not publish into the broker's own $SYS tree
             !p.topic.as_str().starts_with("$SYS") && self.auth.can_publish(&info, p.topic.as_str())

@@ -41,6 +41,7 @@ impl Broker {
             let info = ClientInfo {
                 client_id: &s.client_id,
                 username: s.username.as_deref(),
+                listener: s.listener,
             };
             let levels = filter.levels().count();
             let reason = if filter.is_shared() && !self.config.shared_subscriptions {
@@ -111,6 +112,7 @@ impl Broker {
                         let info = ClientInfo {
                             client_id: &s.client_id,
                             username: s.username.as_deref(),
+                            listener: s.listener,
                         };
                         if !self.auth.can_receive(&info, msg.topic.as_str()) {
                             continue;
