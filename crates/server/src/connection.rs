@@ -41,7 +41,7 @@ impl From<&ServerConfig> for Settings {
 }
 
 const READ_CHUNK: usize = 4096;
-const MAX_IDLE_BUFFER: usize = 64 * 1024;
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
 const WRITE_BATCH: usize = 512;
 
 pub(crate) async fn run(
@@ -110,7 +110,7 @@ impl Conn {
             Ok(Err(None)) => return,
         };
         let mut protocol = connect.protocol;
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = crate::outbox::outbox();
         let shared = Arc::new(Shared::default());
         let handle = ConnHandle {
             tx,
@@ -129,7 +129,7 @@ impl Conn {
         }
         let mut keep_alive: Option<Duration> = None;
         let mut deadline = Instant::now() + Duration::from_secs(3600 * 24 * 365);
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::new();
         // packets the client sent after CONNECT in the same read
         if !self.rbuf.is_empty() {
             match self.decode_all(protocol) {
@@ -188,6 +188,11 @@ impl Conn {
                     if close {
                         let _ = self.stream.shutdown().await;
                         return;
+                    }
+                    if rx.is_empty() {
+                        // idle: hold no buffer memory
+                        out = Vec::new();
+                        self.wbuf = BytesMut::new();
                     }
                 }
                 r = self.read_packets(protocol) => {
@@ -272,7 +277,9 @@ impl Conn {
         {
             packets.push(p);
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > MAX_IDLE_BUFFER {
+        if self.rbuf.is_empty() {
+            // decoded packets share this allocation; let it go with them, so an idle
+            // connection holds no read buffer
             self.rbuf = BytesMut::new();
         }
         Ok(packets)
@@ -290,7 +297,7 @@ impl Conn {
             .bytes_sent
             .fetch_add(n as u64, Ordering::Relaxed);
         self.wbuf.clear();
-        if self.wbuf.capacity() > MAX_IDLE_BUFFER {
+        if self.wbuf.capacity() > MAX_WRITE_BUFFER {
             self.wbuf = BytesMut::new();
         }
         true

@@ -16,6 +16,7 @@
 
 mod config;
 mod connection;
+mod outbox;
 mod router;
 
 use std::io;

@@ -62,7 +62,7 @@ pub(crate) struct Shared {
 /// The router's handle to one connection.
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
-    pub(crate) tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) tx: crate::outbox::OutboxTx<Outgoing>,
     pub(crate) shared: Arc<Shared>,
 }
 
