@@ -83,7 +83,7 @@ pub(crate) struct ConnOpts {
     pub(crate) session_expiry: Option<i64>,
     /// MQTT 5 property: -D COMMAND IDENTIFIER VALUE (user-property takes NAME VALUE).
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = clap::ArgAction::Append,
-          value_names = ["COMMAND", "IDENTIFIER", "VALUE"], allow_hyphen_values = true)]
+          value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub(crate) properties: Vec<String>,
     /// URL: mqtt(s)://[user[:password]@]host[:port]/topic (also ws:// and wss://).
     #[arg(short = 'L', long = "url", value_name = "URL")]
@@ -505,6 +505,7 @@ impl ConnOpts {
             (None, None) => {}
         }
         options.connect_timeout = Duration::from_secs(30);
+        options.qos2_deliver_on_pubrel = true;
 
         let shown_id = Arc::new(Mutex::new(client_id));
         if self.debug {
@@ -524,10 +525,43 @@ impl ConnOpts {
 
 /// A packet hook that prints mosquitto's `-d` lines to stdout.
 pub(crate) fn debug_hook(id: Arc<Mutex<String>>, protocol: Protocol) -> PacketHook {
+    let last_mid = Mutex::new(0u16);
     PacketHook::new(move |direction, packet| {
         let Ok(mut id) = id.lock() else {
             return;
         };
+        // mosquitto numbers every outgoing message, QoS 0 included, from one counter
+        if direction == Direction::Sent {
+            if let Ok(mut last) = last_mid.lock() {
+                let shown = match packet {
+                    Packet::Publish(p) if p.packet_id == 0 => {
+                        *last = last.wrapping_add(1).max(1);
+                        let mut p = p.clone();
+                        p.packet_id = *last;
+                        Some(Packet::Publish(p))
+                    }
+                    Packet::Publish(p) if !p.dup => {
+                        *last = p.packet_id;
+                        None
+                    }
+                    Packet::Subscribe(s) => {
+                        *last = s.packet_id;
+                        None
+                    }
+                    Packet::Unsubscribe(u) => {
+                        *last = u.packet_id;
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(p) = shown {
+                    for line in debug_lines(direction, &p, protocol) {
+                        println!("Client {id} {line}");
+                    }
+                    return;
+                }
+            }
+        }
         if let (Direction::Received, Packet::ConnAck(c)) = (direction, packet) {
             if let Some(assigned) = &c.properties.assigned_client_identifier {
                 *id = assigned.to_string();

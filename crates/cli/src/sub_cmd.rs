@@ -835,7 +835,13 @@ fn json(
     } else if let Some(v) = payload_json {
         o.extend_from_slice(v.to_string().as_bytes());
     } else {
-        json_string(&mut o, &m.payload);
+        // mosquitto hands the payload to cJSON as a C string: it ends at the first NUL
+        let end = m
+            .payload
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(m.payload.len());
+        json_string(&mut o, m.payload.get(..end).unwrap_or(&m.payload));
     }
     o.push(b'}');
     if pretty {

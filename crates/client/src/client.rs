@@ -42,6 +42,7 @@ impl Client {
         if let Some(max) = options.connect.properties.receive_maximum {
             state.set_receive_maximum(max);
         }
+        state.set_deliver_qos2_on_pubrel(options.qos2_deliver_on_pubrel);
         let event_loop = EventLoop {
             options,
             state,
@@ -55,6 +56,7 @@ impl Client {
             reconnect_delay: None,
             backoff: None,
             closed: false,
+            hooked: 0,
         };
         (Client { tx }, event_loop)
     }
@@ -158,6 +160,8 @@ pub struct EventLoop {
     reconnect_delay: Option<Duration>,
     backoff: Option<Duration>,
     closed: bool,
+    /// How many packets at the front of the outbox were already shown to the packet hook.
+    hooked: usize,
 }
 
 /// Largest number of queued requests taken in one wake-up.
@@ -211,6 +215,7 @@ impl EventLoop {
 
     fn fail(&mut self, error: ClientError) -> Result<Event, ClientError> {
         self.stream = None;
+        self.hooked = 0;
         self.state.connection_lost();
         self.ping_sent = None;
         match self.options.reconnect {
@@ -228,6 +233,19 @@ impl EventLoop {
         if let Some(hook) = &self.options.packet_hook {
             (hook.0)(direction, packet);
         }
+    }
+
+    /// Show packets newly queued in the outbox to the packet hook, in queue order, so that
+    /// debug output reads "received X / sending its ack" even when writes are batched.
+    fn hook_queued(&mut self) {
+        let Some(hook) = self.options.packet_hook.clone() else {
+            return;
+        };
+        let outbox = self.state.outbox();
+        for packet in outbox.iter().skip(self.hooked) {
+            (hook.0)(Direction::Sent, packet);
+        }
+        self.hooked = outbox.len();
     }
 
     async fn connect(&mut self) -> Result<(), ClientError> {
@@ -336,6 +354,7 @@ impl EventLoop {
                         _ => None,
                     };
                     self.state.handle_packet(packet)?;
+                    self.hook_queued();
                     if let Some(reason) = disconnect {
                         self.flush().await?;
                         return Err(ClientError::ServerDisconnect(reason));
@@ -388,8 +407,9 @@ impl EventLoop {
         }
         let protocol = self.options.connect.protocol;
         let mut qos0 = 0usize;
+        self.hook_queued();
+        self.hooked = 0;
         while let Some(packet) = self.state.outbox().pop_front() {
-            self.hook(Direction::Sent, &packet);
             if let Packet::Publish(p) = &packet {
                 if p.qos == QoS::AtMostOnce {
                     qos0 += 1;

@@ -122,6 +122,9 @@ pub struct ClientOptions {
     pub request_capacity: usize,
     /// Debug hook called for every packet sent or received.
     pub packet_hook: Option<PacketHook>,
+    /// Deliver incoming QoS 2 messages on PUBREL, as mosquitto's library does (default:
+    /// on PUBLISH).
+    pub qos2_deliver_on_pubrel: bool,
 }
 
 impl ClientOptions {
@@ -138,6 +141,7 @@ impl ClientOptions {
             max_packet_size: MAX_PACKET_SIZE,
             request_capacity: 1024,
             packet_hook: None,
+            qos2_deliver_on_pubrel: false,
         }
     }
 

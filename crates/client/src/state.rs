@@ -63,8 +63,12 @@ pub struct MqttState {
     outgoing: HashMap<u16, Outgoing>,
     /// SUBSCRIBE / UNSUBSCRIBE packet ids waiting for their ack.
     requests: HashSet<u16>,
-    /// QoS 2 packet ids received and PUBREC'd, waiting for PUBREL.
-    incoming_qos2: HashSet<u16>,
+    /// QoS 2 packet ids received and PUBREC'd, waiting for PUBREL (with the message when it
+    /// is delivered on PUBREL).
+    incoming_qos2: HashMap<u16, Option<Publish>>,
+    /// Deliver incoming QoS 2 messages when their PUBREL arrives (as mosquitto's library
+    /// does) instead of when the PUBLISH arrives.
+    deliver_qos2_on_pubrel: bool,
     /// QoS 1/2 publishes waiting for send quota (server receive maximum).
     pending: VecDeque<Publish>,
     /// The server's receive maximum (65,535 unless its CONNACK says less).
@@ -86,7 +90,8 @@ impl MqttState {
             seq: 0,
             outgoing: HashMap::new(),
             requests: HashSet::new(),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashMap::new(),
+            deliver_qos2_on_pubrel: false,
             pending: VecDeque::new(),
             send_quota: u16::MAX,
             receive_maximum: u16::MAX,
@@ -105,6 +110,12 @@ impl MqttState {
     /// Set the receive maximum announced in our CONNECT (MQTT 5).
     pub fn set_receive_maximum(&mut self, max: u16) {
         self.receive_maximum = max.max(1);
+    }
+
+    /// Deliver incoming QoS 2 messages on PUBREL (mosquitto's behaviour) rather than on
+    /// PUBLISH (the default, one round trip sooner). Both give exactly-once delivery.
+    pub fn set_deliver_qos2_on_pubrel(&mut self, on: bool) {
+        self.deliver_qos2_on_pubrel = on;
     }
 
     /// Whether a CONNACK was accepted on the current connection.
@@ -340,8 +351,17 @@ impl MqttState {
             },
             Packet::PubRel(rel) => {
                 let mut comp = PubAck::new(rel.packet_id);
-                if !self.incoming_qos2.remove(&rel.packet_id) && self.protocol.is_v5() {
-                    comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                match self.incoming_qos2.remove(&rel.packet_id) {
+                    Some(Some(message)) => {
+                        self.outbox.push_back(Packet::PubComp(comp));
+                        self.events.push_back(Event::Message(message));
+                        return Ok(());
+                    }
+                    Some(None) => {}
+                    None if self.protocol.is_v5() => {
+                        comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    }
+                    None => {}
                 }
                 self.outbox.push_back(Packet::PubComp(comp));
             }
@@ -389,14 +409,18 @@ impl MqttState {
             }
             QoS::ExactlyOnce => {
                 let pid = p.packet_id;
-                if !self.incoming_qos2.contains(&pid) {
+                if !self.incoming_qos2.contains_key(&pid) {
                     if self.protocol.is_v5()
                         && self.incoming_qos2.len() >= usize::from(self.receive_maximum)
                     {
                         return Err(StateError::ReceiveMaximumExceeded);
                     }
-                    self.incoming_qos2.insert(pid);
-                    self.events.push_back(Event::Message(p));
+                    if self.deliver_qos2_on_pubrel {
+                        self.incoming_qos2.insert(pid, Some(p));
+                    } else {
+                        self.incoming_qos2.insert(pid, None);
+                        self.events.push_back(Event::Message(p));
+                    }
                 }
                 self.outbox.push_back(Packet::PubRec(PubAck::new(pid)));
             }
@@ -606,6 +630,25 @@ mod tests {
         s.handle_packet(Packet::PubRel(PubAck::new(9))).unwrap();
         assert!(matches!(&drain(&mut s)[..],
             [Packet::PubComp(c)] if c.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    }
+
+    #[test]
+    fn incoming_qos2_can_be_delivered_on_pubrel() {
+        let mut s = connected(Protocol::V311, None);
+        s.set_deliver_qos2_on_pubrel(true);
+        let mut p = publish(QoS::ExactlyOnce, "in");
+        p.packet_id = 4;
+        s.handle_packet(Packet::Publish(p.clone())).unwrap();
+        s.handle_packet(Packet::Publish(p)).unwrap();
+        assert!(s.pop_event().is_none(), "not before PUBREL");
+        s.handle_packet(Packet::PubRel(PubAck::new(4))).unwrap();
+        assert!(matches!(s.pop_event(), Some(Event::Message(m)) if m.packet_id == 4));
+        assert!(s.pop_event().is_none());
+        let out = drain(&mut s);
+        assert!(matches!(
+            &out[..],
+            [Packet::PubRec(_), Packet::PubRec(_), Packet::PubComp(_)]
+        ));
     }
 
     #[test]

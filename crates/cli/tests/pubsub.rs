@@ -1,0 +1,838 @@
+//! `midge pub` and `midge sub` against a real mosquitto broker started by each test, compared
+//! with mosquitto_pub / mosquitto_sub where their output must match byte for byte.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A scratch directory removed on drop (the cli crate has no dev-dependencies to lean on).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("midge-pubsub-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A mosquitto broker on a free 127.0.0.1 port, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        Broker::with_config("allow_anonymous true\n")
+    }
+
+    fn with_config(extra: &str) -> Broker {
+        for _ in 0..10 {
+            let dir = TempDir::new();
+            let port = free_port();
+            let log = dir.path().join("broker.log");
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nuser root\n{extra}log_dest file {}\nlog_type all\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new(MOSQUITTO)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is installed (/usr/sbin/mosquitto)");
+            let mut broker = Broker { child, port, dir };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return broker;
+                }
+                if broker.child.try_wait().unwrap().is_some() {
+                    break; // port taken in the meantime: try another
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start mosquitto");
+    }
+
+    fn port(&self) -> String {
+        self.port.to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// Wait until the broker has acknowledged a subscription of each client id.
+    fn wait_subscribed(&self, ids: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if ids
+                .iter()
+                .all(|id| log.contains(&format!("Sending SUBACK to {id}")))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "subscribers {ids:?} never subscribed; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A spawned client process, killed on drop if still running.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn spawn(program: &str, args: &[&str]) -> Proc {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Proc(Some(child))
+    }
+
+    fn wait(mut self) -> Output {
+        let child = self.0.take().unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn mosquitto_pub(b: &Broker, args: &[&str]) {
+    let mut all = vec!["-h", "127.0.0.1", "-p"];
+    let port = b.port();
+    all.push(&port);
+    all.extend_from_slice(args);
+    let out = run("mosquitto_pub", &all);
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+fn midge(args: &[&str]) -> Output {
+    run(MIDGE, args)
+}
+
+/// Blank out the time stamp of mosquitto's JSON output: `"tst":"...",`.
+fn strip_tst(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("\"tst\":\"") {
+        out.push_str(&rest[..i + 7]);
+        rest = &rest[i + 7..];
+        let end = rest.find('"').unwrap();
+        // check the shape: 2026-11-25T20:17:44.977182Z+0000
+        let stamp = &rest[..end];
+        assert_eq!(stamp.len(), 32, "time stamp {stamp:?}");
+        assert_eq!(&stamp[26..27], "Z");
+        out.push_str("TST");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn sub_output_matches_mosquitto_sub_byte_for_byte() {
+    let b = Broker::start();
+    let port = b.port();
+    let modes: &[(&str, &[&str])] = &[
+        ("plain", &[]),
+        ("verbose", &["-v"]),
+        ("noeol", &["-N"]),
+        ("format", &["-F", "%t %p"]),
+        ("format2", &["-F", "%r %q %l [%-6t] %x @@ 100%% \\t|"]),
+        ("json", &["-F", "%j"]),
+        ("verbose-noeol", &["-v", "-N"]),
+    ];
+    let count = "7";
+    let mut procs = Vec::new();
+    let mut ids = Vec::new();
+    for (name, extra) in modes {
+        for tool in ["midge", "mosq"] {
+            let id = format!("{tool}-{name}");
+            let mut args: Vec<&str> = vec![
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "cmp/#",
+                "-q",
+                "1",
+                "-C",
+                count,
+            ];
+            args.extend_from_slice(&["-W", "20", "-i"]);
+            args.push(&id);
+            args.extend_from_slice(extra);
+            let p = if tool == "midge" {
+                let mut a = vec!["sub"];
+                a.extend_from_slice(&args);
+                Proc::spawn(MIDGE, &a)
+            } else {
+                Proc::spawn("mosquitto_sub", &args)
+            };
+            procs.push((name.to_string(), tool, p));
+            ids.push(id);
+        }
+    }
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    b.wait_subscribed(&id_refs);
+
+    mosquitto_pub(&b, &["-t", "cmp/a", "-m", "hello world"]);
+    mosquitto_pub(&b, &["-t", "cmp/empty", "-n"]);
+    mosquitto_pub(&b, &["-t", "cmp/q1", "-m", "at least once", "-q", "1"]);
+    mosquitto_pub(
+        &b,
+        &[
+            "-t",
+            "cmp/json",
+            "-m",
+            "{\"a\": [1, 2], \"b\": \"x\"}",
+            "-q",
+            "2",
+        ],
+    );
+    mosquitto_pub(&b, &["-t", "cmp/quote", "-m", "say \"hi\"\\ \t tab"]);
+    let bin = b.path("bin");
+    std::fs::write(&bin, b"\x00\x01\xffbinary\n\xc3\xa4").unwrap();
+    mosquitto_pub(&b, &["-t", "cmp/bin", "-f", bin.to_str().unwrap()]);
+    mosquitto_pub(&b, &["-t", "cmp/ret", "-m", "retained later", "-r"]);
+
+    let mut outputs = std::collections::HashMap::new();
+    for (name, tool, p) in procs {
+        let out = p.wait();
+        assert!(
+            out.status.success(),
+            "{tool} {name}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+        outputs.insert((name, tool), out.stdout);
+    }
+    for (name, _) in modes {
+        let m = &outputs[&(name.to_string(), "midge")];
+        let q = &outputs[&(name.to_string(), "mosq")];
+        if *name == "json" {
+            let (m, q) = (strip_tst(&text(m)), strip_tst(&text(q)));
+            assert_eq!(m, q, "mode {name}");
+            assert_eq!(m.lines().count(), 7);
+        } else {
+            assert_eq!(text(m), text(q), "mode {name}");
+            assert_eq!(m, q, "mode {name} (bytes)");
+        }
+        assert!(!m.is_empty());
+    }
+}
+
+#[test]
+fn pub_qos2_debug_shows_the_whole_flow() {
+    let b = Broker::start();
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &b.port(),
+        "-t",
+        "d/q2",
+        "-m",
+        "hi",
+        "-q",
+        "2",
+        "-d",
+        "-i",
+        "dbg",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Client dbg sending CONNECT\n\
+         Client dbg received CONNACK (0)\n\
+         Client dbg sending PUBLISH (d0, q2, r0, m1, 'd/q2', ... (2 bytes))\n\
+         Client dbg received PUBREC (Mid: 1)\n\
+         Client dbg sending PUBREL (m1)\n\
+         Client dbg received PUBCOMP (Mid: 1, RC:0)\n\
+         Client dbg sending DISCONNECT\n"
+    );
+}
+
+#[test]
+fn pub_debug_matches_mosquitto_pub_for_each_qos_and_version() {
+    let b = Broker::start();
+    let port = b.port();
+    for v in ["31", "311", "5"] {
+        for q in ["0", "1", "2"] {
+            let args = [
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                "d/t",
+                "-m",
+                "payload",
+                "-q",
+                q,
+                "-d",
+                "-i",
+                "same-id",
+                "-V",
+                v,
+                "-r",
+            ];
+            let mut margs = vec!["pub"];
+            margs.extend_from_slice(&args);
+            let m = midge(&margs);
+            let q_out = run("mosquitto_pub", &args);
+            assert!(m.status.success(), "{}", text(&m.stderr));
+            assert_eq!(text(&m.stdout), text(&q_out.stdout), "-V {v} -q {q}");
+        }
+    }
+}
+
+#[test]
+fn sub_debug_shows_incoming_qos_flows_like_mosquitto_sub() {
+    let b = Broker::start();
+    let port = b.port();
+    let base = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "dq/#",
+        "-q",
+        "2",
+        "-C",
+        "3",
+        "-W",
+        "20",
+        "-d",
+    ];
+    let mut margs = vec!["sub"];
+    margs.extend_from_slice(&base);
+    margs.extend_from_slice(&["-i", "dsub"]);
+    let mut qargs = base.to_vec();
+    qargs.extend_from_slice(&["-i", "dsub2"]);
+    let m = Proc::spawn(MIDGE, &margs);
+    let q = Proc::spawn("mosquitto_sub", &qargs);
+    b.wait_subscribed(&["dsub", "dsub2"]);
+    mosquitto_pub(&b, &["-t", "dq/0", "-m", "zero"]);
+    mosquitto_pub(&b, &["-t", "dq/1", "-m", "one", "-q", "1"]);
+    mosquitto_pub(&b, &["-t", "dq/2", "-m", "two", "-q", "2"]);
+    let m = text(&m.wait().stdout).replace("dsub ", "ID ");
+    let q = text(&q.wait().stdout).replace("dsub2 ", "ID ");
+    // The payload lines may interleave differently with the packet lines (midge prints from
+    // its own task); the packet lines and the payload lines each match in order.
+    let split = |s: &str| -> (Vec<String>, Vec<String>) {
+        s.lines()
+            .map(String::from)
+            .partition(|l| l.starts_with("Client ") || l.starts_with("Subscribed"))
+    };
+    assert_eq!(split(&m), split(&q), "midge:\n{m}\nmosquitto_sub:\n{q}");
+    assert!(m.contains("Client ID sending PUBREC (m2, rc0)\n"), "{m}");
+    assert!(m.contains("Client ID sending PUBCOMP (m2)\n"), "{m}");
+    assert!(m.contains("Subscribed (mid: 1): 2\n"), "{m}");
+}
+
+#[test]
+fn sub_count_exits_zero_and_timeout_exits_27() {
+    let b = Broker::start();
+    let port = b.port();
+    // -W with nothing arriving
+    let start = Instant::now();
+    let out = midge(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "none",
+        "-W",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(27));
+    assert_eq!(text(&out.stderr), "Timed out\n");
+    assert!(out.stdout.is_empty());
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    // -C stops after the count, before -W
+    mosquitto_pub(&b, &["-t", "cnt/a", "-m", "r1", "-r"]);
+    mosquitto_pub(&b, &["-t", "cnt/b", "-m", "r2", "-r"]);
+    let out = midge(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "cnt/#",
+        "-C",
+        "2",
+        "-W",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "r1\nr2\n");
+
+    // -E: exit as soon as subscribed
+    let out = midge(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "e",
+        "-E",
+        "-W",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn sub_filters_retained_and_filtered_topics() {
+    let b = Broker::start();
+    let port = b.port();
+    mosquitto_pub(&b, &["-t", "f/old", "-m", "stale", "-r"]);
+    let p = Proc::spawn(
+        MIDGE,
+        &[
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "f/#",
+            "-R",
+            "-T",
+            "f/skip/#",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-i",
+            "filt",
+        ],
+    );
+    b.wait_subscribed(&["filt"]);
+    mosquitto_pub(&b, &["-t", "f/skip/x", "-m", "filtered"]);
+    mosquitto_pub(&b, &["-t", "f/new", "-m", "fresh"]);
+    let out = p.wait();
+    assert_eq!(text(&out.stdout), "f/new fresh\n");
+}
+
+#[test]
+fn retained_message_is_set_and_cleared_with_r_n() {
+    let b = Broker::start();
+    let port = b.port();
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "ret/t",
+        "-m",
+        "kept",
+        "-r",
+        "-q",
+        "1",
+    ]);
+    assert!(out.status.success());
+    let got = run(
+        "mosquitto_sub",
+        &["-p", &port, "-t", "ret/t", "-C", "1", "-W", "5"],
+    );
+    assert_eq!(text(&got.stdout), "kept\n");
+
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "ret/t",
+        "-r",
+        "-n",
+    ]);
+    assert!(out.status.success());
+    let got = run(
+        "mosquitto_sub",
+        &["-p", &port, "-t", "ret/t", "-C", "1", "-W", "1"],
+    );
+    assert_eq!(
+        got.status.code(),
+        Some(27),
+        "retained message should be gone"
+    );
+    assert!(got.stdout.is_empty());
+}
+
+#[test]
+fn remove_retained_and_retained_only() {
+    let b = Broker::start();
+    let port = b.port();
+    mosquitto_pub(&b, &["-t", "rr/1", "-m", "a", "-r"]);
+    mosquitto_pub(&b, &["-t", "rr/2", "-m", "b", "-r"]);
+    let out = midge(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "rr/#",
+        "--remove-retained",
+        "--retained-only",
+        "-C",
+        "2",
+        "-W",
+        "5",
+        "-v",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "rr/1 a\nrr/2 b\n");
+    let got = run("mosquitto_sub", &["-p", &port, "-t", "rr/#", "-W", "1"]);
+    assert_eq!(got.status.code(), Some(27));
+    assert!(got.stdout.is_empty(), "retained messages were removed");
+}
+
+#[test]
+fn pub_line_mode_sends_one_message_per_line() {
+    let b = Broker::start();
+    let port = b.port();
+    let sub = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p", &port, "-t", "lines", "-C", "4", "-W", "10", "-i", "lsub", "-v",
+        ],
+    );
+    b.wait_subscribed(&["lsub"]);
+    let out = run_with_stdin(
+        MIDGE,
+        &[
+            "pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "lines",
+            "-l",
+            "-q",
+            "1",
+        ],
+        b"first\n\nthird\nlast without newline",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = sub.wait();
+    assert_eq!(
+        text(&got.stdout),
+        "lines first\nlines (null)\nlines third\nlines last without newline\n"
+    );
+}
+
+#[test]
+fn pub_stdin_file_repeat_and_v5_properties() {
+    let b = Broker::start();
+    let port = b.port();
+    let sub = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p",
+            &port,
+            "-t",
+            "props",
+            "-C",
+            "3",
+            "-W",
+            "10",
+            "-i",
+            "psub",
+            "-V",
+            "5",
+            "-F",
+            "%t|%p|%P|%C|%q",
+        ],
+    );
+    b.wait_subscribed(&["psub"]);
+    let out = run_with_stdin(
+        MIDGE,
+        &[
+            "pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "props",
+            "-s",
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "--repeat",
+            "3",
+            "--repeat-delay",
+            "0.05",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "connect",
+            "session-expiry-interval",
+            "10",
+        ],
+        b"whole\nstdin",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = sub.wait();
+    assert_eq!(
+        text(&got.stdout),
+        "props|whole\nstdin|k:v|text/plain|0\n".repeat(3)
+    );
+}
+
+#[test]
+fn url_option_gives_host_port_and_topic() {
+    let b = Broker::start();
+    let port = b.port();
+    let sub = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p",
+            &port,
+            "-t",
+            "url/topic",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-i",
+            "usub",
+            "-v",
+        ],
+    );
+    b.wait_subscribed(&["usub"]);
+    let url = format!("mqtt://someone:secret@127.0.0.1:{port}/url/topic");
+    let out = midge(&["pub", "-L", &url, "-m", "via url"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&sub.wait().stdout), "url/topic via url\n");
+}
+
+#[test]
+fn will_is_published_when_the_client_dies() {
+    let b = Broker::start();
+    let port = b.port();
+    let watcher = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p", &port, "-t", "will/#", "-C", "1", "-W", "10", "-i", "wsub", "-v",
+        ],
+    );
+    b.wait_subscribed(&["wsub"]);
+    let mut dying = Proc::spawn(
+        MIDGE,
+        &[
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "nothing",
+            "-i",
+            "dying",
+            "--will-topic",
+            "will/dying",
+            "--will-payload",
+            "gone",
+            "--will-qos",
+            "1",
+        ],
+    );
+    b.wait_subscribed(&["dying"]);
+    if let Some(c) = dying.0.as_mut() {
+        c.kill().unwrap(); // no DISCONNECT: the broker must send the will
+    }
+    assert_eq!(text(&watcher.wait().stdout), "will/dying gone\n");
+}
+
+#[test]
+fn connection_errors_are_one_line_with_mosquitto_exit_codes() {
+    // nothing listening
+    let port = free_port().to_string();
+    let out = midge(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "t", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "Error: Connection refused\n");
+    let out = midge(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "t"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "Error: Connection refused\n");
+
+    // bad credentials
+    let b = Broker::with_config("allow_anonymous false\n");
+    let port = b.port();
+    let out = midge(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "t", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        text(&out.stderr),
+        "Connection error: Connection Refused: not authorised.\n"
+    );
+    let out = midge(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "t", "-V", "5"]);
+    assert_eq!(out.status.code(), Some(135));
+    assert_eq!(text(&out.stderr), "Connection error: Not authorized\n");
+    let out = midge(&["sub", "-h", "127.0.0.1", "-p", &port, "-t", "t", "--quiet"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn usage_errors_explain_themselves() {
+    let out = midge(&["pub", "-t", "a/#", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .starts_with("Error: Invalid publish topic 'a/#', does it contain '+' or '#'?\n")
+    );
+    let out = midge(&["pub", "-t", "a", "-m", "x", "-q", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("Error: Invalid QoS given: 3\n"));
+    let out = midge(&["pub", "-t", "a"]);
+    assert!(text(&out.stderr).starts_with("Error: Both topic and message must be supplied."));
+    let out = midge(&["sub", "-p", "1"]);
+    assert!(text(&out.stderr).starts_with("Error: You must specify a topic to subscribe to."));
+    let out = midge(&["pub", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--will-topic"));
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = midge(&["completions", shell]);
+        assert!(out.status.success());
+        let s = text(&out.stdout);
+        assert!(s.contains("midge"), "{shell}");
+        assert!(
+            s.contains("will-topic"),
+            "{shell}: flags of pub/sub are completed"
+        );
+    }
+}
+
+#[test]
+fn paths_exist() {
+    assert!(
+        Path::new(MOSQUITTO).exists(),
+        "mosquitto broker is installed"
+    );
+}
