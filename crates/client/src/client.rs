@@ -325,8 +325,41 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Handle every whole packet in the read buffer.
+    async fn process_buffered(&mut self) -> Result<(), ClientError> {
+        while let Some(packet) = decode(
+            &mut self.read_buf,
+            self.options.connect.protocol,
+            self.options.max_packet_size,
+        )? {
+            self.hook(Direction::Received, &packet);
+            let disconnect = match &packet {
+                Packet::Disconnect(d) => Some(d.reason),
+                _ => None,
+            };
+            self.state.handle_packet(packet)?;
+            self.hook_queued();
+            if let Some(reason) = disconnect {
+                self.flush().await?;
+                return Err(ClientError::ServerDisconnect(reason));
+            }
+        }
+        if !self.state.ping_outstanding() {
+            self.ping_sent = None;
+        }
+        Ok(())
+    }
+
     /// One wake-up: bytes from the server, queued requests, or the keepalive timer.
     async fn step(&mut self) -> Result<(), ClientError> {
+        // packets that arrived together with the CONNACK (or any earlier read) come first
+        if !self.read_buf.is_empty() {
+            let before = self.read_buf.len();
+            self.process_buffered().await?;
+            if self.read_buf.len() != before {
+                return self.flush().await;
+            }
+        }
         let keepalive = self.keepalive();
         let deadline = match (keepalive, self.ping_sent) {
             (Some(k), Some(sent)) => sent + k,
@@ -343,26 +376,7 @@ impl EventLoop {
                 if read? == 0 {
                     return Err(ClientError::ConnectionClosed);
                 }
-                while let Some(packet) = decode(
-                    &mut self.read_buf,
-                    self.options.connect.protocol,
-                    self.options.max_packet_size,
-                )? {
-                    self.hook(Direction::Received, &packet);
-                    let disconnect = match &packet {
-                        Packet::Disconnect(d) => Some(d.reason),
-                        _ => None,
-                    };
-                    self.state.handle_packet(packet)?;
-                    self.hook_queued();
-                    if let Some(reason) = disconnect {
-                        self.flush().await?;
-                        return Err(ClientError::ServerDisconnect(reason));
-                    }
-                }
-                if !self.state.ping_outstanding() {
-                    self.ping_sent = None;
-                }
+                self.process_buffered().await?;
             }
             request = self.requests.recv(), if requests_open => {
                 match request {
