@@ -69,7 +69,7 @@ pub(crate) struct ConnOpts {
     pub(crate) debug: bool,
     /// MQTT protocol version: mqttv31 (31), mqttv311 (311) or mqttv5 (5).
     #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", value_parser = parse_version)]
-    pub(crate) version: Option<Protocol>,
+    pub(crate) protocol_version: Option<Protocol>,
     /// Disable clean session / clean start (persistent client mode).
     #[arg(short = 'c', long = "disable-clean-session")]
     pub(crate) disable_clean_session: bool,
@@ -127,6 +127,12 @@ pub(crate) struct ConnOpts {
     /// WebSocket path for ws:// and wss:// URLs.
     #[arg(long = "ws-path", value_name = "PATH", default_value = "/mqtt")]
     pub(crate) ws_path: String,
+    /// Bind the outgoing socket to this local IP address.
+    #[arg(short = 'A', value_name = "ADDRESS")]
+    pub(crate) bind_address: Option<std::net::IpAddr>,
+    /// Connect through a Unix domain socket instead of TCP.
+    #[arg(long = "unix", value_name = "PATH")]
+    pub(crate) unix: Option<PathBuf>,
     /// Disable Nagle's algorithm (always on in midge; accepted for compatibility).
     #[arg(long = "nodelay")]
     pub(crate) nodelay: bool,
@@ -362,7 +368,7 @@ pub(crate) struct Prepared {
 impl ConnOpts {
     /// Build client options. `tool` is `pub` or `sub` (for the default client id).
     pub(crate) fn prepare(&self, tool: &str) -> Result<Prepared, UsageError> {
-        let protocol = self.version.unwrap_or(Protocol::V311);
+        let protocol = self.protocol_version.unwrap_or(Protocol::V311);
         let properties = parse_properties(&self.properties)?;
         if !self.properties.is_empty() && !protocol.is_v5() {
             return Err(UsageError::new(
@@ -412,8 +418,12 @@ impl ConnOpts {
             _ if tls_requested || scheme == "mqtts" => Transport::Tls(tls),
             _ => Transport::Tcp,
         };
+        let transport = match &self.unix {
+            Some(path) => Transport::Unix(path.clone()),
+            None => transport,
+        };
         let default_port = match &transport {
-            Transport::Tcp => 1883,
+            Transport::Tcp | Transport::Unix(_) => 1883,
             Transport::Tls(_) => 8883,
             Transport::Ws(_) => 80,
             Transport::Wss(..) => 443,
@@ -445,6 +455,7 @@ impl ConnOpts {
 
         let mut options = ClientOptions::new(host, port, &client_id);
         options.transport = transport;
+        options.bind_address = self.bind_address;
         options.connect.protocol = protocol;
         options.connect.keep_alive = self.keepalive;
         options.connect.clean_start = !self.disable_clean_session;

@@ -139,7 +139,9 @@ async fn publish(args: PubArgs) -> Result<ExitCode, UsageError> {
     };
     let quiet = args.conn.quiet;
 
-    let (client, mut event_loop) = Client::new(prepared.options);
+    let mut options = prepared.options;
+    options.max_inflight = u16::try_from(args.max_inflight.max(1)).ok();
+    let (client, mut event_loop) = Client::new(options);
     let (etx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {

@@ -836,3 +836,260 @@ fn paths_exist() {
         "mosquitto broker is installed"
     );
 }
+
+#[test]
+fn v5_publish_refused_by_the_broker_reports_the_reason() {
+    let dir = TempDir::new();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic read #\ntopic readwrite ok/#\n").unwrap();
+    let b = Broker::with_config(&format!(
+        "allow_anonymous true\nacl_file {}\n",
+        acl.display()
+    ));
+    let port = b.port();
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "denied/x",
+        "-m",
+        "m",
+        "-q",
+        "1",
+        "-V",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(135));
+    assert_eq!(
+        text(&out.stderr),
+        "Warning: Publish 1 failed: Not authorized.\n"
+    );
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "ok/x",
+        "-m",
+        "m",
+        "-q",
+        "1",
+        "-V",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Make a CA and a server certificate for 127.0.0.1 with openssl, in `dir`.
+fn make_certs(dir: &Path) {
+    let sh = |cmd: &str| {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=midge-test-ca",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    sh(
+        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf",
+    );
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=other-ca",
+    );
+}
+
+#[test]
+fn tls_with_cafile_insecure_and_mqtts_url() {
+    let certs = TempDir::new();
+    make_certs(certs.path());
+    let d = certs.path().display().to_string();
+    let b = Broker::with_config(&format!(
+        "allow_anonymous true\ncafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+    ));
+    let port = b.port();
+    let sub = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p",
+            &port,
+            "-t",
+            "tls/#",
+            "-C",
+            "4",
+            "-W",
+            "10",
+            "-i",
+            "tsub",
+            "-v",
+            "--cafile",
+            &format!("{d}/ca.crt"),
+        ],
+    );
+    b.wait_subscribed(&["tsub"]);
+    let ca = format!("{d}/ca.crt");
+    let other = format!("{d}/other.crt");
+    let ok = |args: &[&str]| {
+        let mut a = vec!["pub", "-h", "127.0.0.1", "-p", &port];
+        a.extend_from_slice(args);
+        let out = midge(&a);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    ok(&["-t", "tls/1", "-m", "cafile", "--cafile", &ca, "-q", "1"]);
+    ok(&[
+        "-t",
+        "tls/2",
+        "-m",
+        "insecure",
+        "--cafile",
+        &other,
+        "--insecure",
+    ]);
+    ok(&[
+        "-t",
+        "tls/3",
+        "-m",
+        "tls1.2",
+        "--cafile",
+        &ca,
+        "--tls-version",
+        "tlsv1.2",
+    ]);
+    let url = format!("mqtts://127.0.0.1:{port}/tls/4");
+    let out = midge(&["pub", "-L", &url, "-m", "url", "--cafile", &ca]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // an untrusted server certificate is a one-line error
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-t",
+        "tls/x",
+        "-m",
+        "no",
+        "--cafile",
+        &other,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("Error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(
+        text(&sub.wait().stdout),
+        "tls/1 cafile\ntls/2 insecure\ntls/3 tls1.2\ntls/4 url\n"
+    );
+}
+
+#[test]
+fn sub_reconnects_and_resubscribes_after_a_broker_restart() {
+    let mut b = Broker::start();
+    let port = b.port();
+    let sub = Proc::spawn(
+        MIDGE,
+        &[
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "rc/#",
+            "-C",
+            "2",
+            "-W",
+            "20",
+            "-v",
+            "-i",
+            "rsub",
+        ],
+    );
+    b.wait_subscribed(&["rsub"]);
+    mosquitto_pub(&b, &["-t", "rc/1", "-m", "before"]);
+    // restart on the same port with a fresh log
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(b.child.id().to_string())
+        .status();
+    let _ = b.child.wait();
+    let _ = std::fs::remove_file(b.path("broker.log"));
+    let conf = b.path("mosquitto.conf");
+    let mut restarted = false;
+    for _ in 0..50 {
+        b.child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        if b.child.try_wait().unwrap().is_none() {
+            restarted = true;
+            break;
+        }
+    }
+    assert!(restarted);
+    b.wait_subscribed(&["rsub"]);
+    mosquitto_pub(&b, &["-t", "rc/2", "-m", "after"]);
+    let out = sub.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "rc/1 before\nrc/2 after\n");
+}
+
+#[test]
+fn unix_socket_and_bind_address() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("mqtt.sock");
+    let b = Broker::with_config(&format!(
+        "allow_anonymous true\nlistener 0 {}\n",
+        sock.display()
+    ));
+    let port = b.port();
+    let sub = Proc::spawn(
+        "mosquitto_sub",
+        &[
+            "-p", &port, "-t", "ux/#", "-C", "2", "-W", "10", "-i", "usub2", "-v",
+        ],
+    );
+    b.wait_subscribed(&["usub2"]);
+    let s = sock.display().to_string();
+    let out = midge(&["pub", "--unix", &s, "-t", "ux/1", "-m", "unix"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = midge(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-A",
+        "127.0.0.1",
+        "-t",
+        "ux/2",
+        "-m",
+        "bound",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&sub.wait().stdout), "ux/1 unix\nux/2 bound\n");
+}

@@ -43,6 +43,9 @@ impl Client {
             state.set_receive_maximum(max);
         }
         state.set_deliver_qos2_on_pubrel(options.qos2_deliver_on_pubrel);
+        if let Some(max) = options.max_inflight {
+            state.set_max_inflight(max);
+        }
         let event_loop = EventLoop {
             options,
             state,

@@ -20,6 +20,9 @@ pub enum Transport {
     Ws(String),
     /// WebSocket over TLS (`wss://`).
     Wss(String, TlsOptions),
+    /// A Unix domain socket at this path (host and port are ignored).
+    #[cfg(unix)]
+    Unix(PathBuf),
 }
 
 /// The TLS protocol versions one may pin.
@@ -125,6 +128,11 @@ pub struct ClientOptions {
     /// Deliver incoming QoS 2 messages on PUBREL, as mosquitto's library does (default:
     /// on PUBLISH).
     pub qos2_deliver_on_pubrel: bool,
+    /// Local address to bind the outgoing socket to (mosquitto's `-A`).
+    pub bind_address: Option<std::net::IpAddr>,
+    /// Our own cap on outgoing QoS 1/2 messages in flight (mosquitto's `-M`); the server's
+    /// receive maximum applies too.
+    pub max_inflight: Option<u16>,
 }
 
 impl ClientOptions {
@@ -142,6 +150,8 @@ impl ClientOptions {
             request_capacity: 1024,
             packet_hook: None,
             qos2_deliver_on_pubrel: false,
+            bind_address: None,
+            max_inflight: None,
         }
     }
 

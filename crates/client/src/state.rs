@@ -73,6 +73,8 @@ pub struct MqttState {
     pending: VecDeque<Publish>,
     /// The server's receive maximum (65,535 unless its CONNACK says less).
     send_quota: u16,
+    /// Our own cap on outgoing flows in flight.
+    max_inflight: u16,
     /// Our own receive maximum (what we told the server), for QoS 2 bookkeeping.
     receive_maximum: u16,
     connected: bool,
@@ -94,6 +96,7 @@ impl MqttState {
             deliver_qos2_on_pubrel: false,
             pending: VecDeque::new(),
             send_quota: u16::MAX,
+            max_inflight: u16::MAX,
             receive_maximum: u16::MAX,
             connected: false,
             ping_outstanding: false,
@@ -110,6 +113,13 @@ impl MqttState {
     /// Set the receive maximum announced in our CONNECT (MQTT 5).
     pub fn set_receive_maximum(&mut self, max: u16) {
         self.receive_maximum = max.max(1);
+    }
+
+    /// Cap outgoing QoS 1/2 flows in flight at `max` (at least 1), below the server's receive
+    /// maximum if that is smaller.
+    pub fn set_max_inflight(&mut self, max: u16) {
+        self.max_inflight = max.max(1);
+        self.send_quota = self.send_quota.min(self.max_inflight);
     }
 
     /// Deliver incoming QoS 2 messages on PUBREL (mosquitto's behaviour) rather than on
@@ -266,7 +276,7 @@ impl MqttState {
         }
         self.connected = true;
         self.ping_outstanding = false;
-        self.send_quota = if self.protocol.is_v5() {
+        let server_max = if self.protocol.is_v5() {
             connack
                 .properties
                 .receive_maximum
@@ -275,6 +285,7 @@ impl MqttState {
         } else {
             u16::MAX
         };
+        self.send_quota = server_max.min(self.max_inflight);
         if !connack.session_present {
             self.incoming_qos2.clear();
         }
@@ -553,6 +564,21 @@ mod tests {
         assert_eq!(s.pending(), 2);
         let out = drain(&mut s);
         assert!(matches!(&out[..], [Packet::Publish(p)] if p.packet_id == 3));
+    }
+
+    #[test]
+    fn own_max_inflight_caps_v311_too() {
+        let mut s = MqttState::new(Protocol::V311);
+        s.set_max_inflight(1);
+        s.handle_connack(&connack(false, None)).unwrap();
+        for _ in 0..3 {
+            s.publish(publish(QoS::ExactlyOnce, "x")).unwrap();
+        }
+        assert_eq!((s.inflight(), s.pending()), (1, 2));
+        s.handle_packet(Packet::PubRec(PubAck::new(1))).unwrap();
+        assert_eq!(s.inflight(), 1, "PUBREL still counts");
+        s.handle_packet(Packet::PubComp(PubAck::new(1))).unwrap();
+        assert_eq!((s.inflight(), s.pending()), (1, 1));
     }
 
     #[test]

@@ -105,7 +105,12 @@ impl Stream {
 
 /// Open the transport described by `options`.
 pub(crate) async fn connect(options: &ClientOptions) -> Result<Stream, ClientError> {
-    let tcp = TcpStream::connect((options.host.as_str(), options.port)).await?;
+    #[cfg(unix)]
+    if let Transport::Unix(path) = &options.transport {
+        let s = tokio::net::UnixStream::connect(path).await?;
+        return Ok(Stream::Bytes(Box::new(s)));
+    }
+    let tcp = tcp_connect(options).await?;
     tcp.set_nodelay(true)?;
     match &options.transport {
         Transport::Tcp => Ok(Stream::Bytes(Box::new(tcp))),
@@ -118,7 +123,35 @@ pub(crate) async fn connect(options: &ClientOptions) -> Result<Stream, ClientErr
             let io = tls_wrap(tcp, &options.host, tls).await?;
             ws_wrap(io, "wss", &options.host, options.port, path).await
         }
+        #[cfg(unix)]
+        Transport::Unix(_) => Err(ClientError::Config("unreachable".into())),
     }
+}
+
+/// TCP connection to the first address of the host that answers, from `bind_address` if set.
+async fn tcp_connect(options: &ClientOptions) -> Result<TcpStream, ClientError> {
+    let Some(local) = options.bind_address else {
+        return Ok(TcpStream::connect((options.host.as_str(), options.port)).await?);
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((options.host.as_str(), options.port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map(ClientError::Io).unwrap_or_else(|| {
+        ClientError::Config(format!("no address of {} matches {local}", options.host))
+    }))
 }
 
 async fn ws_wrap(

@@ -6,6 +6,7 @@
     clippy::indexing_slicing,
     clippy::panic
 )]
+#![allow(clippy::result_large_err)] // tungstenite's handshake callback signature
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
