@@ -13,8 +13,15 @@ use crate::{Action, Broker, ClientInfo, ConnId, Message, SessionId};
 impl Broker {
     /// Store or clear a retained message.
     pub(crate) fn retain(&mut self, msg: Message) {
+        let stored = self.persist.then(|| {
+            let topic = msg.topic.as_byte_string().clone();
+            let body = (!msg.payload.is_empty()).then(|| Arc::new(msg.clone()));
+            (topic, body)
+        });
         if !self.retained.set(msg, self.config.max_retained_messages) {
             self.stats.messages_dropped += 1;
+        } else if let Some((topic, body)) = stored {
+            self.persist_retain(&topic, body);
         }
     }
 
@@ -107,6 +114,8 @@ impl Broker {
             retain,
             sub_ids,
             share: None,
+            seq: 0,
+            msg_id: 0,
         })
     }
 
@@ -158,6 +167,8 @@ impl Broker {
                 retain,
                 sub_ids: sub.identifier.into_iter().collect(),
                 share: Some(share_key),
+                seq: 0,
+                msg_id: 0,
             },
         ))
     }
@@ -217,7 +228,7 @@ impl Broker {
     /// Queue a delivery, within the per-session message and byte limits. When full, a queued
     /// QoS 0 message makes room for a QoS 1/2 one; otherwise the new message is dropped and
     /// counted.
-    fn enqueue(&mut self, sid: SessionId, d: Delivery) {
+    fn enqueue(&mut self, sid: SessionId, mut d: Delivery) {
         let max_msgs = self.config.max_queued_messages;
         let max_bytes = self.config.max_queued_bytes;
         let Some(s) = self.session_mut(sid) else {
@@ -228,6 +239,7 @@ impl Broker {
             s.queue.len() >= max_msgs || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
         };
         let mut evicted = 0;
+        let mut gone = Vec::new();
         if full(s) && d.qos != QoS::AtMostOnce {
             while full(s) {
                 let Some(pos) = s.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
@@ -237,18 +249,31 @@ impl Broker {
                     s.queued_bytes -= old.msg.payload.len();
                     s.dropped += 1;
                     evicted += 1;
+                    if old.seq != 0 {
+                        gone.push(old.seq);
+                    }
                 }
             }
         }
         self.stats.messages_dropped += evicted;
+        for seq in gone {
+            self.persist_delivery_gone(sid, seq);
+        }
         let Some(s) = self.session_mut(sid) else {
             return;
         };
         if full(s) {
             s.dropped += 1;
             self.stats.messages_dropped += 1;
+            self.persist_delivery_gone(sid, d.seq);
             return;
         }
+        if self.persist {
+            self.persist_delivery(sid, &mut d, crate::DeliveryState::Queued);
+        }
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         s.queued_bytes += size;
         s.queue.push_back(d);
     }
@@ -258,7 +283,7 @@ impl Broker {
         now: Instant,
         conn: ConnId,
         sid: SessionId,
-        d: Delivery,
+        mut d: Delivery,
         out: &mut Vec<Action>,
     ) {
         let Some(s) = self.session_mut(sid) else {
@@ -271,6 +296,13 @@ impl Broker {
             OutState::AwaitPubRec
         };
         if self.send_publish(now, conn, sid, &d, packet_id, false, out) {
+            if self.persist {
+                let stored = match state {
+                    OutState::AwaitPubAck => crate::DeliveryState::AwaitPubAck(packet_id),
+                    _ => crate::DeliveryState::AwaitPubRec(packet_id),
+                };
+                self.persist_delivery(sid, &mut d, stored);
+            }
             if let Some(s) = self.session_mut(sid) {
                 s.inflight.push_back(InFlight {
                     packet_id,
@@ -278,6 +310,8 @@ impl Broker {
                     delivery: d,
                 });
             }
+        } else {
+            self.persist_delivery_gone(sid, d.seq);
         }
     }
 
@@ -302,6 +336,7 @@ impl Broker {
             s.queued_bytes -= d.msg.payload.len();
             if d.qos == QoS::AtMostOnce {
                 self.send_publish(now, conn, sid, &d, 0, false, out);
+                self.persist_delivery_gone(sid, d.seq);
             } else {
                 self.start_inflight(now, conn, sid, d, out);
             }
@@ -414,6 +449,8 @@ impl Broker {
                 _ => {
                     if self.send_publish(now, conn, sid, &f.delivery, f.packet_id, true, out) {
                         kept.push(f);
+                    } else {
+                        self.persist_delivery_gone(sid, f.delivery.seq);
                     }
                 }
             }
@@ -478,6 +515,7 @@ impl Broker {
             }
             None => {}
         }
+        self.persist_header(sid);
         self.redistribute_shared(now, sid, out);
         if expiry == 0 {
             self.end_session(now, sid, out);
@@ -514,15 +552,23 @@ impl Broker {
                 s.queue.push_back(d);
             }
         }
-        for d in moved {
+        for mut d in moved {
             let target = d
                 .share
                 .as_ref()
                 .and_then(|k| self.other_member(&k.0, &k.1, sid));
             match target {
-                Some(other) => self.deliver(now, other, d, out),
+                Some(other) => {
+                    self.persist_delivery_gone(sid, d.seq);
+                    d.seq = 0;
+                    d.msg_id = 0;
+                    self.deliver(now, other, d, out);
+                }
                 None => {
                     // nobody else can take it: keep it with this session
+                    if d.seq != 0 {
+                        self.persist_delivery(sid, &mut d, crate::DeliveryState::Queued);
+                    }
                     if let Some(s) = self.session_mut(sid) {
                         s.queued_bytes += d.msg.payload.len();
                         s.queue.push_back(d);
@@ -556,7 +602,10 @@ impl Broker {
         };
         s.will_at = None;
         let Some(will) = s.will.take() else { return };
-        let s = &*s;
+        if self.persist {
+            self.persist_header(sid);
+        }
+        let Some(s) = self.session(sid) else { return };
         let info_ok = {
             let info = ClientInfo {
                 client_id: &s.client_id,
@@ -607,6 +656,7 @@ impl Broker {
             return;
         };
         let Some(s) = slot.take() else { return };
+        self.persist_session_end(&s);
         for filter in s.subscriptions.keys() {
             if let Ok(f) = midge_codec::TopicFilter::new(filter.clone()) {
                 self.tree.remove(f.filter(), f.share_group(), sid);

@@ -14,6 +14,7 @@ mod auth;
 mod config;
 mod deliver;
 mod flow;
+mod persist;
 mod retain;
 mod session;
 mod trie;
@@ -28,6 +29,9 @@ use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
 
 pub use auth::{AllowAll, Authorizer, ClientInfo};
 pub use config::Config;
+pub use persist::{
+    DeliveryState, MsgId, Restored, RestoredDelivery, RestoredSession, SessionHeader, StoreOp,
+};
 
 use retain::Retained;
 use session::Session;
@@ -160,6 +164,16 @@ pub struct Broker {
     pub(crate) stats: Stats,
     pub(crate) scratch: Matches,
     assigned_ids: u64,
+    /// Whether durable changes are described as [`StoreOp`]s.
+    pub(crate) persist: bool,
+    /// Durable changes not yet drained by the caller.
+    pub(crate) ops: Vec<StoreOp>,
+    /// Next delivery sequence number (0 = not stored).
+    pub(crate) next_seq: u64,
+    /// Next stored message body id.
+    pub(crate) next_msg_id: u64,
+    /// The body stored last, so a message routed to many sessions is stored once.
+    pub(crate) last_msg: Option<(Arc<Message>, MsgId)>,
 }
 
 impl Broker {
@@ -178,6 +192,11 @@ impl Broker {
             stats: Stats::default(),
             scratch: Matches::default(),
             assigned_ids: 0,
+            persist: false,
+            ops: Vec::new(),
+            next_seq: 1,
+            next_msg_id: 1,
+            last_msg: None,
         }
     }
 

@@ -20,6 +20,10 @@ pub(crate) struct Delivery {
     pub(crate) sub_ids: Vec<u32>,
     /// The share group (filter, group name) it was routed through, if any.
     pub(crate) share: Option<Arc<(Box<str>, Box<str>)>>,
+    /// Sequence number in the store (0 = not stored).
+    pub(crate) seq: u64,
+    /// Its body's id in the store (0 = not stored).
+    pub(crate) msg_id: u64,
 }
 
 /// Where an outgoing QoS 1/2 message is in its flow.
@@ -74,6 +78,8 @@ pub(crate) struct Session {
     /// The client's Maximum Packet Size.
     pub(crate) client_max_packet: u32,
     pub(crate) dropped: u64,
+    /// Whether its changes are stored (persistence on and expiry not 0).
+    pub(crate) persisted: bool,
 }
 
 impl Session {
@@ -97,6 +103,7 @@ impl Session {
             client_receive_maximum: u16::MAX,
             client_max_packet: u32::MAX,
             dropped: 0,
+            persisted: false,
         }
     }
 

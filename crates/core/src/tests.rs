@@ -902,3 +902,7 @@ fn shutdown_sends_0x8b_to_v5_clients_only() {
     );
     assert!(pb.is_empty());
 }
+
+// durable state: ops described by the flows, restore
+#[path = "persist_tests.rs"]
+mod persist_tests;

@@ -144,6 +144,8 @@ impl Broker {
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);
         s.client_max_packet = c.properties.maximum_packet_size.unwrap_or(u32::MAX);
 
+        self.persist_connected(sid);
+
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(sid);
             state.topic_alias_max_out = c.properties.topic_alias_maximum.unwrap_or(0);

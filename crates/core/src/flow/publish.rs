@@ -115,8 +115,11 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if !reason.is_error() {
-                    if let Some(s) = self.session_mut(sid) {
-                        s.inbound_qos2.insert(p.packet_id);
+                    let new = self
+                        .session_mut(sid)
+                        .is_some_and(|s| s.inbound_qos2.insert(p.packet_id));
+                    if new {
+                        self.persist_inbound_qos2(sid, p.packet_id, true);
                     }
                 }
                 let mut ack = PubAck::new(p.packet_id);
@@ -143,6 +146,9 @@ impl Broker {
         let mut comp = PubAck::new(a.packet_id);
         if !known && s.protocol.is_v5() {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        if known {
+            self.persist_inbound_qos2(sid, a.packet_id, false);
         }
         out.push(Action::Send(conn, Packet::PubComp(comp)));
     }
@@ -191,12 +197,21 @@ impl Broker {
         };
         if a.reason.is_error() {
             // the receiver refused it: the flow ends here [MQTT-4.3.3-?]
-            s.inflight.remove(pos);
+            if let Some(f) = s.inflight.remove(pos) {
+                self.persist_delivery_gone(sid, f.delivery.seq);
+            }
             self.pump(now, sid, out);
             return;
         }
+        let mut stored = None;
         if let Some(f) = s.inflight.get_mut(pos) {
+            if f.state != OutState::AwaitPubComp && f.delivery.seq != 0 {
+                stored = Some(f.delivery.clone());
+            }
             f.state = OutState::AwaitPubComp;
+        }
+        if let Some(mut d) = stored {
+            self.persist_delivery(sid, &mut d, crate::DeliveryState::AwaitPubComp(a.packet_id));
         }
         out.push(Action::Send(conn, Packet::PubRel(PubAck::new(a.packet_id))));
     }
@@ -220,7 +235,9 @@ impl Broker {
             return;
         };
         if s.inflight.get(pos).is_some_and(|f| f.state == expect) {
-            s.inflight.remove(pos);
+            if let Some(f) = s.inflight.remove(pos) {
+                self.persist_delivery_gone(sid, f.delivery.seq);
+            }
             self.pump(now, sid, out);
         }
     }

@@ -77,6 +77,7 @@ impl Broker {
                     s.subscriptions
                         .insert(filter.as_byte_string().clone(), record);
                 }
+                self.persist_subscribe(sid, filter.as_byte_string(), record);
                 // retained messages are not sent for shared subscriptions
                 let send_retained = !filter.is_shared()
                     && match options.retain_handling {
@@ -125,6 +126,8 @@ impl Broker {
                     retain: true,
                     sub_ids: identifier.into_iter().collect(),
                     share: None,
+                    seq: 0,
+                    msg_id: 0,
                 };
                 self.deliver(now, sid, d, out);
             }
@@ -148,6 +151,7 @@ impl Broker {
                 .is_some_and(|s| s.subscriptions.remove(filter.as_byte_string()).is_some());
             if existed {
                 self.tree.remove(filter.filter(), filter.share_group(), sid);
+                self.persist_unsubscribe(sid, filter.as_byte_string());
             }
             reasons.push(if existed {
                 ReasonCode::SUCCESS
