@@ -14,7 +14,7 @@ use midge_codec::*;
 use proptest::option::of;
 use proptest::prelude::*;
 
-const CASES: u32 = 1000;
+const CASES: u32 = 500;
 
 // --- primitives ------------------------------------------------------------------------
 
