@@ -1,6 +1,6 @@
 //! Decoding: framing from a growing buffer (check-then-parse), then one function per packet.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::packet::*;
@@ -75,8 +75,10 @@ pub fn decode(
     if buf.len() < header.packet_len() {
         return Ok(None);
     }
-    let mut frame = buf.split_to(header.packet_len()).freeze();
-    let body = frame.split_off(header.header_len);
+    // drop the fixed header in place, then take the body: one shared-buffer reference per
+    // packet instead of two
+    buf.advance(header.header_len);
+    let body = buf.split_to(header.remaining_len).freeze();
     decode_body(header.first_byte, body, protocol).map(Some)
 }
 
