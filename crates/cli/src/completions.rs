@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
+use clap::{Command, CommandFactory};
 use clap_complete::Shell;
 
 /// Arguments of `midge completions`.
@@ -13,8 +13,24 @@ pub(crate) struct CompletionsArgs {
     shell: Shell,
 }
 
+/// Drop the propagated `-V/--version` of every subcommand: several tools use `-V` for the
+/// MQTT protocol version (as mosquitto's do), and a version flag on a subcommand completes
+/// to nothing useful.
+fn without_subcommand_versions(mut cmd: Command) -> Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |s| {
+            without_subcommand_versions(s.disable_version_flag(true))
+        });
+    }
+    cmd
+}
+
 pub(crate) fn run<C: CommandFactory>(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = C::command();
+    let mut cmd = without_subcommand_versions(C::command());
     let name = cmd.get_name().to_string();
     clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)

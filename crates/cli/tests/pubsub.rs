@@ -46,6 +46,8 @@ struct Broker {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// `midge serve` instead of mosquitto.
+    midge: bool,
 }
 
 impl Broker {
@@ -74,7 +76,12 @@ impl Broker {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("mosquitto is installed (/usr/sbin/mosquitto)");
-            let mut broker = Broker { child, port, dir };
+            let mut broker = Broker {
+                child,
+                port,
+                dir,
+                midge: false,
+            };
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -89,6 +96,59 @@ impl Broker {
         panic!("could not start mosquitto");
     }
 
+    /// `midge serve` on a free 127.0.0.1 port (same tests, our own broker).
+    fn midge() -> Broker {
+        for _ in 0..10 {
+            let dir = TempDir::new();
+            let port = free_port();
+            let p = port.to_string();
+            let child = Command::new(MIDGE)
+                .args(["serve", "-p", &p, "--bind", "127.0.0.1"])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut broker = Broker {
+                child,
+                port,
+                dir,
+                midge: true,
+            };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return broker;
+                }
+                if broker.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start midge serve");
+    }
+
+    /// Established connections accepted by the broker (server side of /proc/net/tcp).
+    fn established(&self) -> usize {
+        let port = format!(":{:04X} ", self.port);
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter(|l| {
+                        let cols: Vec<&str> = l.split_whitespace().collect();
+                        cols.len() > 3
+                            && format!("{} ", cols[1]).ends_with(&port)
+                            && cols[3] == "01"
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     fn port(&self) -> String {
         self.port.to_string()
     }
@@ -100,6 +160,19 @@ impl Broker {
     /// Wait until the broker has acknowledged a subscription of each client id.
     fn wait_subscribed(&self, ids: &[&str]) {
         let start = Instant::now();
+        if self.midge {
+            // midge serve does not log subscriptions: wait for the connections, then give
+            // the SUBSCRIBE (sent right after CONNACK) time to land
+            while self.established() < ids.len() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "subscribers {ids:?} never connected"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            return;
+        }
         loop {
             let log = self.log();
             if ids
@@ -228,7 +301,15 @@ fn strip_tst(s: &str) -> String {
 
 #[test]
 fn sub_output_matches_mosquitto_sub_byte_for_byte() {
-    let b = Broker::start();
+    sub_output_matches_mosquitto_sub_byte_for_byte_on(Broker::start());
+}
+
+#[test]
+fn sub_output_matches_mosquitto_sub_byte_for_byte_against_midge_serve() {
+    sub_output_matches_mosquitto_sub_byte_for_byte_on(Broker::midge());
+}
+
+fn sub_output_matches_mosquitto_sub_byte_for_byte_on(b: Broker) {
     let port = b.port();
     let modes: &[(&str, &[&str])] = &[
         ("plain", &[]),
@@ -322,7 +403,15 @@ fn sub_output_matches_mosquitto_sub_byte_for_byte() {
 
 #[test]
 fn pub_qos2_debug_shows_the_whole_flow() {
-    let b = Broker::start();
+    pub_qos2_debug_shows_the_whole_flow_on(Broker::start());
+}
+
+#[test]
+fn pub_qos2_debug_shows_the_whole_flow_against_midge_serve() {
+    pub_qos2_debug_shows_the_whole_flow_on(Broker::midge());
+}
+
+fn pub_qos2_debug_shows_the_whole_flow_on(b: Broker) {
     let out = midge(&[
         "pub",
         "-h",
@@ -433,7 +522,15 @@ fn sub_debug_shows_incoming_qos_flows_like_mosquitto_sub() {
 
 #[test]
 fn sub_count_exits_zero_and_timeout_exits_27() {
-    let b = Broker::start();
+    sub_count_exits_zero_and_timeout_exits_27_on(Broker::start());
+}
+
+#[test]
+fn sub_count_exits_zero_and_timeout_exits_27_against_midge_serve() {
+    sub_count_exits_zero_and_timeout_exits_27_on(Broker::midge());
+}
+
+fn sub_count_exits_zero_and_timeout_exits_27_on(b: Broker) {
     let port = b.port();
     // -W with nothing arriving
     let start = Instant::now();
@@ -490,7 +587,15 @@ fn sub_count_exits_zero_and_timeout_exits_27() {
 
 #[test]
 fn sub_filters_retained_and_filtered_topics() {
-    let b = Broker::start();
+    sub_filters_retained_and_filtered_topics_on(Broker::start());
+}
+
+#[test]
+fn sub_filters_retained_and_filtered_topics_against_midge_serve() {
+    sub_filters_retained_and_filtered_topics_on(Broker::midge());
+}
+
+fn sub_filters_retained_and_filtered_topics_on(b: Broker) {
     let port = b.port();
     mosquitto_pub(&b, &["-t", "f/old", "-m", "stale", "-r"]);
     let p = Proc::spawn(
@@ -524,7 +629,15 @@ fn sub_filters_retained_and_filtered_topics() {
 
 #[test]
 fn retained_message_is_set_and_cleared_with_r_n() {
-    let b = Broker::start();
+    retained_message_is_set_and_cleared_with_r_n_on(Broker::start());
+}
+
+#[test]
+fn retained_message_is_set_and_cleared_with_r_n_against_midge_serve() {
+    retained_message_is_set_and_cleared_with_r_n_on(Broker::midge());
+}
+
+fn retained_message_is_set_and_cleared_with_r_n_on(b: Broker) {
     let port = b.port();
     let out = midge(&[
         "pub",
@@ -602,7 +715,15 @@ fn remove_retained_and_retained_only() {
 
 #[test]
 fn pub_line_mode_sends_one_message_per_line() {
-    let b = Broker::start();
+    pub_line_mode_sends_one_message_per_line_on(Broker::start());
+}
+
+#[test]
+fn pub_line_mode_sends_one_message_per_line_against_midge_serve() {
+    pub_line_mode_sends_one_message_per_line_on(Broker::midge());
+}
+
+fn pub_line_mode_sends_one_message_per_line_on(b: Broker) {
     let port = b.port();
     let sub = Proc::spawn(
         "mosquitto_sub",
@@ -731,7 +852,15 @@ fn url_option_gives_host_port_and_topic() {
 
 #[test]
 fn will_is_published_when_the_client_dies() {
-    let b = Broker::start();
+    will_is_published_when_the_client_dies_on(Broker::start());
+}
+
+#[test]
+fn will_is_published_when_the_client_dies_against_midge_serve() {
+    will_is_published_when_the_client_dies_on(Broker::midge());
+}
+
+fn will_is_published_when_the_client_dies_on(b: Broker) {
     let port = b.port();
     let watcher = Proc::spawn(
         "mosquitto_sub",
