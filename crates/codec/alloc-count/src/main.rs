@@ -69,7 +69,47 @@ fn count(name: &str, packet: &Packet, protocol: Protocol) {
     );
 }
 
+/// Decode every packet in `buf` (the unit measured by `instr` mode).
+#[inline(never)]
+fn decode_all(buf: &mut BytesMut, protocol: Protocol) -> usize {
+    let mut n = 0;
+    while let Some(p) = decode(buf, protocol, MAX_PACKET_SIZE).unwrap() {
+        std::hint::black_box(&p);
+        n += 1;
+    }
+    n
+}
+
+/// Encode `packet` `n` times into `out` (the unit measured by `instr` mode).
+#[inline(never)]
+fn encode_all(packet: &Packet, protocol: Protocol, out: &mut BytesMut, n: usize) {
+    for _ in 0..n {
+        std::hint::black_box(packet).encode(protocol, out).unwrap();
+    }
+}
+
+/// Run decode_all / encode_all over N packets of each kind, for an instruction counter:
+/// `valgrind --tool=callgrind target/release/midge-codec-alloc-count instr v311` (or `v5`),
+/// then `callgrind_annotate --inclusive=yes` shows each function's instructions; divide by N.
+fn instr(kind: &str) {
+    let (packet, protocol) = if kind == "v5" {
+        (v5_publish(), Protocol::V5)
+    } else {
+        (v311_publish(), Protocol::V311)
+    };
+    {
+        let mut out = BytesMut::with_capacity(N * packet.encoded_len(protocol).unwrap());
+        encode_all(&packet, protocol, &mut out, N);
+        assert_eq!(decode_all(&mut out, protocol), N);
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("instr") {
+        instr(args.get(2).map_or("v311", String::as_str));
+        return;
+    }
     count(
         "v3.1.1 PUBLISH QoS 1, 64 B",
         &v311_publish(),
