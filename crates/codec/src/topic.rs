@@ -90,14 +90,20 @@ fn validate_name(s: &str) -> Result<(), TopicError> {
     if s.len() > u16::MAX as usize {
         return Err(TopicError::TooLong);
     }
+    // one pass without an early exit, which the compiler vectorises: this runs for every
+    // PUBLISH a broker receives
+    let (mut wildcard, mut nul) = (false, false);
     for b in s.bytes() {
-        match b {
-            b'+' | b'#' => return Err(TopicError::WildcardInName),
-            0 => return Err(TopicError::NullCharacter),
-            _ => {}
-        }
+        wildcard |= (b == b'+') | (b == b'#');
+        nul |= b == 0;
     }
-    Ok(())
+    if nul {
+        Err(TopicError::NullCharacter)
+    } else if wildcard {
+        Err(TopicError::WildcardInName)
+    } else {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for TopicName {
