@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use midge_codec::QoS;
-use midge_server::{ListenerConfig, ServerConfig};
+use midge_server::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
 
 /// The commented defaults printed by `midge serve --print-config`.
 pub(crate) const DEFAULT_CONFIG: &str = r#"# midge configuration. Every key is optional; the values shown are the defaults.
@@ -26,10 +26,45 @@ outbound_high_water = 1048576
 # Log level: error, warn, info, debug, trace (RUST_LOG overrides).
 log_level = "info"
 
-# Any number of listeners. Without a [[listener]] table midge listens on 127.0.0.1:1883 only.
+# Defaults for every listener's authentication and authorization (a listener may override
+# each key). With a configuration file anonymous clients are refused unless allowed here
+# or on the listener (as mosquitto 2 does); `midge serve` without -c allows them on
+# 127.0.0.1 only.
+[security]
+allow_anonymous = false
+# Password file written by `midge passwd` or mosquitto_passwd.
+# password_file = "/etc/midge/passwd"
+# ACL file in mosquitto's format (user / topic / pattern lines with %u and %c).
+# acl_file = "/etc/midge/acl"
+
+# Any number of listeners. Without a [[listener]] table midge listens on 127.0.0.1:1883 only
+# (local-only mode: anonymous clients allowed unless [security] sets allow_anonymous).
+# protocol = "mqtt" or "websockets"; the port defaults to 1883 (mqtt), 8883 (mqtt with
+# TLS), 8083 (websockets), 8084 (websockets with TLS).
 [[listener]]
 bind = "127.0.0.1"
 port = 1883
+
+# MQTT over TLS (TLS 1.2 and 1.3 only; TLSv1 and TLSv1.1 are refused):
+# [[listener]]
+# bind = "0.0.0.0"
+# port = 8883
+# certfile = "/etc/midge/certs/server.crt"   # PEM chain, server certificate first
+# keyfile = "/etc/midge/certs/server.key"    # PEM private key
+# cafile = "/etc/midge/certs/ca.crt"         # CA for client certificates (optional)
+# require_certificate = false                # refuse clients without a valid certificate
+# use_identity_as_username = false           # username = certificate CN (else first SAN)
+# password_file = "/etc/midge/passwd"        # overrides [security] for this listener
+# acl_file = "/etc/midge/acl"
+# allow_anonymous = false
+
+# MQTT over WebSockets for browsers (paths /mqtt and / unless `path` is set); add
+# certfile and keyfile for wss://.
+# [[listener]]
+# bind = "0.0.0.0"
+# port = 8083
+# protocol = "websockets"
+# path = "/mqtt"
 
 [limits]
 # Largest packet accepted from a client, in bytes (also announced to MQTT 5 clients).
@@ -200,6 +235,76 @@ fn strsim(a: &str, b: &str) -> bool {
     prev.last().copied().unwrap_or(usize::MAX) <= 2
 }
 
+/// `allow_anonymous`, `password_file`, `acl_file` of [security] or a listener.
+fn read_auth(c: &mut Checker<'_>, t: &toml::Table, section: &str, auth: &mut AuthConfig) {
+    if let Some(v) = c.boolean(t, section, "allow_anonymous") {
+        auth.allow_anonymous = v;
+    }
+    if let Some(v) = c.string(t, section, "password_file") {
+        auth.password_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = c.string(t, section, "acl_file") {
+        auth.acl_file = Some(PathBuf::from(v));
+    }
+}
+
+/// A listener's TLS keys (mosquitto's names); `None` without certfile and keyfile.
+fn read_tls(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<TlsConfig> {
+    let cert = c.string(t, section, "certfile");
+    let key = c.string(t, section, "keyfile");
+    let ca = c.string(t, section, "cafile");
+    let require = c
+        .boolean(t, section, "require_certificate")
+        .unwrap_or(false);
+    let identity = c
+        .boolean(t, section, "use_identity_as_username")
+        .unwrap_or(false);
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            c.err(section, "keyfile", "missing: certfile needs keyfile");
+            return None;
+        }
+        (None, Some(_)) => {
+            c.err(section, "certfile", "missing: keyfile needs certfile");
+            return None;
+        }
+        (None, None) => {
+            for (key, set) in [
+                ("cafile", ca.is_some()),
+                ("require_certificate", require),
+                ("use_identity_as_username", identity),
+            ] {
+                if set {
+                    c.err(section, key, "needs TLS: set certfile and keyfile");
+                }
+            }
+            return None;
+        }
+    };
+    if require && ca.is_none() {
+        c.err(
+            section,
+            "require_certificate",
+            "needs cafile (the CA that signs client certificates)",
+        );
+    }
+    if identity && !require {
+        c.err(
+            section,
+            "use_identity_as_username",
+            "needs require_certificate = true",
+        );
+    }
+    Some(TlsConfig {
+        cert_file: PathBuf::from(cert),
+        key_file: PathBuf::from(key),
+        ca_file: ca.map(PathBuf::from),
+        require_certificate: require,
+        use_identity_as_username: identity,
+    })
+}
+
 /// Read and validate a configuration file.
 pub(crate) fn load(path: &Path) -> Result<MidgeConfig, String> {
     let text = std::fs::read_to_string(path)
@@ -217,7 +322,31 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         errors: Vec::new(),
     };
     let mut cfg = MidgeConfig::default();
-    c.unknown(&root, "", &["server", "listener", "limits"]);
+    c.unknown(&root, "", &["server", "security", "listener", "limits"]);
+
+    // [security]: defaults for every listener from a file (anonymous off, as mosquitto 2)
+    let mut security = AuthConfig::default();
+    if let Some(t) = c.table(&root, "security") {
+        read_auth(&mut c, t, "security", &mut security);
+        c.unknown(
+            t,
+            "security",
+            &["allow_anonymous", "password_file", "acl_file"],
+        );
+    }
+    // no [[listener]]: mosquitto 2's local-only mode (127.0.0.1, anonymous allowed unless
+    // [security] says otherwise)
+    if let Some(l) = cfg.server.listeners.first_mut() {
+        let anonymous = root
+            .get("security")
+            .and_then(|s| s.get("allow_anonymous"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(true);
+        l.auth = AuthConfig {
+            allow_anonymous: anonymous,
+            ..security.clone()
+        };
+    }
 
     if let Some(t) = c.table(&root, "server") {
         let s = &mut cfg.server;
@@ -270,23 +399,64 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                     let bind = c
                         .string(t, &section, "bind")
                         .unwrap_or_else(|| "127.0.0.1".into());
-                    let port = c.int(t, &section, "port", 0, 65535).unwrap_or(1883) as u16;
-                    match bind.parse::<IpAddr>() {
-                        Ok(ip) => listeners.push(ListenerConfig {
-                            bind: SocketAddr::new(ip, port),
-                        }),
-                        Err(_) => c.err(&section, "bind", format!("not an IP address: {bind:?}")),
-                    }
-                    if let Some(p) = c.string(t, &section, "protocol") {
-                        if p != "mqtt" {
+                    let protocol = match c.string(t, &section, "protocol").as_deref() {
+                        None | Some("mqtt") => ListenerProtocol::Mqtt,
+                        Some("websockets") => ListenerProtocol::WebSockets,
+                        Some(p) => {
                             c.err(
                                 &section,
                                 "protocol",
-                                format!("only \"mqtt\" is supported in this version (found {p:?})"),
+                                format!("must be \"mqtt\" or \"websockets\" (found {p:?})"),
                             );
+                            ListenerProtocol::Mqtt
+                        }
+                    };
+                    let tls = read_tls(&mut c, t, &section);
+                    let default_port = match (protocol, tls.is_some()) {
+                        (ListenerProtocol::Mqtt, false) => 1883,
+                        (ListenerProtocol::Mqtt, true) => 8883,
+                        (ListenerProtocol::WebSockets, false) => 8083,
+                        (ListenerProtocol::WebSockets, true) => 8084,
+                    };
+                    let port = c.int(t, &section, "port", 0, 65535).unwrap_or(default_port) as u16;
+                    let ws_path = c.string(t, &section, "path");
+                    if let Some(p) = &ws_path {
+                        if protocol != ListenerProtocol::WebSockets {
+                            c.err(&section, "path", "only for protocol = \"websockets\"");
+                        } else if !p.starts_with('/') {
+                            c.err(&section, "path", format!("must start with / (found {p:?})"));
                         }
                     }
-                    c.unknown(t, &section, &["bind", "port", "protocol"]);
+                    let mut auth = security.clone();
+                    read_auth(&mut c, t, &section, &mut auth);
+                    match bind.parse::<IpAddr>() {
+                        Ok(ip) => listeners.push(ListenerConfig {
+                            bind: SocketAddr::new(ip, port),
+                            protocol,
+                            ws_path,
+                            tls,
+                            auth,
+                        }),
+                        Err(_) => c.err(&section, "bind", format!("not an IP address: {bind:?}")),
+                    }
+                    c.unknown(
+                        t,
+                        &section,
+                        &[
+                            "bind",
+                            "port",
+                            "protocol",
+                            "path",
+                            "certfile",
+                            "keyfile",
+                            "cafile",
+                            "require_certificate",
+                            "use_identity_as_username",
+                            "allow_anonymous",
+                            "password_file",
+                            "acl_file",
+                        ],
+                    );
                 }
                 if !listeners.is_empty() {
                     cfg.server.listeners = listeners;
@@ -402,7 +572,12 @@ mod tests {
         let cfg = parse(DEFAULT_CONFIG, "defaults").unwrap();
         let d = MidgeConfig::default();
         assert_eq!(cfg.server.broker, d.server.broker);
-        assert_eq!(cfg.server.listeners, d.server.listeners);
+        assert_eq!(cfg.server.listeners.len(), 1);
+        assert_eq!(cfg.server.listeners[0].bind, d.server.listeners[0].bind);
+        assert_eq!(cfg.server.listeners[0].tls, None);
+        // the zero-config default allows anonymous clients (local only); a file does not
+        assert!(d.server.listeners[0].auth.allow_anonymous);
+        assert!(!cfg.server.listeners[0].auth.allow_anonymous);
         assert_eq!(cfg.server.connect_timeout, d.server.connect_timeout);
         assert_eq!(cfg.server.sys_interval, d.server.sys_interval);
     }
@@ -453,5 +628,90 @@ mod tests {
         );
         assert_eq!(cfg.server.broker.max_qos, QoS::AtLeastOnce);
         assert!(cfg.explicit_listeners);
+    }
+
+    #[test]
+    fn without_listeners_the_local_only_default_allows_anonymous() {
+        let cfg = parse("[server]\nsys_interval = 1\n", "t").unwrap();
+        assert!(cfg.server.listeners[0].auth.allow_anonymous);
+        let cfg = parse("[security]\nallow_anonymous = false\n", "t").unwrap();
+        assert!(!cfg.server.listeners[0].auth.allow_anonymous);
+    }
+
+    #[test]
+    fn listener_security_and_default_ports() {
+        let cfg = parse(
+            r#"
+            [security]
+            password_file = "/p"
+            acl_file = "/a"
+            [[listener]]
+            certfile = "s.crt"
+            keyfile = "s.key"
+            cafile = "ca.crt"
+            require_certificate = true
+            use_identity_as_username = true
+            acl_file = "/tls-acl"
+            [[listener]]
+            protocol = "websockets"
+            allow_anonymous = true
+            [[listener]]
+            protocol = "websockets"
+            certfile = "s.crt"
+            keyfile = "s.key"
+            path = "/ws"
+            [[listener]]
+            "#,
+            "t",
+        )
+        .unwrap();
+        let l = &cfg.server.listeners;
+        assert_eq!(
+            l.iter().map(|l| l.bind.port()).collect::<Vec<_>>(),
+            [8883, 8083, 8084, 1883]
+        );
+        let tls = l[0].tls.as_ref().unwrap();
+        assert!(tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(l[0].auth.acl_file.as_deref(), Some(Path::new("/tls-acl")));
+        assert_eq!(l[0].auth.password_file.as_deref(), Some(Path::new("/p")));
+        assert!(!l[0].auth.allow_anonymous);
+        assert!(l[1].auth.allow_anonymous);
+        assert_eq!(l[1].protocol, ListenerProtocol::WebSockets);
+        assert_eq!(l[2].ws_path.as_deref(), Some("/ws"));
+        assert_eq!(l[3].auth.acl_file.as_deref(), Some(Path::new("/a")));
+    }
+
+    #[test]
+    fn tls_problems_are_all_reported() {
+        let err = parse(
+            r#"
+            [security]
+            allow_anonymus = true
+            [[listener]]
+            certfile = "s.crt"
+            require_certificate = true
+            [[listener]]
+            cafile = "ca.crt"
+            path = "/x"
+            protocol = "ws"
+            [[listener]]
+            certfile = "s.crt"
+            keyfile = "s.key"
+            use_identity_as_username = true
+            "#,
+            "m.toml",
+        )
+        .unwrap_err();
+        for needle in [
+            "6 problem(s)",
+            "[security] allow_anonymus: unknown key (did you mean `allow_anonymous`?)",
+            "[listener #1] keyfile: missing: certfile needs keyfile",
+            "[listener #2] cafile: needs TLS: set certfile and keyfile",
+            "[listener #2] protocol: must be \"mqtt\" or \"websockets\" (found \"ws\")",
+            "[listener #2] path: only for protocol = \"websockets\"",
+            "[listener #3] use_identity_as_username: needs require_certificate = true",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
     }
 }

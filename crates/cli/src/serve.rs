@@ -60,7 +60,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => cfg
                 .server
                 .listeners
-                .push(midge_server::ListenerConfig { bind: addr }),
+                .push(midge_server::ListenerConfig::mqtt(addr)),
         }
     }
     let level = if args.verbose {
@@ -83,16 +83,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
-    let local_only = cfg
-        .server
-        .listeners
-        .iter()
-        .all(|l| l.bind.ip().is_loopback());
     let addrs: Vec<String> = cfg
         .server
         .listeners
         .iter()
-        .map(|l| l.bind.to_string())
+        .map(|l| format!("{}://{}", l.scheme(), l.bind))
         .collect();
     if !from_file {
         info!(
@@ -103,14 +98,25 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         );
     } else {
         info!(
-            "midge {} starting: listeners {}, anonymous clients allowed",
+            "midge {} starting: listeners {}",
             env!("CARGO_PKG_VERSION"),
             addrs.join(", ")
         );
-        if !local_only {
-            warn!(
-                "listening beyond loopback with anonymous access: anyone who can reach this port can publish and subscribe"
-            );
+        for l in &cfg.server.listeners {
+            let at = format!("{}://{}", l.scheme(), l.bind);
+            let identity = l.tls.as_ref().is_some_and(|t| t.use_identity_as_username);
+            if l.auth.allow_anonymous && !l.bind.ip().is_loopback() {
+                warn!(
+                    "{at}: anonymous access beyond loopback: anyone who can reach this port can publish and subscribe"
+                );
+            } else if !l.auth.allow_anonymous && l.auth.password_file.is_none() && !identity {
+                warn!(
+                    "{at}: allow_anonymous is false and there is no password_file: every client will be refused"
+                );
+            }
+            if l.auth.allow_anonymous {
+                info!("{at}: anonymous clients allowed");
+            }
         }
     }
     let server = match midge_server::Server::start(cfg.server).await {
@@ -123,30 +129,46 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     for a in server.local_addrs() {
         info!(addr = %a, "ready");
     }
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     info!("shutting down");
     server.shutdown().await;
     info!("bye");
     Ok(ExitCode::SUCCESS)
 }
 
+/// Wait for SIGTERM or SIGINT; on SIGHUP re-read certificates, password and ACL files
+/// (a broken file is reported and the old one stays in force).
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signal(server: &midge_server::Server) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading certificates, password and ACL files");
+                let problems = server.reload().await;
+                if problems.is_empty() {
+                    info!("reload done");
+                } else {
+                    for p in &problems {
+                        warn!("reload: {p}; the previous version stays in force");
+                    }
+                }
+            }
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signal(_server: &midge_server::Server) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -1,13 +1,88 @@
 //! Server settings (plain data; the binary builds them from its TOML file and flags).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// What a listener speaks on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerProtocol {
+    /// MQTT directly on TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT in binary WebSocket messages (RFC 6455), for browsers; `wss` with TLS.
+    WebSockets,
+}
+
+/// TLS settings of one listener (TLS 1.2 and 1.3 only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, server certificate first (mosquitto's `certfile`).
+    pub cert_file: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (mosquitto's `keyfile`).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mosquitto's `cafile`).
+    /// Without it clients are not asked for a certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Refuse clients that do not present a valid certificate (needs `ca_file`).
+    pub require_certificate: bool,
+    /// Take the username from the client certificate (CN, else its first SAN); the
+    /// CONNECT's username and password are ignored.
+    pub use_identity_as_username: bool,
+}
+
+/// Who may connect through a listener and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthConfig {
+    /// Allow clients without a username (or, without a password file, any client).
+    pub allow_anonymous: bool,
+    /// mosquitto_passwd-format password file.
+    pub password_file: Option<PathBuf>,
+    /// mosquitto-format ACL file; without it every client may publish and subscribe to
+    /// anything (except publishing to `$SYS`).
+    pub acl_file: Option<PathBuf>,
+}
 
 /// One listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Address and port to bind (port 0 picks a free one).
     pub bind: SocketAddr,
+    /// MQTT or WebSockets.
+    pub protocol: ListenerProtocol,
+    /// WebSocket path accepted; `None` accepts `/mqtt` and `/`.
+    pub ws_path: Option<String>,
+    /// TLS, if any.
+    pub tls: Option<TlsConfig>,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
+}
+
+impl ListenerConfig {
+    /// A plain MQTT listener that allows anonymous clients (the zero-config default).
+    pub fn mqtt(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            protocol: ListenerProtocol::Mqtt,
+            ws_path: None,
+            tls: None,
+            auth: AuthConfig {
+                allow_anonymous: true,
+                password_file: None,
+                acl_file: None,
+            },
+        }
+    }
+
+    /// `mqtt`, `mqtts`, `ws` or `wss`, for logs.
+    pub fn scheme(&self) -> &'static str {
+        match (self.protocol, self.tls.is_some()) {
+            (ListenerProtocol::Mqtt, false) => "mqtt",
+            (ListenerProtocol::Mqtt, true) => "mqtts",
+            (ListenerProtocol::WebSockets, false) => "ws",
+            (ListenerProtocol::WebSockets, true) => "wss",
+        }
+    }
 }
 
 /// Everything the server needs to run.
@@ -31,9 +106,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            }],
+            listeners: vec![ListenerConfig::mqtt(SocketAddr::from((
+                [127, 0, 0, 1],
+                1883,
+            )))],
             broker: midge_core::Config::default(),
             max_connections: 0,
             connect_timeout: Duration::from_secs(10),

@@ -13,11 +13,19 @@
 //! bytes are counted, and a connection past its high-water mark is reported to core as not
 //! writable (QoS 0 to it is dropped and counted, QoS 1/2 waits in its session). Publishers
 //! are slowed by TCP when the router's inbound channel is full.
+//!
+//! Listeners speak MQTT or WebSockets, each optionally over TLS (rustls: TLS 1.2 and 1.3
+//! only), with their own password file, ACL file and anonymous setting. The connection task
+//! is generic over its byte stream; passwords are checked there (PBKDF2 on the blocking
+//! pool) before the CONNECT reaches the router; ACLs are core's [`midge_core::Authorizer`].
+//! [`Server::reload`] re-reads certificates, password and ACL files (SIGHUP in `midge serve`).
 
 mod config;
 mod connection;
 mod outbox;
 mod router;
+mod security;
+mod ws;
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-pub use config::{ListenerConfig, ServerConfig};
+pub use config::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
 
 /// Process-wide byte counters for `$SYS`.
 #[derive(Debug, Default)]
@@ -37,6 +45,9 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) connections: AtomicUsize,
     pub(crate) next_conn: AtomicU64,
+    /// Connections refused for a bad password, a missing certificate identity or anonymous
+    /// access.
+    pub(crate) auth_failures: AtomicU64,
 }
 
 /// Errors starting the server.
@@ -50,12 +61,18 @@ pub enum ServerError {
         /// The OS error.
         source: io::Error,
     },
+    /// Certificates, keys, password or ACL files could not be loaded (every problem).
+    #[error("{}", .0.join("\n"))]
+    Security(Vec<String>),
 }
 
 /// A running broker: its bound addresses and a handle to stop it.
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    security: Vec<Arc<security::ListenerSecurity>>,
+    router: mpsc::Sender<router::RouterMsg>,
+    counters: Arc<Counters>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -63,6 +80,21 @@ pub struct Server {
 impl Server {
     /// Bind every listener and start serving on the current tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let mut securities = Vec::new();
+        let mut problems = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            match security::ListenerSecurity::load(index, l) {
+                Ok(s) => securities.push(Arc::new(s)),
+                Err(e) => problems.extend(
+                    e.into_iter()
+                        .map(|p| format!("listener #{} ({}): {p}", i + 1, l.bind)),
+                ),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ServerError::Security(problems));
+        }
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for l in &config.listeners {
@@ -82,12 +114,23 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (router_tx, router_rx) = mpsc::channel(router::CHANNEL_CAPACITY);
         let router = tokio::spawn(router::run(config.clone(), router_rx, counters.clone()));
+        // before any CONNECT: the channel keeps the order
+        let _ = router_tx
+            .send(router::RouterMsg::SetAuthorizer(security::authorizer(
+                &securities,
+            )))
+            .await;
         let settings = Arc::new(connection::Settings::from(&config));
         let mut accept_tasks = Vec::new();
-        for (listener, addr) in listeners.into_iter().zip(addrs.iter().copied()) {
-            info!(%addr, "listening (mqtt)");
+        for ((listener, addr), sec) in listeners
+            .into_iter()
+            .zip(addrs.iter().copied())
+            .zip(securities.iter().cloned())
+        {
+            info!(%addr, scheme = sec.config.scheme(), "listening");
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
+                sec,
                 router_tx.clone(),
                 settings.clone(),
                 counters.clone(),
@@ -95,6 +138,7 @@ impl Server {
             )));
         }
         let mut shutdown_watch = shutdown_rx.clone();
+        let router_handle = router_tx.clone();
         let done = tokio::spawn(async move {
             let _ = shutdown_watch.wait_for(|s| *s).await;
             for t in &accept_tasks {
@@ -113,6 +157,9 @@ impl Server {
         });
         Ok(Server {
             addrs,
+            security: securities,
+            router: router_handle,
+            counters,
             shutdown,
             done,
         })
@@ -121,6 +168,34 @@ impl Server {
     /// The addresses the listeners are bound to (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Re-read every listener's certificates, password file and ACL file. A file that fails
+    /// keeps its previous version in force; the problems are returned (and should be logged).
+    /// Existing connections are untouched; new TLS handshakes use the new certificates, new
+    /// CONNECTs the new passwords, and every check from now on the new ACLs.
+    pub async fn reload(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for s in &self.security {
+            problems.extend(
+                s.reload()
+                    .into_iter()
+                    .map(|p| format!("listener #{} ({}): {p}", s.index + 1, s.config.bind)),
+            );
+        }
+        let _ = self
+            .router
+            .send(router::RouterMsg::SetAuthorizer(security::authorizer(
+                &self.security,
+            )))
+            .await;
+        problems
+    }
+
+    /// Connections refused so far for a bad username/password, a missing certificate
+    /// identity or anonymous access.
+    pub fn failed_logins(&self) -> u64 {
+        self.counters.auth_failures.load(Ordering::Relaxed)
     }
 
     /// Stop: MQTT 5 clients get DISCONNECT 0x8B, every connection is closed after its
@@ -133,6 +208,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
+    security: Arc<security::ListenerSecurity>,
     router: mpsc::Sender<router::RouterMsg>,
     settings: Arc<connection::Settings>,
     counters: Arc<Counters>,
@@ -143,6 +219,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = std::time::Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
                 let max = settings.max_connections;
                 if max != 0 && counters.connections.load(Ordering::Relaxed) >= max {
                     warn!(%peer, max, "connection refused: max_connections reached");
@@ -155,10 +232,12 @@ async fn accept_loop(
                 let settings = settings.clone();
                 let counters = counters.clone();
                 let shutdown = shutdown.clone();
+                let security = security.clone();
                 tokio::spawn(async move {
-                    connection::run(
+                    serve_socket(
                         id,
                         stream,
+                        security,
                         peer,
                         router,
                         settings,
@@ -174,6 +253,81 @@ async fn accept_loop(
                 warn!(error = %e, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Run the listener's handshakes (TLS, WebSocket upgrade; bounded by the connect timeout),
+/// then the connection task on the resulting stream.
+#[allow(clippy::too_many_arguments)]
+async fn serve_socket(
+    id: midge_core::ConnId,
+    stream: tokio::net::TcpStream,
+    security: Arc<security::ListenerSecurity>,
+    peer: SocketAddr,
+    router: mpsc::Sender<router::RouterMsg>,
+    settings: Arc<connection::Settings>,
+    counters: Arc<Counters>,
+    shutdown: watch::Receiver<bool>,
+) {
+    use config::ListenerProtocol;
+    let timeout = settings.connect_timeout;
+    let ws_path = security.config.ws_path.clone();
+    let Some(acceptor) = security.tls() else {
+        let meta = connection::Meta {
+            security: security.clone(),
+            identity: None,
+        };
+        match security.config.protocol {
+            ListenerProtocol::Mqtt => {
+                connection::run(id, stream, meta, peer, router, settings, counters, shutdown).await;
+            }
+            ListenerProtocol::WebSockets => {
+                match tokio::time::timeout(timeout, ws::accept(stream, ws_path)).await {
+                    Ok(Ok(ws)) => {
+                        connection::run(id, ws, meta, peer, router, settings, counters, shutdown)
+                            .await;
+                    }
+                    Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
+                    Err(_) => info!(%peer, "WebSocket handshake timed out"),
+                }
+            }
+        }
+        return;
+    };
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            info!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| security::cert_identity(c.as_ref()));
+    let meta = connection::Meta {
+        security: security.clone(),
+        identity,
+    };
+    match security.config.protocol {
+        ListenerProtocol::Mqtt => {
+            connection::run(id, tls, meta, peer, router, settings, counters, shutdown).await;
+        }
+        ListenerProtocol::WebSockets => {
+            match tokio::time::timeout(timeout, ws::accept(tls, ws_path)).await {
+                Ok(Ok(ws)) => {
+                    connection::run(id, ws, meta, peer, router, settings, counters, shutdown).await;
+                }
+                Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
+                Err(_) => info!(%peer, "WebSocket handshake timed out"),
             }
         }
     }

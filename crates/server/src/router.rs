@@ -24,6 +24,8 @@ pub(crate) enum RouterMsg {
     /// A connection sent its CONNECT.
     Connect {
         id: ConnId,
+        /// Index of the listener it came through (for per-listener ACLs).
+        listener: u16,
         handle: ConnHandle,
         connect: Box<Connect>,
     },
@@ -35,6 +37,8 @@ pub(crate) enum RouterMsg {
     Drained(ConnId),
     /// Stop: tell clients, close connections, then answer.
     Shutdown(oneshot::Sender<()>),
+    /// Replace core's authorizer (ACL files loaded or reloaded).
+    SetAuthorizer(Box<dyn midge_core::Authorizer>),
 }
 
 /// What the router sends to a connection task.
@@ -136,11 +140,12 @@ impl Router {
         match msg {
             RouterMsg::Connect {
                 id,
+                listener,
                 handle,
                 connect,
             } => {
                 self.conns.insert(id, handle);
-                self.broker.open(id);
+                self.broker.open_on(id, listener);
                 self.broker
                     .handle(now, id, Packet::Connect(connect), &mut self.actions);
                 self.dispatch(now);
@@ -160,6 +165,7 @@ impl Router {
                 self.broker.set_writable(now, id, true, &mut self.actions);
                 self.dispatch(now);
             }
+            RouterMsg::SetAuthorizer(auth) => self.broker.set_authorizer(auth),
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);
                 self.dispatch(now);

@@ -1,0 +1,266 @@
+//! TLS listeners with real certificates made by `openssl`: mosquitto_pub/sub, paho and
+//! `midge pub` connect with the CA; a wrong CA, a missing, foreign or expired client
+//! certificate is refused; the certificate's CN becomes the username for the ACL; bad key
+//! or certificate files stop the start with the file named.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod security_common;
+
+use std::time::Duration;
+
+use security_common::*;
+
+fn tls_listener(pki: &Pki, extra: &str) -> String {
+    format!(
+        "[[listener]]\nport = {{port0}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n{extra}\n",
+        pki.path("server.crt"),
+        pki.path("server.key")
+    )
+}
+
+#[test]
+fn mosquitto_paho_and_midge_clients_exchange_messages_over_tls_with_the_ca() {
+    let pki = Pki::new();
+    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
+    let ca = pki.path("ca.crt");
+    let p = b.port(0);
+    let sub = Sub::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "--cafile",
+        &ca,
+        "-t",
+        "tls/#",
+        "-v",
+    ]);
+    let out = mosquitto(
+        "mosquitto_pub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "--cafile",
+            &ca,
+            "-t",
+            "tls/mosq",
+            "-m",
+            "hello",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    sub.wait_for("tls/mosq hello");
+
+    let code = format!(
+        r#"
+import paho.mqtt.client as mqtt, sys
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-tls")
+c.tls_set(ca_certs={ca:?})
+c.connect("127.0.0.1", {p}, 30)
+c.loop_start()
+info = c.publish("tls/paho", "from paho", qos=1)
+info.wait_for_publish(10)
+c.disconnect(); c.loop_stop()
+print("ok" if info.is_published() else "not published")
+"#
+    );
+    let out = python(&code);
+    assert_eq!(text(&out.stdout).trim(), "ok", "{}", text(&out.stderr));
+    sub.wait_for("tls/paho from paho");
+
+    let out = run_with_timeout(
+        std::process::Command::new(MIDGE).args([
+            "pub",
+            "-h",
+            "localhost",
+            "-p",
+            &p,
+            "--cafile",
+            &ca,
+            "-t",
+            "tls/midge",
+            "-m",
+            "m",
+        ]),
+        T,
+    );
+    assert!(out.status.success(), "midge pub: {}", text(&out.stderr));
+    sub.wait_for("tls/midge m");
+}
+
+#[test]
+fn a_client_trusting_another_ca_refuses_the_server() {
+    let pki = Pki::new();
+    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
+    let out = mosquitto(
+        "mosquitto_pub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port(0),
+            "--cafile",
+            &pki.path("other-ca.crt"),
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        b.log_text().contains("TLS handshake failed"),
+        "{}",
+        b.log_text()
+    );
+}
+
+#[test]
+fn tls_1_2_and_1_3_are_accepted_and_tls_1_1_is_refused() {
+    let pki = Pki::new();
+    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
+    let connect = format!("127.0.0.1:{}", b.port(0));
+    let ca = pki.path("ca.crt");
+    for (flag, ok) in [("-tls1_2", true), ("-tls1_3", true), ("-tls1_1", false)] {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["s_client", "-connect", &connect, "-CAfile", &ca, flag]);
+        if flag == "-tls1_1" {
+            // let the client offer TLS 1.1 at all (OpenSSL 3 refuses it by default)
+            cmd.args(["-cipher", "DEFAULT@SECLEVEL=0"]);
+        }
+        let out = run_with_timeout(&mut cmd, T);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        let established = all.contains("New, TLSv1") && all.contains("Verify return code: 0 (ok)");
+        assert_eq!(established, ok, "openssl s_client {flag}:\n{all}");
+    }
+}
+
+fn mtls(pki: &Pki, extra: &str) -> Broker {
+    Broker::start(&tls_listener(
+        pki,
+        &format!(
+            "cafile = \"{}\"\nrequire_certificate = true\nallow_anonymous = true\n{extra}",
+            pki.path("ca.crt")
+        ),
+    ))
+}
+
+fn pub_with_cert(pki: &Pki, port: &str, cert: Option<&str>, topic: &str) -> std::process::Output {
+    let ca = pki.path("ca.crt");
+    let mut args = vec![
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--cafile",
+        &ca,
+        "-t",
+        topic,
+        "-m",
+        "m",
+        "-q",
+        "1",
+    ];
+    let (c, k);
+    if let Some(name) = cert {
+        c = pki.path(&format!("{name}.crt"));
+        k = pki.path(&format!("{name}.key"));
+        args.extend(["--cert", &c, "--key", &k]);
+    }
+    mosquitto("mosquitto_pub", &args)
+}
+
+#[test]
+fn require_certificate_refuses_missing_foreign_and_expired_client_certificates() {
+    let pki = Pki::new();
+    let b = mtls(&pki, "");
+    let p = b.port(0);
+    assert!(pub_with_cert(&pki, &p, Some("alice"), "t").status.success());
+    for cert in [None, Some("mallory"), Some("expired")] {
+        let out = pub_with_cert(&pki, &p, cert, "t");
+        assert!(!out.status.success(), "{cert:?} was accepted");
+    }
+    let log = b.log_text();
+    assert!(log.matches("TLS handshake failed").count() >= 3, "{log}");
+}
+
+#[test]
+fn certificate_identity_is_the_username_the_acl_sees() {
+    let pki = Pki::new();
+    let acl = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        acl.path(),
+        "user alice\ntopic readwrite alice/#\nuser bob\ntopic read alice/#\n",
+    )
+    .unwrap();
+    let b = mtls(
+        &pki,
+        &format!(
+            "use_identity_as_username = true\nacl_file = \"{}\"",
+            acl.path().display()
+        ),
+    );
+    let p = b.port(0);
+    let ca = pki.path("ca.crt");
+    let (bc, bk) = (pki.path("bob.crt"), pki.path("bob.key"));
+    let sub = Sub::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "--cafile",
+        &ca,
+        "--cert",
+        &bc,
+        "--key",
+        &bk,
+        "-t",
+        "alice/#",
+        "-v",
+        "-q",
+        "1",
+    ]);
+    // alice may write alice/#; bob may only read it
+    assert!(
+        pub_with_cert(&pki, &p, Some("alice"), "alice/one")
+            .status
+            .success()
+    );
+    sub.wait_for("alice/one m");
+    let _ = pub_with_cert(&pki, &p, Some("bob"), "alice/two");
+    assert!(!sub.sees_within("alice/two", Duration::from_millis(700)));
+}
+
+#[test]
+fn missing_unreadable_or_mismatched_key_and_certificate_files_stop_the_start() {
+    let pki = Pki::new();
+    let cases = [
+        (pki.path("server.crt"), pki.path("nope.key"), "nope.key"),
+        (pki.path("nope.crt"), pki.path("server.key"), "nope.crt"),
+        (
+            pki.path("server.crt"),
+            pki.path("alice.key"),
+            "does the key belong",
+        ),
+        (
+            pki.path("server.key"),
+            pki.path("server.key"),
+            "no PEM certificate",
+        ),
+    ];
+    for (cert, key, needle) in cases {
+        let mut b = Broker::spawn(&format!(
+            "[[listener]]\nport = {{port0}}\ncertfile = \"{cert}\"\nkeyfile = \"{key}\"\n"
+        ));
+        let (code, log) = b.wait_exit();
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
+    }
+}
