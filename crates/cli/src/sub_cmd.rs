@@ -845,15 +845,47 @@ fn json(
     }
     o.push(b'}');
     if pretty {
-        match serde_json::from_slice::<serde_json::Value>(&o)
-            .ok()
-            .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        {
-            Some(p) => out.extend_from_slice(p.replace("  ", "\t").as_bytes()),
-            None => out.extend_from_slice(&o),
+        match serde_json::from_slice::<serde_json::Value>(&o) {
+            Ok(v) => cjson_pretty(out, &v, 0),
+            Err(_) => out.extend_from_slice(&o),
         }
     } else {
         out.extend_from_slice(&o);
+    }
+}
+
+/// cJSON_Print's layout: tab indents, `"key":<TAB>value`, arrays on one line.
+fn cjson_pretty(out: &mut Vec<u8>, v: &serde_json::Value, depth: usize) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            out.extend_from_slice(b"{\n");
+            let n = map.len();
+            for (i, (k, v)) in map.iter().enumerate() {
+                pad_to(out, depth + 1, b'\t');
+                json_string(out, k.as_bytes());
+                out.extend_from_slice(b":\t");
+                cjson_pretty(out, v, depth + 1);
+                if i + 1 < n {
+                    out.push(b',');
+                }
+                out.push(b'\n');
+            }
+            pad_to(out, depth, b'\t');
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                cjson_pretty(out, v, depth + 1);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => json_string(out, s.as_bytes()),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
 }
 

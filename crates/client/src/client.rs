@@ -193,6 +193,10 @@ impl EventLoop {
     /// if the server kept it). With it, a lost connection is reported as
     /// [`Event::ConnectionLost`] and the next call waits the backoff delay, then reconnects.
     /// A refused CONNACK is always an `Err`.
+    ///
+    /// Not cancel safe: a poll dropped in the middle of a write can lose or repeat bytes of
+    /// the stream. Drive the loop from its own task (or await each poll to completion) and
+    /// use the [`Client`] handle, whose methods are cancel safe, from elsewhere.
     pub async fn poll(&mut self) -> Result<Event, ClientError> {
         loop {
             if let Some(event) = self.state.pop_event() {
@@ -374,7 +378,6 @@ impl EventLoop {
         };
         let requests_open = !self.requests_closed;
         tokio::select! {
-            biased;
             read = stream.read(&mut self.read_buf) => {
                 if read? == 0 {
                     return Err(ClientError::ConnectionClosed);
