@@ -682,7 +682,12 @@ pub(crate) fn connect_failure(error: &ClientError, quiet: bool) -> ExitCode {
         }
         ClientError::Io(e) => {
             if !quiet {
-                eprintln!("Error: {}", io_text(e));
+                let text = io_text(e);
+                if text.starts_with("Unable to connect") {
+                    eprintln!("{text}");
+                } else {
+                    eprintln!("Error: {text}");
+                }
             }
             ExitCode::from(1)
         }
@@ -701,6 +706,9 @@ fn io_text(e: &std::io::Error) -> String {
         ConnectionRefused => "Connection refused".to_string(),
         ConnectionReset => "Connection reset by peer".to_string(),
         TimedOut => "Connection timed out".to_string(),
+        _ if e.to_string().starts_with("failed to lookup address") => {
+            "Unable to connect (Lookup error.).".to_string()
+        }
         _ => {
             let s = e.to_string();
             // "Connection refused (os error 111)" -> "Connection refused"

@@ -262,8 +262,11 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, UsageError> {
                         if shown {
                             let mut buf = Vec::with_capacity(m.payload.len() + 64);
                             format_message(&output, &m, protocol, now(), &mut buf);
-                            let _ = stdout.write_all(&buf);
-                            let _ = stdout.flush();
+                            if stdout.write_all(&buf).and_then(|()| stdout.flush()).is_err() {
+                                // stdout closed (e.g. piped into head): stop like mosquitto_sub
+                                // would on SIGPIPE
+                                return Ok(ExitCode::from(1));
+                            }
                         }
                         if let Some(count) = args.count {
                             received += 1;
@@ -283,7 +286,7 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, UsageError> {
                     }
                     Ok(Event::ConnectionLost(e)) => {
                         if !connected_once {
-                            return Ok(connect_failure(&midge_client_error(e), quiet));
+                            return Ok(connect_failure(&e, quiet));
                         }
                     }
                     Ok(Event::Closed) => {
@@ -322,10 +325,6 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, UsageError> {
             }
         }
     }
-}
-
-fn midge_client_error(e: midge_client::ClientError) -> midge_client::ClientError {
-    e
 }
 
 async fn start_disconnect(client: &Client, disconnect: &Disconnect, disconnecting: &mut bool) {

@@ -1227,3 +1227,42 @@ fn unix_socket_and_bind_address() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&sub.wait().stdout), "ux/1 unix\nux/2 bound\n");
 }
+
+#[test]
+fn persistent_session_with_c_keeps_messages_and_u_unsubscribes() {
+    let b = Broker::start();
+    let port = b.port();
+    let sub = |extra: &[&str]| {
+        let mut a = vec![
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-c",
+            "-i",
+            "keeper",
+            "-q",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        midge(&a)
+    };
+    // subscribe and leave at once; the session stays
+    let out = sub(&["-t", "keep/#", "-E"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    mosquitto_pub(&b, &["-t", "keep/1", "-m", "while away", "-q", "1"]);
+    let out = sub(&["-t", "keep/#", "-C", "1", "-W", "5", "-v"]);
+    assert_eq!(text(&out.stdout), "keep/1 while away\n");
+    // -U removes the subscription from the session
+    let out = sub(&["-U", "keep/#", "-W", "1"]);
+    assert_eq!(out.status.code(), Some(27));
+    mosquitto_pub(&b, &["-t", "keep/2", "-m", "not kept", "-q", "1"]);
+    let out = sub(&["-U", "keep/#", "-W", "1"]);
+    assert_eq!(out.status.code(), Some(27));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    // -c needs a client id
+    let out = midge(&["sub", "-p", &port, "-c", "-t", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("Error: You must provide a client id"));
+}
