@@ -12,7 +12,8 @@ pub struct Config {
     pub max_inflight_messages: u16,
     /// Incoming QoS 2 messages awaiting PUBREL per client (our Receive Maximum).
     pub receive_maximum: u16,
-    /// Messages queued per session beyond the in-flight window (offline or slow clients).
+    /// Messages queued per session beyond the in-flight window (offline or slow clients;
+    /// 0 = no limit).
     pub max_queued_messages: usize,
     /// Bytes of payload queued per session (0 = no byte limit).
     pub max_queued_bytes: usize,

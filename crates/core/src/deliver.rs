@@ -201,13 +201,9 @@ impl Broker {
                     self.enqueue(sid, d);
                 }
             }
-            Some(_) => {
-                if d.qos == QoS::AtMostOnce && !writable {
-                    self.drop_message(sid);
-                } else {
-                    self.enqueue(sid, d);
-                }
-            }
+            // not writable, or older messages are waiting: keep order and spill into the
+            // session's bounded queue (QoS 0 is the first to go when it is full)
+            Some(_) => self.enqueue(sid, d),
             None => {
                 if d.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
                     // QoS 0 is not kept for offline sessions (as mosquitto by default)
@@ -235,8 +231,10 @@ impl Broker {
             return;
         };
         let size = d.msg.payload.len();
+        // 0 means no limit, as in mosquitto
         let full = |s: &crate::session::Session| {
-            s.queue.len() >= max_msgs || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
+            (max_msgs != 0 && s.queue.len() >= max_msgs)
+                || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
         };
         let mut evicted = 0;
         let mut gone = Vec::new();

@@ -836,13 +836,34 @@ fn slow_subscriber_queue_is_bounded_and_qos0_dropped_first() {
     let stats = w.broker.stats();
     assert_eq!(stats.queued, 10);
     assert_eq!(stats.messages_dropped, 90);
-    // draining resumes delivery of the queued QoS 1 messages
+    // draining resumes delivery of the queued messages: QoS 0 made room for QoS 1
     let mut out = Vec::new();
     w.broker.set_writable(w.now, sub, true, &mut out);
     w.out.extend(out);
     let got = publishes(&w.packets(sub));
     assert_eq!(got.len(), 10);
     assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce));
+}
+
+#[test]
+fn qos0_to_a_briefly_slow_subscriber_waits_in_its_queue_in_order() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "slow", true);
+    w.subscribe(sub, "t", QoS::AtMostOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    w.publish(publ, "t", "0", QoS::AtMostOnce, false, 0);
+    let mut out = Vec::new();
+    w.broker.set_writable(w.now, sub, false, &mut out);
+    for i in 1..5 {
+        w.publish(publ, "t", &i.to_string(), QoS::AtMostOnce, false, 0);
+    }
+    assert_eq!(payloads(&w.packets(sub)), vec!["0"]);
+    let mut out = Vec::new();
+    w.broker.set_writable(w.now, sub, true, &mut out);
+    w.out.extend(out);
+    w.publish(publ, "t", "5", QoS::AtMostOnce, false, 0);
+    assert_eq!(payloads(&w.packets(sub)), vec!["1", "2", "3", "4", "5"]);
+    assert_eq!(w.broker.stats().messages_dropped, 0);
 }
 
 #[test]
