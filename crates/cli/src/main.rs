@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod completions;
 mod config;
 mod mqtt_opts;
@@ -34,6 +35,8 @@ enum Command {
     Passwd(passwd_cmd::PasswdArgs),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions(completions::CompletionsArgs),
+    /// Benchmark a broker: connections, pub, sub, fan-in, fan-out, latency, sink.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Sub(args) => sub_cmd::run(args),
         Command::Passwd(args) => passwd_cmd::run(args),
         Command::Completions(args) => completions::run::<Cli>(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,169 @@
+//! Idle connections: open N at a rate (or flat out), hold them, measure connects/s and the
+//! broker's memory per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::procstat::{self, ProcReport, Sampler};
+use crate::progress::{Counters, Progress};
+use crate::wire;
+use crate::{BenchError, Common};
+
+/// How to open the connections.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Connections to open.
+    pub connections: u64,
+    /// Connections per second; `None` = as fast as `concurrency` allows.
+    pub rate: Option<f64>,
+    /// Handshakes (TCP connect + CONNECT/CONNACK) in progress at once.
+    pub concurrency: usize,
+    /// How long to hold the connections once all are open.
+    pub hold: Duration,
+    /// Wait this long after the last CONNACK before reading the broker's RSS.
+    pub settle: Duration,
+}
+
+/// The outcome of a connection run.
+#[derive(Debug, Clone)]
+pub struct ConnResult {
+    /// Settings used.
+    pub config: ConnConfig,
+    /// Connections asked for.
+    pub attempted: u64,
+    /// CONNACKs with success.
+    pub connected: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Seconds from the first attempt to the last CONNACK.
+    pub connect_secs: f64,
+    /// Connections still open at the end of the hold (broker did not close them).
+    pub alive_at_end: u64,
+    /// Broker RSS before the first connection (KiB), with `--target-pid`.
+    pub rss_before_kb: Option<u64>,
+    /// Broker RSS with all connections open, after settling (KiB).
+    pub rss_after_kb: Option<u64>,
+    /// Broker CPU/RSS over the run.
+    pub broker: Option<ProcReport>,
+    /// First few errors.
+    pub errors: Vec<String>,
+}
+
+impl ConnResult {
+    /// Successful connections per second.
+    pub fn connects_per_sec(&self) -> f64 {
+        if self.connect_secs > 0.0 {
+            self.connected as f64 / self.connect_secs
+        } else {
+            0.0
+        }
+    }
+
+    /// (RSS after − RSS before) / connections, in bytes.
+    pub fn rss_per_conn_bytes(&self) -> Option<f64> {
+        match (self.rss_before_kb, self.rss_after_kb) {
+            (Some(b), Some(a)) if self.connected > 0 => {
+                Some((a as f64 - b as f64) * 1024.0 / self.connected as f64)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Open `cfg.connections` idle connections (keep alive 0) and hold them.
+pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, BenchError> {
+    if cfg.concurrency == 0 {
+        return Err(BenchError::Config("concurrency must be at least 1".into()));
+    }
+    let counters = Arc::new(Counters::default());
+    let rss_before_kb = common.target_pid.and_then(procstat::rss_kb);
+    let sampler = common.target_pid.map(Sampler::start);
+    let progress = Progress::start(
+        common.progress,
+        counters.clone(),
+        Some(cfg.connections),
+        "connected",
+    );
+    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(cfg.connections as usize);
+    for i in 0..cfg.connections {
+        if let Some(r) = cfg.rate {
+            let at = t0 + Duration::from_secs_f64(i as f64 / r);
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let (c, ctr) = (common.clone(), counters.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = format!("{}-conn-{i}", c.client_prefix);
+            let r = wire::connect(c.addr, c.protocol, &id, 0, c.connect_timeout).await;
+            drop(permit);
+            let done = Instant::now();
+            if r.is_ok() {
+                ctr.connected.fetch_add(1, Ordering::Relaxed);
+            }
+            (r, done)
+        }));
+    }
+    let mut conns = Vec::with_capacity(tasks.len());
+    let mut failures = 0;
+    let mut errors = Vec::new();
+    let mut last = t0;
+    for t in tasks {
+        match t.await {
+            Ok((Ok(c), at)) => {
+                last = last.max(at);
+                conns.push(c);
+            }
+            Ok((Err(e), _)) => {
+                failures += 1;
+                if errors.len() < 10 {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if errors.len() < 10 {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    let connect_secs = last.duration_since(t0).as_secs_f64();
+    tokio::time::sleep(cfg.settle).await;
+    let rss_after_kb = common.target_pid.and_then(procstat::rss_kb);
+    tokio::time::sleep(cfg.hold.saturating_sub(cfg.settle)).await;
+    // A connection the broker closed is readable with 0 bytes; an idle one is not readable.
+    let mut alive = 0;
+    for c in &conns {
+        let mut probe = [0u8; 1];
+        match c.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => alive += 1,
+            Ok(n) if n > 0 => alive += 1,
+            _ => {}
+        }
+    }
+    progress.finish().await;
+    let broker = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    drop(conns);
+    Ok(ConnResult {
+        config: cfg.clone(),
+        attempted: cfg.connections,
+        connected: counters.connected.load(Ordering::Relaxed),
+        failures,
+        connect_secs,
+        alive_at_end: alive,
+        rss_before_kb,
+        rss_after_kb,
+        broker,
+        errors,
+    })
+}

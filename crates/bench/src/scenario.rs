@@ -1,0 +1,653 @@
+//! Publishers → broker → subscribers, with per-publisher accounting on the receiving side.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::procstat::{ProcReport, Sampler};
+use crate::progress::{Counters, Progress};
+use crate::stats::Tracker;
+use crate::wire::{self, Frame, PayloadHeader};
+use crate::{BenchError, Common};
+
+/// What to run: how many publishers and subscribers, on which topics, how fast.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Name reported with the results (e.g. "fan-in").
+    pub name: String,
+    /// Publishing connections.
+    pub publishers: u32,
+    /// Subscribing connections.
+    pub subscribers: u32,
+    /// Total publish rate in msg/s across all publishers; `None` = flat out.
+    pub rate: Option<f64>,
+    /// Topic of each publisher; `%i` is replaced by the publisher's index.
+    pub topic: String,
+    /// Filters every subscriber subscribes to (each must match every publisher's topic
+    /// for the loss count to be meaningful).
+    pub filters: Vec<String>,
+    /// QoS 1/2 messages a publisher may have unacknowledged.
+    pub inflight: u32,
+    /// After the publishers finish, how long a subscriber waits with nothing arriving
+    /// before it stops and counts the rest as lost.
+    pub drain_timeout: Duration,
+    /// Subscribers stop reading for this long after subscribing (provokes broker queueing).
+    pub sub_pause: Duration,
+    /// Publishes encoded into one write.
+    pub batch: usize,
+}
+
+impl Scenario {
+    /// `publishers` → `subscribers` on `bench/%i` / `bench/#`, flat out.
+    pub fn new(name: &str, publishers: u32, subscribers: u32) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            publishers,
+            subscribers,
+            rate: None,
+            topic: "bench/%i".into(),
+            filters: vec!["bench/#".into()],
+            inflight: 256,
+            drain_timeout: Duration::from_secs(3),
+            sub_pause: Duration::ZERO,
+            batch: 64,
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Settings used.
+    pub common: Common,
+    /// Scenario used.
+    pub spec: Scenario,
+    /// Messages sent by each publisher.
+    pub sent: Vec<u64>,
+    /// QoS 1/2 messages acknowledged by the broker (all publishers).
+    pub acked: u64,
+    /// What the subscribers received, merged.
+    pub tracker: Tracker,
+    /// Deliveries expected (sent × subscribers), when publishers ran.
+    pub expected: Option<u64>,
+    /// Deliveries missing (summed over subscribers).
+    pub lost: u64,
+    /// Seconds from the start signal to the last publish written (or acknowledged).
+    pub pub_secs: f64,
+    /// Seconds from the start signal to the last message received.
+    pub recv_secs: f64,
+    /// Connections that failed to connect/subscribe.
+    pub connect_failures: u64,
+    /// Errors seen during the run (first few).
+    pub errors: Vec<String>,
+    /// Broker CPU and RSS, with `--target-pid`.
+    pub broker: Option<ProcReport>,
+}
+
+impl RunResult {
+    /// Messages published.
+    pub fn total_sent(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    /// Publish rate, msg/s.
+    pub fn pub_rate(&self) -> f64 {
+        rate(self.total_sent(), self.pub_secs)
+    }
+
+    /// Delivery rate (distinct messages received by all subscribers), msg/s.
+    pub fn recv_rate(&self) -> f64 {
+        rate(self.tracker.unique, self.recv_secs)
+    }
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+struct Clock(Instant);
+
+impl Clock {
+    fn ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+struct PubOutcome {
+    sent: u64,
+    acked: u64,
+    end_ns: u64,
+    error: Option<String>,
+    writer: Option<OwnedWriteHalf>,
+}
+
+struct SubOutcome {
+    tracker: Tracker,
+    last_ns: u64,
+    error: Option<String>,
+}
+
+struct Shared {
+    clock: Clock,
+    counters: Arc<Counters>,
+    /// Deliveries each subscriber should get (u64::MAX until the publishers are done).
+    expected: AtomicU64,
+    /// When the publishers finished (ns), u64::MAX before.
+    pubs_done_ns: AtomicU64,
+    /// Stop everything (duration over or error).
+    stop: AtomicBool,
+}
+
+/// Run a scenario against the broker in `common.addr`.
+pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult, BenchError> {
+    if spec.publishers == 0 && spec.subscribers == 0 {
+        return Err(BenchError::Config(
+            "nothing to run: no publishers, no subscribers".into(),
+        ));
+    }
+    if spec.batch == 0 || spec.inflight == 0 {
+        return Err(BenchError::Config(
+            "batch and inflight must be at least 1".into(),
+        ));
+    }
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        clock: Clock(Instant::now()),
+        counters: counters.clone(),
+        expected: AtomicU64::new(u64::MAX),
+        pubs_done_ns: AtomicU64::new(u64::MAX),
+        stop: AtomicBool::new(false),
+    });
+    // Subscriber-only runs: the count is what each subscriber should receive.
+    if spec.publishers == 0 {
+        if let Some(n) = common.count {
+            shared.expected.store(n, Ordering::Relaxed);
+        }
+        shared.pubs_done_ns.store(0, Ordering::Relaxed);
+    }
+    let mut errors = Vec::new();
+    let mut connect_failures = 0u64;
+
+    // 1. Subscribers: connect and subscribe, all before any publisher starts.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(64);
+    let mut sub_tasks = Vec::new();
+    for i in 0..spec.subscribers {
+        let (c, s, sh, tx) = (
+            common.clone(),
+            spec.clone(),
+            shared.clone(),
+            ready_tx.clone(),
+        );
+        sub_tasks.push(tokio::spawn(
+            async move { subscriber(i, c, s, sh, tx).await },
+        ));
+    }
+    drop(ready_tx);
+    while let Some(r) = ready_rx.recv().await {
+        if let Err(e) = r {
+            connect_failures += 1;
+            push_err(&mut errors, e);
+        }
+    }
+
+    // 2. Publishers: connect, then wait for the start signal.
+    let (start_tx, start_rx) = watch::channel(false);
+    let (pready_tx, mut pready_rx) = mpsc::channel::<Result<(), String>>(64);
+    let mut pub_tasks = Vec::new();
+    let total = common.count;
+    for i in 0..spec.publishers {
+        let my_count = total.map(|n| {
+            let p = u64::from(spec.publishers);
+            n / p + u64::from(u64::from(i) < n % p)
+        });
+        let (c, s, sh) = (common.clone(), spec.clone(), shared.clone());
+        let (rx, tx) = (start_rx.clone(), pready_tx.clone());
+        pub_tasks.push(tokio::spawn(async move {
+            publisher(i, my_count, c, s, sh, rx, tx).await
+        }));
+    }
+    drop(pready_tx);
+    while let Some(r) = pready_rx.recv().await {
+        if let Err(e) = r {
+            connect_failures += 1;
+            push_err(&mut errors, e);
+        }
+    }
+
+    let sampler = common.target_pid.map(Sampler::start);
+    let (bar_total, what) = if spec.publishers > 0 {
+        (total, "sent")
+    } else {
+        (total, "received")
+    };
+    let progress = Progress::start(common.progress, counters.clone(), bar_total, what);
+    let start_ns = shared.clock.ns();
+    let _ = start_tx.send(true);
+    let stopper = common.duration.map(|d| {
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            sh.stop.store(true, Ordering::Relaxed);
+        })
+    });
+
+    // 3. Publishers finish: now each subscriber knows how much to expect.
+    let mut sent = vec![0u64; spec.publishers as usize];
+    let mut acked = 0u64;
+    let mut pub_end = start_ns;
+    let mut writers = Vec::new();
+    for (i, t) in pub_tasks.into_iter().enumerate() {
+        match t.await {
+            Ok(o) => {
+                if let Some(s) = sent.get_mut(i) {
+                    *s = o.sent;
+                }
+                acked += o.acked;
+                pub_end = pub_end.max(o.end_ns);
+                if let Some(e) = o.error {
+                    push_err(&mut errors, format!("publisher {i}: {e}"));
+                }
+                writers.extend(o.writer);
+            }
+            Err(e) => push_err(&mut errors, format!("publisher {i}: {e}")),
+        }
+    }
+    let total_sent: u64 = sent.iter().sum();
+    if spec.publishers > 0 {
+        shared.expected.store(total_sent, Ordering::Relaxed);
+        shared
+            .pubs_done_ns
+            .store(shared.clock.ns(), Ordering::Relaxed);
+    }
+
+    // 4. Subscribers drain.
+    let mut tracker = Tracker::new();
+    let mut lost = 0u64;
+    let mut recv_end = start_ns;
+    for (i, t) in sub_tasks.into_iter().enumerate() {
+        match t.await {
+            Ok(Some(o)) => {
+                if spec.publishers > 0 {
+                    lost += o.tracker.lost(&sent);
+                }
+                tracker.merge_counts(&o.tracker);
+                recv_end = recv_end.max(o.last_ns);
+                if let Some(e) = o.error {
+                    push_err(&mut errors, format!("subscriber {i}: {e}"));
+                }
+            }
+            Ok(None) => {
+                if spec.publishers > 0 {
+                    lost += total_sent;
+                }
+            }
+            Err(e) => push_err(&mut errors, format!("subscriber {i}: {e}")),
+        }
+    }
+    if let Some(s) = stopper {
+        s.abort();
+    }
+    progress.finish().await;
+    let broker = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    for mut w in writers {
+        let mut b = BytesMut::new();
+        let _ = Packet::Disconnect(Default::default()).encode(common.protocol, &mut b);
+        let _ = w.write_all(&b).await;
+        let _ = w.shutdown().await;
+    }
+    let secs = |end: u64| end.saturating_sub(start_ns) as f64 / 1e9;
+    Ok(RunResult {
+        scenario: spec.name.clone(),
+        common: common.clone(),
+        spec: spec.clone(),
+        expected: (spec.publishers > 0).then_some(total_sent * u64::from(spec.subscribers)),
+        sent,
+        acked,
+        tracker,
+        lost,
+        pub_secs: secs(pub_end),
+        recv_secs: secs(recv_end),
+        connect_failures,
+        errors,
+        broker,
+    })
+}
+
+fn push_err(errors: &mut Vec<String>, e: String) {
+    if errors.len() < 10 {
+        errors.push(e);
+    }
+}
+
+async fn publisher(
+    i: u32,
+    count: Option<u64>,
+    common: Common,
+    spec: Scenario,
+    sh: Arc<Shared>,
+    mut start: watch::Receiver<bool>,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> PubOutcome {
+    let mut out = PubOutcome {
+        sent: 0,
+        acked: 0,
+        end_ns: 0,
+        error: None,
+        writer: None,
+    };
+    let id = format!("{}-pub-{i}", common.client_prefix);
+    let conn =
+        match wire::connect(common.addr, common.protocol, &id, 0, common.connect_timeout).await {
+            Ok(c) => {
+                let _ = ready.send(Ok(())).await;
+                c
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("publisher {i}: {e}"))).await;
+                return out;
+            }
+        };
+    drop(ready);
+    let window = u64::from(
+        conn.receive_maximum
+            .map_or(spec.inflight, |m| spec.inflight.min(u32::from(m)))
+            .min(65_535),
+    );
+    let protocol = conn.protocol;
+    let (mut rd, mut wr) = conn.stream.into_split();
+    let mut rbuf = conn.rbuf;
+    let topic = spec.topic.replace("%i", &i.to_string()).into_bytes();
+    let qos = common.qos;
+
+    // Acknowledgements: the reader counts completions and hands PUBRECs to the writer.
+    let acked = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(Notify::new());
+    let reader_dead = Arc::new(AtomicBool::new(false));
+    let (rel_tx, mut rel_rx) = mpsc::unbounded_channel::<u16>();
+    let reader = {
+        let (acked, notify, dead) = (acked.clone(), notify.clone(), reader_dead.clone());
+        tokio::spawn(async move {
+            let r: Result<(), BenchError> = async {
+                loop {
+                    while let Some(f) = wire::next_frame(&mut rbuf, protocol)? {
+                        match f {
+                            Frame::Other(Packet::PubAck(_) | Packet::PubComp(_)) => {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Frame::Other(Packet::PubRec(a)) => {
+                                let _ = rel_tx.send(a.packet_id);
+                            }
+                            Frame::Other(Packet::Disconnect(d)) => {
+                                return Err(BenchError::Protocol(format!(
+                                    "DISCONNECT {:#04x}",
+                                    d.reason.0
+                                )));
+                            }
+                            _ => {}
+                        }
+                    }
+                    notify.notify_one();
+                    rbuf.reserve(4096);
+                    if rd.read_buf(&mut rbuf).await? == 0 {
+                        return Err(BenchError::Closed);
+                    }
+                }
+            }
+            .await;
+            dead.store(true, Ordering::Relaxed);
+            notify.notify_one();
+            r
+        })
+    };
+
+    while !*start.borrow() {
+        if start.changed().await.is_err() {
+            break;
+        }
+    }
+    let t0 = Instant::now();
+    let per_pub_rate = spec.rate.map(|r| r / f64::from(spec.publishers.max(1)));
+    let deadline = common.duration.map(|d| t0 + d);
+    let limit = count.unwrap_or(u64::MAX);
+    let size = common.payload;
+    let mut buf = BytesMut::with_capacity(spec.batch * (size + topic.len() + 16));
+    let mut seq = 0u64;
+    let mut error: Option<String> = None;
+    'send: while seq < limit && !sh.stop.load(Ordering::Relaxed) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut allowed = (limit - seq).min(spec.batch as u64);
+        if let Some(r) = per_pub_rate {
+            let due = (t0.elapsed().as_secs_f64() * r) as u64 + 1;
+            if due <= seq {
+                let at = t0 + Duration::from_secs_f64(seq as f64 / r);
+                tokio::time::sleep_until(at.into()).await;
+                continue;
+            }
+            allowed = allowed.min(due - seq);
+        }
+        if qos != QoS::AtMostOnce {
+            while let Ok(id) = rel_rx.try_recv() {
+                wire::encode_ack(&mut buf, 0x62, id);
+            }
+            let inflight = seq - acked.load(Ordering::Relaxed);
+            if inflight >= window {
+                if !buf.is_empty() {
+                    if let Err(e) = wr.write_all(&buf).await {
+                        error = Some(e.to_string());
+                        break 'send;
+                    }
+                    buf.clear();
+                }
+                if reader_dead.load(Ordering::Relaxed) {
+                    error = Some("connection lost".into());
+                    break;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), notify.notified())
+                    .await
+                    .is_err()
+                {
+                    error = Some("no acknowledgement for 10 s".into());
+                    break;
+                }
+                continue;
+            }
+            allowed = allowed.min(window - inflight);
+        }
+        let now = sh.clock.ns();
+        for _ in 0..allowed {
+            let h = PayloadHeader {
+                publisher: i,
+                seq,
+                sent_ns: now,
+            };
+            wire::encode_publish(
+                &mut buf,
+                protocol,
+                &topic,
+                qos,
+                (seq % 65_535 + 1) as u16,
+                h,
+                size,
+            );
+            seq += 1;
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            // The last batch may or may not have reached the broker: count it as sent.
+            error = Some(e.to_string());
+            sh.counters.sent.fetch_add(allowed, Ordering::Relaxed);
+            break;
+        }
+        buf.clear();
+        sh.counters.sent.fetch_add(allowed, Ordering::Relaxed);
+    }
+    out.sent = seq;
+    // QoS 1/2: wait until everything is acknowledged (and PUBRELs are sent).
+    if qos != QoS::AtMostOnce && error.is_none() {
+        loop {
+            while let Ok(id) = rel_rx.try_recv() {
+                wire::encode_ack(&mut buf, 0x62, id);
+            }
+            if !buf.is_empty() {
+                if let Err(e) = wr.write_all(&buf).await {
+                    error = Some(e.to_string());
+                    break;
+                }
+                buf.clear();
+            }
+            if acked.load(Ordering::Relaxed) >= seq {
+                break;
+            }
+            if reader_dead.load(Ordering::Relaxed) {
+                error = Some("connection lost before all acknowledgements".into());
+                break;
+            }
+            if tokio::time::timeout(Duration::from_secs(10), notify.notified())
+                .await
+                .is_err()
+            {
+                error = Some("no acknowledgement for 10 s".into());
+                break;
+            }
+        }
+    }
+    out.end_ns = sh.clock.ns();
+    out.acked = acked.load(Ordering::Relaxed);
+    if qos == QoS::AtMostOnce || error.is_some() {
+        reader.abort();
+    } else {
+        // Keep reading nothing further; the connection closes with DISCONNECT at the end.
+        reader.abort();
+    }
+    out.error = error;
+    out.writer = Some(wr);
+    out
+}
+
+async fn subscriber(
+    i: u32,
+    common: Common,
+    spec: Scenario,
+    sh: Arc<Shared>,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> Option<SubOutcome> {
+    let id = format!("{}-sub-{i}", common.client_prefix);
+    let mut conn =
+        match wire::connect(common.addr, common.protocol, &id, 0, common.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(format!("subscriber {i}: {e}"))).await;
+                return None;
+            }
+        };
+    if let Err(e) = conn.subscribe(&spec.filters, common.qos).await {
+        let _ = ready.send(Err(format!("subscriber {i}: {e}"))).await;
+        return None;
+    }
+    let _ = ready.send(Ok(())).await;
+    drop(ready);
+    if !spec.sub_pause.is_zero() {
+        tokio::time::sleep(spec.sub_pause).await;
+    }
+    let mut tracker = Tracker::new();
+    let mut wbuf = BytesMut::with_capacity(4096);
+    let mut last_ns = 0u64;
+    let mut last_progress = Instant::now();
+    let protocol = conn.protocol;
+    let mut error = None;
+    let counted = &sh.counters.received;
+    loop {
+        // Done?
+        let expected = sh.expected.load(Ordering::Relaxed);
+        if tracker.unique >= expected || sh.stop.load(Ordering::Relaxed) && spec.publishers == 0 {
+            break;
+        }
+        let pubs_done = sh.pubs_done_ns.load(Ordering::Relaxed) != u64::MAX;
+        if pubs_done && last_progress.elapsed() >= spec.drain_timeout {
+            break;
+        }
+        conn.rbuf.reserve(64 * 1024);
+        let n = match tokio::time::timeout(
+            Duration::from_millis(100),
+            conn.stream.read_buf(&mut conn.rbuf),
+        )
+        .await
+        {
+            Err(_) => continue,
+            Ok(Ok(0)) => {
+                error = Some("connection closed by the broker".to_string());
+                break;
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                error = Some(e.to_string());
+                break;
+            }
+        };
+        let _ = n;
+        let now = sh.clock.ns();
+        let before = tracker.received;
+        loop {
+            match wire::next_frame(&mut conn.rbuf, protocol) {
+                Ok(Some(Frame::Publish(p))) => {
+                    tracker.record(p.header, now);
+                    match p.qos {
+                        1 => wire::encode_puback(&mut wbuf, protocol, p.packet_id),
+                        2 => wire::encode_ack(&mut wbuf, 0x50, p.packet_id),
+                        _ => {}
+                    }
+                }
+                Ok(Some(Frame::Other(Packet::PubRel(a)))) => {
+                    wire::encode_ack(&mut wbuf, 0x70, a.packet_id);
+                }
+                Ok(Some(Frame::Other(Packet::PingReq))) => {}
+                Ok(Some(Frame::Other(_))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if error.is_some() {
+            break;
+        }
+        let got = tracker.received - before;
+        if got > 0 {
+            last_ns = now;
+            last_progress = Instant::now();
+            counted.fetch_add(got, Ordering::Relaxed);
+        }
+        if !wbuf.is_empty() {
+            if let Err(e) = conn.stream.write_all(&wbuf).await {
+                error = Some(e.to_string());
+                break;
+            }
+            wbuf.clear();
+        }
+    }
+    let mut b = BytesMut::new();
+    if Packet::Disconnect(Default::default())
+        .encode(protocol, &mut b)
+        .is_ok()
+    {
+        let _ = conn.stream.write_all(&b).await;
+    }
+    Some(SubOutcome {
+        tracker,
+        last_ns,
+        error,
+    })
+}
