@@ -640,9 +640,7 @@ mod tests {
         assert_eq!(c.ratio(), Some(2.0));
         let md = compare_markdown(&rows);
         assert!(
-            md.contains(
-                "| fanin-q0 | throughput | 200.0 msg/s | 50.0 msg/s | 4.00× | ≥ 4× | 3+1 |"
-            ),
+            md.contains("| fanin-q0 | throughput | 200 msg/s | 50.0 msg/s | 4.00× | ≥ 4× | 3+1 |"),
             "{md}"
         );
         let svg = compare_svg(&rows, "t");
