@@ -85,7 +85,8 @@ pub(crate) struct ConnOpts {
     #[arg(short = 'D', long = "property", num_args = 3..=4, action = clap::ArgAction::Append,
           value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
     pub(crate) properties: Vec<String>,
-    /// URL: mqtt(s)://[user[:password]@]host[:port]/topic (also ws:// and wss://).
+    /// URL: mqtt(s)://[user[:password]@]host[:port]/topic, or ws(s)://[user[:password]@]host[:port]/path
+    /// for MQTT over WebSocket (the path is the WebSocket path; give the topic with -t).
     #[arg(short = 'L', long = "url", value_name = "URL")]
     pub(crate) url: Option<String>,
     /// Will topic.
@@ -124,7 +125,7 @@ pub(crate) struct ConnOpts {
     /// ALPN protocol to offer in TLS.
     #[arg(long = "tls-alpn", value_name = "PROTOCOL")]
     pub(crate) tls_alpn: Option<String>,
-    /// WebSocket path for ws:// and wss:// URLs.
+    /// WebSocket path for ws:// and wss:// URLs without a path.
     #[arg(long = "ws-path", value_name = "PATH", default_value = "/mqtt")]
     pub(crate) ws_path: String,
     /// Bind the outgoing socket to this local IP address.
@@ -412,9 +413,14 @@ impl ConnOpts {
             ));
         }
         let scheme = url.as_ref().map_or("mqtt", |u| u.scheme.as_str());
+        // for ws:// and wss:// the URL's path is the WebSocket path
+        let ws_path = match url.as_ref().map(|u| u.path.as_str()) {
+            Some(p) if !p.is_empty() => format!("/{p}"),
+            _ => self.ws_path.clone(),
+        };
         let transport = match scheme {
-            "ws" => Transport::Ws(self.ws_path.clone()),
-            "wss" => Transport::Wss(self.ws_path.clone(), tls),
+            "ws" => Transport::Ws(ws_path),
+            "wss" => Transport::Wss(ws_path, tls),
             _ if tls_requested || scheme == "mqtts" => Transport::Tls(tls),
             _ => Transport::Tcp,
         };

@@ -131,7 +131,12 @@ impl Broker {
 
     /// Established connections accepted by the broker (server side of /proc/net/tcp).
     fn established(&self) -> usize {
-        let port = format!(":{:04X} ", self.port);
+        Broker::established_on(self.port)
+    }
+
+    /// Established connections whose local port is `port`.
+    fn established_on(port: u16) -> usize {
+        let port = format!(":{port:04X} ");
         ["/proc/net/tcp", "/proc/net/tcp6"]
             .iter()
             .filter_map(|f| std::fs::read_to_string(f).ok())
@@ -1265,4 +1270,93 @@ fn persistent_session_with_c_keeps_messages_and_u_unsubscribes() {
     let out = midge(&["sub", "-p", &port, "-c", "-t", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).starts_with("Error: You must provide a client id"));
+}
+
+#[test]
+fn websocket_and_tls_transports_against_midge_serve() {
+    let dir = TempDir::new();
+    make_certs(dir.path());
+    let d = dir.path().display().to_string();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let conf = dir.path().join("midge.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[security]\nallow_anonymous = true\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\nprotocol = \"websockets\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\nprotocol = \"websockets\"\n\
+             certfile = \"{d}/server.crt\"\nkeyfile = \"{d}/server.key\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\n\
+             certfile = \"{d}/server.crt\"\nkeyfile = \"{d}/server.key\"\n",
+            ports[0], ports[1], ports[2], ports[3]
+        ),
+    )
+    .unwrap();
+    let mut serve = Proc::spawn(MIDGE, &["serve", "-c", conf.to_str().unwrap()]);
+    let start = Instant::now();
+    while !ports
+        .iter()
+        .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "midge serve did not start"
+        );
+        if let Some(c) = serve.0.as_mut() {
+            assert!(c.try_wait().unwrap().is_none(), "midge serve exited");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tcp = ports[0].to_string();
+    let ca = format!("{d}/ca.crt");
+    let ws_url = format!("ws://127.0.0.1:{}/mqtt", ports[1]);
+    let wss_url = format!("wss://127.0.0.1:{}/mqtt", ports[2]);
+    let tls = ports[3].to_string();
+    // a subscriber over wss, another over plain TCP with mosquitto_sub
+    let wss_sub = Proc::spawn(
+        MIDGE,
+        &[
+            "sub", "-L", &wss_url, "--cafile", &ca, "-t", "tr/#", "-v", "-C", "3", "-W", "15",
+            "-q", "2",
+        ],
+    );
+    let tcp_sub = Proc::spawn(
+        "mosquitto_sub",
+        &["-p", &tcp, "-t", "tr/#", "-v", "-C", "3", "-W", "15"],
+    );
+    let start = Instant::now();
+    while Broker::established_on(ports[2]) + Broker::established_on(ports[0]) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (args, what) in [
+        (vec!["-L", &ws_url, "-t", "tr/ws", "-q", "1"], "ws"),
+        (
+            vec!["-L", &wss_url, "--cafile", &ca, "-t", "tr/wss", "-q", "2"],
+            "wss",
+        ),
+        (
+            vec![
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &tls,
+                "--cafile",
+                &ca,
+                "-t",
+                "tr/tls",
+            ],
+            "tls",
+        ),
+    ] {
+        let mut a = vec!["pub", "-m", what];
+        a.extend_from_slice(&args);
+        let out = midge(&a);
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+    }
+    let expected = "tr/ws ws\ntr/wss wss\ntr/tls tls\n";
+    assert_eq!(text(&wss_sub.wait().stdout), expected);
+    assert_eq!(text(&tcp_sub.wait().stdout), expected);
 }
