@@ -12,3 +12,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --release --locked -p midge
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
+# a short fuzz run of the decoder (installs cargo-fuzz if missing; stable toolchain)
+crates/codec/fuzz/smoke.sh "${MIDGE_FUZZ_SECONDS:-30}"
