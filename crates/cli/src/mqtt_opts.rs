@@ -370,6 +370,11 @@ impl ConnOpts {
     /// Build client options. `tool` is `pub` or `sub` (for the default client id).
     pub(crate) fn prepare(&self, tool: &str) -> Result<Prepared, UsageError> {
         let protocol = self.protocol_version.unwrap_or(Protocol::V311);
+        if self.keepalive != 0 && self.keepalive < 5 {
+            return Err(UsageError::new(
+                "Invalid keepalive given, it must be between 5 and 65535 inclusive.",
+            ));
+        }
         let properties = parse_properties(&self.properties)?;
         if !self.properties.is_empty() && !protocol.is_v5() {
             return Err(UsageError::new(

@@ -64,6 +64,22 @@ impl Client {
         (Client { tx }, event_loop)
     }
 
+    /// Create a client and connect at once: returns after the server's CONNACK (which is
+    /// returned too), or with the error of the first attempt. Keep polling the returned
+    /// [`EventLoop`] afterwards.
+    pub async fn connect(
+        options: ClientOptions,
+    ) -> Result<(Client, EventLoop, midge_codec::ConnAck), ClientError> {
+        let (client, mut events) = Client::new(options);
+        loop {
+            match events.poll().await? {
+                Event::Connected(connack) => return Ok((client, events, connack)),
+                Event::ConnectionLost(e) => return Err(e),
+                _ => {}
+            }
+        }
+    }
+
     async fn send(&self, request: Request) -> Result<(), ClientError> {
         self.tx.send(request).await.map_err(|_| ClientError::Closed)
     }

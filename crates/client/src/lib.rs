@@ -6,7 +6,7 @@
 //! TCP, TLS (rustls), WebSocket and secure WebSocket transports.
 //!
 //! [`Client::new`] gives a cheap cloneable [`Client`] handle and the [`EventLoop`] that owns
-//! the connection. Poll the event loop (in its own task or in a `select!`) to drive
+//! the connection ([`Client::connect`] does the same and waits for the CONNACK). Poll the event loop (in its own task or in a `select!`) to drive
 //! everything; the handle queues requests to it. All queued packets are encoded into one
 //! buffer and written with one call; TCP_NODELAY is set.
 //!

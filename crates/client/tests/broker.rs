@@ -273,8 +273,11 @@ async fn v5_properties_travel_both_ways() {
     .unwrap();
     subscribed(&mut rx).await;
 
-    let (publisher, mut events) = Client::new(options(b.port, "v5pub", Protocol::V5));
-    connected(&mut events).await;
+    let (publisher, mut events, connack) = Client::connect(options(b.port, "v5pub", Protocol::V5))
+        .await
+        .unwrap();
+    assert!(!connack.session_present);
+    assert!(!connack.reason.is_error());
     let mut p = Publish::new(TopicName::new("v5/x").unwrap(), "with props");
     p.qos = QoS::AtLeastOnce;
     p.properties.content_type = Some("text/plain".into());
