@@ -3,7 +3,9 @@
 # is present. Debian packages, Python packages, cargo tools.
 set -euo pipefail
 
-APT_PACKAGES=(mosquitto mosquitto-clients openssl)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium)
+# npm for mqtt.js in the browser test (crates/cli/tests/browser); skip when npm is there
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 PIP_PACKAGES=(paho-mqtt)
 
 missing_apt=()
@@ -23,3 +25,11 @@ for p in "${PIP_PACKAGES[@]}"; do
     python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('${p//-/_}'.replace('paho_mqtt','paho')) else 1)" 2>/dev/null \
         || { echo "test-deps: installing Python package $p"; python3 -m pip install -q "$p"; }
 done
+
+# mqtt.js for the headless-Chromium test (crates/cli/tests/security_browser.rs), pinned by
+# the committed package-lock.json; node_modules is not committed.
+BROWSER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/crates/cli/tests/browser"
+if [ -f "$BROWSER_DIR/package-lock.json" ] && [ ! -f "$BROWSER_DIR/node_modules/mqtt/dist/mqtt.min.js" ]; then
+    echo "test-deps: npm ci in crates/cli/tests/browser"
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --silent)
+fi
