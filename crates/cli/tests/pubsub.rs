@@ -175,7 +175,7 @@ impl Broker {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(500));
             return;
         }
         loop {

@@ -97,6 +97,24 @@ impl Broker {
         }
     }
 
+    /// Send a signal to our broker process only.
+    fn signal(&self, sig: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// SIGKILL: the broker dies without saving anything.
+    fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn restart(&mut self) {
         for _ in 0..50 {
             if self.spawn() {
@@ -753,4 +771,90 @@ async fn websocket_transport_speaks_binary_frames_with_mqtt_subprotocol() {
     .await;
     let m = next_message(&mut rx).await;
     assert_eq!(&m.payload[..], b"over websocket");
+}
+
+#[tokio::test]
+async fn in_flight_publish_is_redelivered_with_dup_after_the_broker_crashes() {
+    let mut b = Broker::start("persistence true\npersistence_location $DIR/\n");
+    let port = b.port;
+
+    // a persistent subscriber, saved to disk by a clean broker restart
+    let mut so = options(port, "crash-sub", Protocol::V311);
+    so.connect.clean_start = false;
+    let (sub, mut sub_events, _) = Client::connect(so.clone()).await.unwrap();
+    sub.subscribe("crash/#", QoS::AtLeastOnce).await.unwrap();
+    wait_for(&mut sub_events, "SUBACK", |e| {
+        matches!(e, Event::SubAck(_)).then_some(())
+    })
+    .await;
+    sub.disconnect().await.unwrap();
+    wait_for(&mut sub_events, "Closed", |e| {
+        matches!(e, Event::Closed).then_some(())
+    })
+    .await;
+    b.stop();
+    b.restart();
+
+    // the publisher's PUBLISH reaches a frozen broker, which then dies without acking
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let seen = sent.clone();
+    let mut po = options(port, "crash-pub", Protocol::V311);
+    po.connect.clean_start = false;
+    po.reconnect = Some(Reconnect {
+        min: Duration::from_millis(100),
+        max: Duration::from_millis(300),
+    });
+    po.packet_hook = Some(PacketHook::new(move |dir, packet| {
+        if let (Direction::Sent, Packet::Publish(p)) = (dir, packet) {
+            seen.lock().unwrap().push((p.dup, p.packet_id));
+        }
+    }));
+    let (publisher, events, _) = Client::connect(po).await.unwrap();
+    let mut rx = drive(events);
+    b.signal("STOP");
+    publisher
+        .publish("crash/t", QoS::AtLeastOnce, false, "in flight")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while sent.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "PUBLISH never written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.crash(); // SIGKILL works on a stopped process: the PUBLISH is never handled
+    b.restart();
+
+    // reconnect, redeliver with DUP, get the PUBACK
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("no PUBACK after the restart")
+            .expect("event loop ended");
+        match e {
+            Ok(Event::Published { reason, .. }) => {
+                assert!(!reason.is_error());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("publisher error: {e}"),
+        }
+    }
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], (false, 1));
+    assert_eq!(
+        sent[1],
+        (true, 1),
+        "the redelivery carries DUP and the same packet id"
+    );
+
+    // and the subscriber's restored session got the message
+    let (_sub, sub_events) = Client::new(so);
+    let mut rx = drive(sub_events);
+    let m = next_message(&mut rx).await;
+    assert_eq!(&m.payload[..], b"in flight");
 }
