@@ -281,3 +281,31 @@ fn sighup_reloads_acl_and_passwords_and_keeps_the_old_files_when_new_ones_are_br
     b.sighup();
     assert_eq!(connack_code(b.ports[0], false, Some("carol"), Some("c")), 0);
 }
+
+#[test]
+fn a_v5_publish_the_acl_refuses_gets_puback_0x87() {
+    let (b, _d) = acl_broker(ACL);
+    let out = python(&format!(
+        r#"
+import paho.mqtt.client as mqtt, threading
+from paho.mqtt.properties import Properties
+codes = {{}}
+done = threading.Event()
+def on_publish(c, u, mid, rc, props):
+    codes[mid] = rc.value
+    if len(codes) == 2: done.set()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="v5", protocol=mqtt.MQTTv5)
+c.username_pw_set("bob", "b")
+c.on_publish = on_publish
+c.connect("127.0.0.1", {port}, 30)
+c.loop_start()
+ok = c.publish("alice/inbox", "allowed", qos=1).mid
+no = c.publish("alice/notes", "refused", qos=1).mid
+done.wait(10)
+print(codes.get(ok), codes.get(no))
+"#,
+        port = b.port(0)
+    ));
+    // allowed: 0x10 "no matching subscribers" (nobody listens); refused: 0x87
+    assert_eq!(text(&out.stdout).trim(), "16 135", "{}", text(&out.stderr));
+}

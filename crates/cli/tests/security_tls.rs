@@ -264,3 +264,118 @@ fn missing_unreadable_or_mismatched_key_and_certificate_files_stop_the_start() {
         assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
     }
 }
+
+#[test]
+fn sighup_reloads_certificates_for_new_handshakes_and_keeps_existing_connections() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    std::fs::copy(pki.path("server.crt"), &crt).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let b = Broker::start(&format!(
+        "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
+         [[listener]]\nport = {{port1}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n",
+        crt.display(),
+        key.display()
+    ));
+    let (plain, tls) = (b.port(0), b.port(1));
+    let (ca, other) = (pki.path("ca.crt"), pki.path("other-ca.crt"));
+    let sub = Sub::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &tls,
+        "--cafile",
+        &ca,
+        "-t",
+        "r/#",
+        "-v",
+    ]);
+    let tls_pub = |cafile: &str, msg: &str| {
+        mosquitto(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &tls,
+                "--cafile",
+                cafile,
+                "-t",
+                "r/x",
+                "-m",
+                msg,
+            ],
+        )
+        .status
+        .success()
+    };
+    assert!(tls_pub(&ca, "before"));
+    sub.wait_for("r/x before");
+
+    // renewal: a certificate from another CA; new handshakes use it, the old one goes on
+    std::fs::copy(pki.path("server2.crt"), &crt).unwrap();
+    std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    b.sighup();
+    assert!(!tls_pub(&ca, "old CA"));
+    assert!(tls_pub(&other, "after"));
+    sub.wait_for("r/x after");
+
+    // a broken certificate is reported; the last good one stays in force
+    std::fs::write(&crt, "not a certificate").unwrap();
+    b.sighup();
+    let log = b.log_text();
+    assert!(
+        log.contains("no PEM certificate") && log.contains("live.crt"),
+        "{log}"
+    );
+    assert!(tls_pub(&other, "still"));
+    sub.wait_for("r/x still");
+    let out = mosquitto("mosquitto_pub", &["-p", &plain, "-t", "r/y", "-m", "plain"]);
+    assert!(out.status.success());
+    sub.wait_for("r/y plain");
+}
+
+#[test]
+fn a_certificate_without_cn_gives_its_first_san_as_username() {
+    let pki = Pki::new();
+    std::fs::write(
+        pki.dir.path().join("san.ext"),
+        "subjectAltName=DNS:gateway-9.example,DNS:other.example\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    pki.sign("gateway", "/O=midge tests", "ca", "san.ext", None);
+    let acl = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(acl.path(), "user gateway-9.example\ntopic readwrite gw/#\n").unwrap();
+    let b = mtls(
+        &pki,
+        &format!(
+            "use_identity_as_username = true\nacl_file = \"{}\"",
+            acl.path().display()
+        ),
+    );
+    let p = b.port(0);
+    let ca = pki.path("ca.crt");
+    let (gc, gk) = (pki.path("gateway.crt"), pki.path("gateway.key"));
+    let sub = Sub::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &p,
+        "--cafile",
+        &ca,
+        "--cert",
+        &gc,
+        "--key",
+        &gk,
+        "-t",
+        "gw/#",
+        "-v",
+    ]);
+    assert!(
+        pub_with_cert(&pki, &p, Some("gateway"), "gw/up")
+            .status
+            .success()
+    );
+    sub.wait_for("gw/up m");
+}

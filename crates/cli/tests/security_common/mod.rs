@@ -94,6 +94,7 @@ impl Pki {
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         let pki = Pki { dir };
         pki.sign("server", "/CN=localhost", "ca", "server.ext", None);
+        pki.sign("server2", "/CN=localhost", "other-ca", "server.ext", None);
         pki.sign("alice", "/CN=alice", "ca", "client.ext", None);
         pki.sign("bob", "/CN=bob", "ca", "client.ext", None);
         pki.sign("mallory", "/CN=mallory", "other-ca", "client.ext", None);
@@ -109,7 +110,7 @@ impl Pki {
 
     /// Key and certificate `name`, signed by `ca`; `past` signs it at that date (faketime)
     /// with one day of validity, so it is long expired.
-    fn sign(&self, name: &str, subj: &str, ca: &str, ext: &str, past: Option<&str>) {
+    pub fn sign(&self, name: &str, subj: &str, ca: &str, ext: &str, past: Option<&str>) {
         let d = self.dir.path();
         openssl(
             d,
