@@ -98,6 +98,24 @@ max_topic_levels = 128
 max_subscriptions_per_client = 0
 # Retained messages held (0 = no limit).
 max_retained_messages = 0
+
+# Durable state: persistent sessions (subscriptions, queued and in-flight messages, inbound
+# QoS 2 ids, pending wills) and retained messages. A PUBACK/PUBREC for a message that a
+# persistent session must receive is sent only once that message is on disk.
+# `persistence = false` (or `midge serve --no-persistence`) runs memory-only.
+[persistence]
+enabled = true
+# Data folder (created if missing).
+dir = "./data"
+# "batch": group commit, many publishes share one fsync, acks wait for it (default).
+# "always": one fsync per router batch, no coalescing (slower, same guarantee).
+# "periodic": acks once written to the OS, fsync every sync_interval_ms: a broker crash
+#             loses nothing, a power cut or kernel crash loses up to that interval.
+sync = "batch"
+sync_interval_ms = 1000
+# Largest store file in bytes (0 = the disk's size). When full, new QoS 1/2 publishes are
+# refused (MQTT 5: reason 0x97; 3.1.1: the connection is closed) instead of lost.
+max_bytes = 0
 "#;
 
 /// A validated configuration.
@@ -112,7 +130,10 @@ pub(crate) struct MidgeConfig {
 impl Default for MidgeConfig {
     fn default() -> Self {
         MidgeConfig {
-            server: ServerConfig::default(),
+            server: ServerConfig {
+                persistence: Some(midge_store::StoreOptions::default()),
+                ..ServerConfig::default()
+            },
             log_level: "info".into(),
             explicit_listeners: false,
         }
@@ -323,7 +344,11 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         errors: Vec::new(),
     };
     let mut cfg = MidgeConfig::default();
-    c.unknown(&root, "", &["server", "security", "listener", "limits"]);
+    c.unknown(
+        &root,
+        "",
+        &["server", "security", "listener", "limits", "persistence"],
+    );
 
     // [security]: defaults for every listener from a file (anonymous off, as mosquitto 2)
     let mut security = AuthConfig::default();
@@ -553,6 +578,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         );
     }
 
+    persistence(&mut c, &root, &mut cfg);
+
     if c.errors.is_empty() {
         Ok(cfg)
     } else {
@@ -564,9 +591,113 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     }
 }
 
+/// `persistence = false`, or the `[persistence]` table.
+fn persistence(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
+    use midge_store::SyncMode;
+    let Some(v) = root.get("persistence") else {
+        return;
+    };
+    if let Some(on) = v.as_bool() {
+        if !on {
+            cfg.server.persistence = None;
+        }
+        return;
+    }
+    let Some(t) = v.as_table() else {
+        c.err(
+            "",
+            "persistence",
+            format!(
+                "must be true, false or a table [persistence] (found {})",
+                v.type_str()
+            ),
+        );
+        return;
+    };
+    let mut o = midge_store::StoreOptions::default();
+    let s = "persistence";
+    if let Some(d) = c.string(t, s, "dir") {
+        if d.is_empty() {
+            c.err(s, "dir", "must not be empty");
+        }
+        o.dir = d.into();
+    }
+    let interval = c
+        .int(t, s, "sync_interval_ms", 1, 3_600_000)
+        .unwrap_or(1000) as u64;
+    if let Some(m) = c.string(t, s, "sync") {
+        o.sync = match m.as_str() {
+            "always" => SyncMode::Always,
+            "batch" => SyncMode::Batch,
+            "periodic" => SyncMode::Periodic(Duration::from_millis(interval)),
+            _ => {
+                c.err(
+                    s,
+                    "sync",
+                    format!("must be \"always\", \"batch\" or \"periodic\" (found {m:?})"),
+                );
+                SyncMode::Batch
+            }
+        };
+    }
+    if let Some(v) = c.int(t, s, "max_bytes", 0, i64::MAX) {
+        if v != 0 && v < 64 * 1024 {
+            c.err(
+                s,
+                "max_bytes",
+                format!("must be 0 or at least 65536 (found {v})"),
+            );
+        }
+        o.max_bytes = v as u64;
+    }
+    let enabled = c.boolean(t, s, "enabled").unwrap_or(true);
+    c.unknown(
+        t,
+        s,
+        &["enabled", "dir", "sync", "sync_interval_ms", "max_bytes"],
+    );
+    cfg.server.persistence = enabled.then_some(o);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn persistence_table_and_switch_are_read_with_every_problem_reported() {
+        let d = parse(DEFAULT_CONFIG, "d").unwrap();
+        assert_eq!(
+            d.server.persistence,
+            Some(midge_store::StoreOptions::default())
+        );
+        let off = parse("persistence = false\n", "t").unwrap();
+        assert!(off.server.persistence.is_none());
+        let cfg = parse(
+            "[persistence]\ndir = \"/var/lib/midge\"\nsync = \"periodic\"\nsync_interval_ms = 250\nmax_bytes = 1048576\n",
+            "t",
+        )
+        .unwrap();
+        let p = cfg.server.persistence.unwrap();
+        assert_eq!(p.dir, std::path::PathBuf::from("/var/lib/midge"));
+        assert_eq!(
+            p.sync,
+            midge_store::SyncMode::Periodic(Duration::from_millis(250))
+        );
+        assert_eq!(p.max_bytes, 1_048_576);
+        let err = parse(
+            "[persistence]\nsync = \"sometimes\"\nmax_bytes = 10\nsync_intervalms = 5\n",
+            "m.toml",
+        )
+        .unwrap_err();
+        for needle in [
+            "3 problem(s)",
+            "[persistence] sync: must be \"always\", \"batch\" or \"periodic\"",
+            "[persistence] max_bytes: must be 0 or at least 65536",
+            "[persistence] sync_intervalms: unknown key (did you mean `sync_interval_ms`?)",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
 
     #[test]
     fn printed_defaults_parse_to_the_built_in_defaults() {

@@ -27,6 +27,9 @@ pub(crate) struct ServeArgs {
     /// Log every packet (debug level).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// Keep everything in memory only: no data folder, nothing survives a restart.
+    #[arg(long = "no-persistence")]
+    no_persistence: bool,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -62,6 +65,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .listeners
                 .push(midge_server::ListenerConfig::mqtt(addr)),
         }
+    }
+    if args.no_persistence {
+        cfg.server.persistence = None;
     }
     let level = if args.verbose {
         "debug"

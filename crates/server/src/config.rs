@@ -101,6 +101,8 @@ pub struct ServerConfig {
     /// Outbound bytes queued for one connection before it counts as slow: QoS 0 messages to
     /// it are dropped and QoS 1/2 wait in its session until it drains.
     pub outbound_high_water: usize,
+    /// Durable state (data folder, sync mode, size limit); `None` = memory only.
+    pub persistence: Option<midge_store::StoreOptions>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +117,7 @@ impl Default for ServerConfig {
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
             outbound_high_water: 1024 * 1024,
+            persistence: None,
         }
     }
 }

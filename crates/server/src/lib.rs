@@ -25,6 +25,7 @@ mod connection;
 mod outbox;
 mod router;
 mod security;
+mod store_task;
 mod ws;
 
 use std::io;
@@ -53,6 +54,9 @@ pub(crate) struct Counters {
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The durable store could not be opened (see `midge_store::StoreError`).
+    #[error("{0}")]
+    Store(#[from] midge_store::StoreError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -113,7 +117,16 @@ impl Server {
         let counters = Arc::new(Counters::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (router_tx, router_rx) = mpsc::channel(router::CHANNEL_CAPACITY);
-        let router = tokio::spawn(router::run(config.clone(), router_rx, counters.clone()));
+        let store = match &config.persistence {
+            Some(opts) => Some(store_task::open(opts)?),
+            None => None,
+        };
+        let router = tokio::spawn(router::run(
+            config.clone(),
+            router_rx,
+            counters.clone(),
+            store,
+        ));
         // before any CONNECT: the channel keeps the order
         let _ = router_tx
             .send(router::RouterMsg::SetAuthorizer(security::authorizer(

@@ -2,16 +2,17 @@
 //! batches, feeds core, and carries out core's actions: packets go to each connection's
 //! outbound channel without ever waiting on a client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
-use midge_core::{Action, Broker, CloseCause, ConnId, Message};
+use midge_core::{Action, Broker, CloseCause, ConnId, Message, StoreOp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::store_task::{Batch, Done, OpenedStore, StoreHandle};
 use crate::{Counters, ServerConfig};
 
 /// Capacity of the router's inbound channel; a full channel slows publishers through TCP.
@@ -83,10 +84,122 @@ struct Router {
     conns: HashMap<ConnId, ConnHandle>,
     actions: Vec<Action>,
     high_water: usize,
+    /// Durable state: `None` for a memory-only broker (then nothing below is used).
+    store: Option<StoreHandle>,
+    /// Actions waiting for the batch they depend on to be durable, in order, with its number.
+    held: VecDeque<(u64, Action)>,
+    /// Ops of the batch being filled (number `open_batch`).
+    pending_ops: Vec<StoreOp>,
+    open_batch: u64,
 }
 
 impl Router {
+    /// Carry out core's actions, or hold them until the store ops they depend on are durable.
+    ///
+    /// A call to core that produced ops has all its actions held for the open batch (its
+    /// acknowledgement and the deliveries of the message it stored). A call without ops is
+    /// held behind whatever is already held, so everything stays in order per connection
+    /// [MQTT-4.6.0-2]; with nothing held it goes out at once.
     fn dispatch(&mut self, now: Instant) {
+        if self.store.is_some() {
+            let tag = if self.broker.has_store_ops() {
+                self.broker.take_store_ops(&mut self.pending_ops);
+                Some(self.open_batch)
+            } else {
+                self.held.back().map(|(b, _)| *b)
+            };
+            if let Some(tag) = tag {
+                self.held.extend(self.actions.drain(..).map(|a| (tag, a)));
+                return;
+            }
+        }
+        self.perform(now);
+    }
+
+    /// Hand the open batch's ops to the store thread (once per drained batch of messages).
+    fn flush(&mut self) {
+        if self.pending_ops.is_empty() {
+            return;
+        }
+        if let Some(store) = &self.store {
+            let ops = std::mem::take(&mut self.pending_ops);
+            store.submit(Batch {
+                id: self.open_batch,
+                ops,
+            });
+            self.open_batch += 1;
+        }
+    }
+
+    /// The store reported: release what was held for durable batches; for failed ones, turn
+    /// the acknowledgements into refusals (MQTT 5: reason 0x97 Quota exceeded; 3.x has no
+    /// way to refuse, so the connection is closed and the client resends later).
+    fn stored(&mut self, now: Instant, done: Done) {
+        let (upto, failed) = match done {
+            Done::Durable(id) => (id, None),
+            Done::Failed(from, to) => (to, Some(from)),
+        };
+        while let Some((tag, _)) = self.held.front() {
+            if *tag > upto {
+                break;
+            }
+            let Some((tag, action)) = self.held.pop_front() else {
+                break;
+            };
+            let action = match (failed, action) {
+                (Some(from), Action::Send(conn, packet)) if tag >= from => {
+                    refused(&self.broker, conn, packet)
+                }
+                (_, a) => a,
+            };
+            if let Action::Close(conn) = action {
+                if self.conns.contains_key(&conn) && failed.is_some() {
+                    self.actions.push(Action::Close(conn));
+                    self.broker
+                        .closed(now, conn, CloseCause::ProtocolError, &mut self.actions);
+                    continue;
+                }
+            }
+            self.actions.push(action);
+        }
+        self.perform(now);
+    }
+
+    /// While the store is full, a QoS 1/2 PUBLISH is refused instead of acknowledged and
+    /// lost. Returns true if it was.
+    fn refuse_if_full(&mut self, now: Instant, id: ConnId, p: &Packet) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let Packet::Publish(publish) = p else {
+            return false;
+        };
+        if publish.qos == QoS::AtMostOnce || !store.full.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ack = midge_codec::PubAck {
+            packet_id: publish.packet_id,
+            reason: midge_codec::ReasonCode::QUOTA_EXCEEDED,
+            properties: Default::default(),
+        };
+        let packet = if publish.qos == QoS::AtLeastOnce {
+            Packet::PubAck(ack)
+        } else {
+            Packet::PubRec(ack)
+        };
+        match refused(&self.broker, id, packet) {
+            Action::Close(conn) => {
+                self.actions.push(Action::Close(conn));
+                self.broker
+                    .closed(now, conn, CloseCause::ProtocolError, &mut self.actions);
+            }
+            a => self.actions.push(a),
+        }
+        self.dispatch(now);
+        true
+    }
+
+    fn perform(&mut self, now: Instant) {
         let mut congested = Vec::new();
         for action in self.actions.drain(..) {
             match action {
@@ -152,6 +265,9 @@ impl Router {
             }
             RouterMsg::Packets(id, packets) => {
                 for p in packets {
+                    if self.refuse_if_full(now, id, &p) {
+                        continue;
+                    }
                     self.broker.handle(now, id, p, &mut self.actions);
                     self.dispatch(now);
                 }
@@ -180,12 +296,26 @@ pub(crate) async fn run(
     config: ServerConfig,
     mut rx: mpsc::Receiver<RouterMsg>,
     counters: Arc<Counters>,
+    store: Option<OpenedStore>,
 ) {
+    let mut broker = Broker::new(config.broker.clone());
+    let mut done_rx = None;
+    let mut handle = None;
+    if let Some(s) = store {
+        broker.enable_persistence();
+        broker.restore(Instant::now(), s.restored);
+        done_rx = Some(s.done);
+        handle = Some(s.handle);
+    }
     let mut router = Router {
-        broker: Broker::new(config.broker.clone()),
+        broker,
         conns: HashMap::new(),
         actions: Vec::new(),
         high_water: config.outbound_high_water,
+        store: handle,
+        held: VecDeque::new(),
+        pending_ops: Vec::new(),
+        open_batch: 1,
     };
     let started = Instant::now();
     let mut sys = SysPublisher {
@@ -203,20 +333,68 @@ pub(crate) async fn run(
                     break;
                 }
                 let now = Instant::now();
+                let mut replies = Vec::new();
                 for msg in batch.drain(..) {
                     if let Some(reply) = router.handle(now, msg) {
-                        let _ = reply.send(());
-                        // keep draining so connection tasks can report and finish
+                        replies.push(reply);
                     }
                 }
+                router.flush();
+                if !replies.is_empty() {
+                    // shutdown: wait until what was acknowledged is durable
+                    if let Some(done) = done_rx.as_mut() {
+                        while !router.held.is_empty() {
+                            match done.recv().await {
+                                Some(d) => router.stored(Instant::now(), d),
+                                None => break,
+                            }
+                        }
+                    }
+                    for reply in replies {
+                        let _ = reply.send(());
+                    }
+                    // keep draining so connection tasks can report and finish
+                }
+            }
+            Some(done) = async {
+                match done_rx.as_mut() {
+                    Some(d) => d.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                router.stored(Instant::now(), done);
             }
             _ = tick.tick() => {
                 let now = Instant::now();
                 router.broker.tick(now, &mut router.actions);
-                sys.publish_if_due(now, &mut router.broker, &counters, &mut router.actions);
+                let store_bytes = router.store.as_ref().map(|s| s.bytes.load(Ordering::Relaxed));
+                sys.publish_if_due(now, &mut router.broker, &counters, store_bytes, &mut router.actions);
                 router.dispatch(now);
+                router.flush();
             }
         }
+    }
+    if let Some(mut store) = router.store.take() {
+        store.close();
+    }
+}
+
+/// The refusal that replaces an acknowledgement whose message could not be stored: for
+/// MQTT 5 the same PUBACK/PUBREC with reason 0x97 (Quota exceeded); 3.x cannot refuse, so
+/// the connection is closed (the client resends on reconnect). Other packets go unchanged.
+fn refused(broker: &Broker, conn: ConnId, packet: Packet) -> Action {
+    let v5 = broker.client_of(conn).is_some_and(|(_, p)| p.is_v5());
+    let quota = |mut a: midge_codec::PubAck| {
+        if !a.reason.is_error() {
+            a.reason = midge_codec::ReasonCode::QUOTA_EXCEEDED;
+        }
+        a
+    };
+    match packet {
+        Packet::PubAck(a) if v5 => Action::Send(conn, Packet::PubAck(quota(a))),
+        Packet::PubRec(a) if v5 => Action::Send(conn, Packet::PubRec(quota(a))),
+        Packet::PubAck(_) | Packet::PubRec(_) => Action::Close(conn),
+        other => Action::Send(conn, other),
     }
 }
 
@@ -233,6 +411,7 @@ impl SysPublisher {
         now: Instant,
         broker: &mut Broker,
         counters: &Counters,
+        store_bytes: Option<u64>,
         out: &mut Vec<Action>,
     ) {
         if self.interval.is_zero() || now < self.next {
@@ -281,6 +460,13 @@ impl SysPublisher {
                 continue;
             };
             broker.publish(now, Message::new(topic, value, QoS::AtMostOnce, true), out);
+        }
+        if let (Some(bytes), Ok(topic)) = (store_bytes, TopicName::new("$SYS/broker/store/bytes")) {
+            broker.publish(
+                now,
+                Message::new(topic, bytes.to_string(), QoS::AtMostOnce, true),
+                out,
+            );
         }
         let Ok(topic) = TopicName::new("$SYS/broker/store/messages/count") else {
             return;

@@ -68,6 +68,8 @@ impl Broker {
             let port = free_port();
             let mut cmd = Command::new(MIDGE);
             cmd.arg("serve").arg("--port").arg(port.to_string());
+            // each broker keeps its default data folder (./data) in its own temp dir
+            cmd.current_dir(dir.path());
             if let Some(t) = toml {
                 let conf = dir.path().join("midge.toml");
                 std::fs::write(&conf, t).unwrap();

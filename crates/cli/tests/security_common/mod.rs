@@ -211,6 +211,7 @@ impl Broker {
             .arg("serve")
             .arg("-c")
             .arg(&conf)
+            .current_dir(dir.path()) // its data folder (./data) stays in its temp dir
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

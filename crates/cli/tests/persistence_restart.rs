@@ -1,0 +1,362 @@
+//! Every durable item survives a SIGKILL of the broker, for MQTT 3.1.1 and 5.0: queued
+//! messages of offline sessions, subscriptions with their options and identifiers, outbound
+//! in-flight QoS 1/2 (PUBLISH with DUP, PUBREL past PUBREC), inbound QoS 2 ids awaiting
+//! PUBREL (no second delivery), retained messages, session expiry and delayed wills across
+//! the time the broker was down; damaged store files at start.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod persistence_common;
+
+use std::time::Duration;
+
+use midge_codec::{Connect, LastWill, Packet, Protocol, PubAck, QoS, ReasonCode, TopicName};
+use persistence_common::{Broker, Client};
+
+const BOTH: [Protocol; 2] = [Protocol::V311, Protocol::V5];
+const T: Duration = Duration::from_secs(5);
+
+fn next_publish(c: &mut Client) -> midge_codec::Publish {
+    loop {
+        match c.recv(T) {
+            Some(Packet::Publish(p)) => return p,
+            Some(_) => continue,
+            None => panic!("no PUBLISH"),
+        }
+    }
+}
+
+#[test]
+fn queued_messages_and_subscriptions_survive_sigkill() {
+    for v in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = Broker::start(&data, "");
+        let (mut sub, _) = Client::connect(b.port, v, "sub", false);
+        let id = (v == Protocol::V5).then_some(42);
+        sub.subscribe("q/#", QoS::ExactlyOnce, id);
+        sub.disconnect();
+        let (mut publ, _) = Client::connect(b.port, v, "pub", true);
+        for i in 1..=5u16 {
+            publ.publish(
+                "q/1",
+                format!("one-{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                i,
+            );
+        }
+        for i in 6..=8u16 {
+            publ.publish(
+                "q/2",
+                format!("two-{i}").as_bytes(),
+                QoS::ExactlyOnce,
+                false,
+                i,
+            );
+        }
+        b.kill();
+        let b = Broker::start(&data, "");
+        let (mut sub, present) = Client::connect(b.port, v, "sub", false);
+        assert!(present, "{v:?}: session restored");
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            let p = next_publish(&mut sub);
+            assert!(!p.dup);
+            if v == Protocol::V5 {
+                assert_eq!(p.properties.subscription_identifiers, vec![42]);
+            }
+            got.push((String::from_utf8_lossy(&p.payload).into_owned(), p.qos));
+            sub.ack(&p);
+        }
+        // the three QoS 2 flows finish: a PUBREL for each PUBREC
+        let mut rels = 0;
+        while let Some(p) = sub.recv(Duration::from_millis(500)) {
+            if let Packet::PubRel(r) = p {
+                sub.send(&Packet::PubComp(PubAck::new(r.packet_id)));
+                rels += 1;
+            }
+        }
+        assert_eq!(rels, 3);
+        let want: Vec<(String, QoS)> = (1..=5)
+            .map(|i| (format!("one-{i}"), QoS::AtLeastOnce))
+            .chain((6..=8).map(|i| (format!("two-{i}"), QoS::ExactlyOnce)))
+            .collect();
+        assert_eq!(got, want, "{v:?}");
+        // the subscription itself came back: a new message is routed
+        let (mut publ, _) = Client::connect(b.port, v, "pub2", true);
+        publ.publish("q/3", b"live", QoS::AtLeastOnce, false, 1);
+        assert_eq!(&next_publish(&mut sub).payload[..], b"live");
+    }
+}
+
+#[test]
+fn inflight_messages_are_resent_with_dup_and_pubrel_after_sigkill() {
+    for v in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = Broker::start(&data, "");
+        let (mut sub, _) = Client::connect(b.port, v, "sub", false);
+        sub.subscribe("f/#", QoS::ExactlyOnce, None);
+        let (mut publ, _) = Client::connect(b.port, v, "pub", true);
+        publ.publish("f/1", b"unacked", QoS::AtLeastOnce, false, 1);
+        publ.publish("f/2", b"received", QoS::ExactlyOnce, false, 2);
+        let p1 = next_publish(&mut sub);
+        let p2 = next_publish(&mut sub);
+        assert_eq!(&p2.payload[..], b"received");
+        // PUBREC for the QoS 2 one; the PUBREL that answers it is sent once that is durable
+        sub.ack(&p2);
+        assert_eq!(sub.recv(T), Some(Packet::PubRel(PubAck::new(p2.packet_id))));
+        b.kill();
+        let b = Broker::start(&data, "");
+        let (mut sub, present) = Client::connect(b.port, v, "sub", false);
+        assert!(present);
+        let again = next_publish(&mut sub);
+        assert!(again.dup, "{v:?}: DUP on redelivery");
+        assert_eq!(
+            (again.packet_id, &again.payload[..]),
+            (p1.packet_id, &b"unacked"[..])
+        );
+        assert_eq!(
+            sub.recv(T),
+            Some(Packet::PubRel(PubAck::new(p2.packet_id))),
+            "{v:?}"
+        );
+        sub.send(&Packet::PubAck(PubAck::new(p1.packet_id)));
+        sub.send(&Packet::PubComp(PubAck::new(p2.packet_id)));
+        // nothing else comes
+        assert_eq!(sub.recv(Duration::from_millis(500)), None);
+    }
+}
+
+#[test]
+fn inbound_qos2_awaiting_pubrel_is_not_delivered_twice_after_sigkill() {
+    for v in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = Broker::start(&data, "");
+        let (mut sub, _) = Client::connect(b.port, v, "sub", false);
+        sub.subscribe("x", QoS::AtLeastOnce, None);
+        let (mut publ, _) = Client::connect(b.port, v, "pub", false);
+        publ.publish_packet("x", b"once", QoS::ExactlyOnce, false, 7);
+        assert!(matches!(publ.recv(T), Some(Packet::PubRec(_))));
+        let p = next_publish(&mut sub);
+        sub.ack(&p);
+        std::thread::sleep(Duration::from_millis(200));
+        b.kill();
+        let b = Broker::start(&data, "");
+        let (mut sub, _) = Client::connect(b.port, v, "sub", false);
+        let (mut publ, present) = Client::connect(b.port, v, "pub", false);
+        assert!(present);
+        // the publisher did not see PUBCOMP, so it sends the PUBLISH again with DUP
+        let mut again = midge_codec::Publish::new(TopicName::new("x").unwrap(), &b"once"[..]);
+        again.qos = QoS::ExactlyOnce;
+        again.packet_id = 7;
+        again.dup = true;
+        publ.send(&Packet::Publish(again));
+        assert!(matches!(publ.recv(T), Some(Packet::PubRec(_))));
+        publ.send(&Packet::PubRel(PubAck::new(7)));
+        let comp = publ.recv(T);
+        assert!(
+            matches!(comp, Some(Packet::PubComp(ref c)) if c.reason == ReasonCode::SUCCESS),
+            "{comp:?}"
+        );
+        assert_eq!(
+            sub.recv(Duration::from_millis(700)),
+            None,
+            "{v:?}: delivered twice"
+        );
+    }
+}
+
+#[test]
+fn retained_messages_survive_and_cleared_ones_stay_cleared() {
+    for v in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = Broker::start(&data, "");
+        let (mut publ, _) = Client::connect(b.port, v, "pub", true);
+        publ.publish("r/kept", b"on", QoS::AtLeastOnce, true, 1);
+        publ.publish("r/gone", b"x", QoS::AtLeastOnce, true, 2);
+        publ.publish("r/gone", b"", QoS::AtLeastOnce, true, 3);
+        b.kill();
+        let b = Broker::start(&data, "");
+        let (mut sub, _) = Client::connect(b.port, v, "s", true);
+        sub.subscribe("r/#", QoS::AtLeastOnce, None);
+        let p = next_publish(&mut sub);
+        assert!(p.retain);
+        assert_eq!((p.topic.as_str(), &p.payload[..]), ("r/kept", &b"on"[..]));
+        assert_eq!(sub.recv(Duration::from_millis(500)), None);
+    }
+}
+
+#[test]
+fn session_expiry_counts_the_time_the_broker_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Broker::start(&data, "");
+    for (id, expiry) in [("short", 1u32), ("long", 3600)] {
+        let mut c = Connect::new(Protocol::V5, id);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(expiry);
+        let (cl, _) = Client::connect_with(b.port, c);
+        cl.disconnect();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = Broker::start(&data, "");
+    for (id, present) in [("short", false), ("long", true)] {
+        let mut c = Connect::new(Protocol::V5, id);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(60);
+        let (_, p) = Client::connect_with(b.port, c);
+        assert_eq!(p, present, "{id}");
+    }
+}
+
+#[test]
+fn a_pending_delayed_will_is_published_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Broker::start(&data, "");
+    let mut c = Connect::new(Protocol::V5, "dying");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    let mut will = LastWill {
+        topic: TopicName::new("wills/dying").unwrap(),
+        payload: "bye".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(2);
+    c.will = Some(will);
+    let (_dying, _) = Client::connect_with(b.port, c);
+    let (mut watch, _) = Client::connect(b.port, Protocol::V311, "watch", false);
+    watch.subscribe("wills/#", QoS::AtLeastOnce, None);
+    watch.disconnect();
+    std::thread::sleep(Duration::from_millis(200));
+    b.kill();
+    let b = Broker::start(&data, "");
+    let (mut watch, _) = Client::connect(b.port, Protocol::V311, "watch", false);
+    // not before its delay...
+    assert_eq!(watch.recv(Duration::from_millis(1000)), None);
+    // ...then once
+    let p = next_publish(&mut watch);
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("wills/dying", &b"bye"[..])
+    );
+}
+
+#[test]
+fn store_bytes_are_published_in_sys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Broker::start(&data, "");
+    let (mut c, _) = Client::connect(b.port, Protocol::V5, "sys", true);
+    c.subscribe("$SYS/broker/store/bytes", QoS::AtMostOnce, None);
+    let p = next_publish(&mut c);
+    let n: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap();
+    assert!(n >= 16, "{n}");
+}
+
+#[test]
+fn damaged_and_foreign_store_files_are_handled_at_start() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/golden");
+    // a torn tail: the broker starts, says what it dropped, keeps the rest
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(golden.join("v1-truncated.store"), data.join("midge.store")).unwrap();
+    let b = Broker::start(&data, "");
+    let log = b.log_text();
+    assert!(log.contains("damaged tail dropped"), "{log}");
+    assert!(log.contains("dropped_bytes"), "{log}");
+    let (mut c, present) = Client::connect(b.port, Protocol::V311, "dev-311", false);
+    assert!(present);
+    // its two in-flight QoS 2 (PUBLISH DUP, PUBREL) and the queued one come back
+    let mut kinds = Vec::new();
+    while let Some(p) = c.recv(Duration::from_millis(700)) {
+        kinds.push(match p {
+            Packet::Publish(p) if p.dup => "publish-dup",
+            Packet::Publish(_) => "publish",
+            Packet::PubRel(_) => "pubrel",
+            _ => "other",
+        });
+    }
+    assert_eq!(kinds, vec!["publish-dup", "pubrel", "publish"]);
+    b.stop();
+
+    // not a store at all: moved aside, the broker starts empty
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("midge.store"), b"garbage garbage garbage").unwrap();
+    let b = Broker::start(&data, "");
+    assert!(b.log_text().contains("moved aside"), "{}", b.log_text());
+    let aside = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("midge.store.unreadable-")
+        });
+    assert!(aside);
+    b.stop();
+
+    // a newer format: refused with a clear message, the file untouched
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut newer = b"MIDGELOG".to_vec();
+    newer.extend_from_slice(&9u32.to_le_bytes());
+    newer.extend_from_slice(&0u32.to_le_bytes());
+    std::fs::write(data.join("midge.store"), &newer).unwrap();
+    let conf = dir.path().join("m.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[listener]]\nport = 0\n[persistence]\ndir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(persistence_common::MIDGE)
+        .args(["serve", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format version 9"), "{err}");
+    assert_eq!(std::fs::read(data.join("midge.store")).unwrap(), newer);
+}
+
+#[test]
+fn no_persistence_flag_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = persistence_common::free_port();
+    let mut child = std::process::Command::new(persistence_common::MIDGE)
+        .args(["serve", "--no-persistence", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (c, _) = Client::connect(port, Protocol::V5, "p", false);
+    c.disconnect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!dir.path().join("data").exists());
+}
