@@ -237,6 +237,7 @@ impl EventLoop {
     }
 
     fn fail(&mut self, error: ClientError) -> Result<Event, ClientError> {
+        tracing::debug!(%error, "connection ended");
         self.stream = None;
         self.hooked = 0;
         self.state.connection_lost();
@@ -253,6 +254,7 @@ impl EventLoop {
     }
 
     fn hook(&self, direction: Direction, packet: &Packet) {
+        tracing::trace!(?direction, packet = packet.packet_type().name(), "packet");
         if let Some(hook) = &self.options.packet_hook {
             (hook.0)(direction, packet);
         }
@@ -289,6 +291,12 @@ impl EventLoop {
             }
             Err(e) => return Err(e.into()),
         }
+        tracing::debug!(
+            host = %self.options.host,
+            port = self.options.port,
+            session_present = connack.session_present,
+            "connected"
+        );
         self.backoff = None;
         self.last_sent = Instant::now();
         // redelivered flows and publishes queued while disconnected

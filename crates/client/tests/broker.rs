@@ -640,6 +640,15 @@ fn make_certs(dir: &Path) {
     sh(
         "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=other-ca",
     );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=midge-client",
+    );
+    // v3 extensions: webpki refuses X.509 v1 certificates
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    sh(concat!(
+        "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial ",
+        "-out client.crt -days 2 -extfile client.cnf"
+    ));
 }
 
 #[tokio::test]
@@ -857,4 +866,45 @@ async fn in_flight_publish_is_redelivered_with_dup_after_the_broker_crashes() {
     let mut rx = drive(sub_events);
     let m = next_message(&mut rx).await;
     assert_eq!(&m.payload[..], b"in flight");
+}
+
+#[tokio::test]
+async fn tls_client_certificate_is_presented_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let d = dir.path().display().to_string();
+    let b = Broker::start(&format!(
+        "cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n"
+    ));
+    let connect = |with_cert: bool| {
+        let mut o = options(b.port, "certified", Protocol::V5);
+        o.transport = Transport::Tls(TlsOptions {
+            ca_file: Some(dir.path().join("ca.crt")),
+            client_cert: with_cert.then(|| dir.path().join("client.crt")),
+            client_key: with_cert.then(|| dir.path().join("client.key")),
+            ..Default::default()
+        });
+        Client::connect(o)
+    };
+    assert!(
+        connect(false).await.is_err(),
+        "the broker wants a certificate"
+    );
+    let (client, mut events, _) = connect(true).await.unwrap();
+    client
+        .publish("cert/t", QoS::AtLeastOnce, false, "signed")
+        .await
+        .unwrap();
+    wait_for(&mut events, "Published", |e| {
+        matches!(e, Event::Published { .. }).then_some(())
+    })
+    .await;
+    // a certificate without its key is a configuration error, reported before connecting
+    let mut o = options(b.port, "half", Protocol::V5);
+    o.transport = Transport::Tls(TlsOptions {
+        ca_file: Some(dir.path().join("ca.crt")),
+        client_cert: Some(dir.path().join("client.crt")),
+        ..Default::default()
+    });
+    assert!(matches!(Client::connect(o).await, Err(ClientError::Tls(_))));
 }
