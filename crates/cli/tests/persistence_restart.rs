@@ -360,3 +360,52 @@ fn no_persistence_flag_keeps_nothing() {
     let _ = child.wait();
     assert!(!dir.path().join("data").exists());
 }
+
+#[test]
+fn a_full_store_refuses_qos1_publishes_instead_of_losing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Broker::start(&data, "max_bytes = 65536\n");
+    let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
+    sub.subscribe("full/#", QoS::AtLeastOnce, None);
+    sub.disconnect();
+    // MQTT 5: PUBACK 0x97 (Quota exceeded) once the store is full
+    let (mut publ, _) = Client::connect(b.port, Protocol::V5, "p5", true);
+    let payload = vec![b'x'; 1000];
+    let mut accepted = 0u16;
+    let mut refused = false;
+    for id in 1..=200u16 {
+        publ.publish_packet("full/a", &payload, QoS::AtLeastOnce, false, id);
+        match publ.recv(T) {
+            Some(Packet::PubAck(a)) if a.reason == ReasonCode::SUCCESS => accepted += 1,
+            Some(Packet::PubAck(a)) if a.reason == ReasonCode::QUOTA_EXCEEDED => {
+                refused = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused, "never refused after {accepted} publishes");
+    assert!(accepted > 10, "{accepted}");
+    assert!(b.log_text().contains("store full"), "{}", b.log_text());
+    // MQTT 3.1.1 has no refusal: the connection is closed instead of a PUBACK
+    let (mut p3, _) = Client::connect(b.port, Protocol::V311, "p3", true);
+    p3.publish_packet("full/b", &payload, QoS::AtLeastOnce, false, 1);
+    assert_eq!(p3.recv(T), None);
+    assert!(p3.closed);
+    // every acknowledged message is there; acknowledging them frees the store
+    b.kill();
+    let b = Broker::start(&data, "max_bytes = 65536\n");
+    let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
+    let mut got = 0;
+    while let Some(p) = sub.recv(Duration::from_millis(1000)) {
+        if let Packet::Publish(p) = p {
+            got += 1;
+            sub.ack(&p);
+        }
+    }
+    assert_eq!(got, accepted);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut publ, _) = Client::connect(b.port, Protocol::V5, "p5", true);
+    publ.publish("full/a", &payload, QoS::AtLeastOnce, false, 1);
+}

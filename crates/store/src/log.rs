@@ -312,16 +312,7 @@ impl LogStore {
         }
         let add = self.buf.len() as u64;
         if self.opts.max_bytes != 0 && self.len + add > self.opts.max_bytes {
-            // a compaction may make room
-            if self.len > HEADER_LEN as u64 + self.state.live {
-                self.compact()?;
-            }
-            if self.len + add > self.opts.max_bytes {
-                return Err(StoreError::Full {
-                    path: self.path.clone(),
-                    limit: self.opts.max_bytes,
-                });
-            }
+            return self.append_over_limit(ops, &ends);
         }
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             // leave no partial record behind
@@ -336,6 +327,32 @@ impl LogStore {
             start = end;
         }
         Ok(())
+    }
+
+    /// The append would pass `max_bytes`: apply the ops to the live records and write them
+    /// compacted if that fits (acknowledgements and deletes free space, so a full store
+    /// drains); otherwise leave everything as it was and report the store full.
+    fn append_over_limit(&mut self, ops: &[StoreOp], ends: &[usize]) -> Result<(), StoreError> {
+        let backup = self.state.clone();
+        let mut start = 0;
+        for (op, &end) in ops.iter().zip(ends) {
+            let rec = Bytes::copy_from_slice(self.buf.get(start..end).unwrap_or_default());
+            self.state.apply(Key::of_op(op), rec);
+            start = end;
+        }
+        self.state.tidy();
+        if HEADER_LEN as u64 + self.state.live <= self.opts.max_bytes {
+            if let Err(e) = self.compact() {
+                self.state = backup;
+                return Err(e);
+            }
+            return Ok(());
+        }
+        self.state = backup;
+        Err(StoreError::Full {
+            path: self.path.clone(),
+            limit: self.opts.max_bytes,
+        })
     }
 
     /// Make everything appended so far durable (fdatasync).

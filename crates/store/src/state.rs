@@ -80,7 +80,7 @@ impl Key {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Client {
     pub(crate) header: Option<Bytes>,
     pub(crate) subs: HashMap<ByteString, Bytes>,
@@ -89,7 +89,7 @@ pub(crate) struct Client {
     pub(crate) qos2: BTreeMap<u16, Bytes>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct State {
     pub(crate) clients: HashMap<ByteString, Client>,
     /// id -> (deliveries referring to it, record)
