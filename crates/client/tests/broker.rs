@@ -624,10 +624,10 @@ fn make_certs(dir: &Path) {
         assert!(st.success(), "{cmd}");
     };
     sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=midge-test-ca",
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=midge-test-ca",
     );
     sh(
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=localhost",
     );
     std::fs::write(
         dir.join("ext.cnf"),
@@ -638,10 +638,10 @@ fn make_certs(dir: &Path) {
         "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf",
     );
     sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=other-ca",
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other.key -out other.crt -days 2 -subj /CN=other-ca",
     );
     sh(
-        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=midge-client",
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout client.key -out client.csr -subj /CN=midge-client",
     );
     // v3 extensions: webpki refuses X.509 v1 certificates
     std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
