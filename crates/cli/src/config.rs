@@ -31,7 +31,7 @@ log_level = "info"
 # or on the listener (as mosquitto 2 does); `midge serve` without -c allows them on
 # 127.0.0.1 only.
 [security]
-allow_anonymous = false
+# allow_anonymous = false
 # Password file written by `midge passwd` or mosquitto_passwd.
 # password_file = "/etc/midge/passwd"
 # ACL file in mosquitto's format (user / topic / pattern lines with %u and %c).
@@ -40,10 +40,11 @@ allow_anonymous = false
 # Any number of listeners. Without a [[listener]] table midge listens on 127.0.0.1:1883 only
 # (local-only mode: anonymous clients allowed unless [security] sets allow_anonymous).
 # protocol = "mqtt" or "websockets"; the port defaults to 1883 (mqtt), 8883 (mqtt with
-# TLS), 8083 (websockets), 8084 (websockets with TLS).
-[[listener]]
-bind = "127.0.0.1"
-port = 1883
+# TLS), 8083 (websockets), 8084 (websockets with TLS). On listeners from this file
+# anonymous clients are refused unless allow_anonymous = true ([security] or the listener).
+# [[listener]]
+# bind = "127.0.0.1"
+# port = 1883
 
 # MQTT over TLS (TLS 1.2 and 1.3 only; TLSv1 and TLSv1.1 are refused):
 # [[listener]]
@@ -707,9 +708,12 @@ mod tests {
         assert_eq!(cfg.server.listeners.len(), 1);
         assert_eq!(cfg.server.listeners[0].bind, d.server.listeners[0].bind);
         assert_eq!(cfg.server.listeners[0].tls, None);
-        // the zero-config default allows anonymous clients (local only); a file does not
-        assert!(d.server.listeners[0].auth.allow_anonymous);
-        assert!(!cfg.server.listeners[0].auth.allow_anonymous);
+        // the printed file is the local-only default: anonymous clients allowed
+        assert_eq!(cfg.server.listeners, d.server.listeners);
+        assert!(cfg.server.listeners[0].auth.allow_anonymous);
+        // a listener from a file refuses them unless told otherwise
+        let l = parse("[[listener]]\nport = 1884\n", "t").unwrap();
+        assert!(!l.server.listeners[0].auth.allow_anonymous);
         assert_eq!(cfg.server.connect_timeout, d.server.connect_timeout);
         assert_eq!(cfg.server.sys_interval, d.server.sys_interval);
     }

@@ -93,7 +93,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         .server
         .listeners
         .iter()
-        .map(|l| format!("{}://{}", l.scheme(), l.bind))
+        .map(|l| format!("{} ({})", l.bind, l.scheme()))
         .collect();
     if !from_file {
         info!(

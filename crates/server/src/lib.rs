@@ -214,8 +214,16 @@ impl Server {
     /// Stop: MQTT 5 clients get DISCONNECT 0x8B, every connection is closed after its
     /// queued packets are written (bounded wait), then this returns.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.done.await;
+        // the router ends when every sender is gone: ours too
+        let Server {
+            shutdown,
+            done,
+            router,
+            ..
+        } = self;
+        drop(router);
+        let _ = shutdown.send(true);
+        let _ = done.await;
     }
 }
 
