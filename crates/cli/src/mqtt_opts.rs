@@ -665,10 +665,7 @@ pub(crate) fn debug_lines(
         Packet::UnsubAck(_) => "UNSUBACK".to_string(),
         Packet::PingReq => "PINGREQ".to_string(),
         Packet::PingResp => "PINGRESP".to_string(),
-        Packet::Disconnect(d) if sent || !protocol.is_v5() => {
-            let _ = d;
-            "DISCONNECT".to_string()
-        }
+        Packet::Disconnect(_) if sent || !protocol.is_v5() => "DISCONNECT".to_string(),
         Packet::Disconnect(d) => format!("DISCONNECT ({})", d.reason.0),
         Packet::Auth(a) => format!("AUTH ({})", a.reason.0),
     };

@@ -105,11 +105,15 @@ impl Client {
         self.send(Request::Publish(publish)).await
     }
 
-    /// Queue a PUBLISH without waiting; fails when the request queue is full.
+    /// Queue a PUBLISH without waiting; [`ClientError::QueueFull`] when the request queue is
+    /// full, [`ClientError::Closed`] when the event loop is gone.
     pub fn try_publish_packet(&self, publish: Publish) -> Result<(), ClientError> {
         self.tx
             .try_send(Request::Publish(publish))
-            .map_err(|_| ClientError::Closed)
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ClientError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => ClientError::Closed,
+            })
     }
 
     /// Subscribe to one filter.

@@ -51,6 +51,9 @@ pub enum ClientError {
     /// The first packet from the server was not a CONNACK.
     #[error("expected CONNACK, got {0}")]
     NotConnAck(&'static str),
+    /// The request queue to the event loop is full (`try_` methods only).
+    #[error("request queue full")]
+    QueueFull,
     /// The client was disconnected on request, or the event loop is gone.
     #[error("client closed")]
     Closed,
