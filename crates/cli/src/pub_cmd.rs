@@ -150,6 +150,9 @@ async fn publish(args: PubArgs) -> Result<ExitCode, UsageError> {
             if etx.send(event).is_err() || end {
                 break;
             }
+            // let the printing task run before the next packet is handled, so message lines
+            // and -d lines come out in wire order
+            tokio::task::yield_now().await;
         }
     });
 

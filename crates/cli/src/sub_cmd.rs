@@ -179,6 +179,9 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, UsageError> {
             if etx.send(event).is_err() || end {
                 break;
             }
+            // let the printing task run before the next packet is handled, so message lines
+            // and -d lines come out in wire order
+            tokio::task::yield_now().await;
         }
     });
 

@@ -360,13 +360,16 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Handle every whole packet in the read buffer.
-    async fn process_buffered(&mut self) -> Result<(), ClientError> {
+    /// Handle whole packets from the read buffer until one gives the application an event
+    /// (so events and the packet hook stay in wire order); returns whether any was handled.
+    async fn process_buffered(&mut self) -> Result<bool, ClientError> {
+        let mut handled = false;
         while let Some(packet) = decode(
             &mut self.read_buf,
             self.options.connect.protocol,
             self.options.max_packet_size,
         )? {
+            handled = true;
             self.hook(Direction::Received, &packet);
             let disconnect = match &packet {
                 Packet::Disconnect(d) => Some(d.reason),
@@ -378,23 +381,28 @@ impl EventLoop {
                 self.flush().await?;
                 return Err(ClientError::ServerDisconnect(reason));
             }
+            if self.state.has_events() {
+                break;
+            }
         }
         if !self.state.ping_outstanding() {
             self.ping_sent = None;
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// One wake-up: bytes from the server, queued requests, or the keepalive timer.
     async fn step(&mut self) -> Result<(), ClientError> {
-        // packets that arrived together with the CONNACK (or any earlier read) come first
-        if !self.read_buf.is_empty() {
-            let before = self.read_buf.len();
-            self.process_buffered().await?;
-            if self.read_buf.len() != before {
-                return self.flush().await;
+        // packets already read (with the CONNACK, or behind one that gave an event) first;
+        // their acks are written together once the buffer holds no more whole packets
+        if !self.read_buf.is_empty() && self.process_buffered().await? {
+            if self.state.has_events() {
+                return Ok(());
             }
+            return self.flush().await;
         }
+        // never wait with unwritten packets
+        self.flush().await?;
         let keepalive = self.keepalive();
         let deadline = match (keepalive, self.ping_sent) {
             (Some(k), Some(sent)) => sent + k,

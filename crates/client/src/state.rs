@@ -143,6 +143,11 @@ impl MqttState {
         self.events.pop_front()
     }
 
+    /// Whether events are waiting for the application.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Queue an event for the application (used by the I/O layer).
     pub(crate) fn push_event(&mut self, event: Event) {
         self.events.push_back(event);
