@@ -8,8 +8,6 @@ scripts/test-deps.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# the integration tests start the release binary, so build it once up front
-cargo build --release --locked -p midge
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
 # a short fuzz run of the decoder (installs cargo-fuzz if missing; stable toolchain)
