@@ -140,6 +140,48 @@ pub(crate) struct ConnOpts {
     /// Do not print error messages.
     #[arg(long = "quiet")]
     pub(crate) quiet: bool,
+    /// mosquitto options midge does not support; accepted only to say so clearly.
+    #[command(flatten)]
+    pub(crate) unsupported: Unsupported,
+}
+
+/// mosquitto client options without a midge equivalent (OpenSSL engines and PSK, SOCKS).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Unsupported {
+    #[arg(long = "psk", hide = true)]
+    psk: Option<String>,
+    #[arg(long = "psk-identity", hide = true)]
+    psk_identity: Option<String>,
+    #[arg(long = "proxy", hide = true)]
+    proxy: Option<String>,
+    #[arg(long = "ciphers", hide = true)]
+    ciphers: Option<String>,
+    #[arg(long = "keyform", hide = true)]
+    keyform: Option<String>,
+    #[arg(long = "tls-engine", hide = true)]
+    tls_engine: Option<String>,
+    #[arg(long = "tls-engine-kpass-sha1", hide = true)]
+    tls_engine_kpass_sha1: Option<String>,
+}
+
+impl Unsupported {
+    fn check(&self) -> Result<(), UsageError> {
+        let why = if self.psk.is_some() || self.psk_identity.is_some() {
+            "--psk/--psk-identity: TLS-PSK is not supported (midge uses rustls, which has no PSK cipher suites)."
+        } else if self.proxy.is_some() {
+            "--proxy: SOCKS5 proxies are not supported yet."
+        } else if self.ciphers.is_some() {
+            "--ciphers: OpenSSL cipher lists are not supported; midge uses rustls' safe defaults (use --tls-version to pin a version)."
+        } else if self.keyform.is_some()
+            || self.tls_engine.is_some()
+            || self.tls_engine_kpass_sha1.is_some()
+        {
+            "--keyform/--tls-engine: OpenSSL engines are not supported; give a PEM key with --key."
+        } else {
+            return Ok(());
+        };
+        Err(UsageError::new(why))
+    }
 }
 
 fn parse_version(s: &str) -> Result<Protocol, String> {
@@ -369,6 +411,7 @@ pub(crate) struct Prepared {
 impl ConnOpts {
     /// Build client options. `tool` is `pub` or `sub` (for the default client id).
     pub(crate) fn prepare(&self, tool: &str) -> Result<Prepared, UsageError> {
+        self.unsupported.check()?;
         let protocol = self.protocol_version.unwrap_or(Protocol::V311);
         if self.keepalive != 0 && self.keepalive < 5 {
             return Err(UsageError::new(

@@ -942,6 +942,9 @@ fn usage_errors_explain_themselves() {
     assert!(text(&out.stderr).starts_with("Error: Both topic and message must be supplied."));
     let out = midge(&["sub", "-p", "1"]);
     assert!(text(&out.stderr).starts_with("Error: You must specify a topic to subscribe to."));
+    let out = midge(&["pub", "-t", "a", "-m", "x", "--psk", "abcd"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("Error: --psk/--psk-identity: TLS-PSK is not supported"));
     let out = midge(&["pub", "--help"]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("--will-topic"));
