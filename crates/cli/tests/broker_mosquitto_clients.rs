@@ -1,6 +1,11 @@
 //! midge serve against Debian's mosquitto_pub / mosquitto_sub (2.0.x): what a mosquitto user
 //! types must work the same way.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -63,7 +68,10 @@ fn qos2_publish_shows_the_full_pubrec_pubrel_pubcomp_exchange() {
     for v in ["mqttv311", "mqttv5"] {
         let topic = unique("q2");
         let s = sub_ready(b.port, &["-V", v, "-q", "2", "-t", &topic, "-C", "1"]);
-        let d = publish(b.port, &["-V", v, "-q", "2", "-d", "-t", &topic, "-m", "x2"]);
+        let d = publish(
+            b.port,
+            &["-V", v, "-q", "2", "-d", "-t", &topic, "-m", "x2"],
+        );
         let lines: Vec<&str> = d.stdout.lines().collect();
         let want = [
             "sending CONNECT",
@@ -87,7 +95,12 @@ fn qos2_publish_shows_the_full_pubrec_pubrel_pubcomp_exchange() {
             "received PUBREL (Mid:",
             "sending PUBCOMP (m",
         ] {
-            assert_eq!(d.stdout.matches(w).count(), 1, "{v}: {w:?} in\n{}", d.stdout);
+            assert_eq!(
+                d.stdout.matches(w).count(),
+                1,
+                "{v}: {w:?} in\n{}",
+                d.stdout
+            );
         }
     }
 }
@@ -176,7 +189,10 @@ fn plus_and_hash_wildcards_match_the_right_levels() {
         // '#' also matches the parent level itself [MQTT-4.7.1-2]
         let sh = sub_ready(b.port, &["-V", v, "-t", &hash, "-v", "-C", "1"]);
         publish(b.port, &["-V", v, "-t", &root, "-m", "parent"]);
-        assert_eq!(messages(&sh.finish(T).stdout), vec![format!("{root} parent")]);
+        assert_eq!(
+            messages(&sh.finish(T).stdout),
+            vec![format!("{root} parent")]
+        );
     }
 }
 
@@ -184,7 +200,10 @@ fn plus_and_hash_wildcards_match_the_right_levels() {
 fn sys_topics_report_uptime_and_connected_clients() {
     let b = Broker::with_config("[server]\nsys_interval = 1\n");
     let p = b.port.to_string();
-    let mut s = Proc::spawn("stdbuf", &["-oL", SUB, "-p", &p, "-t", "$SYS/#", "-v", "-W", "8"]);
+    let mut s = Proc::spawn(
+        "stdbuf",
+        &["-oL", SUB, "-p", &p, "-t", "$SYS/#", "-v", "-W", "8"],
+    );
     // the subscriber itself is the one connected client
     s.wait_for("$SYS/broker/clients/connected 1\n", T);
     s.wait_for("$SYS/broker/uptime ", T);
@@ -221,10 +240,19 @@ fn persistent_session_gets_qos1_messages_published_while_it_was_away() {
         first.push("-E"); // exit once subscribed
         let d = run(SUB, &first, T);
         assert_eq!(d.code, Some(0), "{d:?}");
-        publish(b.port, &["-V", v, "-q", "1", "-t", &topic, "-m", "while-away-1"]);
+        publish(
+            b.port,
+            &["-V", v, "-q", "1", "-t", &topic, "-m", "while-away-1"],
+        );
         // QoS 0 is not queued for an offline session (mosquitto's default too)
-        publish(b.port, &["-V", v, "-q", "0", "-t", &topic, "-m", "qos0-lost"]);
-        publish(b.port, &["-V", v, "-q", "1", "-t", &topic, "-m", "while-away-2"]);
+        publish(
+            b.port,
+            &["-V", v, "-q", "0", "-t", &topic, "-m", "qos0-lost"],
+        );
+        publish(
+            b.port,
+            &["-V", v, "-q", "1", "-t", &topic, "-m", "while-away-2"],
+        );
         let mut again = base.clone();
         again.extend_from_slice(&["-C", "2", "-W", "5"]);
         let d = run(SUB, &again, T);

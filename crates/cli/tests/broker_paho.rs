@@ -1,7 +1,12 @@
 //! midge serve against Python's paho-mqtt (2.x): the classic demo and the MQTT 5 features a
 //! paho user reaches for. The scenarios live in `py/paho_scenarios.py`; each prints one JSON
 //! object with what it observed, and the assertions are here.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -83,7 +88,10 @@ fn v5_subscription_identifiers_of_every_matching_subscription_are_sent() {
     ids.sort_unstable();
     assert_eq!(msgs[0]["payload"], "21");
     assert_eq!(ids, vec![7, 9]);
-    assert_eq!(msgs[0]["qos"], 1, "highest QoS of the overlapping subscriptions");
+    assert_eq!(
+        msgs[0]["qos"], 1,
+        "highest QoS of the overlapping subscriptions"
+    );
     assert_eq!(msgs[1]["payload"], "40");
     assert_eq!(msgs[1]["SubscriptionIdentifier"], json!([9]));
     assert_eq!(msgs[1]["qos"], 0);
@@ -102,14 +110,20 @@ fn shared_subscription_splits_messages_between_two_subscribers_with_none_lost() 
                 .collect()
         };
         let (a, bb, other) = (list("a"), list("b"), list("other"));
-        assert!(!a.is_empty() && !bb.is_empty(), "{v}: one member got nothing");
+        assert!(
+            !a.is_empty() && !bb.is_empty(),
+            "{v}: one member got nothing"
+        );
         let mut all: Vec<String> = a.iter().chain(&bb).cloned().collect();
         all.sort();
         let mut want: Vec<String> = (0..200).map(|i| format!("job-{i}")).collect();
         want.sort();
         assert_eq!(all, want, "{v}: every job exactly once across the group");
         let want_in_order: Vec<String> = (0..200).map(|i| format!("job-{i}")).collect();
-        assert_eq!(other, want_in_order, "{v}: the non-shared subscriber gets all");
+        assert_eq!(
+            other, want_in_order,
+            "{v}: the non-shared subscriber gets all"
+        );
     }
 }
 
@@ -132,7 +146,10 @@ fn will_delay_interval_postpones_the_will_and_a_reconnect_cancels_it() {
     assert_eq!(r["early"], Value::Null, "will sent before its delay: {r}");
     assert_eq!(r["late"]["payload"], "delayed", "{r}");
     let after = r["after"].as_f64().unwrap();
-    assert!((1.8..=5.0).contains(&after), "will after {after} s, delay 2 s");
+    assert!(
+        (1.8..=5.0).contains(&after),
+        "will after {after} s, delay 2 s"
+    );
     assert_eq!(r["cancelled"], Value::Null, "{r}");
     assert_eq!(r["session_end"]["payload"], "session ended", "{r}");
 }
@@ -153,7 +170,10 @@ fn no_local_subscription_does_not_echo_the_clients_own_messages() {
     let b = Broker::start();
     let r = scenario(&b, "no-local", &[]);
     let msgs = r["msgs"].as_array().unwrap();
-    let payloads: Vec<&str> = msgs.iter().map(|m| m["payload"].as_str().unwrap()).collect();
+    let payloads: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
     assert_eq!(payloads, vec!["other"]);
 }
 

@@ -1,7 +1,12 @@
 //! Hostile and malformed bytes on raw TCP sockets. Each test asserts the broker's exact answer
 //! (CONNACK code, MQTT 5 DISCONNECT reason code, or a plain close) and then that a separate,
 //! healthy client still publishes and receives through the same broker.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -37,7 +42,10 @@ fn assert_v5_disconnect(r: &mut Raw, reason: u8, what: &str) {
 /// The broker must close a 3.x client without sending anything (3.x has no DISCONNECT).
 fn assert_silent_close(r: &mut Raw, what: &str) {
     let got = closes_with(r);
-    assert!(got.is_empty(), "{what}: expected a plain close, got {got:02x?}");
+    assert!(
+        got.is_empty(),
+        "{what}: expected a plain close, got {got:02x?}"
+    );
 }
 
 /// Send `bytes` after a valid CONNECT in 3.1.1 (plain close expected) and in 5.0
@@ -203,7 +211,13 @@ fn reserved_fixed_header_flags_are_malformed() {
     let mut sub5 = subscribe_packet(1, &[("t", 0)], true);
     sub5[0] = 0x80;
     after_connect_both(&b, &sub3, &sub5, 0x81, "SUBSCRIBE flags 0");
-    after_connect_both(&b, &[0x60, 0x02, 0, 1], &[0x60, 0x02, 0, 1], 0x81, "PUBREL flags 0");
+    after_connect_both(
+        &b,
+        &[0x60, 0x02, 0, 1],
+        &[0x60, 0x02, 0, 1],
+        0x81,
+        "PUBREL flags 0",
+    );
     after_connect_both(&b, &[0xC1, 0x00], &[0xC1, 0x00], 0x81, "PINGREQ flags 1");
 }
 
@@ -246,8 +260,22 @@ fn topic_alias_0_or_above_the_maximum_is_topic_alias_invalid() {
     let mut sub = Raw::v5(b.port, &unique("alias-sub"));
     sub.subscribe(&topic, 0);
     let mut r = Raw::v5(b.port, &unique("alias-ok"));
-    r.send(&publish_packet(topic.as_bytes(), b"one", 0, false, 0, Some(&[0x23, 0, 10])));
-    r.send(&publish_packet(b"", b"two", 0, false, 0, Some(&[0x23, 0, 10])));
+    r.send(&publish_packet(
+        topic.as_bytes(),
+        b"one",
+        0,
+        false,
+        0,
+        Some(&[0x23, 0, 10]),
+    ));
+    r.send(&publish_packet(
+        b"",
+        b"two",
+        0,
+        false,
+        0,
+        Some(&[0x23, 0, 10]),
+    ));
     for want in [&b"one"[..], b"two"] {
         let (t, p, _) = sub.next_publish(T);
         assert_eq!((t.as_str(), p.as_slice()), (topic.as_str(), want));
@@ -289,7 +317,10 @@ fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives_and_its_will
             "level {level}: closed after {took:?}, expected about 1.5 s"
         );
         let (t, p, _) = watcher.next_publish(T);
-        assert_eq!((t.as_str(), p.as_slice()), (will_topic.as_str(), &b"gone silent"[..]));
+        assert_eq!(
+            (t.as_str(), p.as_slice()),
+            (will_topic.as_str(), &b"gone silent"[..])
+        );
     }
     assert_healthy(b.port);
 }
@@ -327,7 +358,11 @@ fn no_connect_within_the_connect_timeout_closes_the_socket() {
     half.send(&c[..c.len() / 2]);
     assert_silent_close(&mut idle, "no CONNECT");
     assert_silent_close(&mut half, "half a CONNECT");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_healthy(b.port);
 }
 
@@ -428,7 +463,10 @@ fn many_connections_dropped_abruptly_leave_no_connected_clients_behind() {
             break;
         }
     }
-    assert_eq!(last, "1", "connected clients after dropping 150 connections");
+    assert_eq!(
+        last, "1",
+        "connected clients after dropping 150 connections"
+    );
     assert_healthy(b.port);
 }
 
@@ -461,22 +499,29 @@ fn two_thousand_random_and_mutated_packets_do_not_hurt_the_broker() {
         publish_packet(b"fuzz/c", b"payload", 2, false, 6, None),
         subscribe_packet(3, &[("fuzz/#", 2), ("$share/g/fuzz/+", 1)], false),
         vec![0xA2, 0x08, 0, 4, 0, 4, b'f', b'u', b'z', b'z'], // UNSUBSCRIBE
-        vec![0x40, 0x02, 0, 1],                                 // PUBACK
-        vec![0x50, 0x02, 0, 6],                                 // PUBREC
-        vec![0x62, 0x02, 0, 6],                                 // PUBREL
-        vec![0x70, 0x02, 0, 6],                                 // PUBCOMP
-        vec![0xC0, 0x00],                                       // PINGREQ
-        vec![0xE0, 0x00],                                       // DISCONNECT
+        vec![0x40, 0x02, 0, 1],                               // PUBACK
+        vec![0x50, 0x02, 0, 6],                               // PUBREC
+        vec![0x62, 0x02, 0, 6],                               // PUBREL
+        vec![0x70, 0x02, 0, 6],                               // PUBCOMP
+        vec![0xC0, 0x00],                                     // PINGREQ
+        vec![0xE0, 0x00],                                     // DISCONNECT
     ];
     let seeds5: Vec<Vec<u8>> = vec![
         publish_packet(b"fuzz/a", b"p", 1, false, 9, Some(&[0x01, 1, 0x23, 0, 2])),
-        publish_packet(b"fuzz/a", b"p", 0, false, 0, Some(&[0x26, 0, 1, b'k', 0, 1, b'v'])),
+        publish_packet(
+            b"fuzz/a",
+            b"p",
+            0,
+            false,
+            0,
+            Some(&[0x26, 0, 1, b'k', 0, 1, b'v']),
+        ),
         subscribe_packet(3, &[("fuzz/#", 0x2E)], true),
         vec![0xE0, 0x02, 0x04, 0x00], // DISCONNECT with will
         vec![0xF0, 0x02, 0x18, 0x00], // AUTH
     ];
 
-    let mut rng = Rng(0x5EED_0F_F0_22);
+    let mut rng = Rng(0x5EED_F0F0_2222);
     let mut sent = 0usize;
     let mut connections = 0usize;
     let mut health_checks = 0usize;
@@ -494,7 +539,11 @@ fn two_thousand_random_and_mutated_packets_do_not_hurt_the_broker() {
         connections += 1;
         // up to 100 packets on this connection, or until the broker closes it
         for _ in 0..100 {
-            let pool = if v5 && rng.below(2) == 0 { &seeds5 } else { &seeds };
+            let pool = if v5 && rng.below(2) == 0 {
+                &seeds5
+            } else {
+                &seeds
+            };
             let mut p = pool[rng.below(pool.len())].clone();
             match rng.below(6) {
                 0 => {
@@ -535,7 +584,10 @@ fn two_thousand_random_and_mutated_packets_do_not_hurt_the_broker() {
             let payload = format!("ok-{connections}");
             healthy_pub.publish(&topic, payload.as_bytes(), 1);
             let (t, p, _) = healthy_sub.next_publish(T);
-            assert_eq!((t.as_str(), p.as_slice()), (topic.as_str(), payload.as_bytes()));
+            assert_eq!(
+                (t.as_str(), p.as_slice()),
+                (topic.as_str(), payload.as_bytes())
+            );
             healthy_sub.send(&[0x40, 0x02, 0, 1]); // PUBACK (ids restart per flow; harmless)
         }
         assert!(b.alive(), "broker died after {sent} packets\n{}", b.log());

@@ -1,7 +1,12 @@
 //! midge serve against rumqttc (v4 API for 3.1.1, `rumqttc::v5` for 5.0): QoS 0, 1 and 2 with
 //! hundreds of messages in flight from two publishers at once; every message arrives exactly
 //! once and in order per publisher.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -94,17 +99,24 @@ mod v4 {
             pubs.push(tokio::spawn(async move {
                 let (client, mut ev) = AsyncClient::new(opts(port), 1000);
                 for i in 0..PER_PUBLISHER {
-                    client.publish(&topic, qos, false, payload(n, i)).await.unwrap();
+                    client
+                        .publish(&topic, qos, false, payload(n, i))
+                        .await
+                        .unwrap();
                 }
                 // drive the event loop until every acknowledgement came back
                 let mut acked = 0;
                 while acked < PER_PUBLISHER {
                     match ev.poll().await.unwrap() {
-                        Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => {
+                        Event::Outgoing(rumqttc::Outgoing::Publish(_))
+                            if qos == QoS::AtMostOnce =>
+                        {
                             acked += 1
                         }
                         Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => acked += 1,
-                        Event::Incoming(Packet::PubComp(_)) if qos == QoS::ExactlyOnce => acked += 1,
+                        Event::Incoming(Packet::PubComp(_)) if qos == QoS::ExactlyOnce => {
+                            acked += 1
+                        }
                         _ => {}
                     }
                 }
@@ -178,16 +190,23 @@ mod v5 {
             pubs.push(tokio::spawn(async move {
                 let (client, mut ev) = AsyncClient::new(opts(port), 1000);
                 for i in 0..PER_PUBLISHER {
-                    client.publish(&topic, qos, false, payload(n, i)).await.unwrap();
+                    client
+                        .publish(&topic, qos, false, payload(n, i))
+                        .await
+                        .unwrap();
                 }
                 let mut acked = 0;
                 while acked < PER_PUBLISHER {
                     match ev.poll().await.unwrap() {
-                        Event::Outgoing(rumqttc::Outgoing::Publish(_)) if qos == QoS::AtMostOnce => {
+                        Event::Outgoing(rumqttc::Outgoing::Publish(_))
+                            if qos == QoS::AtMostOnce =>
+                        {
                             acked += 1
                         }
                         Event::Incoming(Packet::PubAck(_)) if qos == QoS::AtLeastOnce => acked += 1,
-                        Event::Incoming(Packet::PubComp(_)) if qos == QoS::ExactlyOnce => acked += 1,
+                        Event::Incoming(Packet::PubComp(_)) if qos == QoS::ExactlyOnce => {
+                            acked += 1
+                        }
                         _ => {}
                     }
                 }

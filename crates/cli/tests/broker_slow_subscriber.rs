@@ -1,7 +1,12 @@
 //! A subscriber that never reads its socket must not hurt anyone else: the broker keeps
 //! serving a healthy subscriber in full, drops (and counts) what the slow one cannot take,
 //! and its memory stays bounded by the configured limits.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -79,12 +84,18 @@ fn a_subscriber_that_never_reads_does_not_slow_or_starve_a_healthy_one_and_memor
                         assert_eq!(payload.len(), PAYLOAD);
                         if topic == q0 {
                             assert_eq!(qos, 0);
-                            assert_eq!(seq, next0, "healthy subscriber: QoS 0 message lost or reordered");
+                            assert_eq!(
+                                seq, next0,
+                                "healthy subscriber: QoS 0 message lost or reordered"
+                            );
                             next0 += 1;
                         } else {
                             assert_eq!(topic, q1);
                             assert_eq!(qos, 1);
-                            assert_eq!(seq, next1, "healthy subscriber: QoS 1 message lost or reordered");
+                            assert_eq!(
+                                seq, next1,
+                                "healthy subscriber: QoS 1 message lost or reordered"
+                            );
                             next1 += 1;
                             healthy.send(&[0x40, 0x02, (id >> 8) as u8, id as u8]);
                         }
@@ -115,7 +126,14 @@ fn a_subscriber_that_never_reads_does_not_slow_or_starve_a_healthy_one_and_memor
             payload[..8].copy_from_slice(&seq1.to_be_bytes());
             id1 = id1.checked_add(1).unwrap_or(1);
             seq1 += 1;
-            batch.extend_from_slice(&publish_packet(q1.as_bytes(), &payload, 1, false, id1, None));
+            batch.extend_from_slice(&publish_packet(
+                q1.as_bytes(),
+                &payload,
+                1,
+                false,
+                id1,
+                None,
+            ));
         }
         if batch.len() >= 32 * PAYLOAD {
             publ.s.write_all(&batch).unwrap();
@@ -136,7 +154,10 @@ fn a_subscriber_that_never_reads_does_not_slow_or_starve_a_healthy_one_and_memor
         if i % 20_000 == 0 {
             peak_kib = peak_kib.max(b.rss_kib());
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "flood took too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "flood took too long"
+        );
     }
     publ.s.write_all(&batch).unwrap();
 
@@ -179,7 +200,10 @@ fn a_subscriber_that_never_reads_does_not_slow_or_starve_a_healthy_one_and_memor
                 let (id, qos, topic, payload) = parse_publish(first, &body);
                 let seq = seq_of(&payload);
                 let last = if topic == q0 { &mut last0 } else { &mut last1 };
-                assert!(last.is_none_or(|l| seq > l), "{topic}: {seq} after {last:?}");
+                assert!(
+                    last.is_none_or(|l| seq > l),
+                    "{topic}: {seq} after {last:?}"
+                );
                 *last = Some(seq);
                 if qos == 1 {
                     n1 += 1;
