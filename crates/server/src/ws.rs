@@ -70,6 +70,7 @@ where
         ws,
         pending: Vec::new(),
         pos: 0,
+        closing: false,
     })
 }
 
@@ -88,6 +89,8 @@ pub(crate) struct WsStream<S> {
     /// The binary message being read and how much of it was handed out.
     pending: Vec<u8>,
     pos: usize,
+    /// The client sent a close frame: flush tungstenite's reply, then report EOF.
+    closing: bool,
 }
 
 fn to_io(e: tungstenite::Error) -> io::Error {
@@ -105,6 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            if this.closing {
+                // send the close reply tungstenite queued (a clean close for the client)
+                let _ = ready!(this.ws.poll_flush_unpin(cx));
+                return Poll::Ready(Ok(()));
+            }
             if let Some(rest) = this.pending.get(this.pos..) {
                 if !rest.is_empty() {
                     let n = rest.len().min(buf.remaining());
@@ -123,7 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     this.pending = data;
                     this.pos = 0;
                 }
-                Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Close(_))) => this.closing = true,
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
