@@ -496,6 +496,10 @@ impl Broker {
         }
         s.conn = None;
         s.disconnected_at = Some(now);
+        self.connected = self.connected.saturating_sub(1);
+        let Some(s) = self.session_mut(sid) else {
+            return;
+        };
         if !abnormal {
             s.will = None;
         }

@@ -130,7 +130,7 @@ pub struct Stats {
     pub retained: usize,
     /// Messages waiting in session queues.
     pub queued: usize,
-    /// Highest number of connected clients seen.
+    /// Highest number of connected clients seen since the broker started.
     pub clients_maximum: usize,
 }
 
@@ -164,6 +164,8 @@ pub struct Broker {
     pub(crate) stats: Stats,
     pub(crate) scratch: Matches,
     assigned_ids: u64,
+    /// Sessions with a connection attached (for the highest count seen).
+    pub(crate) connected: usize,
     /// Whether durable changes are described as [`StoreOp`]s.
     pub(crate) persist: bool,
     /// Durable changes not yet drained by the caller.
@@ -192,6 +194,7 @@ impl Broker {
             stats: Stats::default(),
             scratch: Matches::default(),
             assigned_ids: 0,
+            connected: 0,
             persist: false,
             ops: Vec::new(),
             next_seq: 1,

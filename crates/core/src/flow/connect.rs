@@ -131,7 +131,7 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        s.conn = Some(conn);
+        let newly_connected = s.conn.replace(conn).is_none();
         s.protocol = c.protocol;
         s.username = c.username.clone();
         s.listener = listener;
@@ -143,6 +143,10 @@ impl Broker {
         s.will = c.will.clone();
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);
         s.client_max_packet = c.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        if newly_connected {
+            self.connected += 1;
+            self.stats.clients_maximum = self.stats.clients_maximum.max(self.connected);
+        }
 
         self.persist_connected(sid);
 
