@@ -122,6 +122,8 @@ pub fn sink_json(r: &SinkResult, tags: &Tags) -> Value {
         "sub_received": r.subscribe.tracker.unique,
         "sub_lost": r.subscribe.tracker.received.saturating_sub(r.subscribe.tracker.unique),
         "sub_rate": r.subscribe.recv_rate().round(),
+        "connections": r.connect.connected,
+        "connects_per_s": r.connect.connects_per_sec().round(),
     })
 }
 
@@ -259,6 +261,15 @@ pub fn sink_table(r: &SinkResult) -> String {
             "{:.0} msg/s ({} msgs parsed and checked)",
             r.subscribe.recv_rate(),
             r.subscribe.tracker.unique
+        ),
+    );
+    row(
+        &mut o,
+        "connect ceiling",
+        format!(
+            "{:.0} conn/s ({} connections)",
+            r.connect.connects_per_sec(),
+            r.connect.connected
         ),
     );
     o
@@ -436,6 +447,9 @@ pub fn compare(lines: &[Value]) -> Vec<CompareRow> {
         let Some(case) = v.get("case").and_then(Value::as_str) else {
             continue;
         };
+        if v.get("kind").and_then(Value::as_str) == Some("sink") {
+            continue;
+        }
         if !by_case.contains_key(case) {
             order.push(case.to_string());
         }

@@ -9,6 +9,7 @@ use midge_codec::{ConnAck, Packet, Protocol, QoS, SubAck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::conn::{ConnConfig, ConnResult, run_conn};
 use crate::scenario::{RunResult, Scenario, run_scenario};
 use crate::wire::{self, Frame, PayloadHeader};
 use crate::{BenchError, Common};
@@ -20,6 +21,8 @@ pub struct SinkResult {
     pub publish: RunResult,
     /// One subscriber reading a flood from the sink.
     pub subscribe: RunResult,
+    /// Connections opened against the sink (CONNECT/CONNACK only).
+    pub connect: ConnResult,
 }
 
 /// Start the sink on 127.0.0.1:0; every subscriber gets `feed` messages of `payload` bytes.
@@ -127,5 +130,17 @@ pub async fn run_sink(common: &Common, publishers: u32) -> Result<SinkResult, Be
     let mut c0 = c.clone();
     c0.qos = QoS::AtMostOnce;
     let subscribe = run_scenario(&c0, &Scenario::new("sink-sub", 0, 1)).await?;
-    Ok(SinkResult { publish, subscribe })
+    let cfg = ConnConfig {
+        connections: count.min(2000),
+        rate: None,
+        concurrency: 256,
+        hold: std::time::Duration::ZERO,
+        settle: std::time::Duration::ZERO,
+    };
+    let connect = run_conn(&c, &cfg).await?;
+    Ok(SinkResult {
+        publish,
+        subscribe,
+        connect,
+    })
 }
