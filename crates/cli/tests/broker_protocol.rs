@@ -677,3 +677,110 @@ fn sys_clients_maximum_remembers_the_highest_count() {
         "{values:?}"
     );
 }
+
+#[test]
+fn retained_messages_match_wildcards_but_not_dollar_topics_for_a_leading_wildcard() {
+    let b = Broker::with_config(NO_SYS);
+    let mut p = Raw::v5(b.port, &unique("ret-pub"));
+    for (t, v) in [("rt/a", "1"), ("rt/b/c", "2"), ("$rt/x", "3"), ("rt", "4")] {
+        p.send(&publish_packet(
+            t.as_bytes(),
+            v.as_bytes(),
+            1,
+            true,
+            1,
+            Some(&[]),
+        ));
+        p.expect_type(4, T);
+    }
+    let retained = |r: &mut Raw| -> Vec<(String, Vec<u8>, u8)> {
+        let mut got: Vec<(String, Vec<u8>, u8)> = until_quiet(r, QUIET)
+            .into_iter()
+            .filter(|(f, _)| f >> 4 == 3)
+            .map(|(f, body)| {
+                let (t, _, _, p) = parse_publish(f, &body, false);
+                (t, p, f & 1)
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let mut all = Raw::v311(b.port, &unique("ret-all"));
+    all.send(&subscribe_packet(1, &[("#", 0)], false));
+    let r = |t: &str, v: &str| (t.to_owned(), v.as_bytes().to_vec(), 1u8);
+    assert_eq!(
+        retained(&mut all),
+        vec![r("rt", "4"), r("rt/a", "1"), r("rt/b/c", "2")]
+    );
+    let mut some = Raw::v311(b.port, &unique("ret-some"));
+    some.send(&subscribe_packet(1, &[("rt/+", 0), ("$rt/#", 0)], false));
+    assert_eq!(retained(&mut some), vec![r("$rt/x", "3"), r("rt/a", "1")]);
+}
+
+#[test]
+fn acknowledgements_for_unknown_packet_ids_are_answered_and_harmless() {
+    let b = Broker::with_config(NO_SYS);
+    // PUBACK 99: ignored; PUBREL 100 -> PUBCOMP; PUBREC 101 -> PUBREL; PUBCOMP 102: ignored
+    let acks = [
+        0x40, 2, 0, 99, 0x62, 2, 0, 100, 0x50, 2, 0, 101, 0x70, 2, 0, 102,
+    ];
+    let mut r = Raw::v5(b.port, &unique("acks5"));
+    r.send(&acks);
+    // 0x92 Packet Identifier not found
+    assert_eq!(
+        until_quiet(&mut r, QUIET),
+        vec![(0x70, vec![0, 100, 0x92]), (0x62, vec![0, 101, 0x92])]
+    );
+    let mut r = Raw::v311(b.port, &unique("acks3"));
+    r.send(&acks);
+    assert_eq!(
+        until_quiet(&mut r, QUIET),
+        vec![(0x70, vec![0, 100]), (0x62, vec![0, 101])]
+    );
+    assert_healthy(b.port);
+}
+
+#[test]
+fn a_packet_of_exactly_max_packet_size_reaches_every_subscriber_intact() {
+    let b = Broker::with_config(NO_SYS);
+    let topic = unique("big");
+    let mut subs: Vec<Raw> = (0..3)
+        .map(|i| {
+            let mut s = Raw::v311(b.port, &format!("{}-{i}", unique("big-sub")));
+            s.subscribe(&topic, 1);
+            s
+        })
+        .collect();
+    let mut p = Raw::v5(b.port, &unique("big-pub"));
+    // exactly the 1 MiB limit: type byte 1 + 3-byte remaining length + topic length 2 +
+    // topic + packet id 2 + properties length 1 + payload
+    let payload: Vec<u8> = (0..(1024 * 1024 - 4 - 2 - topic.len() - 2 - 1))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    p.send(&publish_packet(
+        topic.as_bytes(),
+        &payload,
+        1,
+        false,
+        5,
+        Some(&[]),
+    ));
+    assert_eq!(p.expect_type(4, T).1[..2], [0, 5]);
+    for s in &mut subs {
+        let (t, got, _) = s.next_publish(T);
+        assert_eq!(t, topic);
+        assert!(got == payload, "payload corrupted ({} bytes)", got.len());
+    }
+    // one byte more is refused: DISCONNECT 0x95 Packet too large
+    let mut bigger = payload.clone();
+    bigger.push(0);
+    p.send(&publish_packet(
+        topic.as_bytes(),
+        &bigger,
+        1,
+        false,
+        6,
+        Some(&[]),
+    ));
+    assert_eq!(p.expect_close(T), vec![(0xE0, vec![0x95])]);
+}
