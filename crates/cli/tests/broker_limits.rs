@@ -97,7 +97,7 @@ fn connack_announces_every_limit_and_the_server_keep_alive_is_enforced() {
 fn subscriptions_past_a_limit_get_the_matching_suback_reason_code() {
     let b = Broker::with_config(LIMITS);
     let mut r = Raw::v5(b.port, &unique("lim-sub"));
-    let mut suback = |r: &mut Raw, id: u16, filter: &str, opts: u8| -> Vec<u8> {
+    let suback = |r: &mut Raw, id: u16, filter: &str, opts: u8| -> Vec<u8> {
         r.send(&subscribe_packet(id, &[(filter, opts)], true));
         let (_, body) = r.expect_type(9, T);
         assert_eq!(body[..2], id.to_be_bytes());
