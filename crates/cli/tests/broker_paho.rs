@@ -57,7 +57,7 @@ fn v5_publish_properties_pass_through_unchanged() {
     assert_eq!(m["PayloadFormatIndicator"], 1);
     // the remaining lifetime is forwarded [MQTT-3.3.2-6]
     let left = m["MessageExpiryInterval"].as_u64().unwrap();
-    assert!((58..=60).contains(&left), "{left}");
+    assert!((45..=60).contains(&left), "{left}");
 }
 
 #[test]
@@ -70,7 +70,8 @@ fn an_expired_message_is_not_delivered_to_a_returning_session_and_the_rest_carry
     assert_eq!(msgs.len(), 1, "{r}");
     assert_eq!(msgs[0]["payload"], "long-lived");
     let left = msgs[0]["MessageExpiryInterval"].as_u64().unwrap();
-    assert!((95..=98).contains(&left), "remaining expiry {left}");
+    // 100 s minus the ~2.2 s it waited (generous for a loaded machine)
+    assert!((85..=98).contains(&left), "remaining expiry {left}");
 }
 
 #[test]
