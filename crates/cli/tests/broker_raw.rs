@@ -72,7 +72,6 @@ fn garbage_first_byte_is_closed_without_an_answer() {
 }
 
 #[test]
-#[ignore = "broker bug: a first byte that is not CONNECT is only judged once the whole announced packet arrived, so a peer holds the connection (and up to max_packet_size of buffer) until the connect timeout; mosquitto closes on the first byte"]
 fn an_http_request_is_closed_at_once_not_after_the_connect_timeout() {
     let b = Broker::start(); // connect_timeout 10 s
     // 'G' = 0x47 reads as PUBACK with reserved flags 0111, 'E' as a 69-byte length: 18
@@ -385,7 +384,6 @@ fn half_a_packet_after_connect_then_silence_is_ended_by_the_keep_alive() {
 }
 
 #[test]
-#[ignore = "broker bug: bytes of an unfinished packet reset the keep alive timer (crates/server/src/connection.rs), so a peer trickling one byte per second holds a connection forever"]
 fn trickling_bytes_of_one_unfinished_packet_does_not_defeat_the_keep_alive() {
     let b = Broker::start();
     let mut r = Raw::connect(

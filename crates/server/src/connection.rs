@@ -223,7 +223,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 r = self.read_packets(protocol) => {
                     match r {
                         ReadOutcome::Packets(packets) => {
-                            if let Some(d) = keep_alive {
+                            // only a whole control packet counts as activity
+                            // [MQTT-3.1.2-22]: bytes of an unfinished one do not
+                            if let (Some(d), false) = (keep_alive, packets.is_empty()) {
                                 deadline = Instant::now() + d;
                             }
                             if !packets.is_empty() && router.send(RouterMsg::Packets(self.id, packets)).await.is_err() {
@@ -254,6 +256,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     /// the protocol passed is only a placeholder). `Err(None)` means EOF or I/O error.
     async fn read_first(&mut self) -> Result<Packet, Option<DecodeError>> {
         loop {
+            // the first packet must be a CONNECT [MQTT-3.1.0-1]: judge it on its first byte
+            // instead of buffering whatever size it announces until the connect timeout
+            if let Some(&first) = self.rbuf.first() {
+                if first != 0x10 {
+                    debug!(
+                        first_byte = first,
+                        "first packet is not CONNECT [MQTT-3.1.0-1]"
+                    );
+                    return Err(None);
+                }
+            }
             self.first_level = connect_level(&self.rbuf);
             match midge_codec::decode(
                 &mut self.rbuf,
