@@ -4,7 +4,12 @@
 //! every subscriber, and no QoS 2 message may arrive twice.
 //!
 //! 3 rounds by default; `MIDGE_CRASH_ROUNDS=20` for the long run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod persistence_common;
 
@@ -37,7 +42,10 @@ fn rand_ms(lo: u64, hi: u64) -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
-    let x = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33;
+    let x = n
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 33;
     lo + x % (hi - lo)
 }
 
@@ -252,7 +260,11 @@ fn acknowledged_messages_survive_sigkill_at_random_moments() {
                 .iter()
                 .filter(|(p, n)| p.contains("-q2-") && **n > 1)
                 .collect();
-            assert!(twice.is_empty(), "{}: QoS 2 delivered twice: {twice:?}", s.id);
+            assert!(
+                twice.is_empty(),
+                "{}: QoS 2 delivered twice: {twice:?}",
+                s.id
+            );
         }
     }
     eprintln!(

@@ -409,3 +409,35 @@ fn a_full_store_refuses_qos1_publishes_instead_of_losing_them() {
     let (mut publ, _) = Client::connect(b.port, Protocol::V5, "p5", true);
     publ.publish("full/a", &payload, QoS::AtLeastOnce, false, 1);
 }
+
+#[test]
+fn every_sync_mode_keeps_acknowledged_messages_across_sigkill() {
+    for mode in [
+        "sync = \"always\"\n",
+        "sync = \"periodic\"\nsync_interval_ms = 200\n",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let b = Broker::start(&data, mode);
+        let (mut sub, _) = Client::connect(b.port, Protocol::V311, "sub", false);
+        sub.subscribe("m", QoS::AtLeastOnce, None);
+        sub.disconnect();
+        let (mut publ, _) = Client::connect(b.port, Protocol::V5, "pub", true);
+        for i in 1..=20u16 {
+            publ.publish("m", format!("{i}").as_bytes(), QoS::AtLeastOnce, false, i);
+        }
+        b.kill();
+        let b = Broker::start(&data, mode);
+        let (mut sub, present) = Client::connect(b.port, Protocol::V311, "sub", false);
+        assert!(present, "{mode}");
+        let mut got = Vec::new();
+        while let Some(p) = sub.recv(Duration::from_millis(700)) {
+            if let Packet::Publish(p) = p {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+                sub.ack(&p);
+            }
+        }
+        let want: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+        assert_eq!(got, want, "{mode}");
+    }
+}

@@ -74,6 +74,9 @@ pub(crate) fn open(opts: &StoreOptions) -> Result<OpenedStore, StoreError> {
         sync: opts.sync,
         bytes: bytes.clone(),
         full: full.clone(),
+        writes: 0,
+        syncs: 0,
+        ops: 0,
     };
     let thread = std::thread::Builder::new()
         .name("midge-store".into())
@@ -126,6 +129,10 @@ struct Worker {
     sync: SyncMode,
     bytes: Arc<AtomicU64>,
     full: Arc<AtomicBool>,
+    /// Writes, fsyncs and ops so far (logged at the end: group commit at a glance).
+    writes: u64,
+    syncs: u64,
+    ops: u64,
 }
 
 impl Worker {
@@ -169,6 +176,8 @@ impl Worker {
                 }
             }
             let written = self.store.append(&ops);
+            self.writes += 1;
+            self.ops += ops.len() as u64;
             let result = match written {
                 Ok(()) => match self.sync {
                     SyncMode::Periodic(every) => {
@@ -180,7 +189,10 @@ impl Worker {
                         }
                         Ok(())
                     }
-                    SyncMode::Batch | SyncMode::Always => self.store.sync(),
+                    SyncMode::Batch | SyncMode::Always => {
+                        self.syncs += 1;
+                        self.store.sync()
+                    }
                 },
                 Err(e) => Err(e),
             };
@@ -208,9 +220,17 @@ impl Worker {
             self.bytes.store(self.store.disk_bytes(), Ordering::Relaxed);
         }
         self.sync_now();
+        info!(
+            writes = self.writes,
+            fsyncs = self.syncs,
+            ops = self.ops,
+            bytes = self.store.disk_bytes(),
+            "store closed"
+        );
     }
 
     fn sync_now(&mut self) {
+        self.syncs += 1;
         if let Err(e) = self.store.sync() {
             error!(error = %e, "store sync failed");
         }

@@ -203,8 +203,10 @@ impl Client {
     }
 
     pub fn subscribe(&mut self, filter: &str, qos: QoS, id: Option<u32>) {
-        let mut props = midge_codec::SubscribeProperties::default();
-        props.subscription_identifier = id;
+        let props = midge_codec::SubscribeProperties {
+            subscription_identifier: id,
+            ..Default::default()
+        };
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             properties: props,
