@@ -116,6 +116,17 @@ pub enum StoreError {
         /// `[persistence] max_bytes`.
         limit: u64,
     },
+    /// Another running midge uses this data folder.
+    #[error(
+        "data folder {path} is in use by another midge (pid {pid}): two brokers on one store \
+         would corrupt it; stop that one or choose another [persistence] dir"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The process holding it.
+        pid: u32,
+    },
     /// The file was written by a newer midge.
     #[error(
         "store {path} has format version {found}, this midge reads up to version {supported}: \

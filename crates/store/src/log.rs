@@ -75,10 +75,59 @@ impl Clock {
     }
 }
 
+/// Name of the lock file that keeps a second broker off a data folder.
+pub const LOCK_NAME: &str = "midge.lock";
+
+/// The data folder's lock: a file holding our pid, created exclusively; a lock whose process
+/// is gone (the broker was killed) is taken over. Removed when the store is dropped.
+#[derive(Debug)]
+struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock, StoreError> {
+        let path = dir.join(LOCK_NAME);
+        let me = std::process::id();
+        for _ in 0..3 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => {
+                    f.write_all_at(me.to_string().as_bytes(), 0)
+                        .map_err(io_err(&path))?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if pid == me || Path::new(&format!("/proc/{pid}")).exists() => {
+                            return Err(StoreError::Locked { path, pid });
+                        }
+                        _ => {
+                            // its broker is gone (SIGKILL, power cut): take the folder over
+                            let _ = fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(StoreError::from_io(&path, e)),
+            }
+        }
+        Err(StoreError::Locked { path, pid: 0 })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// The embedded engine: an append-only log of CRC-checked records, compacted by rewriting
 /// its live records.
 #[derive(Debug)]
 pub struct LogStore {
+    _lock: DirLock,
     dir: PathBuf,
     path: PathBuf,
     file: File,
@@ -202,6 +251,7 @@ impl LogStore {
     ) -> Result<Opened, StoreError> {
         let dir = opts.dir.clone();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = DirLock::take(&dir)?;
         let path = dir.join(FILE_NAME);
         let clock = Clock::at(now, wall);
         let mut recovery = Recovery::default();
@@ -274,6 +324,7 @@ impl LogStore {
             .open(&path)
             .map_err(io_err(&path))?;
         let mut store = LogStore {
+            _lock: lock,
             dir,
             path,
             file,

@@ -386,6 +386,20 @@ fn unreadable_file_is_moved_aside_and_the_store_starts_empty() {
 }
 
 #[test]
+fn a_data_folder_is_used_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LogStore::open(opts(dir.path())).unwrap();
+    let err = LogStore::open(opts(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("in use by another midge"), "{err}");
+    drop(a);
+    let b = LogStore::open(opts(dir.path())).unwrap();
+    drop(b);
+    // a lock left by a killed broker (its process is gone) is taken over
+    std::fs::write(dir.path().join(crate::log::LOCK_NAME), "4194303999").unwrap();
+    LogStore::open(opts(dir.path())).unwrap();
+}
+
+#[test]
 fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Vec::from(&crate::MAGIC[..]);
