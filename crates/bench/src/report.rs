@@ -300,6 +300,12 @@ const THROUGHPUT: &[Metric] = &[
         better: Better::Higher,
     },
     Metric {
+        name: "per broker CPU-second",
+        unit: "msg",
+        path: &[PER_CPU],
+        better: Better::Higher,
+    },
+    Metric {
         name: "lost",
         unit: "msgs",
         path: &["lost"],
@@ -386,7 +392,16 @@ fn target(case: &str, metric: &str) -> Option<&'static str> {
     })
 }
 
+/// Computed metric: messages delivered per second of broker CPU (fairer than msg/s on a
+/// shared machine, where a single-threaded broker gets a smaller share of the cores).
+const PER_CPU: &str = "(recv_rate / broker CPU)";
+
 fn get(v: &Value, path: &[&str]) -> Option<f64> {
+    if path == [PER_CPU] {
+        let rate = get(v, &["recv_rate"])?;
+        let cpu = get(v, &["broker", "cpu_pct"])?;
+        return (cpu > 0.0).then(|| rate / (cpu / 100.0));
+    }
     let mut cur = v;
     for k in path {
         cur = cur.get(*k)?;
@@ -556,7 +571,14 @@ pub fn compare_svg(rows: &[CompareRow], title: &str) -> String {
     let keep = |r: &&CompareRow| {
         matches!(
             r.metric.as_str(),
-            "throughput" | "connects/s" | "RSS per conn" | "p50" | "p90" | "p99" | "p99.9"
+            "throughput"
+                | "per broker CPU-second"
+                | "connects/s"
+                | "RSS per conn"
+                | "p50"
+                | "p90"
+                | "p99"
+                | "p99.9"
         ) && (r.midge.is_some() || r.mosquitto.is_some())
     };
     let shown: Vec<&CompareRow> = rows.iter().filter(keep).collect();
