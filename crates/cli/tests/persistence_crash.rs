@@ -241,7 +241,7 @@ fn acknowledged_messages_survive_sigkill_at_random_moments() {
     let stop = AtomicBool::new(false);
     for s in subs.iter() {
         let mut c = connect_sub(broker.port, s, false);
-        receive(&mut c, &s.got, &stop, Some(Duration::from_secs(2)));
+        receive(&mut c, &s.got, &stop, Some(Duration::from_secs(5)));
     }
     broker.stop();
 
