@@ -441,3 +441,72 @@ fn every_sync_mode_keeps_acknowledged_messages_across_sigkill() {
         assert_eq!(got, want, "{mode}");
     }
 }
+
+/// A real ENOSPC: the data folder on a 256 KiB tmpfs (needs root for `mount`; skipped
+/// without it).
+#[test]
+fn a_real_full_disk_refuses_publishes_and_the_broker_restarts_on_it() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    // the data folder is the tmpfs; the broker's config and log stay beside it, on real disk
+    let data = dir.path().join("data");
+    std::os::unix::fs::symlink(&mnt, &data).unwrap();
+    let b = Broker::start(&data, "");
+    let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
+    sub.subscribe("full/#", QoS::AtLeastOnce, None);
+    sub.disconnect();
+    let (mut publ, _) = Client::connect(b.port, Protocol::V5, "p5", true);
+    let payload = vec![b'y'; 2000];
+    let mut accepted = 0u16;
+    let mut refused = false;
+    for id in 1..=400u16 {
+        publ.publish_packet("full/a", &payload, QoS::AtLeastOnce, false, id);
+        match publ.recv(T) {
+            Some(Packet::PubAck(a)) if a.reason == ReasonCode::SUCCESS => accepted += 1,
+            Some(Packet::PubAck(a)) if a.reason == ReasonCode::QUOTA_EXCEEDED => {
+                refused = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused, "never refused after {accepted} publishes");
+    assert!(b.log_text().contains("disk full"), "{}", b.log_text());
+    b.kill();
+    // the disk is still full: the broker starts anyway and delivers what it acknowledged
+    let b = Broker::start(&data, "");
+    assert!(
+        b.log_text().contains("disk full at start"),
+        "{}",
+        b.log_text()
+    );
+    let (mut sub, present) = Client::connect(b.port, Protocol::V5, "slow", false);
+    assert!(present);
+    let mut got = 0;
+    while let Some(p) = sub.recv(Duration::from_millis(1000)) {
+        if let Packet::Publish(p) = p {
+            got += 1;
+            sub.ack(&p);
+        }
+    }
+    assert_eq!(got, accepted);
+    b.kill();
+}

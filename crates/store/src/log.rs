@@ -255,6 +255,8 @@ impl LogStore {
         let path = dir.join(FILE_NAME);
         let clock = Clock::at(now, wall);
         let mut recovery = Recovery::default();
+        // bytes of the existing file that hold valid records (0: no usable file)
+        let mut valid_len = 0u64;
         let mut state = State::default();
         match File::open(&path) {
             Ok(mut f) => {
@@ -275,6 +277,10 @@ impl LogStore {
                     (true, Some(v)) if v >= 1 && bytes.len() >= HEADER_LEN => {
                         let scan = scan(&bytes);
                         recovery.records = scan.records;
+                        valid_len = scan
+                            .bad_tail
+                            .as_ref()
+                            .map_or(bytes.len() as u64, |(at, _)| *at);
                         if let Some((at, reason)) = scan.bad_tail {
                             let dropped = bytes.len() as u64 - at;
                             let aside =
@@ -334,7 +340,21 @@ impl LogStore {
             buf: BytesMut::with_capacity(64 * 1024),
             opts,
         };
-        store.compact()?;
+        if let Err(e) = store.compact() {
+            if !e.is_full() || valid_len < HEADER_LEN as u64 {
+                return Err(e);
+            }
+            // no room for a compacted copy: go on appending to the valid part of the log
+            warn!(error = %e, "store: disk full at start, log not compacted; appending to it");
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&store.path)
+                .map_err(io_err(&store.path))?;
+            f.set_len(valid_len).map_err(io_err(&store.path))?;
+            store.file = f;
+            store.len = valid_len;
+        }
         info!(
             file = %store.path.display(),
             sessions = restored.sessions.len(),
