@@ -133,7 +133,7 @@ pub async fn run_sink(common: &Common, publishers: u32) -> Result<SinkResult, Be
     let cfg = ConnConfig {
         connections: count.min(2000),
         rate: None,
-        concurrency: 256,
+        concurrency: 64,
         hold: std::time::Duration::ZERO,
         settle: std::time::Duration::ZERO,
     };
