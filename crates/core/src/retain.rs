@@ -33,6 +33,11 @@ impl Retained {
         }
         let mut msg = msg;
         msg.retain = true;
+        // a retained message can live for months: copy it out of the read buffer it was
+        // decoded from, so it does not pin that buffer (and the other packets in it)
+        msg.payload = bytes::Bytes::copy_from_slice(&msg.payload);
+        let topic = bytestring::ByteString::from(msg.topic.as_str());
+        msg.topic = midge_codec::TopicName::new(topic).unwrap_or(msg.topic);
         self.by_topic.insert(key, Arc::new(msg));
         true
     }

@@ -56,7 +56,7 @@ const WRITE_BATCH: usize = 512;
 /// Serve one connection on any byte stream: TCP, TLS, WebSocket or WebSocket over TLS
 /// (monomorphised per stream type: the plain TCP path has no boxing or extra copy).
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
+pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable>(
     id: ConnId,
     stream: S,
     meta: Meta,
@@ -109,7 +109,7 @@ enum ReadOutcome {
     Io,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
     async fn serve(&mut self, router: mpsc::Sender<RouterMsg>) {
         // the first packet must be a CONNECT, within the connect timeout
         let first = tokio::time::timeout(self.settings.connect_timeout, self.read_first()).await;
@@ -273,7 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Protocol::V311,
                 self.settings.max_packet_size,
             ) {
-                Ok(Some(p)) => return Ok(p),
+                Ok(Some(p)) => {
+                    if self.rbuf.is_empty() {
+                        // the CONNECT keeps its slice; the connection holds no buffer
+                        self.rbuf = BytesMut::new();
+                    }
+                    return Ok(p);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(Some(e)),
             }
@@ -290,6 +296,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     async fn read_packets(&mut self, protocol: Protocol) -> ReadOutcome {
+        // wait for data before taking a buffer: an idle connection holds none
+        if self.rbuf.is_empty() && self.stream.wait_readable().await.is_err() {
+            return ReadOutcome::Io;
+        }
         if self.rbuf.capacity() - self.rbuf.len() < 512 {
             self.rbuf.reserve(READ_CHUNK);
         }
@@ -469,4 +479,30 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     let body = buf.get(header.header_len..)?;
     let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
     body.get(2 + name_len).copied()
+}
+
+/// Waiting for a stream to become readable without holding a read buffer. Plain TCP can
+/// (`readable()`); TLS and WebSocket streams keep their own buffers anyway and are simply
+/// read.
+pub(crate) trait WaitReadable {
+    /// Resolves when a read would not block (or may; a spurious wake-up is harmless).
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl WaitReadable for tokio::net::TcpStream {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+impl<S: Send + Sync> WaitReadable for tokio_rustls::server::TlsStream<S> {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl<S: Send + Sync> WaitReadable for crate::ws::WsStream<S> {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }

@@ -279,10 +279,40 @@ async fn accept_loop(
     }
 }
 
+/// Run the connection task on a socket. Plain MQTT over TCP runs inline; TLS and WebSocket
+/// (handshakes and larger stream states) run behind a box, so a plain connection's task is
+/// not sized for the largest transport (an idle connection should cost well under 1 KB).
+#[allow(clippy::too_many_arguments)]
+async fn serve_socket(
+    id: midge_core::ConnId,
+    stream: tokio::net::TcpStream,
+    security: Arc<security::ListenerSecurity>,
+    peer: SocketAddr,
+    router: mpsc::Sender<router::RouterMsg>,
+    settings: Arc<connection::Settings>,
+    counters: Arc<Counters>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if security.tls().is_none()
+        && matches!(security.config.protocol, config::ListenerProtocol::Mqtt)
+    {
+        let meta = connection::Meta {
+            security: security.clone(),
+            identity: None,
+        };
+        connection::run(id, stream, meta, peer, router, settings, counters, shutdown).await;
+        return;
+    }
+    Box::pin(serve_wrapped(
+        id, stream, security, peer, router, settings, counters, shutdown,
+    ))
+    .await;
+}
+
 /// Run the listener's handshakes (TLS, WebSocket upgrade; bounded by the connect timeout),
 /// then the connection task on the resulting stream.
 #[allow(clippy::too_many_arguments)]
-async fn serve_socket(
+async fn serve_wrapped(
     id: midge_core::ConnId,
     stream: tokio::net::TcpStream,
     security: Arc<security::ListenerSecurity>,

@@ -51,7 +51,9 @@ impl Broker {
             assigned = true;
             self.assign_client_id()
         } else {
-            c.client_id.clone()
+            // decoded strings are slices of the connection's read buffer; a session lives
+            // long, so it gets its own copy instead of pinning that whole buffer
+            detach_str(&c.client_id)
         };
 
         let info = ClientInfo {
@@ -133,14 +135,20 @@ impl Broker {
         };
         let newly_connected = s.conn.replace(conn).is_none();
         s.protocol = c.protocol;
-        s.username = c.username.clone();
+        s.username = c.username.as_ref().map(detach_str);
         s.listener = listener;
         s.expiry_interval = expiry;
         s.disconnected_at = None;
         // a new connection before the will delay passed cancels the pending will
         // [MQTT-3.1.3-9]; the new CONNECT's will replaces it
         s.will_at = None;
-        s.will = c.will.clone();
+        s.will = c.will.as_ref().map(|w| {
+            let mut w = w.clone();
+            w.payload = bytes::Bytes::copy_from_slice(&w.payload);
+            w.topic = midge_codec::TopicName::new(detach_str(w.topic.as_byte_string()))
+                .unwrap_or(w.topic);
+            w
+        });
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);
         s.client_max_packet = c.properties.maximum_packet_size.unwrap_or(u32::MAX);
         if newly_connected {
@@ -209,4 +217,9 @@ impl Broker {
         }
         self.pump(now, sid, out);
     }
+}
+
+/// A copy of a decoded string that does not share the read buffer it came from.
+fn detach_str(s: &bytestring::ByteString) -> bytestring::ByteString {
+    bytestring::ByteString::from(&**s)
 }

@@ -36,7 +36,11 @@ impl Broker {
                         None => return self.fail(now, conn, ReasonCode::PROTOCOL_ERROR, out),
                     }
                 } else {
-                    c.aliases_in.insert(alias, p.topic.clone());
+                    // own copy: the alias outlives the read buffer the topic came in
+                    let topic =
+                        midge_codec::TopicName::new(bytestring::ByteString::from(p.topic.as_str()));
+                    c.aliases_in
+                        .insert(alias, topic.unwrap_or_else(|_| p.topic.clone()));
                 }
             }
             // a client must not send subscription identifiers [MQTT-3.3.4-6]
