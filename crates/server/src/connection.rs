@@ -111,28 +111,43 @@ enum ReadOutcome {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
     async fn serve(&mut self, router: mpsc::Sender<RouterMsg>) {
+        // The handshake runs once, behind a box: its futures (connect timeout, password
+        // check, refusals) are then not part of the state every idle connection keeps.
+        let Some(connect) = Box::pin(self.handshake()).await else {
+            return;
+        };
+        self.run_connected(router, connect).await;
+    }
+
+    /// Read the CONNECT (within the connect timeout), refuse a bad one, check the password.
+    async fn handshake(&mut self) -> Option<Box<midge_codec::Connect>> {
         // the first packet must be a CONNECT, within the connect timeout
         let first = tokio::time::timeout(self.settings.connect_timeout, self.read_first()).await;
         let connect = match first {
             Err(_) => {
                 debug!("no CONNECT within the connect timeout");
-                return;
+                return None;
             }
             Ok(Ok(Packet::Connect(c))) => c,
             Ok(Ok(other)) => {
                 debug!(packet = %other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1]");
-                return;
+                return None;
             }
             Ok(Err(Some(e))) => {
                 self.refuse_connect(&e).await;
-                return;
+                return None;
             }
-            Ok(Err(None)) => return,
+            Ok(Err(None)) => return None,
         };
         // passwords are checked here, off the router, so it never waits on PBKDF2
-        let Some(connect) = self.authenticate(connect).await else {
-            return;
-        };
+        self.authenticate(connect).await
+    }
+
+    async fn run_connected(
+        &mut self,
+        router: mpsc::Sender<RouterMsg>,
+        connect: Box<midge_codec::Connect>,
+    ) {
         let mut protocol = connect.protocol;
         let (tx, mut rx) = crate::outbox::outbox();
         let shared = Arc::new(Shared::default());
@@ -168,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => return self.fail(&router, protocol, e).await,
+                Err(e) => return Box::pin(self.fail(&router, protocol, e)).await,
             }
         }
         loop {
@@ -237,13 +252,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
                             let _ = router.send(RouterMsg::Closed(self.id, CloseCause::Network)).await;
                             return;
                         }
-                        ReadOutcome::Failed(e) => return self.fail(&router, protocol, e).await,
+                        ReadOutcome::Failed(e) => return Box::pin(self.fail(&router, protocol, e)).await,
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if keep_alive.is_some() => {
                     info!("keep alive timeout");
                     if protocol.is_v5() {
-                        self.send_now(protocol, Packet::Disconnect(Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT))).await;
+                        Box::pin(self.send_now(protocol, Packet::Disconnect(Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT)))).await;
                     }
                     let _ = router.send(RouterMsg::Closed(self.id, CloseCause::KeepAliveTimeout)).await;
                     return;
