@@ -2,6 +2,8 @@
 //! connections and sessions.
 
 use std::sync::Arc;
+
+use bytestring::ByteString;
 use std::time::{Duration, Instant};
 
 use midge_codec::{Disconnect, Packet, Publish, QoS, ReasonCode};
@@ -389,13 +391,14 @@ impl Broker {
             // outbound topic alias: the first PUBLISH on a topic sets the alias, later ones
             // send an empty topic with it
             if c.topic_alias_max_out > 0 {
-                if let Some(&alias) = c.aliases_out.get(msg.topic.as_byte_string()) {
+                let aliases = c.aliases_out.get_or_insert_with(Default::default);
+                if let Some(&alias) = aliases.get(msg.topic.as_byte_string()) {
                     publish.topic = midge_codec::TopicName::empty();
                     publish.properties.topic_alias = Some(alias);
-                } else if c.aliases_out.len() < usize::from(c.topic_alias_max_out) {
-                    let alias = c.aliases_out.len() as u16 + 1;
-                    c.aliases_out
-                        .insert(msg.topic.as_byte_string().clone(), alias);
+                } else if aliases.len() < usize::from(c.topic_alias_max_out) {
+                    let alias = aliases.len() as u16 + 1;
+                    // own copy of the topic: the alias map outlives the message's buffer
+                    aliases.insert(ByteString::from(msg.topic.as_str()), alias);
                     publish.properties.topic_alias = Some(alias);
                 }
             }
@@ -603,7 +606,9 @@ impl Broker {
             return;
         };
         s.will_at = None;
-        let Some(will) = s.will.take() else { return };
+        let Some(will) = s.will.take().map(|w| *w) else {
+            return;
+        };
         if self.persist {
             self.persist_header(sid);
         }

@@ -143,8 +143,9 @@ pub(crate) struct Conn {
     pub(crate) protocol: Protocol,
     /// False while the server reports its outbound queue as full.
     pub(crate) writable: bool,
-    pub(crate) aliases_in: AHashMap<u16, TopicName>,
-    pub(crate) aliases_out: AHashMap<ByteString, u16>,
+    /// Topic aliases, allocated on first use (most clients use none).
+    pub(crate) aliases_in: Option<Box<AHashMap<u16, TopicName>>>,
+    pub(crate) aliases_out: Option<Box<AHashMap<ByteString, u16>>>,
     pub(crate) topic_alias_max_out: u16,
     pub(crate) request_problem_info: bool,
 }
@@ -230,8 +231,8 @@ impl Broker {
                 listener,
                 protocol: Protocol::V311,
                 writable: true,
-                aliases_in: AHashMap::new(),
-                aliases_out: AHashMap::new(),
+                aliases_in: None,
+                aliases_out: None,
                 topic_alias_max_out: 0,
                 request_problem_info: true,
             },

@@ -217,7 +217,7 @@ impl Broker {
                 ),
                 (None, _) => None,
             };
-            s.will = h.will;
+            s.will = h.will.map(Box::new);
             s.persisted = self.persist;
             s.inbound_qos2 = rs.inbound_qos2.into_iter().collect();
             let mut deliveries = rs.deliveries;
@@ -295,7 +295,7 @@ impl Broker {
             username: s.username.clone(),
             protocol: s.protocol,
             expiry_interval: s.expiry_interval,
-            will: s.will.clone(),
+            will: s.will.as_deref().cloned(),
             will_at: s.will_at,
             disconnected_at: s.disconnected_at,
         };

@@ -71,7 +71,8 @@ pub(crate) struct Session {
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids received and not yet released (PUBREL).
     pub(crate) inbound_qos2: AHashSet<u16>,
-    pub(crate) will: Option<LastWill>,
+    /// Boxed: most sessions have none, and an inline will would cost every session ~240 B.
+    pub(crate) will: Option<Box<LastWill>>,
     pub(crate) will_at: Option<Instant>,
     /// The client's Receive Maximum (how many QoS 1/2 it takes at once).
     pub(crate) client_receive_maximum: u16,

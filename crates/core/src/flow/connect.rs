@@ -142,12 +142,12 @@ impl Broker {
         // a new connection before the will delay passed cancels the pending will
         // [MQTT-3.1.3-9]; the new CONNECT's will replaces it
         s.will_at = None;
-        s.will = c.will.as_ref().map(|w| {
+        s.will = c.will.as_ref().map(|w| -> Box<midge_codec::LastWill> {
             let mut w = w.clone();
             w.payload = bytes::Bytes::copy_from_slice(&w.payload);
             w.topic = midge_codec::TopicName::new(detach_str(w.topic.as_byte_string()))
                 .unwrap_or(w.topic);
-            w
+            Box::new(w)
         });
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);
         s.client_max_packet = c.properties.maximum_packet_size.unwrap_or(u32::MAX);

@@ -31,7 +31,7 @@ impl Broker {
                     return self.fail(now, conn, ReasonCode::TOPIC_ALIAS_INVALID, out);
                 }
                 if p.topic.is_empty() {
-                    match c.aliases_in.get(&alias) {
+                    match c.aliases_in.as_ref().and_then(|m| m.get(&alias)) {
                         Some(t) => p.topic = t.clone(),
                         None => return self.fail(now, conn, ReasonCode::PROTOCOL_ERROR, out),
                     }
@@ -40,6 +40,7 @@ impl Broker {
                     let topic =
                         midge_codec::TopicName::new(bytestring::ByteString::from(p.topic.as_str()));
                     c.aliases_in
+                        .get_or_insert_with(Default::default)
                         .insert(alias, topic.unwrap_or_else(|_| p.topic.clone()));
                 }
             }
