@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/test-deps.sh
+bash scripts/test-deps.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --doc --locked
 # a short fuzz run of the decoder (installs cargo-fuzz if missing; stable toolchain)
-crates/codec/fuzz/smoke.sh "${MIDGE_FUZZ_SECONDS:-30}"
+bash crates/codec/fuzz/smoke.sh "${MIDGE_FUZZ_SECONDS:-30}"
