@@ -254,3 +254,33 @@ fn conn_counts_connections_and_sink_reports_a_ceiling() {
     assert_eq!(n(&s, "pub_sent"), 20000, "{s}");
     assert_eq!(n(&s, "sub_received"), 20000, "{s}");
 }
+
+#[test]
+fn sub_and_pub_run_as_separate_processes() {
+    let b = midge_broker("");
+    let port = b.port.to_string();
+    let sub = Command::new(MIDGE)
+        .args([
+            "bench", "sub", "-q", "1", "-c", "1000", "-d", "60", "--json", "-p", &port,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // no readiness signal across processes: give the subscriber time to subscribe
+    std::thread::sleep(Duration::from_millis(1500));
+    let p = bench(b.port, &["pub", "-P", "2", "-q", "1", "-c", "1000"]);
+    assert_eq!(n(&p, "sent"), 1000, "{p}");
+    assert_eq!(n(&p, "acked"), 1000, "{p}");
+    let out = sub.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(n(&v, "received"), 1000, "{v}");
+    assert_eq!(n(&v, "unique"), 1000, "{v}");
+    assert_eq!(n(&v, "duplicates"), 0, "{v}");
+    assert_eq!(n(&v, "out_of_order"), 0, "{v}");
+}
