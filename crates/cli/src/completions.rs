@@ -32,6 +32,13 @@ fn without_subcommand_versions(mut cmd: Command) -> Command {
 pub(crate) fn run<C: CommandFactory>(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = without_subcommand_versions(C::command());
     let name = cmd.get_name().to_string();
-    clap_complete::generate(args.shell, &mut cmd, name, &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    // generate into memory: clap_complete panics on a write error (e.g. `| head` closing
+    // the pipe), and a closed pipe is not an error worth more than a quiet exit
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, name, &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -34,7 +34,11 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.print_config {
-        print!("{}", config::DEFAULT_CONFIG);
+        // a closed pipe (`| head`) is not an error
+        let _ = std::io::Write::write_all(
+            &mut std::io::stdout().lock(),
+            config::DEFAULT_CONFIG.as_bytes(),
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut cfg = match &args.config {
