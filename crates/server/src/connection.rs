@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use midge_codec::{ConnAck, Connect, DecodeError, Disconnect, Packet, Protocol, ReasonCode};
 use midge_core::{CloseCause, ConnId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -55,8 +55,12 @@ const WRITE_BATCH: usize = 512;
 
 /// Serve one connection on any byte stream: TCP, TLS, WebSocket or WebSocket over TLS
 /// (monomorphised per stream type: the plain TCP path has no boxing or extra copy).
+///
+/// Not an `async fn`: the connection record is built here and moved into the future once,
+/// so the future does not keep the arguments twice (as captured arguments and as moved
+/// locals), which every idle connection would pay for.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable>(
+pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable>(
     id: ConnId,
     stream: S,
     meta: Meta,
@@ -64,8 +68,8 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable>
     router: mpsc::Sender<RouterMsg>,
     settings: Arc<Settings>,
     counters: Arc<Counters>,
-    _shutdown: watch::Receiver<bool>,
-) {
+    slot: crate::Slot,
+) -> impl std::future::Future<Output = ()> + Send {
     let span = info_span!(
         "conn",
         listener = meta.security.config.scheme(),
@@ -73,21 +77,18 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable>
         id = id.0,
         client = tracing::field::Empty
     );
-    async move {
-        let mut conn = Conn {
-            id,
-            stream,
-            meta,
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            counters,
-            settings,
-            first_level: None,
-        };
-        conn.serve(router).await;
-    }
-    .instrument(span)
-    .await
+    let conn = Conn {
+        id,
+        stream,
+        meta,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        counters,
+        settings,
+        first_level: None,
+        _slot: slot,
+    };
+    conn.serve(router).instrument(span)
 }
 
 struct Conn<S> {
@@ -100,6 +101,8 @@ struct Conn<S> {
     settings: Arc<Settings>,
     /// Protocol level byte of the first packet, peeked before decoding it.
     first_level: Option<u8>,
+    /// Counts this connection as open while the task lives.
+    _slot: crate::Slot,
 }
 
 enum ReadOutcome {
@@ -110,7 +113,7 @@ enum ReadOutcome {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
-    async fn serve(&mut self, router: mpsc::Sender<RouterMsg>) {
+    async fn serve(mut self, router: mpsc::Sender<RouterMsg>) {
         // The handshake runs once, behind a box: its futures (connect timeout, password
         // check, refusals) are then not part of the state every idle connection keeps.
         let Some(connect) = Box::pin(self.handshake()).await else {

@@ -51,6 +51,17 @@ pub(crate) struct Counters {
     pub(crate) auth_failures: AtomicU64,
 }
 
+/// Counts one open network connection until dropped (owned by the connection's task, so
+/// the count is right however the connection ends).
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Counters>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -233,7 +244,7 @@ async fn accept_loop(
     router: mpsc::Sender<router::RouterMsg>,
     settings: Arc<connection::Settings>,
     counters: Arc<Counters>,
-    shutdown: watch::Receiver<bool>,
+    _shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = std::time::Duration::from_millis(5);
     loop {
@@ -252,22 +263,28 @@ async fn accept_loop(
                 let router = router.clone();
                 let settings = settings.clone();
                 let counters = counters.clone();
-                let shutdown = shutdown.clone();
+                let slot = Slot(counters.clone());
                 let security = security.clone();
-                tokio::spawn(async move {
-                    serve_socket(
-                        id,
-                        stream,
+                let plain = security.tls().is_none()
+                    && matches!(security.config.protocol, config::ListenerProtocol::Mqtt);
+                if plain {
+                    // plain MQTT over TCP: the connection future is built here and spawned
+                    // as is (no wrapper that would hold it twice); the slot it owns
+                    // counts the connection until it ends
+                    let meta = connection::Meta {
                         security,
-                        peer,
-                        router,
-                        settings,
-                        counters.clone(),
-                        shutdown,
-                    )
-                    .await;
-                    counters.connections.fetch_sub(1, Ordering::Relaxed);
-                });
+                        identity: None,
+                    };
+                    tokio::spawn(connection::run(
+                        id, stream, meta, peer, router, settings, counters, slot,
+                    ));
+                } else {
+                    // TLS and WebSocket: handshakes first, behind a box, so plain
+                    // connections are not sized for the larger transports
+                    tokio::spawn(Box::pin(serve_wrapped(
+                        id, stream, security, peer, router, settings, counters, slot,
+                    )));
+                }
             }
             Err(e) => {
                 // out of file descriptors and the like: back off instead of spinning
@@ -277,36 +294,6 @@ async fn accept_loop(
             }
         }
     }
-}
-
-/// Run the connection task on a socket. Plain MQTT over TCP runs inline; TLS and WebSocket
-/// (handshakes and larger stream states) run behind a box, so a plain connection's task is
-/// not sized for the largest transport (an idle connection should cost well under 1 KB).
-#[allow(clippy::too_many_arguments)]
-async fn serve_socket(
-    id: midge_core::ConnId,
-    stream: tokio::net::TcpStream,
-    security: Arc<security::ListenerSecurity>,
-    peer: SocketAddr,
-    router: mpsc::Sender<router::RouterMsg>,
-    settings: Arc<connection::Settings>,
-    counters: Arc<Counters>,
-    shutdown: watch::Receiver<bool>,
-) {
-    if security.tls().is_none()
-        && matches!(security.config.protocol, config::ListenerProtocol::Mqtt)
-    {
-        let meta = connection::Meta {
-            security: security.clone(),
-            identity: None,
-        };
-        connection::run(id, stream, meta, peer, router, settings, counters, shutdown).await;
-        return;
-    }
-    Box::pin(serve_wrapped(
-        id, stream, security, peer, router, settings, counters, shutdown,
-    ))
-    .await;
 }
 
 /// Run the listener's handshakes (TLS, WebSocket upgrade; bounded by the connect timeout),
@@ -320,7 +307,7 @@ async fn serve_wrapped(
     router: mpsc::Sender<router::RouterMsg>,
     settings: Arc<connection::Settings>,
     counters: Arc<Counters>,
-    shutdown: watch::Receiver<bool>,
+    slot: Slot,
 ) {
     use config::ListenerProtocol;
     let timeout = settings.connect_timeout;
@@ -332,13 +319,12 @@ async fn serve_wrapped(
         };
         match security.config.protocol {
             ListenerProtocol::Mqtt => {
-                connection::run(id, stream, meta, peer, router, settings, counters, shutdown).await;
+                connection::run(id, stream, meta, peer, router, settings, counters, slot).await;
             }
             ListenerProtocol::WebSockets => {
                 match tokio::time::timeout(timeout, ws::accept(stream, ws_path)).await {
                     Ok(Ok(ws)) => {
-                        connection::run(id, ws, meta, peer, router, settings, counters, shutdown)
-                            .await;
+                        connection::run(id, ws, meta, peer, router, settings, counters, slot).await;
                     }
                     Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
                     Err(_) => info!(%peer, "WebSocket handshake timed out"),
@@ -370,12 +356,12 @@ async fn serve_wrapped(
     };
     match security.config.protocol {
         ListenerProtocol::Mqtt => {
-            connection::run(id, tls, meta, peer, router, settings, counters, shutdown).await;
+            connection::run(id, tls, meta, peer, router, settings, counters, slot).await;
         }
         ListenerProtocol::WebSockets => {
             match tokio::time::timeout(timeout, ws::accept(tls, ws_path)).await {
                 Ok(Ok(ws)) => {
-                    connection::run(id, ws, meta, peer, router, settings, counters, shutdown).await;
+                    connection::run(id, ws, meta, peer, router, settings, counters, slot).await;
                 }
                 Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
                 Err(_) => info!(%peer, "WebSocket handshake timed out"),
