@@ -82,6 +82,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},midge={level}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // colours only on a terminal: log files and journald get plain text
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 
