@@ -309,3 +309,45 @@ print(codes.get(ok), codes.get(no))
     // allowed: 0x10 "no matching subscribers" (nobody listens); refused: 0x87
     assert_eq!(text(&out.stdout).trim(), "16 135", "{}", text(&out.stderr));
 }
+
+#[test]
+fn refused_logins_are_counted_in_sys() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = passwd(dir.path(), &[("alice", "s3cret")]);
+    let b = Broker::start(&format!(
+        "[server]\nsys_interval = 1\n[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
+    ));
+    let port = b.ports[0];
+    assert_eq!(
+        connack_code(port, false, Some("alice"), Some("wrong-pw-123")),
+        4
+    );
+    assert_eq!(connack_code(port, true, None, None), 0x87);
+    // the counter is published every $SYS interval; -R skips the stale retained value
+    // from before the refusals and waits for the next publication
+    let port_s = port.to_string();
+    let out = run_with_timeout(
+        std::process::Command::new("mosquitto_sub").args([
+            "-p",
+            &port_s,
+            "-u",
+            "alice",
+            "-P",
+            "s3cret",
+            "-t",
+            "$SYS/broker/clients/failed logins",
+            "-R",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ]),
+        Duration::from_secs(8),
+    );
+    let got = text(&out.stdout);
+    let n: u64 = got
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {got:?}"));
+    assert!(n >= 2, "expected at least the 2 refused logins, got {n}");
+}

@@ -419,7 +419,7 @@ impl SysPublisher {
         }
         self.next = now + self.interval;
         let s = broker.stats();
-        let figures: [(&str, String); 16] = [
+        let figures: [(&str, String); 17] = [
             (
                 "version",
                 format!("midge version {}", env!("CARGO_PKG_VERSION")),
@@ -453,6 +453,11 @@ impl SysPublisher {
                 counters.bytes_sent.load(Ordering::Relaxed).to_string(),
             ),
             ("subscriptions/count", s.subscriptions.to_string()),
+            (
+                // not in mosquitto: refused logins (bad password, no identity, anonymous)
+                "clients/failed logins",
+                counters.auth_failures.load(Ordering::Relaxed).to_string(),
+            ),
             ("retained messages/count", s.retained.to_string()),
         ];
         for (name, value) in figures {
