@@ -1153,8 +1153,10 @@ fn sub_reconnects_and_resubscribes_after_a_broker_restart() {
             "rc/#",
             "-C",
             "2",
+            // -W is a total budget: broker restart plus reconnect backoff on a loaded CI
+            // machine took all of 20 s once
             "-W",
-            "20",
+            "60",
             "-v",
             "-i",
             "rsub",
