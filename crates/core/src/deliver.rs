@@ -129,25 +129,22 @@ impl Broker {
         gi: usize,
         msg: &Arc<Message>,
     ) -> Option<(SessionId, Delivery)> {
-        let members: Vec<Subscriber> = self.tree.group_mut(node, gi)?.members.clone();
-        let online: Vec<bool> = members
-            .iter()
-            .map(|m| self.session(m.session).and_then(|s| s.conn).is_some())
-            .collect();
-        let any_online = online.iter().any(|o| *o);
+        // the tree and the sessions are separate fields: borrow both, copy nothing
+        let sessions = &self.sessions;
+        let online = |m: &Subscriber| {
+            sessions
+                .get(m.session.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.conn.is_some())
+        };
         let g = self.tree.group_mut(node, gi)?;
         let n = g.members.len();
-        let mut chosen = None;
-        for k in 0..n {
-            let idx = (g.next + k) % n;
-            if !any_online || online.get(idx).copied().unwrap_or(false) {
-                chosen = Some(idx);
-                break;
-            }
-        }
-        let idx = chosen?;
+        let any_online = g.members.iter().any(online);
+        let idx = (0..n)
+            .map(|k| (g.next + k) % n)
+            .find(|&i| !any_online || g.members.get(i).is_some_and(online))?;
         g.next = (idx + 1) % n;
-        let sub = *members.get(idx)?;
+        let sub = *g.members.get(idx)?;
         let share_key = g.key.clone();
         let session = self.session(sub.session)?;
         if self.auth.checks_delivery() {
