@@ -374,12 +374,7 @@ impl Broker {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
-        s.clients_connected = self
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| s.conn.is_some())
-            .count();
+        s.clients_connected = self.connected;
         s.sessions = self.by_client_id.len();
         s.subscriptions = self.tree.len();
         s.retained = self.retained.len();

@@ -135,6 +135,18 @@ impl World {
         p.packet_id = id;
         self.send(conn, Packet::Publish(p));
     }
+    /// A message published from inside the broker (as `$SYS` is).
+    fn publish_internal(&mut self, topic: &str, payload: &str) {
+        let msg = crate::Message::new(
+            TopicName::new(topic).unwrap(),
+            payload.to_owned(),
+            QoS::AtMostOnce,
+            false,
+        );
+        let mut out = Vec::new();
+        self.broker.publish(self.now, msg, &mut out);
+        self.out.extend(out);
+    }
     fn close(&mut self, conn: ConnId) {
         let mut out = Vec::new();
         self.broker
@@ -512,32 +524,10 @@ fn dollar_topics_not_matched_by_leading_wildcards() {
     let sub = w.connect(Protocol::V311, "sub", true);
     w.subscribe(sub, "#", QoS::AtMostOnce);
     w.subscribe(sub, "+/x", QoS::AtMostOnce);
-    let mut out = Vec::new();
-    w.broker.publish(
-        w.now,
-        crate::Message::new(
-            TopicName::new("$SYS/x").unwrap(),
-            "s",
-            QoS::AtMostOnce,
-            false,
-        ),
-        &mut out,
-    );
-    w.out.extend(out);
+    w.publish_internal("$SYS/x", "s");
     assert!(w.packets(sub).is_empty());
     w.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
-    let mut out = Vec::new();
-    w.broker.publish(
-        w.now,
-        crate::Message::new(
-            TopicName::new("$SYS/x").unwrap(),
-            "s",
-            QoS::AtMostOnce,
-            false,
-        ),
-        &mut out,
-    );
-    w.out.extend(out);
+    w.publish_internal("$SYS/x", "s");
     assert_eq!(payloads(&w.packets(sub)), vec!["s"]);
 }
 
@@ -927,3 +917,19 @@ fn shutdown_sends_0x8b_to_v5_clients_only() {
 // durable state: ops described by the flows, restore
 #[path = "persist_tests.rs"]
 mod persist_tests;
+
+#[test]
+fn connected_count_follows_connects_closes_and_takeovers() {
+    let mut w = World::new();
+    let a = w.connect(Protocol::V5, "a", false);
+    let _b = w.connect(Protocol::V311, "b", true);
+    assert_eq!(w.broker.stats().clients_connected, 2);
+    let _a2 = w.connect(Protocol::V5, "a", false); // takeover: still two
+    assert_eq!(w.broker.stats().clients_connected, 2);
+    w.close(a); // the old connection is already gone
+    assert_eq!(w.broker.stats().clients_connected, 2);
+    let c = w.connect(Protocol::V5, "c", true);
+    w.send(c, Packet::Disconnect(Disconnect::default()));
+    assert_eq!(w.broker.stats().clients_connected, 2);
+    assert_eq!(w.broker.stats().clients_maximum, 3);
+}
