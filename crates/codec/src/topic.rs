@@ -57,6 +57,13 @@ impl TopicName {
         TopicName(ByteString::new())
     }
 
+    /// A copy that owns its bytes instead of sharing the buffer it was decoded from. Use it
+    /// for long-lived state (retained messages, alias maps, wills): a decoded topic is a
+    /// slice of the read buffer and would otherwise keep that whole buffer alive.
+    pub fn detached(&self) -> TopicName {
+        TopicName(ByteString::from(self.as_str()))
+    }
+
     /// The topic as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -347,6 +354,15 @@ mod tests {
         let plain = tf("sensors/1").unwrap();
         assert_eq!(plain.share_group(), None);
         assert!(!plain.has_wildcards());
+    }
+
+    #[test]
+    fn detached_topic_is_equal_but_owns_its_bytes() {
+        let buf = bytestring::ByteString::from("a/b/c and more bytes of a read buffer");
+        let sliced = TopicName::new(buf.slice_ref(&buf[..5])).unwrap();
+        let copy = sliced.detached();
+        assert_eq!(copy, sliced);
+        assert_ne!(copy.as_str().as_ptr(), sliced.as_str().as_ptr());
     }
 
     #[test]

@@ -23,12 +23,12 @@ impl Retained {
     /// Store (or with an empty payload, remove) the retained message of its topic.
     /// Returns false if it was refused because the store is full.
     pub(crate) fn set(&mut self, msg: Message, max: usize) -> bool {
-        let key = msg.topic.as_byte_string().clone();
         if msg.payload.is_empty() {
-            self.by_topic.remove(&key);
+            self.by_topic.remove(msg.topic.as_str());
             return true;
         }
-        if max != 0 && self.by_topic.len() >= max && !self.by_topic.contains_key(&key) {
+        if max != 0 && self.by_topic.len() >= max && !self.by_topic.contains_key(msg.topic.as_str())
+        {
             return false;
         }
         let mut msg = msg;
@@ -36,8 +36,8 @@ impl Retained {
         // a retained message can live for months: copy it out of the read buffer it was
         // decoded from, so it does not pin that buffer (and the other packets in it)
         msg.payload = bytes::Bytes::copy_from_slice(&msg.payload);
-        let topic = bytestring::ByteString::from(msg.topic.as_str());
-        msg.topic = midge_codec::TopicName::new(topic).unwrap_or(msg.topic);
+        msg.topic = msg.topic.detached();
+        let key = msg.topic.as_byte_string().clone();
         self.by_topic.insert(key, Arc::new(msg));
         true
     }

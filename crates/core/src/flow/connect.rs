@@ -145,8 +145,7 @@ impl Broker {
         s.will = c.will.as_ref().map(|w| -> Box<midge_codec::LastWill> {
             let mut w = w.clone();
             w.payload = bytes::Bytes::copy_from_slice(&w.payload);
-            w.topic = midge_codec::TopicName::new(detach_str(w.topic.as_byte_string()))
-                .unwrap_or(w.topic);
+            w.topic = w.topic.detached();
             Box::new(w)
         });
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);

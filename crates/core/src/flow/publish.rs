@@ -37,11 +37,9 @@ impl Broker {
                     }
                 } else {
                     // own copy: the alias outlives the read buffer the topic came in
-                    let topic =
-                        midge_codec::TopicName::new(bytestring::ByteString::from(p.topic.as_str()));
                     c.aliases_in
                         .get_or_insert_with(Default::default)
-                        .insert(alias, topic.unwrap_or_else(|_| p.topic.clone()));
+                        .insert(alias, p.topic.detached());
                 }
             }
             // a client must not send subscription identifiers [MQTT-3.3.4-6]
