@@ -51,7 +51,6 @@ impl From<&ServerConfig> for Settings {
 
 const READ_CHUNK: usize = 4096;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
-const WRITE_BATCH: usize = 512;
 
 /// Serve one connection on any byte stream: TCP, TLS, WebSocket or WebSocket over TLS
 /// (monomorphised per stream type: the plain TCP path has no boxing or extra copy).
@@ -191,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
         }
         loop {
             tokio::select! {
-                n = rx.recv_many(&mut out, WRITE_BATCH) => {
+                n = rx.recv_all(&mut out) => {
                     if n == 0 {
                         return; // router gone
                     }

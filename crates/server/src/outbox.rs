@@ -87,7 +87,7 @@ impl<T> OutboxRx<T> {
     /// Wait for items and move all of them into `buf` (appended). Returns how many; 0 means
     /// the router dropped its side and nothing is left. Cancel safe: nothing is taken until
     /// the lock is held, and then it is returned in the same poll.
-    pub(crate) async fn recv_many(&mut self, buf: &mut Vec<T>, _limit: usize) -> usize {
+    pub(crate) async fn recv_all(&mut self, buf: &mut Vec<T>) -> usize {
         loop {
             {
                 let mut s = self
@@ -147,12 +147,12 @@ mod tests {
             tx.send(i).unwrap();
         }
         let mut buf = Vec::new();
-        assert_eq!(rx.recv_many(&mut buf, 100).await, 5);
+        assert_eq!(rx.recv_all(&mut buf).await, 5);
         assert_eq!(buf, vec![0, 1, 2, 3, 4]);
         assert!(rx.is_empty());
         let waiter = tokio::spawn(async move {
             let mut b = Vec::new();
-            let n = rx.recv_many(&mut b, 10).await;
+            let n = rx.recv_all(&mut b).await;
             (n, b, rx)
         });
         tokio::task::yield_now().await;
@@ -160,7 +160,7 @@ mod tests {
         let (n, b, mut rx) = waiter.await.unwrap();
         assert_eq!((n, b), (1, vec![9]));
         drop(tx);
-        assert_eq!(rx.recv_many(&mut Vec::new(), 10).await, 0);
+        assert_eq!(rx.recv_all(&mut Vec::new()).await, 0);
     }
 
     #[tokio::test]
