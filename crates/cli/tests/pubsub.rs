@@ -180,9 +180,10 @@ impl Broker {
         }
         loop {
             let log = self.log();
+            // the whole line: "Sending SUBACK to dsub" is also a prefix of "... to dsub2"
             if ids
                 .iter()
-                .all(|id| log.contains(&format!("Sending SUBACK to {id}")))
+                .all(|id| log.contains(&format!("Sending SUBACK to {id}\n")))
             {
                 return;
             }
