@@ -1,0 +1,1 @@
+//! midge's rule language: `SELECT ... FROM 'topic/#' WHERE ...` over one MQTT message.
