@@ -477,7 +477,7 @@ impl ConnOpts {
             None => transport,
         };
         let default_port = match &transport {
-            Transport::Tcp | Transport::Unix(_) => 1883,
+            Transport::Tcp | Transport::Unix(_) | Transport::Custom(_) => 1883,
             Transport::Tls(_) => 8883,
             Transport::Ws(_) => 80,
             Transport::Wss(..) => 443,

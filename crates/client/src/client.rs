@@ -24,6 +24,7 @@ enum Request {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
     Disconnect(Disconnect),
+    Ack(QoS, u16),
 }
 
 /// A cheap, cloneable handle for publishing and subscribing. Requests are queued to the
@@ -43,6 +44,7 @@ impl Client {
             state.set_receive_maximum(max);
         }
         state.set_deliver_qos2_on_pubrel(options.qos2_deliver_on_pubrel);
+        state.set_manual_acks(options.manual_acks);
         if let Some(max) = options.max_inflight {
             state.set_max_inflight(max);
         }
@@ -152,6 +154,18 @@ impl Client {
             filters,
         }))
         .await
+    }
+
+    /// Acknowledge an incoming message when [`ClientOptions::manual_acks`] is on (PUBACK for
+    /// QoS 1, PUBREC for QoS 2); nothing for QoS 0. Acknowledge after the message is safe
+    /// (stored, forwarded): a message never acknowledged is redelivered after a reconnect.
+    ///
+    /// [`ClientOptions::manual_acks`]: crate::ClientOptions::manual_acks
+    pub async fn ack(&self, publish: &Publish) -> Result<(), ClientError> {
+        if publish.qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        self.send(Request::Ack(publish.qos, publish.packet_id)).await
     }
 
     /// Send DISCONNECT (normal disconnection) after everything queued before it, then close.
@@ -356,6 +370,7 @@ impl EventLoop {
                 self.state.disconnect(d);
                 self.closed = true;
             }
+            Request::Ack(qos, packet_id) => self.state.ack(qos, packet_id),
         }
         Ok(())
     }

@@ -49,7 +49,8 @@ pub use client::{Client, EventLoop};
 pub use error::{ClientError, refusal_text};
 pub use event::Event;
 pub use options::{
-    ClientOptions, Direction, HookFn, PacketHook, Reconnect, TlsOptions, TlsVersion, Transport,
+    AsyncStream, ClientOptions, ConnectFuture, Connector, Direction, HookFn, PacketHook,
+    Reconnect, TlsOptions, TlsVersion, Transport,
 };
 pub use state::{MqttState, StateError};
 

@@ -1,9 +1,14 @@
 //! Connection options: where to connect, how, and what to say in CONNECT.
 
 use std::fmt;
+use std::future::Future;
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use midge_codec::{Connect, MAX_PACKET_SIZE, Packet, Protocol};
 
@@ -23,7 +28,51 @@ pub enum Transport {
     /// A Unix domain socket at this path (host and port are ignored).
     #[cfg(unix)]
     Unix(PathBuf),
+    /// A byte stream opened by the application on every (re)connect: an in-process
+    /// broker's local connection, a proxy, a test pipe (host and port are ignored).
+    Custom(Connector),
 }
+
+/// Any byte stream a [`Connector`] may return.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+/// What a [`Connector`] returns: a boxed byte stream, or why none could be opened.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn AsyncStream>>> + Send>>;
+
+/// Opens the byte stream for [`Transport::Custom`]; called once per connection attempt.
+#[derive(Clone)]
+pub struct Connector(pub Arc<dyn Fn() -> ConnectFuture + Send + Sync>);
+
+impl Connector {
+    /// Wrap a closure returning a future of a stream.
+    pub fn new<F, Fut, S>(f: F) -> Connector
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<S>> + Send + 'static,
+        S: AsyncStream + 'static,
+    {
+        Connector(Arc::new(move || {
+            let fut = f();
+            Box::pin(async move { fut.await.map(|s| Box::new(s) as Box<dyn AsyncStream>) })
+        }))
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
+/// Two connectors are equal when they are the same closure.
+impl PartialEq for Connector {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Connector {}
 
 /// The TLS protocol versions one may pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +182,11 @@ pub struct ClientOptions {
     /// Our own cap on outgoing QoS 1/2 messages in flight (mosquitto's `-M`); the server's
     /// receive maximum applies too.
     pub max_inflight: Option<u16>,
+    /// Acknowledge incoming QoS 1/2 messages only when the application calls
+    /// [`crate::Client::ack`] (for example after storing them), instead of on arrival. An
+    /// unacknowledged message is redelivered by the server after a reconnect if its session
+    /// persists.
+    pub manual_acks: bool,
 }
 
 impl ClientOptions {
@@ -152,6 +206,7 @@ impl ClientOptions {
             qos2_deliver_on_pubrel: false,
             bind_address: None,
             max_inflight: None,
+            manual_acks: false,
         }
     }
 

@@ -69,6 +69,10 @@ pub struct MqttState {
     /// Deliver incoming QoS 2 messages when their PUBREL arrives (as mosquitto's library
     /// does) instead of when the PUBLISH arrives.
     deliver_qos2_on_pubrel: bool,
+    /// Incoming QoS 1/2 messages are acknowledged by [`MqttState::ack`], not on arrival.
+    manual_acks: bool,
+    /// QoS 2 packet ids delivered to the application whose PUBREC waits for its ack.
+    awaiting_ack: HashSet<u16>,
     /// QoS 1/2 publishes waiting for send quota (server receive maximum).
     pending: VecDeque<Publish>,
     /// The server's receive maximum (65,535 unless its CONNACK says less).
@@ -94,6 +98,8 @@ impl MqttState {
             requests: HashSet::new(),
             incoming_qos2: HashMap::new(),
             deliver_qos2_on_pubrel: false,
+            manual_acks: false,
+            awaiting_ack: HashSet::new(),
             pending: VecDeque::new(),
             send_quota: u16::MAX,
             max_inflight: u16::MAX,
@@ -126,6 +132,31 @@ impl MqttState {
     /// PUBLISH (the default, one round trip sooner). Both give exactly-once delivery.
     pub fn set_deliver_qos2_on_pubrel(&mut self, on: bool) {
         self.deliver_qos2_on_pubrel = on;
+    }
+
+    /// Acknowledge incoming QoS 1 and QoS 2 messages only when [`MqttState::ack`] is called
+    /// (for QoS 2 the PUBREC waits; a redelivered duplicate is not acknowledged separately).
+    /// Does not apply to QoS 2 delivered on PUBREL, which is acknowledged before delivery.
+    pub fn set_manual_acks(&mut self, on: bool) {
+        self.manual_acks = on;
+    }
+
+    /// The application is done with the incoming message `packet_id` of `qos`: queue its
+    /// PUBACK (QoS 1) or PUBREC (QoS 2). Does nothing for QoS 0 or an id not awaiting one.
+    pub fn ack(&mut self, qos: QoS, packet_id: u16) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                if self.connected {
+                    self.outbox.push_back(Packet::PubAck(PubAck::new(packet_id)));
+                }
+            }
+            QoS::ExactlyOnce => {
+                if self.awaiting_ack.remove(&packet_id) && self.connected {
+                    self.outbox.push_back(Packet::PubRec(PubAck::new(packet_id)));
+                }
+            }
+        }
     }
 
     /// Whether a CONNACK was accepted on the current connection.
@@ -293,6 +324,7 @@ impl MqttState {
         self.send_quota = server_max.min(self.max_inflight);
         if !connack.session_present {
             self.incoming_qos2.clear();
+            self.awaiting_ack.clear();
         }
         let mut flows: Vec<(u64, u16)> = self
             .outgoing
@@ -419,8 +451,10 @@ impl MqttState {
         match p.qos {
             QoS::AtMostOnce => self.events.push_back(Event::Message(p)),
             QoS::AtLeastOnce => {
-                self.outbox
-                    .push_back(Packet::PubAck(PubAck::new(p.packet_id)));
+                if !self.manual_acks {
+                    self.outbox
+                        .push_back(Packet::PubAck(PubAck::new(p.packet_id)));
+                }
                 self.events.push_back(Event::Message(p));
             }
             QoS::ExactlyOnce => {
@@ -436,9 +470,16 @@ impl MqttState {
                     } else {
                         self.incoming_qos2.insert(pid, None);
                         self.events.push_back(Event::Message(p));
+                        if self.manual_acks {
+                            // PUBREC when the application acknowledges
+                            self.awaiting_ack.insert(pid);
+                            return Ok(());
+                        }
                     }
                 }
-                self.outbox.push_back(Packet::PubRec(PubAck::new(pid)));
+                if !self.awaiting_ack.contains(&pid) {
+                    self.outbox.push_back(Packet::PubRec(PubAck::new(pid)));
+                }
             }
         }
         Ok(())
@@ -661,6 +702,33 @@ mod tests {
         s.handle_packet(Packet::PubRel(PubAck::new(9))).unwrap();
         assert!(matches!(&drain(&mut s)[..],
             [Packet::PubComp(c)] if c.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    }
+
+    #[test]
+    fn manual_acks_wait_for_the_application() {
+        let mut s = connected(Protocol::V5, None);
+        s.set_manual_acks(true);
+        let mut p1 = publish(QoS::AtLeastOnce, "one");
+        p1.packet_id = 3;
+        let mut p2 = publish(QoS::ExactlyOnce, "two");
+        p2.packet_id = 4;
+        s.handle_packet(Packet::Publish(p1)).unwrap();
+        s.handle_packet(Packet::Publish(p2.clone())).unwrap();
+        assert!(drain(&mut s).is_empty(), "nothing acknowledged before the application");
+        assert!(matches!(s.pop_event(), Some(Event::Message(m)) if m.packet_id == 3));
+        assert!(matches!(s.pop_event(), Some(Event::Message(m)) if m.packet_id == 4));
+        // a redelivered duplicate before the ack is neither delivered nor acknowledged
+        p2.dup = true;
+        s.handle_packet(Packet::Publish(p2)).unwrap();
+        assert!(drain(&mut s).is_empty());
+        assert!(s.pop_event().is_none());
+        s.ack(QoS::ExactlyOnce, 4);
+        s.ack(QoS::AtLeastOnce, 3);
+        s.ack(QoS::ExactlyOnce, 4); // twice: one PUBREC
+        assert!(matches!(
+            &drain(&mut s)[..],
+            [Packet::PubRec(a), Packet::PubAck(b)] if a.packet_id == 4 && b.packet_id == 3
+        ));
     }
 
     #[test]
