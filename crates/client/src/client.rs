@@ -165,7 +165,8 @@ impl Client {
         if publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
-        self.send(Request::Ack(publish.qos, publish.packet_id)).await
+        self.send(Request::Ack(publish.qos, publish.packet_id))
+            .await
     }
 
     /// Send DISCONNECT (normal disconnection) after everything queued before it, then close.

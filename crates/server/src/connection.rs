@@ -518,6 +518,13 @@ impl<S: Send + Sync> WaitReadable for tokio_rustls::server::TlsStream<S> {
     }
 }
 
+/// In-process connections ([`crate::LocalConnector`]): few, so they may keep a buffer.
+impl WaitReadable for tokio::io::DuplexStream {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
 impl<S: Send + Sync> WaitReadable for crate::ws::WsStream<S> {
     fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
         std::future::ready(Ok(()))

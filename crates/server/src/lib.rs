@@ -88,8 +88,82 @@ pub struct Server {
     security: Vec<Arc<security::ListenerSecurity>>,
     router: mpsc::Sender<router::RouterMsg>,
     counters: Arc<Counters>,
+    local: LocalConnector,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
+}
+
+/// Broker figures at one moment (for `/metrics` and the HTTP API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Core's counters (messages, clients, sessions, subscriptions, retained, queued).
+    pub broker: midge_core::Stats,
+    /// Bytes read from clients.
+    pub bytes_received: u64,
+    /// Bytes written to clients.
+    pub bytes_sent: u64,
+    /// Open connections (network and in-process).
+    pub connections: usize,
+    /// Connections refused for a bad password, a missing certificate identity or anonymous
+    /// access.
+    pub failed_logins: u64,
+    /// Size of the durable store in bytes (`None` without persistence).
+    pub store_bytes: Option<u64>,
+}
+
+/// Opens in-process connections to a running [`Server`]: rules, the HTTP API and other
+/// internal clients speak MQTT through the same connection task as a socket would, over an
+/// in-memory pipe (no socket, no port). They are trusted: anonymous, and not subject to the
+/// listeners' password files or ACLs (publishing to `$SYS` stays refused). Cheap to clone;
+/// it does not keep a stopped server alive.
+#[derive(Debug, Clone)]
+pub struct LocalConnector {
+    inner: Arc<LocalInner>,
+}
+
+#[derive(Debug)]
+struct LocalInner {
+    router: mpsc::WeakSender<router::RouterMsg>,
+    settings: Arc<connection::Settings>,
+    counters: Arc<Counters>,
+    security: Arc<security::ListenerSecurity>,
+}
+
+/// Bytes buffered in each direction of an in-process connection.
+const LOCAL_PIPE_BYTES: usize = 256 * 1024;
+
+impl LocalConnector {
+    /// A new in-process connection: the returned stream is the client's end (send CONNECT
+    /// first, as on a socket). Fails once the server has stopped.
+    pub fn connect(&self) -> io::Result<tokio::io::DuplexStream> {
+        let inner = &self.inner;
+        let Some(router) = inner.router.upgrade() else {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "the broker has stopped",
+            ));
+        };
+        let (client, server) = tokio::io::duplex(LOCAL_PIPE_BYTES);
+        inner.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(inner.counters.clone());
+        let id = midge_core::ConnId(inner.counters.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
+        let meta = connection::Meta {
+            security: inner.security.clone(),
+            identity: None,
+        };
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        tokio::spawn(connection::run(
+            id,
+            server,
+            meta,
+            peer,
+            router,
+            inner.settings.clone(),
+            inner.counters.clone(),
+            slot,
+        ));
+        Ok(client)
+    }
 }
 
 impl Server {
@@ -145,6 +219,22 @@ impl Server {
             )))
             .await;
         let settings = Arc::new(connection::Settings::from(&config));
+        // in-process connections come through a listener of their own, after the configured
+        // ones: no ACL of theirs applies to it, and anonymous clients are allowed
+        let local_index = u16::try_from(config.listeners.len()).unwrap_or(u16::MAX);
+        let local_security = security::ListenerSecurity::load(
+            local_index,
+            &ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
+        .map_err(ServerError::Security)?;
+        let local = LocalConnector {
+            inner: Arc::new(LocalInner {
+                router: router_tx.downgrade(),
+                settings: settings.clone(),
+                counters: counters.clone(),
+                security: Arc::new(local_security),
+            }),
+        };
         let mut accept_tasks = Vec::new();
         for ((listener, addr), sec) in listeners
             .into_iter()
@@ -184,6 +274,7 @@ impl Server {
             security: securities,
             router: router_handle,
             counters,
+            local,
             shutdown,
             done,
         })
@@ -214,6 +305,26 @@ impl Server {
             )))
             .await;
         problems
+    }
+
+    /// Opens in-process connections (rules, the HTTP API, bridges).
+    pub fn local_connector(&self) -> LocalConnector {
+        self.local.clone()
+    }
+
+    /// The broker's figures now (asks the router; `None` once it has stopped).
+    pub async fn stats(&self) -> Option<ServerStats> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.router.send(router::RouterMsg::Stats(tx)).await.ok()?;
+        let (broker, store_bytes) = rx.await.ok()?;
+        Some(ServerStats {
+            broker,
+            bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+            connections: self.counters.connections.load(Ordering::Relaxed),
+            failed_logins: self.counters.auth_failures.load(Ordering::Relaxed),
+            store_bytes,
+        })
     }
 
     /// Connections refused so far for a bad username/password, a missing certificate

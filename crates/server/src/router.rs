@@ -40,6 +40,8 @@ pub(crate) enum RouterMsg {
     Shutdown(oneshot::Sender<()>),
     /// Replace core's authorizer (ACL files loaded or reloaded).
     SetAuthorizer(Box<dyn midge_core::Authorizer>),
+    /// Answer with core's counters and the store's size.
+    Stats(oneshot::Sender<(midge_core::Stats, Option<u64>)>),
 }
 
 /// What the router sends to a connection task.
@@ -282,6 +284,10 @@ impl Router {
                 self.dispatch(now);
             }
             RouterMsg::SetAuthorizer(auth) => self.broker.set_authorizer(auth),
+            RouterMsg::Stats(reply) => {
+                let bytes = self.store.as_ref().map(|s| s.bytes.load(Ordering::Relaxed));
+                let _ = reply.send((self.broker.stats(), bytes));
+            }
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);
                 self.dispatch(now);
