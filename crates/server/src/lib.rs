@@ -111,6 +111,33 @@ pub struct ServerStats {
     pub store_bytes: Option<u64>,
 }
 
+/// Asks a running [`Server`] for its figures (cheap to clone; does not keep a stopped server
+/// alive).
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    router: mpsc::WeakSender<router::RouterMsg>,
+    counters: Arc<Counters>,
+}
+
+impl ServerHandle {
+    /// The broker's figures now (asks the router; `None` once it has stopped).
+    pub async fn stats(&self) -> Option<ServerStats> {
+        let router = self.router.upgrade()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        router.send(router::RouterMsg::Stats(tx)).await.ok()?;
+        drop(router);
+        let (broker, store_bytes) = rx.await.ok()?;
+        Some(ServerStats {
+            broker,
+            bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+            connections: self.counters.connections.load(Ordering::Relaxed),
+            failed_logins: self.counters.auth_failures.load(Ordering::Relaxed),
+            store_bytes,
+        })
+    }
+}
+
 /// Opens in-process connections to a running [`Server`]: rules, the HTTP API and other
 /// internal clients speak MQTT through the same connection task as a socket would, over an
 /// in-memory pipe (no socket, no port). They are trusted: anonymous, and not subject to the
@@ -312,19 +339,17 @@ impl Server {
         self.local.clone()
     }
 
+    /// A cloneable handle for asking the running broker for its figures.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            router: self.router.downgrade(),
+            counters: self.counters.clone(),
+        }
+    }
+
     /// The broker's figures now (asks the router; `None` once it has stopped).
     pub async fn stats(&self) -> Option<ServerStats> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.router.send(router::RouterMsg::Stats(tx)).await.ok()?;
-        let (broker, store_bytes) = rx.await.ok()?;
-        Some(ServerStats {
-            broker,
-            bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
-            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
-            connections: self.counters.connections.load(Ordering::Relaxed),
-            failed_logins: self.counters.auth_failures.load(Ordering::Relaxed),
-            store_bytes,
-        })
+        self.handle().stats().await
     }
 
     /// Connections refused so far for a bad username/password, a missing certificate
