@@ -1,0 +1,725 @@
+//! The SQLite engine: one file, WAL mode, one writer connection behind a mutex and a small
+//! pool of read-only connections.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params, params_from_iter};
+use tracing::{debug, info, warn};
+
+use crate::aggregate::Buckets;
+use crate::error::{self, engine};
+use crate::name::{SQL_PREFIX, TableName, json_path};
+use crate::topic::TopicMatch;
+use crate::{
+    Bucket, JsonObject, Order, Row, RowsQuery, SeriesError, SeriesOptions, SeriesQuery, StoredRow,
+    Synchronous, TableInfo, TopicInfo,
+};
+
+/// Version of the schema this build writes (`PRAGMA user_version`). A file with a larger
+/// version is refused; a smaller one would be migrated on open.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a midge series file ("MDGS"), so that another program's
+/// SQLite file is never mistaken for one.
+pub const APPLICATION_ID: i32 = 0x4D44_4753;
+
+/// Rows fetched per SQL query while scanning; a scan goes on with the next page (keyset on
+/// `(ts, id)`) inside the same read transaction.
+const PAGE: usize = 512;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+/// Size the write-ahead log is truncated to after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Pause between two prune chunks, so that waiting writers take the lock.
+const PRUNE_PAUSE: Duration = Duration::from_millis(1);
+
+/// The time-series store: one SQLite file, shared by reference between threads.
+///
+/// `Send + Sync`; every method blocks (see the crate documentation).
+pub struct SeriesStore {
+    path: PathBuf,
+    options: SeriesOptions,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The one connection that writes.
+struct Writer {
+    conn: Connection,
+    /// Tables this process has already created (or found), so that an insert runs
+    /// `CREATE TABLE IF NOT EXISTS` once per table.
+    known: HashSet<TableName>,
+}
+
+impl std::fmt::Debug for SeriesStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesStore")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks `m`; a panic in another thread while it held the lock does not make the store
+/// unusable (a transaction left open by it was rolled back when it was dropped).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the file's header says.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    application_id: i32,
+    user_version: i64,
+    objects: i64,
+}
+
+fn read_header(conn: &Connection) -> rusqlite::Result<Header> {
+    conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), \
+                (SELECT user_version FROM pragma_user_version), \
+                (SELECT count(*) FROM sqlite_schema)",
+        [],
+        |r| {
+            Ok(Header {
+                application_id: r.get(0)?,
+                user_version: r.get(1)?,
+                objects: r.get(2)?,
+            })
+        },
+    )
+}
+
+/// Refuses files that are not (or not yet readable) midge series files. Returns whether
+/// the file is new (to be initialized).
+fn check_header(path: &Path, h: Header) -> Result<bool, SeriesError> {
+    match h.application_id {
+        APPLICATION_ID if h.user_version > SCHEMA_VERSION => Err(SeriesError::NewerSchema {
+            path: path.to_path_buf(),
+            found: h.user_version,
+            supported: SCHEMA_VERSION,
+        }),
+        APPLICATION_ID => Ok(false),
+        0 if h.objects == 0 => Ok(true),
+        0 => Err(SeriesError::NotSeries {
+            path: path.to_path_buf(),
+            what: format!(
+                "a SQLite database of another program: {} schema objects and no midge \
+                 application id",
+                h.objects
+            ),
+        }),
+        other => Err(SeriesError::NotSeries {
+            path: path.to_path_buf(),
+            what: format!("a SQLite database with application id {other:#x}"),
+        }),
+    }
+}
+
+/// Creates the table and its indexes if they do not exist.
+fn create_table(conn: &Connection, name: &TableName) -> rusqlite::Result<()> {
+    let t = name.quoted();
+    let n = name.as_str();
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {t} (
+             id INTEGER PRIMARY KEY,
+             ts INTEGER NOT NULL,
+             topic TEXT NOT NULL,
+             client_id TEXT NOT NULL,
+             data TEXT NOT NULL
+         ) STRICT;
+         CREATE INDEX IF NOT EXISTS \"idx_topic_ts_{n}\" ON {t} (topic, ts);
+         CREATE INDEX IF NOT EXISTS \"idx_ts_{n}\" ON {t} (ts);"
+    ))
+}
+
+fn table_exists(conn: &Connection, name: &TableName) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+        .query_row([name.sql_name()], |r| r.get::<_, i64>(0))
+        .map(|n| n > 0)
+}
+
+/// The series tables in the file, in name order.
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<TableName>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'series\\_%' \
+         ESCAPE '\\' ORDER BY name",
+    )?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for name in names {
+        let name = name?;
+        // Only tables this crate could have made (a table made by hand with another
+        // spelling is not one of ours).
+        if let Some(table) = name
+            .strip_prefix(SQL_PREFIX)
+            .and_then(|n| TableName::new(n).ok().filter(|t| t.as_str() == n))
+        {
+            out.push(table);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that a row's topic is an MQTT topic name.
+fn check_topic(index: usize, topic: &str) -> Result<(), SeriesError> {
+    let reason = if topic.is_empty() {
+        "empty"
+    } else if topic.contains(['+', '#']) {
+        "holds a wildcard (`+` or `#`)"
+    } else if topic.contains('\0') {
+        "holds a NUL character"
+    } else if topic.len() > usize::from(u16::MAX) {
+        "longer than 65,535 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(SeriesError::InvalidTopic {
+        index,
+        topic: topic.to_owned(),
+        reason,
+    })
+}
+
+/// A numeric value of a JSON field as `json_extract` returns it: numbers as they are,
+/// strings when they parse as a finite number.
+fn numeric(v: ValueRef<'_>) -> Option<f64> {
+    let f = match v {
+        ValueRef::Integer(i) => i as f64,
+        ValueRef::Real(f) => f,
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse::<f64>().ok()?,
+        ValueRef::Null | ValueRef::Blob(_) => return None,
+    };
+    f.is_finite().then_some(f)
+}
+
+/// Whether `[since, until)` is empty.
+fn empty_range(since: Option<i64>, until: Option<i64>) -> bool {
+    since.zip(until).is_some_and(|(s, u)| s >= u)
+}
+
+/// One ordered scan over a table: `SELECT ts, id, topic <columns> FROM table WHERE ...
+/// ORDER BY ts, id`, fetched in pages.
+struct Scan<'q> {
+    table: &'q TableName,
+    /// More columns after `ts, id, topic` (starting with a comma); may use `?1..` of
+    /// `leading`.
+    columns: &'static str,
+    /// A further condition; may use `?1..` of `leading`.
+    condition: Option<&'static str>,
+    /// Parameters the columns and the condition refer to, first in the numbering.
+    leading: Vec<SqlValue>,
+    topic: Option<&'q TopicMatch>,
+    client_id: Option<&'q str>,
+    since: Option<i64>,
+    until: Option<i64>,
+    order: Order,
+}
+
+impl Scan<'_> {
+    /// The SQL text and parameters of the page after `cursor` (the last `(ts, id)` seen).
+    fn page(&self, cursor: Option<(i64, i64)>) -> (String, Vec<SqlValue>) {
+        let mut params = self.leading.clone();
+        let mut conds: Vec<String> = Vec::new();
+        fn bind(v: SqlValue, params: &mut Vec<SqlValue>) -> String {
+            params.push(v);
+            format!("?{}", params.len())
+        }
+        if let Some(c) = self.condition {
+            conds.push(c.to_owned());
+        }
+        match self.topic {
+            Some(TopicMatch::Exact(t)) => {
+                conds.push(format!("topic = {}", bind(t.clone().into(), &mut params)));
+            }
+            Some(TopicMatch::Wild {
+                lower, upper, like, ..
+            }) => {
+                if !lower.is_empty() {
+                    conds.push(format!(
+                        "topic >= {}",
+                        bind(lower.clone().into(), &mut params)
+                    ));
+                }
+                if let Some(u) = upper {
+                    conds.push(format!("topic < {}", bind(u.clone().into(), &mut params)));
+                }
+                conds.push(format!(
+                    "topic LIKE {} ESCAPE '\\'",
+                    bind(like.clone().into(), &mut params)
+                ));
+            }
+            None => {}
+        }
+        if let Some(c) = self.client_id {
+            conds.push(format!(
+                "client_id = {}",
+                bind(c.to_owned().into(), &mut params)
+            ));
+        }
+        if let Some(s) = self.since {
+            conds.push(format!("ts >= {}", bind(s.into(), &mut params)));
+        }
+        if let Some(u) = self.until {
+            conds.push(format!("ts < {}", bind(u.into(), &mut params)));
+        }
+        let (cmp, dir) = match self.order {
+            Order::NewestFirst => ("<", "DESC"),
+            Order::OldestFirst => (">", "ASC"),
+        };
+        if let Some((ts, id)) = cursor {
+            let ts = bind(ts.into(), &mut params);
+            let id = bind(id.into(), &mut params);
+            conds.push(format!("(ts, id) {cmp} ({ts}, {id})"));
+        }
+        let mut sql = format!(
+            "SELECT ts, id, topic{} FROM {}",
+            self.columns,
+            self.table.quoted()
+        );
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY ts {dir}, id {dir} LIMIT {PAGE}"));
+        (sql, params)
+    }
+
+    /// Runs the scan, calling `visit` for each row whose topic matches, until it returns
+    /// false or the rows run out.
+    fn run(
+        &self,
+        conn: &Connection,
+        err: &dyn Fn(rusqlite::Error) -> SeriesError,
+        mut visit: impl FnMut(&rusqlite::Row<'_>) -> Result<bool, SeriesError>,
+    ) -> Result<(), SeriesError> {
+        let check = self.topic.filter(|t| t.needs_check());
+        let mut cursor = None;
+        loop {
+            let (sql, params) = self.page(cursor);
+            let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+            let mut rows = stmt.query(params_from_iter(params)).map_err(err)?;
+            let mut fetched = 0usize;
+            while let Some(row) = rows.next().map_err(err)? {
+                fetched += 1;
+                let ts: i64 = row.get(0).map_err(err)?;
+                let id: i64 = row.get(1).map_err(err)?;
+                cursor = Some((ts, id));
+                if let Some(m) = check {
+                    let topic = row.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
+                    if !m.matches(topic) {
+                        continue;
+                    }
+                }
+                if !visit(row)? {
+                    return Ok(());
+                }
+            }
+            if fetched < PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl SeriesStore {
+    /// Opens (or creates) the series database at `path`, creating its folder if needed.
+    ///
+    /// The file is put in WAL mode with the options' `synchronous` setting. A new file is
+    /// stamped with [`APPLICATION_ID`] and [`SCHEMA_VERSION`]; a file from a newer midge,
+    /// another program's database, or a file that is not a database at all is refused
+    /// with an error naming the path.
+    pub fn open(path: &Path, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| SeriesError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let fail = error::open(path);
+        let mut conn = Connection::open_with_flags(path, flags).map_err(&fail)?;
+        conn.busy_timeout(options.busy_timeout).map_err(&fail)?;
+        // The first read of the file: a file that is not a database fails here.
+        check_header(path, read_header(&conn).map_err(&fail)?)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+            .map_err(&fail)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            warn!(path = %path.display(), mode, "series database could not be put in WAL mode; readers will wait for writers");
+        }
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(&fail)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+            .map_err(&fail)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+
+        // Stamp a new file; checked again under the write lock in case another process
+        // opened the same new file at the same moment.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&fail)?;
+        let created = check_header(path, read_header(&tx).map_err(&fail)?)?;
+        if created {
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(&fail)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(&fail)?;
+        }
+        // Migrations from older schema versions go here when there are any.
+        tx.commit().map_err(&fail)?;
+        let known = table_names(&conn)
+            .map_err(&fail)?
+            .into_iter()
+            .collect::<HashSet<_>>();
+        info!(
+            path = %path.display(),
+            created,
+            tables = known.len(),
+            synchronous = sync,
+            "series store open"
+        );
+        Ok(SeriesStore {
+            path: path.to_path_buf(),
+            options,
+            writer: Mutex::new(Writer { conn, known }),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SeriesOptions {
+        &self.options
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> SeriesError + '_ {
+        engine(&self.path, op)
+    }
+
+    fn limit(&self, asked: Option<usize>) -> usize {
+        asked
+            .unwrap_or(self.options.default_rows_per_query)
+            .min(self.options.max_rows_per_query)
+    }
+
+    fn open_reader(&self) -> Result<Connection, SeriesError> {
+        let err = self.err("opening a read connection");
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(&err)?;
+        conn.busy_timeout(self.options.busy_timeout).map_err(&err)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// Runs `f` on a read-only connection from the pool (opening one if none is free).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SeriesError>,
+    ) -> Result<T, SeriesError> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open_reader()?,
+        };
+        let out = f(&conn);
+        let mut pool = lock(&self.readers);
+        if pool.len() < self.options.read_connections {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// Stores `rows` in `table` (created on first use) in one transaction: all of them or,
+    /// on error, none. With [`Synchronous::Full`] the batch is on disk when this returns:
+    /// one fsync for the whole batch, so callers should batch (group commit).
+    pub fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
+        let name = TableName::new(table)?;
+        for (index, row) in rows.iter().enumerate() {
+            check_topic(index, &row.topic)?;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let err = self.err("inserting rows");
+        let sql = format!(
+            "INSERT INTO {} (ts, topic, client_id, data) VALUES (?1, ?2, ?3, ?4)",
+            name.quoted()
+        );
+        let mut guard = lock(&self.writer);
+        let Writer { conn, known } = &mut *guard;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let new_table = !known.contains(&name);
+        if new_table {
+            create_table(&tx, &name).map_err(&err)?;
+        }
+        {
+            let mut stmt = tx.prepare_cached(&sql).map_err(&err)?;
+            for row in rows {
+                let json = serde_json::to_string(&row.data).map_err(|e| SeriesError::Engine {
+                    path: self.path.clone(),
+                    op: "encoding a row as JSON",
+                    source: Box::new(e),
+                })?;
+                stmt.execute(params![row.ts, row.topic, row.client_id, json])
+                    .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)?;
+        if new_table {
+            info!(table = name.as_str(), "series table created");
+            known.insert(name);
+        }
+        debug!(table, rows = rows.len(), "series rows inserted");
+        Ok(())
+    }
+
+    /// Stored rows matching `q`, at most the query's limit (see [`RowsQuery::limit`]), in
+    /// the query's order. A table that does not exist yet holds no rows.
+    pub fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
+        let name = TableName::new(&q.table)?;
+        let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
+        let limit = self.limit(q.limit);
+        if limit == 0 || empty_range(q.since, q.until) {
+            return Ok(Vec::new());
+        }
+        let err = self.err("querying rows");
+        self.read(|conn| {
+            // One read transaction: every page sees the same snapshot.
+            let tx = conn.unchecked_transaction().map_err(&err)?;
+            if !table_exists(&tx, &name).map_err(&err)? {
+                return Ok(Vec::new());
+            }
+            let scan = Scan {
+                table: &name,
+                columns: ", client_id, data",
+                condition: None,
+                leading: Vec::new(),
+                topic: topic.as_ref(),
+                client_id: q.client_id.as_deref(),
+                since: q.since,
+                until: q.until,
+                order: q.order,
+            };
+            let mut out = Vec::new();
+            scan.run(&tx, &err, |row| {
+                let ts: i64 = row.get(0).map_err(&err)?;
+                let id: i64 = row.get(1).map_err(&err)?;
+                let topic: String = row.get(2).map_err(&err)?;
+                let client_id: String = row.get(3).map_err(&err)?;
+                let text = row.get_ref(4).and_then(|v| Ok(v.as_str()?)).map_err(&err)?;
+                let data: JsonObject =
+                    serde_json::from_str(text).map_err(|e| SeriesError::CorruptRow {
+                        path: self.path.clone(),
+                        table: name.as_str().to_owned(),
+                        id,
+                        reason: e.to_string(),
+                    })?;
+                out.push(StoredRow {
+                    id,
+                    ts,
+                    topic,
+                    client_id,
+                    data,
+                });
+                Ok(out.len() < limit)
+            })?;
+            tx.commit().map_err(&err)?;
+            Ok(out)
+        })
+    }
+
+    /// One numeric field over time: raw points or buckets, in ascending time order; at
+    /// most the query's limit of them, the newest kept. Rows whose field is missing or not
+    /// numeric are skipped (see [`SeriesQuery`]).
+    ///
+    /// Memory is bounded by the limit; time grows with the rows in the range, since every
+    /// row of an aggregated bucket is read.
+    pub fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
+        let name = TableName::new(&q.table)?;
+        let path = json_path(&q.field)?;
+        let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
+        let limit = self.limit(q.limit);
+        let mut buckets = Buckets::new(q.bucket_ms, q.aggregate, limit);
+        if limit == 0 || empty_range(q.since, q.until) {
+            return Ok(buckets.finish());
+        }
+        let err = self.err("querying a series");
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction().map_err(&err)?;
+            if !table_exists(&tx, &name).map_err(&err)? {
+                return Ok(());
+            }
+            let scan = Scan {
+                table: &name,
+                columns: ", json_extract(data, ?1)",
+                condition: Some("json_type(data, ?1) IN ('integer', 'real', 'text')"),
+                leading: vec![SqlValue::Text(path)],
+                topic: topic.as_ref(),
+                client_id: q.client_id.as_deref(),
+                since: q.since,
+                until: q.until,
+                order: Order::NewestFirst,
+            };
+            scan.run(&tx, &err, |row| {
+                let ts: i64 = row.get(0).map_err(&err)?;
+                match numeric(row.get_ref(3).map_err(&err)?) {
+                    Some(v) => Ok(buckets.push(ts, v)),
+                    None => Ok(true),
+                }
+            })?;
+            tx.commit().map_err(&err)
+        })?;
+        Ok(buckets.finish())
+    }
+
+    /// Every table with its row count and time span, in name order.
+    ///
+    /// Counting reads each table's smallest index: proportional to its rows.
+    pub fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
+        let err = self.err("listing tables");
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction().map_err(&err)?;
+            let mut out = Vec::new();
+            for name in table_names(&tx).map_err(&err)? {
+                let sql = format!("SELECT count(*), min(ts), max(ts) FROM {}", name.quoted());
+                let (rows, first_ts, last_ts) = tx
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| {
+                        s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
+                    })
+                    .map_err(&err)?;
+                out.push(TableInfo {
+                    name: name.as_str().to_owned(),
+                    rows: u64::try_from(rows).unwrap_or(0),
+                    first_ts,
+                    last_ts,
+                });
+            }
+            tx.commit().map_err(&err)?;
+            Ok(out)
+        })
+    }
+
+    /// The topics seen in `table` with their row count and newest ts, in topic order; at
+    /// most [`SeriesOptions::max_rows_per_query`] of them. Reads the whole `(topic, ts)`
+    /// index: proportional to the table's rows.
+    pub fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
+        let name = TableName::new(table)?;
+        let max = i64::try_from(self.options.max_rows_per_query).unwrap_or(i64::MAX);
+        let err = self.err("listing topics");
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction().map_err(&err)?;
+            if !table_exists(&tx, &name).map_err(&err)? {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT topic, count(*), max(ts) FROM {} GROUP BY topic ORDER BY topic LIMIT ?1",
+                name.quoted()
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(&err)?;
+            let found = stmt
+                .query_map([max], |r| {
+                    Ok(TopicInfo {
+                        topic: r.get(0)?,
+                        rows: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        last_ts: r.get(2)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(&err)?;
+            drop(stmt);
+            tx.commit().map_err(&err)?;
+            Ok(found)
+        })
+    }
+
+    /// Deletes, in every table, the rows older than the retention
+    /// ([`SeriesOptions::retention`]) as seen at `now_ms` (ms since the Unix epoch), and
+    /// returns how many. Without a retention it deletes nothing.
+    ///
+    /// Rows are deleted in chunks of [`SeriesOptions::prune_chunk_rows`], one transaction
+    /// each, so inserts are not held up for long by a large delete. The caller runs this
+    /// periodically (every few minutes is plenty), on a blocking thread. The file does not
+    /// shrink: freed pages are reused by new rows.
+    pub fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
+        let Some(retention) = self.options.retention else {
+            return Ok(0);
+        };
+        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(keep_ms);
+        let names = self.read(|conn| table_names(conn).map_err(self.err("listing tables")))?;
+        let mut total = 0u64;
+        for name in names {
+            total += self.delete_older(&name, cutoff)?;
+        }
+        if total > 0 {
+            info!(
+                deleted = total,
+                cutoff, "series retention: old rows deleted"
+            );
+        }
+        Ok(total)
+    }
+
+    /// Deletes the rows of `table` with `ts < before_ms`, in chunks like
+    /// [`SeriesStore::prune`], and returns how many.
+    pub fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
+        let name = TableName::new(table)?;
+        self.delete_older(&name, before_ms)
+    }
+
+    fn delete_older(&self, name: &TableName, before_ms: i64) -> Result<u64, SeriesError> {
+        let err = self.err("deleting old rows");
+        let chunk = self.options.prune_chunk_rows.max(1);
+        let chunk_param = i64::try_from(chunk).unwrap_or(i64::MAX);
+        let t = name.quoted();
+        let sql = format!(
+            "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE ts < ?1 ORDER BY ts LIMIT ?2)"
+        );
+        let mut total = 0u64;
+        loop {
+            let deleted = {
+                let guard = lock(&self.writer);
+                if !table_exists(&guard.conn, name).map_err(&err)? {
+                    return Ok(total);
+                }
+                // Autocommit: each chunk is its own transaction.
+                guard
+                    .conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(params![before_ms, chunk_param]))
+                    .map_err(&err)?
+            };
+            total += deleted as u64;
+            if deleted < chunk {
+                debug!(
+                    table = name.as_str(),
+                    deleted = total,
+                    "series rows deleted"
+                );
+                return Ok(total);
+            }
+            std::thread::sleep(PRUNE_PAUSE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
