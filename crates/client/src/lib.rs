@@ -49,10 +49,11 @@ pub use client::{Client, EventLoop};
 pub use error::{ClientError, refusal_text};
 pub use event::Event;
 pub use options::{
-    AsyncStream, ClientOptions, ConnectFuture, Connector, Direction, HookFn, PacketHook,
-    Reconnect, TlsOptions, TlsVersion, Transport,
+    AsyncStream, ClientOptions, ConnectFuture, Connector, Direction, HookFn, PacketHook, Reconnect,
+    TlsOptions, TlsVersion, Transport,
 };
 pub use state::{MqttState, StateError};
+pub use transport::tls_config;
 
 pub use midge_codec as codec;
 pub use midge_codec::{Protocol, QoS};

@@ -148,12 +148,14 @@ impl MqttState {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
                 if self.connected {
-                    self.outbox.push_back(Packet::PubAck(PubAck::new(packet_id)));
+                    self.outbox
+                        .push_back(Packet::PubAck(PubAck::new(packet_id)));
                 }
             }
             QoS::ExactlyOnce => {
                 if self.awaiting_ack.remove(&packet_id) && self.connected {
-                    self.outbox.push_back(Packet::PubRec(PubAck::new(packet_id)));
+                    self.outbox
+                        .push_back(Packet::PubRec(PubAck::new(packet_id)));
                 }
             }
         }
@@ -714,7 +716,10 @@ mod tests {
         p2.packet_id = 4;
         s.handle_packet(Packet::Publish(p1)).unwrap();
         s.handle_packet(Packet::Publish(p2.clone())).unwrap();
-        assert!(drain(&mut s).is_empty(), "nothing acknowledged before the application");
+        assert!(
+            drain(&mut s).is_empty(),
+            "nothing acknowledged before the application"
+        );
         assert!(matches!(s.pop_event(), Some(Event::Message(m)) if m.packet_id == 3));
         assert!(matches!(s.pop_event(), Some(Event::Message(m)) if m.packet_id == 4));
         // a redelivered duplicate before the ack is neither delivered nor acknowledged

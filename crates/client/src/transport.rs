@@ -222,8 +222,10 @@ fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, ClientErro
         .ok_or_else(|| ClientError::Tls(format!("no private key in {}", path.display())))
 }
 
-/// Build the rustls client configuration for `tls`.
-pub(crate) fn tls_config(tls: &TlsOptions) -> Result<rustls::ClientConfig, ClientError> {
+/// Build the rustls client configuration for `tls` (CA file or directory, else the webpki
+/// roots; client certificate; insecure mode; version pin). Also used for other TLS clients
+/// of midge, such as the hub's HTTPS webhooks.
+pub fn tls_config(tls: &TlsOptions) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.version {
         Some(TlsVersion::Tls12) => &[&rustls::version::TLS12],

@@ -380,6 +380,15 @@ impl Broker {
             payload: msg.payload.clone(),
         };
         if v5 {
+            if c.internal {
+                if let Some(o) = &msg.origin {
+                    let props = &mut publish.properties.user_properties;
+                    props.push((crate::ORIGIN_CLIENT_ID.into(), o.client_id.clone()));
+                    if let Some(u) = &o.username {
+                        props.push((crate::ORIGIN_USERNAME.into(), u.clone()));
+                    }
+                }
+            }
             publish.properties.message_expiry_interval = remaining;
             publish
                 .properties
@@ -642,6 +651,10 @@ impl Broker {
                 .properties
                 .message_expiry_interval
                 .map(|s| now + Duration::from_secs(u64::from(s))),
+            origin: self.session(sid).map(|s| crate::Origin {
+                client_id: s.client_id.clone(),
+                username: s.username.clone(),
+            }),
         };
         if msg.retain && self.config.retain_available {
             self.retain(msg.clone());

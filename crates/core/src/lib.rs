@@ -60,7 +60,24 @@ pub struct Message {
     pub properties: PublishProperties,
     /// When it expires (from Message Expiry Interval).
     pub expires_at: Option<Instant>,
+    /// Who published it (`None` for the broker's own messages and after a restart); shown
+    /// only to in-process clients ([`Broker::set_internal`]).
+    pub origin: Option<Origin>,
 }
+
+/// The client that published a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Its client identifier.
+    pub client_id: ByteString,
+    /// The user name it logged in with.
+    pub username: Option<ByteString>,
+}
+
+/// User property naming the publisher's client id on messages to in-process clients.
+pub const ORIGIN_CLIENT_ID: &str = "midge-client-id";
+/// User property naming the publisher's user name on messages to in-process clients.
+pub const ORIGIN_USERNAME: &str = "midge-username";
 
 impl Message {
     /// A message with no properties.
@@ -72,6 +89,7 @@ impl Message {
             retain,
             properties: PublishProperties::default(),
             expires_at: None,
+            origin: None,
         }
     }
 }
@@ -148,6 +166,8 @@ pub(crate) struct Conn {
     pub(crate) aliases_out: Option<Box<AHashMap<ByteString, u16>>>,
     pub(crate) topic_alias_max_out: u16,
     pub(crate) request_problem_info: bool,
+    /// An in-process client (rules, HTTP API): MQTT 5 messages to it name their publisher.
+    pub(crate) internal: bool,
 }
 
 /// The broker state machine.
@@ -235,8 +255,18 @@ impl Broker {
                 aliases_out: None,
                 topic_alias_max_out: 0,
                 request_problem_info: true,
+                internal: false,
             },
         );
+    }
+
+    /// Mark `conn` as an in-process client of the server itself (rules, the HTTP API): the
+    /// MQTT 5 messages it receives carry their publisher's client id and user name as the
+    /// user properties [`ORIGIN_CLIENT_ID`] and [`ORIGIN_USERNAME`].
+    pub fn set_internal(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.internal = true;
+        }
     }
 
     /// Handle one packet received on `conn`.

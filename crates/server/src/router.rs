@@ -93,6 +93,8 @@ struct Router {
     /// Ops of the batch being filled (number `open_batch`).
     pending_ops: Vec<StoreOp>,
     open_batch: u64,
+    /// Index of the listener of in-process connections (after the configured ones).
+    local_listener: u16,
 }
 
 impl Router {
@@ -261,6 +263,9 @@ impl Router {
             } => {
                 self.conns.insert(id, handle);
                 self.broker.open_on(id, listener);
+                if listener == self.local_listener {
+                    self.broker.set_internal(id);
+                }
                 self.broker
                     .handle(now, id, Packet::Connect(connect), &mut self.actions);
                 self.dispatch(now);
@@ -322,6 +327,7 @@ pub(crate) async fn run(
         held: VecDeque::new(),
         pending_ops: Vec::new(),
         open_batch: 1,
+        local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
     };
     let started = Instant::now();
     let mut sys = SysPublisher {

@@ -69,7 +69,11 @@ async fn suback(events: &mut Events) {
 async fn in_process_clients_exchange_messages_with_network_clients_past_the_listener_acl() {
     // the network listener lets anonymous clients in, but its ACL lets them only write
     let acl = std::env::temp_dir().join(format!("midge-local-acl-{}", std::process::id()));
-    std::fs::write(&acl, "topic write sensors/#\n").unwrap();
+    std::fs::write(
+        &acl,
+        "topic write sensors/#\nuser maker\ntopic write sensors/#\n",
+    )
+    .unwrap();
     let mut l = ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)));
     l.auth.acl_file = Some(acl.clone());
     let config = ServerConfig {
@@ -101,6 +105,8 @@ async fn in_process_clients_exchange_messages_with_network_clients_past_the_list
     let m = message(&mut inside_events).await;
     assert_eq!(m.topic.as_str(), "sensors/a");
     assert_eq!(&m.payload[..], b"{\"temp\": 31}");
+    // an MQTT 3.1.1 in-process client gets no properties at all
+    assert!(m.properties.user_properties.is_empty());
 
     // in-process clients are not bound by the listener's ACL: they read and write anywhere
     let (watch, mut watch_events) = start(local_options(&local, "watch")).await;
@@ -114,13 +120,42 @@ async fn in_process_clients_exchange_messages_with_network_clients_past_the_list
     assert_eq!(m.topic.as_str(), "alerts/hot");
     assert_eq!(&m.payload[..], b"31");
 
+    // MQTT 5 in-process clients are told who published (network clients never are)
+    let mut v5 = local_options(&local, "rules5");
+    v5.connect = midge_client::codec::Connect::new(midge_client::Protocol::V5, "rules5");
+    let (rules5, mut rules5_events) = start(v5).await;
+    rules5
+        .subscribe("sensors/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    suback(&mut rules5_events).await;
+    let mut v5net = ClientOptions::new("127.0.0.1", port, "device5");
+    v5net.connect = midge_client::codec::Connect::new(midge_client::Protocol::V5, "device5");
+    v5net.connect.username = Some("maker".into());
+    let (net5, _net5_events) = start(v5net).await;
+    net5.publish("sensors/b", QoS::AtMostOnce, false, "1")
+        .await
+        .unwrap();
+    let m = message(&mut rules5_events).await;
+    let props: Vec<(&str, &str)> = m
+        .properties
+        .user_properties
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
+    assert_eq!(
+        props,
+        [("midge-client-id", "device5"), ("midge-username", "maker")]
+    );
+
     let stats = server.stats().await.unwrap();
-    assert_eq!(stats.broker.clients_connected, 3, "{stats:?}");
-    assert_eq!(stats.connections, 3, "{stats:?}");
+    assert_eq!(stats.broker.clients_connected, 5, "{stats:?}");
+    assert_eq!(stats.connections, 5, "{stats:?}");
     assert!(stats.broker.messages_received >= 2, "{stats:?}");
 
     // stopping the server is not held up by in-process connections, and they end
     drop(net);
+    drop(net5);
     timeout(Duration::from_secs(10), server.shutdown())
         .await
         .expect("shutdown with in-process connections open");

@@ -369,6 +369,7 @@ impl R {
                 retain: p.retain,
                 properties: p.properties,
                 expires_at: None,
+                origin: None,
             }),
             _ => Err(RecError::Field("message")),
         }

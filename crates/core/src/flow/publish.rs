@@ -98,6 +98,10 @@ impl Broker {
                 retain: p.retain,
                 properties: p.properties,
                 expires_at,
+                origin: Some(crate::Origin {
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                }),
             };
             if msg.retain {
                 self.retain(msg.clone());
