@@ -1,14 +1,45 @@
 //! The hub's settings (plain data; the binary builds them from its TOML file).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use midge_codec::QoS;
 
 /// Every rule and how the hub runs them.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
     /// The rules, in the order they are evaluated.
     pub rules: Vec<RuleConfig>,
+    /// Client identifier of the hub's in-process MQTT session.
+    pub client_id: String,
+    /// Where the hub keeps what it needs across restarts (the filters it subscribed to).
+    /// With it the hub's session is persistent (messages that arrive while a batch is being
+    /// stored, or that were not yet stored when the broker stopped, are delivered again);
+    /// without it (a memory-only broker) the session starts clean.
+    pub state_dir: Option<PathBuf>,
+    /// Most rows waiting to be stored before the hub stops taking messages (the broker
+    /// then queues them in the hub's session).
+    pub max_pending_rows: usize,
+    /// Webhook requests queued before new ones are dropped (and counted as failures).
+    pub webhook_queue: usize,
+    /// Webhook requests in flight at once.
+    pub webhook_concurrency: usize,
+    /// How often rows older than the store's retention are deleted.
+    pub prune_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            rules: Vec::new(),
+            client_id: "$midge/hub".into(),
+            state_dir: None,
+            max_pending_rows: 50_000,
+            webhook_queue: 1024,
+            webhook_concurrency: 4,
+            prune_interval: Duration::from_secs(600),
+        }
+    }
 }
 
 /// One rule: a SQL statement and what to do with the rows it produces.
@@ -32,7 +63,8 @@ pub enum ActionConfig {
     },
     /// Publish it: `topic` and `payload` are templates where `${name}` is a column of the
     /// row or `topic`, `clientid`, `timestamp`; without a payload template the row is sent
-    /// as JSON.
+    /// as JSON. The hub does not receive its own publishes (MQTT 5 No Local), so a rule
+    /// cannot feed itself in a loop.
     Republish {
         /// Topic template.
         topic: String,

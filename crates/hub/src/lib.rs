@@ -1,14 +1,49 @@
 //! # midge-hub
 //!
 //! The IoT-hub layer: rules such as `SELECT * FROM 'sensors/#' WHERE temp > 30` run over
-//! the messages devices publish and feed actions: the time-series store, republishing, HTTP
-//! webhooks. The hub is an in-process MQTT client of the broker (a persistent MQTT 5
-//! session that acknowledges a message only after its actions are done), so it sees what
-//! any subscriber would see and nothing is special-cased in the broker.
+//! the messages devices publish and feed actions: the time-series store
+//! ([`midge_series::SeriesStore`]), republishing, HTTP webhooks.
+//!
+//! The hub is an in-process MQTT 5 client of the broker (any [`midge_client::Connector`]:
+//! in `midge serve` the broker's own [`Transport::Custom`] pipe), so it sees exactly what a
+//! subscriber would see and nothing is special-cased in the broker. Its session is
+//! persistent when it has a state folder, and it acknowledges a message (manual acks) only
+//! once the rows it produced are committed to the store: a message the broker accepted for
+//! the hub is stored even if midge is killed in between, because the broker redelivers what
+//! the hub did not acknowledge.
+//!
+//! Rows are written in batches: while one batch is being committed the next one fills up
+//! (group commit), so a burst of messages costs a few fsyncs, not one each.
+//!
+//! [`Transport::Custom`]: midge_client::Transport::Custom
 
 mod config;
+mod template;
+mod webhook;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use midge_client::codec::{
+    Publish, RetainHandling, SubscribeProperties, SubscriptionOptions, TopicFilter, TopicName,
+    UnsubscribeProperties,
+};
+use midge_client::{
+    Client, ClientError, ClientOptions, Connector, Event, Protocol, QoS, Reconnect, Transport,
+};
+use midge_series::{Row, SeriesError, SeriesStore};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
 pub use config::{ActionConfig, HubConfig, RuleConfig};
+
+use template::Template;
 
 /// What the HTTP API shows about one rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,4 +64,694 @@ pub struct RuleStatus {
     pub failed: u64,
     /// The last failure, if any.
     pub last_error: Option<String>,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The rules are invalid (every problem, one per line).
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// A rule ready to run.
+#[derive(Debug)]
+struct Compiled {
+    name: String,
+    sql: String,
+    rule: midge_rules::Rule,
+    actions: Vec<Action>,
+    described: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Action {
+    Store {
+        table: String,
+    },
+    Republish {
+        topic: Template,
+        payload: Option<Template>,
+        qos: QoS,
+        retain: bool,
+    },
+    Webhook(Arc<webhook::Target>),
+}
+
+/// Check every rule: its SQL, unique names, at least one action, valid tables, templates and
+/// URLs, and a store for `store` actions. Every problem is returned, naming its rule.
+pub fn validate(config: &HubConfig, have_store: bool) -> Result<(), Vec<String>> {
+    compile(config, have_store).map(|_| ())
+}
+
+fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for r in &config.rules {
+        let at = format!("rule {:?}", r.name);
+        if r.name.trim().is_empty() {
+            problems.push("a rule has an empty name".to_string());
+        } else if !names.insert(r.name.clone()) {
+            problems.push(format!("{at}: the name is used twice"));
+        }
+        let rule = match midge_rules::Rule::parse(&r.sql) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                None
+            }
+        };
+        if r.actions.is_empty() {
+            problems.push(format!("{at}: no action (store, republish or webhook)"));
+        }
+        let mut actions = Vec::new();
+        for a in &r.actions {
+            match a {
+                ActionConfig::Store { table } => {
+                    if !have_store {
+                        problems.push(format!(
+                            "{at}: `store` needs the time-series store, which is off"
+                        ));
+                    }
+                    if !valid_table_name(table) {
+                        problems.push(format!(
+                            "{at}: table name {table:?} must be letters, digits and _ (not first), at most 63"
+                        ));
+                    }
+                    actions.push(Action::Store {
+                        table: table.clone(),
+                    });
+                }
+                ActionConfig::Republish {
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                } => {
+                    let topic =
+                        Template::parse(topic).map_err(|e| format!("{at}: republish topic: {e}"));
+                    let payload = payload
+                        .as_deref()
+                        .map(Template::parse)
+                        .transpose()
+                        .map_err(|e| format!("{at}: republish payload: {e}"));
+                    match (topic, payload) {
+                        (Ok(topic), Ok(payload)) => actions.push(Action::Republish {
+                            topic,
+                            payload,
+                            qos: *qos,
+                            retain: *retain,
+                        }),
+                        (t, p) => problems.extend(t.err().into_iter().chain(p.err())),
+                    }
+                }
+                ActionConfig::Webhook {
+                    url,
+                    headers,
+                    timeout,
+                } => match webhook::Target::parse(url, headers.clone(), *timeout) {
+                    Ok(t) => actions.push(Action::Webhook(Arc::new(t))),
+                    Err(e) => problems.push(format!("{at}: webhook: {e}")),
+                },
+            }
+        }
+        if let Some(rule) = rule {
+            out.push(Compiled {
+                name: r.name.clone(),
+                sql: r.sql.clone(),
+                rule,
+                actions,
+                described: r.actions.iter().map(ActionConfig::describe).collect(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The store's rule for table names: `[A-Za-z_][A-Za-z0-9_]{0,62}`.
+fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63
+}
+
+/// Counters of one rule, shared with [`Hub::status`].
+#[derive(Debug, Default)]
+struct Counters {
+    matched: AtomicU64,
+    passed: AtomicU64,
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn fail(&self, error: impl Into<String>) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.into());
+        }
+    }
+}
+
+/// What [`Hub::status`] reads.
+#[derive(Debug)]
+struct Shared {
+    rules: Vec<(RuleStatus, Counters)>,
+}
+
+impl Shared {
+    fn status(&self) -> Vec<RuleStatus> {
+        self.rules
+            .iter()
+            .map(|(s, c)| RuleStatus {
+                matched: c.matched.load(Ordering::Relaxed),
+                passed: c.passed.load(Ordering::Relaxed),
+                failed: c.failed.load(Ordering::Relaxed),
+                last_error: c.last_error.lock().ok().and_then(|e| e.clone()),
+                ..s.clone()
+            })
+            .collect()
+    }
+
+    fn counters(&self, rule: usize) -> Option<&Counters> {
+        self.rules.get(rule).map(|(_, c)| c)
+    }
+}
+
+/// The running hub.
+#[derive(Debug)]
+pub struct Hub {
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Hub {
+    /// Check the rules and start running them through `connector`. With no rules nothing is
+    /// started (no session, no subscription).
+    pub async fn start(
+        config: HubConfig,
+        connector: Connector,
+        series: Option<Arc<SeriesStore>>,
+    ) -> Result<Hub, HubError> {
+        let rules = compile(&config, series.is_some()).map_err(HubError::Invalid)?;
+        let shared = Arc::new(Shared {
+            rules: rules
+                .iter()
+                .map(|r| {
+                    (
+                        RuleStatus {
+                            name: r.name.clone(),
+                            sql: r.sql.clone(),
+                            filters: r
+                                .rule
+                                .filters()
+                                .iter()
+                                .map(|f| f.as_str().to_string())
+                                .collect(),
+                            actions: r.described.clone(),
+                            matched: 0,
+                            passed: 0,
+                            failed: 0,
+                            last_error: None,
+                        },
+                        Counters::default(),
+                    )
+                })
+                .collect(),
+        });
+        if rules.is_empty() {
+            return Ok(Hub {
+                shared,
+                stop: None,
+                task: None,
+            });
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(
+            config,
+            rules,
+            connector,
+            series,
+            shared.clone(),
+            stop_rx,
+        ));
+        Ok(Hub {
+            shared,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    /// Every rule with its counters.
+    pub fn status(&self) -> Vec<RuleStatus> {
+        self.shared.status()
+    }
+
+    /// A function giving [`Hub::status`] that outlives borrows of the hub (for the HTTP API).
+    pub fn status_fn(&self) -> Arc<dyn Fn() -> Vec<RuleStatus> + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.status())
+    }
+
+    /// Stop: the batch being stored is finished (and acknowledged), then the session is
+    /// left with DISCONNECT. Rows not yet stored stay unacknowledged in the broker and are
+    /// stored after the next start (with a persistent session).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The user property the broker adds to messages for in-process clients: the publisher.
+const PUBLISHER_CLIENT_ID: &str = "midge-client-id";
+/// ... and its user name.
+const PUBLISHER_USERNAME: &str = "midge-username";
+
+/// Rows of one batch, the messages to acknowledge once they are committed.
+#[derive(Debug, Default)]
+struct Batch {
+    rows: Vec<(String, Row, usize)>,
+    acks: Vec<Publish>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.acks.is_empty()
+    }
+}
+
+type Stored = (Batch, Result<(), SeriesError>);
+
+struct Runtime {
+    rules: Vec<Compiled>,
+    shared: Arc<Shared>,
+    client: Client,
+    series: Option<Arc<SeriesStore>>,
+    webhooks: Option<mpsc::Sender<webhook::Job>>,
+    /// Rows waiting for the batch in flight to finish.
+    pending: Batch,
+    state_dir: Option<PathBuf>,
+}
+
+async fn run(
+    config: HubConfig,
+    rules: Vec<Compiled>,
+    connector: Connector,
+    series: Option<Arc<SeriesStore>>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut options = ClientOptions::new("local", 0, &config.client_id);
+    options.transport = Transport::Custom(connector);
+    options.connect = midge_client::codec::Connect::new(Protocol::V5, config.client_id.as_str());
+    options.connect.keep_alive = 0;
+    let persistent = config.state_dir.is_some();
+    options.connect.clean_start = !persistent;
+    if persistent {
+        // long enough to survive any restart; the broker caps it at its max_session_expiry
+        options.connect.properties.session_expiry_interval = Some(u32::MAX);
+    }
+    options.manual_acks = true;
+    options.reconnect = Some(Reconnect {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+    });
+    let (client, mut event_loop) = Client::new(options);
+    let (etx, mut events) = mpsc::channel::<Result<Event, ClientError>>(1024);
+    let poller = tokio::spawn(async move {
+        loop {
+            let e = event_loop.poll().await;
+            let end = matches!(e, Err(_) | Ok(Event::Closed));
+            if etx.send(e).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let webhooks = rules
+        .iter()
+        .any(|r| r.actions.iter().any(|a| matches!(a, Action::Webhook(_))))
+        .then(|| start_webhooks(&config, shared.clone()));
+    let mut rt = Runtime {
+        rules,
+        shared,
+        client,
+        series: series.clone(),
+        webhooks,
+        pending: Batch::default(),
+        state_dir: config.state_dir.clone(),
+    };
+    let mut inflight: Option<JoinHandle<Stored>> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut prune = tokio::time::interval(config.prune_interval.max(Duration::from_secs(1)));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let room = rt.pending.rows.len() < config.max_pending_rows;
+        tokio::select! {
+            _ = &mut stop => break,
+            e = events.recv(), if room => match e {
+                Some(Ok(Event::Connected(ack))) => rt.connected(ack.session_present).await,
+                Some(Ok(Event::Message(p))) => rt.message(p).await,
+                Some(Ok(Event::ConnectionLost(e))) => warn!(error = %e, "hub: connection to the broker lost"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    warn!(error = %e, "hub: connection to the broker ended");
+                    break;
+                }
+                None => break,
+            },
+            done = async { match inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                inflight = None;
+                match done {
+                    Ok((batch, Ok(()))) => rt.stored(batch).await,
+                    Ok((batch, Err(e))) => {
+                        warn!(error = %e, rows = batch.rows.len(), "hub: storing rows failed; retrying in 1 s");
+                        rt.store_failed(batch, &e);
+                        retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                    Err(e) => warn!(error = %e, "hub: store task failed"),
+                }
+            }
+            _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                retry_at = None;
+            }
+            _ = prune.tick() => {
+                if let Some(s) = series.clone() {
+                    if s.options().retention.is_some() {
+                        match tokio::task::spawn_blocking(move || s.prune(now_ms())).await {
+                            Ok(Ok(n)) if n > 0 => info!(rows = n, "hub: deleted rows past the retention"),
+                            Ok(Err(e)) => warn!(error = %e, "hub: pruning the store failed"),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if inflight.is_none() && retry_at.is_none() && !rt.pending.is_empty() {
+            inflight = rt.start_batch().await;
+        }
+    }
+    // finish the batch being stored, so what it acknowledges is on disk
+    if let Some(h) = inflight {
+        if let Ok((batch, Ok(()))) = h.await {
+            rt.stored(batch).await;
+        }
+    }
+    let _ = rt.client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
+}
+
+fn start_webhooks(config: &HubConfig, shared: Arc<Shared>) -> mpsc::Sender<webhook::Job> {
+    let (tx, mut rx) = mpsc::channel::<webhook::Job>(config.webhook_queue.max(1));
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        config.webhook_concurrency.max(1),
+    ));
+    let tls = Arc::new(
+        midge_client::tls_config(&midge_client::TlsOptions::default())
+            .unwrap_or_else(|_| empty_tls_config()),
+    );
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let shared = shared.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let mut delay = Duration::from_millis(500);
+                let mut last = String::new();
+                for attempt in 0..3 {
+                    if attempt > 0 {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    match webhook::post(&job.target, job.body.clone(), &tls).await {
+                        Ok(_) => {
+                            drop(permit);
+                            return;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                debug!(url = %job.target.uri, error = %last, "webhook failed");
+                if let Some(c) = shared.counters(job.rule) {
+                    c.fail(format!("webhook {}: {last}", job.target.uri));
+                }
+                drop(permit);
+            });
+        }
+    });
+    tx
+}
+
+/// A TLS configuration trusting nothing (only if the webpki roots could not be loaded).
+fn empty_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+}
+
+impl Runtime {
+    /// (Re)connected: subscribe to every rule's filters and forget those of rules that are
+    /// gone (the persistent session may still hold them).
+    async fn connected(&mut self, session_present: bool) {
+        let mut filters: Vec<TopicFilter> = Vec::new();
+        for r in &self.rules {
+            for f in r.rule.filters() {
+                if !filters.iter().any(|g| g.as_str() == f.as_str()) {
+                    filters.push(f.clone());
+                }
+            }
+        }
+        let wanted: BTreeSet<String> = filters.iter().map(|f| f.as_str().to_string()).collect();
+        if session_present {
+            let stale: Vec<TopicFilter> = read_filters(self.state_dir.as_deref())
+                .into_iter()
+                .filter(|f| !wanted.contains(f))
+                .filter_map(|f| TopicFilter::new(f).ok())
+                .collect();
+            if !stale.is_empty() {
+                info!(filters = ?stale.iter().map(|f| f.as_str()).collect::<Vec<_>>(), "hub: unsubscribing from filters of removed rules");
+                let _ = self
+                    .client
+                    .unsubscribe_many(stale, UnsubscribeProperties::default())
+                    .await;
+            }
+        }
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            // the hub's own republishes never come back to it: no rule loops
+            no_local: true,
+            retain_as_published: true,
+            // retained messages are state, not new readings: do not store them again at
+            // every start
+            retain_handling: RetainHandling::DoNotSend,
+        };
+        let subs = filters.into_iter().map(|f| (f, options)).collect();
+        let _ = self
+            .client
+            .subscribe_many(subs, SubscribeProperties::default())
+            .await;
+        write_filters(self.state_dir.as_deref(), &wanted);
+        info!(rules = self.rules.len(), "hub: rules running");
+    }
+
+    /// Run every matching rule on one message.
+    async fn message(&mut self, p: Publish) {
+        let ts = now_ms();
+        let mut client_id = "";
+        let mut username = None;
+        for (k, v) in &p.properties.user_properties {
+            match k.as_ref() {
+                PUBLISHER_CLIENT_ID => client_id = v.as_ref(),
+                PUBLISHER_USERNAME => username = Some(v.as_ref()),
+                _ => {}
+            }
+        }
+        let input = midge_rules::Input {
+            topic: p.topic.as_str(),
+            payload: &p.payload,
+            client_id,
+            username,
+            qos: p.qos as u8,
+            retain: p.retain,
+            timestamp_ms: ts,
+        };
+        let mut stored = false;
+        let mut publishes = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if !r.rule.matches(input.topic) {
+                continue;
+            }
+            let Some(counters) = self.shared.counters(i) else {
+                continue;
+            };
+            counters.matched.fetch_add(1, Ordering::Relaxed);
+            let Some(row) = r.rule.apply(&input) else {
+                continue;
+            };
+            counters.passed.fetch_add(1, Ordering::Relaxed);
+            let meta = template::Meta {
+                topic: input.topic,
+                client_id,
+                timestamp_ms: ts,
+            };
+            for a in &r.actions {
+                match a {
+                    Action::Store { table } => {
+                        stored = true;
+                        self.pending.rows.push((
+                            table.clone(),
+                            Row::new(ts, input.topic, client_id, row.clone()),
+                            i,
+                        ));
+                    }
+                    Action::Republish {
+                        topic,
+                        payload,
+                        qos,
+                        retain,
+                    } => {
+                        let t = topic.render(&row, &meta);
+                        let Ok(name) = TopicName::new(t.clone()) else {
+                            counters.fail(format!("republish: {t:?} is not a valid topic"));
+                            continue;
+                        };
+                        let body: Bytes = match payload {
+                            Some(tpl) => tpl.render(&row, &meta).into(),
+                            None => Value::Object(row.clone()).to_string().into(),
+                        };
+                        let mut out = Publish::new(name, body);
+                        out.qos = *qos;
+                        out.retain = *retain;
+                        publishes.push(out);
+                    }
+                    Action::Webhook(target) => {
+                        let Some(tx) = &self.webhooks else { continue };
+                        let job = webhook::Job {
+                            target: target.clone(),
+                            body: Value::Object(row.clone()).to_string().into(),
+                            rule: i,
+                        };
+                        if tx.try_send(job).is_err() {
+                            counters.fail("webhook queue full: request dropped");
+                        }
+                    }
+                }
+            }
+        }
+        for out in publishes {
+            let _ = self.client.publish_packet(out).await;
+        }
+        if stored {
+            self.pending.acks.push(p);
+        } else {
+            let _ = self.client.ack(&p).await;
+        }
+    }
+
+    /// Hand the pending rows to a blocking task (one transaction per table).
+    async fn start_batch(&mut self) -> Option<JoinHandle<Stored>> {
+        let batch = std::mem::take(&mut self.pending);
+        let Some(series) = self.series.clone() else {
+            // no store (rules without store actions): nothing to wait for
+            for p in &batch.acks {
+                let _ = self.client.ack(p).await;
+            }
+            return None;
+        };
+        Some(tokio::task::spawn_blocking(move || {
+            let result = store_rows(&series, &batch.rows);
+            (batch, result)
+        }))
+    }
+
+    /// A batch is committed: acknowledge its messages.
+    async fn stored(&mut self, batch: Batch) {
+        for p in &batch.acks {
+            let _ = self.client.ack(p).await;
+        }
+    }
+
+    /// A batch could not be stored: count it against its rules and put it back in front of
+    /// what is pending (it is retried; its messages stay unacknowledged meanwhile).
+    fn store_failed(&mut self, mut batch: Batch, error: &SeriesError) {
+        let mut seen = BTreeSet::new();
+        for (_, _, rule) in &batch.rows {
+            if seen.insert(*rule) {
+                if let Some(c) = self.shared.counters(*rule) {
+                    c.fail(format!("store: {error}"));
+                }
+            }
+        }
+        batch.rows.append(&mut self.pending.rows);
+        batch.acks.append(&mut self.pending.acks);
+        self.pending = batch;
+    }
+}
+
+/// Insert rows grouped by table, one transaction per table.
+fn store_rows(series: &SeriesStore, rows: &[(String, Row, usize)]) -> Result<(), SeriesError> {
+    let mut tables: Vec<&str> = rows.iter().map(|(t, _, _)| t.as_str()).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    for table in tables {
+        let batch: Vec<Row> = rows
+            .iter()
+            .filter(|(t, _, _)| t == table)
+            .map(|(_, r, _)| r.clone())
+            .collect();
+        series.insert(table, &batch)?;
+    }
+    Ok(())
+}
+
+const FILTERS_FILE: &str = "hub-filters.json";
+
+fn read_filters(dir: Option<&Path>) -> Vec<String> {
+    let Some(dir) = dir else { return Vec::new() };
+    std::fs::read(dir.join(FILTERS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_filters(dir: Option<&Path>, filters: &BTreeSet<String>) {
+    let Some(dir) = dir else { return };
+    let path = dir.join(FILTERS_FILE);
+    let tmp = dir.join(format!("{FILTERS_FILE}.tmp"));
+    let text = serde_json::to_vec(&filters.iter().collect::<Vec<_>>()).unwrap_or_default();
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "hub: cannot save its subscription list");
+    }
 }

@@ -1,0 +1,135 @@
+//! `${name}` templates for republish topics and payloads.
+
+use serde_json::{Map, Value};
+
+/// A parsed template: literal text and `${name}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+/// What a placeholder may name besides the row's columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) timestamp_ms: i64,
+}
+
+impl Template {
+    /// Parse `text`; `$` not followed by `{` is literal, `$$` is one `$`.
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = text;
+        while let Some((before, after)) = rest.split_once('$') {
+            lit.push_str(before);
+            if let Some(a) = after.strip_prefix('$') {
+                lit.push('$');
+                rest = a;
+            } else if let Some(a) = after.strip_prefix('{') {
+                let Some((name, tail)) = a.split_once('}') else {
+                    return Err(format!("unclosed ${{ in {text:?}"));
+                };
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(format!("empty ${{}} in {text:?}"));
+                }
+                if !lit.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut lit)));
+                }
+                parts.push(Part::Var(name.to_string()));
+                rest = tail;
+            } else {
+                lit.push('$');
+                rest = after;
+            }
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Text(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    /// Fill in the placeholders: a column of the row (a dotted path walks objects), else
+    /// `topic`, `clientid`, `timestamp`; anything else (or NULL) renders as nothing.
+    pub(crate) fn render(&self, row: &Map<String, Value>, meta: &Meta<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(name) => match lookup(row, name) {
+                    Some(Value::String(s)) => out.push_str(s),
+                    Some(Value::Null) | None => match name.as_str() {
+                        "topic" => out.push_str(meta.topic),
+                        "clientid" => out.push_str(meta.client_id),
+                        "timestamp" => out.push_str(&meta.timestamp_ms.to_string()),
+                        _ => {}
+                    },
+                    Some(v) => out.push_str(&v.to_string()),
+                },
+            }
+        }
+        out
+    }
+}
+
+fn lookup<'v>(row: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = row.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut v = row.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Map<String, Value> {
+        serde_json::json!({"temp": 31.5, "id": "dev-1", "loc": {"room": "5a"}, "n": null})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    const META: Meta<'static> = Meta {
+        topic: "sensors/dev-1/temp",
+        client_id: "c1",
+        timestamp_ms: 1234,
+    };
+
+    #[test]
+    fn placeholders_take_columns_then_metadata() {
+        let t = Template::parse("alerts/${id}/${loc.room}/${topic}:${temp}@${timestamp}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.render(&row(), &META),
+            "alerts/dev-1/5a/sensors/dev-1/temp:31.5@1234"
+        );
+    }
+
+    #[test]
+    fn missing_and_null_render_empty_and_dollars_are_literal() {
+        let t =
+            Template::parse("a${nope}b${n}c $x $$ ${clientid}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.render(&row(), &META), "abc $x $ c1");
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        assert!(Template::parse("a/${b").is_err());
+        assert!(Template::parse("a/${ }").is_err());
+    }
+}
