@@ -1,0 +1,375 @@
+//! The router, the shared state, the JSON error shape and the small routes (health, stats,
+//! metrics, rules).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::{HttpConfig, HttpDeps, HttpError, MAX_BODY_BYTES, RulesFn};
+use crate::{assets, auth, dashboard, data, live, publish};
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) server: midge_server::ServerHandle,
+    pub(crate) series: Option<Arc<midge_series::SeriesStore>>,
+    pub(crate) rules: RulesFn,
+    pub(crate) publisher: publish::Publisher,
+    pub(crate) live: live::Live,
+    pub(crate) dashboard: dashboard::Dashboard,
+    pub(crate) auth: auth::Auth,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub(crate) async fn new(
+        config: &HttpConfig,
+        deps: HttpDeps,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<AppState, HttpError> {
+        let auth = auth::Auth::load(config).await?;
+        let dashboard = dashboard::Dashboard::load(config).await?;
+        Ok(AppState(Arc::new(Inner {
+            server: deps.server,
+            series: deps.series,
+            rules: deps.rules,
+            publisher: publish::Publisher::new(deps.connector.clone()),
+            live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
+            dashboard,
+            auth,
+            shutdown,
+        })))
+    }
+}
+
+/// Every route.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/tables", get(data::tables))
+        .route("/api/v1/tables/{table}/topics", get(data::topics))
+        .route("/api/v1/tables/{table}/rows", get(data::rows))
+        .route("/api/v1/tables/{table}/series", get(data::series))
+        .route("/api/v1/publish", post(publish::handler))
+        .route("/api/v1/live", get(live::handler))
+        .route(
+            "/api/v1/dashboard",
+            get(dashboard::get_handler).put(dashboard::put_handler),
+        )
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(middleware::map_response(common_headers))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn common_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An error answer: `{"error": message}` with its status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &json!({ "error": self.message }))
+    }
+}
+
+/// A JSON answer.
+pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// A JSON request body: `Content-Type: application/json` required (so that a page on
+/// another site cannot send it without a CORS preflight), at most [`MAX_BODY_BYTES`],
+/// parsed with every error described.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            let status = r.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    status,
+                    format!("request body larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(status, r.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such route: {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+async fn server_stats(state: &AppState) -> Result<midge_server::ServerStats, ApiError> {
+    state
+        .0
+        .server
+        .stats()
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running"))
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let s = server_stats(&state).await?;
+    let b = &s.broker;
+    let live = state.0.live.figures();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "messages_received": b.messages_received,
+            "messages_sent": b.messages_sent,
+            "messages_dropped": b.messages_dropped,
+            "clients_connected": b.clients_connected,
+            "clients_maximum": b.clients_maximum,
+            "sessions": b.sessions,
+            "subscriptions": b.subscriptions,
+            "retained": b.retained,
+            "queued": b.queued,
+            "bytes_received": s.bytes_received,
+            "bytes_sent": s.bytes_sent,
+            "connections": s.connections,
+            "failed_logins": s.failed_logins,
+            "store_bytes": s.store_bytes,
+            "live_streams": live.streams,
+            "live_dropped": live.dropped,
+            "time": crate::time::now_ms(),
+        }),
+    ))
+}
+
+/// One Prometheus metric.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let s = server_stats(&state).await?;
+    let b = &s.broker;
+    let live = state.0.live.figures();
+    let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, value) in [
+        (
+            "midge_messages_received_total",
+            "counter",
+            "PUBLISH packets received from clients.",
+            b.messages_received,
+        ),
+        (
+            "midge_messages_sent_total",
+            "counter",
+            "PUBLISH packets sent to clients.",
+            b.messages_sent,
+        ),
+        (
+            "midge_messages_dropped_total",
+            "counter",
+            "Messages dropped (queue full, slow client, too large for the client).",
+            b.messages_dropped,
+        ),
+        (
+            "midge_bytes_received_total",
+            "counter",
+            "Bytes read from clients.",
+            s.bytes_received,
+        ),
+        (
+            "midge_bytes_sent_total",
+            "counter",
+            "Bytes written to clients.",
+            s.bytes_sent,
+        ),
+        (
+            "midge_failed_logins_total",
+            "counter",
+            "Connections refused for bad credentials or anonymous access.",
+            s.failed_logins,
+        ),
+        (
+            "midge_clients_connected",
+            "gauge",
+            "Connected MQTT clients.",
+            n(b.clients_connected),
+        ),
+        (
+            "midge_clients_maximum",
+            "gauge",
+            "Most clients connected at once since the broker started.",
+            n(b.clients_maximum),
+        ),
+        (
+            "midge_connections",
+            "gauge",
+            "Open connections (network and in-process).",
+            n(s.connections),
+        ),
+        (
+            "midge_sessions",
+            "gauge",
+            "Sessions, connected or not.",
+            n(b.sessions),
+        ),
+        (
+            "midge_subscriptions",
+            "gauge",
+            "Subscriptions.",
+            n(b.subscriptions),
+        ),
+        (
+            "midge_retained_messages",
+            "gauge",
+            "Retained messages.",
+            n(b.retained),
+        ),
+        (
+            "midge_queued_messages",
+            "gauge",
+            "Messages waiting in session queues.",
+            n(b.queued),
+        ),
+        (
+            "midge_http_live_streams",
+            "gauge",
+            "Open live streams (server-sent events) of the HTTP API.",
+            live.streams,
+        ),
+        (
+            "midge_http_live_dropped_total",
+            "counter",
+            "Messages not sent to a live stream that could not keep up.",
+            live.dropped,
+        ),
+    ] {
+        metric(&mut out, name, kind, help, value);
+    }
+    if let Some(bytes) = s.store_bytes {
+        metric(
+            &mut out,
+            "midge_store_bytes",
+            "gauge",
+            "Size of the durable store in bytes.",
+            bytes,
+        );
+    }
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response())
+}
+
+async fn rules(State(state): State<AppState>) -> Response {
+    let list: Vec<serde_json::Value> = (state.0.rules)()
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "sql": r.sql,
+                "filters": r.filters,
+                "actions": r.actions,
+                "matched": r.matched,
+                "passed": r.passed,
+                "failed": r.failed,
+                "last_error": r.last_error,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "rules": list }))
+}

@@ -1,0 +1,131 @@
+//! HTTP Basic authentication against a mosquitto-format password file. PBKDF2 is slow on
+//! purpose (~150 ms), so it runs on the blocking pool, a few at a time; the password file
+//! caches recent successes (see `midge_auth::PasswordFile`), so a browser sending the same
+//! credentials with every request pays it once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use midge_auth::PasswordFile;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::api::{ApiError, AppState};
+use crate::{HttpConfig, HttpError};
+
+/// Password checks running at once (each can take a core for a while).
+const PARALLEL_VERIFIES: usize = 2;
+
+/// Who may use the HTTP listener.
+pub(crate) struct Auth {
+    anonymous: bool,
+    passwords: Option<Arc<PasswordFile>>,
+    verifying: Arc<Semaphore>,
+    /// Requests refused for missing or wrong credentials.
+    pub(crate) refused: AtomicU64,
+}
+
+impl Auth {
+    pub(crate) async fn load(config: &HttpConfig) -> Result<Auth, HttpError> {
+        let passwords = match config.password_file.clone() {
+            Some(path) => {
+                let loaded = tokio::task::spawn_blocking(move || PasswordFile::load(&path))
+                    .await
+                    .map_err(|_| HttpError::NoPasswordFile)??;
+                Some(Arc::new(loaded))
+            }
+            None if !config.allow_anonymous => return Err(HttpError::NoPasswordFile),
+            None => None,
+        };
+        Ok(Auth {
+            anonymous: config.allow_anonymous,
+            passwords,
+            verifying: Arc::new(Semaphore::new(PARALLEL_VERIFIES)),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// `Ok` when the request may go on.
+    async fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return if self.anonymous {
+                Ok(())
+            } else {
+                Err("credentials required")
+            };
+        };
+        let Some(passwords) = self.passwords.clone() else {
+            // anonymous, and nothing to check credentials against
+            return Ok(());
+        };
+        let (user, password) = basic(value).ok_or("malformed Authorization header")?;
+        let Ok(_permit) = self.verifying.acquire().await else {
+            return Err("credentials cannot be checked now");
+        };
+        let name = user.clone();
+        let ok = tokio::task::spawn_blocking(move || passwords.verify(&name, password.as_bytes()))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            warn!(username = %user, "HTTP login failed: bad username or password");
+            Err("bad username or password")
+        }
+    }
+}
+
+/// The user and password of a `Basic` Authorization header.
+fn basic(value: &HeaderValue) -> Option<(String, String)> {
+    let text = value.to_str().ok()?;
+    let (scheme, encoded) = text.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Middleware: every route but the health check needs the right credentials (when
+/// anonymous access is off).
+pub(crate) async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/api/v1/health" {
+        return next.run(req).await;
+    }
+    match state.0.auth.check(req.headers()).await {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            state.0.auth.refused.fetch_add(1, Ordering::Relaxed);
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"midge\", charset=\"UTF-8\""),
+            );
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_parsed() {
+        let v = HeaderValue::from_static("Basic YWxpY2U6czNjcjp0"); // alice:s3cr:t
+        assert_eq!(basic(&v), Some(("alice".into(), "s3cr:t".into())));
+        for bad in ["Bearer abc", "Basic", "Basic !!!", "Basic YWxpY2U="] {
+            assert_eq!(basic(&HeaderValue::from_static(bad)), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! # midge-http
+//!
+//! One HTTP listener for midge: the REST API (`/api/v1/...`), Prometheus `/metrics` and the
+//! web dashboard (`/`), whose files are embedded in the binary (plain HTML, CSS and
+//! JavaScript: no build step, nothing fetched from elsewhere).
+//!
+//! The API reaches the broker the way any internal client does: figures through
+//! [`midge_server::ServerHandle`], publishes and live subscriptions through in-process MQTT 5
+//! connections opened with a [`midge_client::Connector`] (trusted: no password, no ACL).
+//! Stored device data comes from a [`midge_series::SeriesStore`], rule figures from a
+//! closure the hub provides.
+//!
+//! ```text
+//! GET  /api/v1/health                         {"status":"ok"} (never needs a password)
+//! GET  /api/v1/stats                          broker figures as JSON
+//! GET  /metrics                               the same in Prometheus text format
+//! GET  /api/v1/rules                          rule statuses
+//! GET  /api/v1/tables                         series tables
+//! GET  /api/v1/tables/{table}/topics          topics seen in a table
+//! GET  /api/v1/tables/{table}/rows            stored rows (topic, client_id, since, until,
+//!                                             limit, order)
+//! GET  /api/v1/tables/{table}/series          one field over time (field, topic, client_id,
+//!                                             since, until, bucket, agg, limit)
+//! POST /api/v1/publish                        {"topic", "payload" | "json", "qos", "retain"}
+//! GET  /api/v1/live?filter=a/%23&filter=b/+   server-sent events, one MQTT subscription
+//! GET  /api/v1/dashboard                      the dashboard's widgets
+//! PUT  /api/v1/dashboard                      replace them (saved atomically)
+//! GET  /                                      the dashboard page
+//! ```
+//!
+//! Errors are `{"error": "..."}` with a 4xx/5xx status. Request bodies are limited to
+//! [`MAX_BODY_BYTES`]. With `allow_anonymous` off, every route but `/api/v1/health` needs
+//! HTTP Basic credentials from a mosquitto-format password file.
+
+mod api;
+mod assets;
+mod auth;
+mod dashboard;
+mod data;
+mod live;
+mod publish;
+mod time;
+mod widget;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use widget::{Widget, WidgetKind, validate as validate_widgets};
+
+/// Largest request body accepted (bytes).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Where and how the HTTP listener runs (plain data; the binary fills it from its
+/// configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Address to listen on (port 0 picks a free port; see [`HttpServer::local_addr`]).
+    pub bind: SocketAddr,
+    /// Serve without credentials. When off, every route but `/api/v1/health` needs HTTP
+    /// Basic credentials found in `password_file`. When on and a request brings
+    /// credentials anyway, they must be right.
+    pub allow_anonymous: bool,
+    /// A password file in mosquitto's format (`midge passwd`), read at start.
+    pub password_file: Option<PathBuf>,
+    /// Where dashboard edits made in the web page are saved (JSON). When the file exists it
+    /// replaces `widgets`; without a path, edits last until the server stops.
+    pub dashboard_file: Option<PathBuf>,
+    /// The dashboard's widgets from the configuration file.
+    pub widgets: Vec<Widget>,
+    /// Most live streams (`/api/v1/live`) open at once; more are refused with 503.
+    pub max_live_streams: usize,
+    /// Messages buffered per live stream; a browser that cannot keep up loses the messages
+    /// that do not fit (counted in `/metrics`).
+    pub live_buffer: usize,
+}
+
+impl HttpConfig {
+    /// A configuration listening on `bind`, anonymous, no files, no widgets, 64 live streams
+    /// of 256 buffered messages each.
+    pub fn new(bind: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            bind,
+            allow_anonymous: true,
+            password_file: None,
+            dashboard_file: None,
+            widgets: Vec::new(),
+            max_live_streams: 64,
+            live_buffer: 256,
+        }
+    }
+}
+
+/// What the rule figures come from: called on every `GET /api/v1/rules`, so it must be
+/// cheap and must not block.
+pub type RulesFn = Arc<dyn Fn() -> Vec<midge_hub::RuleStatus> + Send + Sync>;
+
+/// What the HTTP listener talks to.
+#[derive(Clone)]
+pub struct HttpDeps {
+    /// The running broker's figures.
+    pub server: midge_server::ServerHandle,
+    /// Opens in-process MQTT connections to the broker (publishes, live streams).
+    pub connector: midge_client::Connector,
+    /// The time-series store; without it the data routes answer 503.
+    pub series: Option<Arc<midge_series::SeriesStore>>,
+    /// The rules' figures.
+    pub rules: RulesFn,
+}
+
+impl HttpDeps {
+    /// Dependencies on a running broker: its handle and its in-process connector; no series
+    /// store and no rules (set the fields to add them).
+    pub fn new(server: &midge_server::Server) -> HttpDeps {
+        HttpDeps {
+            server: server.handle(),
+            connector: connector(server.local_connector()),
+            series: None,
+            rules: Arc::new(Vec::new),
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDeps")
+            .field("server", &self.server)
+            .field("series", &self.series.as_ref().map(|s| s.path().to_owned()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`midge_client::Connector`] opening in-process connections through `local`.
+pub fn connector(local: midge_server::LocalConnector) -> midge_client::Connector {
+    midge_client::Connector::new(move || {
+        let local = local.clone();
+        async move { local.connect() }
+    })
+}
+
+/// Why the HTTP listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The listening socket could not be bound.
+    #[error("HTTP: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The password file could not be read or parsed.
+    #[error("HTTP: {0}")]
+    PasswordFile(#[from] midge_auth::PasswordFileError),
+    /// Anonymous access is off but no password file was given: nobody could log in.
+    #[error("HTTP: allow_anonymous is off and no password_file is set: nobody could log in")]
+    NoPasswordFile,
+    /// The saved dashboard file exists but could not be read or is not a valid dashboard.
+    #[error("HTTP: dashboard file {}: {reason}", path.display())]
+    DashboardFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configured widgets are not valid (every problem, one per line).
+    #[error("HTTP: dashboard widgets:\n{}", .0.join("\n"))]
+    Widgets(Vec<String>),
+}
+
+/// A running HTTP listener.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How long [`HttpServer::shutdown`] waits for requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl HttpServer {
+    /// Bind the listener and serve on the current tokio runtime.
+    pub async fn start(config: HttpConfig, deps: HttpDeps) -> Result<HttpServer, HttpError> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = api::AppState::new(&config, deps, shutdown_rx.clone()).await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| HttpError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let app = api::router(state);
+        info!(%addr, anonymous = config.allow_anonymous, "HTTP listening (API, /metrics, dashboard)");
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "HTTP listener failed");
+            }
+        });
+        Ok(HttpServer {
+            addr,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, end live streams, let requests in progress finish (at most a few
+    /// seconds), then return.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            warn!("HTTP requests still running after the grace period: aborted");
+            task.abort();
+            let _ = task.await;
+        }
+        info!(addr = %self.addr, "HTTP listener stopped");
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // a server dropped without shutdown() still stops (in the background)
+        let _ = self.shutdown.send(true);
+    }
+}
