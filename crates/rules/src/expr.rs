@@ -31,7 +31,7 @@ pub(crate) enum Lit {
 pub(crate) enum Seg {
     /// `.name` or `['name']`
     Key(String),
-    /// `[n]` (0-based)
+    /// `[n]` (0-based; negative counts from the end)
     Index(i64),
 }
 
@@ -319,7 +319,16 @@ fn walk<'a>(mut v: &'a Value, path: &[Seg]) -> Val<'a> {
         let next = match (seg, v) {
             (Seg::Key(k), Value::Object(map)) => map.get(k),
             (Seg::Index(i), Value::Array(items)) => {
-                usize::try_from(*i).ok().and_then(|i| items.get(i))
+                // a negative index counts from the end: arr[-1] is the last element
+                let at = if *i < 0 {
+                    i64::try_from(items.len())
+                        .ok()
+                        .and_then(|n| n.checked_add(*i))
+                } else {
+                    Some(*i)
+                };
+                at.and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| items.get(i))
             }
             _ => None,
         };

@@ -36,7 +36,8 @@
 //!   payload that is not JSON is one column, `payload`: its text when it is UTF-8, else its
 //!   bytes in standard base64.
 //! - **Names**: `temp` is a payload column; `payload.temp` is the same; `a.b.c`,
-//!   `payload.a.b` walk nested objects, `arr[0]` indexes arrays (0-based), `a['k-1']` reads
+//!   `payload.a.b` walk nested objects, `arr[0]` indexes arrays (0-based; `arr[-1]` is the
+//!   last element), `a['k-1']` reads
 //!   a key that is no identifier, as does a double-quoted name (`"k-1"`). A missing field
 //!   is undefined: NULL in expressions, left out of the output. When the payload has no
 //!   such column, the reserved names `topic`, `clientid`, `username`, `qos`, `retain`,

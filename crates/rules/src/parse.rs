@@ -510,8 +510,10 @@ impl Lower {
                 if *global {
                     return Err(unsupported("GLOBAL IN"));
                 }
-                let InTarget::List(list) = target else {
-                    return Err(unsupported("IN with anything but a list of values"));
+                let list = match target {
+                    InTarget::List(list) => list,
+                    InTarget::Subquery(_) => return Err(unsupported("subqueries")),
+                    _ => return Err(unsupported("IN with anything but a list of values")),
                 };
                 Expr::In {
                     expr: self.boxed(expr)?,
@@ -692,6 +694,13 @@ impl Lower {
 
 fn subscript(index: &sql::Expr) -> Result<Seg, RuleError> {
     match index {
+        sql::Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match subscript(expr)? {
+            Seg::Index(i) if i > 0 => Ok(Seg::Index(-i)),
+            _ => Err(unsupported(format_args!("the array index {index}"))),
+        },
         sql::Expr::Value(v) => match &v.value {
             sql::Value::Number(n, _) => n
                 .parse::<i64>()
