@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -223,6 +224,7 @@ async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
             "store_bytes": s.store_bytes,
             "live_streams": live.streams,
             "live_dropped": live.dropped,
+            "http_auth_failures": state.0.auth.refused.load(Ordering::Relaxed),
             "time": crate::time::now_ms(),
         }),
     ))
@@ -331,6 +333,12 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             "counter",
             "Messages not sent to a live stream that could not keep up.",
             live.dropped,
+        ),
+        (
+            "midge_http_auth_failures_total",
+            "counter",
+            "HTTP requests refused for missing or wrong credentials.",
+            state.0.auth.refused.load(Ordering::Relaxed),
         ),
     ] {
         metric(&mut out, name, kind, help, value);
