@@ -117,7 +117,41 @@ sync_interval_ms = 1000
 # Largest store file in bytes (0 = the disk's size). When full, new QoS 1/2 publishes are
 # refused (MQTT 5: reason 0x97; 3.1.1: the connection is closed) instead of lost.
 max_bytes = 0
+
+# The IoT hub's time-series store (SQLite), where rules with `store` write rows. Opened when
+# a rule stores into it or the file exists. A memory-only broker has none unless `file`
+# is set.
+[series]
+enabled = true
+# file = "./data/series.db"          # default: series.db in the [persistence] dir
+# Days rows are kept (0 = forever).
+retention_days = 0
+# "full": a stored row survives a power cut; "normal": faster, a crash of the process
+# loses nothing but a power cut may lose the last moments.
+synchronous = "full"
+# Most rows or buckets one HTTP query returns.
+max_rows_per_query = 10000
+
+# Rules: SQL over the JSON messages devices publish (AWS IoT / EMQX style). A bare name is
+# a field of the payload (payload.a.b for nested fields); topic(), topic(2), clientid(),
+# username(), timestamp(), qos() give the message's metadata. A payload that is a plain
+# number (mosquitto_pub -m 15) is the column `value`. Each rule needs at least one action.
+# A message reaches a rule once however many of its filters match; the hub acknowledges it
+# only after its rows are stored, so nothing the broker accepted is lost in a crash.
+# [[rule]]
+# name = "hot"
+# sql = "SELECT * FROM 'sensors/#' WHERE temp > 30"
+# store = "telemetry"                       # append the row to this table (true = telemetry)
+# republish = { topic = "alerts/${topic}", payload = "${temp} is too hot", qos = 1, retain = false }
+# webhook = { url = "https://example.com/hook", headers = { Authorization = "Bearer x" }, timeout = 5 }
+# Templates: ${column} of the row, or ${topic}, ${clientid}, ${timestamp}. Without a
+# payload template the row is published (or posted) as JSON. The hub never receives its
+# own republishes (MQTT 5 No Local), so rules cannot loop.
 "#;
+
+mod hub;
+
+pub(crate) use hub::SeriesSettings;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -126,31 +160,48 @@ pub(crate) struct MidgeConfig {
     pub(crate) log_level: String,
     /// Whether a config file with listeners was given (else the local-only default).
     pub(crate) explicit_listeners: bool,
+    /// Rules of the IoT hub.
+    pub(crate) hub: midge_hub::HubConfig,
+    /// The time-series store (`None`: off).
+    pub(crate) series: Option<SeriesSettings>,
 }
 
 impl Default for MidgeConfig {
     fn default() -> Self {
+        let persistence = midge_store::StoreOptions::default();
+        let series = SeriesSettings {
+            path: persistence.dir.join("series.db"),
+            options: midge_series::SeriesOptions::default(),
+        };
         MidgeConfig {
             server: ServerConfig {
-                persistence: Some(midge_store::StoreOptions::default()),
+                persistence: Some(persistence),
                 ..ServerConfig::default()
             },
             log_level: "info".into(),
             explicit_listeners: false,
+            hub: midge_hub::HubConfig::default(),
+            series: Some(series),
         }
     }
 }
 
 /// Collects problems while reading the table.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a str,
     errors: Vec<String>,
 }
 
 impl Checker<'_> {
     fn err(&mut self, section: &str, key: &str, msg: impl std::fmt::Display) {
+        if section.is_empty() && key.is_empty() {
+            self.errors.push(format!("{}: {msg}", self.file));
+            return;
+        }
         let at = if section.is_empty() {
             key.to_string()
+        } else if key.is_empty() {
+            format!("[{section}]")
         } else {
             format!("[{section}] {key}")
         };
@@ -348,7 +399,15 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     c.unknown(
         &root,
         "",
-        &["server", "security", "listener", "limits", "persistence"],
+        &[
+            "server",
+            "security",
+            "listener",
+            "limits",
+            "persistence",
+            "series",
+            "rule",
+        ],
     );
 
     // [security]: defaults for every listener from a file (anonymous off, as mosquitto 2)
@@ -580,6 +639,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     }
 
     persistence(&mut c, &root, &mut cfg);
+    hub::series(&mut c, &root, &mut cfg);
+    hub::rules(&mut c, &root, &mut cfg);
 
     if c.errors.is_empty() {
         Ok(cfg)
@@ -695,6 +756,80 @@ mod tests {
             "[persistence] sync: must be \"always\", \"batch\" or \"periodic\"",
             "[persistence] max_bytes: must be 0 or at least 65536",
             "[persistence] sync_intervalms: unknown key (did you mean `sync_interval_ms`?)",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn rules_and_series_are_read_and_every_rule_problem_is_reported() {
+        let cfg = parse(
+            r#"
+            [series]
+            file = "/tmp/s.db"
+            retention_days = 7
+            synchronous = "normal"
+            [[rule]]
+            name = "hot"
+            sql = "SELECT * FROM 'sensors/#' WHERE temp > 30"
+            store = "telemetry"
+            republish = { topic = "alerts/${topic}", qos = 1 }
+            [[rule]]
+            name = "hook"
+            sql = "SELECT temp FROM 'sensors/+/t'"
+            webhook = [{ url = "http://127.0.0.1:9/h", headers = { X-Token = "t" } }, { url = "https://example.com/" }]
+            "#,
+            "t",
+        )
+        .unwrap();
+        let s = cfg.series.as_ref().unwrap();
+        assert_eq!(s.path, PathBuf::from("/tmp/s.db"));
+        assert_eq!(s.options.retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(s.options.synchronous, midge_series::Synchronous::Normal);
+        assert_eq!(cfg.hub.rules.len(), 2);
+        assert_eq!(
+            cfg.hub.rules[0].actions,
+            [
+                midge_hub::ActionConfig::Store {
+                    table: "telemetry".into()
+                },
+                midge_hub::ActionConfig::Republish {
+                    topic: "alerts/${topic}".into(),
+                    payload: None,
+                    qos: QoS::AtLeastOnce,
+                    retain: false
+                }
+            ]
+        );
+        assert_eq!(cfg.hub.rules[1].actions.len(), 2);
+        // the default store is in the data folder
+        let d = parse("", "t").unwrap();
+        assert_eq!(d.series.unwrap().path, PathBuf::from("./data/series.db"));
+
+        let err = parse(
+            r#"
+            persistence = false
+            [[rule]]
+            name = "a"
+            sql = "SELECT * FROM"
+            store = true
+            [[rule]]
+            name = "b"
+            sql = "SELECT * FROM 'x'"
+            republish = { topik = "y" }
+            [[rule]]
+            name = "c"
+            "#,
+            "m.toml",
+        )
+        .unwrap_err();
+        for needle in [
+            "m.toml: rule \"a\": ",
+            "needs the time-series store, which is off (turn on [persistence] or set [series] file)",
+            "[rule #2.republish] topik: unknown key (did you mean `topic`?)",
+            "[rule #2.republish] topic: missing",
+            "rule \"b\": no action",
+            "[rule #3] sql: missing",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }

@@ -131,10 +131,36 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let state_dir = cfg.server.persistence.as_ref().map(|p| p.dir.clone());
     let server = match midge_server::Server::start(cfg.server).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("midge: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let series = match open_series(cfg.series.as_ref(), &cfg.hub).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            server.shutdown().await;
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let local = server.local_connector();
+    let connector = midge_client::Connector::new(move || {
+        let local = local.clone();
+        async move { local.connect() }
+    });
+    let hub_config = midge_hub::HubConfig {
+        state_dir,
+        ..cfg.hub
+    };
+    let hub = match midge_hub::Hub::start(hub_config, connector, series.clone()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            server.shutdown().await;
             return Ok(ExitCode::from(1));
         }
     };
@@ -143,9 +169,43 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     }
     wait_for_signal(&server).await;
     info!("shutting down");
+    // the hub first: the batch it is storing is finished and acknowledged
+    hub.stop().await;
     server.shutdown().await;
     info!("bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Open the time-series store when it is configured and something uses it (a rule that
+/// stores, or data already there to query).
+async fn open_series(
+    settings: Option<&config::SeriesSettings>,
+    hub: &midge_hub::HubConfig,
+) -> anyhow::Result<Option<std::sync::Arc<midge_series::SeriesStore>>> {
+    let Some(settings) = settings.cloned() else {
+        return Ok(None);
+    };
+    let stores = hub.rules.iter().any(|r| {
+        r.actions
+            .iter()
+            .any(|a| matches!(a, midge_hub::ActionConfig::Store { .. }))
+    });
+    if !stores && !settings.path.exists() {
+        return Ok(None);
+    }
+    let path = settings.path.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        midge_series::SeriesStore::open(&settings.path, settings.options)
+            .with_context(|| format!("time-series store {}", settings.path.display()))
+    })
+    .await
+    .context("opening the time-series store")??;
+    info!(path = %path.display(), "time-series store open");
+    Ok(Some(std::sync::Arc::new(store)))
 }
 
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read certificates, password and ACL files

@@ -1,0 +1,219 @@
+//! `[[rule]]` and `[series]`: the IoT hub's part of the configuration file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use midge_codec::QoS;
+use midge_hub::{ActionConfig, RuleConfig};
+use midge_series::{SeriesOptions, Synchronous};
+
+use super::{Checker, MidgeConfig};
+
+/// The time-series store as configured: where, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SeriesSettings {
+    /// The SQLite file.
+    pub(crate) path: PathBuf,
+    /// Durability, retention, query limits.
+    pub(crate) options: SeriesOptions,
+}
+
+/// `[series]`, after `[persistence]` was read (the default file lives in its data folder).
+pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
+    let default_path = cfg
+        .server
+        .persistence
+        .as_ref()
+        .map(|p| p.dir.join("series.db"));
+    let mut options = SeriesOptions::default();
+    let mut path = default_path;
+    let mut enabled = true;
+    if let Some(t) = c.table(root, "series") {
+        let s = "series";
+        if let Some(v) = c.boolean(t, s, "enabled") {
+            enabled = v;
+        }
+        if let Some(f) = c.string(t, s, "file") {
+            if f.is_empty() {
+                c.err(s, "file", "must not be empty");
+            }
+            path = Some(PathBuf::from(f));
+        }
+        if let Some(d) = c.int(t, s, "retention_days", 0, 36_500) {
+            options.retention = (d > 0).then(|| Duration::from_secs(d as u64 * 86_400));
+        }
+        if let Some(m) = c.string(t, s, "synchronous") {
+            match m.as_str() {
+                "full" => options.synchronous = Synchronous::Full,
+                "normal" => options.synchronous = Synchronous::Normal,
+                _ => c.err(
+                    s,
+                    "synchronous",
+                    format!("must be \"full\" or \"normal\" (found {m:?})"),
+                ),
+            }
+        }
+        if let Some(n) = c.int(t, s, "max_rows_per_query", 1, 1_000_000) {
+            options.max_rows_per_query = n as usize;
+            options.default_rows_per_query = options.default_rows_per_query.min(n as usize);
+        }
+        c.unknown(
+            t,
+            s,
+            &[
+                "enabled",
+                "file",
+                "retention_days",
+                "synchronous",
+                "max_rows_per_query",
+            ],
+        );
+    }
+    cfg.series = match (enabled, path) {
+        (true, Some(path)) => Some(SeriesSettings { path, options }),
+        _ => None,
+    };
+}
+
+/// `[[rule]]` tables; then the rules themselves are checked (SQL, templates, URLs) with
+/// every problem reported.
+pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
+    let Some(v) = root.get("rule") else { return };
+    let Some(list) = v.as_array() else {
+        c.err("", "rule", "must be an array of tables ([[rule]])");
+        return;
+    };
+    let mut rules = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let section = format!("rule #{}", i + 1);
+        let Some(t) = r.as_table() else {
+            c.err(&section, "", "must be a table ([[rule]])");
+            continue;
+        };
+        let name = c
+            .string(t, &section, "name")
+            .unwrap_or_else(|| format!("rule-{}", i + 1));
+        let Some(sql) = c.string(t, &section, "sql") else {
+            c.err(
+                &section,
+                "sql",
+                "missing: SELECT ... FROM 'topic/#' [WHERE ...]",
+            );
+            continue;
+        };
+        let mut actions = Vec::new();
+        match t.get("store") {
+            None => {}
+            Some(toml::Value::String(table)) => actions.push(ActionConfig::Store {
+                table: table.clone(),
+            }),
+            Some(toml::Value::Boolean(true)) => actions.push(ActionConfig::Store {
+                table: midge_series::DEFAULT_TABLE.into(),
+            }),
+            Some(toml::Value::Boolean(false)) => {}
+            Some(other) => c.err(
+                &section,
+                "store",
+                format!("must be a table name or true (found {})", other.type_str()),
+            ),
+        }
+        for (key, value) in [
+            ("republish", t.get("republish")),
+            ("webhook", t.get("webhook")),
+        ] {
+            let Some(value) = value else { continue };
+            let tables: Vec<&toml::Table> = match value {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+                other => {
+                    c.err(
+                        &section,
+                        key,
+                        format!(
+                            "must be a table or an array of tables (found {})",
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let sub = format!("{section}.{key}");
+            for a in tables {
+                if key == "republish" {
+                    if let Some(action) = republish(c, a, &sub) {
+                        actions.push(action);
+                    }
+                } else if let Some(action) = webhook(c, a, &sub) {
+                    actions.push(action);
+                }
+            }
+        }
+        c.unknown(
+            t,
+            &section,
+            &["name", "sql", "store", "republish", "webhook"],
+        );
+        rules.push(RuleConfig { name, sql, actions });
+    }
+    cfg.hub.rules = rules;
+    if let Err(problems) = midge_hub::validate(&cfg.hub, cfg.series.is_some()) {
+        for p in problems {
+            let p = if p.contains("needs the time-series store") {
+                format!("{p} (turn on [persistence] or set [series] file)")
+            } else {
+                p
+            };
+            c.err("", "", p);
+        }
+    }
+}
+
+fn republish(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<ActionConfig> {
+    let topic = c.string(t, section, "topic");
+    let payload = c.string(t, section, "payload");
+    let qos = c.int(t, section, "qos", 0, 2).unwrap_or(0);
+    let retain = c.boolean(t, section, "retain").unwrap_or(false);
+    c.unknown(t, section, &["topic", "payload", "qos", "retain"]);
+    let Some(topic) = topic else {
+        c.err(section, "topic", "missing");
+        return None;
+    };
+    Some(ActionConfig::Republish {
+        topic,
+        payload,
+        qos: QoS::from_bits(qos as u8).unwrap_or(QoS::AtMostOnce),
+        retain,
+    })
+}
+
+fn webhook(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<ActionConfig> {
+    let url = c.string(t, section, "url");
+    let timeout = c.int(t, section, "timeout", 1, 600).unwrap_or(5);
+    let mut headers = Vec::new();
+    match t.get("headers") {
+        None => {}
+        Some(toml::Value::Table(h)) => {
+            for (k, v) in h {
+                match v.as_str() {
+                    Some(v) => headers.push((k.clone(), v.to_string())),
+                    None => c.err(section, &format!("headers.{k}"), "must be a string"),
+                }
+            }
+        }
+        Some(other) => c.err(
+            section,
+            "headers",
+            format!("must be a table of strings (found {})", other.type_str()),
+        ),
+    }
+    c.unknown(t, section, &["url", "headers", "timeout"]);
+    let Some(url) = url else {
+        c.err(section, "url", "missing");
+        return None;
+    };
+    Some(ActionConfig::Webhook {
+        url,
+        headers,
+        timeout: Duration::from_secs(timeout as u64),
+    })
+}
