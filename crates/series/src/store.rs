@@ -7,7 +7,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params, params_from_iter};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, TransactionBehavior, params, params_from_iter,
+};
 use tracing::{debug, info, warn};
 
 use crate::aggregate::Buckets;
@@ -32,10 +34,18 @@ pub const APPLICATION_ID: i32 = 0x4D44_4753;
 const PAGE: usize = 512;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// Page cache of the writer connection, in KiB (SQLite's default is 2 MiB; inserts touch
+/// the end of the ts index and one place per topic in the topic index).
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache of each read connection, in KiB.
+const READER_CACHE_KIB: i64 = 8 * 1024;
 /// Size the write-ahead log is truncated to after a checkpoint.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Pause between two prune chunks, so that waiting writers take the lock.
 const PRUNE_PAUSE: Duration = Duration::from_millis(1);
+/// Most distinct topics looked at when resolving a wildcard filter to the topics it
+/// matches (one index seek each); past it the scan filters row by row.
+const MAX_TOPIC_CANDIDATES: usize = 1_000;
 
 /// The time-series store: one SQLite file, shared by reference between threads.
 ///
@@ -133,7 +143,7 @@ fn create_table(conn: &Connection, name: &TableName) -> rusqlite::Result<()> {
              data TEXT NOT NULL
          ) STRICT;
          CREATE INDEX IF NOT EXISTS \"idx_topic_ts_{n}\" ON {t} (topic, ts);
-         CREATE INDEX IF NOT EXISTS \"idx_ts_{n}\" ON {t} (ts);"
+         CREATE INDEX IF NOT EXISTS \"idx_ts_{n}\" ON {t} (ts, id, topic);"
     ))
 }
 
@@ -163,6 +173,50 @@ fn table_names(conn: &Connection) -> rusqlite::Result<Vec<TableName>> {
         }
     }
     Ok(out)
+}
+
+/// Narrows a wildcard filter to the topics stored in `table`, walking the distinct topics
+/// of its literal prefix through the `(topic, ts)` index (one seek per topic): `Ok(None)`
+/// when no stored topic matches, a [`TopicMatch::Exact`] when one does (so the scan reads
+/// that topic's index in order), the filter itself when several match or the prefix holds
+/// more than [`MAX_TOPIC_CANDIDATES`] topics.
+fn resolve_topic(
+    conn: &Connection,
+    table: &TableName,
+    m: TopicMatch,
+) -> rusqlite::Result<Option<TopicMatch>> {
+    let TopicMatch::Wild { lower, upper, .. } = &m else {
+        return Ok(Some(m));
+    };
+    let t = table.quoted();
+    let mut first = conn.prepare_cached(&format!(
+        "SELECT topic FROM {t} WHERE topic >= ?1 ORDER BY topic LIMIT 1"
+    ))?;
+    let mut next = conn.prepare_cached(&format!(
+        "SELECT topic FROM {t} WHERE topic > ?1 ORDER BY topic LIMIT 1"
+    ))?;
+    let mut found: Option<String> = None;
+    let mut current: Option<String> = None;
+    for _ in 0..MAX_TOPIC_CANDIDATES {
+        let candidate: Option<String> = match &current {
+            None => first.query_row([lower], |r| r.get(0)).optional()?,
+            Some(c) => next.query_row([c], |r| r.get(0)).optional()?,
+        };
+        let Some(candidate) = candidate else {
+            return Ok(found.map(TopicMatch::Exact));
+        };
+        if upper.as_deref().is_some_and(|u| candidate.as_str() >= u) {
+            return Ok(found.map(TopicMatch::Exact));
+        }
+        if m.matches(&candidate) {
+            if found.is_some() {
+                return Ok(Some(m));
+            }
+            found = Some(candidate.clone());
+        }
+        current = Some(candidate);
+    }
+    Ok(Some(m))
 }
 
 /// Checks that a row's topic is an MQTT topic name.
@@ -239,14 +293,19 @@ impl Scan<'_> {
             Some(TopicMatch::Wild {
                 lower, upper, like, ..
             }) => {
+                // `+topic`: these terms filter rows but must not make SQLite pick the
+                // (topic, ts) index, which cannot give rows in ts order for a range of
+                // topics (it would sort the whole range for every page). The (ts, id, topic)
+                // index serves the order and lets the topic be checked before the row is
+                // read.
                 if !lower.is_empty() {
                     conds.push(format!(
-                        "topic >= {}",
+                        "+topic >= {}",
                         bind(lower.clone().into(), &mut params)
                     ));
                 }
                 if let Some(u) = upper {
-                    conds.push(format!("topic < {}", bind(u.clone().into(), &mut params)));
+                    conds.push(format!("+topic < {}", bind(u.clone().into(), &mut params)));
                 }
                 conds.push(format!(
                     "topic LIKE {} ESCAPE '\\'",
@@ -362,6 +421,8 @@ impl SeriesStore {
             .map_err(&fail)?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
             .map_err(&fail)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(&fail)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
 
         // Stamp a new file; checked again under the write lock in case another process
@@ -422,6 +483,8 @@ impl SeriesStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags).map_err(&err)?;
         conn.busy_timeout(self.options.busy_timeout).map_err(&err)?;
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)
+            .map_err(&err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
@@ -506,6 +569,13 @@ impl SeriesStore {
             if !table_exists(&tx, &name).map_err(&err)? {
                 return Ok(Vec::new());
             }
+            let topic = match topic {
+                Some(m) => match resolve_topic(&tx, &name, m).map_err(&err)? {
+                    Some(m) => Some(m),
+                    None => return Ok(Vec::new()),
+                },
+                None => None,
+            };
             let scan = Scan {
                 table: &name,
                 columns: ", client_id, data",
@@ -566,6 +636,13 @@ impl SeriesStore {
             if !table_exists(&tx, &name).map_err(&err)? {
                 return Ok(());
             }
+            let topic = match topic {
+                Some(m) => match resolve_topic(&tx, &name, m).map_err(&err)? {
+                    Some(m) => Some(m),
+                    None => return Ok(()),
+                },
+                None => None,
+            };
             let scan = Scan {
                 table: &name,
                 columns: ", json_extract(data, ?1)",

@@ -118,6 +118,9 @@ fn scans_read_an_index_in_order_without_sorting() {
         let exact = plan(&store, Some("a/b"), order);
         assert!(exact.contains("idx_topic_ts_t"), "{exact}");
         assert!(!exact.contains("TEMP B-TREE"), "{exact}");
+        let wild = plan(&store, Some("a/+"), order);
+        assert!(wild.contains("idx_ts_t"), "{wild}");
+        assert!(!wild.contains("TEMP B-TREE"), "{wild}");
         let all = plan(&store, None, order);
         assert!(all.contains("idx_ts_t"), "{all}");
         assert!(!all.contains("TEMP B-TREE"), "{all}");
@@ -157,4 +160,60 @@ fn row_topics_must_be_topic_names() {
         ));
     }
     assert!(check_topic(0, &"a".repeat(65_536)).is_err());
+}
+
+fn resolved(store: &SeriesStore, filter: &str) -> Option<TopicMatch> {
+    let table = TableName::new("t").unwrap();
+    let w = lock(&store.writer);
+    resolve_topic(&w.conn, &table, TopicMatch::new(filter).unwrap()).unwrap()
+}
+
+#[test]
+fn wildcards_resolve_to_the_stored_topics_they_match() {
+    let (_dir, store) = store();
+    insert_topics(&store, &["s/a", "s/b", "t/a", "t/a/b", "$SYS/x"]);
+    let wild = TopicMatch::new("s/+").unwrap();
+    assert_eq!(resolved(&store, "s/+"), Some(wild));
+    assert_eq!(
+        resolved(&store, "t/+"),
+        Some(TopicMatch::Exact("t/a".into()))
+    );
+    assert_eq!(
+        resolved(&store, "t/+/b"),
+        Some(TopicMatch::Exact("t/a/b".into()))
+    );
+    assert_eq!(resolved(&store, "u/#"), None);
+    assert_eq!(resolved(&store, "s/a/+"), None);
+    assert_eq!(resolved(&store, "+/x"), None, "`+` does not match `$SYS`");
+    assert_eq!(
+        resolved(&store, "$SYS/+"),
+        Some(TopicMatch::Exact("$SYS/x".into()))
+    );
+    assert_eq!(
+        resolved(&store, "s/a"),
+        Some(TopicMatch::Exact("s/a".into()))
+    );
+}
+
+#[test]
+fn resolving_stops_after_the_candidate_limit() {
+    let (_dir, store) = store();
+    let topics: Vec<String> = (0..=MAX_TOPIC_CANDIDATES)
+        .map(|i| format!("p/{i}"))
+        .collect();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    insert_topics(&store, &refs);
+    // No topic matches, but there are too many candidates to look at all of them.
+    let filter = TopicMatch::new("p/+/z").unwrap();
+    assert_eq!(resolved(&store, "p/+/z"), Some(filter));
+    assert!(
+        store
+            .rows(&RowsQuery {
+                table: "t".into(),
+                topic: Some("p/+/z".into()),
+                ..RowsQuery::default()
+            })
+            .unwrap()
+            .is_empty()
+    );
 }
