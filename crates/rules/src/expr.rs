@@ -556,10 +556,9 @@ fn call<'a>(f: Func, args: &'a [Expr], m: &'a Message<'_>) -> Val<'a> {
             if let Some(a) = absent1(&n) {
                 return a;
             }
-            match n.number() {
-                Some(Num::Int(i)) => m.topic_level(i),
-                _ => Val::Null,
-            }
+            n.number()
+                .and_then(Num::as_integer)
+                .map_or(Val::Null, |i| m.topic_level(i))
         }
         Func::Meta(meta) => m.meta(meta),
         Func::Abs => num1(&a0(), |n| match n {
@@ -580,8 +579,8 @@ fn call<'a>(f: Func, args: &'a [Expr], m: &'a Message<'_>) -> Val<'a> {
             if let Some(a) = absent(&x, &d) {
                 return a;
             }
-            match (x.number(), d.number()) {
-                (Some(n), Some(Num::Int(d))) => round_digits(n, d),
+            match (x.number(), d.number().and_then(Num::as_integer)) {
+                (Some(n), Some(d)) => round_digits(n, d),
                 _ => Val::Null,
             }
         }
@@ -705,13 +704,13 @@ fn substring<'r>(s: Val<'_>, start: Val<'_>, len: Option<Val<'_>>) -> Val<'r> {
     if let Some(a) = absent(&s, &start).or_else(|| len.as_ref().and_then(absent1)) {
         return a;
     }
-    let (Some(text), Some(Num::Int(start))) = (s.text(), start.number()) else {
+    let (Some(text), Some(start)) = (s.text(), start.number().and_then(Num::as_integer)) else {
         return Val::Null;
     };
     let end = match &len {
         None => i64::MAX,
-        Some(l) => match l.number() {
-            Some(Num::Int(l)) if l >= 0 => start.saturating_add(l),
+        Some(l) => match l.number().and_then(Num::as_integer) {
+            Some(l) if l >= 0 => start.saturating_add(l),
             _ => return Val::Null,
         },
     };

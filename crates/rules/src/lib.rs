@@ -35,15 +35,16 @@
 //!   columns. A JSON scalar or array (`mosquitto_pub -m 15`) is one column, `value`. A
 //!   payload that is not JSON is one column, `payload`: its text when it is UTF-8, else its
 //!   bytes in standard base64.
-//! - **Names**: `temp` is a payload column; `payload.temp` is the same; `a.b.c`,
-//!   `payload.a.b` walk nested objects, `arr[0]` indexes arrays (0-based; `arr[-1]` is the
-//!   last element), `a['k-1']` reads
-//!   a key that is no identifier, as does a double-quoted name (`"k-1"`). A missing field
-//!   is undefined: NULL in expressions, left out of the output. When the payload has no
-//!   such column, the reserved names `topic`, `clientid`, `username`, `qos`, `retain`,
-//!   `timestamp` (ms since the epoch) and `payload` (the raw payload as text, base64 when
-//!   binary) give message metadata. The functions `topic()`, `topic(n)` (n-th level,
-//!   1-based), `clientid()`, `username()`, `qos()`, `retain()`, `timestamp()` always do.
+//! - **Names**: `temp` is a payload column; `payload.temp` is the same; `a.b.c` and
+//!   `payload.a.b` walk nested objects; `arr[0]` indexes arrays (0-based; `arr[-1]` is the
+//!   last element); `a['k-1']` and `"k-1"` read keys that are no identifiers (in
+//!   expressions double quotes name a field, as in standard SQL; strings take single
+//!   quotes). A missing field is undefined: NULL in expressions, left out of the output.
+//!   When the payload has no such column, the reserved names `topic`, `clientid`,
+//!   `username`, `qos`, `retain`, `timestamp` (ms since the epoch) and `payload` (the raw
+//!   payload as text, base64 when binary) give message metadata. The functions `topic()`,
+//!   `topic(n)` (n-th level, 1-based), `clientid()`, `username()`, `qos()`, `retain()`,
+//!   `timestamp()` always do.
 //! - **Operators**: `= != <> < <= > >=`, `AND OR NOT`, `+ - * / %`, unary `-`, `||`
 //!   (concatenation), `[NOT] LIKE` (`%`, `_`, optional `ESCAPE`), `[NOT] IN (...)`,
 //!   `[NOT] BETWEEN`, `IS [NOT] NULL`, `IS [NOT] TRUE/FALSE`, `CASE [x] WHEN ... END`,
@@ -65,7 +66,10 @@
 //!   name replaces an earlier one in place.
 //!
 //! Not supported (a [`RuleError`] names it): JOIN, GROUP BY, aggregates, ORDER BY, LIMIT,
-//! DISTINCT, subqueries, several statements, table aliases, unquoted FROM names.
+//! DISTINCT, subqueries, several statements, table aliases, unquoted FROM names. A rule is
+//! at most [`MAX_RULE_LEN`] bytes and 4096 tokens, with expressions nested at most 128 deep.
+//! One quirk of sqlparser 0.64: inside a function's arguments, `CASE value WHEN ...` does
+//! not parse (`VALUE` is a keyword there); write `CASE (value) WHEN ...`.
 
 mod expr;
 mod message;

@@ -198,7 +198,7 @@ fn check_query(q: &sql::Query) -> Result<(), RuleError> {
         (q.for_clause.is_some(), "FOR XML/JSON"),
         (q.settings.is_some(), "SETTINGS"),
         (q.format_clause.is_some(), "FORMAT"),
-        (!q.pipe_operators.is_empty(), "pipe operators"),
+        (!q.pipe_operators.is_empty(), "a pipe operator"),
     ];
     match found.iter().find(|(present, _)| *present) {
         Some((_, what)) => Err(unsupported(what)),
@@ -213,7 +213,7 @@ fn check_select(s: &sql::Select) -> Result<Vec<TopicFilter>, RuleError> {
     let found = [
         (s.distinct.is_some(), "DISTINCT"),
         (s.top.is_some(), "TOP"),
-        (s.select_modifiers.is_some(), "SELECT modifiers"),
+        (s.select_modifiers.is_some(), "a SELECT modifier"),
         (s.exclude.is_some(), "EXCLUDE"),
         (s.into.is_some(), "SELECT INTO"),
         (!s.lateral_views.is_empty(), "LATERAL VIEW"),
@@ -339,7 +339,7 @@ impl Lower {
                 name: alias.value.clone(),
             }),
             SelectItem::ExprWithAliases { .. } => {
-                Err(unsupported("several aliases for one column"))
+                Err(unsupported("more than one alias for a column"))
             }
             SelectItem::Wildcard(o) if plain_wildcard(o) => {
                 self.needs_body = true;
@@ -512,7 +512,7 @@ impl Lower {
                 }
                 let list = match target {
                     InTarget::List(list) => list,
-                    InTarget::Subquery(_) => return Err(unsupported("subqueries")),
+                    InTarget::Subquery(_) => return Err(unsupported("a subquery")),
                     _ => return Err(unsupported("IN with anything but a list of values")),
                 };
                 Expr::In {
@@ -625,7 +625,7 @@ impl Lower {
                 Expr::Call(f, args)
             }
             E::Function(f) => self.function(f)?,
-            E::Subquery(_) | E::Exists { .. } => return Err(unsupported("subqueries")),
+            E::Subquery(_) | E::Exists { .. } => return Err(unsupported("a subquery")),
             other => return Err(unsupported(format_args!("the expression {other}"))),
         })
     }
@@ -642,14 +642,14 @@ impl Lower {
             return Err(RuleError::UnknownFunction(snippet(name)));
         };
         let found = [
-            (f.over.is_some(), "window functions (OVER)"),
+            (f.over.is_some(), "a window function (OVER)"),
             (f.filter.is_some(), "FILTER (WHERE ...)"),
             (!f.within_group.is_empty(), "WITHIN GROUP"),
             (f.null_treatment.is_some(), "IGNORE/RESPECT NULLS"),
-            (f.uses_odbc_syntax, "ODBC {fn ...} calls"),
+            (f.uses_odbc_syntax, "an ODBC {fn ...} call"),
             (
                 !matches!(f.parameters, FunctionArguments::None),
-                "function parameters",
+                "a function parameter list",
             ),
         ];
         if let Some((_, what)) = found.iter().find(|(present, _)| *present) {
@@ -657,13 +657,13 @@ impl Lower {
         }
         let args: &[FunctionArg] = match &f.args {
             FunctionArguments::None => &[],
-            FunctionArguments::Subquery(_) => return Err(unsupported("subqueries")),
+            FunctionArguments::Subquery(_) => return Err(unsupported("a subquery")),
             FunctionArguments::List(list) => {
                 if list.duplicate_treatment.is_some() {
                     return Err(unsupported("DISTINCT/ALL in function arguments"));
                 }
                 if !list.clauses.is_empty() {
-                    return Err(unsupported("clauses in function arguments"));
+                    return Err(unsupported("a clause in function arguments"));
                 }
                 &list.args
             }
@@ -685,7 +685,7 @@ impl Lower {
             .map(|a| match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => self.expr(e),
                 FunctionArg::Unnamed(_) => Err(unsupported("* as a function argument")),
-                _ => Err(unsupported("named function arguments")),
+                _ => Err(unsupported("a named function argument")),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Expr::Call(func, args))

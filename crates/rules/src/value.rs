@@ -48,6 +48,18 @@ impl Num {
         }
     }
 
+    /// The number as an integer argument (a position, a count): integers, and floats
+    /// without a fractional part.
+    pub(crate) fn as_integer(self) -> Option<i64> {
+        match self {
+            Num::Int(i) => Some(i),
+            Num::Float(_) => match int_or_float(self.as_f64()) {
+                Val::Int(i) => Some(i),
+                _ => None,
+            },
+        }
+    }
+
     pub(crate) fn is_zero(self) -> bool {
         match self {
             Num::Int(i) => i == 0,

@@ -443,6 +443,8 @@ fn metadata_functions() {
         ("topic(1)", json!("sensors")),
         ("topic(2)", json!("kitchen")),
         ("topic(n - 7)", json!("temp")),
+        ("topic(2.0)", json!("kitchen")),
+        ("topic('2')", json!("kitchen")),
         ("clientid()", json!("dev-7")),
         ("username()", json!("alice")),
         ("qos()", json!(1)),
@@ -453,6 +455,7 @@ fn metadata_functions() {
     assert_eq!(eval("topic(4)"), None);
     assert_eq!(eval("topic(0)"), None);
     assert_eq!(eval("topic('x')"), Some(json!(null)));
+    assert_eq!(eval("topic(1.5)"), Some(json!(null)));
 }
 
 #[test]
@@ -694,6 +697,11 @@ fn bad_rules_are_refused_with_a_specific_error() {
     let long_chain = format!("SELECT {}1 AS x FROM 'a'", "1 + ".repeat(200));
     let many_tokens = format!("SELECT {} FROM 'a'", vec!["x"; 3000].join(", "));
     let too_long = format!("SELECT * FROM 'a' WHERE x = '{}'", "y".repeat(MAX_RULE_LEN));
+    // 2,000 levels deep, within the token limit: refused without running out of stack
+    let chain = vec!["1"; 2000].join(" + ");
+    let deep_unsupported = format!("SELECT [{chain}] FROM 'a'");
+    let deep_under_unsupported = format!("SELECT x & {chain} FROM 'a'");
+    let deep_and = format!("SELECT * FROM 'a' WHERE {}", vec!["x"; 2000].join(" AND "));
     let cases: Vec<(&str, Want)> = vec![
         ("", |e| matches!(e, RuleError::Empty)),
         (" ; ", |e| matches!(e, RuleError::Empty)),
@@ -744,15 +752,15 @@ fn bad_rules_are_refused_with_a_specific_error() {
         ),
         (
             "SELECT * FROM 'a' WHERE x IN (SELECT y FROM 'b')",
-            |e| matches!(e, RuleError::Unsupported(s) if s == "subqueries"),
+            |e| matches!(e, RuleError::Unsupported(s) if s == "a subquery"),
         ),
         (
             "SELECT * FROM 'a' WHERE EXISTS (SELECT 1 FROM 'b')",
-            |e| matches!(e, RuleError::Unsupported(s) if s == "subqueries"),
+            |e| matches!(e, RuleError::Unsupported(s) if s == "a subquery"),
         ),
         (
             "SELECT (SELECT 1) AS x FROM 'a'",
-            |e| matches!(e, RuleError::Unsupported(s) if s == "subqueries"),
+            |e| matches!(e, RuleError::Unsupported(s) if s == "a subquery"),
         ),
         (
             "SELECT * FROM 'a' AS t",
@@ -885,6 +893,14 @@ fn bad_rules_are_refused_with_a_specific_error() {
         (&long_chain, |e| matches!(e, RuleError::TooComplex(_))),
         (&many_tokens, |e| matches!(e, RuleError::TooComplex(_))),
         (&too_long, |e| matches!(e, RuleError::TooLong { .. })),
+        (
+            &deep_unsupported,
+            |e| matches!(e, RuleError::Unsupported(s) if s.starts_with("the expression [1 + 1") && s.len() < 100),
+        ),
+        (&deep_under_unsupported, |e| {
+            matches!(e, RuleError::TooComplex(_))
+        }),
+        (&deep_and, |e| matches!(e, RuleError::TooComplex(_))),
     ];
     for (sql, want) in cases {
         match Rule::parse(sql) {
