@@ -694,6 +694,14 @@ impl SeriesStore {
         })
     }
 
+    /// Whether `table` exists (has been written to). Cheap, unlike [`SeriesStore::tables`],
+    /// which counts rows.
+    pub fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
+        let name = TableName::new(table)?;
+        let err = self.err("looking up a table");
+        self.read(|conn| table_exists(conn, &name).map_err(&err))
+    }
+
     /// The topics seen in `table` with their row count and newest ts, in topic order; at
     /// most [`SeriesOptions::max_rows_per_query`] of them. Reads the whole `(topic, ts)`
     /// index: proportional to the table's rows.

@@ -453,9 +453,16 @@ fn tables_are_created_on_first_use_and_case_insensitive() {
     assert!(store.rows(&query(None)).unwrap().is_empty(), "no table yet");
     assert!(store.series(&SeriesQuery::new("temp")).unwrap().is_empty());
     assert!(store.topics("telemetry").unwrap().is_empty());
+    assert!(!store.has_table("power").unwrap());
     store
         .insert("Power", &[row(5, "p/1", json!({"w": 1}))])
         .unwrap();
+    assert!(store.has_table("power").unwrap());
+    assert!(store.has_table("POWER").unwrap());
+    assert!(matches!(
+        store.has_table("po wer"),
+        Err(SeriesError::InvalidTable { .. })
+    ));
     store
         .insert("power", &[row(7, "p/2", json!({"w": 2}))])
         .unwrap();
