@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -284,6 +285,41 @@ fn topic_alias_0_or_above_the_maximum_is_topic_alias_invalid() {
     let mut r = Raw::v5(b.port, &unique("alias-unknown"));
     r.send(&publish_packet(b"", b"x", 0, false, 0, Some(&[0x23, 0, 3])));
     assert_v5_disconnect(&mut r, 0x82, "unknown alias");
+    assert_healthy(b.port);
+}
+
+#[test]
+fn a_client_acknowledging_the_pubrecs_before_disconnect_0x93_gets_the_disconnect_not_a_reset() {
+    // the Paho interoperability suite's test_flow_control2: one QoS 2 PUBLISH more than our
+    // Receive Maximum, then a PUBREL for each PUBREC read on the way to the DISCONNECT. The
+    // broker has closed its side by then; its socket must still take the client's bytes
+    // (a closed one answers with a reset: the client's next write fails with EPIPE)
+    let b = Broker::with_config("[limits]\nreceive_maximum = 4\n");
+    let mut r = Raw::v5(b.port, &unique("flow2"));
+    let mut burst = Vec::new();
+    for id in 1..=5u16 {
+        burst.extend(publish_packet(b"t/flow2", b"m", 2, false, id, Some(&[])));
+    }
+    r.send(&burst);
+    std::thread::sleep(Duration::from_millis(300)); // the broker answers and shuts down
+    let mut pubrecs = 0;
+    loop {
+        match r.read(T) {
+            Read_::Packet(0x50, body) => {
+                pubrecs += 1;
+                r.s.write_all(&packet(0x62, &body[..2]))
+                    .unwrap_or_else(|e| panic!("PUBREL after PUBREC {pubrecs}: {e}"));
+                std::thread::sleep(Duration::from_millis(50)); // time for a reset to arrive
+            }
+            Read_::Packet(0xE0, body) => {
+                assert_eq!(body.first(), Some(&0x93), "Receive Maximum exceeded");
+                break;
+            }
+            other => panic!("after {pubrecs} PUBRECs: {other:?}"),
+        }
+    }
+    assert_eq!(pubrecs, 4);
+    assert_eq!(r.read(T), Read_::Closed);
     assert_healthy(b.port);
 }
 

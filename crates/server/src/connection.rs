@@ -51,6 +51,10 @@ impl From<&ServerConfig> for Settings {
 
 const READ_CHUNK: usize = 4096;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// How long, and for how many bytes, a connection the server ends keeps reading (and
+/// dropping) what the client still sends before the socket is closed ([`Conn::linger_close`]).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Serve one connection on any byte stream: TCP, TLS, WebSocket or WebSocket over TLS
 /// (monomorphised per stream type: the plain TCP path has no boxing or extra copy).
@@ -228,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
                         let _ = router.send(RouterMsg::Drained(self.id)).await;
                     }
                     if close {
-                        let _ = self.stream.shutdown().await;
+                        Box::pin(self.linger_close()).await;
                         return;
                     }
                     if rx.is_empty() {
@@ -379,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
     }
 
     /// A decode error after CONNECT: tell an MQTT 5 client why (DISCONNECT with the reason
-    /// code), close, and let the router publish the will.
+    /// code), let the router publish the will, and close.
     async fn fail(&mut self, router: &mpsc::Sender<RouterMsg>, protocol: Protocol, e: DecodeError) {
         info!(error = %e, "closing connection: bad packet");
         if protocol.is_v5() {
@@ -389,10 +393,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
             )
             .await;
         }
-        let _ = self.stream.shutdown().await;
         let _ = router
             .send(RouterMsg::Closed(self.id, CloseCause::ProtocolError))
             .await;
+        self.linger_close().await;
+    }
+
+    /// End the connection without losing what was just written to it: shut down the write
+    /// side (the client reads our last packets, e.g. the DISCONNECT with its reason code
+    /// [MQTT-4.13.1-1] [MQTT-3.14.4-2], then EOF), then read and drop whatever the client
+    /// still sends until it closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+    ///
+    /// Closing a socket at once would make the kernel answer the client's next bytes (or
+    /// input still unread here) with a reset, which fails the client's writes and may
+    /// discard our packets before the client has read them: a client acknowledging the
+    /// PUBRECs that preceded a DISCONNECT 0x93 got EPIPE instead of the DISCONNECT.
+    async fn linger_close(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        self.rbuf.clear();
+        while drained < LINGER_BYTES {
+            self.rbuf.reserve(READ_CHUNK);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    drained += n;
+                    self.rbuf.clear();
+                }
+                _ => break,
+            }
+        }
+        self.rbuf = BytesMut::new();
     }
 
     /// Check the CONNECT against the listener's rules: identity from the client certificate,
@@ -461,7 +492,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
             properties: Default::default(),
         });
         self.send_now(protocol, ack).await;
-        let _ = self.stream.shutdown().await;
+        self.linger_close().await;
     }
 
     /// A CONNECT that could not be decoded: answer with a CONNACK the client can read
@@ -486,7 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
             properties: Default::default(),
         });
         self.send_now(protocol, ack).await;
-        let _ = self.stream.shutdown().await;
+        self.linger_close().await;
     }
 }
 
