@@ -44,13 +44,21 @@ fn make_rows(start: i64, n: usize) -> Vec<Row> {
         .collect()
 }
 
-/// Inserts batches of `batch` rows for about `secs`; returns (rows/s, batches/s).
+/// Time this thread has spent on a CPU, in ns (Linux; `None` elsewhere). Unlike wall time
+/// it does not count waiting for an fsync or for a CPU that other processes hold.
+fn cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Inserts batches of `batch` rows for about `secs`; returns (rows/s, batches/s, CPU µs
+/// per row).
 fn insert_rate(
     dir: &Path,
     sync: Synchronous,
     batch: usize,
     secs: f64,
-) -> Result<(f64, f64), Box<dyn Error>> {
+) -> Result<(f64, f64, f64), Box<dyn Error>> {
     let path = dir.join(format!("insert-{sync:?}-{batch}.db"));
     let store = SeriesStore::open(
         &path,
@@ -65,11 +73,13 @@ fn insert_rate(
         .collect();
     let mut batches = 0usize;
     let mut start = Instant::now();
+    let mut cpu_start = 0;
     for rows in pool.iter().cycle() {
         store.insert("telemetry", rows)?;
         if batches == 0 {
             // The first batch creates the table: not measured.
             start = Instant::now();
+            cpu_start = cpu_ns().unwrap_or(0);
         }
         batches += 1;
         if start.elapsed().as_secs_f64() >= secs {
@@ -78,13 +88,19 @@ fn insert_rate(
     }
     let batches = batches - 1;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_ns().unwrap_or(0).saturating_sub(cpu_start) as f64 / 1e3;
     drop(store);
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.clone().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
-    Ok(((batches * batch) as f64 / elapsed, batches as f64 / elapsed))
+    let rows = (batches * batch) as f64;
+    Ok((
+        rows / elapsed,
+        batches as f64 / elapsed,
+        cpu / rows.max(1.0),
+    ))
 }
 
 fn time<T>(what: &str, f: impl FnOnce() -> Result<T, Box<dyn Error>>) -> Result<T, Box<dyn Error>> {
@@ -104,12 +120,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir_in(&base)?;
     println!("folder: {}\n", base.display());
 
-    println!("| synchronous | rows per batch | rows/s | batches (commits)/s |");
-    println!("|---|---|---|---|");
+    println!("| synchronous | rows per batch | rows/s | batches (commits)/s | CPU µs per row |");
+    println!("|---|---|---|---|---|");
     for sync in [Synchronous::Full, Synchronous::Normal] {
         for batch in [1, 100, 1000] {
-            let (rows, commits) = insert_rate(dir.path(), sync, batch, secs)?;
-            println!("| {sync:?} | {batch} | {rows:.0} | {commits:.0} |");
+            let (rows, commits, cpu) = insert_rate(dir.path(), sync, batch, secs)?;
+            println!("| {sync:?} | {batch} | {rows:.0} | {commits:.0} | {cpu:.1} |");
         }
     }
 
