@@ -31,6 +31,33 @@
 //! Errors are `{"error": "..."}` with a 4xx/5xx status. Request bodies are limited to
 //! [`MAX_BODY_BYTES`]. With `allow_anonymous` off, every route but `/api/v1/health` needs
 //! HTTP Basic credentials from a mosquitto-format password file.
+//!
+//! ## Starting it next to a broker
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use midge_http::{HttpConfig, HttpDeps, HttpServer, Widget, WidgetKind};
+//!
+//! # async fn run(
+//! #     broker: &midge_server::Server,
+//! #     store: Arc<midge_series::SeriesStore>,
+//! # ) -> Result<(), midge_http::HttpError> {
+//! let mut config = HttpConfig::new("127.0.0.1:8080".parse().unwrap());
+//! config.dashboard_file = Some("data/dashboard.json".into());
+//! let mut gauge = Widget::new(WidgetKind::Gauge, "sensors/boiler");
+//! gauge.field = "temp".into();
+//! config.widgets = vec![gauge];
+//!
+//! let mut deps = HttpDeps::new(broker); // the broker's handle and in-process connector
+//! deps.series = Some(store);
+//! deps.rules = Arc::new(Vec::new); // or the hub's rule statuses
+//! let http = HttpServer::start(config, deps).await?;
+//! println!("dashboard on http://{}/", http.local_addr());
+//! // ... on shutdown:
+//! http.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod api;
 mod assets;

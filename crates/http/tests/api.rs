@@ -369,7 +369,6 @@ async fn a_live_stream_that_cannot_keep_up_loses_messages_and_counts_them() {
         .await;
     let m = fast.next().await.unwrap();
     assert_eq!(m["payload"], "fine");
-    assert_eq!(hub.stats().await["messages_dropped"], 0);
     drop(slow);
 }
 
