@@ -23,6 +23,12 @@ use crate::{assets, auth, dashboard, data, live, publish};
 #[derive(Clone)]
 pub(crate) struct AppState(pub(crate) Arc<Inner>);
 
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppState")
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) server: midge_server::ServerHandle,
     pub(crate) series: Option<Arc<midge_series::SeriesStore>>,

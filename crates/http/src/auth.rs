@@ -3,8 +3,9 @@
 //! caches recent successes (see `midge_auth::PasswordFile`), so a browser sending the same
 //! credentials with every request pays it once.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -24,7 +25,8 @@ const PARALLEL_VERIFIES: usize = 2;
 /// Who may use the HTTP listener.
 pub(crate) struct Auth {
     anonymous: bool,
-    passwords: Option<Arc<PasswordFile>>,
+    file: Option<PathBuf>,
+    passwords: RwLock<Option<Arc<PasswordFile>>>,
     verifying: Arc<Semaphore>,
     /// Requests refused for missing or wrong credentials.
     pub(crate) refused: AtomicU64,
@@ -44,10 +46,27 @@ impl Auth {
         };
         Ok(Auth {
             anonymous: config.allow_anonymous,
-            passwords,
+            file: config.password_file.clone(),
+            passwords: RwLock::new(passwords),
             verifying: Arc::new(Semaphore::new(PARALLEL_VERIFIES)),
             refused: AtomicU64::new(0),
         })
+    }
+
+    /// Re-read the password file; on failure the one in force stays and the problem is
+    /// returned.
+    pub(crate) async fn reload(&self) -> Result<(), String> {
+        let Some(path) = self.file.clone() else {
+            return Ok(());
+        };
+        let loaded = tokio::task::spawn_blocking(move || PasswordFile::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Ok(mut p) = self.passwords.write() {
+            *p = Some(Arc::new(loaded));
+        }
+        Ok(())
     }
 
     /// `Ok` when the request may go on.
@@ -59,7 +78,8 @@ impl Auth {
                 Err("credentials required")
             };
         };
-        let Some(passwords) = self.passwords.clone() else {
+        let current = self.passwords.read().ok().and_then(|p| p.clone());
+        let Some(passwords) = current else {
             // anonymous, and nothing to check credentials against
             return Ok(());
         };

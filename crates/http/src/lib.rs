@@ -204,6 +204,7 @@ pub enum HttpError {
 #[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
+    state: api::AppState,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -226,7 +227,7 @@ impl HttpServer {
             addr: config.bind,
             source,
         })?;
-        let app = api::router(state);
+        let app = api::router(state.clone());
         info!(%addr, anonymous = config.allow_anonymous, "HTTP listening (API, /metrics, dashboard)");
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
@@ -243,6 +244,7 @@ impl HttpServer {
         });
         Ok(HttpServer {
             addr,
+            state,
             shutdown,
             task: Some(task),
         })
@@ -251,6 +253,16 @@ impl HttpServer {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Re-read the password file (SIGHUP in `midge serve`, like the broker's own files). A
+    /// file that fails to load keeps the previous one in force; the problems are returned
+    /// (and should be logged). Requests from now on use the new passwords.
+    pub async fn reload(&self) -> Vec<String> {
+        match self.state.0.auth.reload().await {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!("HTTP password file: {e}")],
+        }
     }
 
     /// Stop accepting, end live streams, let requests in progress finish (at most a few

@@ -595,8 +595,12 @@ async fn bad_data_queries_get_4xx_with_a_message() {
 }
 
 fn password_file(dir: &std::path::Path) -> std::path::PathBuf {
+    write_password(dir, "s3cret")
+}
+
+fn write_password(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
     let hash = midge_auth::PasswordHash::create(
-        b"s3cret",
+        password.as_bytes(),
         midge_auth::HashAlgorithm::Sha512Pbkdf2,
         // a real $7$ PBKDF2 hash, with fewer rounds than the default to keep the test quick
         1_000,
@@ -674,6 +678,21 @@ async fn basic_auth_refuses_wrong_credentials_and_accepts_right_ones() {
     assert_eq!(sse.status, 200);
     let m = get("/metrics", Some(good.clone())).await.text();
     assert_eq!(figure(&m, "midge_http_auth_failures_total"), 9);
+
+    // a changed password file takes effect on reload; a broken one keeps the last good one
+    write_password(hub.dir.path(), "n3w");
+    let http = hub.http.as_ref().unwrap();
+    assert_eq!(http.reload().await, Vec::<String>::new());
+    assert_eq!(get("/api/v1/stats", Some(good.clone())).await.status, 401);
+    let new = basic("alice", "n3w");
+    assert_eq!(get("/api/v1/stats", Some(new.clone())).await.status, 200);
+    std::fs::write(hub.dir.path().join("passwd"), "alice:not-a-hash\n").unwrap();
+    let problems = http.reload().await;
+    assert!(
+        problems.len() == 1 && problems[0].contains("line 1"),
+        "{problems:?}"
+    );
+    assert_eq!(get("/api/v1/stats", Some(new.clone())).await.status, 200);
 
     // anonymous on, password file given: no credentials is fine, wrong ones are not
     let open = Hub::start(|c, dir| c.password_file = Some(password_file(dir))).await;
