@@ -111,24 +111,10 @@ fn table_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-/// 404 unless `table` exists (asked only when a query found nothing). Tables are made by
-/// their first insert, so one stored row (an index seek) proves it; only a table emptied
-/// by retention costs a listing of every table.
+/// 404 unless `table` exists (asked only when a query found nothing).
 async fn ensure_table(store: Arc<SeriesStore>, table: &str) -> Result<(), ApiError> {
-    let q = RowsQuery {
-        table: table.to_owned(),
-        limit: Some(1),
-        ..RowsQuery::default()
-    };
-    if !blocking(store.clone(), move |s| s.rows(&q))
-        .await?
-        .is_empty()
-    {
-        return Ok(());
-    }
-    let wanted = table.to_ascii_lowercase();
-    let tables = blocking(store, SeriesStore::tables).await?;
-    if tables.iter().any(|t| t.name == wanted) {
+    let name = table.to_owned();
+    if blocking(store, move |s| s.has_table(&name)).await? {
         Ok(())
     } else {
         Err(ApiError::new(
