@@ -682,6 +682,11 @@
     source.onmessage = (e) => {
       let m;
       try { m = JSON.parse(e.data); } catch (_) { return; }
+      if (m.dropped) {
+        // the server skipped messages this page could not take fast enough
+        $('live-status').title = m.dropped + ' messages skipped: this page could not keep up';
+        $('live-status').dataset.dropped = String(m.dropped);
+      }
       const text = m.encoding === 'base64' ? atob(m.payload) : m.payload;
       const msg = { topic: m.topic, text, ts: m.ts || Date.now(), retain: m.retain, qos: m.qos };
       state.latest.delete(msg.topic);
