@@ -18,6 +18,7 @@
 //! [`Transport::Custom`]: midge_client::Transport::Custom
 
 mod config;
+mod service;
 mod template;
 mod webhook;
 
@@ -42,6 +43,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use config::{ActionConfig, HubConfig, RuleConfig};
+pub use service::{HubService, RULES_FILE, RuleChangeError, RuleSource, RuleSpec};
 
 use template::Template;
 

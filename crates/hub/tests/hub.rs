@@ -489,3 +489,107 @@ fn every_bad_rule_is_reported_at_once() {
     }
     assert!(problems.len() >= 7, "{text}");
 }
+
+#[tokio::test]
+async fn rules_added_through_the_service_run_at_once_are_saved_and_can_be_removed() {
+    use midge_hub::{HubService, RuleChangeError, RuleSource, RuleSpec};
+    let data = tempfile::tempdir().unwrap();
+    let server = broker(Some(data.path())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let series = open_series(&dir);
+    let config = HubConfig {
+        rules: vec![rule(
+            "from-file",
+            "SELECT * FROM 'file/#'",
+            vec![store("telemetry")],
+        )],
+        state_dir: Some(data.path().to_path_buf()),
+        ..HubConfig::default()
+    };
+    let service = HubService::start(config.clone(), connector(&server), Some(series.clone()))
+        .await
+        .unwrap();
+    let spec: RuleSpec = serde_json::from_value(json!({
+        "name": "api",
+        "sql": "SELECT temp FROM 'api/#' WHERE temp > 1",
+        "store": "apitable"
+    }))
+    .unwrap();
+    service.add(spec.clone()).await.unwrap();
+    let status = service.status();
+    assert_eq!(
+        status
+            .iter()
+            .map(|(s, src)| (s.name.as_str(), *src))
+            .collect::<Vec<_>>(),
+        [("from-file", RuleSource::Config), ("api", RuleSource::Api)]
+    );
+    assert!(matches!(
+        service.add(spec.clone()).await,
+        Err(RuleChangeError::Exists(_))
+    ));
+    let bad: RuleSpec =
+        serde_json::from_value(json!({"name": "bad", "sql": "SELECT FROM", "store": true}))
+            .unwrap();
+    let e = service.add(bad).await.unwrap_err();
+    assert!(matches!(e, RuleChangeError::Invalid(_)), "{e}");
+    assert!(matches!(
+        service.remove("from-file").await,
+        Err(RuleChangeError::FromConfig(_))
+    ));
+    assert!(matches!(
+        service.remove("nope").await,
+        Err(RuleChangeError::NotFound(_))
+    ));
+
+    let (dev, _e) = device(&server, "dev-5").await;
+    let deadline = Instant::now() + T;
+    loop {
+        dev.publish(
+            "api/x",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temp": 5, "other": 1}"#,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = series.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            s.rows(&RowsQuery {
+                table: "apitable".into(),
+                ..RowsQuery::default()
+            })
+            .map(|r| r.len())
+            .unwrap_or(0)
+        })
+        .await
+        .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the added rule never stored");
+    }
+    let got = rows(&series, "apitable", 1).await;
+    assert_eq!(
+        serde_json::Value::Object(got[0].data.clone()),
+        json!({"temp": 5})
+    );
+    service.stop().await;
+
+    // saved: a new service (a restarted midge) runs it again
+    let service = HubService::start(config, connector(&server), Some(series.clone()))
+        .await
+        .unwrap();
+    assert_eq!(service.api_rules().await, [spec]);
+    service.remove("api").await.unwrap();
+    assert_eq!(service.status().len(), 1);
+    assert!(service.api_rules().await.is_empty());
+    let saved = std::fs::read_to_string(data.path().join(midge_hub::RULES_FILE)).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&saved).unwrap(),
+        json!([])
+    );
+    service.stop().await;
+    server.shutdown().await;
+}

@@ -1,0 +1,385 @@
+//! Rules that change while midge runs: the rules of the configuration file plus rules
+//! added through the HTTP API (kept in `<state dir>/rules.json`), run by one [`Hub`] that
+//! is restarted when they change. The hub's session is persistent, so messages that arrive
+//! during a restart wait in it and are handled by the new rules.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use midge_client::Connector;
+use midge_codec::QoS;
+use midge_series::SeriesStore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::{ActionConfig, Hub, HubConfig, HubError, RuleConfig, RuleStatus};
+
+/// File (in the state folder) holding the rules added through the API.
+pub const RULES_FILE: &str = "rules.json";
+
+/// Where a rule comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSource {
+    /// The configuration file (changed by editing it).
+    Config,
+    /// Added through the API (removable there).
+    Api,
+}
+
+/// Why a rule could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleChangeError {
+    /// The rule is invalid (every problem).
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// A rule of that name exists.
+    #[error("a rule named {0:?} exists")]
+    Exists(String),
+    /// No rule of that name.
+    #[error("no rule named {0:?}")]
+    NotFound(String),
+    /// The rule comes from the configuration file; edit the file to change it.
+    #[error("rule {0:?} comes from the configuration file; edit the file to change it")]
+    FromConfig(String),
+    /// The rules could not be saved.
+    #[error("cannot save the rules: {0}")]
+    Save(String),
+}
+
+/// A rule as the API takes and gives it: the configuration file's `[[rule]]` keys in JSON
+/// (`{"name", "sql", "store": "telemetry", "republish": {..} | [..], "webhook": {..} | [..]}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique name.
+    pub name: String,
+    /// `SELECT ... FROM 'filter' [WHERE ...]`.
+    pub sql: String,
+    /// Table to append rows to (`true` = `telemetry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<Value>,
+    /// One republish action or a list of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<Value>,
+    /// One webhook action or a list of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepublishSpec {
+    topic: String,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSpec {
+    url: String,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+    #[serde(default = "default_timeout")]
+    timeout: u64,
+}
+
+fn default_timeout() -> u64 {
+    5
+}
+
+fn one_or_many(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+impl RuleSpec {
+    /// The rule's settings; shape problems (not the SQL: [`crate::validate`] checks that)
+    /// are returned, every one.
+    pub fn to_config(&self) -> Result<RuleConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut actions = Vec::new();
+        match &self.store {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
+            Some(Value::Bool(true)) => actions.push(ActionConfig::Store {
+                table: midge_series::DEFAULT_TABLE.into(),
+            }),
+            Some(Value::String(t)) => actions.push(ActionConfig::Store { table: t.clone() }),
+            Some(_) => problems.push("store: must be a table name or true".to_string()),
+        }
+        for v in self.republish.iter().flat_map(one_or_many) {
+            match serde_json::from_value::<RepublishSpec>(v) {
+                Ok(r) => match QoS::from_bits(r.qos) {
+                    Ok(qos) => actions.push(ActionConfig::Republish {
+                        topic: r.topic,
+                        payload: r.payload,
+                        qos,
+                        retain: r.retain,
+                    }),
+                    Err(_) => problems.push(format!(
+                        "republish: qos must be 0, 1 or 2 (found {})",
+                        r.qos
+                    )),
+                },
+                Err(e) => problems.push(format!("republish: {e}")),
+            }
+        }
+        for v in self.webhook.iter().flat_map(one_or_many) {
+            match serde_json::from_value::<WebhookSpec>(v) {
+                Ok(w) => {
+                    let mut headers = Vec::new();
+                    for (k, v) in w.headers {
+                        match v {
+                            Value::String(s) => headers.push((k, s)),
+                            _ => problems.push(format!("webhook: header {k:?} must be a string")),
+                        }
+                    }
+                    if w.timeout == 0 || w.timeout > 600 {
+                        problems.push("webhook: timeout must be 1 to 600 seconds".into());
+                    }
+                    actions.push(ActionConfig::Webhook {
+                        url: w.url,
+                        headers,
+                        timeout: Duration::from_secs(w.timeout),
+                    });
+                }
+                Err(e) => problems.push(format!("webhook: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(RuleConfig {
+                name: self.name.clone(),
+                sql: self.sql.clone(),
+                actions,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    hub: Option<Hub>,
+    file_rules: Vec<RuleConfig>,
+    api_rules: Vec<RuleSpec>,
+}
+
+/// Runs the hub and changes its rules (see the module docs).
+#[derive(Debug)]
+pub struct HubService {
+    base: HubConfig,
+    connector: Connector,
+    series: Option<Arc<SeriesStore>>,
+    state: tokio::sync::Mutex<State>,
+    /// The running hub's status source (swapped at every restart).
+    status: Mutex<Option<Arc<crate::Shared>>>,
+    /// Names of the file's rules, for [`RuleSource`].
+    file_names: Mutex<Vec<String>>,
+}
+
+impl HubService {
+    /// Start with the configuration file's rules (`config.rules`) and those saved from the
+    /// API. A saved rule that no longer validates (a store that is gone, a name now taken
+    /// by the file) is skipped with a warning rather than stopping midge.
+    pub async fn start(
+        config: HubConfig,
+        connector: Connector,
+        series: Option<Arc<SeriesStore>>,
+    ) -> Result<Arc<HubService>, HubError> {
+        let file_rules = config.rules.clone();
+        crate::validate(&config, series.is_some()).map_err(HubError::Invalid)?;
+        let mut api_rules = Vec::new();
+        for spec in load_rules(config.state_dir.as_deref()) {
+            let mut trial = config.clone();
+            match spec.to_config() {
+                Ok(rule) => {
+                    trial.rules.push(rule);
+                    match crate::validate(&trial, series.is_some()) {
+                        Ok(()) => api_rules.push(spec),
+                        Err(p) => {
+                            warn!(rule = %spec.name, problems = %p.join("; "), "saved rule skipped")
+                        }
+                    }
+                }
+                Err(p) => warn!(rule = %spec.name, problems = %p.join("; "), "saved rule skipped"),
+            }
+        }
+        let service = Arc::new(HubService {
+            base: HubConfig {
+                rules: Vec::new(),
+                ..config
+            },
+            connector,
+            series,
+            state: tokio::sync::Mutex::new(State {
+                hub: None,
+                file_rules,
+                api_rules,
+            }),
+            status: Mutex::new(None),
+            file_names: Mutex::new(Vec::new()),
+        });
+        {
+            let mut state = service.state.lock().await;
+            service.restart(&mut state).await?;
+        }
+        Ok(service)
+    }
+
+    fn rules_of(&self, state: &State) -> Result<Vec<RuleConfig>, Vec<String>> {
+        let mut rules = state.file_rules.clone();
+        for spec in &state.api_rules {
+            rules.push(spec.to_config()?);
+        }
+        Ok(rules)
+    }
+
+    async fn restart(&self, state: &mut State) -> Result<(), HubError> {
+        if let Some(hub) = state.hub.take() {
+            hub.stop().await;
+        }
+        let rules = self.rules_of(state).map_err(HubError::Invalid)?;
+        let config = HubConfig {
+            rules,
+            ..self.base.clone()
+        };
+        let hub = Hub::start(config, self.connector.clone(), self.series.clone()).await?;
+        if let Ok(mut s) = self.status.lock() {
+            *s = Some(hub.shared.clone());
+        }
+        if let Ok(mut n) = self.file_names.lock() {
+            *n = state.file_rules.iter().map(|r| r.name.clone()).collect();
+        }
+        state.hub = Some(hub);
+        Ok(())
+    }
+
+    /// Every rule with its counters (since the last change of the rules) and its source.
+    pub fn status(&self) -> Vec<(RuleStatus, RuleSource)> {
+        let f = self.status.lock().ok().and_then(|s| s.clone());
+        let names = self
+            .file_names
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        f.map(|f| f.status())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                let source = if names.contains(&s.name) {
+                    RuleSource::Config
+                } else {
+                    RuleSource::Api
+                };
+                (s, source)
+            })
+            .collect()
+    }
+
+    /// The rules added through the API, as given.
+    pub async fn api_rules(&self) -> Vec<RuleSpec> {
+        self.state.lock().await.api_rules.clone()
+    }
+
+    /// Add a rule: checked, saved, and running when this returns.
+    pub async fn add(&self, spec: RuleSpec) -> Result<(), RuleChangeError> {
+        let mut state = self.state.lock().await;
+        let taken = state.file_rules.iter().any(|r| r.name == spec.name)
+            || state.api_rules.iter().any(|r| r.name == spec.name);
+        if taken {
+            return Err(RuleChangeError::Exists(spec.name));
+        }
+        let rule = spec.to_config().map_err(RuleChangeError::Invalid)?;
+        let mut all = self.rules_of(&state).map_err(RuleChangeError::Invalid)?;
+        all.push(rule);
+        let trial = HubConfig {
+            rules: all,
+            ..self.base.clone()
+        };
+        crate::validate(&trial, self.series.is_some()).map_err(RuleChangeError::Invalid)?;
+        let mut next = state.api_rules.clone();
+        next.push(spec.clone());
+        save_rules(self.base.state_dir.as_deref(), &next).map_err(RuleChangeError::Save)?;
+        state.api_rules = next;
+        info!(rule = %spec.name, "rule added");
+        self.restart(&mut state)
+            .await
+            .map_err(|e| RuleChangeError::Invalid(vec![e.to_string()]))
+    }
+
+    /// Remove a rule added through the API.
+    pub async fn remove(&self, name: &str) -> Result<(), RuleChangeError> {
+        let mut state = self.state.lock().await;
+        if state.file_rules.iter().any(|r| r.name == name) {
+            return Err(RuleChangeError::FromConfig(name.into()));
+        }
+        let Some(i) = state.api_rules.iter().position(|r| r.name == name) else {
+            return Err(RuleChangeError::NotFound(name.into()));
+        };
+        let mut next = state.api_rules.clone();
+        next.remove(i);
+        save_rules(self.base.state_dir.as_deref(), &next).map_err(RuleChangeError::Save)?;
+        state.api_rules = next;
+        info!(rule = %name, "rule removed");
+        self.restart(&mut state)
+            .await
+            .map_err(|e| RuleChangeError::Invalid(vec![e.to_string()]))
+    }
+
+    /// Stop the hub (the batch being stored is finished and acknowledged first).
+    pub async fn stop(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(hub) = state.hub.take() {
+            hub.stop().await;
+        }
+    }
+}
+
+fn load_rules(dir: Option<&Path>) -> Vec<RuleSpec> {
+    let Some(dir) = dir else { return Vec::new() };
+    let path = dir.join(RULES_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => match serde_json::from_slice::<Vec<RuleSpec>>(&b) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "saved rules unreadable; starting without them");
+                Vec::new()
+            }
+        },
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Save atomically: a new file, fsynced, renamed over the old one.
+fn save_rules(dir: Option<&Path>, rules: &[RuleSpec]) -> Result<(), String> {
+    let Some(dir) = dir else {
+        // a memory-only broker: rules last until it stops
+        return Ok(());
+    };
+    let path: PathBuf = dir.join(RULES_FILE);
+    let tmp = dir.join(format!("{RULES_FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(rules).map_err(|e| e.to_string())?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(dir)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))
+}
