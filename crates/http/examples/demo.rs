@@ -88,18 +88,24 @@ async fn main() {
 
     let mut deps = HttpDeps::new(&broker);
     deps.series = Some(store.clone());
-    deps.rules = Arc::new(|| {
-        vec![midge_hub::RuleStatus {
-            name: "store-boiler".into(),
-            sql: "SELECT * FROM 'sensors/#'".into(),
-            filters: vec!["sensors/#".into()],
-            actions: vec!["store telemetry".into()],
-            matched: 360,
-            passed: 360,
-            failed: 0,
-            last_error: None,
-        }]
-    });
+    // a real rule: the devices' readings are stored as they arrive
+    let hub = midge_hub::HubService::start(
+        midge_hub::HubConfig {
+            rules: vec![midge_hub::RuleConfig {
+                name: "store-boiler".into(),
+                sql: "SELECT * FROM 'sensors/#'".into(),
+                actions: vec![midge_hub::ActionConfig::Store {
+                    table: "telemetry".into(),
+                }],
+            }],
+            ..midge_hub::HubConfig::default()
+        },
+        deps.connector.clone(),
+        Some(store.clone()),
+    )
+    .await
+    .unwrap();
+    deps.hub = Some(hub);
     let mut config = HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
     config.widgets = widgets();
     config.dashboard_file = Some(dir.path().join("dashboard.json"));

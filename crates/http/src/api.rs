@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::{HttpConfig, HttpDeps, HttpError, MAX_BODY_BYTES, RulesFn};
+use crate::{HttpConfig, HttpDeps, HttpError, MAX_BODY_BYTES};
 use crate::{assets, auth, dashboard, data, live, publish};
 
 /// Everything the handlers share.
@@ -32,7 +32,7 @@ impl std::fmt::Debug for AppState {
 pub(crate) struct Inner {
     pub(crate) server: midge_server::ServerHandle,
     pub(crate) series: Option<Arc<midge_series::SeriesStore>>,
-    pub(crate) rules: RulesFn,
+    pub(crate) hub: Option<Arc<midge_hub::HubService>>,
     pub(crate) publisher: publish::Publisher,
     pub(crate) live: live::Live,
     pub(crate) dashboard: dashboard::Dashboard,
@@ -51,7 +51,7 @@ impl AppState {
         Ok(AppState(Arc::new(Inner {
             server: deps.server,
             series: deps.series,
-            rules: deps.rules,
+            hub: deps.hub,
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
             dashboard,
@@ -67,7 +67,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/stats", get(stats))
         .route("/metrics", get(metrics))
-        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rules", get(rules).post(add_rule))
+        .route("/api/v1/rules/{name}", axum::routing::delete(remove_rule))
         .route("/api/v1/tables", get(data::tables))
         .route("/api/v1/tables/{table}/topics", get(data::topics))
         .route("/api/v1/tables/{table}/rows", get(data::rows))
@@ -370,9 +371,15 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn rules(State(state): State<AppState>) -> Response {
-    let list: Vec<serde_json::Value> = (state.0.rules)()
+    let Some(hub) = state.0.hub.clone() else {
+        return json_response(StatusCode::OK, &json!({ "rules": [] }));
+    };
+    let specs = hub.api_rules().await;
+    let list: Vec<serde_json::Value> = hub
+        .status()
         .into_iter()
-        .map(|r| {
+        .map(|(r, source)| {
+            let spec = specs.iter().find(|s| s.name == r.name);
             json!({
                 "name": r.name,
                 "sql": r.sql,
@@ -382,8 +389,56 @@ async fn rules(State(state): State<AppState>) -> Response {
                 "passed": r.passed,
                 "failed": r.failed,
                 "last_error": r.last_error,
+                "source": source,
+                "spec": spec,
             })
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "rules": list }))
+}
+
+fn no_hub() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "rules are not available on this server",
+    )
+}
+
+fn rule_error(e: midge_hub::RuleChangeError) -> Response {
+    use midge_hub::RuleChangeError as E;
+    let (status, problems) = match &e {
+        E::Invalid(p) => (StatusCode::BAD_REQUEST, p.clone()),
+        E::Exists(_) | E::FromConfig(_) => (StatusCode::CONFLICT, vec![e.to_string()]),
+        E::NotFound(_) => (StatusCode::NOT_FOUND, vec![e.to_string()]),
+        E::Save(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
+    };
+    json_response(
+        status,
+        &json!({ "error": e.to_string(), "problems": problems }),
+    )
+}
+
+/// `POST /api/v1/rules`: the rule runs (and is saved) when the answer comes.
+async fn add_rule(
+    State(state): State<AppState>,
+    JsonBody(spec): JsonBody<midge_hub::RuleSpec>,
+) -> Result<Response, ApiError> {
+    let hub = state.0.hub.clone().ok_or_else(no_hub)?;
+    let name = spec.name.clone();
+    Ok(match hub.add(spec).await {
+        Ok(()) => json_response(StatusCode::CREATED, &json!({ "name": name })),
+        Err(e) => rule_error(e),
+    })
+}
+
+/// `DELETE /api/v1/rules/{name}`: only rules added through the API.
+async fn remove_rule(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let hub = state.0.hub.clone().ok_or_else(no_hub)?;
+    Ok(match hub.remove(&name).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => rule_error(e),
+    })
 }

@@ -14,7 +14,9 @@
 //! GET  /api/v1/health                         {"status":"ok"} (never needs a password)
 //! GET  /api/v1/stats                          broker figures as JSON
 //! GET  /metrics                               the same in Prometheus text format
-//! GET  /api/v1/rules                          rule statuses
+//! GET  /api/v1/rules                          rule statuses (and where each comes from)
+//! POST /api/v1/rules                          add a rule {"name","sql","store"|"republish"|"webhook"}
+//! DELETE /api/v1/rules/{name}                 remove a rule added through the API
 //! GET  /api/v1/tables                         series tables
 //! GET  /api/v1/tables/{table}/topics          topics seen in a table
 //! GET  /api/v1/tables/{table}/rows            stored rows (topic, client_id, since, until,
@@ -50,7 +52,7 @@
 //!
 //! let mut deps = HttpDeps::new(broker); // the broker's handle and in-process connector
 //! deps.series = Some(store);
-//! deps.rules = Arc::new(Vec::new); // or the hub's rule statuses
+//! // deps.hub = Some(hub_service); // the rules, from midge_hub::HubService::start
 //! let http = HttpServer::start(config, deps).await?;
 //! println!("dashboard on http://{}/", http.local_addr());
 //! // ... on shutdown:
@@ -123,10 +125,6 @@ impl HttpConfig {
     }
 }
 
-/// What the rule figures come from: called on every `GET /api/v1/rules`, so it must be
-/// cheap and must not block.
-pub type RulesFn = Arc<dyn Fn() -> Vec<midge_hub::RuleStatus> + Send + Sync>;
-
 /// What the HTTP listener talks to.
 #[derive(Clone)]
 pub struct HttpDeps {
@@ -136,8 +134,9 @@ pub struct HttpDeps {
     pub connector: midge_client::Connector,
     /// The time-series store; without it the data routes answer 503.
     pub series: Option<Arc<midge_series::SeriesStore>>,
-    /// The rules' figures.
-    pub rules: RulesFn,
+    /// The rules: listed with their figures, added and removed through the API. Without it
+    /// the list is empty and changes answer 503.
+    pub hub: Option<Arc<midge_hub::HubService>>,
 }
 
 impl HttpDeps {
@@ -148,7 +147,7 @@ impl HttpDeps {
             server: server.handle(),
             connector: connector(server.local_connector()),
             series: None,
-            rules: Arc::new(Vec::new),
+            hub: None,
         }
     }
 }

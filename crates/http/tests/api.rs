@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -810,25 +809,29 @@ async fn dashboard_put_then_get_round_trips_and_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn rules_are_listed_with_their_figures() {
-    let hub = Hub::start_with(
-        |_, _| {},
-        |d| {
-            d.rules = Arc::new(|| {
-                vec![midge_hub::RuleStatus {
-                    name: "hot".into(),
-                    sql: "SELECT * FROM 'sensors/#' WHERE temp > 30".into(),
-                    filters: vec!["sensors/#".into()],
-                    actions: vec!["store telemetry".into()],
-                    matched: 10,
-                    passed: 3,
-                    failed: 1,
-                    last_error: Some("temp is not a number".into()),
-                }]
-            })
+async fn rules_are_listed_added_run_and_removed_through_the_api() {
+    let mut hub = Hub::start(|_, _| {}).await;
+    let state = tempfile::tempdir().unwrap();
+    let service = midge_hub::HubService::start(
+        midge_hub::HubConfig {
+            rules: vec![midge_hub::RuleConfig {
+                name: "hot".into(),
+                sql: "SELECT * FROM 'sensors/#' WHERE temp > 30".into(),
+                actions: vec![midge_hub::ActionConfig::Store {
+                    table: "telemetry".into(),
+                }],
+            }],
+            state_dir: Some(state.path().to_path_buf()),
+            ..midge_hub::HubConfig::default()
         },
+        hub.deps.connector.clone(),
+        Some(hub.store.clone()),
     )
-    .await;
+    .await
+    .unwrap();
+    hub.deps.hub = Some(service.clone());
+    hub.restart_http().await;
+
     let r = hub.get("/api/v1/rules").await.json();
     assert_eq!(
         r,
@@ -837,10 +840,88 @@ async fn rules_are_listed_with_their_figures() {
             "sql": "SELECT * FROM 'sensors/#' WHERE temp > 30",
             "filters": ["sensors/#"],
             "actions": ["store telemetry"],
-            "matched": 10, "passed": 3, "failed": 1,
-            "last_error": "temp is not a number",
+            "matched": 0, "passed": 0, "failed": 0,
+            "last_error": null,
+            "source": "config",
+            "spec": null,
         }]})
     );
+
+    let rule = json!({
+        "name": "too-hot",
+        "sql": "SELECT temp, topic(2) AS device FROM 'dev/+/t' WHERE temp > 35",
+        "store": "alerts"
+    });
+    let r = hub.send_json("POST", "/api/v1/rules", &rule).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = hub.send_json("POST", "/api/v1/rules", &rule).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.error().contains("exists"), "{}", r.error());
+    let r = hub
+        .send_json(
+            "POST",
+            "/api/v1/rules",
+            &json!({"name": "bad", "sql": "SELECT * FROM", "webhook": {"url": "ftp://x/"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["problems"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.text()
+    );
+    let r = hub
+        .send_json("POST", "/api/v1/rules", &json!({"name": "x", "sqll": "y"}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(
+        hub.addr,
+        "POST",
+        "/api/v1/rules",
+        &[],
+        Some(rule.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+
+    // the new rule runs at once: a device's reading lands in its table
+    let mut dev = hub.mqtt("dev-9").await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        dev.publish(
+            "dev/boiler/t",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"temp": 40, "x": 1}"#,
+        )
+        .await;
+        let r = hub.get("/api/v1/tables/alerts/rows").await;
+        if r.status == 200 && !r.json()["rows"].as_array().unwrap().is_empty() {
+            let row = &r.json()["rows"][0];
+            assert_eq!(row["topic"], "dev/boiler/t");
+            assert_eq!(row["client_id"], "dev-9");
+            assert_eq!(row["data"], json!({"temp": 40, "device": "boiler"}));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = hub.get("/api/v1/rules").await.json();
+    let added = &r["rules"][1];
+    assert_eq!(added["source"], "api");
+    assert_eq!(added["spec"], rule);
+    assert!(added["passed"].as_u64().unwrap() >= 1, "{r}");
+
+    let r = request(hub.addr, "DELETE", "/api/v1/rules/hot", &[], None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = request(hub.addr, "DELETE", "/api/v1/rules/too-hot", &[], None).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = request(hub.addr, "DELETE", "/api/v1/rules/too-hot", &[], None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = hub.get("/api/v1/rules").await.json();
+    assert_eq!(r["rules"].as_array().unwrap().len(), 1);
+    service.stop().await;
 }
 
 #[tokio::test]
