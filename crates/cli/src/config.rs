@@ -146,12 +146,47 @@ max_rows_per_query = 10000
 # webhook = { url = "https://example.com/hook", headers = { Authorization = "Bearer x" }, timeout = 5 }
 # Templates: ${column} of the row, or ${topic}, ${clientid}, ${timestamp}. Without a
 # payload template the row is published (or posted) as JSON. The hub never receives its
-# own republishes (MQTT 5 No Local), so rules cannot loop.
+# own republishes (MQTT 5 No Local), so rules cannot loop. Rules can also be added and
+# removed while midge runs: POST /api/v1/rules, DELETE /api/v1/rules/NAME (kept in
+# rules.json in the data folder).
+
+# The HTTP listener: the web dashboard (/), the REST API (/api/v1/...) and Prometheus
+# metrics (/metrics). `midge serve` without -c serves it on 127.0.0.1:18083, anonymous.
+[http]
+enabled = true
+bind = "127.0.0.1"
+port = 18083
+# Anonymous access is allowed on a loopback bind and refused elsewhere unless set here;
+# otherwise HTTP Basic auth against the password file ([security]'s unless set here).
+# allow_anonymous = true
+# password_file = "/etc/midge/passwd"
+# Live streams (browser tabs) open at once.
+max_live_streams = 64
+# dashboard_file = "./data/dashboard.json"  # where edits made in the page are saved
+
+# Dashboard widgets (the page can add, edit and remove them too). kind = "gauge", "value",
+# "chart" (history from the series table, then live), "map" (markers at lat/lon fields),
+# "switch" (shows `topic`, publishes `on`/`off` to `command_topic`).
+# [[dashboard.widget]]
+# kind = "gauge"
+# title = "Boiler"
+# topic = "sensors/boiler"
+# field = "temp"        # JSON path in the payload; `value` for a plain number like 15
+# unit = "°C"
+# min = 0
+# max = 100
+# [[dashboard.widget]]
+# kind = "switch"
+# title = "Porch lamp"
+# topic = "home/lamp"
+# command_topic = "home/lamp/set"
+# on = "ON"
+# off = "OFF"
 "#;
 
 mod hub;
 
-pub(crate) use hub::SeriesSettings;
+pub(crate) use hub::{HttpSettings, SeriesSettings};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -164,6 +199,8 @@ pub(crate) struct MidgeConfig {
     pub(crate) hub: midge_hub::HubConfig,
     /// The time-series store (`None`: off).
     pub(crate) series: Option<SeriesSettings>,
+    /// The HTTP API and dashboard (`None`: off).
+    pub(crate) http: Option<HttpSettings>,
 }
 
 impl Default for MidgeConfig {
@@ -172,8 +209,11 @@ impl Default for MidgeConfig {
         let series = SeriesSettings {
             path: persistence.dir.join("series.db"),
             options: midge_series::SeriesOptions::default(),
+            in_data_dir: true,
         };
+        let http = hub::default_http(Some(&persistence.dir));
         MidgeConfig {
+            http: Some(http),
             server: ServerConfig {
                 persistence: Some(persistence),
                 ..ServerConfig::default()
@@ -407,6 +447,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
             "persistence",
             "series",
             "rule",
+            "http",
+            "dashboard",
         ],
     );
 
@@ -641,6 +683,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     persistence(&mut c, &root, &mut cfg);
     hub::series(&mut c, &root, &mut cfg);
     hub::rules(&mut c, &root, &mut cfg);
+    hub::http(&mut c, &root, &mut cfg);
 
     if c.errors.is_empty() {
         Ok(cfg)

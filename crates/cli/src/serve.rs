@@ -30,6 +30,12 @@ pub(crate) struct ServeArgs {
     /// Keep everything in memory only: no data folder, nothing survives a restart.
     #[arg(long = "no-persistence")]
     no_persistence: bool,
+    /// Port of the HTTP API and dashboard (default 18083); overrides the config file.
+    #[arg(long = "http-port", value_name = "PORT")]
+    http_port: Option<u16>,
+    /// No HTTP API and dashboard.
+    #[arg(long = "no-http")]
+    no_http: bool,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -72,6 +78,25 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if args.no_persistence {
         cfg.server.persistence = None;
+        if cfg.series.as_ref().is_some_and(|s| s.in_data_dir) {
+            cfg.series = None;
+        }
+        if let Some(h) = cfg.http.as_mut() {
+            if h.config
+                .dashboard_file
+                .as_ref()
+                .is_some_and(|f| f.starts_with(midge_store::StoreOptions::default().dir))
+            {
+                h.config.dashboard_file = None;
+            }
+        }
+    }
+    if args.no_http {
+        cfg.http = None;
+    }
+    if let (Some(port), Some(h)) = (args.http_port, cfg.http.as_mut()) {
+        h.config.bind.set_port(port);
+        h.explicit = true;
     }
     let level = if args.verbose {
         "debug"
@@ -139,7 +164,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let series = match open_series(cfg.series.as_ref(), &cfg.hub).await {
+    let series = match open_series(cfg.series.as_ref(), &cfg.hub, cfg.http.is_some()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("midge: {e}");
@@ -156,20 +181,56 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         state_dir,
         ..cfg.hub
     };
-    let hub = match midge_hub::Hub::start(hub_config, connector, series.clone()).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("midge: {e}");
-            server.shutdown().await;
-            return Ok(ExitCode::from(1));
+    let hub =
+        match midge_hub::HubService::start(hub_config, connector.clone(), series.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("midge: {e}");
+                server.shutdown().await;
+                return Ok(ExitCode::from(1));
+            }
+        };
+    let http = match cfg.http {
+        None => None,
+        Some(settings) => {
+            let deps = midge_http::HttpDeps {
+                server: server.handle(),
+                connector,
+                series: series.clone(),
+                hub: Some(hub.clone()),
+            };
+            let bind = settings.config.bind;
+            match midge_http::HttpServer::start(settings.config, deps).await {
+                Ok(h) => {
+                    info!(
+                        "dashboard and HTTP API on http://{}/ (API under /api/v1, Prometheus /metrics)",
+                        h.local_addr()
+                    );
+                    Some(h)
+                }
+                Err(e) if !settings.explicit && matches!(e, midge_http::HttpError::Bind { .. }) => {
+                    warn!("{e}; running without the dashboard (set [http] port or --http-port)");
+                    let _ = bind;
+                    None
+                }
+                Err(e) => {
+                    eprintln!("midge: {e}");
+                    hub.stop().await;
+                    server.shutdown().await;
+                    return Ok(ExitCode::from(1));
+                }
+            }
         }
     };
     for a in server.local_addrs() {
         info!(addr = %a, "ready");
     }
-    wait_for_signal(&server).await;
+    wait_for_signal(&server, http.as_ref()).await;
     info!("shutting down");
-    // the hub first: the batch it is storing is finished and acknowledged
+    if let Some(h) = http {
+        h.shutdown().await;
+    }
+    // the hub before the broker: the batch it is storing is finished and acknowledged
     hub.stop().await;
     server.shutdown().await;
     info!("bye");
@@ -177,10 +238,11 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Open the time-series store when it is configured and something uses it (a rule that
-/// stores, or data already there to query).
+/// stores, the HTTP API, where rules can be added, or data already there to query).
 async fn open_series(
     settings: Option<&config::SeriesSettings>,
     hub: &midge_hub::HubConfig,
+    http: bool,
 ) -> anyhow::Result<Option<std::sync::Arc<midge_series::SeriesStore>>> {
     let Some(settings) = settings.cloned() else {
         return Ok(None);
@@ -190,7 +252,7 @@ async fn open_series(
             .iter()
             .any(|a| matches!(a, midge_hub::ActionConfig::Store { .. }))
     });
-    if !stores && !settings.path.exists() {
+    if !stores && !http && !settings.path.exists() {
         return Ok(None);
     }
     let path = settings.path.clone();
@@ -211,7 +273,7 @@ async fn open_series(
 /// Wait for SIGTERM or SIGINT; on SIGHUP re-read certificates, password and ACL files
 /// (a broken file is reported and the old one stays in force).
 #[cfg(unix)]
-async fn wait_for_signal(server: &midge_server::Server) {
+async fn wait_for_signal(server: &midge_server::Server, http: Option<&midge_http::HttpServer>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -227,7 +289,10 @@ async fn wait_for_signal(server: &midge_server::Server) {
             _ = int.recv() => return,
             _ = hup.recv() => {
                 info!("SIGHUP: reloading certificates, password and ACL files");
-                let problems = server.reload().await;
+                let mut problems = server.reload().await;
+                if let Some(h) = http {
+                    problems.extend(h.reload().await);
+                }
                 if problems.is_empty() {
                     info!("reload done");
                 } else {
@@ -241,6 +306,6 @@ async fn wait_for_signal(server: &midge_server::Server) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal(_server: &midge_server::Server) {
+async fn wait_for_signal(_server: &midge_server::Server, _http: Option<&midge_http::HttpServer>) {
     let _ = tokio::signal::ctrl_c().await;
 }

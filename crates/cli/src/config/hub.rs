@@ -16,6 +16,8 @@ pub(crate) struct SeriesSettings {
     pub(crate) path: PathBuf,
     /// Durability, retention, query limits.
     pub(crate) options: SeriesOptions,
+    /// The file is the default one in the data folder (so a memory-only broker has none).
+    pub(crate) in_data_dir: bool,
 }
 
 /// `[series]`, after `[persistence]` was read (the default file lives in its data folder).
@@ -26,6 +28,7 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
         .as_ref()
         .map(|p| p.dir.join("series.db"));
     let mut options = SeriesOptions::default();
+    let mut in_data_dir = default_path.is_some();
     let mut path = default_path;
     let mut enabled = true;
     if let Some(t) = c.table(root, "series") {
@@ -38,6 +41,7 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
                 c.err(s, "file", "must not be empty");
             }
             path = Some(PathBuf::from(f));
+            in_data_dir = false;
         }
         if let Some(d) = c.int(t, s, "retention_days", 0, 36_500) {
             options.retention = (d > 0).then(|| Duration::from_secs(d as u64 * 86_400));
@@ -70,7 +74,11 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
         );
     }
     cfg.series = match (enabled, path) {
-        (true, Some(path)) => Some(SeriesSettings { path, options }),
+        (true, Some(path)) => Some(SeriesSettings {
+            path,
+            options,
+            in_data_dir,
+        }),
         _ => None,
     };
 }
@@ -216,4 +224,123 @@ fn webhook(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<Action
         headers,
         timeout: Duration::from_secs(timeout as u64),
     })
+}
+
+/// The HTTP listener as configured.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    /// What the listener serves and to whom.
+    pub(crate) config: midge_http::HttpConfig,
+    /// Set in the configuration file (a failure to bind then stops midge; for the embedded
+    /// default it is only a warning).
+    pub(crate) explicit: bool,
+}
+
+/// Default port of the HTTP API and dashboard (EMQX's dashboard port, which IoT-hub users
+/// know).
+pub(crate) const HTTP_PORT: u16 = 18083;
+
+/// The embedded default: the dashboard on 127.0.0.1:18083, anonymous (local only).
+pub(crate) fn default_http(data_dir: Option<&std::path::Path>) -> HttpSettings {
+    let mut config =
+        midge_http::HttpConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], HTTP_PORT)));
+    config.dashboard_file = data_dir.map(|d| d.join("dashboard.json"));
+    HttpSettings {
+        config,
+        explicit: false,
+    }
+}
+
+/// `[http]` and `[[dashboard.widget]]`, after `[persistence]` (the dashboard file lives in
+/// the data folder).
+pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
+    let data_dir = cfg.server.persistence.as_ref().map(|p| p.dir.clone());
+    let mut settings = default_http(data_dir.as_deref());
+    let mut enabled = true;
+    let security_passwords = root
+        .get("security")
+        .and_then(|s| s.get("password_file"))
+        .and_then(toml::Value::as_str)
+        .map(PathBuf::from);
+    if let Some(t) = c.table(root, "http") {
+        let s = "http";
+        settings.explicit = true;
+        if let Some(v) = c.boolean(t, s, "enabled") {
+            enabled = v;
+        }
+        let bind = c.string(t, s, "bind").unwrap_or_else(|| "127.0.0.1".into());
+        let port = c
+            .int(t, s, "port", 0, 65535)
+            .unwrap_or(i64::from(HTTP_PORT)) as u16;
+        match bind.parse::<std::net::IpAddr>() {
+            Ok(ip) => settings.config.bind = std::net::SocketAddr::new(ip, port),
+            Err(_) => c.err(s, "bind", format!("not an IP address: {bind:?}")),
+        }
+        settings.config.password_file = c
+            .string(t, s, "password_file")
+            .map(PathBuf::from)
+            .or(security_passwords);
+        settings.config.allow_anonymous = c
+            .boolean(t, s, "allow_anonymous")
+            .unwrap_or_else(|| settings.config.bind.ip().is_loopback());
+        if !settings.config.allow_anonymous && settings.config.password_file.is_none() {
+            c.err(
+                s,
+                "allow_anonymous",
+                "is false and there is no password_file ([http] or [security]): nobody could log in",
+            );
+        }
+        if let Some(n) = c.int(t, s, "max_live_streams", 1, 100_000) {
+            settings.config.max_live_streams = n as usize;
+        }
+        if let Some(f) = c.string(t, s, "dashboard_file") {
+            settings.config.dashboard_file = Some(PathBuf::from(f));
+        }
+        c.unknown(
+            t,
+            s,
+            &[
+                "enabled",
+                "bind",
+                "port",
+                "allow_anonymous",
+                "password_file",
+                "max_live_streams",
+                "dashboard_file",
+            ],
+        );
+    }
+    if let Some(t) = c.table(root, "dashboard") {
+        let mut widgets = Vec::new();
+        match t.get("widget") {
+            None => {}
+            Some(toml::Value::Array(list)) => {
+                for (i, w) in list.iter().enumerate() {
+                    let section = format!("dashboard.widget #{}", i + 1);
+                    match w.clone().try_into::<midge_http::Widget>() {
+                        Ok(w) => widgets.push(w),
+                        Err(e) => c.err(&section, "", e.to_string().trim()),
+                    }
+                }
+            }
+            Some(other) => c.err(
+                "dashboard",
+                "widget",
+                format!(
+                    "must be an array of tables ([[dashboard.widget]]) (found {})",
+                    other.type_str()
+                ),
+            ),
+        }
+        c.unknown(t, "dashboard", &["widget"]);
+        match midge_http::validate_widgets(widgets) {
+            Ok(w) => settings.config.widgets = w,
+            Err(problems) => {
+                for p in problems {
+                    c.err("dashboard", "", p);
+                }
+            }
+        }
+    }
+    cfg.http = enabled.then_some(settings);
 }
