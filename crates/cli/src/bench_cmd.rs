@@ -288,10 +288,10 @@ fn report_cmd(a: &ReportArgs) -> anyhow::Result<ExitCode> {
         for line in r.lines() {
             let line = line.with_context(|| format!("reading {name}"))?;
             let line = line.trim();
-            if line.starts_with('{') {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    lines.push(v);
-                }
+            if line.starts_with('{')
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            {
+                lines.push(v);
             }
         }
         Ok(())

@@ -596,41 +596,41 @@ pub(crate) fn debug_hook(id: Arc<Mutex<String>>, protocol: Protocol) -> PacketHo
             return;
         };
         // mosquitto numbers every outgoing message, QoS 0 included, from one counter
-        if direction == Direction::Sent {
-            if let Ok(mut last) = last_mid.lock() {
-                let shown = match packet {
-                    Packet::Publish(p) if p.packet_id == 0 => {
-                        *last = last.wrapping_add(1).max(1);
-                        let mut p = p.clone();
-                        p.packet_id = *last;
-                        Some(Packet::Publish(p))
-                    }
-                    Packet::Publish(p) if !p.dup => {
-                        *last = p.packet_id;
-                        None
-                    }
-                    Packet::Subscribe(s) => {
-                        *last = s.packet_id;
-                        None
-                    }
-                    Packet::Unsubscribe(u) => {
-                        *last = u.packet_id;
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(p) = shown {
-                    for line in debug_lines(direction, &p, protocol) {
-                        println!("Client {id} {line}");
-                    }
-                    return;
+        if direction == Direction::Sent
+            && let Ok(mut last) = last_mid.lock()
+        {
+            let shown = match packet {
+                Packet::Publish(p) if p.packet_id == 0 => {
+                    *last = last.wrapping_add(1).max(1);
+                    let mut p = p.clone();
+                    p.packet_id = *last;
+                    Some(Packet::Publish(p))
                 }
+                Packet::Publish(p) if !p.dup => {
+                    *last = p.packet_id;
+                    None
+                }
+                Packet::Subscribe(s) => {
+                    *last = s.packet_id;
+                    None
+                }
+                Packet::Unsubscribe(u) => {
+                    *last = u.packet_id;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(p) = shown {
+                for line in debug_lines(direction, &p, protocol) {
+                    println!("Client {id} {line}");
+                }
+                return;
             }
         }
-        if let (Direction::Received, Packet::ConnAck(c)) = (direction, packet) {
-            if let Some(assigned) = &c.properties.assigned_client_identifier {
-                *id = assigned.to_string();
-            }
+        if let (Direction::Received, Packet::ConnAck(c)) = (direction, packet)
+            && let Some(assigned) = &c.properties.assigned_client_identifier
+        {
+            *id = assigned.to_string();
         }
         for line in debug_lines(direction, packet, protocol) {
             println!("Client {id} {line}");

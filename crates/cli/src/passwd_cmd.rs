@@ -179,10 +179,10 @@ pub(crate) fn run(args: PasswdArgs) -> anyhow::Result<ExitCode> {
     let username = pos.next();
     let batch_password = pos.next();
 
-    if let Some(user) = username {
-        if let Err(e) = validate_username(user) {
-            bail!("Invalid username: {e}.");
-        }
+    if let Some(user) = username
+        && let Err(e) = validate_username(user)
+    {
+        bail!("Invalid username: {e}.");
     }
 
     let mut doc = match opts.mode {

@@ -206,8 +206,8 @@ async fn publish(args: PubArgs) -> Result<ExitCode, UsageError> {
                             }
                             exit = ExitCode::from(reason.0);
                         }
-                        if let Some(payload) = &fixed {
-                            if queued < total {
+                        if let Some(payload) = &fixed
+                            && queued < total {
                                 if delay.is_zero() {
                                     let mut p = template.clone();
                                     p.payload = payload.clone();
@@ -217,7 +217,6 @@ async fn publish(args: PubArgs) -> Result<ExitCode, UsageError> {
                                     next_at = Some(Instant::now() + delay);
                                 }
                             }
-                        }
                     }
                     Ok(Event::Closed) => return Ok(exit),
                     Ok(_) => {}

@@ -81,14 +81,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if cfg.series.as_ref().is_some_and(|s| s.in_data_dir) {
             cfg.series = None;
         }
-        if let Some(h) = cfg.http.as_mut() {
-            if h.config
+        if let Some(h) = cfg.http.as_mut()
+            && h.config
                 .dashboard_file
                 .as_ref()
                 .is_some_and(|f| f.starts_with(midge_store::StoreOptions::default().dir))
-            {
-                h.config.dashboard_file = None;
-            }
+        {
+            h.config.dashboard_file = None;
         }
     }
     if args.no_http {

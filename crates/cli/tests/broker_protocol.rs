@@ -671,10 +671,10 @@ fn sys_clients_maximum_remembers_the_highest_count() {
             .iter()
             .any(|v: &String| v.parse::<u32>().unwrap() >= 3)
     {
-        if let Read_::Packet(f, body) = w.read(Duration::from_millis(500)) {
-            if f >> 4 == 3 {
-                values.push(String::from_utf8(parse_publish(f, &body, false).3).unwrap());
-            }
+        if let Read_::Packet(f, body) = w.read(Duration::from_millis(500))
+            && f >> 4 == 3
+        {
+            values.push(String::from_utf8(parse_publish(f, &body, false).3).unwrap());
         }
     }
     assert!(

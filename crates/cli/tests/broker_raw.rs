@@ -613,7 +613,7 @@ fn two_thousand_random_and_mutated_packets_do_not_hurt_the_broker() {
         }
         drop(r);
         // the healthy pair keeps working throughout
-        if connections % 5 == 0 {
+        if connections.is_multiple_of(5) {
             health_checks += 1;
             let payload = format!("ok-{connections}");
             healthy_pub.publish(&topic, payload.as_bytes(), 1);

@@ -97,10 +97,10 @@ fn chromium(url: &str, profile: &std::path::Path) -> (Proc, u16) {
     let file = profile.join("DevToolsActivePort");
     let start = Instant::now();
     loop {
-        if let Ok(s) = std::fs::read_to_string(&file) {
-            if let Some(port) = s.lines().next().and_then(|l| l.parse().ok()) {
-                return (p, port);
-            }
+        if let Ok(s) = std::fs::read_to_string(&file)
+            && let Some(port) = s.lines().next().and_then(|l| l.parse().ok())
+        {
+            return (p, port);
         }
         assert!(
             start.elapsed() < T,

@@ -457,15 +457,14 @@ async fn run(
                 retry_at = None;
             }
             _ = prune.tick() => {
-                if let Some(s) = series.clone() {
-                    if s.options().retention.is_some() {
+                if let Some(s) = series.clone()
+                    && s.options().retention.is_some() {
                         match tokio::task::spawn_blocking(move || s.prune(now_ms())).await {
                             Ok(Ok(n)) if n > 0 => info!(rows = n, "hub: deleted rows past the retention"),
                             Ok(Err(e)) => warn!(error = %e, "hub: pruning the store failed"),
                             _ => {}
                         }
                     }
-                }
             }
         }
         if inflight.is_none() && retry_at.is_none() && !rt.pending.is_empty() {
@@ -473,10 +472,10 @@ async fn run(
         }
     }
     // finish the batch being stored, so what it acknowledges is on disk
-    if let Some(h) = inflight {
-        if let Ok((batch, Ok(()))) = h.await {
-            rt.stored(batch).await;
-        }
+    if let Some(h) = inflight
+        && let Ok((batch, Ok(()))) = h.await
+    {
+        rt.stored(batch).await;
     }
     let _ = rt.client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
@@ -707,10 +706,10 @@ impl Runtime {
     fn store_failed(&mut self, mut batch: Batch, error: &SeriesError) {
         let mut seen = BTreeSet::new();
         for (_, _, rule) in &batch.rows {
-            if seen.insert(*rule) {
-                if let Some(c) = self.shared.counters(*rule) {
-                    c.fail(format!("store: {error}"));
-                }
+            if seen.insert(*rule)
+                && let Some(c) = self.shared.counters(*rule)
+            {
+                c.fail(format!("store: {error}"));
             }
         }
         batch.rows.append(&mut self.pending.rows);
