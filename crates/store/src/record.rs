@@ -138,11 +138,28 @@ fn options_from(b: u8) -> Result<SubscriptionOptions, RecError> {
     })
 }
 
+/// User-property keys that carry a stored message's publisher ([`Message::origin`]) inside
+/// its PUBLISH. U+0001 starts them: clients should not send it [MQTT-1.5.4], so they do not
+/// collide with a client's own properties, and records without them (older ones) read as
+/// messages of unknown origin.
+const ORIGIN_CLIENT_ID_KEY: &str = "\u{1}midge-origin-client-id";
+const ORIGIN_USERNAME_KEY: &str = "\u{1}midge-origin-username";
+
 fn encode_message(b: &mut BytesMut, msg: &Message) {
     let mut properties = msg.properties.clone();
     properties.message_expiry_interval = None;
     properties.topic_alias = None;
     properties.subscription_identifiers.clear();
+    if let Some(o) = &msg.origin {
+        properties
+            .user_properties
+            .push((ORIGIN_CLIENT_ID_KEY.into(), o.client_id.clone()));
+        if let Some(u) = &o.username {
+            properties
+                .user_properties
+                .push((ORIGIN_USERNAME_KEY.into(), u.clone()));
+        }
+    }
     let p = Packet::Publish(Publish {
         dup: false,
         qos: msg.qos,
@@ -362,15 +379,35 @@ impl R {
         let packet = self.bytes()?;
         let mut b = BytesMut::from(&packet[..]);
         match midge_codec::decode(&mut b, Protocol::V5, u32::MAX) {
-            Ok(Some(Packet::Publish(p))) => Ok(Message {
-                topic: p.topic,
-                payload: p.payload,
-                qos: p.qos,
-                retain: p.retain,
-                properties: p.properties,
-                expires_at: None,
-                origin: None,
-            }),
+            Ok(Some(Packet::Publish(mut p))) => {
+                let mut client_id = None;
+                let mut username = None;
+                p.properties
+                    .user_properties
+                    .retain(|(k, v)| match k.as_ref() {
+                        ORIGIN_CLIENT_ID_KEY => {
+                            client_id = Some(v.clone());
+                            false
+                        }
+                        ORIGIN_USERNAME_KEY => {
+                            username = Some(v.clone());
+                            false
+                        }
+                        _ => true,
+                    });
+                Ok(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                    retain: p.retain,
+                    properties: p.properties,
+                    expires_at: None,
+                    origin: client_id.map(|client_id| midge_core::Origin {
+                        client_id,
+                        username,
+                    }),
+                })
+            }
             _ => Err(RecError::Field("message")),
         }
     }

@@ -31,6 +31,13 @@ fn msg(topic: &str, payload: &str, qos: QoS) -> Arc<Message> {
     ))
 }
 
+fn m2_origin() -> Option<midge_core::Origin> {
+    Some(midge_core::Origin {
+        client_id: "dev-1".into(),
+        username: Some("maker".into()),
+    })
+}
+
 fn header(id: &str, expiry: u32) -> SessionHeader {
     SessionHeader {
         client_id: ByteString::from(id),
@@ -71,7 +78,15 @@ fn every_op_survives_a_reopen() {
         },
     });
     let m1 = msg("a/b", "one", QoS::AtLeastOnce);
-    let m2 = msg("a/c", "two", QoS::ExactlyOnce);
+    // the publisher is kept (the hub's rows name it after a restart); a client's own user
+    // properties stay as they were
+    let mut m2 = (*msg("a/c", "two", QoS::ExactlyOnce)).clone();
+    m2.origin = Some(midge_core::Origin {
+        client_id: "dev-1".into(),
+        username: Some("maker".into()),
+    });
+    m2.properties.user_properties = vec![("k".into(), "v".into())];
+    let m2 = Arc::new(m2);
     let ops = vec![
         StoreOp::Session(Box::new(h.clone())),
         StoreOp::Subscribe {
@@ -152,6 +167,12 @@ fn every_op_survives_a_reopen() {
     assert_eq!(ds[0].sub_ids, vec![7]);
     assert_eq!(ds[1].state, DeliveryState::AwaitPubComp(6));
     assert_eq!(ds[1].msg.qos, QoS::ExactlyOnce);
+    assert_eq!(ds[1].msg.origin, m2_origin());
+    assert_eq!(
+        ds[1].msg.properties.user_properties,
+        vec![("k".into(), "v".into())]
+    );
+    assert_eq!(ds[0].msg.origin, None);
     assert_eq!(c1.inbound_qos2, vec![9]);
     assert_eq!(r.retained.len(), 1);
     assert_eq!(r.retained[0].payload, "kept");
