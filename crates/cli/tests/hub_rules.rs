@@ -199,6 +199,8 @@ fn every_acknowledged_message_is_stored_across_sigkill() {
         for r in &rows {
             if let Some(seq) = r.data.get("seq").and_then(serde_json::Value::as_u64) {
                 *stored.entry(seq).or_default() += 1;
+                // redelivered after a restart or not, the row names its publisher
+                assert_eq!(r.client_id, "crash-pub", "{r:?}");
             }
         }
         let missing: Vec<u64> = acked
