@@ -413,3 +413,300 @@ async fn a_widget_added_in_edit_mode_is_saved_and_shows_live_values() {
     .await;
     b.screenshot("edited").await;
 }
+
+/// A hub service running one rule of the configuration file, the HTTP server on it, and the
+/// page open on the Rules tab showing that rule.
+async fn rules_page() -> (
+    Hub,
+    std::sync::Arc<midge_hub::HubService>,
+    tempfile::TempDir,
+    Browser,
+) {
+    let mut hub = Hub::start(|_, _| {}).await;
+    let state = tempfile::tempdir().unwrap();
+    let service = midge_hub::HubService::start(
+        midge_hub::HubConfig {
+            rules: vec![midge_hub::RuleConfig {
+                name: "hot".into(),
+                sql: "SELECT * FROM 'sensors/#' WHERE temp > 30".into(),
+                actions: vec![midge_hub::ActionConfig::Store {
+                    table: "telemetry".into(),
+                }],
+            }],
+            state_dir: Some(state.path().to_path_buf()),
+            ..midge_hub::HubConfig::default()
+        },
+        hub.deps.connector.clone(),
+        Some(hub.store.clone()),
+    )
+    .await
+    .unwrap();
+    hub.deps.hub = Some(service.clone());
+    hub.restart_http().await;
+    let mut b = Browser::open(&format!("http://{}/#rules", hub.addr)).await;
+    b.until(
+        "the Rules tab with the configuration's rule",
+        &format!("{RULE_ROWS}.map(r => r.name)"),
+        |v| v == &json!(["hot"]),
+    )
+    .await;
+    (hub, service, state, b)
+}
+
+/// The rules table as the page shows it.
+const RULE_ROWS: &str = "[...document.querySelectorAll('#rules-table tbody tr')].map(r => ({ \
+       name: r.dataset.rule, source: r.dataset.source, \
+       deletable: !!r.querySelector('[data-action=delete-rule]'), \
+       badge: (r.querySelector('[data-role=config]') || {}).textContent || null, \
+       counts: ['matched', 'passed', 'failed'].map(k => r.querySelector('[data-role=' + k + ']').textContent) }))";
+
+/// Open the New rule form and type into it (empty strings leave a field as it is).
+async fn fill_rule_form(b: &mut Browser, fields: &[(&str, &str)]) {
+    let mut js = String::from(
+        "(() => { if (document.getElementById('rule-form').hidden) \
+           document.getElementById('rule-new').click(); ",
+    );
+    for (id, value) in fields {
+        let v = serde_json::to_string(value).unwrap();
+        js.push_str(&format!(
+            "{{ const e = document.getElementById('{id}'); \
+               if (e.type === 'checkbox') e.checked = {v} === 'true'; else e.value = {v}; \
+               e.dispatchEvent(new Event('input')); }} "
+        ));
+    }
+    js.push_str("})()");
+    b.eval(&js).await;
+}
+
+#[tokio::test]
+async fn a_rule_added_in_the_form_runs_shows_its_counts_and_its_delete_button_removes_it() {
+    let (hub, service, _state, mut b) = rules_page().await;
+    let shown = b.eval(RULE_ROWS).await;
+    assert_eq!(
+        shown,
+        json!([{"name": "hot", "source": "config", "deletable": false, "badge": "config file",
+                "counts": ["0", "0", "0"]}]),
+        "a rule of the configuration file says so and cannot be deleted here"
+    );
+    let mut alerts = hub.mqtt("alert-watcher").await;
+    alerts.subscribe("alerts/#", QoS::AtLeastOnce).await;
+
+    let sql = "SELECT temp, topic(2) AS device FROM 'dev/+/t' WHERE temp > 35";
+    fill_rule_form(
+        &mut b,
+        &[
+            ("rule-name", "too-hot"),
+            ("rule-sql", sql),
+            ("rule-store", "alerts"),
+            ("rule-republish-topic", "alerts/${device}"),
+            ("rule-republish-payload", "${temp} is too hot"),
+            ("rule-republish-qos", "1"),
+        ],
+    )
+    .await;
+    b.eval("document.getElementById('rule-submit').click()")
+        .await;
+    let added = b
+        .until(
+            "the new rule in the table",
+            &format!(
+                "({{rows: {RULE_ROWS}, form: document.getElementById('rule-form').dataset.state, \
+                   open: !document.getElementById('rule-form').hidden}})"
+            ),
+            |v| v["rows"].as_array().is_some_and(|r| r.len() == 2),
+        )
+        .await;
+    assert_eq!(added["form"], "added", "{added}");
+    assert_eq!(added["open"], false, "the form closes once the rule is in");
+    assert_eq!(
+        added["rows"][1],
+        json!({"name": "too-hot", "source": "api", "deletable": true, "badge": null,
+               "counts": ["0", "0", "0"]})
+    );
+    // what the form sent is what the server keeps
+    let listed = hub.get("/api/v1/rules").await.json();
+    assert_eq!(
+        listed["rules"][1]["spec"],
+        json!({"name": "too-hot", "sql": sql, "store": "alerts",
+               "republish": {"topic": "alerts/${device}", "payload": "${temp} is too hot",
+                             "qos": 1, "retain": false}})
+    );
+
+    // a device over TCP: one reading the rule drops, one it keeps
+    let mut dev = hub.mqtt("boiler-dev").await;
+    dev.publish("dev/boiler/t", QoS::AtLeastOnce, false, r#"{"temp": 20}"#)
+        .await;
+    dev.publish("dev/boiler/t", QoS::AtLeastOnce, false, r#"{"temp": 40}"#)
+        .await;
+    let m = alerts.message().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("alerts/boiler", &b"40 is too hot"[..]),
+        "the form's republish action"
+    );
+    eventually("the stored row", || async {
+        let r = hub.get("/api/v1/tables/alerts/rows").await;
+        (r.status == 200 && r.json()["rows"].as_array().is_some_and(|a| a.len() == 1)).then_some(())
+    })
+    .await;
+
+    // the row in the Data tab
+    b.eval("document.getElementById('tab-data').click()").await;
+    b.until(
+        "the alerts table in the Data tab",
+        "!!document.querySelector('#data-tables [data-table=alerts]')",
+        |v| v == true,
+    )
+    .await;
+    b.eval("document.querySelector('#data-tables [data-table=alerts]').click()")
+        .await;
+    let rows = b
+        .until(
+            "the rule's row in the Data tab",
+            "[...document.querySelectorAll('#data-rows tbody tr')].map(r => \
+               [...r.children].slice(1).map(td => td.textContent))",
+            |v| {
+                v.as_array()
+                    .is_some_and(|a| a.len() == 1 && a[0][0] == "dev/boiler/t")
+            },
+        )
+        .await;
+    assert_eq!(
+        rows[0],
+        json!([
+            "dev/boiler/t",
+            "boiler-dev",
+            r#"{"temp":40,"device":"boiler"}"#
+        ])
+    );
+
+    // its counts in the Rules tab: two readings matched the filter, one passed WHERE
+    b.eval("document.getElementById('tab-rules').click()").await;
+    b.until(
+        "the rule's counts",
+        &format!("{RULE_ROWS}.find(r => r.name === 'too-hot').counts"),
+        |v| v == &json!(["2", "1", "0"]),
+    )
+    .await;
+    b.screenshot("rules").await;
+
+    // the first click only arms the button; the second deletes
+    b.eval("document.querySelector('[data-rule=too-hot] [data-action=delete-rule]').click()")
+        .await;
+    let armed = b
+        .eval("document.querySelector('[data-rule=too-hot] [data-action=delete-rule]').textContent")
+        .await;
+    assert_eq!(armed, "Delete?");
+    assert_eq!(
+        hub.get("/api/v1/rules").await.json()["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "one click deletes nothing"
+    );
+    b.eval("document.querySelector('[data-rule=too-hot] [data-action=delete-rule]').click()")
+        .await;
+    b.until(
+        "the rule gone from the table",
+        &format!("{RULE_ROWS}.map(r => r.name)"),
+        |v| v == &json!(["hot"]),
+    )
+    .await;
+    let listed = hub.get("/api/v1/rules").await.json();
+    let names: Vec<&str> = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hot"]);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_rule_shows_every_problem_the_server_names_next_to_the_form() {
+    let (hub, service, _state, mut b) = rules_page().await;
+    fill_rule_form(
+        &mut b,
+        &[
+            ("rule-name", "broken"),
+            ("rule-sql", "SELECT * FROM"),
+            ("rule-webhook-url", "ftp://x/"),
+        ],
+    )
+    .await;
+    b.eval("document.getElementById('rule-submit').click()")
+        .await;
+    let problems = "({state: document.getElementById('rule-form').dataset.state, \
+                      shown: !document.getElementById('rule-problems').hidden, \
+                      open: !document.getElementById('rule-form').hidden, \
+                      sql: document.getElementById('rule-sql').value, \
+                      problems: [...document.querySelectorAll('#rule-problems-list [data-role=problem]')] \
+                        .map(li => li.textContent)})";
+    let page = b
+        .until("the server's problems", problems, |v| {
+            v["state"] == "refused"
+        })
+        .await;
+    // the same rule sent straight to the API: the page lists exactly what it answers
+    let r = hub
+        .send_json(
+            "POST",
+            "/api/v1/rules",
+            &json!({"name": "broken", "sql": "SELECT * FROM", "store": "telemetry",
+                    "webhook": {"url": "ftp://x/"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let server = r.json()["problems"].clone();
+    assert_eq!(server.as_array().unwrap().len(), 2, "{server}");
+    assert_eq!(page["problems"], server, "{page}");
+    assert!(
+        page["problems"][0].as_str().unwrap().contains("SQL"),
+        "{page}"
+    );
+    assert_eq!(
+        (
+            page["shown"].clone(),
+            page["open"].clone(),
+            page["sql"].clone()
+        ),
+        (json!(true), json!(true), json!("SELECT * FROM")),
+        "the form stays open with what was typed"
+    );
+    b.screenshot("rule-problems").await;
+
+    // a name that is taken: the server's 409 message
+    fill_rule_form(
+        &mut b,
+        &[
+            ("rule-name", "hot"),
+            ("rule-sql", "SELECT * FROM 'x/#'"),
+            ("rule-webhook-url", ""),
+        ],
+    )
+    .await;
+    b.eval(
+        "document.getElementById('rule-problems').hidden = true; \
+            document.getElementById('rule-submit').click()",
+    )
+    .await;
+    let page = b
+        .until("the conflict", problems, |v| {
+            v["shown"] == true && v["state"] == "refused"
+        })
+        .await;
+    assert_eq!(
+        page["problems"],
+        json!([r#"a rule named "hot" exists"#]),
+        "{page}"
+    );
+    let listed = hub.get("/api/v1/rules").await.json();
+    assert_eq!(
+        listed["rules"].as_array().unwrap().len(),
+        1,
+        "nothing added"
+    );
+    service.stop().await;
+}
