@@ -154,8 +154,10 @@ max_rows_per_query = 10000
 # metrics (/metrics). `midge serve` without -c serves it on 127.0.0.1:18083, anonymous.
 [http]
 enabled = true
-bind = "127.0.0.1"
-port = 18083
+# Setting bind or port makes a failure to listen stop midge; with neither, a taken port
+# is only a warning and midge runs without the dashboard.
+# bind = "127.0.0.1"
+# port = 18083
 # Anonymous access is allowed on a loopback bind and refused elsewhere unless set here;
 # otherwise HTTP Basic auth against the password file ([security]'s unless set here).
 # allow_anonymous = true

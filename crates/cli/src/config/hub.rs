@@ -264,7 +264,8 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         .map(PathBuf::from);
     if let Some(t) = c.table(root, "http") {
         let s = "http";
-        settings.explicit = true;
+        // where to listen was chosen: failing to listen there is an error
+        settings.explicit = t.contains_key("bind") || t.contains_key("port");
         if let Some(v) = c.boolean(t, s, "enabled") {
             enabled = v;
         }

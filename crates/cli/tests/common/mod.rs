@@ -106,7 +106,8 @@ impl Broker {
             };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if b.log().contains("ready") {
+                // not just "ready": "Address already in use" contains it too
+                if b.log().contains(" ready addr=") {
                     // our process logged it: the listener is bound
                     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
                     return b;

@@ -70,7 +70,8 @@ impl Broker {
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
-                if b.log_text().contains("ready") {
+                // not just "ready": "Address already in use" contains it too
+                if b.log_text().contains(" ready addr=") {
                     return b;
                 }
                 if b.child.as_mut().unwrap().try_wait().unwrap().is_some() {
