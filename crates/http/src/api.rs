@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::{HttpConfig, HttpDeps, HttpError, MAX_BODY_BYTES};
-use crate::{assets, auth, dashboard, data, live, publish};
+use crate::{BODY_READ_TIMEOUT, HttpConfig, HttpDeps, HttpError, MAX_BODY_BYTES};
+use crate::{assets, auth, dashboard, data, host, live, publish, serve};
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) live: live::Live,
     pub(crate) dashboard: dashboard::Dashboard,
     pub(crate) auth: auth::Auth,
+    pub(crate) hosts: host::HostCheck,
+    pub(crate) conns: Arc<serve::Connections>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -56,6 +58,8 @@ impl AppState {
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
             dashboard,
             auth,
+            hosts: host::HostCheck::new(config),
+            conns: Arc::new(serve::Connections::new(config.max_connections)),
             shutdown,
         })))
     }
@@ -84,6 +88,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        // before the credentials: a rebound page is refused whatever it sends
+        .layer(middleware::from_fn_with_state(state.clone(), host::require))
         .layer(middleware::map_response(common_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -164,7 +170,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state));
+        let bytes = read.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
+        let bytes = bytes.map_err(|r| {
             let status = r.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -232,6 +248,9 @@ async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
             "live_streams": live.streams,
             "live_dropped": live.dropped,
             "http_auth_failures": state.0.auth.refused.load(Ordering::Relaxed),
+            "http_connections": state.0.conns.open(),
+            "http_connections_refused": state.0.conns.refused.load(Ordering::Relaxed),
+            "http_host_refused": state.0.hosts.refused.load(Ordering::Relaxed),
             "time": crate::time::now_ms(),
         }),
     ))
@@ -346,6 +365,24 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             "counter",
             "HTTP requests refused for missing or wrong credentials.",
             state.0.auth.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "midge_http_connections",
+            "gauge",
+            "Open HTTP connections (keep-alive and live streams included).",
+            n(state.0.conns.open()),
+        ),
+        (
+            "midge_http_connections_refused_total",
+            "counter",
+            "HTTP connections closed at once because max_connections were open.",
+            state.0.conns.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "midge_http_host_refused_total",
+            "counter",
+            "Anonymous HTTP requests refused because their Host was not an IP address, localhost or an allowed name.",
+            state.0.hosts.refused.load(Ordering::Relaxed),
         ),
     ] {
         metric(&mut out, name, kind, help, value);

@@ -32,7 +32,16 @@
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status. Request bodies are limited to
 //! [`MAX_BODY_BYTES`]. With `allow_anonymous` off, every route but `/api/v1/health` needs
-//! HTTP Basic credentials from a mosquitto-format password file.
+//! HTTP Basic credentials from a mosquitto-format password file; with it on, requests whose
+//! `Host` is not an IP address, `localhost` or one of [`HttpConfig::allowed_hosts`] are
+//! refused with 421 (a web page whose domain was rebound to this address names its domain
+//! there).
+//!
+//! Connections: a request head must arrive within [`HttpConfig::header_read_timeout`] (idle
+//! keep-alive connections close after it too; answers in progress, such as live streams, are
+//! not limited), at most [`HttpConfig::max_connections`] are open at once (one more is
+//! answered 503 and closed at once), and a JSON request body must arrive within
+//! [`BODY_READ_TIMEOUT`].
 //!
 //! ## Starting it next to a broker
 //!
@@ -66,8 +75,10 @@ mod assets;
 mod auth;
 mod dashboard;
 mod data;
+mod host;
 mod live;
 mod publish;
+mod serve;
 mod time;
 mod widget;
 
@@ -84,6 +95,9 @@ pub use widget::{Widget, WidgetKind, validate as validate_widgets};
 
 /// Largest request body accepted (bytes).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Time a JSON request body has to arrive once its head has (408 after it).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where and how the HTTP listener runs (plain data; the binary fills it from its
 /// configuration).
@@ -107,11 +121,25 @@ pub struct HttpConfig {
     /// Messages buffered per live stream; a browser that cannot keep up loses the messages
     /// that do not fit (counted in `/metrics`).
     pub live_buffer: usize,
+    /// Most HTTP connections open at once (keep-alive connections and live streams count);
+    /// one more is answered 503 and closed at once. At least 1.
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head (request line and headers), counted
+    /// from the connection's start and from the end of each answer, so idle keep-alive
+    /// connections close after it too. Answers in progress (live streams) are not limited.
+    /// Zero turns it off.
+    pub header_read_timeout: Duration,
+    /// Host names, besides IP addresses and `localhost`, under which anonymous requests are
+    /// served (`"midge.lan"`; a port is ignored; `"*"` allows any name). Only used when
+    /// `allow_anonymous` is on: a web page whose domain was rebound to this address sends
+    /// its own domain as `Host`, and is refused with 421.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl HttpConfig {
     /// A configuration listening on `bind`, anonymous, no files, no widgets, 64 live streams
-    /// of 256 buffered messages each.
+    /// of 256 buffered messages each, at most 1024 connections, 10 s to send a request head,
+    /// no host names allowed besides IP addresses and `localhost`.
     pub fn new(bind: SocketAddr) -> HttpConfig {
         HttpConfig {
             bind,
@@ -121,6 +149,9 @@ impl HttpConfig {
             widgets: Vec::new(),
             max_live_streams: 64,
             live_buffer: 256,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -227,20 +258,21 @@ impl HttpServer {
             source,
         })?;
         let app = api::router(state.clone());
-        info!(%addr, anonymous = config.allow_anonymous, "HTTP listening (API, /metrics, dashboard)");
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP listener failed");
-            }
-        });
+        info!(
+            %addr,
+            anonymous = config.allow_anonymous,
+            max_connections = config.max_connections,
+            "HTTP listening (API, /metrics, dashboard)"
+        );
+        let header_read_timeout =
+            (!config.header_read_timeout.is_zero()).then_some(config.header_read_timeout);
+        let task = tokio::spawn(serve::serve(
+            listener,
+            app,
+            state.0.conns.clone(),
+            header_read_timeout,
+            shutdown_rx,
+        ));
         Ok(HttpServer {
             addr,
             state,

@@ -938,3 +938,240 @@ async fn shutdown_ends_open_live_streams_and_stops_listening() {
     assert_eq!(sse.next().await, None, "the stream ended");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// One HTTP/1.1 request written by hand on a fresh connection (`Connection: close`), read to
+/// the end: the status code (0 when the server closed without answering) and the text.
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // a reset after (or instead of) an answer ends the reading too
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|t| t.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get_with_host(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+/// How long until the server closes `s` (it may answer something first, e.g. a 408).
+async fn closed_after(s: &mut tokio::net::TcpStream, bound: Duration) -> (Duration, String) {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(bound, s.read(&mut buf)).await {
+            Err(_) => panic!(
+                "connection still open after {bound:?} (read so far: {:?})",
+                String::from_utf8_lossy(&out)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_after_the_header_read_timeout_but_live_streams_last() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let hub = Hub::start(|c, _| c.header_read_timeout = TIMEOUT).await;
+
+    // slowloris: the request line and one header, never the blank line
+    let mut slow = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let (took, said) = closed_after(&mut slow, Duration::from_secs(5)).await;
+    assert!(
+        took >= TIMEOUT - Duration::from_millis(50) && took < Duration::from_secs(3),
+        "closed after {took:?}, the timeout is {TIMEOUT:?}"
+    );
+    assert!(!said.contains("200 OK"), "{said}");
+
+    // a connection that sends nothing at all
+    let mut silent = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let (took, _) = closed_after(&mut silent, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // a whole head in time is answered; the idle keep-alive connection then closes too
+    let mut quick = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    quick
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(T, quick.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (took, _) = closed_after(&mut quick, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // a live stream is an answer in progress: it outlives the timeout many times over
+    let mut sse = Sse::open(hub.addr, "/api/v1/live?filter=slow/%23", &[]).await;
+    assert_eq!(sse.status, 200);
+    tokio::time::sleep(TIMEOUT * 5).await;
+    let mut dev = hub.mqtt("slow-dev").await;
+    dev.publish("slow/t", QoS::AtLeastOnce, false, "still here")
+        .await;
+    let e = sse.next().await.expect("the stream is still open");
+    assert_eq!(
+        (e["topic"].clone(), e["payload"].clone()),
+        (json!("slow/t"), json!("still here"))
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once_and_served_again_when_one_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Hub::start(|c, _| c.max_connections = 2).await;
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    // two keep-alive connections, each answered once (so both are held by the server)
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(ask("/api/v1/health").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // a third: closed at once, a 503 at most
+    let start = std::time::Instant::now();
+    let (status, text) = raw_request(hub.addr, &get_with_host("/api/v1/health", "127.0.0.1")).await;
+    assert!(status == 0 || status == 503, "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    if status == 503 {
+        assert!(text.contains("too many HTTP connections"), "{text}");
+    }
+    // the figures, asked on a held connection
+    held[0].write_all(ask("/metrics").as_bytes()).await.unwrap();
+    let mut metrics = String::new();
+    let mut buf = vec![0u8; 16384];
+    while !metrics.contains("midge_http_host_refused_total ") {
+        let n = tokio::time::timeout(T, held[0].read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{metrics}");
+        metrics.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let body = metrics.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(figure(body, "midge_http_connections"), 2, "{body}");
+    assert_eq!(
+        figure(body, "midge_http_connections_refused_total"),
+        1,
+        "{body}"
+    );
+
+    // one closes: a new connection is served again
+    held.pop();
+    eventually("a connection served again", || async {
+        let (status, _) =
+            raw_request(hub.addr, &get_with_host("/api/v1/health", "127.0.0.1")).await;
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_anonymous_listener_refuses_a_host_that_is_not_an_ip_localhost_or_allowed() {
+    let hub = Hub::start(|c, _| c.allowed_hosts = vec!["midge.lan".into()]).await;
+    let port = hub.addr.port();
+    // what a page on a domain rebound to 127.0.0.1 sends
+    for path in ["/", "/api/v1/health", "/api/v1/stats", "/assets/app.js"] {
+        let (status, text) = raw_request(
+            hub.addr,
+            &get_with_host(path, &format!("evil.example:{port}")),
+        )
+        .await;
+        assert_eq!(status, 421, "{path}: {text}");
+        assert!(
+            text.contains(r#"Host \"evil.example:"#) && text.contains("allowed_hosts"),
+            "{text}"
+        );
+    }
+    let rule = json!({"name": "x", "sql": "SELECT * FROM '#'", "store": "telemetry"}).to_string();
+    let post = format!(
+        "POST /api/v1/publish HTTP/1.1\r\nHost: attacker.example\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{rule}",
+        rule.len()
+    );
+    assert_eq!(raw_request(hub.addr, &post).await.0, 421);
+    // an absolute request target naming another host
+    let absolute = format!(
+        "GET http://evil.example/api/v1/stats HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_request(hub.addr, &absolute).await.0, 421);
+    for host in [
+        "".to_owned(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+    ] {
+        let (status, text) = raw_request(hub.addr, &get_with_host("/api/v1/stats", &host)).await;
+        assert!(status == 421 || status == 400, "{host:?}: {text}");
+    }
+
+    // IP addresses, localhost and the allowed name are served
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+        format!("midge.lan:{port}"),
+        "MIDGE.LAN".to_owned(),
+    ] {
+        let (status, text) = raw_request(hub.addr, &get_with_host("/api/v1/stats", &host)).await;
+        assert_eq!(status, 200, "{host}: {text}");
+    }
+    // so is a request without Host (HTTP/1.0 tools; browsers always send one)
+    let (status, text) = raw_request(hub.addr, "GET /api/v1/health HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200, "{text}");
+    // and the ordinary client (Host 127.0.0.1:port)
+    let m = hub.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(
+        figure(&m.text(), "midge_http_host_refused_total"),
+        9,
+        "{}",
+        m.text()
+    );
+
+    // a listener that needs credentials does not look at Host (a rebound page has none)
+    let locked = Hub::start(|c, dir| {
+        c.allow_anonymous = false;
+        c.password_file = Some(password_file(dir));
+    })
+    .await;
+    let head = format!(
+        "GET /api/v1/stats HTTP/1.1\r\nHost: dashboard.example.com\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic("alice", "s3cret")
+    );
+    let (status, text) = raw_request(locked.addr, &head).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _) =
+        raw_request(locked.addr, &get_with_host("/api/v1/stats", "evil.example")).await;
+    assert_eq!(status, 401, "credentials are what it checks");
+}
