@@ -164,6 +164,13 @@ enabled = true
 # password_file = "/etc/midge/passwd"
 # Live streams (browser tabs) open at once.
 max_live_streams = 64
+# HTTP connections open at once (one more gets 503); seconds a request head may take (0 =
+# no limit; idle keep-alive connections close after it too).
+max_connections = 1024
+header_read_timeout = 10
+# Host names (besides IP addresses and localhost) an anonymous listener answers to: a web
+# page whose domain was rebound to this address is refused. "*" allows any.
+allowed_hosts = []
 # dashboard_file = "./data/dashboard.json"  # where edits made in the page are saved
 
 # Dashboard widgets (the page can add, edit and remove them too). kind = "gauge", "value",
@@ -878,6 +885,37 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn http_keys_are_read() {
+        let cfg = parse(
+            "[http]\nbind = \"0.0.0.0\"\nport = 8080\nallow_anonymous = true\nmax_connections = 10\nheader_read_timeout = 0\nallowed_hosts = [\"hub.local\"]\n",
+            "t",
+        )
+        .unwrap();
+        let h = cfg.http.unwrap();
+        assert!(h.explicit);
+        assert_eq!(h.config.bind, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(h.config.max_connections, 10);
+        assert_eq!(h.config.header_read_timeout, Duration::ZERO);
+        assert_eq!(h.config.allowed_hosts, ["hub.local"]);
+        // a non-loopback bind refuses anonymous access unless told otherwise
+        let err = parse("[http]\nbind = \"0.0.0.0\"\nallowed_hosts = \"x\"\n", "t").unwrap_err();
+        assert!(
+            err.contains("[http] allowed_hosts: must be a list"),
+            "{err}"
+        );
+        assert!(err.contains("[http] allow_anonymous: is false"), "{err}");
+        let d = parse("", "t").unwrap().http.unwrap();
+        assert!(!d.explicit && d.config.allow_anonymous);
+        assert_eq!(d.config.bind.port(), 18083);
+        assert!(
+            parse("[http]\nenabled = false\n", "t")
+                .unwrap()
+                .http
+                .is_none()
+        );
     }
 
     #[test]

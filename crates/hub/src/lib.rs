@@ -246,6 +246,23 @@ impl Shared {
     fn counters(&self, rule: usize) -> Option<&Counters> {
         self.rules.get(rule).map(|(_, c)| c)
     }
+
+    /// Continue the counts of rules that ran before (same name and SQL).
+    fn carry_over(&self, before: &[RuleStatus]) {
+        for (s, c) in &self.rules {
+            let Some(old) = before.iter().find(|o| o.name == s.name && o.sql == s.sql) else {
+                continue;
+            };
+            c.matched.fetch_add(old.matched, Ordering::Relaxed);
+            c.passed.fetch_add(old.passed, Ordering::Relaxed);
+            c.failed.fetch_add(old.failed, Ordering::Relaxed);
+            if let Ok(mut e) = c.last_error.lock()
+                && e.is_none()
+            {
+                e.clone_from(&old.last_error);
+            }
+        }
+    }
 }
 
 /// The running hub.

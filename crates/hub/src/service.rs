@@ -245,8 +245,10 @@ impl HubService {
     }
 
     async fn restart(&self, state: &mut State) -> Result<(), HubError> {
+        let mut before = Vec::new();
         if let Some(hub) = state.hub.take() {
             hub.stop().await;
+            before = hub_status_after_stop(&self.status);
         }
         let rules = self.rules_of(state).map_err(HubError::Invalid)?;
         let config = HubConfig {
@@ -254,6 +256,8 @@ impl HubService {
             ..self.base.clone()
         };
         let hub = Hub::start(config, self.connector.clone(), self.series.clone()).await?;
+        // counts go on across a change of the rules for the rules that stay
+        hub.shared.carry_over(&before);
         if let Ok(mut s) = self.status.lock() {
             *s = Some(hub.shared.clone());
         }
@@ -264,7 +268,7 @@ impl HubService {
         Ok(())
     }
 
-    /// Every rule with its counters (since the last change of the rules) and its source.
+    /// Every rule with its counters (since midge started) and its source.
     pub fn status(&self) -> Vec<(RuleStatus, RuleSource)> {
         let f = self.status.lock().ok().and_then(|s| s.clone());
         let names = self
@@ -343,6 +347,16 @@ impl HubService {
             hub.stop().await;
         }
     }
+}
+
+/// The counts of the hub that just stopped.
+fn hub_status_after_stop(status: &Mutex<Option<Arc<crate::Shared>>>) -> Vec<RuleStatus> {
+    status
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .map(|s| s.status())
+        .unwrap_or_default()
 }
 
 fn load_rules(dir: Option<&Path>) -> Vec<RuleSpec> {

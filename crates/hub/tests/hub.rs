@@ -509,6 +509,18 @@ async fn rules_added_through_the_service_run_at_once_are_saved_and_can_be_remove
     let service = HubService::start(config.clone(), connector(&server), Some(series.clone()))
         .await
         .unwrap();
+    // the file's rule counts a message; the count survives the restart an added rule causes
+    let (early, _early_events) = device(&server, "dev-5-early").await;
+    let deadline = Instant::now() + T;
+    while service.status()[0].0.matched == 0 {
+        early
+            .publish("file/x", QoS::AtMostOnce, false, "{}")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline, "the file's rule never matched");
+    }
+    let counted = service.status()[0].0.matched;
     let spec: RuleSpec = serde_json::from_value(json!({
         "name": "api",
         "sql": "SELECT temp FROM 'api/#' WHERE temp > 1",
@@ -517,6 +529,7 @@ async fn rules_added_through_the_service_run_at_once_are_saved_and_can_be_remove
     .unwrap();
     service.add(spec.clone()).await.unwrap();
     let status = service.status();
+    assert!(status[0].0.matched >= counted, "{status:?}");
     assert_eq!(
         status
             .iter()

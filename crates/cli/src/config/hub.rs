@@ -297,6 +297,30 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         if let Some(f) = c.string(t, s, "dashboard_file") {
             settings.config.dashboard_file = Some(PathBuf::from(f));
         }
+        if let Some(n) = c.int(t, s, "max_connections", 1, 1_000_000) {
+            settings.config.max_connections = n as usize;
+        }
+        if let Some(n) = c.int(t, s, "header_read_timeout", 0, 3600) {
+            settings.config.header_read_timeout = std::time::Duration::from_secs(n as u64);
+        }
+        match t.get("allowed_hosts") {
+            None => {}
+            Some(toml::Value::Array(a)) => {
+                let mut hosts = Vec::new();
+                for h in a {
+                    match h.as_str() {
+                        Some(h) => hosts.push(h.to_string()),
+                        None => c.err(s, "allowed_hosts", "must be a list of host names"),
+                    }
+                }
+                settings.config.allowed_hosts = hosts;
+            }
+            Some(other) => c.err(
+                s,
+                "allowed_hosts",
+                format!("must be a list of host names (found {})", other.type_str()),
+            ),
+        }
         c.unknown(
             t,
             s,
@@ -308,6 +332,9 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "password_file",
                 "max_live_streams",
                 "dashboard_file",
+                "max_connections",
+                "header_read_timeout",
+                "allowed_hosts",
             ],
         );
     }
