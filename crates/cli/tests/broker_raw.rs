@@ -193,6 +193,20 @@ fn a_wildcard_in_a_publish_topic_is_refused() {
 }
 
 #[test]
+fn an_empty_topic_without_a_topic_alias_is_a_protocol_error() {
+    // MQTT 5 §3.3.2.3.4 (DISCONNECT 0x82, not 0x90 which is for a well-formed name the
+    // server refuses); 3.1.1 topic names have at least one character [MQTT-4.7.3-1]
+    let b = Broker::start();
+    after_connect_both(
+        &b,
+        &publish_packet(b"", b"x", 0, false, 0, None),
+        &publish_packet(b"", b"x", 0, false, 0, Some(&[])),
+        0x82,
+        "empty topic",
+    );
+}
+
+#[test]
 fn qos_3_is_malformed() {
     let b = Broker::start();
     let mut p3 = publish_packet(b"t", b"x", 1, false, 1, None);

@@ -150,11 +150,14 @@ impl DecodeError {
             UnsupportedProtocolLevel(_) | InvalidProtocolName(_) => {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
-            InvalidTopicName(_) | EmptyTopicWithoutAlias => ReasonCode::TOPIC_NAME_INVALID,
+            InvalidTopicName(_) => ReasonCode::TOPIC_NAME_INVALID,
             InvalidTopicFilter(_) => ReasonCode::TOPIC_FILTER_INVALID,
             TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
             PayloadFormatInvalid => ReasonCode::PAYLOAD_FORMAT_INVALID,
-            DuplicateProperty(_)
+            // MQTT 5 §3.3.2.3.4: a zero length Topic Name without a Topic Alias is a
+            // Protocol Error (0x90 Topic Name invalid is for a well-formed name refused)
+            EmptyTopicWithoutAlias
+            | DuplicateProperty(_)
             | InvalidPropertyValue(_)
             | AuthDataWithoutMethod
             | InvalidRetainHandling

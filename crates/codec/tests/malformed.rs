@@ -450,7 +450,7 @@ fn cases() -> Vec<Case> {
             V5,
             pkt(0x30, &cat(&[&lp(b""), &[0]])),
             E::EmptyTopicWithoutAlias,
-            NAME_INVALID,
+            PROTOCOL,
         ),
         case(
             "topic alias 0",

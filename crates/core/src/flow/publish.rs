@@ -48,7 +48,8 @@ impl Broker {
             }
         }
         if p.topic.is_empty() {
-            return self.fail(now, conn, ReasonCode::TOPIC_NAME_INVALID, out);
+            // no topic and no alias: a Protocol Error (MQTT 5 §3.3.2.3.4) [MQTT-3.3.2-1]
+            return self.fail(now, conn, ReasonCode::PROTOCOL_ERROR, out);
         }
         if p.qos > self.config.max_qos {
             // [MQTT-3.2.2-11]
