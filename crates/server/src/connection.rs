@@ -51,9 +51,11 @@ impl From<&ServerConfig> for Settings {
 
 const READ_CHUNK: usize = 4096;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
-/// How long, and for how many bytes, a connection the server ends keeps reading (and
-/// dropping) what the client still sends before the socket is closed ([`Conn::linger_close`]).
-const LINGER: Duration = Duration::from_secs(2);
+/// A connection the server ends keeps reading (and dropping) what the client still sends
+/// ([`Conn::linger_close`]) until the client has been quiet for `LINGER_IDLE`, and for at
+/// most `LINGER_MAX` and `LINGER_BYTES` in all.
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+const LINGER_MAX: Duration = Duration::from_secs(10);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// Serve one connection on any byte stream: TCP, TLS, WebSocket or WebSocket over TLS
@@ -402,7 +404,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
     /// End the connection without losing what was just written to it: shut down the write
     /// side (the client reads our last packets, e.g. the DISCONNECT with its reason code
     /// [MQTT-4.13.1-1] [MQTT-3.14.4-2], then EOF), then read and drop whatever the client
-    /// still sends until it closes too, for at most [`LINGER`] and [`LINGER_BYTES`].
+    /// still sends until it closes too or goes quiet (a client still acknowledging what we
+    /// sent is still reading it), within [`LINGER_MAX`] and [`LINGER_BYTES`].
     ///
     /// Closing a socket at once would make the kernel answer the client's next bytes (or
     /// input still unread here) with a reset, which fails the client's writes and may
@@ -410,12 +413,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + WaitReadable> Conn<S> {
     /// PUBRECs that preceded a DISCONNECT 0x93 got EPIPE instead of the DISCONNECT.
     async fn linger_close(&mut self) {
         let _ = self.stream.shutdown().await;
-        let deadline = Instant::now() + LINGER;
+        let end = Instant::now() + LINGER_MAX;
         let mut drained = 0;
         self.rbuf.clear();
         while drained < LINGER_BYTES {
             self.rbuf.reserve(READ_CHUNK);
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+            let quiet = end.min(Instant::now() + LINGER_IDLE);
+            match tokio::time::timeout_at(quiet, self.stream.read_buf(&mut self.rbuf)).await {
                 Ok(Ok(n)) if n > 0 => {
                     drained += n;
                     self.rbuf.clear();
