@@ -171,11 +171,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let local = server.local_connector();
-    let connector = midge_client::Connector::new(move || {
-        let local = local.clone();
-        async move { local.connect() }
-    });
+    let connector = midge_http::connector(server.local_connector());
     let hub_config = midge_hub::HubConfig {
         state_dir,
         ..cfg.hub
