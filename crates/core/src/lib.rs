@@ -278,8 +278,14 @@ impl Broker {
         match packet {
             Packet::Connect(connect) => {
                 if connected {
-                    // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
-                    self.fail(now, conn, midge_codec::ReasonCode::PROTOCOL_ERROR, out);
+                    // [MQTT-3.1.0-2] a second CONNECT is a Protocol Error: close the
+                    // connection, without the DISCONNECT 0x82 that §4.13.1 says SHOULD come
+                    // first (the Paho reference broker and mosquitto send none either). The
+                    // client is waiting for a CONNACK; Paho's test client reads it on two
+                    // threads at once, and the bytes of a DISCONNECT split between them left
+                    // both spinning on EOF forever.
+                    out.push(Action::Close(conn));
+                    self.closed(now, conn, CloseCause::ProtocolError, out);
                 } else {
                     self.handle_connect(now, conn, *connect, out);
                 }

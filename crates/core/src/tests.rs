@@ -208,9 +208,8 @@ fn first_packet_must_be_connect_and_second_connect_is_protocol_error() {
     );
     let (packets, closed) = w.take(conn);
     assert!(closed);
-    assert!(
-        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR)
-    );
+    // closed without a DISCONNECT: the client is reading for a CONNACK
+    assert!(packets.is_empty(), "{packets:?}");
 }
 
 #[test]
