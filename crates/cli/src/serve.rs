@@ -111,10 +111,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // run tasks in the order their sockets became ready: with the LIFO slot, of two
+    // connections whose packets arrive together the later one runs first (see
+    // .cargo/config.toml)
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder.build().context("starting the runtime")?;
     runtime.block_on(serve(cfg, args.config.is_some()))
 }
 

@@ -789,3 +789,42 @@ fn a_packet_of_exactly_max_packet_size_reaches_every_subscriber_intact() {
     ));
     assert_eq!(p.expect_close(T), vec![(0xE0, vec![0x95])]);
 }
+
+/// Paho's interop suite subscribes client B and, without waiting for B's SUBACK, publishes
+/// from client A. No rule orders two connections, but a broker should handle packets in
+/// the order they arrived: with tokio's LIFO slot, of two sockets that became ready
+/// together the later one ran first and B missed the message. One worker thread makes that
+/// reversal happen every time the two packets are read in one wake-up, so this fails without
+/// the scheduler setting of `midge serve`.
+#[test]
+fn a_subscribe_that_arrives_before_another_clients_publish_gets_it() {
+    let b = Broker::start_with_env(&[("TOKIO_WORKER_THREADS", "1")]);
+    let mut publisher = Raw::v311(b.port, &unique("order-a"));
+    let mut missed = Vec::new();
+    for i in 0..30 {
+        let topic = format!("order/{i}");
+        let mut sub = Raw::v311(b.port, &unique("order-b"));
+        sub.send(&subscribe_packet(1, &[(topic.as_str(), 0)], false));
+        publisher.send(&publish_packet(
+            topic.as_bytes(),
+            b"hello",
+            0,
+            false,
+            0,
+            None,
+        ));
+        // the SUBACK, then the PUBLISH (or nothing)
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut got = false;
+        while !got && Instant::now() < deadline {
+            match sub.read(Duration::from_millis(100)) {
+                Read_::Packet(f, _) if f & 0xF0 == 0x30 => got = true,
+                _ => {}
+            }
+        }
+        if !got {
+            missed.push(i);
+        }
+    }
+    assert!(missed.is_empty(), "the subscriber missed rounds {missed:?}");
+}

@@ -74,7 +74,16 @@ impl Broker {
         Broker::launch(Some(toml))
     }
 
+    /// The embedded defaults, with extra environment variables for the broker process.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Broker {
+        Broker::launch_with(None, env)
+    }
+
     fn launch(toml: Option<&str>) -> Broker {
+        Broker::launch_with(toml, &[])
+    }
+
+    fn launch_with(toml: Option<&str>, env: &[(&str, &str)]) -> Broker {
         for _ in 0..10 {
             let dir = tempfile::tempdir().unwrap();
             let log = dir.path().join("midge.log");
@@ -87,6 +96,9 @@ impl Broker {
                 let conf = dir.path().join("midge.toml");
                 std::fs::write(&conf, t).unwrap();
                 cmd.arg("-c").arg(conf);
+            }
+            for (k, v) in env {
+                cmd.env(k, v);
             }
             // the data folder (./data) goes into the test's own directory
             let child = cmd
