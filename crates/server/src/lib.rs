@@ -22,6 +22,7 @@
 
 mod config;
 mod connection;
+mod keepalive;
 mod outbox;
 mod router;
 mod security;
@@ -55,6 +56,13 @@ pub(crate) struct Counters {
 /// the count is right however the connection ends).
 #[derive(Debug)]
 pub(crate) struct Slot(Arc<Counters>);
+
+impl Slot {
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.0
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -186,7 +194,6 @@ impl LocalConnector {
             peer,
             router,
             inner.settings.clone(),
-            inner.counters.clone(),
             slot,
         ));
         Ok(client)
@@ -398,7 +405,6 @@ async fn accept_loop(
                 let id = midge_core::ConnId(counters.next_conn.fetch_add(1, Ordering::Relaxed) + 1);
                 let router = router.clone();
                 let settings = settings.clone();
-                let counters = counters.clone();
                 let slot = Slot(counters.clone());
                 let security = security.clone();
                 let plain = security.tls().is_none()
@@ -412,13 +418,13 @@ async fn accept_loop(
                         identity: None,
                     };
                     tokio::spawn(connection::run(
-                        id, stream, meta, peer, router, settings, counters, slot,
+                        id, stream, meta, peer, router, settings, slot,
                     ));
                 } else {
                     // TLS and WebSocket: handshakes first, behind a box, so plain
                     // connections are not sized for the larger transports
                     tokio::spawn(Box::pin(serve_wrapped(
-                        id, stream, security, peer, router, settings, counters, slot,
+                        id, stream, security, peer, router, settings, slot,
                     )));
                 }
             }
@@ -442,7 +448,6 @@ async fn serve_wrapped(
     peer: SocketAddr,
     router: mpsc::Sender<router::RouterMsg>,
     settings: Arc<connection::Settings>,
-    counters: Arc<Counters>,
     slot: Slot,
 ) {
     use config::ListenerProtocol;
@@ -455,12 +460,12 @@ async fn serve_wrapped(
         };
         match security.config.protocol {
             ListenerProtocol::Mqtt => {
-                connection::run(id, stream, meta, peer, router, settings, counters, slot).await;
+                connection::run(id, stream, meta, peer, router, settings, slot).await;
             }
             ListenerProtocol::WebSockets => {
                 match tokio::time::timeout(timeout, ws::accept(stream, ws_path)).await {
                     Ok(Ok(ws)) => {
-                        connection::run(id, ws, meta, peer, router, settings, counters, slot).await;
+                        connection::run(id, ws, meta, peer, router, settings, slot).await;
                     }
                     Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
                     Err(_) => info!(%peer, "WebSocket handshake timed out"),
@@ -492,12 +497,12 @@ async fn serve_wrapped(
     };
     match security.config.protocol {
         ListenerProtocol::Mqtt => {
-            connection::run(id, tls, meta, peer, router, settings, counters, slot).await;
+            connection::run(id, tls, meta, peer, router, settings, slot).await;
         }
         ListenerProtocol::WebSockets => {
             match tokio::time::timeout(timeout, ws::accept(tls, ws_path)).await {
                 Ok(Ok(ws)) => {
-                    connection::run(id, ws, meta, peer, router, settings, counters, slot).await;
+                    connection::run(id, ws, meta, peer, router, settings, slot).await;
                 }
                 Ok(Err(e)) => info!(%peer, error = %e, "WebSocket handshake failed"),
                 Err(_) => info!(%peer, "WebSocket handshake timed out"),

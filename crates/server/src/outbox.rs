@@ -1,46 +1,52 @@
-//! The router-to-connection queue. A mutex-protected `Vec` plus a `Notify`: the router pushes
-//! packets, the connection task swaps the whole vector out in one go. Unlike a channel it
-//! allocates nothing while idle (an idle connection should cost almost no memory), and one
-//! wake-up hands the writer everything queued so far.
+//! The router-to-connection queue. A mutex-protected `Vec` plus the waker of the connection
+//! task: the router pushes packets, the connection task swaps the whole vector out in one go.
+//! Unlike a channel it allocates nothing while idle (an idle connection should cost almost no
+//! memory), one wake-up hands the writer everything queued so far, and waiting for it is a
+//! poll with no future of its own to keep in the connection's state.
+//!
+//! The same allocation carries the state the router and the connection task share (`X`:
+//! queued bytes, keep-alive stamps), so a connection costs the router one `Arc`.
 
 use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 #[derive(Debug)]
 struct State<T> {
     queue: Vec<T>,
+    /// The receiver waiting for an item, woken by the push that makes the queue non-empty.
+    waker: Option<Waker>,
     tx_alive: bool,
     rx_alive: bool,
 }
 
 #[derive(Debug)]
-struct Inner<T> {
+struct Inner<T, X> {
     state: Mutex<State<T>>,
-    notify: Notify,
+    shared: X,
 }
 
 /// The router's side.
 #[derive(Debug)]
-pub(crate) struct OutboxTx<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct OutboxTx<T, X = ()> {
+    inner: Arc<Inner<T, X>>,
 }
 
 /// The connection task's side.
 #[derive(Debug)]
-pub(crate) struct OutboxRx<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct OutboxRx<T, X = ()> {
+    inner: Arc<Inner<T, X>>,
 }
 
-/// A new, empty outbox (no allocation for the queue).
-pub(crate) fn outbox<T>() -> (OutboxTx<T>, OutboxRx<T>) {
+/// A new, empty outbox (no allocation for the queue) carrying `shared`.
+pub(crate) fn outbox<T, X>(shared: X) -> (OutboxTx<T, X>, OutboxRx<T, X>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
             queue: Vec::new(),
+            waker: None,
             tx_alive: true,
             rx_alive: true,
         }),
-        notify: Notify::new(),
+        shared,
     });
     (
         OutboxTx {
@@ -50,88 +56,100 @@ pub(crate) fn outbox<T>() -> (OutboxTx<T>, OutboxRx<T>) {
     )
 }
 
-impl<T> OutboxTx<T> {
+impl<T, X> Inner<T, X> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T, X> OutboxTx<T, X> {
     /// Queue an item; fails (giving it back) when the connection task is gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
-        let was_empty = {
-            let mut s = self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+        let waker = {
+            let mut s = self.inner.lock();
             if !s.rx_alive {
                 return Err(item);
             }
             s.queue.push(item);
-            s.queue.len() == 1
+            if s.queue.len() == 1 {
+                s.waker.take()
+            } else {
+                None
+            }
         };
-        if was_empty {
-            self.inner.notify.notify_one();
+        if let Some(w) = waker {
+            w.wake();
         }
         Ok(())
     }
-}
 
-impl<T> Drop for OutboxTx<T> {
-    fn drop(&mut self) {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .tx_alive = false;
-        self.inner.notify.notify_one();
+    /// The state shared with the connection task.
+    pub(crate) fn shared(&self) -> &X {
+        &self.inner.shared
     }
 }
 
-impl<T> OutboxRx<T> {
-    /// Wait for items and move all of them into `buf` (appended). Returns how many; 0 means
-    /// the router dropped its side and nothing is left. Cancel safe: nothing is taken until
-    /// the lock is held, and then it is returned in the same poll.
-    pub(crate) async fn recv_all(&mut self, buf: &mut Vec<T>) -> usize {
-        loop {
-            {
-                let mut s = self
-                    .inner
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if !s.queue.is_empty() {
-                    let n = s.queue.len();
-                    if buf.is_empty() {
-                        std::mem::swap(&mut s.queue, buf);
-                    } else {
-                        buf.append(&mut s.queue);
-                    }
-                    return n;
-                }
-                if !s.tx_alive {
-                    return 0;
-                }
-            }
-            // a send between the unlock and here leaves a permit, so no wake-up is lost
-            self.inner.notify.notified().await;
+impl<T, X> Drop for OutboxTx<T, X> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = self.inner.lock();
+            s.tx_alive = false;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
+    }
+}
+
+impl<T, X> OutboxRx<T, X> {
+    /// Move every queued item into `buf` (appended) and return how many; 0 means the router
+    /// dropped its side and nothing is left. Pending (with the task's waker kept) while the
+    /// queue is empty.
+    pub(crate) fn poll_recv_all(&mut self, cx: &mut Context<'_>, buf: &mut Vec<T>) -> Poll<usize> {
+        let mut s = self.inner.lock();
+        if !s.queue.is_empty() {
+            let n = s.queue.len();
+            if buf.is_empty() {
+                std::mem::swap(&mut s.queue, buf);
+            } else {
+                buf.append(&mut s.queue);
+            }
+            return Poll::Ready(n);
+        }
+        if !s.tx_alive {
+            return Poll::Ready(0);
+        }
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// [`OutboxRx::poll_recv_all`] as a future (cancel safe: items are taken only in the poll
+    /// that returns them).
+    #[cfg(test)]
+    pub(crate) async fn recv_all(&mut self, buf: &mut Vec<T>) -> usize {
+        std::future::poll_fn(|cx| self.poll_recv_all(cx, buf)).await
     }
 
     /// Whether nothing is queued right now.
     pub(crate) fn is_empty(&self) -> bool {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .queue
-            .is_empty()
+        self.inner.lock().queue.is_empty()
+    }
+
+    /// The state shared with the router.
+    pub(crate) fn shared(&self) -> &X {
+        &self.inner.shared
     }
 }
 
-impl<T> Drop for OutboxRx<T> {
+impl<T, X> Drop for OutboxRx<T, X> {
     fn drop(&mut self) {
-        let mut s = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.inner.lock();
         s.rx_alive = false;
+        s.waker = None;
         s.queue = Vec::new();
     }
 }
@@ -142,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_arrive_in_order_in_one_batch_and_close_is_seen() {
-        let (tx, mut rx) = outbox();
+        let (tx, mut rx) = outbox(());
         for i in 0..5 {
             tx.send(i).unwrap();
         }
@@ -164,8 +182,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_receiver_is_woken_when_the_sender_goes() {
+        let (tx, mut rx) = outbox::<u8, ()>(());
+        let waiter = tokio::spawn(async move { rx.recv_all(&mut Vec::new()).await });
+        tokio::task::yield_now().await;
+        drop(tx);
+        assert_eq!(waiter.await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn send_fails_after_the_receiver_is_gone() {
-        let (tx, rx) = outbox();
+        let (tx, rx) = outbox(7u8);
+        assert_eq!((*tx.shared(), *rx.shared()), (7, 7));
         drop(rx);
         assert_eq!(tx.send(1), Err(1));
     }

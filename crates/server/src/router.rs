@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
@@ -12,6 +12,7 @@ use midge_core::{Action, Broker, CloseCause, ConnId, Message, StoreOp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::keepalive::{self, Wheel};
 use crate::store_task::{Batch, Done, OpenedStore, StoreHandle};
 use crate::{Counters, ServerConfig};
 
@@ -55,23 +56,27 @@ pub(crate) enum Outgoing {
         client_id: bytestring::ByteString,
     },
     Close,
+    /// Nothing came for 1.5 times the keep alive: tell an MQTT 5 client (DISCONNECT 0x8D),
+    /// report [`CloseCause::KeepAliveTimeout`] and close.
+    KeepAliveTimeout,
 }
 
-/// State shared between the router and one connection task.
+/// State shared between the router and one connection task (in the same allocation as the
+/// connection's outbox).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     /// Estimated bytes sent to the channel and not yet written to the socket.
     pub(crate) queued: AtomicUsize,
     /// Whether the router reported this connection to core as not writable.
     pub(crate) congested: AtomicBool,
+    /// When the connection last received a whole control packet ([`keepalive::now_ms`]).
+    pub(crate) last_packet: AtomicU32,
+    /// The keep alive enforced, in ms (1.5 times the negotiated value; 0 = none).
+    pub(crate) keep_alive_ms: AtomicU32,
 }
 
-/// The router's handle to one connection.
-#[derive(Debug)]
-pub(crate) struct ConnHandle {
-    pub(crate) tx: crate::outbox::OutboxTx<Outgoing>,
-    pub(crate) shared: Arc<Shared>,
-}
+/// The router's handle to one connection: its outbox, with the [`Shared`] state.
+pub(crate) type ConnHandle = crate::outbox::OutboxTx<Outgoing, Shared>;
 
 /// Bytes a packet is counted as while queued (cheap; the same on both sides).
 pub(crate) fn weight(p: &Packet) -> usize {
@@ -95,6 +100,8 @@ struct Router {
     open_batch: u64,
     /// Index of the listener of in-process connections (after the configured ones).
     local_listener: u16,
+    /// Connections with a keep alive, by when they are due to be checked.
+    keep_alive: Wheel,
 }
 
 impl Router {
@@ -212,22 +219,23 @@ impl Router {
                         continue;
                     };
                     let w = weight(&packet);
-                    let queued = h.shared.queued.fetch_add(w, Ordering::SeqCst) + w;
-                    if h.tx.send(Outgoing::Packet(packet)).is_err() {
+                    let shared = h.shared();
+                    let queued = shared.queued.fetch_add(w, Ordering::SeqCst) + w;
+                    if h.send(Outgoing::Packet(packet)).is_err() {
                         continue;
                     }
-                    if queued > self.high_water && !h.shared.congested.load(Ordering::SeqCst) {
-                        h.shared.congested.store(true, Ordering::SeqCst);
+                    if queued > self.high_water && !shared.congested.load(Ordering::SeqCst) {
+                        shared.congested.store(true, Ordering::SeqCst);
                         // the writer may have drained in between: then it stays writable
-                        let drained = h.shared.queued.load(Ordering::SeqCst) <= self.high_water / 2;
-                        if !(drained && h.shared.congested.swap(false, Ordering::SeqCst)) {
+                        let drained = shared.queued.load(Ordering::SeqCst) <= self.high_water / 2;
+                        if !(drained && shared.congested.swap(false, Ordering::SeqCst)) {
                             congested.push(conn);
                         }
                     }
                 }
                 Action::Close(conn) => {
                     if let Some(h) = self.conns.remove(&conn) {
-                        let _ = h.tx.send(Outgoing::Close);
+                        let _ = h.send(Outgoing::Close);
                     }
                 }
                 Action::Connected {
@@ -237,7 +245,18 @@ impl Router {
                     keep_alive,
                 } => {
                     if let Some(h) = self.conns.get(&conn) {
-                        let _ = h.tx.send(Outgoing::Connected {
+                        if keep_alive > 0 {
+                            // only whole control packets count as activity [MQTT-3.1.2-22]:
+                            // the connection task stamps them, the tick checks the stamps
+                            let ms = u32::from(keep_alive) * 1500;
+                            h.shared()
+                                .last_packet
+                                .store(keepalive::now_ms(), Ordering::Relaxed);
+                            h.shared().keep_alive_ms.store(ms, Ordering::Relaxed);
+                            self.keep_alive
+                                .insert(conn, keepalive::now() + u64::from(ms));
+                        }
+                        let _ = h.send(Outgoing::Connected {
                             keep_alive,
                             protocol,
                             client_id,
@@ -251,6 +270,29 @@ impl Router {
             self.broker
                 .set_writable(now, conn, false, &mut self.actions);
         }
+    }
+
+    /// Tell every connection silent for longer than its keep alive (1.5 times the negotiated
+    /// value) to end; the others are checked again when they could be due.
+    fn expire_keep_alives(&mut self) {
+        let conns = &self.conns;
+        let now = keepalive::now();
+        self.keep_alive.expire(now, |id| {
+            let h = conns.get(&id)?;
+            let shared = h.shared();
+            let ms = shared.keep_alive_ms.load(Ordering::Relaxed);
+            if ms == 0 {
+                return None;
+            }
+            let idle = (now as u32).wrapping_sub(shared.last_packet.load(Ordering::Relaxed));
+            if idle < ms {
+                return Some(now + u64::from(ms - idle));
+            }
+            // once: the connection reports Closed(KeepAliveTimeout) and is then forgotten
+            shared.keep_alive_ms.store(0, Ordering::Relaxed);
+            let _ = h.send(Outgoing::KeepAliveTimeout);
+            None
+        });
     }
 
     fn handle(&mut self, now: Instant, msg: RouterMsg) -> Option<oneshot::Sender<()>> {
@@ -328,6 +370,7 @@ pub(crate) async fn run(
         pending_ops: Vec::new(),
         open_batch: 1,
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
+        keep_alive: Wheel::new(keepalive::now()),
     };
     let started = Instant::now();
     let mut sys = SysPublisher {
@@ -378,6 +421,7 @@ pub(crate) async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                router.expire_keep_alives();
                 router.broker.tick(now, &mut router.actions);
                 let store_bytes = router.store.as_ref().map(|s| s.bytes.load(Ordering::Relaxed));
                 sys.publish_if_due(now, &mut router.broker, &counters, store_bytes, &mut router.actions);
