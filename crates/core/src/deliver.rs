@@ -189,10 +189,10 @@ impl Broker {
             .and_then(|c| self.conns.get(&c))
             .is_some_and(|c| c.writable);
         match conn {
-            Some(conn) if writable && session.queue.is_empty() => {
+            Some(conn) if writable && session.flow().queue.is_empty() => {
                 if d.qos == QoS::AtMostOnce {
                     self.send_publish(now, conn, sid, &d, 0, false, out);
-                } else if session.inflight.len()
+                } else if session.flow().inflight.len()
                     < usize::from(max_inflight.min(session.client_receive_maximum))
                 {
                     self.start_inflight(now, conn, sid, d, out);
@@ -213,11 +213,8 @@ impl Broker {
         }
     }
 
-    fn drop_message(&mut self, sid: SessionId) {
+    fn drop_message(&mut self) {
         self.stats.messages_dropped += 1;
-        if let Some(s) = self.session_mut(sid) {
-            s.dropped += 1;
-        }
     }
 
     /// Queue a delivery, within the per-session message and byte limits. When full, a queued
@@ -231,20 +228,20 @@ impl Broker {
         };
         let size = d.msg.payload.len();
         // 0 means no limit, as in mosquitto
-        let full = |s: &crate::session::Session| {
-            (max_msgs != 0 && s.queue.len() >= max_msgs)
-                || (max_bytes != 0 && s.queued_bytes + size > max_bytes)
+        let full = |f: &crate::session::Flow| {
+            (max_msgs != 0 && f.queue.len() >= max_msgs)
+                || (max_bytes != 0 && f.queued_bytes + size > max_bytes)
         };
         let mut evicted = 0;
         let mut gone = Vec::new();
-        if full(s) && d.qos != QoS::AtMostOnce {
-            while full(s) {
-                let Some(pos) = s.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
+        let f = s.flow_mut();
+        if full(f) && d.qos != QoS::AtMostOnce {
+            while full(f) {
+                let Some(pos) = f.queue.iter().position(|q| q.qos == QoS::AtMostOnce) else {
                     break;
                 };
-                if let Some(old) = s.queue.remove(pos) {
-                    s.queued_bytes -= old.msg.payload.len();
-                    s.dropped += 1;
+                if let Some(old) = f.queue.remove(pos) {
+                    f.queued_bytes -= old.msg.payload.len();
                     evicted += 1;
                     if old.seq != 0 {
                         gone.push(old.seq);
@@ -259,8 +256,7 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if full(s) {
-            s.dropped += 1;
+        if full(s.flow()) {
             self.stats.messages_dropped += 1;
             self.persist_delivery_gone(sid, d.seq);
             return;
@@ -271,8 +267,9 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        s.queued_bytes += size;
-        s.queue.push_back(d);
+        let f = s.flow_mut();
+        f.queued_bytes += size;
+        f.queue.push_back(d);
     }
 
     fn start_inflight(
@@ -301,7 +298,7 @@ impl Broker {
                 self.persist_delivery(sid, &mut d, stored);
             }
             if let Some(s) = self.session_mut(sid) {
-                s.inflight.push_back(InFlight {
+                s.flow_mut().inflight.push_back(InFlight {
                     packet_id,
                     state,
                     delivery: d,
@@ -322,15 +319,19 @@ impl Broker {
                 return;
             }
             let window = usize::from(max_inflight.min(s.client_receive_maximum));
-            let Some(front) = s.queue.front() else { return };
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+            let flow = s.flow();
+            let Some(front) = flow.queue.front() else {
+                return;
+            };
+            if front.qos != QoS::AtMostOnce && flow.inflight.len() >= window {
                 return;
             }
             let Some(s) = self.session_mut(sid) else {
                 return;
             };
-            let Some(d) = s.queue.pop_front() else { return };
-            s.queued_bytes -= d.msg.payload.len();
+            let f = s.flow_mut();
+            let Some(d) = f.queue.pop_front() else { return };
+            f.queued_bytes -= d.msg.payload.len();
             if d.qos == QoS::AtMostOnce {
                 self.send_publish(now, conn, sid, &d, 0, false, out);
                 self.persist_delivery_gone(sid, d.seq);
@@ -356,7 +357,7 @@ impl Broker {
         let msg = &d.msg;
         let remaining = match msg.expires_at {
             Some(at) if at <= now => {
-                self.drop_message(sid);
+                self.drop_message();
                 return false;
             }
             Some(at) => Some(at.duration_since(now).as_secs().max(1) as u32),
@@ -419,7 +420,7 @@ impl Broker {
                 .encoded_len(protocol)
                 .is_ok_and(|n| n <= session.client_max_packet as usize);
             if !fits {
-                self.drop_message(sid);
+                self.drop_message();
                 return false;
             }
             out.push(Action::Send(conn, packet));
@@ -442,7 +443,10 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let inflight: Vec<InFlight> = s.inflight.drain(..).collect();
+        let Some(f) = s.flow_mut_if_any() else {
+            return;
+        };
+        let inflight: Vec<InFlight> = f.inflight.drain(..).collect();
         let mut kept = Vec::with_capacity(inflight.len());
         for f in inflight {
             match f.state {
@@ -463,7 +467,7 @@ impl Broker {
             }
         }
         if let Some(s) = self.session_mut(sid) {
-            s.inflight.extend(kept);
+            s.flow_mut().inflight.extend(kept);
         }
     }
 
@@ -515,13 +519,13 @@ impl Broker {
         let will_delay = s
             .will
             .as_ref()
-            .map(|w| w.properties.will_delay_interval.unwrap_or(0));
+            .map(|w| w.will.properties.will_delay_interval.unwrap_or(0));
         let expiry = s.expiry_interval;
         match will_delay {
             Some(0) => self.publish_will(now, sid, out),
             Some(delay) => {
-                if let Some(s) = self.session_mut(sid) {
-                    s.will_at = Some(now + Duration::from_secs(u64::from(delay)));
+                if let Some(w) = self.session_mut(sid).and_then(|s| s.will.as_mut()) {
+                    w.at = Some(now + Duration::from_secs(u64::from(delay)));
                 }
             }
             None => {}
@@ -539,28 +543,31 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        if !s.inflight.iter().any(|f| f.delivery.share.is_some())
-            && !s.queue.iter().any(|d| d.share.is_some())
+        let Some(flow) = s.flow_mut_if_any() else {
+            return;
+        };
+        if !flow.inflight.iter().any(|f| f.delivery.share.is_some())
+            && !flow.queue.iter().any(|d| d.share.is_some())
         {
             return;
         }
         let mut moved = Vec::new();
-        let inflight = std::mem::take(&mut s.inflight);
+        let inflight = std::mem::take(&mut flow.inflight);
         for f in inflight {
             // a QoS 2 message whose PUBREC arrived is already delivered: keep its PUBREL flow
             if f.delivery.share.is_some() && f.state != OutState::AwaitPubComp {
                 moved.push(f.delivery);
             } else {
-                s.inflight.push_back(f);
+                flow.inflight.push_back(f);
             }
         }
-        let queue = std::mem::take(&mut s.queue);
+        let queue = std::mem::take(&mut flow.queue);
         for d in queue {
             if d.share.is_some() {
-                s.queued_bytes -= d.msg.payload.len();
+                flow.queued_bytes -= d.msg.payload.len();
                 moved.push(d);
             } else {
-                s.queue.push_back(d);
+                flow.queue.push_back(d);
             }
         }
         for mut d in moved {
@@ -581,8 +588,9 @@ impl Broker {
                         self.persist_delivery(sid, &mut d, crate::DeliveryState::Queued);
                     }
                     if let Some(s) = self.session_mut(sid) {
-                        s.queued_bytes += d.msg.payload.len();
-                        s.queue.push_back(d);
+                        let f = s.flow_mut();
+                        f.queued_bytes += d.msg.payload.len();
+                        f.queue.push_back(d);
                     }
                 }
             }
@@ -611,8 +619,7 @@ impl Broker {
         else {
             return;
         };
-        s.will_at = None;
-        let Some(will) = s.will.take().map(|w| *w) else {
+        let Some(will) = s.will.take().map(|w| w.will) else {
             return;
         };
         if self.persist {
@@ -674,7 +681,7 @@ impl Broker {
         };
         let Some(s) = slot.take() else { return };
         self.persist_session_end(&s);
-        for filter in s.subscriptions.keys() {
+        for filter in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
             if let Ok(f) = midge_codec::TopicFilter::new(filter.clone()) {
                 self.tree.remove(f.filter(), f.share_group(), sid);
             }

@@ -365,7 +365,7 @@ impl Broker {
             if s.conn.is_some() {
                 continue;
             }
-            if let Some(at) = s.will_at {
+            if let Some(at) = s.will_at() {
                 if at <= now {
                     wills.push(SessionId(i as u32));
                 }
@@ -414,7 +414,12 @@ impl Broker {
         s.sessions = self.by_client_id.len();
         s.subscriptions = self.tree.len();
         s.retained = self.retained.len();
-        s.queued = self.sessions.iter().flatten().map(|s| s.queue.len()).sum();
+        s.queued = self
+            .sessions
+            .iter()
+            .flatten()
+            .map(|s| s.flow().queue.len())
+            .sum();
         s
     }
 

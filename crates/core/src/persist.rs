@@ -208,18 +208,21 @@ impl Broker {
             s.username = h.username;
             s.expiry_interval = h.expiry_interval;
             s.disconnected_at = Some(h.disconnected_at.unwrap_or(now));
-            s.will_at = match (&h.will, h.will_at) {
-                (Some(_), Some(at)) => Some(at),
-                (Some(w), None) => Some(
+            s.will = h.will.map(|w| {
+                let at = h.will_at.unwrap_or_else(|| {
                     now + Duration::from_secs(u64::from(
                         w.properties.will_delay_interval.unwrap_or(0),
-                    )),
-                ),
-                (None, _) => None,
-            };
-            s.will = h.will.map(Box::new);
+                    ))
+                });
+                Box::new(crate::session::Will {
+                    will: w,
+                    at: Some(at),
+                })
+            });
             s.persisted = self.persist;
-            s.inbound_qos2 = rs.inbound_qos2.into_iter().collect();
+            if !rs.inbound_qos2.is_empty() {
+                *s.inbound_qos2.make_mut() = rs.inbound_qos2.into_iter().collect();
+            }
             let mut deliveries = rs.deliveries;
             deliveries.sort_by_key(|d| d.seq);
             for d in deliveries {
@@ -236,8 +239,9 @@ impl Broker {
                 };
                 let (packet_id, state) = match d.state {
                     DeliveryState::Queued => {
-                        s.queued_bytes += delivery.msg.payload.len();
-                        s.queue.push_back(delivery);
+                        let f = s.flow_mut();
+                        f.queued_bytes += delivery.msg.payload.len();
+                        f.queue.push_back(delivery);
                         continue;
                     }
                     DeliveryState::AwaitPubAck(id) => (id, OutState::AwaitPubAck),
@@ -245,7 +249,7 @@ impl Broker {
                     DeliveryState::AwaitPubComp(id) => (id, OutState::AwaitPubComp),
                 };
                 s.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
-                s.inflight.push_back(InFlight {
+                s.flow_mut().inflight.push_back(InFlight {
                     packet_id,
                     state,
                     delivery,
@@ -267,7 +271,7 @@ impl Broker {
                     },
                 );
                 if let Some(s) = self.session_mut(sid) {
-                    s.subscriptions.insert(
+                    s.subscriptions.make_mut().insert(
                         raw,
                         SubRecord {
                             options,
@@ -295,8 +299,8 @@ impl Broker {
             username: s.username.clone(),
             protocol: s.protocol,
             expiry_interval: s.expiry_interval,
-            will: s.will.as_deref().cloned(),
-            will_at: s.will_at,
+            will: s.will.as_ref().map(|w| w.will.clone()),
+            will_at: s.will_at(),
             disconnected_at: s.disconnected_at,
         };
         self.ops.push(StoreOp::Session(Box::new(h)));
@@ -324,7 +328,9 @@ impl Broker {
                 let Some(s) = self.session(sid) else { return };
                 let subs: Vec<StoreOp> = s
                     .subscriptions
-                    .iter()
+                    .get()
+                    .into_iter()
+                    .flatten()
                     .map(|(f, r)| StoreOp::Subscribe {
                         client_id: s.client_id.clone(),
                         filter: f.clone(),
@@ -344,8 +350,11 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let mut inflight = std::mem::take(&mut s.inflight);
-        let mut queue = std::mem::take(&mut s.queue);
+        let Some(flow) = s.flow_mut_if_any() else {
+            return;
+        };
+        let mut inflight = std::mem::take(&mut flow.inflight);
+        let mut queue = std::mem::take(&mut flow.queue);
         for f in inflight.iter_mut() {
             f.delivery.seq = 0;
             f.delivery.msg_id = 0;
@@ -358,8 +367,9 @@ impl Broker {
             self.persist_delivery(sid, d, DeliveryState::Queued);
         }
         if let Some(s) = self.session_mut(sid) {
-            s.inflight = inflight;
-            s.queue = queue;
+            let flow = s.flow_mut();
+            flow.inflight = inflight;
+            flow.queue = queue;
         }
     }
 

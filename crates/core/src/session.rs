@@ -52,6 +52,62 @@ pub(crate) struct SubRecord {
     pub(crate) identifier: Option<u32>,
 }
 
+/// A part of a session that most sessions never use, allocated on first use: an idle
+/// session pays 8 bytes for it instead of the whole collection.
+#[derive(Debug)]
+pub(crate) struct Lazy<T>(Option<Box<T>>);
+
+impl<T> Default for Lazy<T> {
+    fn default() -> Self {
+        Lazy(None)
+    }
+}
+
+impl<T> Lazy<T> {
+    /// The part, if it was ever used.
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.0.as_deref()
+    }
+
+    /// The part, if it was ever used, to change.
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
+    }
+}
+
+impl<T: Default> Lazy<T> {
+    /// The part, allocated now if this is its first use.
+    pub(crate) fn make_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+/// The messages of a session: in flight to its client and waiting for it.
+#[derive(Debug, Default)]
+pub(crate) struct Flow {
+    pub(crate) inflight: VecDeque<InFlight>,
+    pub(crate) queue: VecDeque<Delivery>,
+    /// Payload bytes in `queue`.
+    pub(crate) queued_bytes: usize,
+}
+
+/// What [`Session::flow`] shows for a session that never had a message.
+static NO_FLOW: Flow = Flow {
+    inflight: VecDeque::new(),
+    queue: VecDeque::new(),
+    queued_bytes: 0,
+};
+
+/// A session's will and, once its connection ended, when it is due.
+#[derive(Debug)]
+pub(crate) struct Will {
+    pub(crate) will: LastWill,
+    /// When it is published (set when the connection ends with a will delay).
+    pub(crate) at: Option<Instant>,
+}
+
+/// One session. Kept small (a test bounds it): every connected client has one, and most
+/// have no subscriptions, messages, QoS 2 state or will, so those are [`Lazy`] or boxed.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) client_id: ByteString,
@@ -64,21 +120,18 @@ pub(crate) struct Session {
     pub(crate) expiry_interval: u32,
     pub(crate) disconnected_at: Option<Instant>,
     /// Raw filter (with any `$share/g/` prefix) to its options.
-    pub(crate) subscriptions: AHashMap<ByteString, SubRecord>,
-    pub(crate) inflight: VecDeque<InFlight>,
-    pub(crate) queue: VecDeque<Delivery>,
-    pub(crate) queued_bytes: usize,
+    pub(crate) subscriptions: Lazy<AHashMap<ByteString, SubRecord>>,
+    /// In-flight and queued messages (see [`Session::flow`]).
+    flow: Lazy<Flow>,
     pub(crate) next_packet_id: u16,
     /// Inbound QoS 2 packet ids received and not yet released (PUBREL).
-    pub(crate) inbound_qos2: AHashSet<u16>,
+    pub(crate) inbound_qos2: Lazy<AHashSet<u16>>,
     /// Boxed: most sessions have none, and an inline will would cost every session ~240 B.
-    pub(crate) will: Option<Box<LastWill>>,
-    pub(crate) will_at: Option<Instant>,
+    pub(crate) will: Option<Box<Will>>,
     /// The client's Receive Maximum (how many QoS 1/2 it takes at once).
     pub(crate) client_receive_maximum: u16,
     /// The client's Maximum Packet Size.
     pub(crate) client_max_packet: u32,
-    pub(crate) dropped: u64,
     /// Whether its changes are stored (persistence on and expiry not 0).
     pub(crate) persisted: bool,
 }
@@ -93,19 +146,35 @@ impl Session {
             protocol,
             expiry_interval: 0,
             disconnected_at: None,
-            subscriptions: AHashMap::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            subscriptions: Lazy::default(),
+            flow: Lazy::default(),
             next_packet_id: 1,
-            inbound_qos2: AHashSet::new(),
+            inbound_qos2: Lazy::default(),
             will: None,
-            will_at: None,
             client_receive_maximum: u16::MAX,
             client_max_packet: u32::MAX,
-            dropped: 0,
             persisted: false,
         }
+    }
+
+    /// Its in-flight and queued messages (empty for a session that never had any).
+    pub(crate) fn flow(&self) -> &Flow {
+        self.flow.get().unwrap_or(&NO_FLOW)
+    }
+
+    /// Its in-flight and queued messages, to change (allocated on first use).
+    pub(crate) fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.make_mut()
+    }
+
+    /// Its in-flight and queued messages to change, if it ever had any.
+    pub(crate) fn flow_mut_if_any(&mut self) -> Option<&mut Flow> {
+        self.flow.get_mut()
+    }
+
+    /// When its pending will is due, if it has one scheduled.
+    pub(crate) fn will_at(&self) -> Option<Instant> {
+        self.will.as_ref().and_then(|w| w.at)
     }
 
     /// A packet identifier not used by any in-flight message. Ids are allocated in cyclic
@@ -115,11 +184,12 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            let free = match (self.inflight.front(), self.inflight.back()) {
+            let inflight = &self.flow().inflight;
+            let free = match (inflight.front(), inflight.back()) {
                 (Some(front), Some(back)) => {
                     let span = back.packet_id.wrapping_sub(front.packet_id);
                     let offset = id.wrapping_sub(front.packet_id);
-                    offset > span || !self.inflight.iter().any(|f| f.packet_id == id)
+                    offset > span || !inflight.iter().any(|f| f.packet_id == id)
                 }
                 _ => true,
             };
@@ -130,6 +200,34 @@ impl Session {
     }
 
     pub(crate) fn inflight_position(&self, packet_id: u16) -> Option<usize> {
-        self.inflight.iter().position(|f| f.packet_id == packet_id)
+        self.flow()
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connected client has a session, most of them idle: keep the record small
+    /// (it was 344 B with its collections inline).
+    #[test]
+    fn an_idle_session_record_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 144, "Session is {size} B");
+        assert_eq!(std::mem::size_of::<Option<Session>>(), size);
+    }
+
+    #[test]
+    fn a_new_session_allocates_no_collection_until_used() {
+        let mut s = Session::new("c".into(), Protocol::V5);
+        assert!(s.subscriptions.get().is_none() && s.inbound_qos2.get().is_none());
+        assert!(s.flow.get().is_none() && s.flow().queue.is_empty());
+        assert_eq!(s.alloc_packet_id(), 1);
+        assert!(s.flow.get().is_none(), "allocating an id needs no flow");
+        s.flow_mut().queued_bytes = 3;
+        assert_eq!(s.flow().queued_bytes, 3);
     }
 }

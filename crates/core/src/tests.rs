@@ -302,8 +302,8 @@ fn outbound_qos2_flow_and_out_of_order_acks() {
         .broker
         .session(w.broker.by_client_id[&bytestring::ByteString::from("sub")])
         .unwrap();
-    assert_eq!(s.inflight.len(), 1);
-    assert_eq!(s.inflight[0].packet_id, got[1].packet_id);
+    assert_eq!(s.flow().inflight.len(), 1);
+    assert_eq!(s.flow().inflight[0].packet_id, got[1].packet_id);
 }
 
 #[test]

@@ -141,12 +141,11 @@ impl Broker {
         s.disconnected_at = None;
         // a new connection before the will delay passed cancels the pending will
         // [MQTT-3.1.3-9]; the new CONNECT's will replaces it
-        s.will_at = None;
-        s.will = c.will.as_ref().map(|w| -> Box<midge_codec::LastWill> {
+        s.will = c.will.as_ref().map(|w| {
             let mut w = w.clone();
             w.payload = bytes::Bytes::copy_from_slice(&w.payload);
             w.topic = w.topic.detached();
-            Box::new(w)
+            Box::new(crate::session::Will { will: w, at: None })
         });
         s.client_receive_maximum = c.properties.receive_maximum.unwrap_or(u16::MAX);
         s.client_max_packet = c.properties.maximum_packet_size.unwrap_or(u32::MAX);

@@ -61,8 +61,12 @@ impl Broker {
         }
         let Some(s) = self.session(sid) else { return };
         if p.qos == QoS::ExactlyOnce
-            && !s.inbound_qos2.contains(&p.packet_id)
-            && s.inbound_qos2.len() >= usize::from(self.config.receive_maximum)
+            && s.inbound_qos2.get().map_or(0, |q| q.len())
+                >= usize::from(self.config.receive_maximum)
+            && !s
+                .inbound_qos2
+                .get()
+                .is_some_and(|q| q.contains(&p.packet_id))
         {
             // [MQTT-3.3.4-9]
             return self.fail(now, conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, out);
@@ -81,7 +85,10 @@ impl Broker {
         };
 
         // QoS 2 exactly once: a PUBLISH whose id is awaiting PUBREL was already delivered
-        let duplicate = p.qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&p.packet_id);
+        let duplicate = p.qos == QoS::ExactlyOnce
+            && s.inbound_qos2
+                .get()
+                .is_some_and(|q| q.contains(&p.packet_id));
         let mut reason = ReasonCode::SUCCESS;
         if too_deep {
             reason = ReasonCode::TOPIC_NAME_INVALID;
@@ -125,7 +132,7 @@ impl Broker {
                 if !reason.is_error() {
                     let new = self
                         .session_mut(sid)
-                        .is_some_and(|s| s.inbound_qos2.insert(p.packet_id));
+                        .is_some_and(|s| s.inbound_qos2.make_mut().insert(p.packet_id));
                     if new {
                         self.persist_inbound_qos2(sid, p.packet_id, true);
                     }
@@ -150,7 +157,10 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        let known = s.inbound_qos2.remove(&a.packet_id);
+        let known = s
+            .inbound_qos2
+            .get_mut()
+            .is_some_and(|q| q.remove(&a.packet_id));
         let mut comp = PubAck::new(a.packet_id);
         if !known && s.protocol.is_v5() {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
@@ -205,14 +215,14 @@ impl Broker {
         };
         if a.reason.is_error() {
             // the receiver refused it: the flow ends here [MQTT-4.3.3-?]
-            if let Some(f) = s.inflight.remove(pos) {
+            if let Some(f) = s.flow_mut().inflight.remove(pos) {
                 self.persist_delivery_gone(sid, f.delivery.seq);
             }
             self.pump(now, sid, out);
             return;
         }
         let mut stored = None;
-        if let Some(f) = s.inflight.get_mut(pos) {
+        if let Some(f) = s.flow_mut().inflight.get_mut(pos) {
             if f.state != OutState::AwaitPubComp && f.delivery.seq != 0 {
                 stored = Some(f.delivery.clone());
             }
@@ -242,8 +252,12 @@ impl Broker {
         let Some(pos) = s.inflight_position(packet_id) else {
             return;
         };
-        if s.inflight.get(pos).is_some_and(|f| f.state == expect) {
-            if let Some(f) = s.inflight.remove(pos) {
+        if s.flow()
+            .inflight
+            .get(pos)
+            .is_some_and(|f| f.state == expect)
+        {
+            if let Some(f) = s.flow_mut().inflight.remove(pos) {
                 self.persist_delivery_gone(sid, f.delivery.seq);
             }
             self.pump(now, sid, out);

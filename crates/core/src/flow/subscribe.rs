@@ -53,8 +53,10 @@ impl Broker {
             } else if !self.auth.can_subscribe(&info, filter) {
                 ReasonCode::NOT_AUTHORIZED
             } else if self.config.max_subscriptions_per_client != 0
-                && s.subscriptions.len() >= self.config.max_subscriptions_per_client
-                && !s.subscriptions.contains_key(filter.as_byte_string())
+                && s.subscriptions.get().is_some_and(|m| {
+                    m.len() >= self.config.max_subscriptions_per_client
+                        && !m.contains_key(filter.as_byte_string())
+                })
             {
                 ReasonCode::QUOTA_EXCEEDED
             } else {
@@ -75,6 +77,7 @@ impl Broker {
                 );
                 if let Some(s) = self.session_mut(sid) {
                     s.subscriptions
+                        .make_mut()
                         .insert(filter.as_byte_string().clone(), record);
                 }
                 self.persist_subscribe(sid, filter.as_byte_string(), record);
@@ -148,7 +151,8 @@ impl Broker {
         for filter in &u.filters {
             let existed = self
                 .session_mut(sid)
-                .is_some_and(|s| s.subscriptions.remove(filter.as_byte_string()).is_some());
+                .and_then(|s| s.subscriptions.get_mut())
+                .is_some_and(|m| m.remove(filter.as_byte_string()).is_some());
             if existed {
                 self.tree.remove(filter.filter(), filter.share_group(), sid);
                 self.persist_unsubscribe(sid, filter.as_byte_string());
