@@ -192,8 +192,9 @@ impl Broker {
             Some(conn) if writable && session.flow().queue.is_empty() => {
                 if d.qos == QoS::AtMostOnce {
                     self.send_publish(now, conn, sid, &d, 0, false, out);
-                } else if session.flow().inflight.len()
-                    < usize::from(max_inflight.min(session.client_receive_maximum))
+                } else if session.flow().unsent == 0
+                    && session.flow().inflight.len()
+                        < usize::from(max_inflight.min(session.client_receive_maximum))
                 {
                     self.start_inflight(now, conn, sid, d, out);
                 } else {
@@ -302,6 +303,7 @@ impl Broker {
                     packet_id,
                     state,
                     delivery: d,
+                    sent: true,
                 });
             }
         } else {
@@ -319,6 +321,13 @@ impl Broker {
                 return;
             }
             let window = usize::from(max_inflight.min(s.client_receive_maximum));
+            if s.flow().unsent > 0 {
+                // what was in flight before a resume goes first, in its order
+                if self.resend_one(now, conn, sid, window, out) {
+                    continue;
+                }
+                return;
+            }
             let flow = s.flow();
             let Some(front) = flow.queue.front() else {
                 return;
@@ -431,44 +440,60 @@ impl Broker {
         true
     }
 
-    /// Re-send everything in flight after a session resumes: PUBLISH with DUP for
-    /// unacknowledged messages, PUBREL for those already received [MQTT-4.4.0-1].
-    pub(crate) fn resend_inflight(
+    /// Re-send what is in flight after a session resumes: PUBLISH with DUP for unacknowledged
+    /// messages, PUBREL for those already received, with their original packet ids
+    /// [MQTT-4.4.0-1]. Only as many as the client's new Receive Maximum (and our in-flight
+    /// limit) go at once [MQTT-3.3.4-9]: this marks them all unsent, and [`Broker::pump`]
+    /// sends them, oldest first, as the window allows.
+    pub(crate) fn resend_inflight(&mut self, sid: SessionId) {
+        let Some(f) = self.session_mut(sid).and_then(|s| s.flow_mut_if_any()) else {
+            return;
+        };
+        for e in f.inflight.iter_mut() {
+            e.sent = false;
+        }
+        f.unsent = f.inflight.len();
+    }
+
+    /// Send the oldest in-flight entry not yet sent on this connection, if the window has
+    /// room. Returns false when there is none or no room.
+    fn resend_one(
         &mut self,
         now: Instant,
         conn: ConnId,
         sid: SessionId,
+        window: usize,
         out: &mut Vec<Action>,
-    ) {
-        let Some(s) = self.session_mut(sid) else {
-            return;
+    ) -> bool {
+        let Some(flow) = self.session(sid).map(|s| s.flow()) else {
+            return false;
         };
-        let Some(f) = s.flow_mut_if_any() else {
-            return;
+        if flow.unsent == 0 || flow.outstanding() >= window {
+            return false;
+        }
+        let Some((pos, f)) = flow.inflight.iter().enumerate().find(|(_, f)| !f.sent) else {
+            return false;
         };
-        let inflight: Vec<InFlight> = f.inflight.drain(..).collect();
-        let mut kept = Vec::with_capacity(inflight.len());
-        for f in inflight {
-            match f.state {
-                OutState::AwaitPubComp => {
-                    out.push(Action::Send(
-                        conn,
-                        Packet::PubRel(midge_codec::PubAck::new(f.packet_id)),
-                    ));
-                    kept.push(f);
-                }
-                _ => {
-                    if self.send_publish(now, conn, sid, &f.delivery, f.packet_id, true, out) {
-                        kept.push(f);
-                    } else {
-                        self.persist_delivery_gone(sid, f.delivery.seq);
-                    }
-                }
-            }
+        let (packet_id, state, delivery) = (f.packet_id, f.state, f.delivery.clone());
+        let sent = if state == OutState::AwaitPubComp {
+            out.push(Action::Send(
+                conn,
+                Packet::PubRel(midge_codec::PubAck::new(packet_id)),
+            ));
+            true
+        } else {
+            self.send_publish(now, conn, sid, &delivery, packet_id, true, out)
+        };
+        let Some(flow) = self.session_mut(sid).map(|s| s.flow_mut()) else {
+            return false;
+        };
+        if sent {
+            flow.mark_sent(pos);
+        } else if let Some(gone) = flow.remove(pos) {
+            // expired, or larger than the client now accepts
+            self.persist_delivery_gone(sid, gone.delivery.seq);
         }
-        if let Some(s) = self.session_mut(sid) {
-            s.flow_mut().inflight.extend(kept);
-        }
+        true
     }
 
     /// Send an error to a connection (DISCONNECT in MQTT 5) and close it abnormally.
@@ -561,6 +586,7 @@ impl Broker {
                 flow.inflight.push_back(f);
             }
         }
+        flow.recount();
         let queue = std::mem::take(&mut flow.queue);
         for d in queue {
             if d.share.is_some() {

@@ -253,6 +253,8 @@ impl Broker {
                     packet_id,
                     state,
                     delivery,
+                    // re-sent (and counted) when the session resumes
+                    sent: true,
                 });
             }
             let subs = rs.subscriptions;

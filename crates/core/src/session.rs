@@ -43,6 +43,10 @@ pub(crate) struct InFlight {
     pub(crate) packet_id: u16,
     pub(crate) state: OutState,
     pub(crate) delivery: Delivery,
+    /// Whether it went out on the current connection. After a resume only the client's
+    /// Receive Maximum of them are re-sent at once; the rest wait, keeping their packet
+    /// ids [MQTT-4.4.0-1], until acknowledgements open the window [MQTT-3.3.4-9].
+    pub(crate) sent: bool,
 }
 
 /// A subscription as the session remembers it.
@@ -89,6 +93,40 @@ pub(crate) struct Flow {
     pub(crate) queue: VecDeque<Delivery>,
     /// Payload bytes in `queue`.
     pub(crate) queued_bytes: usize,
+    /// Entries of `inflight` not sent on the current connection (`sent == false`).
+    pub(crate) unsent: usize,
+}
+
+impl Flow {
+    /// Take an in-flight entry out, keeping the count of unsent ones.
+    pub(crate) fn remove(&mut self, pos: usize) -> Option<InFlight> {
+        let f = self.inflight.remove(pos)?;
+        if !f.sent {
+            self.unsent -= 1;
+        }
+        Some(f)
+    }
+
+    /// Mark the entry at `pos` as sent (or known to the client).
+    pub(crate) fn mark_sent(&mut self, pos: usize) {
+        if let Some(f) = self.inflight.get_mut(pos) {
+            if !f.sent {
+                f.sent = true;
+                self.unsent -= 1;
+            }
+        }
+    }
+
+    /// Entries that count against the client's Receive Maximum: sent and not yet
+    /// acknowledged.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.inflight.len() - self.unsent
+    }
+
+    /// Recount `unsent` after `inflight` was rebuilt.
+    pub(crate) fn recount(&mut self) {
+        self.unsent = self.inflight.iter().filter(|f| !f.sent).count();
+    }
 }
 
 /// What [`Session::flow`] shows for a session that never had a message.
@@ -96,6 +134,7 @@ static NO_FLOW: Flow = Flow {
     inflight: VecDeque::new(),
     queue: VecDeque::new(),
     queued_bytes: 0,
+    unsent: 0,
 };
 
 /// A session's will and, once its connection ended, when it is due.

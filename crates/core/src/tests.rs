@@ -363,6 +363,65 @@ fn persistent_session_queues_offline_and_redelivers_inflight_with_dup() {
     }
 }
 
+/// A session resumed with a smaller Receive Maximum gets only that many of its unacknowledged
+/// messages at once [MQTT-3.3.4-9], each with its original packet id [MQTT-4.4.0-1]; the
+/// rest follow, in order, as acknowledgements come back, and then the queue.
+#[test]
+fn resumed_inflight_is_resent_within_the_new_receive_maximum() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", false);
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    for i in 0..5u16 {
+        w.publish(publ, "t", &format!("m{i}"), QoS::AtLeastOnce, false, i + 1);
+    }
+    let first = publishes(&w.packets(sub));
+    assert_eq!(first.len(), 5);
+    w.close(sub);
+    w.publish(publ, "t", "queued", QoS::AtLeastOnce, false, 9);
+    let mut c = Connect::new(Protocol::V5, "sub");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    c.properties.receive_maximum = Some(2);
+    let (sub2, ack) = w.connect_with(c);
+    assert!(ack.session_present);
+    // ack the oldest outstanding one at a time; never more than 2 unacknowledged
+    let mut seen: Vec<(u16, String, bool)> = Vec::new();
+    let mut outstanding: Vec<u16> = Vec::new();
+    for _ in 0..20 {
+        for p in publishes(&w.packets(sub2)) {
+            seen.push((
+                p.packet_id,
+                String::from_utf8_lossy(&p.payload).into(),
+                p.dup,
+            ));
+            outstanding.push(p.packet_id);
+        }
+        assert!(
+            outstanding.len() <= 2,
+            "{outstanding:?} past Receive Maximum 2"
+        );
+        if outstanding.is_empty() {
+            break;
+        }
+        let id = outstanding.remove(0);
+        w.send(sub2, Packet::PubAck(PubAck::new(id)));
+    }
+    let mut unique: Vec<(u16, String, bool)> = Vec::new();
+    for s in seen {
+        if !unique.iter().any(|u| u.0 == s.0 && u.1 == s.1) {
+            unique.push(s);
+        }
+    }
+    let payloads: Vec<&str> = unique.iter().map(|u| u.1.as_str()).collect();
+    assert_eq!(payloads, ["m0", "m1", "m2", "m3", "m4", "queued"]);
+    for (i, u) in unique.iter().take(5).enumerate() {
+        assert_eq!(u.0, first[i].packet_id, "{} kept its packet id", u.1);
+        assert!(u.2, "{} re-sent with DUP", u.1);
+    }
+    assert!(!unique[5].2, "the queued message is a first delivery");
+}
+
 #[test]
 fn clean_start_discards_session() {
     let mut w = World::new();

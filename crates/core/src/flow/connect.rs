@@ -211,7 +211,7 @@ impl Broker {
             }),
         ));
         if session_present {
-            self.resend_inflight(now, conn, sid, out);
+            self.resend_inflight(sid);
         }
         self.pump(now, sid, out);
     }

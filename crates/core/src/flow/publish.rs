@@ -215,13 +215,15 @@ impl Broker {
         };
         if a.reason.is_error() {
             // the receiver refused it: the flow ends here [MQTT-4.3.3-?]
-            if let Some(f) = s.flow_mut().inflight.remove(pos) {
+            if let Some(f) = s.flow_mut().remove(pos) {
                 self.persist_delivery_gone(sid, f.delivery.seq);
             }
             self.pump(now, sid, out);
             return;
         }
         let mut stored = None;
+        // a PUBREC for one not yet re-sent on this connection: the client has it
+        s.flow_mut().mark_sent(pos);
         if let Some(f) = s.flow_mut().inflight.get_mut(pos) {
             if f.state != OutState::AwaitPubComp && f.delivery.seq != 0 {
                 stored = Some(f.delivery.clone());
@@ -257,7 +259,7 @@ impl Broker {
             .get(pos)
             .is_some_and(|f| f.state == expect)
         {
-            if let Some(f) = s.flow_mut().inflight.remove(pos) {
+            if let Some(f) = s.flow_mut().remove(pos) {
                 self.persist_delivery_gone(sid, f.delivery.seq);
             }
             self.pump(now, sid, out);
