@@ -3,9 +3,9 @@
 //! `docs/series.md` come from this.
 //!
 //! ```sh
-//! cargo run --release -p midge-series --example throughput            # in the temp folder
-//! cargo run --release -p midge-series --example throughput -- DIR     # on another disk
-//! cargo run --release -p midge-series --example throughput -- DIR 3   # 3 s per case
+//! cargo run --release -p midge-series --example insert_rate            # in the temp folder
+//! cargo run --release -p midge-series --example insert_rate -- DIR     # on another disk
+//! cargo run --release -p midge-series --example insert_rate -- DIR 3   # 3 s per case
 //! ```
 
 use std::error::Error;
