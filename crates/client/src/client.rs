@@ -24,7 +24,6 @@ enum Request {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
     Disconnect(Disconnect),
-    Ack(QoS, u16),
 }
 
 /// A cheap, cloneable handle for publishing and subscribing. Requests are queued to the
@@ -32,6 +31,10 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct Client {
     tx: mpsc::Sender<Request>,
+    /// Manual acks go apart from the bounded request queue: an application that
+    /// acknowledges a batch while the event loop waits for it to take the next event must
+    /// not wait on that queue. Their number is bounded by our Receive Maximum.
+    acks: mpsc::UnboundedSender<(QoS, u16)>,
 }
 
 impl Client {
@@ -39,6 +42,7 @@ impl Client {
     /// [`EventLoop::poll`] is called.
     pub fn new(options: ClientOptions) -> (Client, EventLoop) {
         let (tx, rx) = mpsc::channel(options.request_capacity.max(1));
+        let (acks, acks_rx) = mpsc::unbounded_channel();
         let mut state = MqttState::new(options.connect.protocol);
         if let Some(max) = options.connect.properties.receive_maximum {
             state.set_receive_maximum(max);
@@ -53,6 +57,7 @@ impl Client {
             state,
             requests: rx,
             requests_closed: false,
+            acks: acks_rx,
             stream: None,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
@@ -63,7 +68,7 @@ impl Client {
             closed: false,
             hooked: 0,
         };
-        (Client { tx }, event_loop)
+        (Client { tx, acks }, event_loop)
     }
 
     /// Create a client and connect at once: returns after the server's CONNACK (which is
@@ -161,12 +166,15 @@ impl Client {
     /// (stored, forwarded): a message never acknowledged is redelivered after a reconnect.
     ///
     /// [`ClientOptions::manual_acks`]: crate::ClientOptions::manual_acks
+    /// This never waits: acks bypass the request queue (the server sends at most our
+    /// Receive Maximum of unacknowledged messages, so they are bounded).
     pub async fn ack(&self, publish: &Publish) -> Result<(), ClientError> {
         if publish.qos == QoS::AtMostOnce {
             return Ok(());
         }
-        self.send(Request::Ack(publish.qos, publish.packet_id))
-            .await
+        self.acks
+            .send((publish.qos, publish.packet_id))
+            .map_err(|_| ClientError::ConnectionClosed)
     }
 
     /// Send DISCONNECT (normal disconnection) after everything queued before it, then close.
@@ -190,6 +198,8 @@ pub struct EventLoop {
     state: MqttState,
     requests: mpsc::Receiver<Request>,
     requests_closed: bool,
+    /// Manual acks ([`Client::ack`]).
+    acks: mpsc::UnboundedReceiver<(QoS, u16)>,
     stream: Option<Stream>,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -371,7 +381,6 @@ impl EventLoop {
                 self.state.disconnect(d);
                 self.closed = true;
             }
-            Request::Ack(qos, packet_id) => self.state.ack(qos, packet_id),
         }
         Ok(())
     }
@@ -452,6 +461,12 @@ impl EventLoop {
                     None => self.requests_closed = true,
                 }
             }
+            Some((qos, packet_id)) = self.acks.recv() => {
+                self.state.ack(qos, packet_id);
+                while let Ok((qos, packet_id)) = self.acks.try_recv() {
+                    self.state.ack(qos, packet_id);
+                }
+            }
             _ = sleep_until(deadline), if keepalive.is_some() => {
                 if self.ping_sent.is_some() {
                     return Err(ClientError::KeepAliveTimeout);
@@ -505,5 +520,32 @@ impl EventLoop {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An application acknowledging a batch must not wait on the event loop: it may be
+    /// the one waiting for the application to take its next event.
+    #[tokio::test]
+    async fn manual_acks_never_wait_on_the_request_queue() {
+        let mut options = ClientOptions::new("127.0.0.1", 1, "acker");
+        options.manual_acks = true;
+        options.request_capacity = 1;
+        let (client, _event_loop) = Client::new(options);
+        let mut p = Publish::new(midge_codec::TopicName::new("t").unwrap(), Bytes::new());
+        p.qos = QoS::AtLeastOnce;
+        let acks = async {
+            for id in 1..=5_000u16 {
+                p.packet_id = id;
+                client.ack(&p).await?;
+            }
+            Ok::<(), ClientError>(())
+        };
+        let done = tokio::time::timeout(Duration::from_secs(5), acks).await;
+        assert!(matches!(done, Ok(Ok(()))), "{done:?}");
     }
 }
