@@ -193,8 +193,7 @@ impl Broker {
                 if d.qos == QoS::AtMostOnce {
                     self.send_publish(now, conn, sid, &d, 0, false, out);
                 } else if session.flow().unsent == 0
-                    && session.flow().inflight.len()
-                        < usize::from(max_inflight.min(session.client_receive_maximum))
+                    && session.flow().inflight.len() < session.window(max_inflight)
                 {
                     self.start_inflight(now, conn, sid, d, out);
                 } else {
@@ -222,11 +221,14 @@ impl Broker {
     /// QoS 0 message makes room for a QoS 1/2 one; otherwise the new message is dropped and
     /// counted.
     fn enqueue(&mut self, sid: SessionId, mut d: Delivery) {
-        let max_msgs = self.config.max_queued_messages;
         let max_bytes = self.config.max_queued_bytes;
+        let max_msgs = self.config.max_queued_messages;
         let Some(s) = self.session_mut(sid) else {
             return;
         };
+        // the server's own clients (the hub) are bounded by bytes only: a burst of small
+        // readings must wait for the next batch commit, not be dropped at a message count
+        let max_msgs = if s.is_internal() { 0 } else { max_msgs };
         let size = d.msg.payload.len();
         // 0 means no limit, as in mosquitto
         let full = |f: &crate::session::Flow| {
@@ -320,7 +322,7 @@ impl Broker {
             if !self.conns.get(&conn).is_some_and(|c| c.writable) {
                 return;
             }
-            let window = usize::from(max_inflight.min(s.client_receive_maximum));
+            let window = s.window(max_inflight);
             if s.flow().unsent > 0 {
                 // what was in flight before a resume goes first, in its order
                 if self.resend_one(now, conn, sid, window, out) {

@@ -74,6 +74,14 @@ pub struct Origin {
     pub username: Option<ByteString>,
 }
 
+/// Client identifiers of the server's own in-process clients (the hub's rules, the HTTP
+/// API). Only a connection marked with [`Broker::set_internal`] may use one: a network
+/// client asking for `$midge/hub` would otherwise take over the hub's session and its
+/// messages. Their sessions are sized for a consumer that commits in batches: the in-flight
+/// window is the client's Receive Maximum alone (not capped by `max_inflight_messages`),
+/// and their queue is bounded by `max_queued_bytes` only, not by `max_queued_messages`.
+pub const INTERNAL_CLIENT_ID_PREFIX: &str = "$midge/";
+
 /// User property naming the publisher's client id on messages to in-process clients.
 pub const ORIGIN_CLIENT_ID: &str = "midge-client-id";
 /// User property naming the publisher's user name on messages to in-process clients.

@@ -178,7 +178,6 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(client_id: ByteString, protocol: Protocol) -> Session {
         Session {
-            client_id,
             username: None,
             listener: 0,
             conn: None,
@@ -193,6 +192,24 @@ impl Session {
             client_receive_maximum: u16::MAX,
             client_max_packet: u32::MAX,
             persisted: false,
+            client_id,
+        }
+    }
+
+    /// Whether it is one of the server's own in-process clients (only they may use
+    /// [`crate::INTERNAL_CLIENT_ID_PREFIX`]; kept as the id, not a field, to keep the record
+    /// small).
+    pub(crate) fn is_internal(&self) -> bool {
+        self.client_id.starts_with(crate::INTERNAL_CLIENT_ID_PREFIX)
+    }
+
+    /// How many QoS 1/2 messages may be unacknowledged at once: the client's Receive
+    /// Maximum, capped by ours except for the server's own clients.
+    pub(crate) fn window(&self, max_inflight: u16) -> usize {
+        if self.is_internal() {
+            usize::from(self.client_receive_maximum)
+        } else {
+            usize::from(max_inflight.min(self.client_receive_maximum))
         }
     }
 

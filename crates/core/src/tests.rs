@@ -422,6 +422,57 @@ fn resumed_inflight_is_resent_within_the_new_receive_maximum() {
     assert!(!unique[5].2, "the queued message is a first delivery");
 }
 
+/// `$midge/...` client ids belong to the server's in-process clients: a network client
+/// asking for one is refused (it would take over the hub's session), and the real one is
+/// not held to the per-session in-flight cap or message-count queue limit.
+#[test]
+fn internal_client_ids_are_reserved_and_their_sessions_take_bursts() {
+    let mut config = Config::default();
+    config.max_inflight_messages = 2;
+    config.max_queued_messages = 3;
+    let mut w = World::with(config);
+    for v in BOTH {
+        let (_, ack) = w.connect_with(Connect::new(v, "$midge/hub"));
+        assert_eq!(ack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "{v:?}");
+    }
+    let hub_connect = || {
+        let mut c = Connect::new(Protocol::V5, "$midge/hub");
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        Packet::Connect(Box::new(c))
+    };
+    let hub = w.open();
+    w.broker.set_internal(hub);
+    w.send(hub, hub_connect());
+    assert!(
+        matches!(w.packets(hub).first(), Some(Packet::ConnAck(a)) if a.reason == ReasonCode::SUCCESS)
+    );
+    w.subscribe(hub, "s/#", QoS::AtLeastOnce);
+    let dev = w.connect(Protocol::V5, "dev", true);
+    for i in 0..10u16 {
+        w.publish(dev, "s/x", &format!("{i}"), QoS::AtLeastOnce, false, i + 1);
+    }
+    assert_eq!(
+        publishes(&w.packets(hub)).len(),
+        10,
+        "all in flight at once"
+    );
+    w.close(hub);
+    for i in 10..20u16 {
+        w.publish(dev, "s/x", &format!("{i}"), QoS::AtLeastOnce, false, i + 1);
+    }
+    let hub = w.open();
+    w.broker.set_internal(hub);
+    w.send(hub, hub_connect());
+    let got = publishes(&w.packets(hub));
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, want, "nothing dropped while it was away");
+}
+
 #[test]
 fn clean_start_discards_session() {
     let mut w = World::new();

@@ -366,6 +366,10 @@ const PUBLISHER_CLIENT_ID: &str = "midge-client-id";
 /// ... and its user name.
 const PUBLISHER_USERNAME: &str = "midge-username";
 
+/// The hub's Receive Maximum: how many messages the broker sends it before it acknowledges
+/// (after the batch holding them is committed).
+const HUB_RECEIVE_MAXIMUM: u16 = 16_384;
+
 /// Rows of one batch, the messages to acknowledge once they are committed.
 #[derive(Debug, Default)]
 struct Batch {
@@ -411,6 +415,10 @@ async fn run(
         options.connect.properties.session_expiry_interval = Some(u32::MAX);
     }
     options.manual_acks = true;
+    // messages unacknowledged at once: they are acknowledged a batch at a time after its
+    // commit, so this bounds the batch size (the broker does not cap its own clients at
+    // max_inflight_messages, see midge_core::INTERNAL_CLIENT_ID_PREFIX)
+    options.connect.properties.receive_maximum = Some(HUB_RECEIVE_MAXIMUM);
     options.reconnect = Some(Reconnect {
         min: Duration::from_millis(100),
         max: Duration::from_secs(5),

@@ -606,3 +606,67 @@ async fn rules_added_through_the_service_run_at_once_are_saved_and_can_be_remove
     service.stop().await;
     server.shutdown().await;
 }
+
+/// A burst far larger than the broker's per-session queue and in-flight limits is stored
+/// whole: the hub's session is bounded by bytes only and takes a whole batch in flight
+/// (`midge_core::INTERNAL_CLIENT_ID_PREFIX`), and acknowledging a batch never waits on the
+/// event loop (which once deadlocked the hub once 1,024 events were waiting). Before, with
+/// these limits, most of the burst was dropped from the hub's queue.
+#[tokio::test]
+async fn a_burst_beyond_the_queue_limits_is_stored_whole() {
+    let mut config = ServerConfig {
+        listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
+        ..ServerConfig::default()
+    };
+    config.broker.max_queued_messages = 100;
+    config.broker.max_inflight_messages = 20;
+    let server = Server::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let series = open_series(&dir);
+    let hub = Hub::start(
+        HubConfig {
+            rules: vec![rule("all", "SELECT * FROM 'burst/#'", vec![store("burst")])],
+            ..HubConfig::default()
+        },
+        connector(&server),
+        Some(series.clone()),
+    )
+    .await
+    .unwrap();
+    let (dev, _e) = device(&server, "burster").await;
+    let probes = hub_ready(&hub, &dev, "all", "burst/probe").await;
+    const N: u64 = 10_000;
+    for i in 0..N {
+        dev.publish(
+            "burst/x",
+            QoS::AtLeastOnce,
+            false,
+            format!("{{\"i\": {i}}}"),
+        )
+        .await
+        .unwrap();
+    }
+    let start = Instant::now();
+    let count = || {
+        series
+            .tables()
+            .unwrap()
+            .iter()
+            .find(|t| t.name == "burst")
+            .map_or(0, |t| t.rows)
+    };
+    while count() < probes + N {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} of {} rows stored; hub {:?}",
+            count(),
+            probes + N,
+            hub.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(), probes + N);
+    assert_eq!(server.stats().await.unwrap().broker.messages_dropped, 0);
+    hub.stop().await;
+    server.shutdown().await;
+}

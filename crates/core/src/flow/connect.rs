@@ -55,6 +55,12 @@ impl Broker {
             // long, so it gets its own copy instead of pinning that whole buffer
             detach_str(&c.client_id)
         };
+        let internal = self.conns.get(&conn).is_some_and(|c| c.internal);
+        if !internal && client_id.starts_with(crate::INTERNAL_CLIENT_ID_PREFIX) {
+            // reserved for the server's own clients [MQTT-3.1.3-5 allows refusing ids]
+            self.conns.remove(&conn);
+            return refuse(out, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
 
         let info = ClientInfo {
             client_id: &client_id,
