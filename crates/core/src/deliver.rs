@@ -226,9 +226,14 @@ impl Broker {
         let Some(s) = self.session_mut(sid) else {
             return;
         };
-        // the server's own clients (the hub) are bounded by bytes only: a burst of small
-        // readings must wait for the next batch commit, not be dropped at a message count
-        let max_msgs = if s.is_internal() { 0 } else { max_msgs };
+        // QoS 1/2 to the server's own clients (the hub) is bounded by bytes only: a burst
+        // of small readings must wait for the next batch commit, not be dropped at a
+        // message count. QoS 0 (the HTTP API's live streams) keeps the count limit.
+        let max_msgs = if s.is_internal() && d.qos != QoS::AtMostOnce {
+            0
+        } else {
+            max_msgs
+        };
         let size = d.msg.payload.len();
         // 0 means no limit, as in mosquitto
         let full = |f: &crate::session::Flow| {

@@ -79,7 +79,8 @@ pub struct Origin {
 /// client asking for `$midge/hub` would otherwise take over the hub's session and its
 /// messages. Their sessions are sized for a consumer that commits in batches: the in-flight
 /// window is the client's Receive Maximum alone (not capped by `max_inflight_messages`),
-/// and their queue is bounded by `max_queued_bytes` only, not by `max_queued_messages`.
+/// and QoS 1/2 messages queued for them are bounded by `max_queued_bytes` only, not by
+/// `max_queued_messages` (QoS 0 ones, as the HTTP API's live streams take, keep both).
 pub const INTERNAL_CLIENT_ID_PREFIX: &str = "$midge/";
 
 /// User property naming the publisher's client id on messages to in-process clients.

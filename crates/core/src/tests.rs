@@ -471,6 +471,16 @@ fn internal_client_ids_are_reserved_and_their_sessions_take_bursts() {
         .collect();
     let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     assert_eq!(payloads, want, "nothing dropped while it was away");
+    // QoS 0 to a congested internal client (a live stream) keeps the count limit
+    let mut out = Vec::new();
+    w.broker.set_writable(w.now, hub, false, &mut out);
+    for i in 0..10u16 {
+        w.publish(dev, "s/x", &format!("q0-{i}"), QoS::AtMostOnce, false, 0);
+    }
+    w.broker.set_writable(w.now, hub, true, &mut out);
+    w.out.extend(out);
+    let q0 = publishes(&w.packets(hub));
+    assert_eq!(q0.len(), 3, "max_queued_messages still bounds QoS 0");
 }
 
 #[test]
