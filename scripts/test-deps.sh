@@ -3,7 +3,7 @@
 # is present. Debian packages, Python packages, cargo tools.
 set -euo pipefail
 
-APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils curl)
 # npm for mqtt.js in the browser test (crates/cli/tests/browser); skip when npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 PIP_PACKAGES=(paho-mqtt)

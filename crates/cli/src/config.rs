@@ -158,6 +158,13 @@ enabled = true
 # is only a warning and midge runs without the dashboard.
 # bind = "127.0.0.1"
 # port = 18083
+# HTTPS: a PEM certificate chain and its key (the same files a TLS listener takes); with
+# cafile, browsers are asked for a client certificate (require_certificate refuses those
+# without one).
+# certfile = "/etc/midge/certs/server.crt"
+# keyfile = "/etc/midge/certs/server.key"
+# cafile = "/etc/midge/certs/ca.crt"
+# require_certificate = false
 # Anonymous access is allowed on a loopback bind and refused elsewhere unless set here;
 # otherwise HTTP Basic auth against the password file ([security]'s unless set here).
 # allow_anonymous = true

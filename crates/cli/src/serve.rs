@@ -199,10 +199,15 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
                 hub: Some(hub.clone()),
             };
             let bind = settings.config.bind;
+            let scheme = if settings.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             match midge_http::HttpServer::start(settings.config, deps).await {
                 Ok(h) => {
                     info!(
-                        "dashboard and HTTP API on http://{}/ (API under /api/v1, Prometheus /metrics)",
+                        "dashboard and HTTP API on {scheme}://{}/ (API under /api/v1, Prometheus /metrics)",
                         h.local_addr()
                     );
                     Some(h)

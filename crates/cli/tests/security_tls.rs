@@ -379,3 +379,85 @@ fn a_certificate_without_cn_gives_its_first_san_as_username() {
     );
     sub.wait_for("gw/up m");
 }
+
+/// `curl` against the HTTP listener: (exit code, body).
+fn curl(args: &[&str]) -> (Option<i32>, String) {
+    let out = run_with_timeout(
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args),
+        Duration::from_secs(10),
+    );
+    (out.status.code(), text(&out.stdout))
+}
+
+/// The dashboard and API over HTTPS with the broker's certificate files: curl trusting the
+/// CA gets the page and the API, plain HTTP on that port gets no answer, one trusting
+/// another CA refuses the server; with `cafile` + `require_certificate` a browser without a
+/// client certificate is refused and one with a certificate from the CA is served.
+#[test]
+fn the_dashboard_and_api_are_served_over_https_with_optional_client_certificates() {
+    let pki = Pki::new();
+    let http_tls = |extra: &str| {
+        format!(
+            "[[listener]]\nport = {{port0}}\nallow_anonymous = true\n\n[http]\nport = {{port1}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n{extra}\n",
+            pki.path("server.crt"),
+            pki.path("server.key")
+        )
+    };
+    let b = Broker::start(&http_tls(""));
+    let ca = pki.path("ca.crt");
+    let base = format!("https://127.0.0.1:{}", b.port(1));
+    let (code, body) = curl(&["--cacert", &ca, &format!("{base}/api/v1/health")]);
+    assert_eq!((code, body.trim()), (Some(0), r#"{"status":"ok"}"#));
+    let (code, page) = curl(&["--cacert", &ca, &format!("{base}/")]);
+    assert_eq!(code, Some(0));
+    assert!(page.contains("<html") && page.contains("midge"), "{page}");
+    assert!(
+        b.log_text().contains("on https://127.0.0.1:"),
+        "{}",
+        b.log_text()
+    );
+    // plain HTTP to the HTTPS port: no HTTP answer
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{}/api/v1/health", b.port(1))]);
+    assert_ne!(code, Some(0), "plain HTTP answered: {body}");
+    // a client trusting another CA refuses the server
+    let (code, _) = curl(&[
+        "--cacert",
+        &pki.path("other-ca.crt"),
+        &format!("{base}/api/v1/health"),
+    ]);
+    assert_ne!(code, Some(0));
+    drop(b);
+
+    let b = Broker::start(&http_tls(&format!(
+        "cafile = \"{ca}\"\nrequire_certificate = true"
+    )));
+    let base = format!("https://127.0.0.1:{}", b.port(1));
+    let health = format!("{base}/api/v1/health");
+    let (code, _) = curl(&["--cacert", &ca, &health]);
+    assert_ne!(code, Some(0), "served without a client certificate");
+    let (cert, key) = (pki.path("alice.crt"), pki.path("alice.key"));
+    let (code, body) = curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &health]);
+    assert_eq!((code, body.trim()), (Some(0), r#"{"status":"ok"}"#));
+    let (cert, key) = (pki.path("mallory.crt"), pki.path("mallory.key"));
+    let (code, _) = curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &health]);
+    assert_ne!(code, Some(0), "served with a certificate from another CA");
+}
+
+/// A bad HTTPS setup stops the start with the problem named, like a bad TLS listener.
+#[test]
+fn https_without_its_key_or_with_a_missing_certificate_stops_the_start() {
+    let mut b = Broker::spawn(
+        "[[listener]]\nport = {port0}\nallow_anonymous = true\n[http]\nport = {port1}\ncertfile = \"/nonexistent/server.crt\"\n",
+    );
+    let (code, log) = b.wait_exit();
+    assert_eq!(code, Some(2), "a configuration problem: {log}");
+    assert!(log.contains("certfile: is set without keyfile"), "{log}");
+    let mut b = Broker::spawn(
+        "[[listener]]\nport = {port0}\nallow_anonymous = true\n[http]\nport = {port1}\ncertfile = \"/nonexistent/server.crt\"\nkeyfile = \"/nonexistent/server.key\"\n",
+    );
+    let (code, log) = b.wait_exit();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("/nonexistent/server.crt"), "{log}");
+}

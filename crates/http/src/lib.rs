@@ -134,6 +134,10 @@ pub struct HttpConfig {
     /// `allow_anonymous` is on: a web page whose domain was rebound to this address sends
     /// its own domain as `Host`, and is refused with 421.
     pub allowed_hosts: Vec<String>,
+    /// Serve HTTPS with this certificate and key (and, with `ca_file`, ask browsers for a
+    /// client certificate; `require_certificate` refuses those without one). The same
+    /// files and rules as the broker's TLS listeners.
+    pub tls: Option<midge_server::TlsConfig>,
 }
 
 impl HttpConfig {
@@ -152,6 +156,7 @@ impl HttpConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -225,6 +230,9 @@ pub enum HttpError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The TLS certificate, key or CA file could not be used.
+    #[error("HTTP TLS: {0}")]
+    Tls(String),
     /// The configured widgets are not valid (every problem, one per line).
     #[error("HTTP: dashboard widgets:\n{}", .0.join("\n"))]
     Widgets(Vec<String>),
@@ -246,6 +254,14 @@ impl HttpServer {
     /// Bind the listener and serve on the current tokio runtime.
     pub async fn start(config: HttpConfig, deps: HttpDeps) -> Result<HttpServer, HttpError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let tls = match &config.tls {
+            Some(t) => {
+                let mut c = (*midge_server::tls_server_config(t).map_err(HttpError::Tls)?).clone();
+                c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+            }
+            None => None,
+        };
         let state = api::AppState::new(&config, deps, shutdown_rx.clone()).await?;
         let listener = TcpListener::bind(config.bind)
             .await
@@ -260,6 +276,7 @@ impl HttpServer {
         let app = api::router(state.clone());
         info!(
             %addr,
+            tls = tls.is_some(),
             anonymous = config.allow_anonymous,
             max_connections = config.max_connections,
             "HTTP listening (API, /metrics, dashboard)"
@@ -268,6 +285,7 @@ impl HttpServer {
             (!config.header_read_timeout.is_zero()).then_some(config.header_read_timeout);
         let task = tokio::spawn(serve::serve(
             listener,
+            tls,
             app,
             state.0.conns.clone(),
             header_read_timeout,

@@ -11,6 +11,10 @@
 //! socket takes it at once) and closed, without waiting on the client. Shutdown stops
 //! accepting, closes the listener, lets every connection finish its answer in progress and
 //! then close.
+//!
+//! With TLS the handshake runs in the connection's own task, within the header-read
+//! timeout (a client that opens a connection and never says hello is closed like one that
+//! never sends a request), and counts against the connection cap from the accept on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,9 +102,14 @@ impl Throttle {
     }
 }
 
-/// Serve `app` on `listener` until `stop` turns true, then finish the connections.
+/// How long a TLS handshake may take when the header-read timeout is off.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve `app` on `listener` (over TLS with `tls`) until `stop` turns true, then finish the
+/// connections.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
     conns: Arc<Connections>,
     header_read_timeout: Option<Duration>,
@@ -137,36 +146,65 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let mut stop = stop.clone();
-        running.spawn(async move {
-            let _permit = permit;
-            let mut conn = std::pin::pin!(conn);
-            let mut stopping = false;
-            let result = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    r = stop.wait_for(|s| *s), if !stopping => {
-                        drop(r);
-                        // the answer in progress is finished, then the connection closes
-                        conn.as_mut().graceful_shutdown();
-                        stopping = true;
-                    }
-                }
-            };
-            if let Err(e) = result {
-                if e.is_timeout() {
-                    debug!(%peer, "HTTP connection closed: no request head within the header-read timeout");
-                } else {
-                    debug!(%peer, error = %e, "HTTP connection ended");
-                }
+        let builder = builder.clone();
+        let app = app.clone();
+        let stop = stop.clone();
+        match tls.clone() {
+            None => {
+                running.spawn(async move {
+                    let _permit = permit;
+                    one(builder, TokioIo::new(stream), app, stop, peer).await;
+                });
             }
-        });
+            Some(acceptor) => {
+                let limit = header_read_timeout.unwrap_or(TLS_HANDSHAKE_TIMEOUT);
+                running.spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => one(builder, TokioIo::new(tls), app, stop, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "HTTPS handshake failed"),
+                        Err(_) => debug!(%peer, "HTTPS handshake not done within the timeout"),
+                    }
+                });
+            }
+        }
     }
     // no more connections: a connect from now on is refused by the OS
     drop(listener);
     while running.join_next().await.is_some() {}
+}
+
+/// Serve one connection (plain or TLS) until it ends; at shutdown the answer in progress
+/// is finished, then the connection closes.
+async fn one<I>(
+    builder: http1::Builder,
+    io: TokioIo<I>,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            r = stop.wait_for(|s| *s), if !stopping => {
+                drop(r);
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            debug!(%peer, "HTTP connection closed: no request head within the header-read timeout");
+        } else {
+            debug!(%peer, error = %e, "HTTP connection ended");
+        }
+    }
 }
 
 /// Accept errors about one connection (it went away before it was accepted).

@@ -40,6 +40,13 @@ use tracing::{info, warn};
 
 pub use config::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
 
+/// The rustls server configuration the broker's TLS listeners use (TLS 1.2 and 1.3, client
+/// certificates checked against `ca_file` when set), for other listeners of the same
+/// process such as the HTTP API's. Errors name the file and what is wrong with it.
+pub fn tls_server_config(t: &TlsConfig) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+    security::tls_acceptor(t)
+}
+
 /// Process-wide byte counters for `$SYS`.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -321,6 +321,39 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 format!("must be a list of host names (found {})", other.type_str()),
             ),
         }
+        let certfile = c.string(t, s, "certfile").map(PathBuf::from);
+        let keyfile = c.string(t, s, "keyfile").map(PathBuf::from);
+        let cafile = c.string(t, s, "cafile").map(PathBuf::from);
+        let require_certificate = c.boolean(t, s, "require_certificate").unwrap_or(false);
+        match (certfile, keyfile) {
+            (Some(cert_file), Some(key_file)) => {
+                if require_certificate && cafile.is_none() {
+                    c.err(
+                        s,
+                        "require_certificate",
+                        "needs cafile (the CA client certificates must chain to)",
+                    );
+                }
+                settings.config.tls = Some(midge_server::TlsConfig {
+                    cert_file,
+                    key_file,
+                    ca_file: cafile,
+                    require_certificate,
+                    use_identity_as_username: false,
+                });
+            }
+            (Some(_), None) => c.err(s, "certfile", "is set without keyfile (HTTPS needs both)"),
+            (None, Some(_)) => c.err(s, "keyfile", "is set without certfile (HTTPS needs both)"),
+            (None, None) => {
+                if cafile.is_some() || require_certificate {
+                    c.err(
+                        s,
+                        "cafile",
+                        "client certificates need HTTPS: set certfile and keyfile",
+                    );
+                }
+            }
+        }
         c.unknown(
             t,
             s,
@@ -328,6 +361,10 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "enabled",
                 "bind",
                 "port",
+                "certfile",
+                "keyfile",
+                "cafile",
+                "require_certificate",
                 "allow_anonymous",
                 "password_file",
                 "max_live_streams",
