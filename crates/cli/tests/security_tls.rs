@@ -461,3 +461,43 @@ fn https_without_its_key_or_with_a_missing_certificate_stops_the_start() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("/nonexistent/server.crt"), "{log}");
 }
+
+/// SIGHUP re-reads the HTTPS certificate like the broker's: new handshakes use a renewed
+/// certificate, and a broken file is reported while the last good one stays in force.
+#[test]
+fn sighup_reloads_the_https_certificate() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = (dir.path().join("web.crt"), dir.path().join("web.key"));
+    std::fs::copy(pki.path("server.crt"), &crt).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let b = Broker::start(&format!(
+        "[[listener]]\nport = {{port0}}\nallow_anonymous = true\n[http]\nport = {{port1}}\n\
+         certfile = \"{}\"\nkeyfile = \"{}\"\n",
+        crt.display(),
+        key.display()
+    ));
+    let health = format!("https://127.0.0.1:{}/api/v1/health", b.port(1));
+    let (ca, other) = (pki.path("ca.crt"), pki.path("other-ca.crt"));
+    assert_eq!(curl(&["--cacert", &ca, &health]).0, Some(0));
+
+    std::fs::copy(pki.path("server2.crt"), &crt).unwrap();
+    std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    b.sighup();
+    assert_ne!(
+        curl(&["--cacert", &ca, &health]).0,
+        Some(0),
+        "old certificate still served"
+    );
+    assert_eq!(curl(&["--cacert", &other, &health]).0, Some(0));
+
+    std::fs::write(&crt, "not a certificate").unwrap();
+    b.sighup();
+    let log = b.log_text();
+    assert!(log.contains("HTTP TLS") && log.contains("web.crt"), "{log}");
+    assert_eq!(
+        curl(&["--cacert", &other, &health]).0,
+        Some(0),
+        "last good one dropped"
+    );
+}

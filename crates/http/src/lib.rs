@@ -197,6 +197,13 @@ impl std::fmt::Debug for HttpDeps {
     }
 }
 
+/// The HTTPS acceptor for `t`: the broker's rustls setup, speaking HTTP/1.1 (ALPN).
+fn tls_acceptor(t: &midge_server::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let mut c = (*midge_server::tls_server_config(t)?).clone();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
+}
+
 /// A [`midge_client::Connector`] opening in-process connections through `local`.
 pub fn connector(local: midge_server::LocalConnector) -> midge_client::Connector {
     midge_client::Connector::new(move || {
@@ -242,6 +249,9 @@ pub enum HttpError {
 #[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
+    /// The HTTPS acceptor new connections use, and the files it is made from (re-read by
+    /// [`HttpServer::reload`]).
+    tls: Option<(serve::SharedAcceptor, midge_server::TlsConfig)>,
     state: api::AppState,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -255,11 +265,9 @@ impl HttpServer {
     pub async fn start(config: HttpConfig, deps: HttpDeps) -> Result<HttpServer, HttpError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tls = match &config.tls {
-            Some(t) => {
-                let mut c = (*midge_server::tls_server_config(t).map_err(HttpError::Tls)?).clone();
-                c.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
-            }
+            Some(t) => Some(serve::SharedAcceptor::new(
+                tls_acceptor(t).map_err(HttpError::Tls)?,
+            )),
             None => None,
         };
         let state = api::AppState::new(&config, deps, shutdown_rx.clone()).await?;
@@ -285,7 +293,7 @@ impl HttpServer {
             (!config.header_read_timeout.is_zero()).then_some(config.header_read_timeout);
         let task = tokio::spawn(serve::serve(
             listener,
-            tls,
+            tls.clone(),
             app,
             state.0.conns.clone(),
             header_read_timeout,
@@ -293,6 +301,7 @@ impl HttpServer {
         ));
         Ok(HttpServer {
             addr,
+            tls: tls.zip(config.tls),
             state,
             shutdown,
             task: Some(task),
@@ -304,14 +313,23 @@ impl HttpServer {
         self.addr
     }
 
-    /// Re-read the password file (SIGHUP in `midge serve`, like the broker's own files). A
-    /// file that fails to load keeps the previous one in force; the problems are returned
-    /// (and should be logged). Requests from now on use the new passwords.
+    /// Re-read the password file and the HTTPS certificate files (SIGHUP in `midge serve`,
+    /// like the broker's own files). A file that fails to load keeps the previous one in
+    /// force; the problems are returned (and should be logged). Requests from now on use
+    /// the new passwords, and handshakes from now on the new certificates (open
+    /// connections keep theirs).
     pub async fn reload(&self) -> Vec<String> {
-        match self.state.0.auth.reload().await {
-            Ok(()) => Vec::new(),
-            Err(e) => vec![format!("HTTP password file: {e}")],
+        let mut problems = Vec::new();
+        if let Err(e) = self.state.0.auth.reload().await {
+            problems.push(format!("HTTP password file: {e}"));
         }
+        if let Some((shared, config)) = &self.tls {
+            match tls_acceptor(config) {
+                Ok(a) => shared.replace(a),
+                Err(e) => problems.push(format!("HTTP TLS: {e}")),
+            }
+        }
+        problems
     }
 
     /// Stop accepting, end live streams, let requests in progress finish (at most a few

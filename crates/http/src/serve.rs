@@ -102,6 +102,38 @@ impl Throttle {
     }
 }
 
+/// The HTTPS acceptor in use; replaced on reload, read once per new connection.
+#[derive(Clone)]
+pub(crate) struct SharedAcceptor(Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>);
+
+impl SharedAcceptor {
+    pub(crate) fn new(a: tokio_rustls::TlsAcceptor) -> SharedAcceptor {
+        SharedAcceptor(Arc::new(std::sync::RwLock::new(a)))
+    }
+
+    /// The acceptor for the next handshake.
+    fn current(&self) -> tokio_rustls::TlsAcceptor {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Use `a` for handshakes from now on.
+    pub(crate) fn replace(&self, a: tokio_rustls::TlsAcceptor) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = a;
+    }
+}
+
+impl std::fmt::Debug for SharedAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedAcceptor")
+    }
+}
+
 /// How long a TLS handshake may take when the header-read timeout is off.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,7 +141,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections.
 pub(crate) async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<SharedAcceptor>,
     app: axum::Router,
     conns: Arc<Connections>,
     header_read_timeout: Option<Duration>,
@@ -149,7 +181,7 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let app = app.clone();
         let stop = stop.clone();
-        match tls.clone() {
+        match tls.as_ref().map(SharedAcceptor::current) {
             None => {
                 running.spawn(async move {
                     let _permit = permit;
