@@ -165,10 +165,14 @@ enabled = true
 # keyfile = "/etc/midge/certs/server.key"
 # cafile = "/etc/midge/certs/ca.crt"
 # require_certificate = false
-# Anonymous access is allowed on a loopback bind and refused elsewhere unless set here;
-# otherwise HTTP Basic auth against the password file ([security]'s unless set here).
+# Anonymous access is allowed on a loopback bind while no password file is set ([http] or
+# [security]), and refused otherwise unless set here; then HTTP Basic auth against the
+# password file ([security]'s unless set here).
 # allow_anonymous = true
 # password_file = "/etc/midge/passwd"
+# Only these users of the password file may use the API (needed when it is [security]'s
+# and an acl_file restricts MQTT users: the API publishes and reads anything).
+# users = ["admin"]
 # Live streams (browser tabs) open at once.
 max_live_streams = 64
 # HTTP connections open at once (one more gets 503); seconds a request head may take (0 =
@@ -923,6 +927,28 @@ mod tests {
                 .http
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_http_api_needs_passwords_once_mqtt_does_and_is_locked_behind_an_acl() {
+        let http = |text: &str| parse(text, "t").unwrap().http.unwrap().config;
+        let d = http("");
+        assert!(d.allow_anonymous && d.password_file.is_none() && d.users.is_none());
+        let p = http("[security]\npassword_file = \"/p\"\n");
+        assert!(!p.allow_anonymous, "anonymous while MQTT needs passwords");
+        assert_eq!(p.password_file.as_deref(), Some(std::path::Path::new("/p")));
+        assert!(p.users.is_none());
+        let locked = http("[security]\npassword_file = \"/p\"\nacl_file = \"/a\"\n");
+        assert!(!locked.allow_anonymous);
+        assert_eq!(locked.users, Some(Vec::new()), "no [http]: locked");
+        let own = http(
+            "[security]\npassword_file = \"/p\"\nacl_file = \"/a\"\n[http]\npassword_file = \"/ops\"\n",
+        );
+        assert!(own.users.is_none() && !own.allow_anonymous);
+        let listed = http(
+            "[security]\npassword_file = \"/p\"\nacl_file = \"/a\"\n[http]\nusers = [\"admin\"]\n",
+        );
+        assert_eq!(listed.users, Some(vec!["admin".to_string()]));
     }
 
     #[test]

@@ -199,6 +199,11 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
                 hub: Some(hub.clone()),
             };
             let bind = settings.config.bind;
+            if settings.config.users.as_ref().is_some_and(Vec::is_empty) {
+                warn!(
+                    "HTTP API locked: its password file is [security]'s and an acl_file restricts those users; list the operators in [http] users (or give [http] its own password_file) to open it"
+                );
+            }
             let scheme = if settings.config.tls.is_some() {
                 "https"
             } else {

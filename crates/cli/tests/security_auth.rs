@@ -351,3 +351,53 @@ fn refused_logins_are_counted_in_sys() {
         .unwrap_or_else(|_| panic!("not a count: {got:?}"));
     assert!(n >= 2, "expected at least the 2 refused logins, got {n}");
 }
+
+/// MQTT users held to an ACL must not step around it through the HTTP API (which publishes
+/// and reads anything) with the same password: with [security]'s password file and an ACL,
+/// only the users listed in `[http] users` get in (403 for the others, 401 without
+/// credentials); without the list an explicit `[http]` is refused, and an implicit one is
+/// locked with a warning.
+#[test]
+fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = passwd(dir.path(), &[("alice", "a"), ("admin", "root")]);
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user alice\ntopic readwrite alice/#\n").unwrap();
+    let security = format!(
+        "[security]\npassword_file = \"{pw}\"\nacl_file = \"{}\"\n[[listener]]\nport = {{port0}}\n",
+        acl.display()
+    );
+    let b = Broker::start(&format!(
+        "{security}[http]\nport = {{port1}}\nusers = [\"admin\"]\n"
+    ));
+    let stats = format!("http://127.0.0.1:{}/api/v1/stats", b.port(1));
+    let status = |user: Option<&str>| {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        if let Some(u) = user {
+            args.extend(["-u", u]);
+        }
+        args.push(&stats);
+        curl(&args).1
+    };
+    assert_eq!(status(Some("admin:root")), "200");
+    assert_eq!(
+        status(Some("alice:a")),
+        "403",
+        "an ACL-bound MQTT user got in"
+    );
+    assert_eq!(status(Some("admin:wrong")), "401");
+    assert_eq!(
+        status(None),
+        "401",
+        "anonymous on loopback while passwords are set"
+    );
+    drop(b);
+
+    let mut b = Broker::spawn(&format!("{security}[http]\nport = {{port1}}\n"));
+    let (code, log) = b.wait_exit();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("[http] users: must list who may use the HTTP API"),
+        "{log}"
+    );
+}

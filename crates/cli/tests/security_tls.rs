@@ -380,17 +380,6 @@ fn a_certificate_without_cn_gives_its_first_san_as_username() {
     sub.wait_for("gw/up m");
 }
 
-/// `curl` against the HTTP listener: (exit code, body).
-fn curl(args: &[&str]) -> (Option<i32>, String) {
-    let out = run_with_timeout(
-        std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5"])
-            .args(args),
-        Duration::from_secs(10),
-    );
-    (out.status.code(), text(&out.stdout))
-}
-
 /// The dashboard and API over HTTPS with the broker's certificate files: curl trusting the
 /// CA gets the page and the API, plain HTTP on that port gets no answer, one trusting
 /// another CA refuses the server; with `cafile` + `require_certificate` a browser without a

@@ -25,6 +25,8 @@ const PARALLEL_VERIFIES: usize = 2;
 /// Who may use the HTTP listener.
 pub(crate) struct Auth {
     anonymous: bool,
+    /// Only these users may log in (`None`: every user of the file).
+    users: Option<Vec<String>>,
     file: Option<PathBuf>,
     passwords: RwLock<Option<Arc<PasswordFile>>>,
     verifying: Arc<Semaphore>,
@@ -46,6 +48,7 @@ impl Auth {
         };
         Ok(Auth {
             anonymous: config.allow_anonymous,
+            users: config.users.clone(),
             file: config.password_file.clone(),
             passwords: RwLock::new(passwords),
             verifying: Arc::new(Semaphore::new(PARALLEL_VERIFIES)),
@@ -69,13 +72,14 @@ impl Auth {
         Ok(())
     }
 
-    /// `Ok` when the request may go on.
-    async fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+    /// `Ok` when the request may go on; else the status (401 or 403) and why.
+    async fn check(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+        let unauthorized = |why| (StatusCode::UNAUTHORIZED, why);
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return if self.anonymous {
                 Ok(())
             } else {
-                Err("credentials required")
+                Err(unauthorized("credentials required"))
             };
         };
         let current = self.passwords.read().ok().and_then(|p| p.clone());
@@ -83,19 +87,25 @@ impl Auth {
             // anonymous, and nothing to check credentials against
             return Ok(());
         };
-        let (user, password) = basic(value).ok_or("malformed Authorization header")?;
+        let (user, password) =
+            basic(value).ok_or(unauthorized("malformed Authorization header"))?;
         let Ok(_permit) = self.verifying.acquire().await else {
-            return Err("credentials cannot be checked now");
+            return Err(unauthorized("credentials cannot be checked now"));
         };
         let name = user.clone();
         let ok = tokio::task::spawn_blocking(move || passwords.verify(&name, password.as_bytes()))
             .await
             .unwrap_or(false);
-        if ok {
-            Ok(())
-        } else {
+        if !ok {
             warn!(username = %user, "HTTP login failed: bad username or password");
-            Err("bad username or password")
+            return Err(unauthorized("bad username or password"));
+        }
+        match &self.users {
+            Some(users) if !users.contains(&user) => {
+                warn!(username = %user, "HTTP login refused: not one of [http] users");
+                Err((StatusCode::FORBIDDEN, "this user may not use the HTTP API"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -123,13 +133,15 @@ pub(crate) async fn require(State(state): State<AppState>, req: Request, next: N
     }
     match state.0.auth.check(req.headers()).await {
         Ok(()) => next.run(req).await,
-        Err(why) => {
+        Err((status, why)) => {
             state.0.auth.refused.fetch_add(1, Ordering::Relaxed);
-            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"midge\", charset=\"UTF-8\""),
-            );
+            let mut response = ApiError::new(status, why).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"midge\", charset=\"UTF-8\""),
+                );
+            }
             response
         }
     }

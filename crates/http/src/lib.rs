@@ -138,6 +138,10 @@ pub struct HttpConfig {
     /// client certificate; `require_certificate` refuses those without one). The same
     /// files and rules as the broker's TLS listeners.
     pub tls: Option<midge_server::TlsConfig>,
+    /// When set, only these users of the password file may use the API (others get 403):
+    /// the operators, when the file is the broker's and MQTT users are held to an ACL that
+    /// the API (which publishes and reads anything) would let them step around.
+    pub users: Option<Vec<String>>,
 }
 
 impl HttpConfig {
@@ -157,6 +161,7 @@ impl HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             allowed_hosts: Vec::new(),
             tls: None,
+            users: None,
         }
     }
 }

@@ -262,6 +262,10 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         .and_then(|s| s.get("password_file"))
         .and_then(toml::Value::as_str)
         .map(PathBuf::from);
+    let security_acl = root
+        .get("security")
+        .and_then(|s| s.get("acl_file"))
+        .is_some();
     if let Some(t) = c.table(root, "http") {
         let s = "http";
         // where to listen was chosen: failing to listen there is an error
@@ -277,13 +281,40 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
             Ok(ip) => settings.config.bind = std::net::SocketAddr::new(ip, port),
             Err(_) => c.err(s, "bind", format!("not an IP address: {bind:?}")),
         }
-        settings.config.password_file = c
-            .string(t, s, "password_file")
-            .map(PathBuf::from)
-            .or(security_passwords);
-        settings.config.allow_anonymous = c
-            .boolean(t, s, "allow_anonymous")
-            .unwrap_or_else(|| settings.config.bind.ip().is_loopback());
+        let own_passwords = c.string(t, s, "password_file").map(PathBuf::from);
+        let shared_passwords = own_passwords.is_none() && security_passwords.is_some();
+        settings.config.password_file = own_passwords.or(security_passwords);
+        // anonymous by default only on loopback and only while no password file is set:
+        // once MQTT users need passwords, the API (which publishes anything) does too
+        settings.config.allow_anonymous = c.boolean(t, s, "allow_anonymous").unwrap_or_else(|| {
+            settings.config.bind.ip().is_loopback() && settings.config.password_file.is_none()
+        });
+        match t.get("users") {
+            None => {
+                if shared_passwords && security_acl && !settings.config.allow_anonymous {
+                    c.err(
+                        s,
+                        "users",
+                        "must list who may use the HTTP API: its password file is [security]'s and an acl_file restricts those users, which the API (it publishes and reads anything) would step around; or give [http] a password_file of its own",
+                    );
+                }
+            }
+            Some(toml::Value::Array(a)) => {
+                let mut users = Vec::new();
+                for u in a {
+                    match u.as_str() {
+                        Some(u) => users.push(u.to_string()),
+                        None => c.err(s, "users", "must be a list of user names"),
+                    }
+                }
+                settings.config.users = Some(users);
+            }
+            Some(other) => c.err(
+                s,
+                "users",
+                format!("must be a list of user names (found {})", other.type_str()),
+            ),
+        }
         if !settings.config.allow_anonymous && settings.config.password_file.is_none() {
             c.err(
                 s,
@@ -365,6 +396,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "keyfile",
                 "cafile",
                 "require_certificate",
+                "users",
                 "allow_anonymous",
                 "password_file",
                 "max_live_streams",
@@ -374,6 +406,14 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "allowed_hosts",
             ],
         );
+    } else if let Some(file) = security_passwords {
+        // no [http] section: once MQTT users need passwords, so does the API; and with an
+        // ACL over those users nobody may use it until [http] users names the operators
+        settings.config.password_file = Some(file);
+        settings.config.allow_anonymous = false;
+        if security_acl {
+            settings.config.users = Some(Vec::new());
+        }
     }
     if let Some(t) = c.table(root, "dashboard") {
         let mut widgets = Vec::new();

@@ -428,3 +428,14 @@ impl Drop for Sub {
 pub fn python(code: &str) -> Output {
     run_with_timeout(Command::new("python3").arg("-c").arg(code), T)
 }
+
+/// `curl` against the HTTP listener: (exit code, body).
+pub fn curl(args: &[&str]) -> (Option<i32>, String) {
+    let out = run_with_timeout(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args),
+        Duration::from_secs(10),
+    );
+    (out.status.code(), text(&out.stdout))
+}
