@@ -483,6 +483,24 @@ fn internal_client_ids_are_reserved_and_their_sessions_take_bursts() {
     assert_eq!(q0.len(), 3, "max_queued_messages still bounds QoS 0");
 }
 
+/// No enhanced authentication method is offered: a CONNECT naming one gets CONNACK 0x8C and
+/// is closed [MQTT-4.12.0-1], and no session is made for it.
+#[test]
+fn a_connect_with_an_authentication_method_is_refused_0x8c() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V5, "scram-client");
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    let conn = w.open();
+    w.send(conn, Packet::Connect(Box::new(c)));
+    let (packets, closed) = w.take(conn);
+    assert!(
+        matches!(packets.as_slice(), [Packet::ConnAck(a)] if a.reason == ReasonCode::BAD_AUTHENTICATION_METHOD),
+        "{packets:?}"
+    );
+    assert!(closed);
+    assert_eq!(w.broker.stats().sessions, 0);
+}
+
 #[test]
 fn clean_start_discards_session() {
     let mut w = World::new();

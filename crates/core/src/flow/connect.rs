@@ -36,6 +36,14 @@ impl Broker {
             out.push(Action::Close(conn));
         };
 
+        // no enhanced authentication method is offered: a client asking for one is told so
+        // and the connection closed [MQTT-4.12.0-1] (accepting it would leave the client
+        // waiting for an AUTH exchange, or trusting an authentication that never happened)
+        if v5 && c.properties.authentication_method.is_some() {
+            self.conns.remove(&conn);
+            return refuse(out, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+
         // client identifier rules [MQTT-3.1.3-6] [MQTT-3.1.3-8]
         let mut assigned = false;
         let client_id = if c.client_id.is_empty() {
