@@ -383,7 +383,7 @@ fn read_auth(c: &mut Checker<'_>, t: &toml::Table, section: &str, auth: &mut Aut
 }
 
 /// A listener's TLS keys (mosquitto's names); `None` without certfile and keyfile.
-fn read_tls(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<TlsConfig> {
+pub(super) fn read_tls(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<TlsConfig> {
     let cert = c.string(t, section, "certfile");
     let key = c.string(t, section, "keyfile");
     let ca = c.string(t, section, "cafile");

@@ -265,13 +265,18 @@ fn missing_unreadable_or_mismatched_key_and_certificate_files_stop_the_start() {
     }
 }
 
+/// Put `name`'s certificate and key at the paths a config names (as a renewal would).
+fn install_cert(pki: &Pki, name: &str, crt: &std::path::Path, key: &std::path::Path) {
+    std::fs::copy(pki.path(&format!("{name}.crt")), crt).unwrap();
+    std::fs::copy(pki.path(&format!("{name}.key")), key).unwrap();
+}
+
 #[test]
 fn sighup_reloads_certificates_for_new_handshakes_and_keeps_existing_connections() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
-    std::fs::copy(pki.path("server.crt"), &crt).unwrap();
-    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    install_cert(&pki, "server", &crt, &key);
     let b = Broker::start(&format!(
         "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
          [[listener]]\nport = {{port1}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n",
@@ -314,8 +319,7 @@ fn sighup_reloads_certificates_for_new_handshakes_and_keeps_existing_connections
     sub.wait_for("r/x before");
 
     // renewal: a certificate from another CA; new handshakes use it, the old one goes on
-    std::fs::copy(pki.path("server2.crt"), &crt).unwrap();
-    std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    install_cert(&pki, "server2", &crt, &key);
     b.sighup();
     assert!(!tls_pub(&ca, "old CA"));
     assert!(tls_pub(&other, "after"));
@@ -442,7 +446,10 @@ fn https_without_its_key_or_with_a_missing_certificate_stops_the_start() {
     );
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(2), "a configuration problem: {log}");
-    assert!(log.contains("certfile: is set without keyfile"), "{log}");
+    assert!(
+        log.contains("[http] keyfile: missing: certfile needs keyfile"),
+        "{log}"
+    );
     let mut b = Broker::spawn(
         "[[listener]]\nport = {port0}\nallow_anonymous = true\n[http]\nport = {port1}\ncertfile = \"/nonexistent/server.crt\"\nkeyfile = \"/nonexistent/server.key\"\n",
     );
@@ -458,8 +465,7 @@ fn sighup_reloads_the_https_certificate() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = (dir.path().join("web.crt"), dir.path().join("web.key"));
-    std::fs::copy(pki.path("server.crt"), &crt).unwrap();
-    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    install_cert(&pki, "server", &crt, &key);
     let b = Broker::start(&format!(
         "[[listener]]\nport = {{port0}}\nallow_anonymous = true\n[http]\nport = {{port1}}\n\
          certfile = \"{}\"\nkeyfile = \"{}\"\n",
@@ -470,8 +476,7 @@ fn sighup_reloads_the_https_certificate() {
     let (ca, other) = (pki.path("ca.crt"), pki.path("other-ca.crt"));
     assert_eq!(curl(&["--cacert", &ca, &health]).0, Some(0));
 
-    std::fs::copy(pki.path("server2.crt"), &crt).unwrap();
-    std::fs::copy(pki.path("server2.key"), &key).unwrap();
+    install_cert(&pki, "server2", &crt, &key);
     b.sighup();
     assert_ne!(
         curl(&["--cacert", &ca, &health]).0,

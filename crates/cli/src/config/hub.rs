@@ -251,6 +251,32 @@ pub(crate) fn default_http(data_dir: Option<&std::path::Path>) -> HttpSettings {
     }
 }
 
+/// A list of strings (`what` names them in the error); `None` after reporting a problem.
+fn string_list(
+    c: &mut Checker<'_>,
+    section: &str,
+    key: &str,
+    v: &toml::Value,
+    what: &str,
+) -> Option<Vec<String>> {
+    let toml::Value::Array(items) = v else {
+        c.err(
+            section,
+            key,
+            format!("must be a list of {what} (found {})", v.type_str()),
+        );
+        return None;
+    };
+    let strings: Option<Vec<String>> = items
+        .iter()
+        .map(|i| i.as_str().map(str::to_owned))
+        .collect();
+    if strings.is_none() {
+        c.err(section, key, format!("must be a list of {what}"));
+    }
+    strings
+}
+
 /// `[http]` and `[[dashboard.widget]]`, after `[persistence]` (the dashboard file lives in
 /// the data folder).
 pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
@@ -299,21 +325,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                     );
                 }
             }
-            Some(toml::Value::Array(a)) => {
-                let mut users = Vec::new();
-                for u in a {
-                    match u.as_str() {
-                        Some(u) => users.push(u.to_string()),
-                        None => c.err(s, "users", "must be a list of user names"),
-                    }
-                }
-                settings.config.users = Some(users);
-            }
-            Some(other) => c.err(
-                s,
-                "users",
-                format!("must be a list of user names (found {})", other.type_str()),
-            ),
+            Some(v) => settings.config.users = string_list(c, s, "users", v, "user names"),
         }
         if !settings.config.allow_anonymous && settings.config.password_file.is_none() {
             c.err(
@@ -334,57 +346,13 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         if let Some(n) = c.int(t, s, "header_read_timeout", 0, 3600) {
             settings.config.header_read_timeout = std::time::Duration::from_secs(n as u64);
         }
-        match t.get("allowed_hosts") {
-            None => {}
-            Some(toml::Value::Array(a)) => {
-                let mut hosts = Vec::new();
-                for h in a {
-                    match h.as_str() {
-                        Some(h) => hosts.push(h.to_string()),
-                        None => c.err(s, "allowed_hosts", "must be a list of host names"),
-                    }
-                }
-                settings.config.allowed_hosts = hosts;
-            }
-            Some(other) => c.err(
-                s,
-                "allowed_hosts",
-                format!("must be a list of host names (found {})", other.type_str()),
-            ),
+        if let Some(v) = t.get("allowed_hosts")
+            && let Some(hosts) = string_list(c, s, "allowed_hosts", v, "host names")
+        {
+            settings.config.allowed_hosts = hosts;
         }
-        let certfile = c.string(t, s, "certfile").map(PathBuf::from);
-        let keyfile = c.string(t, s, "keyfile").map(PathBuf::from);
-        let cafile = c.string(t, s, "cafile").map(PathBuf::from);
-        let require_certificate = c.boolean(t, s, "require_certificate").unwrap_or(false);
-        match (certfile, keyfile) {
-            (Some(cert_file), Some(key_file)) => {
-                if require_certificate && cafile.is_none() {
-                    c.err(
-                        s,
-                        "require_certificate",
-                        "needs cafile (the CA client certificates must chain to)",
-                    );
-                }
-                settings.config.tls = Some(midge_server::TlsConfig {
-                    cert_file,
-                    key_file,
-                    ca_file: cafile,
-                    require_certificate,
-                    use_identity_as_username: false,
-                });
-            }
-            (Some(_), None) => c.err(s, "certfile", "is set without keyfile (HTTPS needs both)"),
-            (None, Some(_)) => c.err(s, "keyfile", "is set without certfile (HTTPS needs both)"),
-            (None, None) => {
-                if cafile.is_some() || require_certificate {
-                    c.err(
-                        s,
-                        "cafile",
-                        "client certificates need HTTPS: set certfile and keyfile",
-                    );
-                }
-            }
-        }
+        // the same keys and checks as a TLS listener's (no certificate identity here)
+        settings.config.tls = super::read_tls(c, t, s);
         c.unknown(
             t,
             s,
