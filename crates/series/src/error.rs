@@ -86,6 +86,18 @@ pub enum SeriesError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A datapoint of a batch that cannot be stored (bad name, bad value, a value whose
+    /// type differs from its field's); nothing of the batch was stored.
+    #[error("datapoint {index} of the batch: {reason}")]
+    InvalidPoint {
+        /// Position of the point in the batch.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A datapoint query that cannot be run (unknown aggregator, bad marker, ...).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     /// An aggregate name other than avg, min, max, sum, count, first or last.
     #[error("unknown aggregate {0:?} (expected avg, min, max, sum, count, first or last)")]
     UnknownAggregate(String),

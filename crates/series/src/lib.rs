@@ -58,7 +58,9 @@
 
 mod aggregate;
 mod error;
+mod facade;
 mod name;
+pub mod points;
 mod store;
 mod topic;
 
@@ -66,7 +68,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use error::{EngineError, SeriesError};
-pub use store::{APPLICATION_ID, SCHEMA_VERSION, SeriesStore};
+pub use facade::SeriesStore;
+pub use store::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// A JSON object, as rules produce them.
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;

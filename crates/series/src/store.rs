@@ -50,7 +50,7 @@ const MAX_TOPIC_CANDIDATES: usize = 1_000;
 /// The time-series store: one SQLite file, shared by reference between threads.
 ///
 /// `Send + Sync`; every method blocks (see the crate documentation).
-pub struct SeriesStore {
+pub(crate) struct Sqlite {
     path: PathBuf,
     options: SeriesOptions,
     writer: Mutex<Writer>,
@@ -65,9 +65,9 @@ struct Writer {
     known: HashSet<TableName>,
 }
 
-impl std::fmt::Debug for SeriesStore {
+impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeriesStore")
+        f.debug_struct("Sqlite")
             .field("path", &self.path)
             .field("options", &self.options)
             .finish_non_exhaustive()
@@ -385,14 +385,14 @@ impl Scan<'_> {
     }
 }
 
-impl SeriesStore {
+impl Sqlite {
     /// Opens (or creates) the series database at `path`, creating its folder if needed.
     ///
     /// The file is put in WAL mode with the options' `synchronous` setting. A new file is
     /// stamped with [`APPLICATION_ID`] and [`SCHEMA_VERSION`]; a file from a newer midge,
     /// another program's database, or a file that is not a database at all is refused
     /// with an error naming the path.
-    pub fn open(path: &Path, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
+    pub(crate) fn open(path: &Path, options: SeriesOptions) -> Result<Sqlite, SeriesError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| SeriesError::CreateDir {
                 path: parent.to_path_buf(),
@@ -450,7 +450,7 @@ impl SeriesStore {
             synchronous = sync,
             "series store open"
         );
-        Ok(SeriesStore {
+        Ok(Sqlite {
             path: path.to_path_buf(),
             options,
             writer: Mutex::new(Writer { conn, known }),
@@ -459,12 +459,12 @@ impl SeriesStore {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The options the store was opened with.
-    pub fn options(&self) -> &SeriesOptions {
+    pub(crate) fn options(&self) -> &SeriesOptions {
         &self.options
     }
 
@@ -510,7 +510,7 @@ impl SeriesStore {
     /// Stores `rows` in `table` (created on first use) in one transaction: all of them or,
     /// on error, none. With [`Synchronous::Full`] the batch is on disk when this returns:
     /// one fsync for the whole batch, so callers should batch (group commit).
-    pub fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
+    pub(crate) fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
         let name = TableName::new(table)?;
         for (index, row) in rows.iter().enumerate() {
             check_topic(index, &row.topic)?;
@@ -555,7 +555,7 @@ impl SeriesStore {
 
     /// Stored rows matching `q`, at most the query's limit (see [`RowsQuery::limit`]), in
     /// the query's order. A table that does not exist yet holds no rows.
-    pub fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
+    pub(crate) fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
         let name = TableName::new(&q.table)?;
         let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
         let limit = self.limit(q.limit);
@@ -621,7 +621,7 @@ impl SeriesStore {
     ///
     /// Memory is bounded by the limit; time grows with the rows in the range, since every
     /// row of an aggregated bucket is read.
-    pub fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
+    pub(crate) fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
         let name = TableName::new(&q.table)?;
         let path = json_path(&q.field)?;
         let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
@@ -669,7 +669,7 @@ impl SeriesStore {
     /// Every table with its row count and time span, in name order.
     ///
     /// Counting reads each table's smallest index: proportional to its rows.
-    pub fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
+    pub(crate) fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
         let err = self.err("listing tables");
         self.read(|conn| {
             let tx = conn.unchecked_transaction().map_err(&err)?;
@@ -696,7 +696,7 @@ impl SeriesStore {
 
     /// Whether `table` exists (has been written to). Cheap, unlike [`SeriesStore::tables`],
     /// which counts rows.
-    pub fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
+    pub(crate) fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
         let name = TableName::new(table)?;
         let err = self.err("looking up a table");
         self.read(|conn| table_exists(conn, &name).map_err(&err))
@@ -705,7 +705,7 @@ impl SeriesStore {
     /// The topics seen in `table` with their row count and newest ts, in topic order; at
     /// most [`SeriesOptions::max_rows_per_query`] of them. Reads the whole `(topic, ts)`
     /// index: proportional to the table's rows.
-    pub fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
+    pub(crate) fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
         let name = TableName::new(table)?;
         let max = i64::try_from(self.options.max_rows_per_query).unwrap_or(i64::MAX);
         let err = self.err("listing topics");
@@ -743,7 +743,7 @@ impl SeriesStore {
     /// each, so inserts are not held up for long by a large delete. The caller runs this
     /// periodically (every few minutes is plenty), on a blocking thread. The file does not
     /// shrink: freed pages are reused by new rows.
-    pub fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
+    pub(crate) fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
         let Some(retention) = self.options.retention else {
             return Ok(0);
         };
@@ -765,7 +765,7 @@ impl SeriesStore {
 
     /// Deletes the rows of `table` with `ts < before_ms`, in chunks like
     /// [`SeriesStore::prune`], and returns how many.
-    pub fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
+    pub(crate) fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
         let name = TableName::new(table)?;
         self.delete_older(&name, before_ms)
     }

@@ -10,17 +10,17 @@
 use super::*;
 use crate::JsonObject;
 
-fn store() -> (tempfile::TempDir, SeriesStore) {
+fn store() -> (tempfile::TempDir, Sqlite) {
     let dir = tempfile::tempdir().unwrap();
     let options = SeriesOptions {
         synchronous: Synchronous::Normal,
         ..SeriesOptions::default()
     };
-    let store = SeriesStore::open(&dir.path().join("s.db"), options).unwrap();
+    let store = Sqlite::open(&dir.path().join("s.db"), options).unwrap();
     (dir, store)
 }
 
-fn insert_topics(store: &SeriesStore, topics: &[&str]) {
+fn insert_topics(store: &Sqlite, topics: &[&str]) {
     let rows: Vec<Row> = topics
         .iter()
         .enumerate()
@@ -44,7 +44,7 @@ fn scan<'q>(table: &'q TableName, topic: Option<&'q TopicMatch>) -> Scan<'q> {
 }
 
 /// Topics the SQL of a scan lets through, before the exact check in Rust.
-fn sql_candidates(store: &SeriesStore, filter: &str) -> Vec<String> {
+fn sql_candidates(store: &Sqlite, filter: &str) -> Vec<String> {
     let table = TableName::new("t").unwrap();
     let m = TopicMatch::new(filter).unwrap();
     let (sql, params) = scan(&table, Some(&m)).page(None);
@@ -91,7 +91,7 @@ fn hash_wildcard_candidates_include_the_parent_level() {
     );
 }
 
-fn plan(store: &SeriesStore, topic: Option<&str>, order: Order) -> String {
+fn plan(store: &Sqlite, topic: Option<&str>, order: Order) -> String {
     let table = TableName::new("t").unwrap();
     let m = topic.map(|t| TopicMatch::new(t).unwrap());
     let mut s = scan(&table, m.as_ref());
@@ -162,7 +162,7 @@ fn row_topics_must_be_topic_names() {
     assert!(check_topic(0, &"a".repeat(65_536)).is_err());
 }
 
-fn resolved(store: &SeriesStore, filter: &str) -> Option<TopicMatch> {
+fn resolved(store: &Sqlite, filter: &str) -> Option<TopicMatch> {
     let table = TableName::new("t").unwrap();
     let w = lock(&store.writer);
     resolve_topic(&w.conn, &table, TopicMatch::new(filter).unwrap()).unwrap()

@@ -1,0 +1,184 @@
+//! [`SeriesStore`]: the one type callers hold, whatever engine stands behind it (SQLite
+//! embedded by default; PostgreSQL when configured).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::points::{Datapoint, FieldType, PointQuery, PointResult};
+use crate::store::Sqlite;
+use crate::{
+    Bucket, Row, RowsQuery, SeriesError, SeriesOptions, SeriesQuery, StoredRow, TableInfo,
+    TopicInfo,
+};
+
+/// The time-series store, shared by reference between threads.
+///
+/// `Send + Sync`; every method blocks (see the crate documentation).
+#[derive(Debug)]
+pub struct SeriesStore {
+    engine: Engine,
+}
+
+#[derive(Debug)]
+enum Engine {
+    Sqlite(Sqlite),
+}
+
+impl SeriesStore {
+    /// Opens (or creates) the SQLite series database at `path`, creating its folder if
+    /// needed.
+    ///
+    /// The file is put in WAL mode with the options' `synchronous` setting. A new file is
+    /// stamped with [`crate::APPLICATION_ID`] and [`crate::SCHEMA_VERSION`]; a file from a
+    /// newer midge, another program's database, or a file that is not a database at all is
+    /// refused with an error naming the path.
+    pub fn open(path: &Path, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
+        Ok(SeriesStore {
+            engine: Engine::Sqlite(Sqlite::open(path, options)?),
+        })
+    }
+
+    /// The database file (SQLite).
+    pub fn path(&self) -> &Path {
+        match &self.engine {
+            Engine::Sqlite(s) => s.path(),
+        }
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SeriesOptions {
+        match &self.engine {
+            Engine::Sqlite(s) => s.options(),
+        }
+    }
+
+    /// Stores `rows` in `table` (created on first use) in one transaction: all of them or,
+    /// on error, none. With [`crate::Synchronous::Full`] the batch is on disk when this
+    /// returns: one fsync for the whole batch, so callers should batch (group commit).
+    pub fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.insert(table, rows),
+        }
+    }
+
+    /// Stored rows matching `q`, at most the query's limit (see [`RowsQuery::limit`]), in
+    /// the query's order. A table that does not exist yet holds no rows.
+    pub fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.rows(q),
+        }
+    }
+
+    /// One numeric field over time: raw points or buckets, in ascending time order; at
+    /// most the query's limit of them, the newest kept. Rows whose field is missing or not
+    /// numeric are skipped (see [`SeriesQuery`]).
+    ///
+    /// Memory is bounded by the limit; time grows with the rows in the range, since every
+    /// row of an aggregated bucket is read.
+    pub fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.series(q),
+        }
+    }
+
+    /// Every table with its row count and time span, in name order.
+    ///
+    /// Counting reads each table's smallest index: proportional to its rows.
+    pub fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.tables(),
+        }
+    }
+
+    /// Whether `table` exists (has been written to). Cheap, unlike [`SeriesStore::tables`],
+    /// which counts rows.
+    pub fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.has_table(table),
+        }
+    }
+
+    /// The topics seen in `table` with their row count and newest ts, in topic order; at
+    /// most [`SeriesOptions::max_rows_per_query`] of them. Reads the whole `(topic, ts)`
+    /// index: proportional to the table's rows.
+    pub fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.topics(table),
+        }
+    }
+
+    /// Deletes, in every table, the rows (and datapoints) older than the retention
+    /// ([`SeriesOptions::retention`]) as seen at `now_ms` (ms since the Unix epoch), and
+    /// returns how many. Without a retention it deletes nothing.
+    ///
+    /// Rows are deleted in chunks of [`SeriesOptions::prune_chunk_rows`], one transaction
+    /// each, so inserts are not held up for long by a large delete. The caller runs this
+    /// periodically (every few minutes is plenty), on a blocking thread.
+    pub fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.prune(now_ms),
+        }
+    }
+
+    /// Deletes the rows of `table` with `ts < before_ms`, in chunks like
+    /// [`SeriesStore::prune`], and returns how many.
+    pub fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.delete_before(table, before_ms),
+        }
+    }
+
+    /// Writes `points` in one transaction: every point or, on any error (an invalid name,
+    /// a value whose type differs from its field's), none; the error names the point's
+    /// index. A point with the same metric, tags, field and timestamp as a stored one
+    /// replaces it (so a redelivered message never makes a duplicate).
+    pub fn write_points(&self, points: &[Datapoint]) -> Result<(), SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.write_points(points),
+        }
+    }
+
+    /// Every metric, in name order.
+    pub fn metrics(&self) -> Result<Vec<String>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.metrics(),
+        }
+    }
+
+    /// The fields of `metric` with their types (empty when the metric is unknown).
+    pub fn metric_fields(&self, metric: &str) -> Result<BTreeMap<String, FieldType>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.metric_fields(metric),
+        }
+    }
+
+    /// Each tag key of `metric` with its values, in order (empty when the metric is unknown).
+    pub fn metric_tags(&self, metric: &str) -> Result<BTreeMap<String, Vec<String>>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.metric_tags(metric),
+        }
+    }
+
+    /// Runs one query (see [`PointQuery`]).
+    pub fn query_points(&self, q: &PointQuery) -> Result<PointResult, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.query_points(q),
+        }
+    }
+
+    /// Hands every point of `metrics` (every metric when empty) with `start <= timestamp
+    /// <= end` to `each`, metric by metric, series by series, in time order, reading in
+    /// bounded pages (memory does not grow with the data); stops early when `each` returns
+    /// `false`. Returns how many points were handed over.
+    pub fn export_points(
+        &self,
+        metrics: &[String],
+        start: i64,
+        end: i64,
+        each: &mut dyn FnMut(Datapoint) -> bool,
+    ) -> Result<u64, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.export_points(metrics, start, end, each),
+        }
+    }
+}
