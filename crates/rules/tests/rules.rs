@@ -88,6 +88,36 @@ fn column_order_is_kept() {
     assert_eq!(keys, ["z", "a", "m"]);
 }
 
+/// The hosted rule engines' TSDB example: columns named `_value`/`_timestamp`, a column
+/// named after a keyword (`type`), and `timestamp`/`value` as output aliases.
+#[test]
+fn tsdb_style_rule_with_underscore_and_keyword_columns() {
+    let r = rule(
+        "SELECT metric, _value AS value, _timestamp AS timestamp, id, machine, os, categories, \
+         type FROM 'test-iot-service'",
+    );
+    let payload = br#"{"metric":"report","_timestamp":1511995554,"_value":32,"id":"70:00:83:24:38:85","machine":"arm","os":"linux","categories":"data","type":"temperature"}"#;
+    let out = r.apply(&msg("test-iot-service", payload)).map(Value::Object);
+    assert_eq!(
+        out,
+        Some(json!({
+            "metric": "report", "value": 32, "timestamp": 1511995554,
+            "id": "70:00:83:24:38:85", "machine": "arm", "os": "linux",
+            "categories": "data", "type": "temperature"
+        }))
+    );
+    let keys: Vec<String> = r
+        .apply(&msg("test-iot-service", payload))
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        keys,
+        ["metric", "value", "timestamp", "id", "machine", "os", "categories", "type"]
+    );
+}
+
 // --- FROM ----------------------------------------------------------------------------
 
 #[test]
