@@ -97,7 +97,9 @@ fn tsdb_style_rule_with_underscore_and_keyword_columns() {
          type FROM 'test-iot-service'",
     );
     let payload = br#"{"metric":"report","_timestamp":1511995554,"_value":32,"id":"70:00:83:24:38:85","machine":"arm","os":"linux","categories":"data","type":"temperature"}"#;
-    let out = r.apply(&msg("test-iot-service", payload)).map(Value::Object);
+    let out = r
+        .apply(&msg("test-iot-service", payload))
+        .map(Value::Object);
     assert_eq!(
         out,
         Some(json!({
@@ -114,7 +116,16 @@ fn tsdb_style_rule_with_underscore_and_keyword_columns() {
         .collect();
     assert_eq!(
         keys,
-        ["metric", "value", "timestamp", "id", "machine", "os", "categories", "type"]
+        [
+            "metric",
+            "value",
+            "timestamp",
+            "id",
+            "machine",
+            "os",
+            "categories",
+            "type"
+        ]
     );
 }
 
