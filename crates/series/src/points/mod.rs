@@ -10,7 +10,10 @@
 //! (filters, group-by, aggregators, paging), exported with
 //! [`crate::SeriesStore::export_points`].
 
+pub(crate) mod query;
+pub(crate) mod source;
 mod sqlite;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 

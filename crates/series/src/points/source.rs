@@ -1,0 +1,89 @@
+//! [`PointSource`]: what the engine-independent query logic (`query.rs`: grouping, merging,
+//! aggregators, paging) needs from an engine. SQLite implements it in `sqlite.rs`;
+//! PostgreSQL implements it in `crate::postgres`.
+//!
+//! An implementation is made for one query (or one export) and should read one consistent
+//! snapshot for its whole life (SQLite: one read transaction; PostgreSQL: one
+//! `REPEATABLE READ` transaction), since a query calls it many times.
+//!
+//! Storage model the trait assumes (both engines): a metric has an id and fields (each an
+//! id and a [`FieldType`]); a series is a metric plus one set of tags, with an id; a point
+//! is keyed `(series id, field id, timestamp)` and holds one [`PointValue`]. Timestamps
+//! are ms since the Unix epoch; every time bound of this trait is inclusive.
+
+use std::collections::BTreeMap;
+
+use super::{FieldType, PointOrder, PointValue, Tags};
+use crate::SeriesError;
+
+/// A metric as stored: its id and its fields.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricInfo {
+    /// The metric's id (engine-assigned, stable).
+    pub(crate) id: i64,
+    /// The metric's name.
+    pub(crate) name: String,
+    /// Each field's name → (field id, type).
+    pub(crate) fields: BTreeMap<String, (i64, FieldType)>,
+}
+
+/// One series of a metric: its id and its tags.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SeriesInfo {
+    /// The series' id (engine-assigned, stable).
+    pub(crate) id: i64,
+    /// Its tags.
+    pub(crate) tags: Tags,
+}
+
+/// Read access to stored datapoints, one snapshot. Every method may be called many times
+/// per query; none may load more than it returns.
+pub(crate) trait PointSource {
+    /// Every metric name, in name order.
+    fn metrics(&self) -> Result<Vec<String>, SeriesError>;
+
+    /// The metric called `name` with its fields; `None` when no point of it was ever
+    /// written.
+    fn metric(&self, name: &str) -> Result<Option<MetricInfo>, SeriesError>;
+
+    /// The series of `metric` whose tags pass `tag_filter` (for every key of the filter,
+    /// the series has that key and its value is one of the listed ones; an empty filter
+    /// passes every series), in ascending id order. An engine should use a tag index for
+    /// the filter; the caller does not filter again.
+    fn series(
+        &self,
+        metric: &MetricInfo,
+        tag_filter: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<SeriesInfo>, SeriesError>;
+
+    /// At most `limit` points of one series and field with `start <= ts <= end`, in
+    /// `order` of timestamp (an index range scan on `(series, field, ts)`, `LIMIT`). The
+    /// caller pages by keyset: the next call narrows `start` (Asc) or `end` (Desc) past
+    /// the last timestamp it got. Returns fewer than `limit` only when no more exist.
+    fn points(
+        &self,
+        series: i64,
+        field: i64,
+        start: i64,
+        end: i64,
+        order: PointOrder,
+        limit: usize,
+    ) -> Result<Vec<(i64, PointValue)>, SeriesError>;
+
+    /// The newest (`PointOrder::Desc`) or oldest (`PointOrder::Asc`) point of one series
+    /// and field with `start <= ts <= end`: one index seek (`ORDER BY ts DESC LIMIT 1`).
+    /// Used for "last value of each series" and to find the point before a page.
+    fn edge(
+        &self,
+        series: i64,
+        field: i64,
+        start: i64,
+        end: i64,
+        order: PointOrder,
+    ) -> Result<Option<(i64, PointValue)>, SeriesError> {
+        Ok(self
+            .points(series, field, start, end, order, 1)?
+            .into_iter()
+            .next())
+    }
+}
