@@ -404,6 +404,9 @@ impl Broker {
                     if let Some(u) = &o.username {
                         props.push((crate::ORIGIN_USERNAME.into(), u.clone()));
                     }
+                    if o.received_ms != 0 {
+                        props.push((crate::ORIGIN_TIME.into(), o.received_ms.to_string().into()));
+                    }
                 }
             }
             publish.properties.message_expiry_interval = remaining;
@@ -694,6 +697,7 @@ impl Broker {
             origin: self.session(sid).map(|s| crate::Origin {
                 client_id: s.client_id.clone(),
                 username: s.username.clone(),
+                received_ms: self.wall_ms(now),
             }),
         };
         if msg.retain && self.config.retain_available {

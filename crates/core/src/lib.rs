@@ -72,6 +72,11 @@ pub struct Origin {
     pub client_id: ByteString,
     /// The user name it logged in with.
     pub username: Option<ByteString>,
+    /// When the broker accepted it: wall-clock ms since the Unix epoch, from the anchor given
+    /// with [`Broker::set_wall_clock`] (0 = unknown: no anchor, or a message stored by an
+    /// older midge). Stored with the message, so a message redelivered after a restart keeps
+    /// the time it was first accepted at.
+    pub received_ms: i64,
 }
 
 /// Client identifiers of the server's own in-process clients (the hub's rules, the HTTP
@@ -87,6 +92,9 @@ pub const INTERNAL_CLIENT_ID_PREFIX: &str = "$midge/";
 pub const ORIGIN_CLIENT_ID: &str = "midge-client-id";
 /// User property naming the publisher's user name on messages to in-process clients.
 pub const ORIGIN_USERNAME: &str = "midge-username";
+/// User property giving, on messages to in-process clients, when the broker accepted the
+/// message ([`Origin::received_ms`], decimal ms since the Unix epoch); left out when unknown.
+pub const ORIGIN_TIME: &str = "midge-time";
 
 impl Message {
     /// A message with no properties.
@@ -206,6 +214,9 @@ pub struct Broker {
     pub(crate) next_msg_id: u64,
     /// The body stored last, so a message routed to many sessions is stored once.
     pub(crate) last_msg: Option<(Arc<Message>, MsgId)>,
+    /// A monotonic instant and the wall-clock time (ms since the Unix epoch) it stands for
+    /// (see [`Broker::set_wall_clock`]).
+    wall_clock: Option<(Instant, i64)>,
 }
 
 impl Broker {
@@ -230,6 +241,28 @@ impl Broker {
             next_seq: 1,
             next_msg_id: 1,
             last_msg: None,
+            wall_clock: None,
+        }
+    }
+
+    /// Tell the broker which wall-clock time `anchor` stands for (`anchor_unix_ms`, ms since
+    /// the Unix epoch), so that it can stamp each accepted message with
+    /// [`Origin::received_ms`] from the `now` it is given (core reads no clock). The server
+    /// calls this once when it builds the broker; calling it again re-anchors. Without it,
+    /// messages carry 0 (unknown).
+    pub fn set_wall_clock(&mut self, anchor: Instant, anchor_unix_ms: i64) {
+        self.wall_clock = Some((anchor, anchor_unix_ms));
+    }
+
+    /// The wall-clock time `now` stands for, in ms since the Unix epoch (0 without an anchor).
+    pub(crate) fn wall_ms(&self, now: Instant) -> i64 {
+        let Some((anchor, anchor_ms)) = self.wall_clock else {
+            return 0;
+        };
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        match now.checked_duration_since(anchor) {
+            Some(after) => anchor_ms.saturating_add(ms(after)),
+            None => anchor_ms.saturating_sub(ms(anchor.saturating_duration_since(now))),
         }
     }
 
@@ -271,7 +304,8 @@ impl Broker {
 
     /// Mark `conn` as an in-process client of the server itself (rules, the HTTP API): the
     /// MQTT 5 messages it receives carry their publisher's client id and user name as the
-    /// user properties [`ORIGIN_CLIENT_ID`] and [`ORIGIN_USERNAME`].
+    /// user properties [`ORIGIN_CLIENT_ID`] and [`ORIGIN_USERNAME`], and the time the broker
+    /// accepted them as [`ORIGIN_TIME`].
     pub fn set_internal(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.internal = true;

@@ -364,3 +364,57 @@ fn restored_session_expires_and_its_will_goes_out() {
         "{o:?}"
     );
 }
+
+/// The accept time is part of the stored message, and a message restored from the store
+/// keeps the time it was first accepted at (not the time of the redelivery).
+#[test]
+fn the_accept_time_is_stored_and_kept_through_a_restore() {
+    let mut w = durable();
+    w.broker.set_wall_clock(w.now, 1_000_000);
+    let sub = w.connect(Protocol::V5, "sub", false);
+    w.subscribe(sub, "t", QoS::AtLeastOnce);
+    w.close(sub);
+    w.advance(3);
+    let p = w.connect(Protocol::V5, "pub", true);
+    w.publish(p, "t", "x", QoS::AtLeastOnce, false, 1);
+    let o = ops(&mut w);
+    let Some(StoreOp::Message { msg, .. }) =
+        o.iter().find(|op| matches!(op, StoreOp::Message { .. }))
+    else {
+        panic!("{o:?}")
+    };
+    assert_eq!(msg.origin.as_ref().map(|o| o.received_ms), Some(1_003_000));
+
+    // a broker started later (another anchor) redelivers it with its first time
+    let mut r = restored_session(Protocol::V5);
+    let mut stored = (**msg).clone();
+    stored.qos = QoS::AtLeastOnce;
+    r.sessions[0].deliveries = vec![RestoredDelivery {
+        seq: 1,
+        msg_id: 1,
+        msg: Arc::new(stored),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        sub_ids: Vec::new(),
+        state: DeliveryState::AwaitPubAck(4),
+    }];
+    let mut w2 = durable();
+    w2.broker.set_wall_clock(w2.now, 9_000_000);
+    w2.broker.restore(w2.now, r);
+    let hub = w2.open();
+    w2.broker.set_internal(hub);
+    let mut c = Connect::new(Protocol::V5, "dev");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    w2.send(hub, Packet::Connect(Box::new(c)));
+    let got = publishes(&w2.packets(hub));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].dup);
+    let time = got[0]
+        .properties
+        .user_properties
+        .iter()
+        .find(|(k, _)| &**k == crate::ORIGIN_TIME)
+        .map(|(_, v)| v.to_string());
+    assert_eq!(time.as_deref(), Some("1003000"));
+}

@@ -1070,3 +1070,99 @@ fn connected_count_follows_connects_closes_and_takeovers() {
     assert_eq!(w.broker.stats().clients_connected, 2);
     assert_eq!(w.broker.stats().clients_maximum, 3);
 }
+
+/// The user property `name` of a PUBLISH, if present.
+fn user_property<'a>(p: &'a Publish, name: &str) -> Option<&'a str> {
+    p.properties
+        .user_properties
+        .iter()
+        .find(|(k, _)| &**k == name)
+        .map(|(_, v)| &**v)
+}
+
+/// With a wall-clock anchor, every accepted PUBLISH and will is stamped with the time the
+/// fake clock stands for; in-process clients see it as `midge-time` (with the publisher),
+/// network clients never do.
+#[test]
+fn accepted_messages_carry_the_wall_clock_time_to_in_process_clients() {
+    let mut w = World::new();
+    const ANCHOR_MS: i64 = 1_700_000_000_000;
+    w.broker.set_wall_clock(w.now, ANCHOR_MS);
+    let hub = w.open();
+    w.broker.set_internal(hub);
+    w.send(
+        hub,
+        Packet::Connect(Box::new(Connect::new(Protocol::V5, "$midge/hub"))),
+    );
+    assert!(matches!(w.packets(hub).first(), Some(Packet::ConnAck(_))));
+    w.subscribe(hub, "#", QoS::AtLeastOnce);
+    let net = w.connect(Protocol::V5, "watcher", true);
+    w.subscribe(net, "#", QoS::AtLeastOnce);
+
+    let mut c = Connect::new(Protocol::V5, "dev");
+    c.will = Some(LastWill {
+        topic: TopicName::new("will/dev").unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    let (dev, _) = w.connect_with(c);
+    w.advance(5);
+    w.publish(dev, "s/1", "a", QoS::AtLeastOnce, false, 1);
+    w.advance(2);
+    w.publish(dev, "s/1", "b", QoS::AtMostOnce, false, 0);
+    w.advance(1);
+    w.close(dev); // abnormal close: the will goes out now
+
+    let got = publishes(&w.packets(hub));
+    let times: Vec<(String, Option<&str>, Option<&str>)> = got
+        .iter()
+        .map(|p| {
+            (
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                user_property(p, crate::ORIGIN_TIME),
+                user_property(p, crate::ORIGIN_CLIENT_ID),
+            )
+        })
+        .collect();
+    assert_eq!(
+        times,
+        vec![
+            ("a".into(), Some("1700000005000"), Some("dev")),
+            ("b".into(), Some("1700000007000"), Some("dev")),
+            ("gone".into(), Some("1700000008000"), Some("dev")),
+        ]
+    );
+    for p in publishes(&w.packets(net)) {
+        assert_eq!(user_property(&p, crate::ORIGIN_TIME), None, "{p:?}");
+        assert_eq!(user_property(&p, crate::ORIGIN_CLIENT_ID), None, "{p:?}");
+    }
+}
+
+/// Without an anchor the time is unknown (0) and no `midge-time` property is sent; the
+/// wall-clock arithmetic also holds for instants before the anchor.
+#[test]
+fn without_a_wall_clock_no_time_is_sent() {
+    let mut w = World::new();
+    assert_eq!(w.broker.wall_ms(w.now), 0);
+    let hub = w.open();
+    w.broker.set_internal(hub);
+    w.send(
+        hub,
+        Packet::Connect(Box::new(Connect::new(Protocol::V5, "$midge/hub"))),
+    );
+    w.packets(hub);
+    w.subscribe(hub, "#", QoS::AtLeastOnce);
+    let dev = w.connect(Protocol::V5, "dev", true);
+    w.publish(dev, "s/1", "a", QoS::AtLeastOnce, false, 1);
+    let got = publishes(&w.packets(hub));
+    assert_eq!(got.len(), 1);
+    assert_eq!(user_property(&got[0], crate::ORIGIN_TIME), None);
+    assert_eq!(user_property(&got[0], crate::ORIGIN_CLIENT_ID), Some("dev"));
+
+    let later = w.now + Duration::from_secs(10);
+    w.broker.set_wall_clock(later, 50_000);
+    assert_eq!(w.broker.wall_ms(w.now), 40_000);
+    assert_eq!(w.broker.wall_ms(later + Duration::from_millis(1)), 50_001);
+}

@@ -352,6 +352,9 @@ pub(crate) async fn run(
     store: Option<OpenedStore>,
 ) {
     let mut broker = Broker::new(config.broker.clone());
+    // core reads no clock: tell it which wall-clock time this instant is, so it stamps each
+    // accepted message with its time (kept with the stored message, given to the hub)
+    broker.set_wall_clock(Instant::now(), unix_ms_now());
     let mut done_rx = None;
     let mut handle = None;
     if let Some(s) = store {
@@ -538,4 +541,11 @@ impl SysPublisher {
             out,
         );
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

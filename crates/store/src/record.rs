@@ -144,6 +144,9 @@ fn options_from(b: u8) -> Result<SubscriptionOptions, RecError> {
 /// messages of unknown origin.
 const ORIGIN_CLIENT_ID_KEY: &str = "\u{1}midge-origin-client-id";
 const ORIGIN_USERNAME_KEY: &str = "\u{1}midge-origin-username";
+/// When the broker accepted the message ([`midge_core::Origin::received_ms`], decimal ms
+/// since the Unix epoch); records without it (older ones, or time unknown) read as 0.
+const ORIGIN_TIME_KEY: &str = "\u{1}midge-origin-time";
 
 fn encode_message(b: &mut BytesMut, msg: &Message) {
     let mut properties = msg.properties.clone();
@@ -158,6 +161,11 @@ fn encode_message(b: &mut BytesMut, msg: &Message) {
             properties
                 .user_properties
                 .push((ORIGIN_USERNAME_KEY.into(), u.clone()));
+        }
+        if o.received_ms != 0 {
+            properties
+                .user_properties
+                .push((ORIGIN_TIME_KEY.into(), o.received_ms.to_string().into()));
         }
     }
     let p = Packet::Publish(Publish {
@@ -382,6 +390,7 @@ impl R {
             Ok(Some(Packet::Publish(mut p))) => {
                 let mut client_id = None;
                 let mut username = None;
+                let mut received_ms = 0;
                 p.properties
                     .user_properties
                     .retain(|(k, v)| match k.as_ref() {
@@ -391,6 +400,10 @@ impl R {
                         }
                         ORIGIN_USERNAME_KEY => {
                             username = Some(v.clone());
+                            false
+                        }
+                        ORIGIN_TIME_KEY => {
+                            received_ms = v.parse().unwrap_or(0);
                             false
                         }
                         _ => true,
@@ -405,6 +418,7 @@ impl R {
                     origin: client_id.map(|client_id| midge_core::Origin {
                         client_id,
                         username,
+                        received_ms,
                     }),
                 })
             }

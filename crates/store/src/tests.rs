@@ -35,6 +35,7 @@ fn m2_origin() -> Option<midge_core::Origin> {
     Some(midge_core::Origin {
         client_id: "dev-1".into(),
         username: Some("maker".into()),
+        received_ms: 1_700_000_000_123,
     })
 }
 
@@ -81,10 +82,7 @@ fn every_op_survives_a_reopen() {
     // the publisher is kept (the hub's rows name it after a restart); a client's own user
     // properties stay as they were
     let mut m2 = (*msg("a/c", "two", QoS::ExactlyOnce)).clone();
-    m2.origin = Some(midge_core::Origin {
-        client_id: "dev-1".into(),
-        username: Some("maker".into()),
-    });
+    m2.origin = m2_origin();
     m2.properties.user_properties = vec![("k".into(), "v".into())];
     let m2 = Arc::new(m2);
     let ops = vec![
@@ -433,4 +431,65 @@ fn newer_format_version_is_refused() {
     assert!(text.contains("up to version 1"), "{text}");
     // the file is left alone
     assert_eq!(std::fs::read(dir.path().join(crate::FILE_NAME)).unwrap(), h);
+}
+
+/// The time the broker accepted a message is kept with it (the hub stores it as the row's
+/// and datapoint's time, so a redelivery after a restart makes no second point); a record
+/// without it (written by an older midge, or time unknown) reads as 0, and the internal
+/// property never leaks into the message's own user properties.
+#[test]
+fn the_accept_time_round_trips_and_records_without_it_read_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = LogStore::open(opts(dir.path())).unwrap().store;
+    let with_origin = |payload: &str, received_ms: i64, username: Option<&str>| {
+        let mut m = (*msg("t", payload, QoS::AtLeastOnce)).clone();
+        m.origin = Some(midge_core::Origin {
+            client_id: "dev".into(),
+            username: username.map(Into::into),
+            received_ms,
+        });
+        m.properties.user_properties = vec![("own".into(), "x".into())];
+        Arc::new(m)
+    };
+    let ops = vec![
+        StoreOp::Session(Box::new(header("hub", 3600))),
+        StoreOp::Message {
+            id: 1,
+            msg: with_origin("timed", 1_765_000_000_042, None),
+        },
+        StoreOp::Message {
+            id: 2,
+            msg: with_origin("untimed", 0, Some("u")),
+        },
+        delivery("hub", 1, 1, DeliveryState::AwaitPubAck(1)),
+        delivery("hub", 2, 2, DeliveryState::Queued),
+        StoreOp::Retain {
+            topic: "t".into(),
+            msg: Some({
+                let mut m = (*with_origin("kept", 1_765_000_000_099, None)).clone();
+                m.retain = true;
+                Arc::new(m)
+            }),
+        },
+    ];
+    s.append(&ops).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let r = LogStore::open(opts(dir.path())).unwrap().restored;
+    let mut ds = r.sessions[0].deliveries.clone();
+    ds.sort_by_key(|d| d.seq);
+    let origin = |m: &Message| m.origin.clone().unwrap();
+    assert_eq!(ds[0].msg.payload, "timed");
+    assert_eq!(origin(&ds[0].msg).received_ms, 1_765_000_000_042);
+    assert_eq!(origin(&ds[0].msg).username, None);
+    assert_eq!(ds[1].msg.payload, "untimed");
+    assert_eq!(origin(&ds[1].msg).received_ms, 0);
+    assert_eq!(origin(&ds[1].msg).username.as_deref(), Some("u"));
+    for d in &ds {
+        assert_eq!(
+            d.msg.properties.user_properties,
+            vec![("own".into(), "x".into())]
+        );
+    }
+    assert_eq!(origin(&r.retained[0]).received_ms, 1_765_000_000_099);
 }

@@ -109,6 +109,7 @@ impl Broker {
                 origin: Some(crate::Origin {
                     client_id: s.client_id.clone(),
                     username: s.username.clone(),
+                    received_ms: self.wall_ms(now),
                 }),
             };
             if msg.retain {
