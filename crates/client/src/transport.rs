@@ -97,7 +97,10 @@ impl Stream {
                 let _ = s.shutdown().await;
             }
             Stream::Ws(ws) => {
-                let _ = ws.close(None).await;
+                // the inherent close (with a close frame), named: once futures-sink's `alloc`
+                // feature is on (tokio-util turns it on), `Box<WebSocketStream>` is a Sink too
+                // and `ws.close` would resolve to SinkExt::close on the box
+                let _ = WebSocketStream::close(&mut **ws, None).await;
             }
         }
     }
