@@ -118,9 +118,9 @@ sync_interval_ms = 1000
 # refused (MQTT 5: reason 0x97; 3.1.1: the connection is closed) instead of lost.
 max_bytes = 0
 
-# The IoT hub's time-series store (SQLite), where rules with `store` write rows. Opened when
-# a rule stores into it or the file exists. A memory-only broker has none unless `file`
-# is set.
+# The IoT hub's time-series store (SQLite), where rules with `store` write rows and rules
+# with `tsdb` write datapoints. Opened when a rule writes into it or the file exists. A
+# memory-only broker has none unless `file` is set.
 [series]
 enabled = true
 # file = "./data/series.db"          # default: series.db in the [persistence] dir
@@ -142,8 +142,14 @@ max_rows_per_query = 10000
 # name = "hot"
 # sql = "SELECT * FROM 'sensors/#' WHERE temp > 30"
 # store = "telemetry"                       # append the row to this table (true = telemetry)
+# tsdb = true                               # write the row as datapoints (see below)
 # republish = { topic = "alerts/${topic}", payload = "${temp} is too hot", qos = 1, retain = false }
 # webhook = { url = "https://example.com/hook", headers = { Authorization = "Bearer x" }, timeout = 5 }
+# tsdb: the row names its `metric` (a string) and its `value` (a number or numeric string;
+# without `value`, each number column is a field); `timestamp` is optional (10 digits or
+# fewer: seconds, else ms; default: when the broker accepted the message); every other
+# column is a tag. E.g. sql = "SELECT metric, _value AS value, _timestamp AS timestamp, id
+# FROM 'devices/+'". A row without a metric or a number counts as a failure of the rule.
 # Templates: ${column} of the row, or ${topic}, ${clientid}, ${timestamp}. Without a
 # payload template the row is published (or posted) as JSON. The hub never receives its
 # own republishes (MQTT 5 No Local), so rules cannot loop. Rules can also be added and
@@ -846,6 +852,7 @@ mod tests {
         )
         .unwrap();
         let s = cfg.series.as_ref().unwrap();
+            tsdb = true
         assert_eq!(s.path, PathBuf::from("/tmp/s.db"));
         assert_eq!(s.options.retention, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(s.options.synchronous, midge_series::Synchronous::Normal);
@@ -865,6 +872,7 @@ mod tests {
             ]
         );
         assert_eq!(cfg.hub.rules[1].actions.len(), 2);
+                midge_hub::ActionConfig::Tsdb,
         // the default store is in the data folder
         let d = parse("", "t").unwrap();
         assert_eq!(d.series.unwrap().path, PathBuf::from("./data/series.db"));
@@ -891,6 +899,14 @@ mod tests {
             "needs the time-series store, which is off (turn on [persistence] or set [series] file)",
             "[rule #2.republish] topik: unknown key (did you mean `topic`?)",
             "[rule #2.republish] topic: missing",
+            [[rule]]
+            name = "d"
+            sql = "SELECT * FROM 'x'"
+            tsdb = "yes"
+            [[rule]]
+            name = "e"
+            sql = "SELECT * FROM 'x'"
+            tsdb = true
             "rule \"b\": no action",
             "[rule #3] sql: missing",
         ] {
@@ -902,6 +918,9 @@ mod tests {
     fn http_keys_are_read() {
         let cfg = parse(
             "[http]\nbind = \"0.0.0.0\"\nport = 8080\nallow_anonymous = true\nmax_connections = 10\nheader_read_timeout = 0\nallowed_hosts = [\"hub.local\"]\n",
+            "[rule #4] tsdb: must be true or false (found string)",
+            "rule \"d\": no action",
+            "rule \"e\": `tsdb` needs the time-series store, which is off (turn on [persistence] or set [series] file)",
             "t",
         )
         .unwrap();

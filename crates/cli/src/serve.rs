@@ -247,7 +247,8 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Open the time-series store when it is configured and something uses it (a rule that
-/// stores, the HTTP API, where rules can be added, or data already there to query).
+/// stores rows or datapoints, the HTTP API, where rules can be added, or data already there
+/// to query).
 async fn open_series(
     settings: Option<&config::SeriesSettings>,
     hub: &midge_hub::HubConfig,
@@ -256,11 +257,10 @@ async fn open_series(
     let Some(settings) = settings.cloned() else {
         return Ok(None);
     };
-    let stores = hub.rules.iter().any(|r| {
-        r.actions
-            .iter()
-            .any(|a| matches!(a, midge_hub::ActionConfig::Store { .. }))
-    });
+    let stores = hub
+        .rules
+        .iter()
+        .any(|r| r.actions.iter().any(midge_hub::ActionConfig::needs_series));
     if !stores && !http && !settings.path.exists() {
         return Ok(None);
     }

@@ -75,6 +75,13 @@ pub enum ActionConfig {
         /// Retain flag of the publish.
         retain: bool,
     },
+    /// Write the row as datapoints of the time-series store (`tsdb = true`), with the hosted
+    /// rule engines' convention: `metric` (string) names the metric, `value` (a number or
+    /// numeric string) is its value, or without `value` every number column is a field;
+    /// `timestamp` (optional: seconds if 10 digits or fewer, else ms) or the time the
+    /// broker accepted the message; every other column is a tag. A row that makes no point
+    /// counts as a failure of the rule.
+    Tsdb,
     /// POST the row as JSON to an HTTP(S) URL.
     Webhook {
         /// `http://` or `https://` URL.
@@ -87,10 +94,17 @@ pub enum ActionConfig {
 }
 
 impl ActionConfig {
+    /// Whether the action writes to the time-series store (`store`, `tsdb`), which must then
+    /// be open.
+    pub fn needs_series(&self) -> bool {
+        matches!(self, ActionConfig::Store { .. } | ActionConfig::Tsdb)
+    }
+
     /// One line describing the action (for the API and logs).
     pub fn describe(&self) -> String {
         match self {
             ActionConfig::Store { table } => format!("store {table}"),
+            ActionConfig::Tsdb => "tsdb".to_string(),
             ActionConfig::Republish { topic, .. } => format!("republish {topic}"),
             ActionConfig::Webhook { url, .. } => format!("webhook {url}"),
         }

@@ -20,6 +20,7 @@
 mod config;
 mod service;
 mod template;
+mod tsdb;
 mod webhook;
 
 use std::collections::BTreeSet;
@@ -36,6 +37,7 @@ use midge_client::codec::{
 use midge_client::{
     Client, ClientError, ClientOptions, Connector, Event, Protocol, QoS, Reconnect, Transport,
 };
+use midge_series::points::{Datapoint, FieldType};
 use midge_series::{Row, SeriesError, SeriesStore};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -91,6 +93,7 @@ enum Action {
     Store {
         table: String,
     },
+    Tsdb,
     Republish {
         topic: Template,
         payload: Option<Template>,
@@ -101,7 +104,7 @@ enum Action {
 }
 
 /// Check every rule: its SQL, unique names, at least one action, valid tables, templates and
-/// URLs, and a store for `store` actions. Every problem is returned, naming its rule.
+/// URLs, and a store for `store` and `tsdb` actions. Every problem is returned, naming its rule.
 pub fn validate(config: &HubConfig, have_store: bool) -> Result<(), Vec<String>> {
     compile(config, have_store).map(|_| ())
 }
@@ -125,7 +128,9 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
             }
         };
         if r.actions.is_empty() {
-            problems.push(format!("{at}: no action (store, republish or webhook)"));
+            problems.push(format!(
+                "{at}: no action (store, tsdb, republish or webhook)"
+            ));
         }
         let mut actions = Vec::new();
         for a in &r.actions {
@@ -144,6 +149,14 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                     actions.push(Action::Store {
                         table: table.clone(),
                     });
+                }
+                ActionConfig::Tsdb => {
+                    if !have_store {
+                        problems.push(format!(
+                            "{at}: `tsdb` needs the time-series store, which is off"
+                        ));
+                    }
+                    actions.push(Action::Tsdb);
                 }
                 ActionConfig::Republish {
                     topic,
@@ -365,25 +378,40 @@ fn now_ms() -> i64 {
 const PUBLISHER_CLIENT_ID: &str = "midge-client-id";
 /// ... and its user name.
 const PUBLISHER_USERNAME: &str = "midge-username";
+/// ... and when the broker accepted the message (ms since the Unix epoch;
+/// `midge_core::ORIGIN_TIME`): the message's time, the same when it is redelivered.
+const MESSAGE_TIME: &str = "midge-time";
 
 /// The hub's Receive Maximum: how many messages the broker sends it before it acknowledges
 /// (after the batch holding them is committed).
 const HUB_RECEIVE_MAXIMUM: u16 = 16_384;
 
-/// Rows of one batch, the messages to acknowledge once they are committed.
+/// Rows and datapoints of one batch, the messages to acknowledge once they are committed.
 #[derive(Debug, Default)]
 struct Batch {
+    /// Table, row, index of the rule that made it.
     rows: Vec<(String, Row, usize)>,
+    /// Datapoints (`tsdb` actions), written in one transaction.
+    points: Vec<Datapoint>,
+    /// The rule that made each point.
+    point_rules: Vec<usize>,
     acks: Vec<Publish>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.acks.is_empty()
+        self.rows.is_empty() && self.points.is_empty() && self.acks.is_empty()
+    }
+
+    /// Rows and points waiting to be written.
+    fn len(&self) -> usize {
+        self.rows.len() + self.points.len()
     }
 }
 
-type Stored = (Batch, Result<(), SeriesError>);
+/// A batch after a write: what is left of it (nothing on success), the points the store
+/// refused (rule, reason), and the result.
+type Stored = (Batch, Vec<(usize, String)>, Result<(), SeriesError>);
 
 struct Runtime {
     rules: Vec<Compiled>,
@@ -452,7 +480,7 @@ async fn run(
     let mut prune = tokio::time::interval(config.prune_interval.max(Duration::from_secs(1)));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let room = rt.pending.rows.len() < config.max_pending_rows;
+        let room = rt.pending.len() < config.max_pending_rows;
         tokio::select! {
             _ = &mut stop => break,
             e = events.recv(), if room => match e {
@@ -469,9 +497,13 @@ async fn run(
             done = async { match inflight.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
                 inflight = None;
                 match done {
-                    Ok((batch, Ok(()))) => rt.stored(batch).await,
-                    Ok((batch, Err(e))) => {
-                        warn!(error = %e, rows = batch.rows.len(), "hub: storing rows failed; retrying in 1 s");
+                    Ok((batch, refused, Ok(()))) => {
+                        rt.refused(refused);
+                        rt.stored(batch).await;
+                    }
+                    Ok((batch, refused, Err(e))) => {
+                        rt.refused(refused);
+                        warn!(error = %e, rows = batch.rows.len(), points = batch.points.len(), "hub: storing rows failed; retrying in 1 s");
                         rt.store_failed(batch, &e);
                         retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
@@ -498,8 +530,9 @@ async fn run(
     }
     // finish the batch being stored, so what it acknowledges is on disk
     if let Some(h) = inflight
-        && let Ok((batch, Ok(()))) = h.await
+        && let Ok((batch, refused, Ok(()))) = h.await
     {
+        rt.refused(refused);
         rt.stored(batch).await;
     }
     let _ = rt.client.disconnect().await;
@@ -611,16 +644,19 @@ impl Runtime {
 
     /// Run every matching rule on one message.
     async fn message(&mut self, p: Publish) {
-        let ts = now_ms();
         let mut client_id = "";
         let mut username = None;
+        let mut time = None;
         for (k, v) in &p.properties.user_properties {
             match k.as_ref() {
                 PUBLISHER_CLIENT_ID => client_id = v.as_ref(),
                 PUBLISHER_USERNAME => username = Some(v.as_ref()),
+                MESSAGE_TIME => time = v.parse::<i64>().ok().filter(|t| *t > 0),
                 _ => {}
             }
         }
+        // the time the broker accepted it (kept through a redelivery), else now
+        let ts = time.unwrap_or_else(now_ms);
         let input = midge_rules::Input {
             topic: p.topic.as_str(),
             payload: &p.payload,
@@ -659,6 +695,14 @@ impl Runtime {
                             i,
                         ));
                     }
+                    Action::Tsdb => match tsdb::points(&row, ts) {
+                        Ok(points) => {
+                            stored = true;
+                            self.pending.point_rules.extend(points.iter().map(|_| i));
+                            self.pending.points.extend(points);
+                        }
+                        Err(reason) => counters.fail(format!("tsdb: {reason}")),
+                    },
                     Action::Republish {
                         topic,
                         payload,
@@ -703,7 +747,7 @@ impl Runtime {
         }
     }
 
-    /// Hand the pending rows to a blocking task (one transaction per table).
+    /// Hand the pending rows and points to a blocking task (see [`store_batch`]).
     async fn start_batch(&mut self) -> Option<JoinHandle<Stored>> {
         let batch = std::mem::take(&mut self.pending);
         let Some(series) = self.series.clone() else {
@@ -714,8 +758,10 @@ impl Runtime {
             return None;
         };
         Some(tokio::task::spawn_blocking(move || {
-            let result = store_rows(&series, &batch.rows);
-            (batch, result)
+            let mut batch = batch;
+            let mut refused = Vec::new();
+            let result = store_batch(&series, &mut batch, &mut refused);
+            (batch, refused, result)
         }))
     }
 
@@ -726,35 +772,122 @@ impl Runtime {
         }
     }
 
-    /// A batch could not be stored: count it against its rules and put it back in front of
-    /// what is pending (it is retried; its messages stay unacknowledged meanwhile).
+    /// Points the store refused (each a failure of its rule; its message is acknowledged
+    /// with the batch, as a message whose rule failed otherwise is).
+    fn refused(&self, refused: Vec<(usize, String)>) {
+        for (rule, reason) in refused {
+            if let Some(c) = self.shared.counters(rule) {
+                c.fail(reason);
+            }
+        }
+    }
+
+    /// A batch could not be stored: count it against its rules and put what is left of it
+    /// (what was committed is out of it) back in front of what is pending (it is retried;
+    /// its messages stay unacknowledged meanwhile).
     fn store_failed(&mut self, mut batch: Batch, error: &SeriesError) {
         let mut seen = BTreeSet::new();
-        for (_, _, rule) in &batch.rows {
-            if seen.insert(*rule)
-                && let Some(c) = self.shared.counters(*rule)
+        let rules = batch
+            .rows
+            .iter()
+            .map(|(_, _, rule)| (*rule, "store"))
+            .chain(batch.point_rules.iter().map(|rule| (*rule, "tsdb")));
+        for (rule, action) in rules {
+            if seen.insert(rule)
+                && let Some(c) = self.shared.counters(rule)
             {
-                c.fail(format!("store: {error}"));
+                c.fail(format!("{action}: {error}"));
             }
         }
         batch.rows.append(&mut self.pending.rows);
+        batch.points.append(&mut self.pending.points);
+        batch.point_rules.append(&mut self.pending.point_rules);
         batch.acks.append(&mut self.pending.acks);
         self.pending = batch;
     }
 }
 
-/// Insert rows grouped by table, one transaction per table.
-fn store_rows(series: &SeriesStore, rows: &[(String, Row, usize)]) -> Result<(), SeriesError> {
-    let mut tables: Vec<&str> = rows.iter().map(|(t, _, _)| t.as_str()).collect();
-    tables.sort_unstable();
-    tables.dedup();
-    for table in tables {
-        let batch: Vec<Row> = rows
+/// Write a batch: its datapoints in one transaction, then its rows, one transaction per
+/// table. What is committed is taken out of `batch`, so that a retry after an error writes
+/// only the rest (points first: writing a point again replaces it, so even a retry of
+/// them makes no duplicate).
+///
+/// The hub checks points before they enter a batch, so the store refuses one only when its
+/// field already holds text (written through the API). Such points are taken out of the
+/// batch and reported in `refused` (rule, reason), and the rest written: one bad message
+/// never holds up the others.
+fn store_batch(
+    series: &SeriesStore,
+    batch: &mut Batch,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), SeriesError> {
+    let mut checked_types = false;
+    while !batch.points.is_empty() {
+        match series.write_points(&batch.points) {
+            Ok(()) => {
+                batch.points.clear();
+                batch.point_rules.clear();
+            }
+            Err(SeriesError::InvalidPoint { index, reason }) if index < batch.points.len() => {
+                batch.points.remove(index);
+                let rule = batch.point_rules.remove(index);
+                refused.push((rule, format!("tsdb: {reason}")));
+                if !checked_types {
+                    // one refusal may be one of many (a whole field of text): take out every
+                    // point whose field holds text, rather than one per write
+                    checked_types = true;
+                    drop_text_fields(series, batch, refused)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    while let Some(table) = batch.rows.first().map(|(t, _, _)| t.clone()) {
+        let rows: Vec<Row> = batch
+            .rows
             .iter()
-            .filter(|(t, _, _)| t == table)
+            .filter(|(t, _, _)| *t == table)
             .map(|(_, r, _)| r.clone())
             .collect();
-        series.insert(table, &batch)?;
+        series.insert(&table, &rows)?;
+        batch.rows.retain(|(t, _, _)| *t != table);
+    }
+    Ok(())
+}
+
+/// Take out of `batch` the points whose field is stored as text (the hub writes numbers).
+fn drop_text_fields(
+    series: &SeriesStore,
+    batch: &mut Batch,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), SeriesError> {
+    let metrics: BTreeSet<String> = batch.points.iter().map(|p| p.metric.clone()).collect();
+    let mut text: BTreeSet<(String, String)> = BTreeSet::new();
+    for m in metrics {
+        for (field, ty) in series.metric_fields(&m)? {
+            if ty == FieldType::String {
+                text.insert((m.clone(), field));
+            }
+        }
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    let points = std::mem::take(&mut batch.points);
+    let rules = std::mem::take(&mut batch.point_rules);
+    for (p, rule) in points.into_iter().zip(rules) {
+        if text.contains(&(p.metric.clone(), p.field.clone())) {
+            refused.push((
+                rule,
+                format!(
+                    "tsdb: field {:?} of metric {:?} holds String values; this value is a Number",
+                    p.field, p.metric
+                ),
+            ));
+        } else {
+            batch.points.push(p);
+            batch.point_rules.push(rule);
+        }
     }
     Ok(())
 }

@@ -50,7 +50,8 @@ pub enum RuleChangeError {
 }
 
 /// A rule as the API takes and gives it: the configuration file's `[[rule]]` keys in JSON
-/// (`{"name", "sql", "store": "telemetry", "republish": {..} | [..], "webhook": {..} | [..]}`).
+/// (`{"name", "sql", "store": "telemetry", "tsdb": true, "republish": {..} | [..],
+/// "webhook": {..} | [..]}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -61,6 +62,9 @@ pub struct RuleSpec {
     /// Table to append rows to (`true` = `telemetry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<Value>,
+    /// Write the row as datapoints (`true`; see [`ActionConfig::Tsdb`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsdb: Option<Value>,
     /// One republish action or a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub republish: Option<Value>,
@@ -115,6 +119,11 @@ impl RuleSpec {
             }),
             Some(Value::String(t)) => actions.push(ActionConfig::Store { table: t.clone() }),
             Some(_) => problems.push("store: must be a table name or true".to_string()),
+        }
+        match &self.tsdb {
+            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
+            Some(Value::Bool(true)) => actions.push(ActionConfig::Tsdb),
+            Some(_) => problems.push("tsdb: must be true or false".to_string()),
         }
         for v in self.republish.iter().flat_map(one_or_many) {
             match serde_json::from_value::<RepublishSpec>(v) {

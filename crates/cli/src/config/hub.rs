@@ -125,6 +125,9 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
                 format!("must be a table name or true (found {})", other.type_str()),
             ),
         }
+        if let Some(true) = c.boolean(t, &section, "tsdb") {
+            actions.push(ActionConfig::Tsdb);
+        }
         for (key, value) in [
             ("republish", t.get("republish")),
             ("webhook", t.get("webhook")),
@@ -159,7 +162,7 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
         c.unknown(
             t,
             &section,
-            &["name", "sql", "store", "republish", "webhook"],
+            &["name", "sql", "store", "tsdb", "republish", "webhook"],
         );
         rules.push(RuleConfig { name, sql, actions });
     }
