@@ -37,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) live: live::Live,
     pub(crate) dashboard: dashboard::Dashboard,
     pub(crate) auth: auth::Auth,
+    pub(crate) keys: crate::tsdb::keys::Keys,
     pub(crate) hosts: host::HostCheck,
     pub(crate) conns: Arc<serve::Connections>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -49,6 +50,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<AppState, HttpError> {
         let auth = auth::Auth::load(config).await?;
+        let keys = crate::tsdb::keys::Keys::load(config).await?;
         let dashboard = dashboard::Dashboard::load(config).await?;
         Ok(AppState(Arc::new(Inner {
             server: deps.server,
@@ -58,6 +60,7 @@ impl AppState {
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
             dashboard,
             auth,
+            keys,
             hosts: host::HostCheck::new(config),
             conns: Arc::new(serve::Connections::new(config.max_connections)),
             shutdown,
@@ -85,6 +88,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
+        .merge(crate::tsdb::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))
@@ -197,11 +201,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-async fn not_found(req: Request) -> ApiError {
+async fn not_found(req: Request) -> Response {
+    if req.uri().path().starts_with("/v1/") {
+        return crate::tsdb::not_found(req.uri().path());
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such route: {}", req.uri().path()),
     )
+    .into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {

@@ -2,6 +2,11 @@
 //! purpose (~150 ms), so it runs on the blocking pool, a few at a time; the password file
 //! caches recent successes (see `midge_auth::PasswordFile`), so a browser sending the same
 //! credentials with every request pays it once.
+//!
+//! A request signed with an access key (`bce-auth-v1`, see `tsdb::sign`) is judged by its
+//! signature alone: right, it is an operator's (whatever `allow_anonymous` and `users` say);
+//! wrong, expired or made with an unknown key, it is refused with 403 `AccessDenied`, even
+//! where anonymous requests are served.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +23,27 @@ use tracing::warn;
 
 use crate::api::{ApiError, AppState};
 use crate::{HttpConfig, HttpError};
+
+/// Who made a request (a request extension set by [`require`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// No credentials (an anonymous listener).
+    Anonymous,
+    /// A user of the password file, by HTTP Basic.
+    User(String),
+    /// A request signed with this access key.
+    Key(String),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Anonymous => f.write_str("anonymous"),
+            Caller::User(u) => write!(f, "user {u}"),
+            Caller::Key(k) => write!(f, "access key {k}"),
+        }
+    }
+}
 
 /// Password checks running at once (each can take a core for a while).
 const PARALLEL_VERIFIES: usize = 2;
@@ -72,12 +98,17 @@ impl Auth {
         Ok(())
     }
 
-    /// `Ok` when the request may go on; else the status (401 or 403) and why.
-    async fn check(&self, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    /// Whether a password file is in force (then anonymous callers are not operators).
+    pub(crate) fn has_passwords(&self) -> bool {
+        self.passwords.read().map(|p| p.is_some()).unwrap_or(true)
+    }
+
+    /// Who made the request when it may go on; else the status (401 or 403) and why.
+    async fn check(&self, headers: &HeaderMap) -> Result<Caller, (StatusCode, &'static str)> {
         let unauthorized = |why| (StatusCode::UNAUTHORIZED, why);
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return if self.anonymous {
-                Ok(())
+                Ok(Caller::Anonymous)
             } else {
                 Err(unauthorized("credentials required"))
             };
@@ -85,7 +116,7 @@ impl Auth {
         let current = self.passwords.read().ok().and_then(|p| p.clone());
         let Some(passwords) = current else {
             // anonymous, and nothing to check credentials against
-            return Ok(());
+            return Ok(Caller::Anonymous);
         };
         let (user, password) =
             basic(value).ok_or(unauthorized("malformed Authorization header"))?;
@@ -105,7 +136,7 @@ impl Auth {
                 warn!(username = %user, "HTTP login refused: not one of [http] users");
                 Err((StatusCode::FORBIDDEN, "this user may not use the HTTP API"))
             }
-            _ => Ok(()),
+            _ => Ok(Caller::User(user)),
         }
     }
 }
@@ -127,15 +158,40 @@ fn basic(value: &HeaderValue) -> Option<(String, String)> {
 
 /// Middleware: every route but the health check needs the right credentials (when
 /// anonymous access is off).
-pub(crate) async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if req.uri().path() == "/api/v1/health" {
         return next.run(req).await;
     }
+    if let Some(auth) = crate::tsdb::sign::presented(&req) {
+        let now = crate::time::now_ms().div_euclid(1000);
+        return match crate::tsdb::sign::verify(&state.0.keys, &req, &auth, now) {
+            Ok(key) => {
+                req.extensions_mut().insert(Caller::Key(key));
+                next.run(req).await
+            }
+            Err(why) => {
+                state.0.auth.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(path = %req.uri().path(), reason = %why, "HTTP signed request refused");
+                crate::tsdb::TsdbError::access_denied(why).into_response()
+            }
+        };
+    }
     match state.0.auth.check(req.headers()).await {
-        Ok(()) => next.run(req).await,
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
         Err((status, why)) => {
             state.0.auth.refused.fetch_add(1, Ordering::Relaxed);
-            let mut response = ApiError::new(status, why).into_response();
+            let mut response = if req.uri().path().starts_with("/v1/") {
+                crate::tsdb::TsdbError::new(status, "AccessDenied", why).into_response()
+            } else {
+                ApiError::new(status, why).into_response()
+            };
             if status == StatusCode::UNAUTHORIZED {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

@@ -80,6 +80,7 @@ mod live;
 mod publish;
 mod serve;
 mod time;
+mod tsdb;
 mod widget;
 
 use std::net::SocketAddr;
@@ -142,6 +143,30 @@ pub struct HttpConfig {
     /// the operators, when the file is the broker's and MQTT users are held to an ACL that
     /// the API (which publishes and reads anything) would let them step around.
     pub users: Option<Vec<String>>,
+    /// Access keys for signed requests (`bce-auth-v1`, the Baidu Cloud signature): a
+    /// request signed with one of them is an operator's, whatever `allow_anonymous`,
+    /// `users` and the `Host` check say. Keys made through `POST /api/v1/access-keys`
+    /// come on top (kept in `access_keys.json` next to the dashboard file).
+    pub access_keys: Vec<AccessKey>,
+}
+
+/// An access key of the configuration: its id (the `ak` of a signed request) and the
+/// secret both sides sign with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// The access key id.
+    pub id: String,
+    /// The secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("secret", &"<hidden>")
+            .finish()
+    }
 }
 
 impl HttpConfig {
@@ -162,6 +187,7 @@ impl HttpConfig {
             allowed_hosts: Vec::new(),
             tls: None,
             users: None,
+            access_keys: Vec::new(),
         }
     }
 }
@@ -245,6 +271,14 @@ pub enum HttpError {
     /// The TLS certificate, key or CA file could not be used.
     #[error("HTTP TLS: {0}")]
     Tls(String),
+    /// The access keys saved by the API exist but could not be read.
+    #[error("HTTP: access key file {}: {reason}", path.display())]
+    AccessKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The configured widgets are not valid (every problem, one per line).
     #[error("HTTP: dashboard widgets:\n{}", .0.join("\n"))]
     Widgets(Vec<String>),
