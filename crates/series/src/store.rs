@@ -53,16 +53,18 @@ const MAX_TOPIC_CANDIDATES: usize = 1_000;
 pub(crate) struct Sqlite {
     path: PathBuf,
     options: SeriesOptions,
-    writer: Mutex<Writer>,
+    pub(crate) writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
 }
 
 /// The one connection that writes.
-struct Writer {
-    conn: Connection,
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
     /// Tables this process has already created (or found), so that an insert runs
     /// `CREATE TABLE IF NOT EXISTS` once per table.
     known: HashSet<TableName>,
+    /// Ids of datapoint metrics, fields and series (see `points::sqlite`).
+    pub(crate) points: crate::points::sqlite::IdCache,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -76,7 +78,7 @@ impl std::fmt::Debug for Sqlite {
 
 /// Locks `m`; a panic in another thread while it held the lock does not make the store
 /// unusable (a transaction left open by it was rolled back when it was dropped).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -453,7 +455,11 @@ impl Sqlite {
         Ok(Sqlite {
             path: path.to_path_buf(),
             options,
-            writer: Mutex::new(Writer { conn, known }),
+            writer: Mutex::new(Writer {
+                conn,
+                known,
+                points: crate::points::sqlite::IdCache::default(),
+            }),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -468,11 +474,11 @@ impl Sqlite {
         &self.options
     }
 
-    fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> SeriesError + '_ {
+    pub(crate) fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> SeriesError + '_ {
         engine(&self.path, op)
     }
 
-    fn limit(&self, asked: Option<usize>) -> usize {
+    pub(crate) fn limit(&self, asked: Option<usize>) -> usize {
         asked
             .unwrap_or(self.options.default_rows_per_query)
             .min(self.options.max_rows_per_query)
@@ -490,7 +496,7 @@ impl Sqlite {
     }
 
     /// Runs `f` on a read-only connection from the pool (opening one if none is free).
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, SeriesError>,
     ) -> Result<T, SeriesError> {
@@ -524,7 +530,7 @@ impl Sqlite {
             name.quoted()
         );
         let mut guard = lock(&self.writer);
-        let Writer { conn, known } = &mut *guard;
+        let Writer { conn, known, .. } = &mut *guard;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
@@ -735,7 +741,7 @@ impl Sqlite {
         })
     }
 
-    /// Deletes, in every table, the rows older than the retention
+    /// Deletes, in every table, the rows (and the datapoints) older than the retention
     /// ([`SeriesOptions::retention`]) as seen at `now_ms` (ms since the Unix epoch), and
     /// returns how many. Without a retention it deletes nothing.
     ///
@@ -754,6 +760,7 @@ impl Sqlite {
         for name in names {
             total += self.delete_older(&name, cutoff)?;
         }
+        total += self.delete_points_before(cutoff, self.options.prune_chunk_rows)?;
         if total > 0 {
             info!(
                 deleted = total,

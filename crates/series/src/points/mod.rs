@@ -12,7 +12,7 @@
 
 pub(crate) mod query;
 pub(crate) mod source;
-mod sqlite;
+pub(crate) mod sqlite;
 pub(crate) mod validate;
 
 use std::collections::BTreeMap;

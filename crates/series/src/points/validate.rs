@@ -41,13 +41,16 @@ fn check_point(p: &Datapoint) -> Option<String> {
             return Some(format!("tag {k:?} has an empty value"));
         }
     }
-    if let PointValue::Double(v) = p.value {
-        if !v.is_finite() {
-            return Some(format!("value {v} is not a finite number"));
-        }
+    if let PointValue::Double(v) = p.value
+        && !v.is_finite()
+    {
+        return Some(format!("value {v} is not a finite number"));
     }
     None
 }
+
+/// `(metric, field)` → (index of the first point naming it, its type).
+pub(crate) type BatchTypes<'p> = HashMap<(&'p str, &'p str), (usize, FieldType)>;
 
 /// Checks every point of a batch: names (metric, field, tag keys: non-empty, at most
 /// [`MAX_NAME_BYTES`] bytes, no control character), tag values (non-empty), values (a
@@ -57,10 +60,8 @@ fn check_point(p: &Datapoint) -> Option<String> {
 /// [`type_conflict`]) before it writes.
 ///
 /// The error is [`SeriesError::InvalidPoint`] naming the first bad point's index.
-pub(crate) fn validate_points(
-    points: &[Datapoint],
-) -> Result<HashMap<(&str, &str), (usize, FieldType)>, SeriesError> {
-    let mut types: HashMap<(&str, &str), (usize, FieldType)> = HashMap::new();
+pub(crate) fn validate_points(points: &[Datapoint]) -> Result<BatchTypes<'_>, SeriesError> {
+    let mut types: BatchTypes<'_> = HashMap::new();
     for (index, p) in points.iter().enumerate() {
         if let Some(reason) = check_point(p) {
             return Err(SeriesError::InvalidPoint { index, reason });
@@ -93,7 +94,12 @@ pub(crate) fn type_conflict(index: usize, p: &Datapoint, expected: FieldType) ->
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
 
     use super::*;
     use crate::points::Tags;
@@ -145,7 +151,11 @@ mod tests {
             point("m", "f", &[], PointValue::Double(f64::INFINITY)),
         ];
         for bad in bads {
-            assert_eq!(bad_index(&[ok.clone(), ok.clone(), bad.clone()]), 2, "{bad:?}");
+            assert_eq!(
+                bad_index(&[ok.clone(), ok.clone(), bad.clone()]),
+                2,
+                "{bad:?}"
+            );
         }
         assert!(validate_points(&[point(&"x".repeat(255), "f", &[], PointValue::Long(1))]).is_ok());
     }
