@@ -400,4 +400,8 @@ fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
         log.contains("[http] users: must list who may use the HTTP API"),
         "{log}"
     );
+
+    // disabling the API never requires configuring it (issue 14)
+    let b = Broker::start(&format!("{security}[http]\nenabled = false\n"));
+    assert!(!b.log_text().contains("HTTP listening"), "{}", b.log_text());
 }

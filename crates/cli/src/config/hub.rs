@@ -320,7 +320,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         });
         match t.get("users") {
             None => {
-                if shared_passwords && security_acl && !settings.config.allow_anonymous {
+                if enabled && shared_passwords && security_acl && !settings.config.allow_anonymous {
                     c.err(
                         s,
                         "users",
@@ -330,7 +330,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
             }
             Some(v) => settings.config.users = string_list(c, s, "users", v, "user names"),
         }
-        if !settings.config.allow_anonymous && settings.config.password_file.is_none() {
+        if enabled && !settings.config.allow_anonymous && settings.config.password_file.is_none() {
             c.err(
                 s,
                 "allow_anonymous",
