@@ -247,7 +247,7 @@ fn missing_unreadable_or_mismatched_key_and_certificate_files_stop_the_start() {
         (
             pki.path("server.crt"),
             pki.path("alice.key"),
-            "does the key belong",
+            "does not hold the private key",
         ),
         (
             pki.path("server.key"),

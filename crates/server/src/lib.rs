@@ -20,6 +20,7 @@
 //! pool) before the CONNECT reaches the router; ACLs are core's [`midge_core::Authorizer`].
 //! [`Server::reload`] re-reads certificates, password and ACL files (SIGHUP in `midge serve`).
 
+mod classic_cert;
 mod config;
 mod connection;
 mod keepalive;

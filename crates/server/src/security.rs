@@ -204,7 +204,9 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// Build the TLS acceptor of a listener: TLS 1.2 and 1.3 only (rustls has no older
-/// versions), client certificates checked against `ca_file` when given.
+/// versions), client certificates checked against `ca_file` when given. Version 1
+/// certificates (the classic openssl guide's) are served and verified as OpenSSL does
+/// ([`crate::classic_cert`]).
 pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&t.cert_file, "certfile")?;
@@ -215,14 +217,18 @@ pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, S
     let builder = match &t.ca_file {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(ca, "cafile")? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("bad CA certificate in cafile {}: {e}", ca.display()))?;
+            let ca_certs = read_certs(ca, "cafile")?;
+            for c in &ca_certs {
+                roots.add(c.clone()).map_err(|e| {
+                    format!(
+                        "cafile {}: a CA certificate rustls cannot use: {e}",
+                        ca.display()
+                    )
+                })?;
             }
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
-                provider,
+                provider.clone(),
             );
             let v = if t.require_certificate {
                 v
@@ -232,17 +238,40 @@ pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, S
             let v = v
                 .build()
                 .map_err(|e| format!("cafile {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(v)
+            builder.with_client_cert_verifier(Arc::new(crate::classic_cert::ClientVerifier {
+                inner: v,
+                roots: ca_certs,
+                algs: provider.signature_verification_algorithms,
+            }))
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_single_cert(certs, key).map_err(|e| {
+    let key = provider.key_provider.load_private_key(key).map_err(|e| {
         format!(
-            "certfile {} with keyfile {}: {e} (does the key belong to the certificate?)",
-            t.cert_file.display(),
+            "keyfile {}: a private key rustls cannot use: {e}",
             t.key_file.display()
         )
     })?;
+    let parsed = certs
+        .first()
+        .and_then(|c| crate::classic_cert::parse(c.as_ref()))
+        .ok_or_else(|| {
+            format!(
+                "certfile {}: the first certificate is not a well-formed X.509 certificate",
+                t.cert_file.display()
+            )
+        })?;
+    if key.public_key().is_some_and(|k| k.as_ref() != parsed.spki) {
+        return Err(format!(
+            "keyfile {} does not hold the private key of the certificate in certfile {} \
+             (the key belongs to another certificate)",
+            t.key_file.display(),
+            t.cert_file.display()
+        ));
+    }
+    let certified = rustls::sign::CertifiedKey::new(certs, key);
+    let config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     Ok(Arc::new(config))
 }
 

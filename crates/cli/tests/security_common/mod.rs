@@ -45,7 +45,7 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = run_with_timeout(Command::new("openssl").args(args).current_dir(dir), T);
     assert!(
         out.status.success(),
