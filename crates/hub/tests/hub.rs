@@ -670,3 +670,80 @@ async fn a_burst_beyond_the_queue_limits_is_stored_whole() {
     hub.stop().await;
     server.shutdown().await;
 }
+
+/// A point the store refuses (its field holds text, written through the API) is a failure
+/// of its rule; the rest of the batch (other points, rows) is written and acknowledged.
+#[tokio::test]
+async fn a_point_the_store_refuses_is_a_rule_failure_and_holds_up_nothing() {
+    use midge_series::points::{Datapoint, PointValue};
+    let server = broker(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let series = open_series(&dir);
+    let text = Datapoint {
+        metric: "m".into(),
+        field: "value".into(),
+        tags: Default::default(),
+        timestamp: 1,
+        value: PointValue::Text("words".into()),
+    };
+    series.write_points(std::slice::from_ref(&text)).unwrap();
+    let config = HubConfig {
+        rules: vec![
+            rule("probe", "SELECT * FROM 'probe/#'", vec![store("probes")]),
+            rule(
+                "points",
+                "SELECT * FROM 'd/#'",
+                vec![ActionConfig::Tsdb, store("rows")],
+            ),
+        ],
+        ..HubConfig::default()
+    };
+    let hub = Hub::start(config, connector(&server), Some(series.clone()))
+        .await
+        .unwrap();
+    let (dev, _e) = device(&server, "dev-1").await;
+    hub_ready(&hub, &dev, "probe", "probe/x").await;
+    for payload in [
+        r#"{"metric": "m", "value": 1}"#,
+        r#"{"metric": "ok", "value": 2, "room": "k"}"#,
+        r#"{"metric": "m", "value": 3}"#,
+    ] {
+        dev.publish("d/1", QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    // every row is written: the refused points held nothing up
+    assert_eq!(rows(&series, "rows", 3).await.len(), 3);
+    let export = |metric: &str| {
+        let mut out = Vec::new();
+        series
+            .export_points(&[metric.to_string()], i64::MIN, i64::MAX, &mut |p| {
+                out.push(p);
+                true
+            })
+            .unwrap();
+        out
+    };
+    let ok = export("ok");
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert_eq!(ok[0].value, PointValue::Long(2));
+    assert_eq!(export("m"), [text]);
+    // the failures are counted once the batch's result is back (just after its commit)
+    let deadline = Instant::now() + T;
+    let r = loop {
+        let s = hub.status();
+        let r = s.iter().find(|s| s.name == "points").unwrap().clone();
+        if r.failed >= 2 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r.actions, ["tsdb", "store rows"]);
+    assert_eq!(r.failed, 2, "{r:?}");
+    assert!(
+        r.last_error.as_deref().unwrap().contains("holds String"),
+        "{r:?}"
+    );
+    hub.stop().await;
+    server.shutdown().await;
+}
