@@ -539,7 +539,9 @@ async fn oversized_bodies_and_gzip_bombs_are_refused_with_413() {
 async fn queries_filter_group_aggregate_and_take_relative_times() {
     let hub = Hub::start(|_, _| {}).await;
     let now = now_secs() * 1000;
-    let base = now - 3_600_000; // an hour ago
+    // an hour ago, on a 10-minute boundary (sampling windows start on the query's start
+    // and on the epoch's multiples alike)
+    let base = (now - 3_600_000) / 600_000 * 600_000;
     let mut pts = Vec::new();
     for i in 0..60i64 {
         for (host, add) in [("a", 0), ("b", 100)] {
