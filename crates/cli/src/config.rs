@@ -190,6 +190,15 @@ header_read_timeout = 10
 allowed_hosts = []
 # dashboard_file = "./data/dashboard.json"  # where edits made in the page are saved
 
+# Access keys for the Baidu TSDB-compatible API (/v1/...) and signed requests
+# (bce-auth-v1, as Baidu Cloud's SDKs sign). A request signed with a key is an operator's:
+# it passes where `users` or a password is needed. More keys can be made and revoked
+# while midge runs: POST /api/v1/access-keys, DELETE /api/v1/access-keys/ID (kept in
+# access_keys.json next to the dashboard file).
+# [[http.access_key]]
+# id = "midge-ingest"
+# secret = "at least 16 characters, e.g. from openssl rand -hex 16"
+
 # Dashboard widgets (the page can add, edit and remove them too). kind = "gauge", "value",
 # "chart" (history from the series table, then live), "map" (markers at lat/lon fields),
 # "switch" (shows `topic`, publishes `on`/`off` to `command_topic`).
@@ -912,6 +921,41 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn http_access_keys_are_read_and_every_problem_reported() {
+        let cfg = parse(
+            "[[http.access_key]]\nid = \"ak-1\"\nsecret = \"0123456789abcdef\"\n[[http.access_key]]\nid = \"ak.2\"\nsecret = \"fedcba9876543210\"\n",
+            "t",
+        )
+        .unwrap();
+        let keys = cfg.http.unwrap().config.access_keys;
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].id.as_str(), keys[0].secret.as_str()),
+            ("ak-1", "0123456789abcdef")
+        );
+        assert_eq!(keys[1].id, "ak.2");
+        let err = parse(
+            "[[http.access_key]]\nid = \"a b\"\nsecret = \"short\"\n[[http.access_key]]\nsecret = \"0123456789abcdef\"\nsecrett = 1\n[[http.access_key]]\nid = \"x\"\nsecret = \"0123456789abcdef\"\n[[http.access_key]]\nid = \"x\"\nsecret = \"0123456789abcdef\"\n",
+            "t",
+        )
+        .unwrap_err();
+        for needle in [
+            "[http.access_key #1] id: must be 1 to 128 letters",
+            "[http.access_key #1] secret: must be at least 16 characters",
+            "[http.access_key #2] id: is missing",
+            "[http.access_key #2] secrett: unknown key (did you mean `secret`?)",
+            "[http.access_key #4] id: \"x\" is given twice",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+        let err = parse("[http]\naccess_key = \"x\"\n", "t").unwrap_err();
+        assert!(
+            err.contains("[http] access_key: must be an array of tables"),
+            "{err}"
+        );
     }
 
     #[test]

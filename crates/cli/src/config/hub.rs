@@ -280,6 +280,74 @@ fn string_list(
     strings
 }
 
+/// `[[http.access_key]]`: `id` and `secret` of each key that may sign requests
+/// (`bce-auth-v1`); every problem reported.
+fn access_keys(c: &mut Checker<'_>, t: &toml::Table) -> Vec<midge_http::AccessKey> {
+    let mut keys: Vec<midge_http::AccessKey> = Vec::new();
+    let list = match t.get("access_key") {
+        None => return keys,
+        Some(toml::Value::Array(list)) => list,
+        Some(other) => {
+            c.err(
+                "http",
+                "access_key",
+                format!(
+                    "must be an array of tables ([[http.access_key]]) (found {})",
+                    other.type_str()
+                ),
+            );
+            return keys;
+        }
+    };
+    for (i, item) in list.iter().enumerate() {
+        let s = format!("http.access_key #{}", i + 1);
+        let Some(k) = item.as_table() else {
+            c.err(
+                &s,
+                "",
+                format!("must be a table (found {})", item.type_str()),
+            );
+            continue;
+        };
+        let id = c.string(k, &s, "id");
+        let secret = c.string(k, &s, "secret");
+        c.unknown(k, &s, &["id", "secret"]);
+        match &id {
+            None if !k.contains_key("id") => c.err(&s, "id", "is missing"),
+            Some(id)
+                if id.is_empty()
+                    || id.len() > 128
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+            {
+                c.err(
+                    &s,
+                    "id",
+                    format!("must be 1 to 128 letters, digits, '-', '_' or '.' (found {id:?})"),
+                );
+            }
+            Some(id) if keys.iter().any(|k| &k.id == id) => {
+                c.err(&s, "id", format!("{id:?} is given twice"));
+            }
+            _ => {}
+        }
+        match &secret {
+            None if !k.contains_key("secret") => c.err(&s, "secret", "is missing"),
+            Some(secret) if secret.len() < 16 => c.err(
+                &s,
+                "secret",
+                "must be at least 16 characters (use `openssl rand -hex 16`)",
+            ),
+            _ => {}
+        }
+        if let (Some(id), Some(secret)) = (id, secret) {
+            keys.push(midge_http::AccessKey { id, secret });
+        }
+    }
+    keys
+}
+
 /// `[http]` and `[[dashboard.widget]]`, after `[persistence]` (the dashboard file lives in
 /// the data folder).
 pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
@@ -356,6 +424,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         }
         // the same keys and checks as a TLS listener's (no certificate identity here)
         settings.config.tls = super::read_tls(c, t, s);
+        settings.config.access_keys = access_keys(c, t);
         c.unknown(
             t,
             s,
@@ -375,6 +444,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "max_connections",
                 "header_read_timeout",
                 "allowed_hosts",
+                "access_key",
             ],
         );
     } else if let Some(file) = security_passwords {
