@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::points::{Datapoint, FieldType, PointQuery, PointResult};
+use crate::postgres::Postgres;
 use crate::store::Sqlite;
 use crate::{
     Bucket, Row, RowsQuery, SeriesError, SeriesOptions, SeriesQuery, StoredRow, TableInfo,
@@ -19,9 +20,12 @@ pub struct SeriesStore {
     engine: Engine,
 }
 
+// One store per process, behind an Arc: the size of the larger engine costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Engine {
     Sqlite(Sqlite),
+    Postgres(Postgres),
 }
 
 impl SeriesStore {
@@ -38,10 +42,39 @@ impl SeriesStore {
         })
     }
 
-    /// The database file (SQLite).
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`
+    /// or a `key=value` connection string), creating midge's tables in it when missing.
+    ///
+    /// Row tables are `series_<name>` tables and datapoints live in `midge_*` tables, in the
+    /// connection's default schema (set `options=-csearch_path=...` in the URL for another
+    /// one). A database whose midge schema is newer than this build's is refused. Errors name
+    /// the URL without its password.
+    ///
+    /// Blocking like every method, and more: the PostgreSQL client must not be used on a
+    /// tokio worker thread at all (call this in `spawn_blocking`, as every other method).
+    /// [`SeriesOptions::synchronous`] maps to `synchronous_commit` (`Normal`: off),
+    /// [`SeriesOptions::busy_timeout`] to `lock_timeout` and the connect timeout.
+    pub fn connect_postgres(url: &str, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
+        Ok(SeriesStore {
+            engine: Engine::Postgres(Postgres::connect(url, options)?),
+        })
+    }
+
+    /// The database file (SQLite); for PostgreSQL, the URL without its password (as a path,
+    /// the way errors name it). [`SeriesStore::describe`] says which.
     pub fn path(&self) -> &Path {
         match &self.engine {
             Engine::Sqlite(s) => s.path(),
+            Engine::Postgres(p) => p.label(),
+        }
+    }
+
+    /// Where the data is, for people: `sqlite:<file>` or the PostgreSQL URL without its
+    /// password.
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+            Engine::Postgres(p) => p.describe().to_owned(),
         }
     }
 
@@ -49,6 +82,7 @@ impl SeriesStore {
     pub fn options(&self) -> &SeriesOptions {
         match &self.engine {
             Engine::Sqlite(s) => s.options(),
+            Engine::Postgres(p) => p.options(),
         }
     }
 
@@ -58,6 +92,7 @@ impl SeriesStore {
     pub fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.insert(table, rows),
+            Engine::Postgres(p) => p.insert(table, rows),
         }
     }
 
@@ -66,6 +101,7 @@ impl SeriesStore {
     pub fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.rows(q),
+            Engine::Postgres(p) => p.rows(q),
         }
     }
 
@@ -78,6 +114,7 @@ impl SeriesStore {
     pub fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.series(q),
+            Engine::Postgres(p) => p.series(q),
         }
     }
 
@@ -87,6 +124,7 @@ impl SeriesStore {
     pub fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.tables(),
+            Engine::Postgres(p) => p.tables(),
         }
     }
 
@@ -95,6 +133,7 @@ impl SeriesStore {
     pub fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.has_table(table),
+            Engine::Postgres(p) => p.has_table(table),
         }
     }
 
@@ -104,6 +143,7 @@ impl SeriesStore {
     pub fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.topics(table),
+            Engine::Postgres(p) => p.topics(table),
         }
     }
 
@@ -117,6 +157,7 @@ impl SeriesStore {
     pub fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.prune(now_ms),
+            Engine::Postgres(p) => p.prune(now_ms),
         }
     }
 
@@ -125,6 +166,7 @@ impl SeriesStore {
     pub fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.delete_before(table, before_ms),
+            Engine::Postgres(p) => p.delete_before(table, before_ms),
         }
     }
 
@@ -135,6 +177,7 @@ impl SeriesStore {
     pub fn write_points(&self, points: &[Datapoint]) -> Result<(), SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.write_points(points),
+            Engine::Postgres(p) => p.write_points(points),
         }
     }
 
@@ -142,6 +185,7 @@ impl SeriesStore {
     pub fn metrics(&self) -> Result<Vec<String>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.metrics(),
+            Engine::Postgres(p) => p.metrics(),
         }
     }
 
@@ -149,6 +193,7 @@ impl SeriesStore {
     pub fn metric_fields(&self, metric: &str) -> Result<BTreeMap<String, FieldType>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.metric_fields(metric),
+            Engine::Postgres(p) => p.metric_fields(metric),
         }
     }
 
@@ -156,6 +201,7 @@ impl SeriesStore {
     pub fn metric_tags(&self, metric: &str) -> Result<BTreeMap<String, Vec<String>>, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.metric_tags(metric),
+            Engine::Postgres(p) => p.metric_tags(metric),
         }
     }
 
@@ -163,6 +209,7 @@ impl SeriesStore {
     pub fn query_points(&self, q: &PointQuery) -> Result<PointResult, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.query_points(q),
+            Engine::Postgres(p) => p.query_points(q),
         }
     }
 
@@ -179,6 +226,7 @@ impl SeriesStore {
     ) -> Result<u64, SeriesError> {
         match &self.engine {
             Engine::Sqlite(s) => s.export_points(metrics, start, end, each),
+            Engine::Postgres(p) => p.export_points(metrics, start, end, each),
         }
     }
 }

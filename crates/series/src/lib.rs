@@ -61,6 +61,7 @@ mod error;
 mod facade;
 mod name;
 pub mod points;
+mod postgres;
 mod store;
 mod topic;
 

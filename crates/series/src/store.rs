@@ -222,7 +222,7 @@ fn resolve_topic(
 }
 
 /// Checks that a row's topic is an MQTT topic name.
-fn check_topic(index: usize, topic: &str) -> Result<(), SeriesError> {
+pub(crate) fn check_topic(index: usize, topic: &str) -> Result<(), SeriesError> {
     let reason = if topic.is_empty() {
         "empty"
     } else if topic.contains(['+', '#']) {

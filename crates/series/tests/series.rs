@@ -7,7 +7,6 @@
     clippy::indexing_slicing
 )]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
@@ -18,6 +17,8 @@ use midge_series::{
     TopicInfo,
 };
 use proptest::prelude::*;
+
+mod pg;
 use serde_json::{Value, json};
 
 fn obj(v: Value) -> JsonObject {
@@ -34,9 +35,105 @@ fn fast() -> SeriesOptions {
     }
 }
 
-fn open(dir: &Path) -> SeriesStore {
-    SeriesStore::open(&dir.join("series.db"), fast()).unwrap()
+/// Opens a new, empty store with these options (a new SQLite file, or a new PostgreSQL
+/// database).
+type Opener<'a> = dyn Fn(SeriesOptions) -> SeriesStore + 'a;
+
+/// Runs `body` on SQLite files in a temporary folder.
+fn on_sqlite(body: fn(&Opener)) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    body(&|options| {
+        let i = n.fetch_add(1, AtomicOrdering::SeqCst);
+        SeriesStore::open(&dir.path().join(format!("series-{i}.db")), options).unwrap()
+    });
 }
+
+/// Runs `body` on the PostgreSQL server `pg`, each store in a schema of its own.
+fn on_postgres(pg: &pg::PgServer, body: fn(&Opener)) {
+    body(&|options| SeriesStore::connect_postgres(&pg.new_schema(), options).unwrap());
+}
+
+/// A test that runs on a PostgreSQL server.
+type PgTest = dyn Fn(&pg::PgServer);
+
+/// Runs each `(name, test)` on `pg`, every one even after a failure, and fails naming the
+/// tests that failed (their panic messages are printed as they happen).
+fn run_all_on(pg: &pg::PgServer, tests: &[(&str, &PgTest)]) {
+    let mut failed = Vec::new();
+    for (name, test) in tests {
+        let started = std::time::Instant::now();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(pg))) {
+            Ok(()) => eprintln!("ok {name} ({:?})", started.elapsed()),
+            Err(_) => {
+                eprintln!("FAILED {name}");
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed on PostgreSQL: {failed:?}");
+}
+
+/// Every test named here runs as `sqlite::<name>`, and all of them (with the tests of
+/// `postgres_only`) in `postgres::every_engine_test_on_one_server`: cargo-nextest runs
+/// each test in a process of its own, and one PostgreSQL server per test would cost a
+/// start-up each.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::on_sqlite(super::$name)
+            })*
+        }
+        mod postgres {
+            use super::pg::PgServer;
+
+            #[test]
+            fn every_engine_test_on_one_server() {
+                let pg = PgServer::start();
+                super::run_all_on(
+                    &pg,
+                    &[
+                        $((stringify!($name), &|pg: &PgServer| super::on_postgres(pg, super::$name)),)*
+                        ("reconnecting_keeps_the_data_and_long_table_names_stay_apart",
+                         &super::postgres_only::reconnecting_keeps_the_data_and_long_table_names_stay_apart),
+                        ("a_database_from_a_newer_midge_is_refused",
+                         &super::postgres_only::a_database_from_a_newer_midge_is_refused),
+                        ("errors_name_the_url_without_its_password",
+                         &super::postgres_only::errors_name_the_url_without_its_password),
+                        ("a_connection_the_server_cut_is_replaced",
+                         &super::postgres_only::a_connection_the_server_cut_is_replaced),
+                    ],
+                );
+            }
+        }
+    };
+}
+
+on_both_engines!(
+    inserted_rows_come_back_newest_first_with_their_data,
+    json_key_order_and_types_survive_the_round_trip,
+    topic_filters_follow_mqtt_wildcards,
+    percent_and_underscore_in_topics_are_not_sql_wildcards,
+    time_ranges_include_since_and_exclude_until,
+    client_id_filter,
+    bucket_aggregates_are_exact_on_known_data,
+    series_filters_by_topic_and_time_and_returns_raw_points,
+    numeric_strings_count_and_other_values_are_skipped,
+    nested_fields_and_array_indexes,
+    invalid_table_names_are_refused_everywhere,
+    tables_are_created_on_first_use_and_case_insensitive,
+    topics_lists_counts_and_newest_ts,
+    field_paths_that_try_to_inject_are_refused_or_harmless,
+    invalid_topic_filters_and_topics_are_refused,
+    limits_have_a_default_and_a_hard_maximum,
+    scans_continue_past_a_page_of_rejected_rows_and_ties_on_ts,
+    prune_deletes_rows_older_than_the_retention_in_every_table,
+    prune_far_in_the_past_or_future_does_not_overflow,
+    readers_see_whole_batches_while_a_writer_commits,
+    filters_select_exactly_what_mqtt_matching_selects,
+);
 
 fn row(ts: i64, topic: &str, data: Value) -> Row {
     Row::new(ts, topic, "dev", obj(data))
@@ -61,10 +158,8 @@ fn triples(b: &[Bucket]) -> Vec<(i64, f64, u64)> {
     b.iter().map(|b| (b.start, b.value, b.count)).collect()
 }
 
-#[test]
-fn inserted_rows_come_back_newest_first_with_their_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn inserted_rows_come_back_newest_first_with_their_data(open: &Opener) {
+    let store = open(fast());
     let rows = vec![
         Row::new(
             1_000,
@@ -95,10 +190,8 @@ fn inserted_rows_come_back_newest_first_with_their_data() {
     assert_eq!(ts_of(&asc), vec![1_000, 2_000, 3_000]);
 }
 
-#[test]
-fn json_key_order_and_types_survive_the_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn json_key_order_and_types_survive_the_round_trip(open: &Opener) {
+    let store = open(fast());
     let data = obj(json!({"z": 1, "a": "x", "m": null, "b": true, "big": 9007199254740993_i64}));
     store
         .insert("telemetry", &[Row::new(1, "t", "c", data.clone())])
@@ -109,10 +202,8 @@ fn json_key_order_and_types_survive_the_round_trip() {
     assert_eq!(keys, ["z", "a", "m", "b", "big"]);
 }
 
-#[test]
-fn topic_filters_follow_mqtt_wildcards() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn topic_filters_follow_mqtt_wildcards(open: &Opener) {
+    let store = open(fast());
     let topics = [
         "sensors",
         "sensors/a/temp",
@@ -163,10 +254,8 @@ fn topic_filters_follow_mqtt_wildcards() {
     assert!(get("nothing/#").is_empty());
 }
 
-#[test]
-fn percent_and_underscore_in_topics_are_not_sql_wildcards() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn percent_and_underscore_in_topics_are_not_sql_wildcards(open: &Opener) {
+    let store = open(fast());
     let topics = [
         "a%b/x", "aXb/x", "a_b/x", "acb/x", "a\\b/x", "ab/x", "a%/x", "A%B/x",
     ];
@@ -181,10 +270,8 @@ fn percent_and_underscore_in_topics_are_not_sql_wildcards() {
     assert_eq!(get("A%B/+"), "A%B/x", "matching is case-sensitive");
 }
 
-#[test]
-fn time_ranges_include_since_and_exclude_until() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn time_ranges_include_since_and_exclude_until(open: &Opener) {
+    let store = open(fast());
     let rows: Vec<Row> = (0..10)
         .map(|i| row(i * 100, "t", json!({"v": i})))
         .collect();
@@ -211,10 +298,8 @@ fn time_ranges_include_since_and_exclude_until() {
     assert_eq!(range(None, None).len(), 10);
 }
 
-#[test]
-fn client_id_filter() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn client_id_filter(open: &Opener) {
+    let store = open(fast());
     store
         .insert(
             "telemetry",
@@ -253,10 +338,8 @@ fn bucket_data(store: &SeriesStore) {
     store.insert("telemetry", &rows).unwrap();
 }
 
-#[test]
-fn bucket_aggregates_are_exact_on_known_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn bucket_aggregates_are_exact_on_known_data(open: &Opener) {
+    let store = open(fast());
     bucket_data(&store);
     let cases = [
         (Aggregate::Avg, [2.0, 10.0, -2.0]),
@@ -283,10 +366,8 @@ fn bucket_aggregates_are_exact_on_known_data() {
     }
 }
 
-#[test]
-fn series_filters_by_topic_and_time_and_returns_raw_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn series_filters_by_topic_and_time_and_returns_raw_points(open: &Opener) {
+    let store = open(fast());
     bucket_data(&store);
     let raw = store
         .series(&SeriesQuery {
@@ -316,10 +397,8 @@ fn series_filters_by_topic_and_time_and_returns_raw_points() {
     assert_eq!(triples(&ranged), vec![(0, 10.5, 4)]);
 }
 
-#[test]
-fn numeric_strings_count_and_other_values_are_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn numeric_strings_count_and_other_values_are_skipped(open: &Opener) {
+    let store = open(fast());
     let values = [
         json!({"temp": "31.5"}),
         json!({"temp": " 2 "}),
@@ -363,10 +442,8 @@ fn numeric_strings_count_and_other_values_are_skipped() {
     );
 }
 
-#[test]
-fn nested_fields_and_array_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn nested_fields_and_array_indexes(open: &Opener) {
+    let store = open(fast());
     store
         .insert(
             "telemetry",
@@ -397,10 +474,8 @@ fn nested_fields_and_array_indexes() {
     assert_eq!(first("a-b"), vec![3.0]);
 }
 
-#[test]
-fn invalid_table_names_are_refused_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn invalid_table_names_are_refused_everywhere(open: &Opener) {
+    let store = open(fast());
     store
         .insert("telemetry", &[row(1, "t", json!({}))])
         .unwrap();
@@ -445,10 +520,8 @@ fn invalid_table_names_are_refused_everywhere() {
     assert!(err.contains("\"a-b\""), "{err}");
 }
 
-#[test]
-fn tables_are_created_on_first_use_and_case_insensitive() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn tables_are_created_on_first_use_and_case_insensitive(open: &Opener) {
+    let store = open(fast());
     assert!(store.tables().unwrap().is_empty());
     assert!(store.rows(&query(None)).unwrap().is_empty(), "no table yet");
     assert!(store.series(&SeriesQuery::new("temp")).unwrap().is_empty());
@@ -496,10 +569,8 @@ fn tables_are_created_on_first_use_and_case_insensitive() {
     assert_eq!(topics_of(&power), ["p/2", "p/1"]);
 }
 
-#[test]
-fn topics_lists_counts_and_newest_ts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn topics_lists_counts_and_newest_ts(open: &Opener) {
+    let store = open(fast());
     store
         .insert(
             "telemetry",
@@ -528,10 +599,8 @@ fn topics_lists_counts_and_newest_ts() {
     );
 }
 
-#[test]
-fn field_paths_that_try_to_inject_are_refused_or_harmless() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn field_paths_that_try_to_inject_are_refused_or_harmless(open: &Opener) {
+    let store = open(fast());
     store
         .insert("telemetry", &[row(1, "t", json!({"temp": 1, "x": 2}))])
         .unwrap();
@@ -555,10 +624,8 @@ fn field_paths_that_try_to_inject_are_refused_or_harmless() {
     assert_eq!(store.rows(&RowsQuery::default()).unwrap().len(), 1);
 }
 
-#[test]
-fn invalid_topic_filters_and_topics_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn invalid_topic_filters_and_topics_are_refused(open: &Opener) {
+    let store = open(fast());
     for bad in ["a/#/b", "a+", "", "$share/g/t/#"] {
         let r = store.rows(&query(Some(bad)));
         assert!(
@@ -582,15 +649,13 @@ fn invalid_topic_filters_and_topics_are_refused() {
     );
 }
 
-#[test]
-fn limits_have_a_default_and_a_hard_maximum() {
-    let dir = tempfile::tempdir().unwrap();
+fn limits_have_a_default_and_a_hard_maximum(open: &Opener) {
     let options = SeriesOptions {
         default_rows_per_query: 50,
         max_rows_per_query: 700,
         ..fast()
     };
-    let store = SeriesStore::open(&dir.path().join("s.db"), options).unwrap();
+    let store = open(options);
     let rows: Vec<Row> = (0..1_000).map(|i| row(i, "t", json!({"v": i}))).collect();
     store.insert("telemetry", &rows).unwrap();
     let n = |limit: Option<usize>| {
@@ -635,10 +700,8 @@ fn limits_have_a_default_and_a_hard_maximum() {
     );
 }
 
-#[test]
-fn scans_continue_past_a_page_of_rejected_rows_and_ties_on_ts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn scans_continue_past_a_page_of_rejected_rows_and_ties_on_ts(open: &Opener) {
+    let store = open(fast());
     // 3000 rows at one ts; only every third matches `s/#` (the others pass SQL's prefix).
     let rows: Vec<Row> = (0..3_000)
         .map(|i| row(42, if i % 3 == 0 { "s/x" } else { "sx" }, json!({"v": i})))
@@ -676,15 +739,13 @@ fn scans_continue_past_a_page_of_rejected_rows_and_ties_on_ts() {
     assert_eq!(triples(&count), vec![(0, 1_000.0, 1_000)]);
 }
 
-#[test]
-fn prune_deletes_rows_older_than_the_retention_in_every_table() {
-    let dir = tempfile::tempdir().unwrap();
+fn prune_deletes_rows_older_than_the_retention_in_every_table(open: &Opener) {
     let options = SeriesOptions {
         retention: Some(Duration::from_secs(10)),
         prune_chunk_rows: 7,
         ..fast()
     };
-    let store = SeriesStore::open(&dir.path().join("s.db"), options).unwrap();
+    let store = open(options);
     let rows: Vec<Row> = (0..100).map(|i| row(i * 1_000, "t", json!({}))).collect();
     store.insert("telemetry", &rows).unwrap();
     store.insert("other", &rows[..20]).unwrap();
@@ -705,19 +766,17 @@ fn prune_deletes_rows_older_than_the_retention_in_every_table() {
     assert_eq!(tables[0].rows, 0);
     assert_eq!(tables[0].first_ts, None);
 
-    let keep_all = open(&dir.path().join("b"));
+    let keep_all = open(fast());
     keep_all.insert("telemetry", &rows).unwrap();
     assert_eq!(keep_all.prune(i64::MAX).unwrap(), 0, "no retention");
 }
 
-#[test]
-fn prune_far_in_the_past_or_future_does_not_overflow() {
-    let dir = tempfile::tempdir().unwrap();
+fn prune_far_in_the_past_or_future_does_not_overflow(open: &Opener) {
     let options = SeriesOptions {
         retention: Some(Duration::MAX),
         ..fast()
     };
-    let store = SeriesStore::open(&dir.path().join("s.db"), options).unwrap();
+    let store = open(options);
     store
         .insert(
             "telemetry",
@@ -858,16 +917,14 @@ fn the_store_is_send_and_sync() {
     check::<SeriesError>();
 }
 
-#[test]
-fn readers_see_whole_batches_while_a_writer_commits() {
+fn readers_see_whole_batches_while_a_writer_commits(open: &Opener) {
     const BATCH: i64 = 100;
     const BATCHES: i64 = 60;
-    let dir = tempfile::tempdir().unwrap();
     let options = SeriesOptions {
         max_rows_per_query: 100_000,
         ..SeriesOptions::default()
     };
-    let store = Arc::new(SeriesStore::open(&dir.path().join("s.db"), options).unwrap());
+    let store = Arc::new(open(options));
     store.insert("telemetry", &[]).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -937,35 +994,51 @@ fn readers_see_whole_batches_while_a_writer_commits() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
-
-    /// Whatever the topics and the filter, the store returns exactly the rows MQTT matching
-    /// selects (SQL's LIKE and range are only a superset, and never lose a row).
-    #[test]
-    fn filters_select_exactly_what_mqtt_matching_selects(
-        topics in prop::collection::vec(topic_strategy(), 1..40),
-        filter in filter_strategy(),
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let rows: Vec<Row> = topics.iter().enumerate().map(|(i, t)| row(i as i64, t, json!({}))).collect();
-        store.insert("telemetry", &rows).unwrap();
-        let mut got: Vec<i64> = store
-            .rows(&RowsQuery { topic: Some(filter.clone()), limit: Some(1_000), ..RowsQuery::default() })
-            .unwrap()
-            .iter()
-            .map(|r| r.ts)
-            .collect();
-        got.sort_unstable();
-        let want: Vec<i64> = topics
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| midge_codec::matches_filter(&filter, t))
-            .map(|(i, _)| i as i64)
-            .collect();
-        prop_assert_eq!(got, want, "filter {:?} over {:?}", filter, topics);
-    }
+/// Whatever the topics and the filter, the store returns exactly the rows MQTT matching
+/// selects (SQL's LIKE and range are only a superset, and never lose a row).
+fn filters_select_exactly_what_mqtt_matching_selects(open: &Opener) {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        prop::collection::vec(topic_strategy(), 1..40),
+        filter_strategy(),
+    );
+    // one store, a new table for each case
+    let store = open(fast());
+    let cases = std::cell::Cell::new(0);
+    runner
+        .run(&strategy, |(topics, filter)| {
+            let table = format!("case_{}", cases.replace(cases.get() + 1));
+            let rows: Vec<Row> = topics
+                .iter()
+                .enumerate()
+                .map(|(i, t)| row(i as i64, t, json!({})))
+                .collect();
+            store.insert(&table, &rows).unwrap();
+            let mut got: Vec<i64> = store
+                .rows(&RowsQuery {
+                    table: table.clone(),
+                    topic: Some(filter.clone()),
+                    limit: Some(1_000),
+                    ..RowsQuery::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|r| r.ts)
+                .collect();
+            got.sort_unstable();
+            let want: Vec<i64> = topics
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| midge_codec::matches_filter(&filter, t))
+                .map(|(i, _)| i as i64)
+                .collect();
+            prop_assert_eq!(got, want, "filter {:?} over {:?}", filter, topics);
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// Levels made of characters that are special somewhere: LIKE's `%` `_` `\`, case, `$`,
@@ -997,4 +1070,131 @@ fn filter_strategy() -> impl Strategy<Value = String> {
             levels.join("/")
         })
         .prop_filter("a filter is not empty", |f| !f.is_empty())
+}
+
+/// What only the PostgreSQL engine has: a server that outlives the store, a URL.
+mod postgres_only {
+    use super::*;
+
+    pub(super) fn reconnecting_keeps_the_data_and_long_table_names_stay_apart(pg: &pg::PgServer) {
+        let url = pg.new_database();
+        let long_a = format!("{}_a", "x".repeat(60));
+        let long_b = format!("{}_b", "x".repeat(60));
+        {
+            let store = SeriesStore::connect_postgres(&url, SeriesOptions::default()).unwrap();
+            store
+                .insert("telemetry", &[row(1, "t", json!({"temp": 4}))])
+                .unwrap();
+            store.insert(&long_a, &[row(2, "a", json!({}))]).unwrap();
+            store.insert(&long_b, &[row(3, "b", json!({}))]).unwrap();
+        }
+        let store = SeriesStore::connect_postgres(&url, SeriesOptions::default()).unwrap();
+        let got = store.rows(&RowsQuery::default()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, obj(json!({"temp": 4})));
+        let names: Vec<String> = store
+            .tables()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["telemetry".into(), long_a.clone(), long_b.clone()]);
+        let topic_of = |table: &str| {
+            let q = RowsQuery {
+                table: table.into(),
+                ..RowsQuery::default()
+            };
+            topics_of(&store.rows(&q).unwrap()).join(",")
+        };
+        assert_eq!(topic_of(&long_a), "a");
+        assert_eq!(topic_of(&long_b), "b");
+        store
+            .insert("telemetry", &[row(3, "t", json!({}))])
+            .unwrap();
+        assert_eq!(store.rows(&RowsQuery::default()).unwrap().len(), 2);
+        // the tables are plain SQL tables a person can read
+        assert_eq!(
+            pg.psql(
+                url.rsplit('/').next().unwrap(),
+                "SELECT data->>'temp' FROM series_telemetry WHERE ts = 1"
+            ),
+            "4"
+        );
+    }
+
+    pub(super) fn a_connection_the_server_cut_is_replaced(pg: &pg::PgServer) {
+        let url = pg.new_database();
+        let db = url.rsplit('/').next().unwrap().to_owned();
+        let store = SeriesStore::connect_postgres(&url, fast()).unwrap();
+        store
+            .insert("telemetry", &[row(1, "t", json!({}))])
+            .unwrap();
+        assert_eq!(store.rows(&RowsQuery::default()).unwrap().len(), 1);
+        // every connection of the store is cut
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        );
+        // the first call on a cut connection may fail; the store then reconnects
+        let _ = store.insert("telemetry", &[row(2, "t", json!({}))]);
+        let _ = store.rows(&RowsQuery::default());
+        store
+            .insert("telemetry", &[row(3, "t", json!({}))])
+            .unwrap();
+        let ts = ts_of(&store.rows(&RowsQuery::default()).unwrap());
+        assert!(ts.contains(&1) && ts.contains(&3), "{ts:?}");
+    }
+
+    pub(super) fn a_database_from_a_newer_midge_is_refused(pg: &pg::PgServer) {
+        let url = pg.new_database();
+        drop(SeriesStore::connect_postgres(&url, fast()).unwrap());
+        let db = url.rsplit('/').next().unwrap();
+        pg.psql(
+            db,
+            "UPDATE midge_series_meta SET value = value + 1 WHERE key = 'schema_version'",
+        );
+        let err = SeriesStore::connect_postgres(&url, fast()).unwrap_err();
+        assert!(matches!(err, SeriesError::NewerSchema { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("newer midge") && text.contains(db), "{text}");
+    }
+
+    pub(super) fn errors_name_the_url_without_its_password(pg: &pg::PgServer) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://midge:s3cret-pw@127.0.0.1:{port}/iot");
+        let options = SeriesOptions {
+            busy_timeout: Duration::from_secs(2),
+            ..fast()
+        };
+        let err = SeriesStore::connect_postgres(&url, options.clone()).unwrap_err();
+        assert!(matches!(err, SeriesError::Open { .. }), "{err:?}");
+        let text = format!("{err} / {err:?}");
+        assert!(!text.contains("s3cret-pw"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}/iot")), "{text}");
+        let err =
+            SeriesStore::connect_postgres("postgres://a:pw@host:notaport/x", options).unwrap_err();
+        assert!(!err.to_string().contains(":pw@"), "{err}");
+        // the store says where it is, without the password
+        let with_password = pg
+            .new_database()
+            .replace("postgres@", "postgres:unused-pw@");
+        let store = SeriesStore::connect_postgres(&with_password, fast()).unwrap();
+        assert!(
+            !store.describe().contains("unused-pw"),
+            "{}",
+            store.describe()
+        );
+        assert!(
+            store.describe().contains("127.0.0.1"),
+            "{}",
+            store.describe()
+        );
+    }
 }
