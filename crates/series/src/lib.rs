@@ -13,6 +13,23 @@
 //! - [`SeriesStore::tables`] and [`SeriesStore::topics`]: what there is, for pickers;
 //! - [`SeriesStore::prune`]: retention, in bounded chunks.
 //!
+//! Beside the row tables, the same store keeps **datapoints** ([`points`]), the model of
+//! hosted IoT hubs' time-series databases: a metric, a field, tags, a timestamp and a value
+//! keyed `(metric, tags, field, timestamp)` (writing a key again replaces its value):
+//!
+//! - [`SeriesStore::write_points`]: a checked batch, all of it or nothing, one transaction;
+//! - [`SeriesStore::metrics`], [`SeriesStore::metric_fields`], [`SeriesStore::metric_tags`]:
+//!   the catalog;
+//! - [`SeriesStore::query_points`]: tag filter, group-by, value filter, chained aggregators
+//!   (Avg, Dev, Count, First, Last, Max, Min, Sum, Percentile, LeastSquares over windows
+//!   aligned on the epoch; Diff, Div, Multiply, Rate point by point), order, and paging by an
+//!   opaque marker that returns every row exactly once;
+//! - [`SeriesStore::export_points`]: every point, streamed in bounded pages.
+//!
+//! The query logic is shared by the engines (it works over a small internal trait that
+//! SQLite and PostgreSQL implement), so both answer alike; schema, semantics and measured
+//! speed are in `docs/series.md`.
+//!
 //! Every query returns at most [`SeriesOptions::max_rows_per_query`] rows or buckets.
 //!
 //! ## Blocking

@@ -176,10 +176,13 @@ pub enum AggregatorKind {
 pub struct Aggregator {
     /// The function.
     pub kind: AggregatorKind,
-    /// Width of a sampling window in ms (windows aligned on the query's start); `None`:
-    /// one window for the whole range.
+    /// Width of a sampling window in ms (> 0; windows aligned on the Unix epoch and
+    /// timestamped with their start, like InfluxDB's `GROUP BY time`); `None`: one window
+    /// for the whole range, timestamped with its first point. For Rate: the unit of time
+    /// of the rate (`None`: per second).
     pub sampling_ms: Option<i64>,
-    /// The percentile (Percentile), divisor (Div) or factor (Multiply).
+    /// The percentile (Percentile, 0–100), divisor (Div, not 0) or factor (Multiply);
+    /// required by those three, ignored by the others.
     pub param: Option<f64>,
 }
 
@@ -201,7 +204,9 @@ pub struct PointQuery {
     /// The fields to read (empty: [`DEFAULT_FIELD`]); each value row holds one value per
     /// field, in this order.
     pub fields: Vec<String>,
-    /// Tag keys whose values are appended to each value row (the API's `tags`).
+    /// Tag keys whose values are appended to each value row (the API's `tags`). Series of
+    /// a group whose values of these keys differ are not merged into one row: each row's
+    /// tag values are those of the series it came from.
     pub tags: Vec<String>,
     /// Only points with `timestamp >= start` (ms).
     pub start: i64,
@@ -209,11 +214,12 @@ pub struct PointQuery {
     pub end: i64,
     /// Only series whose tag `key` has one of the listed values.
     pub tag_filter: BTreeMap<String, Vec<String>>,
-    /// Only raw values that pass this filter.
+    /// Only raw values that pass this filter (applied before the aggregators).
     pub value_filter: Option<ValueFilter>,
     /// Tag keys to group series by (one group per distinct combination; none: one group).
     pub group_by: Vec<String>,
-    /// Aggregators, applied in order.
+    /// Aggregators, applied in order, each to the output of the one before, field by
+    /// field. Only Count, First and Last take String fields (others: `InvalidQuery`).
     pub aggregators: Vec<Aggregator>,
     /// Most value rows to return (all groups together); `None`: the store's default;
     /// never more than [`crate::SeriesOptions::max_rows_per_query`].
@@ -236,7 +242,7 @@ pub struct PointRow {
     pub tags: Vec<Option<String>>,
 }
 
-/// The values of one group.
+/// The values of one group (a group with no row in this page is not listed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointGroup {
     /// The group-by tags' values of this group (empty without group-by).
@@ -254,10 +260,11 @@ pub struct PointResult {
     pub fields: Vec<String>,
     /// The groups, in order of their tags.
     pub groups: Vec<PointGroup>,
-    /// Raw points read to make this answer.
+    /// Raw points read from storage to make this page.
     pub raw_count: u64,
     /// Whether more rows matched than were returned; then `next_marker` continues.
     pub truncated: bool,
-    /// Pass as [`PointQuery::marker`] to get the next page.
+    /// Pass as [`PointQuery::marker`] (with the same query otherwise) to get the next page;
+    /// opaque.
     pub next_marker: Option<String>,
 }

@@ -114,8 +114,7 @@ impl Marker {
 #[derive(Debug, Clone, Copy)]
 struct After {
     ts: i64,
-    /// Rows at `ts` with `n` above this come after (`None`: every row at `ts` is before
-    /// or is the marker's; `Some(u64::MAX)`... not used).
+    /// Which rows at exactly `ts` come after.
     at_ts: AtTs,
     order: PointOrder,
 }
@@ -578,7 +577,7 @@ impl Rows for Window<'_> {
                 }
             };
             if let Some((_, ts, accs)) = &mut self.cur {
-                let rel = (row.ts - *ts) as f64;
+                let rel = row.ts.saturating_sub(*ts) as f64;
                 for (acc, v) in accs.iter_mut().zip(row.values) {
                     if let Some(v) = v {
                         acc.push(self.agg.kind, rel, v);
@@ -651,8 +650,9 @@ impl Rows for PointWise<'_> {
                                     None
                                 } else {
                                     let unit = self.agg.sampling_ms.unwrap_or(1000) as f64;
-                                    diff.and_then(|d| d.as_f64())
-                                        .map(|d| PointValue::Double(d / (ts - pts) as f64 * unit))
+                                    diff.and_then(|d| d.as_f64()).map(|d| {
+                                        PointValue::Double(d / ts.saturating_sub(pts) as f64 * unit)
+                                    })
                                 }
                             }
                         }

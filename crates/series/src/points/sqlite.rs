@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS tsdb_point (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Series ids the writer keeps per metric; past it the metric's cache starts over.
+const MAX_CACHED_SERIES: usize = 100_000;
+
 /// Ids the writer has looked up or made, so that a batch does not look them up per point.
 /// Cleared when a write fails (its transaction, and the ids it made, were rolled back).
 #[derive(Debug, Default)]
@@ -207,6 +210,10 @@ fn ids(
                     id
                 }
             };
+            if m.series.len() >= MAX_CACHED_SERIES {
+                // Bounded memory for metrics with very many series: start over.
+                m.series.clear();
+            }
             m.series.insert(tags, id);
             id
         }
