@@ -2,15 +2,18 @@
 //!
 //! The IoT-hub layer: rules such as `SELECT * FROM 'sensors/#' WHERE temp > 30` run over
 //! the messages devices publish and feed actions: the time-series store
-//! ([`midge_series::SeriesStore`]), republishing, HTTP webhooks.
+//! ([`midge_series::SeriesStore`]: rows, and datapoints with `tsdb`), republishing, HTTP
+//! webhooks.
 //!
 //! The hub is an in-process MQTT 5 client of the broker (any [`midge_client::Connector`]:
 //! in `midge serve` the broker's own [`Transport::Custom`] pipe), so it sees exactly what a
 //! subscriber would see and nothing is special-cased in the broker. Its session is
 //! persistent when it has a state folder, and it acknowledges a message (manual acks) only
-//! once the rows it produced are committed to the store: a message the broker accepted for
-//! the hub is stored even if midge is killed in between, because the broker redelivers what
-//! the hub did not acknowledge.
+//! once the rows and datapoints it produced are committed to the store: a message the broker
+//! accepted for the hub is stored even if midge is killed in between, because the broker
+//! redelivers what the hub did not acknowledge. A message's time is when the broker accepted
+//! it (the `midge-time` user property, kept in the broker's store), so a redelivered message
+//! rewrites the same datapoints instead of adding new ones.
 //!
 //! Rows are written in batches: while one batch is being committed the next one fills up
 //! (group commit), so a burst of messages costs a few fsyncs, not one each.
