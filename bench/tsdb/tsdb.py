@@ -46,6 +46,7 @@ B_PER = int(E.get("B_PER", "10000"))
 C_SERIES = int(E.get("C_SERIES", "1000"))
 C_PER = int(E.get("C_PER", "10"))
 RUNS = int(E.get("RUNS", "10"))
+ROUNDS = int(E.get("ROUNDS", "3"))
 WARMUP = int(E.get("WARMUP", "2"))
 BATCH = int(E.get("BATCH", "5000"))
 SIDES = E.get("SIDES", "midge,influx").split(",")
@@ -70,7 +71,12 @@ def log(msg):
     print(f"== {msg}", file=sys.stderr, flush=True)
 
 
+ROUND = [0]
+
+
 def emit(**kw):
+    if ROUND[0]:
+        kw["round"] = ROUND[0]
     print(json.dumps(kw), flush=True)
 
 
@@ -480,7 +486,7 @@ tsdb = true
     data = os.path.join(d, "data")
     files = {}
     for f in sorted(os.listdir(data)):
-        if f.startswith("series"):
+        if f.startswith("series") and f.endswith(".db"):
             path = os.path.join(data, f)
             if f.endswith(".db") and os.path.isfile(path):
                 try:
@@ -492,7 +498,9 @@ tsdb = true
     for f in sorted(os.listdir(data)):
         path = os.path.join(data, f)
         files[f] = dir_bytes(path)
-    sbytes = sum(v for k, v in files.items() if k.startswith("series"))
+    # the database and its WAL; not the -shm (a memory-mapped index of the WAL) and not
+    # midge.store (the broker's sessions and retained messages)
+    sbytes = sum(v for k, v in files.items() if k.startswith("series") and not k.endswith("-shm"))
     emit(side="midge", figure="disk", bytes=sbytes, per_point=sbytes / POINTS, files=files)
     log(f"midge: series files {sbytes:,} B = {sbytes / POINTS:.2f} B/point ({files})")
 
@@ -540,18 +548,27 @@ tsdb = true
 def main():
     work = tempfile.mkdtemp(prefix="midge-tsdb-bench.")
     emit(figure="setup", points=POINTS, b_series=B_SERIES, b_per=B_PER, c_series=C_SERIES, c_per=C_PER,
-         runs=RUNS, warmup=WARMUP, batch=BATCH, t0=T0)
+         runs=RUNS, warmup=WARMUP, batch=BATCH, t0=T0, rounds=ROUNDS)
     try:
-        for side in SIDES:
-            emit(side=side, figure="load-before", loadavg=open("/proc/loadavg").read().split()[:3])
-            try:
-                (influx_side if side == "influx" else midge_side)(work)
-                emit(side=side, figure="load-after", loadavg=open("/proc/loadavg").read().split()[:3])
-            except Exception as e:  # noqa: BLE001
-                log(f"{side} failed: {e}")
-                emit(side=side, figure="error", error=str(e)[:2000])
-            finally:
-                stop_all()
+        for r in range(1, ROUNDS + 1):
+            ROUND[0] = r
+            # alternate the order (A B, B A, A B) so that both sides see the same noise
+            order = SIDES if r % 2 else list(reversed(SIDES))
+            for side in order:
+                rd = os.path.join(work, f"round{r}")
+                os.makedirs(rd, exist_ok=True)
+                log(f"round {r}/{ROUNDS}: {side}")
+                emit(side=side, figure="load-before", loadavg=open("/proc/loadavg").read().split()[:3])
+                try:
+                    (influx_side if side == "influx" else midge_side)(rd)
+                    emit(side=side, figure="load-after", loadavg=open("/proc/loadavg").read().split()[:3])
+                except Exception as e:  # noqa: BLE001
+                    log(f"{side} failed: {e}")
+                    emit(side=side, figure="error", error=str(e)[:2000])
+                finally:
+                    stop_all()
+                    if not KEEP:
+                        shutil.rmtree(os.path.join(rd, side), ignore_errors=True)
     finally:
         stop_all()
         if KEEP:
@@ -560,14 +577,29 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-
 # --- the table ----------------------------------------------------------------------------
 
 
 def report(path):
     rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
     setup = next((r for r in rows if r.get("figure") == "setup"), {})
-    fig = {(r.get("side"), r.get("figure")): r for r in rows if r.get("side")}
+    # the median over the rounds of every timed figure; counts: the smallest
+    by = {}
+    for r in rows:
+        if r.get("side"):
+            by.setdefault((r["side"], r["figure"]), []).append(r)
+    fig = {}
+    for k, rs in by.items():
+        f = dict(rs[0])
+        for key in ("rate", "median", "min", "max", "per_point", "secs", "acked_secs", "bytes"):
+            if all(isinstance(x.get(key), (int, float)) for x in rs):
+                f[key] = statistics.median(x[key] for x in rs)
+        if all(isinstance(x.get("stored"), int) for x in rs):
+            f["stored"] = min(x["stored"] for x in rs)
+        if k[1] == "load-after":
+            f = rs[-1]
+        f["all"] = rs
+        fig[k] = f
     m = lambda f: fig.get(("midge", f))  # noqa: E731
     i = lambda f: fig.get(("influx", f))  # noqa: E731
     out = []
@@ -593,6 +625,9 @@ def report(path):
         what = "all" if s == total else f"{s:,} of {total:,}"
         return f" ({what} counted)"
 
+    rounds = setup.get("rounds", 1)
+    if rounds > 1:
+        p(f"Medians of {rounds} rounds (midge and InfluxDB in turn, the order alternating).\n")
     p("| figure | midge | InfluxDB 1.6 | midge/InfluxDB | goal | status |")
     p("|---|---:|---:|---:|---|---|")
     a, b = m("ingest"), i("ingest")
@@ -628,10 +663,39 @@ def report(path):
       f"InfluxDB: data + wal after snapshot and compaction) | "
       f"{'—' if da is None else f'{da:.2f} B'} | {'—' if db is None else f'{db:.2f} B'} | "
       f"{ratio(da, db)} | ≤ 2× | {status(da, db, 2, False)} |")
+    agree = []
+    for q in "abc":
+        a, b = m(f"query-{q}"), i(f"query-{q}")
+        if a and b:
+            same = (a["groups"], a["rows"]) == (b["groups"], b["rows"])
+            sa, sb = a.get("sample"), b.get("sample")
+            close = bool(sa and sb and abs(float(sa[1]) - float(sb[1])) < 1e-6)
+            when = "" if not close or sa[0] == sb[0] else (
+                f" (its timestamp: midge {sa[0]}, the window's start; InfluxDB {sb[0]}, the point's)")
+            agree.append(f"({q}) {'same' if same else 'DIFFERENT'} groups and rows, first value "
+                         f"{'equal' + when if close else f'DIFFERENT ({sa} vs {sb})'}")
     c = m("publisher-ceiling")
     if c:
         p(f"| the publisher's own ceiling (same client, QoS 1 to a topic no rule takes) | "
           f"{num(c['rate'], ' msg/s')} | | | | |")
+    if rounds > 1:
+        per = []
+        for side, name in (("midge", "midge"), ("influx", "InfluxDB")):
+            parts = []
+            for f, key, fmt_ in (("ingest", "rate", lambda v: f"{v / 1000:,.0f}k/s"),
+                                 ("query-a", "median", lambda v: f"{v * 1000:.0f} ms"),
+                                 ("query-b", "median", lambda v: f"{v * 1000:.0f} ms"),
+                                 ("query-c", "median", lambda v: f"{v * 1000:.0f} ms"),
+                                 ("disk", "per_point", lambda v: f"{v:.2f} B")):
+                r = fig.get((side, f))
+                if r:
+                    parts.append(f"{f} " + " / ".join(fmt_(x[key]) for x in r["all"]))
+            if parts:
+                per.append(f"{name}: " + ", ".join(parts))
+        if per:
+            p("\nEach round: " + "; ".join(per) + ".")
+    if agree:
+        p("\nAnswers compared: " + "; ".join(agree) + ".")
     loads = []
     for side, name in (("midge", "midge"), ("influx", "InfluxDB")):
         lb, la = fig.get((side, "load-before")), fig.get((side, "load-after"))
