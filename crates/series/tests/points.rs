@@ -1019,3 +1019,110 @@ fn an_empty_store_answers_every_call() {
     assert_eq!(store.prune(0).unwrap(), 0);
     store.write_points(&[]).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: the same checks, on one server for the whole file (cargo-nextest runs each
+// test in a process of its own, so a server per test would cost a start-up each), each
+// check on a store in a schema of its own.
+
+mod pg;
+
+/// A check of a store.
+type Check = fn(&SeriesStore);
+
+/// Runs each check on a new store of `pg`, every one even after a failure; fails naming
+/// those that failed (their panic messages are printed as they happen).
+fn on_postgres(pg: &pg::PgServer, checks: &[(&str, Check)]) {
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        let started = std::time::Instant::now();
+        let store = SeriesStore::connect_postgres(&pg.new_schema(), options()).unwrap();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&store))) {
+            Ok(()) => eprintln!("ok {name} ({:?})", started.elapsed()),
+            Err(_) => {
+                eprintln!("FAILED {name}");
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed on PostgreSQL: {failed:?}");
+}
+
+#[test]
+fn postgres_every_point_check_on_one_server() {
+    let pg = pg::PgServer::start();
+    macro_rules! checks {
+        ($($name:ident),* $(,)?) => {
+            &[$((stringify!($name), $name as Check)),*]
+        };
+    }
+    on_postgres(
+        &pg,
+        checks!(
+            same_key_overwrites,
+            a_bad_point_stores_nothing_of_its_batch,
+            a_type_conflict_is_refused,
+            catalog_lists_metrics_fields_and_tags,
+            tag_filter_selects_series,
+            group_by_makes_one_group_per_tag_value,
+            every_aggregator_gives_exact_numbers,
+            bad_aggregator_params_are_refused,
+            sampling_windows_are_aligned_on_the_epoch,
+            value_filter_drops_raw_values,
+            rows_hold_one_value_per_field_and_the_asked_tags,
+            desc_order_reverses_each_group,
+            paging_returns_every_raw_row_once,
+            paging_returns_every_aggregated_row_once,
+            a_garbage_marker_is_refused,
+            export_streams_every_point,
+            last_of_many_series_by_group,
+        ),
+    );
+
+    // points survive a new connection: same key still overwrites, types still hold
+    let url = pg.new_schema();
+    {
+        let store = SeriesStore::connect_postgres(&url, options()).unwrap();
+        store
+            .write_points(&[long("m", &[("k", "v")], 1_000, 1)])
+            .unwrap();
+    }
+    let store = SeriesStore::connect_postgres(&url, options()).unwrap();
+    store
+        .write_points(&[long("m", &[("k", "v")], 1_000, 2)])
+        .unwrap();
+    assert_eq!(
+        values(&store.query_points(&query("m")).unwrap()),
+        vec![(1_000, Some(PointValue::Long(2)))]
+    );
+    assert!(
+        store
+            .write_points(&[pt("m", "value", &[], 2, PointValue::Text("x".into()))])
+            .is_err()
+    );
+
+    // retention prunes old points (with the row tables)
+    let store = SeriesStore::connect_postgres(
+        &pg.new_schema(),
+        SeriesOptions {
+            retention: Some(std::time::Duration::from_secs(10)),
+            prune_chunk_rows: 3,
+            ..options()
+        },
+    )
+    .unwrap();
+    let batch: Vec<_> = (0..20).map(|i| long("m", &[], i * 1_000, i)).collect();
+    store.write_points(&batch).unwrap();
+    assert_eq!(store.prune(20_000).unwrap(), 10);
+    let r = store.query_points(&query("m")).unwrap();
+    assert_eq!(series_of(&r).first().map(|r| r.0), Some(10_000));
+    assert_eq!(r.raw_count, 10);
+
+    // an empty store answers every call
+    let store = SeriesStore::connect_postgres(&pg.new_schema(), options()).unwrap();
+    assert!(store.metrics().unwrap().is_empty());
+    assert!(store.query_points(&query("m")).unwrap().groups.is_empty());
+    assert_eq!(store.export_points(&[], 0, 10, &mut |_| true).unwrap(), 0);
+    assert_eq!(store.prune(0).unwrap(), 0);
+    store.write_points(&[]).unwrap();
+}
