@@ -6,7 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils curl)
 # npm for mqtt.js in the browser test (crates/cli/tests/browser); skip when npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
-PIP_PACKAGES=(paho-mqtt)
+PIP_PACKAGES=(paho-mqtt bce-python-sdk)
 
 missing_apt=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,7 +22,8 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
 
 for p in "${PIP_PACKAGES[@]}"; do
-    python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('${p//-/_}'.replace('paho_mqtt','paho')) else 1)" 2>/dev/null \
+    # import names: paho-mqtt -> paho, bce-python-sdk -> baidubce
+    python3 -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('${p//-/_}'.replace('paho_mqtt','paho').replace('bce_python_sdk','baidubce')) else 1)" 2>/dev/null \
         || { echo "test-deps: installing Python package $p"; python3 -m pip install -q "$p"; }
 done
 

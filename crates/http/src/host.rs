@@ -137,15 +137,18 @@ pub(crate) async fn require(State(state): State<AppState>, req: Request, next: N
     } else {
         debug!(host = %host, "HTTP request refused for its Host");
     }
-    ApiError::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        format!(
-            "Host {host:?} is not served here: this listener takes anonymous requests only \
+    let status = StatusCode::MISDIRECTED_REQUEST;
+    let message = format!(
+        "Host {host:?} is not served here: this listener takes anonymous requests only \
              for an IP address, localhost, or a name in [http] allowed_hosts (a defence \
-             against DNS rebinding); open it by its IP address, or add the name to allowed_hosts"
-        ),
-    )
-    .into_response()
+             against DNS rebinding); open it by its IP address, or add the name to allowed_hosts \
+             (or sign the request with an access key)"
+    );
+    if req.uri().path().starts_with("/v1/") {
+        crate::tsdb::TsdbError::new(status, "AccessDenied", message).into_response()
+    } else {
+        ApiError::new(status, message).into_response()
+    }
 }
 
 #[cfg(test)]
