@@ -133,10 +133,18 @@ async fn in_process_clients_exchange_messages_with_network_clients_past_the_list
     v5net.connect = midge_client::codec::Connect::new(midge_client::Protocol::V5, "device5");
     v5net.connect.username = Some("maker".into());
     let (net5, _net5_events) = start(v5net).await;
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = unix_ms();
     net5.publish("sensors/b", QoS::AtMostOnce, false, "1")
         .await
         .unwrap();
     let m = message(&mut rules5_events).await;
+    let after = unix_ms();
     let props: Vec<(&str, &str)> = m
         .properties
         .user_properties
@@ -144,8 +152,16 @@ async fn in_process_clients_exchange_messages_with_network_clients_past_the_list
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
     assert_eq!(
-        props,
+        props[..2],
         [("midge-client-id", "device5"), ("midge-username", "maker")]
+    );
+    // ... and when the broker accepted the message (wall-clock ms)
+    assert_eq!(props.len(), 3, "{props:?}");
+    assert_eq!(props[2].0, "midge-time");
+    let time: i64 = props[2].1.parse().unwrap();
+    assert!(
+        (before - 5..=after + 5).contains(&time),
+        "{time} not in {before}..={after}"
     );
 
     let stats = server.stats().await.unwrap();
