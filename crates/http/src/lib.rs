@@ -28,6 +28,14 @@
 //! GET  /api/v1/dashboard                      the dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
+//! POST /api/v1/access-keys                    make an access key {"description"} (201,
+//!                                             the secret shown once)
+//! GET  /api/v1/access-keys                    the keys, never their secrets
+//! DELETE /api/v1/access-keys/{id}             revoke one made through the API
+//! GET  /v1/metric                             the Baidu TSDB data API: metrics, their
+//! GET  /v1/metric/{m}/field, /v1/metric/{m}/tag  fields and tags; datapoints written
+//! POST /v1/datapoint                          (all or none), queried (PUT ?query, or GET
+//! PUT  /v1/datapoint?query | ?export          ?query=<json>) and exported (streamed)
 //! ```
 //!
 //! Errors are `{"error": "..."}` with a 4xx/5xx status. Request bodies are limited to
@@ -35,7 +43,9 @@
 //! HTTP Basic credentials from a mosquitto-format password file; with it on, requests whose
 //! `Host` is not an IP address, `localhost` or one of [`HttpConfig::allowed_hosts`] are
 //! refused with 421 (a web page whose domain was rebound to this address names its domain
-//! there).
+//! there). A request signed with an access key (`bce-auth-v1`, Baidu Cloud's signature;
+//! [`HttpConfig::access_keys`] and the keys made through the API) is an operator's whatever
+//! the above says; a wrong, expired or unknown-key signature is refused with 403.
 //!
 //! Connections: a request head must arrive within [`HttpConfig::header_read_timeout`] (idle
 //! keep-alive connections close after it too; answers in progress, such as live streams, are
@@ -75,6 +85,7 @@ mod assets;
 mod auth;
 mod dashboard;
 mod data;
+mod devices;
 mod host;
 mod live;
 mod publish;
