@@ -85,7 +85,6 @@ mod assets;
 mod auth;
 mod dashboard;
 mod data;
-mod devices;
 mod host;
 mod live;
 mod publish;
