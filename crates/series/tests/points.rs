@@ -859,6 +859,58 @@ pub fn export_streams_every_point(store: &SeriesStore) {
     assert_eq!(n, 100);
 }
 
+pub fn series_longer_than_a_read_page(store: &SeriesStore) {
+    // More points per series than one read of a cursor (2,048), two series interleaved.
+    let mut batch = Vec::new();
+    for i in 0..5_000 {
+        batch.push(long("long", &[("dev", "a")], i * 10, i));
+        batch.push(long("long", &[("dev", "b")], i * 10 + 5, -i));
+    }
+    store.write_points(&batch).unwrap();
+    let mut q = query("long");
+    q.limit = Some(10_000);
+    let r = store.query_points(&q).unwrap();
+    assert!(!r.truncated);
+    let ts: Vec<i64> = series_of(&r).iter().map(|r| r.0).collect();
+    assert_eq!(ts.len(), 10_000);
+    assert!(
+        ts.windows(2).all(|w| w[0] + 5 == w[1]),
+        "merged in time order"
+    );
+    q.order = PointOrder::Desc;
+    let desc: Vec<i64> = series_of(&store.query_points(&q).unwrap())
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(desc, ts.iter().rev().copied().collect::<Vec<_>>());
+    q.order = PointOrder::Asc;
+    q.aggregators = vec![agg(AggregatorKind::Sum, Some(10_000), None)];
+    // Each 10 s window holds 1,000 points of each series: a's i and b's -i cancel out.
+    assert_eq!(
+        series_of(&store.query_points(&q).unwrap()),
+        (0..5).map(|w| (w * 10_000, Some(0.0))).collect::<Vec<_>>()
+    );
+    q.aggregators = vec![agg(AggregatorKind::Count, None, None)];
+    assert_eq!(
+        series_of(&store.query_points(&q).unwrap()),
+        vec![(0, Some(10_000.0))]
+    );
+    assert_eq!(
+        store
+            .export_points(&["long".into()], i64::MIN, i64::MAX, &mut |_| true)
+            .unwrap(),
+        10_000
+    );
+    // Diff across pages of 3,000 rows: resumes from the point before each page.
+    q.aggregators = vec![agg(AggregatorKind::Diff, None, None)];
+    q.tag_filter = BTreeMap::from([("dev".into(), vec!["a".into()])]);
+    q.limit = Some(3_000);
+    let (rows, pages) = all_pages(store, &q);
+    assert_eq!(pages, 2);
+    assert_eq!(rows.len(), 4_999);
+    assert!(rows.iter().all(|r| r.2 == vec![Some(PointValue::Long(1))]));
+}
+
 pub fn last_of_many_series_by_group(store: &SeriesStore) {
     let mut batch = Vec::new();
     for dev in 0..50 {
@@ -936,6 +988,7 @@ sqlite_tests!(
     a_garbage_marker_is_refused,
     export_streams_every_point,
     last_of_many_series_by_group,
+    series_longer_than_a_read_page,
 );
 
 #[test]

@@ -23,7 +23,8 @@
 //! such page reads the range again.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use super::source::{MetricInfo, PointSource, SeriesInfo};
 use super::{
@@ -166,6 +167,18 @@ struct Ctx<'a> {
     src: &'a dyn PointSource,
     raw: &'a Cell<u64>,
     filter: Option<&'a ValueFilter>,
+    /// Points per read of one cursor ([`page_size`]).
+    page: usize,
+}
+
+/// Points held by the cursors of one group at most (about), whatever its series count.
+const GROUP_BUDGET: usize = 64 * 1024;
+/// Smallest read per cursor.
+const MIN_PAGE: usize = 16;
+
+/// Points per read for each of `cursors` cursors read together.
+fn page_size(cursors: usize) -> usize {
+    (GROUP_BUDGET / cursors.max(1)).clamp(MIN_PAGE, PAGE)
 }
 
 fn passes(filter: Option<&ValueFilter>, v: &PointValue) -> bool {
@@ -210,10 +223,15 @@ impl Cursor {
                 self.done = true;
                 return Ok(None);
             }
-            let page = ctx
-                .src
-                .points(self.series, self.field_id, self.lo, self.hi, order, PAGE)?;
-            if page.len() < PAGE {
+            let page = ctx.src.points(
+                self.series,
+                self.field_id,
+                self.lo,
+                self.hi,
+                order,
+                ctx.page,
+            )?;
+            if page.len() < ctx.page {
                 self.done = true;
             }
             if let Some((last, _)) = page.last() {
@@ -235,12 +253,16 @@ impl Cursor {
     }
 }
 
-/// The raw points of some series merged into rows by timestamp.
+/// The raw points of some series merged into rows by timestamp (a heap over the cursors'
+/// heads: log(cursors) per point).
 struct RawRows<'a> {
     ctx: Ctx<'a>,
     order: PointOrder,
     fields: usize,
     cursors: Vec<Cursor>,
+    /// Each cursor's head: (timestamp in the scan's order, cursor index), smallest first.
+    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    started: bool,
     pending: VecDeque<Row>,
 }
 
@@ -274,58 +296,89 @@ impl<'a> RawRows<'a> {
             order,
             fields: fields.len(),
             cursors,
+            heap: BinaryHeap::new(),
+            started: false,
             pending: VecDeque::new(),
         }
+    }
+
+    /// A timestamp as a heap key: itself ascending, its bitwise complement descending (an
+    /// order-reversing bijection on i64, no overflow).
+    fn key(&self, ts: i64) -> i64 {
+        match self.order {
+            PointOrder::Asc => ts,
+            PointOrder::Desc => !ts,
+        }
+    }
+
+    /// Pushes cursor `i`'s head (reading its next page if needed).
+    fn refill(&mut self, i: usize) -> Result<(), SeriesError> {
+        let (ctx, order) = (self.ctx, self.order);
+        if let Some(c) = self.cursors.get_mut(i)
+            && let Some(ts) = c.head(ctx, order)?
+        {
+            let k = self.key(ts);
+            self.heap.push(Reverse((k, i)));
+        }
+        Ok(())
     }
 }
 
 impl Rows for RawRows<'_> {
     fn next_row(&mut self) -> Result<Option<Row>, SeriesError> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.cursors.len() {
+                self.refill(i)?;
+            }
+        }
         loop {
             if let Some(r) = self.pending.pop_front() {
                 return Ok(Some(r));
             }
-            // The next timestamp over every cursor.
-            let mut best: Option<i64> = None;
-            for c in &mut self.cursors {
-                if let Some(ts) = c.head(self.ctx, self.order)? {
-                    best = Some(match (best, self.order) {
-                        (None, _) => ts,
-                        (Some(b), PointOrder::Asc) => b.min(ts),
-                        (Some(b), PointOrder::Desc) => b.max(ts),
-                    });
-                }
+            let Some(Reverse((k, _))) = self.heap.peek().copied() else {
+                return Ok(None);
+            };
+            // Every point at this timestamp, in cursor (series, then field) order, into as
+            // few rows as possible.
+            let mut at = Vec::new();
+            while let Some(Reverse((kk, i))) = self.heap.peek().copied()
+                && kk == k
+            {
+                self.heap.pop();
+                at.push(i);
             }
-            let Some(ts) = best else { return Ok(None) };
-            // Every point at `ts`, in series order, into as few rows as possible.
-            for c in &mut self.cursors {
-                if c.buf.front().is_some_and(|(t, _)| *t == ts) {
-                    let Some((_, v)) = c.buf.pop_front() else {
-                        continue;
-                    };
-                    if !passes(self.ctx.filter, &v) {
-                        continue;
-                    }
-                    let slot = self
-                        .pending
-                        .iter_mut()
-                        .find(|r| r.values.get(c.field).is_some_and(Option::is_none));
-                    let row = match slot {
-                        Some(r) => r,
-                        None => {
-                            self.pending.push_back(Row {
-                                ts,
-                                values: vec![None; self.fields],
-                            });
-                            match self.pending.back_mut() {
-                                Some(r) => r,
-                                None => continue,
-                            }
+            for i in at {
+                let Some(c) = self.cursors.get_mut(i) else {
+                    continue;
+                };
+                let field = c.field;
+                let Some((ts, v)) = c.buf.pop_front() else {
+                    continue;
+                };
+                self.refill(i)?;
+                if !passes(self.ctx.filter, &v) {
+                    continue;
+                }
+                let slot = self
+                    .pending
+                    .iter_mut()
+                    .find(|r| r.values.get(field).is_some_and(Option::is_none));
+                let row = match slot {
+                    Some(r) => r,
+                    None => {
+                        self.pending.push_back(Row {
+                            ts,
+                            values: vec![None; self.fields],
+                        });
+                        match self.pending.back_mut() {
+                            Some(r) => r,
+                            None => continue,
                         }
-                    };
-                    if let Some(slot) = row.values.get_mut(c.field) {
-                        *slot = Some(v);
                     }
+                };
+                if let Some(slot) = row.values.get_mut(field) {
+                    *slot = Some(v);
                 }
             }
         }
@@ -774,10 +827,12 @@ fn resume_start(
                 let mut latest: Option<i64> = None;
                 for s in series {
                     let mut hi = raw.saturating_sub(1);
+                    // Without a filter the first point is the one.
+                    let step = if ctx.filter.is_some() { ctx.page } else { 1 };
                     'pages: while hi >= start {
                         let page =
                             ctx.src
-                                .points(s.id, *field_id, start, hi, PointOrder::Desc, PAGE)?;
+                                .points(s.id, *field_id, start, hi, PointOrder::Desc, step)?;
                         ctx.raw.set(ctx.raw.get() + page.len() as u64);
                         for (t, v) in &page {
                             if passes(ctx.filter, v) {
@@ -786,7 +841,7 @@ fn resume_start(
                             }
                         }
                         match page.last() {
-                            Some((t, _)) if page.len() == PAGE => hi = t.saturating_sub(1),
+                            Some((t, _)) if page.len() == step => hi = t.saturating_sub(1),
                             _ => break,
                         }
                     }
@@ -1055,11 +1110,13 @@ pub(crate) fn run_query(
             .push(s);
     }
     let raw = Cell::new(0u64);
-    let ctx = Ctx {
+    let base = Ctx {
         src,
         raw: &raw,
         filter: q.value_filter.as_ref(),
+        page: PAGE,
     };
+    let known_fields = field_ids.iter().filter(|f| f.is_some()).count();
     let plan = Plan {
         fields: field_ids,
         aggs: &q.aggregators,
@@ -1074,6 +1131,11 @@ pub(crate) fn run_query(
             Some(m) if *gkey < m.group => continue,
             Some(m) => *gkey == m.group,
             None => false,
+        };
+        let series_in_group: usize = subs.values().map(Vec::len).sum();
+        let ctx = Ctx {
+            page: page_size(series_in_group.saturating_mul(known_fields)),
+            ..base
         };
         let mut streams: Vec<Merging<'_, '_>> = Vec::new();
         for (skey, series) in subs {
@@ -1163,6 +1225,10 @@ pub(crate) fn run_query(
                     let sub = Sub {
                         key: Vec::new(),
                         series: series.clone(),
+                    };
+                    let ctx = Ctx {
+                        page: page_size(series.len().saturating_mul(known_fields)),
+                        ..base
                     };
                     if sub_stream(ctx, &plan, &sub, None, 1)?.next()?.is_some() {
                         result.truncated = true;
