@@ -212,11 +212,15 @@ async fn not_found(req: Request) -> Response {
     .into_response()
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+async fn method_not_allowed(req: Request) -> Response {
+    if req.uri().path().starts_with("/v1/") {
+        return crate::tsdb::method_not_allowed(req.method().as_str(), req.uri().path());
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
+    .into_response()
 }
 
 async fn health() -> Response {

@@ -335,6 +335,9 @@ async fn unknown_metric_and_route_are_404_resource_not_found() {
         let (status, code, _) = bce_error(&r);
         assert_eq!((status, code.as_str()), (404, "ResourceNotFound"), "{path}");
     }
+    let r = request(hub.addr, "DELETE", "/v1/metric", &[], None).await;
+    let (status, code, _) = bce_error(&r);
+    assert_eq!((status, code.as_str()), (405, "MethodNotAllowed"));
     // the /api/v1 routes keep their own error shape
     let r = hub.get("/api/v1/nothing").await;
     assert_eq!(r.status, 404);
@@ -562,6 +565,7 @@ async fn queries_filter_group_aggregate_and_take_relative_times() {
     let res = &r.json()["results"][0];
     assert_eq!(res["metric"], "t");
     assert_eq!(res["field"], "value");
+    assert_eq!(res["tags"], json!(["host"]), "the keys ending each row");
     assert_eq!(res["truncated"], false);
     assert_eq!(res["groups"][0]["groupInfos"], json!([]));
     assert_eq!(

@@ -167,6 +167,16 @@ async fn tags(
     Ok(json_response(StatusCode::OK, &json!({ "tags": tags })))
 }
 
+/// The `/v1` answer for a method a route does not take.
+pub(crate) fn method_not_allowed(method: &str, path: &str) -> Response {
+    TsdbError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not allowed on {path}"),
+    )
+    .into_response()
+}
+
 /// The `/v1` answer for a route that does not exist.
 pub(crate) fn not_found(path: &str) -> Response {
     TsdbError::new(

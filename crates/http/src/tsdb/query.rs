@@ -348,7 +348,7 @@ fn point_query(q: Query, now: i64) -> Result<(PointQuery, bool), String> {
 }
 
 /// One result as the API answers it.
-fn result_json(r: PointResult, multi: bool, grouped: bool) -> Value {
+fn result_json(r: PointResult, multi: bool, grouped: bool, tags: &[String]) -> Value {
     let groups: Vec<Value> = r
         .groups
         .into_iter()
@@ -392,6 +392,10 @@ fn result_json(r: PointResult, multi: bool, grouped: bool) -> Value {
             .unwrap_or_else(|| midge_series::points::DEFAULT_FIELD.to_owned());
         o.insert("field".into(), Value::String(field));
     }
+    if !tags.is_empty() {
+        // the keys whose values end each row, in order
+        o.insert("tags".into(), json!(tags));
+    }
     o.insert("groups".into(), Value::Array(groups));
     o.insert("rawCount".into(), Value::from(r.raw_count));
     o.insert("truncated".into(), Value::Bool(r.truncated));
@@ -418,7 +422,7 @@ async fn run(state: AppState, body: &[u8]) -> Result<Response, TsdbError> {
             .map(|(i, (q, multi))| {
                 let grouped = !q.group_by.is_empty();
                 s.query_points(&q)
-                    .map(|r| result_json(r, multi, grouped))
+                    .map(|r| result_json(r, multi, grouped, &q.tags))
                     .map_err(|e| match e {
                         midge_series::SeriesError::InvalidQuery(m) => {
                             midge_series::SeriesError::InvalidQuery(format!("query {i}: {m}"))
