@@ -856,6 +856,21 @@ fn resume_start(
     Ok(c.max(start))
 }
 
+/// The latest raw timestamp the rows up to one at `ts` depend on (for descending pages):
+/// the end of the window holding it, through every windowed aggregator.
+fn resume_end(aggs: &[Aggregator], end: i64, ts: i64) -> i64 {
+    let mut c = ts;
+    for a in aggs.iter().rev() {
+        if windowed(a.kind) {
+            match a.sampling_ms {
+                Some(s) if s > 0 => c = c.div_euclid(s).saturating_mul(s).saturating_add(s - 1),
+                _ => return end,
+            }
+        }
+    }
+    c.min(end)
+}
+
 /// A sub-group's rows in the query's order, numbered, after the marker.
 struct SubStream<'a> {
     rows: Box<dyn Rows + 'a>,
@@ -939,7 +954,11 @@ fn sub_stream<'a>(
         (PointOrder::Desc, false) => {
             // Compute ascending, keep the newest `keep` rows after the marker (in the
             // descending order), hand them out newest first.
-            let mut asc = pipeline(ctx, &sub.series, fields, plan.aggs, plan.start, plan.end);
+            let hi = match after {
+                Some(a) => resume_end(plan.aggs, plan.end, a.ts),
+                None => plan.end,
+            };
+            let mut asc = pipeline(ctx, &sub.series, fields, plan.aggs, plan.start, hi);
             let mut kept: VecDeque<(Row, u64)> = VecDeque::new();
             let mut same: Vec<Row> = Vec::new();
             // `kept` is the descending order reversed: ascending by ts, and rows of one ts
