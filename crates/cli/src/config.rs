@@ -236,6 +236,8 @@ pub(crate) struct MidgeConfig {
     pub(crate) series: Option<SeriesSettings>,
     /// The HTTP API and dashboard (`None`: off).
     pub(crate) http: Option<HttpSettings>,
+    /// What a converted mosquitto.conf does differently (logged as warnings at start).
+    pub(crate) notes: Vec<String>,
 }
 
 impl Default for MidgeConfig {
@@ -257,6 +259,7 @@ impl Default for MidgeConfig {
             explicit_listeners: false,
             hub: midge_hub::HubConfig::default(),
             series: Some(series),
+            notes: Vec::new(),
         }
     }
 }
@@ -454,10 +457,33 @@ pub(super) fn read_tls(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> O
     })
 }
 
-/// Read and validate a configuration file.
+/// Read and validate a configuration file: midge's TOML, or mosquitto's own format
+/// (recognised by its content; see [`crate::mosquitto_conf`]).
 pub(crate) fn load(path: &Path) -> Result<MidgeConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if crate::mosquitto_conf::looks_like_mosquitto(&text) {
+        let c = crate::mosquitto_conf::convert(path);
+        if !c.errors.is_empty() {
+            let mut msg = format!("{} problem(s) in the configuration:", c.errors.len());
+            for e in &c.errors {
+                msg.push_str("\n  ");
+                msg.push_str(e);
+            }
+            return Err(msg);
+        }
+        let toml = toml::to_string(&c.toml).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut cfg = parse(&toml, &format!("{} (mosquitto format)", path.display()))?;
+        cfg.notes = c.notes;
+        cfg.notes.insert(
+            0,
+            format!(
+                "{}: read as a mosquitto.conf (`midge config convert` prints the equivalent TOML)",
+                path.display()
+            ),
+        );
+        return Ok(cfg);
+    }
     parse(&text, &path.display().to_string())
 }
 

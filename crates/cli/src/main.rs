@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod completions;
 mod config;
+mod config_cmd;
+mod mosquitto_conf;
 mod mqtt_opts;
 mod passwd_cmd;
 mod pub_cmd;
@@ -33,6 +35,10 @@ enum Command {
     Sub(sub_cmd::SubArgs),
     /// Manage a password file (like mosquitto_passwd).
     Passwd(passwd_cmd::PasswdArgs),
+    /// Configuration tools: `midge config convert mosquitto.conf` prints the equivalent
+    /// midge TOML.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions(completions::CompletionsArgs),
     /// Benchmark a broker: connections, pub, sub, fan-in, fan-out, latency, sink.
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => pub_cmd::run(args),
         Command::Sub(args) => sub_cmd::run(args),
         Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Config(cmd) => config_cmd::run(cmd),
         Command::Completions(args) => completions::run::<Cli>(args),
         Command::Bench(args) => bench_cmd::run(args),
     };

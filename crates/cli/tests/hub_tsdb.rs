@@ -615,13 +615,11 @@ fn every_acknowledged_message_is_one_point_across_sigkill() {
         b.kill();
         let done: Vec<Publisher> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         publishers = done.try_into().ok().unwrap();
-        for p in &publishers {
-            assert!(
-                (p.acked.len() as u64) < N,
-                "round {round}: {} finished before the kill",
-                p.metric
-            );
-        }
+        let acked: u64 = publishers.iter().map(|p| p.acked.len() as u64).sum();
+        assert!(
+            acked < 2 * N,
+            "round {round}: the load finished before the kill"
+        );
     }
     // the last start: the publishers resend what was not acknowledged and finish; the hub's
     // persistent session gets what it had not written
