@@ -132,6 +132,12 @@ def stop_all(*_):
 signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
 
 
+def cpu_secs(pid):
+    """utime + stime of a process, in seconds."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def dir_bytes(path):
     """Bytes allocated on disk (as du counts them: InfluxDB preallocates sparse 4 MiB
     series-file segments whose apparent size is not what they occupy)."""
@@ -316,10 +322,13 @@ bind-address = "127.0.0.1:{rpc_port}"
     # 1. ingest
     log(f"influx: ingest {POINTS} points, line protocol, batches of {BATCH}")
     lb = [[f"m,host=d0 value={fmt(v)} {ts}" for ts, v in b] for b in batches(series_a())]
+    cpu0 = cpu_secs(p.pid)
     n, secs = write(lb)
+    cpu = cpu_secs(p.pid) - cpu0
     del lb
     got = count("m")
-    emit(side="influx", figure="ingest", points=n, secs=secs, rate=n / secs, stored=got)
+    emit(side="influx", figure="ingest", points=n, secs=secs, rate=n / secs, stored=got, cpu=cpu,
+         per_cpu=n / cpu if cpu else None)
     log(f"influx: {n} points in {secs:.2f} s = {n / secs:,.0f} points/s; counted {got}")
 
     # 2. disk
@@ -469,6 +478,7 @@ tsdb = true
     chunks, n = mqttpub.build_publishes(
         (("tsdb/d0", b'{"ts":%d,"value":%s}' % (ts, fmt(v).encode())) for ts, v in series_a()))
     last_ts = A_END - STEP_A
+    cpu0 = cpu_secs(p.pid)
     t = time.perf_counter()
     secs_acked, acks = mqttpub.publish(mqtt_port, chunks, n, client_id="tsdb-bench")
     del chunks
@@ -476,9 +486,11 @@ tsdb = true
     while not has_point("m", last_ts) and time.perf_counter() < deadline:
         time.sleep(0.05)
     secs = time.perf_counter() - t
+    # (includes the few polling queries, which are cheap: one point by its key)
+    cpu = cpu_secs(p.pid) - cpu0
     got = count("m", T0, A_END)
     emit(side="midge", figure="ingest", points=n, secs=secs, rate=n / secs, stored=got,
-         acked_secs=secs_acked)
+         acked_secs=secs_acked, cpu=cpu, per_cpu=n / cpu if cpu else None)
     log(f"midge: {n} published, all PUBACKs in {secs_acked:.2f} s, last point readable after "
         f"{secs:.2f} s = {n / secs:,.0f} points/s; counted {got}")
 
@@ -591,7 +603,7 @@ def report(path):
     fig = {}
     for k, rs in by.items():
         f = dict(rs[0])
-        for key in ("rate", "median", "min", "max", "per_point", "secs", "acked_secs", "bytes"):
+        for key in ("rate", "median", "min", "max", "per_point", "secs", "acked_secs", "bytes", "cpu", "per_cpu"):
             if all(isinstance(x.get(key), (int, float)) for x in rs):
                 f[key] = statistics.median(x[key] for x in rs)
         if all(isinstance(x.get("stored"), int) for x in rs):
@@ -636,6 +648,11 @@ def report(path):
       f"InfluxDB: HTTP line protocol, batches of {setup.get('batch', 5000):,}) | "
       f"{num(ra, ' points/s')}{counted(a)} | {num(rb, ' points/s')}{counted(b)} | {ratio(ra, rb)} | ≥ 1× | "
       f"{status(ra, rb, 1, True)} |")
+    ca, cb = (a or {}).get("per_cpu"), (b or {}).get("per_cpu")
+    if ca or cb:
+        cpu = lambda r: "" if not r or not r.get("cpu") else f" ({r['cpu']:.1f} CPU-s, {r['cpu'] / r['secs'] * 100:.0f} %)"  # noqa: E731
+        p(f"| ingest per server CPU-second | {num(ca, ' points')}{cpu(a)} | {num(cb, ' points')}{cpu(b)} | "
+          f"{ratio(ca, cb)} | | |")
     for name, label in (("write-mb", f"{setup.get('b_series', 0)} × {setup.get('b_per', 0):,}"),
                         ("write-mc", f"{setup.get('c_series', 0)} × {setup.get('c_per', 0):,}")):
         a, b = m(name), i(name)
