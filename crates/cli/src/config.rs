@@ -118,16 +118,22 @@ sync_interval_ms = 1000
 # refused (MQTT 5: reason 0x97; 3.1.1: the connection is closed) instead of lost.
 max_bytes = 0
 
-# The IoT hub's time-series store (SQLite), where rules with `store` write rows and rules
-# with `tsdb` write datapoints. Opened when a rule writes into it or the file exists. A
-# memory-only broker has none unless `file` is set.
+# The IoT hub's time-series store, where rules with `store` write rows and rules with
+# `tsdb` write datapoints: a SQLite file (embedded, the default) or a PostgreSQL database.
+# Opened when a rule writes into it, the HTTP API is on, or the file exists. A memory-only
+# broker has none unless `file` (or a PostgreSQL url) is set.
 [series]
 enabled = true
-# file = "./data/series.db"          # default: series.db in the [persistence] dir
+# "sqlite" (one file) or "postgres" (tables series_<name> and midge_* in the database of
+# `url`, created on first use; the server is not started by midge).
+backend = "sqlite"
+# file = "./data/series.db"          # SQLite: default series.db in the [persistence] dir
+# url = "postgres://midge:secret@127.0.0.1:5432/midge"   # PostgreSQL (or postgres_url)
 # Days rows are kept (0 = forever).
 retention_days = 0
 # "full": a stored row survives a power cut; "normal": faster, a crash of the process
-# loses nothing but a power cut may lose the last moments.
+# loses nothing but a power cut may lose the last moments (PostgreSQL: synchronous_commit
+# on / off, a crash of the server may lose the last moments).
 synchronous = "full"
 # Most rows or buckets one HTTP query returns.
 max_rows_per_query = 10000
@@ -247,6 +253,7 @@ impl Default for MidgeConfig {
             path: persistence.dir.join("series.db"),
             options: midge_series::SeriesOptions::default(),
             in_data_dir: true,
+            postgres_url: None,
         };
         let http = hub::default_http(Some(&persistence.dir));
         MidgeConfig {

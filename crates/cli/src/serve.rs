@@ -264,11 +264,15 @@ async fn open_series(
         .rules
         .iter()
         .any(|r| r.actions.iter().any(midge_hub::ActionConfig::needs_series));
-    if !stores && !http && !settings.path.exists() {
+    if !stores && !http && (settings.postgres_url.is_some() || !settings.path.exists()) {
         return Ok(None);
     }
-    let path = settings.path.clone();
+    // the PostgreSQL client must not run on a runtime thread: connect on a blocking one
     let store = tokio::task::spawn_blocking(move || {
+        if let Some(url) = &settings.postgres_url {
+            return midge_series::SeriesStore::connect_postgres(url, settings.options)
+                .context("time-series store");
+        }
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -278,7 +282,7 @@ async fn open_series(
     })
     .await
     .context("opening the time-series store")??;
-    info!(path = %path.display(), "time-series store open");
+    info!(store = %store.describe(), "time-series store open");
     Ok(Some(std::sync::Arc::new(store)))
 }
 

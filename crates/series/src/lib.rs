@@ -85,6 +85,7 @@ mod topic;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::postgres::{check_postgres_url, redact_url};
 pub use error::{EngineError, SeriesError};
 pub use facade::SeriesStore;
 pub use store::{APPLICATION_ID, SCHEMA_VERSION};

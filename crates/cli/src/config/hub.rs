@@ -18,6 +18,8 @@ pub(crate) struct SeriesSettings {
     pub(crate) options: SeriesOptions,
     /// The file is the default one in the data folder (so a memory-only broker has none).
     pub(crate) in_data_dir: bool,
+    /// `backend = "postgres"`: the PostgreSQL URL the store lives at instead of `path`.
+    pub(crate) postgres_url: Option<String>,
 }
 
 /// `[series]`, after `[persistence]` was read (the default file lives in its data folder).
@@ -31,18 +33,21 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
     let mut in_data_dir = default_path.is_some();
     let mut path = default_path;
     let mut enabled = true;
+    let mut postgres_url = None;
     if let Some(t) = c.table(root, "series") {
         let s = "series";
         if let Some(v) = c.boolean(t, s, "enabled") {
             enabled = v;
         }
-        if let Some(f) = c.string(t, s, "file") {
+        let file = c.string(t, s, "file");
+        if let Some(f) = &file {
             if f.is_empty() {
                 c.err(s, "file", "must not be empty");
             }
             path = Some(PathBuf::from(f));
             in_data_dir = false;
         }
+        postgres_url = postgres_backend(c, t, file.is_some());
         if let Some(d) = c.int(t, s, "retention_days", 0, 36_500) {
             options.retention = (d > 0).then(|| Duration::from_secs(d as u64 * 86_400));
         }
@@ -66,21 +71,97 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
             s,
             &[
                 "enabled",
+                "backend",
                 "file",
+                "url",
+                "postgres_url",
                 "retention_days",
                 "synchronous",
                 "max_rows_per_query",
             ],
         );
     }
-    cfg.series = match (enabled, path) {
-        (true, Some(path)) => Some(SeriesSettings {
+    cfg.series = match (enabled, path, postgres_url) {
+        (false, _, _) => None,
+        (true, path, Some(url)) => Some(SeriesSettings {
+            path: path.unwrap_or_default(),
+            options,
+            in_data_dir: false,
+            postgres_url: Some(url),
+        }),
+        (true, Some(path), None) => Some(SeriesSettings {
             path,
             options,
             in_data_dir,
+            postgres_url: None,
         }),
-        _ => None,
+        (true, None, None) => None,
     };
+}
+
+/// `backend` and `url` (or `postgres_url`) of `[series]`: the PostgreSQL URL when the
+/// store is in PostgreSQL (`backend = "postgres"`, or a URL without a backend).
+fn postgres_backend(c: &mut Checker<'_>, t: &toml::Table, has_file: bool) -> Option<String> {
+    let s = "series";
+    let backend = c.string(t, s, "backend");
+    let mut url = None;
+    for key in ["url", "postgres_url"] {
+        if let Some(u) = c.string(t, s, key) {
+            if url.is_some() {
+                c.err(
+                    s,
+                    key,
+                    "the PostgreSQL URL is given twice (url and postgres_url)",
+                );
+            }
+            url = Some((key, u));
+        }
+    }
+    let postgres = match backend.as_deref() {
+        None => url.is_some(),
+        Some("sqlite") => {
+            if let Some((key, _)) = &url {
+                c.err(
+                    s,
+                    key,
+                    "is for backend = \"postgres\"; backend is \"sqlite\"",
+                );
+            }
+            false
+        }
+        Some("postgres" | "postgresql") => true,
+        Some(other) => {
+            c.err(
+                s,
+                "backend",
+                format!("must be \"sqlite\" or \"postgres\" (found {other:?})"),
+            );
+            return None;
+        }
+    };
+    if !postgres {
+        return None;
+    }
+    if has_file {
+        c.err(
+            s,
+            "file",
+            "is the SQLite file; the store is in PostgreSQL (backend = \"postgres\"): remove one",
+        );
+    }
+    let Some((key, url)) = url else {
+        c.err(
+            s,
+            "url",
+            "missing: backend = \"postgres\" needs url = \"postgres://user:password@host:5432/db\"",
+        );
+        return None;
+    };
+    if let Err(problem) = midge_series::check_postgres_url(&url) {
+        c.err(s, key, problem);
+        return None;
+    }
+    Some(url)
 }
 
 /// `[[rule]]` tables; then the rules themselves are checked (SQL, templates, URLs) with
@@ -489,4 +570,58 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         }
     }
     cfg.http = enabled.then_some(settings);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::super::parse;
+
+    fn series(text: &str) -> Result<Option<super::SeriesSettings>, String> {
+        parse(text, "t.toml").map(|c| c.series)
+    }
+
+    #[test]
+    fn the_postgres_backend_takes_a_url() {
+        let url = "postgres://midge:pw@127.0.0.1:5432/iot";
+        for text in [
+            format!("[series]\nbackend = \"postgres\"\nurl = \"{url}\""),
+            format!("[series]\nbackend = \"postgres\"\npostgres_url = \"{url}\""),
+            format!("[series]\nurl = \"{url}\""),
+        ] {
+            let s = series(&text).unwrap().unwrap();
+            assert_eq!(s.postgres_url.as_deref(), Some(url), "{text}");
+            assert!(!s.in_data_dir);
+        }
+        // a memory-only broker (no [persistence]) still has a PostgreSQL store
+        let s = series(&format!(
+            "[persistence]\nenabled = false\n[series]\nbackend = \"postgres\"\nurl = \"{url}\""
+        ));
+        assert!(s.unwrap().unwrap().postgres_url.is_some());
+        // the default stays SQLite in the data folder
+        let s = series("[series]\nbackend = \"sqlite\"").unwrap().unwrap();
+        assert!(s.postgres_url.is_none() && s.in_data_dir);
+    }
+
+    #[test]
+    fn every_backend_problem_is_reported_at_once_without_the_password() {
+        let err = series(
+            "[series]\nbackend = \"postgres\"\nfile = \"x.db\"\nretention_days = -1\n\
+             url = \"postgres://u:hunter2@h:notaport/db\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("file") && err.contains("retention_days"),
+            "{err}"
+        );
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = series("[series]\nbackend = \"postgres\"").unwrap_err();
+        assert!(err.contains("url") && err.contains("missing"), "{err}");
+        let err = series("[series]\nbackend = \"mysql\"").unwrap_err();
+        assert!(err.contains("\"sqlite\" or \"postgres\""), "{err}");
+        let err = series("[series]\nbackend = \"sqlite\"\nurl = \"postgres://h/db\"").unwrap_err();
+        assert!(err.contains("backend = \"postgres\""), "{err}");
+    }
 }

@@ -50,9 +50,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether `url` is a PostgreSQL connection URL (`postgres://user:password@host:5432/db`)
+/// or `key=value` connection string this build can use; the reason when it is not (without
+/// the password). Checks the text only: nothing is connected to.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("empty".into());
+    }
+    Config::from_str(url).map(drop).map_err(|e| {
+        format!(
+            "{} is not a PostgreSQL URL: {}",
+            redact_url(url),
+            PgError(e)
+        )
+    })
+}
+
 /// `url` as it may be shown: the password of the `user:password@` part and any
 /// `password=` parameter replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
         let rest_start = scheme_end + 3;
