@@ -650,6 +650,8 @@ impl Runtime {
         let mut client_id = "";
         let mut username = None;
         let mut time = None;
+        // the broker adds its properties after the publisher's own: the last one of a name
+        // is the broker's, so a device cannot pass itself off as another or choose its time
         for (k, v) in &p.properties.user_properties {
             match k.as_ref() {
                 PUBLISHER_CLIENT_ID => client_id = v.as_ref(),
