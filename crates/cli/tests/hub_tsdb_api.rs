@@ -46,11 +46,15 @@ secret = "{SK}"
 }
 
 fn script(name: &str, web: u16) -> Value {
+    script_as(name, web, AK, SK)
+}
+
+fn script_as(name: &str, web: u16, ak: &str, sk: &str) -> Value {
     let path = py_dir().join(name);
     let port = web.to_string();
     let d = run(
         "python3",
-        &[path.to_str().unwrap(), &port, AK, SK],
+        &[path.to_str().unwrap(), &port, ak, sk],
         Duration::from_secs(60),
     );
     assert_eq!(d.code, Some(0), "{name} failed: {d:#?}");
@@ -128,20 +132,50 @@ fn baidus_python_sdk_writes_lists_queries_and_presigns_against_midge() {
     );
 }
 
+/// curl with `args`; (status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse::<u16>().unwrap(), body.to_owned())
+}
+
+#[test]
+fn a_key_made_through_the_api_signs_until_it_is_revoked() {
+    let (b, web) = start();
+    let base = format!("http://127.0.0.1:{web}");
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        r#"{"description":"python"}"#,
+        &format!("{base}/api/v1/access-keys"),
+    ]);
+    assert_eq!(code, 201, "{body}");
+    let key: Value = serde_json::from_str(&body).unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let saved = b.path("data/access_keys.json");
+    assert!(saved.exists(), "kept in the data folder");
+    let r = script_as("tsdb_signed.py", web, id, secret);
+    assert_eq!(r["write"][0], 204, "{r}");
+    assert_eq!(r["metrics"][0], 200, "{r}");
+    let (code, body) = curl(&["-X", "DELETE", &format!("{base}/api/v1/access-keys/{id}")]);
+    assert_eq!(code, 204, "{body}");
+    let r = script_as("tsdb_signed.py", web, id, secret);
+    assert_eq!(r["write"][0], 403, "revoked: {r}");
+    assert_eq!(r["write"][1]["code"], "AccessDenied", "{r}");
+}
+
 #[test]
 fn curl_writes_and_queries_anonymously_on_loopback() {
     let (_b, web) = start();
     let base = format!("http://127.0.0.1:{web}");
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.parse::<u16>().unwrap(), body.to_owned())
-    };
     let (code, body) = curl(&[
         "-X",
         "POST",
