@@ -141,6 +141,42 @@ fn main() -> Result<(), Box<dyn Error>> {
         (size - base) as f64 / 1e6
     );
 
+    println!("queries on the 100 series (1M points):");
+    let store = SeriesStore::open(&hundred, options(Synchronous::Normal))?;
+    let merged = PointQuery {
+        metric: "temperature".into(),
+        start: T0,
+        end: T0 + 10_000 * 1_000,
+        limit: Some(20_000),
+        aggregators: vec![Aggregator {
+            kind: AggregatorKind::Avg,
+            sampling_ms: Some(60_000),
+            param: None,
+        }],
+        ..PointQuery::default()
+    };
+    let r = timed(
+        "Avg per 1 minute, all 100 series merged (167 rows)",
+        3,
+        || Ok(store.query_points(&merged)?),
+    )?;
+    println!("    raw points read {}", r.raw_count);
+    let grouped = PointQuery {
+        group_by: vec!["dev".into()],
+        ..merged.clone()
+    };
+    let r = timed(
+        "Avg per 1 minute, grouped by dev (100 × 167 rows)",
+        3,
+        || Ok(store.query_points(&grouped)?),
+    )?;
+    println!(
+        "    groups {}, raw points read {}",
+        r.groups.len(),
+        r.raw_count
+    );
+    drop(store);
+
     println!("queries on the 1M-point series:");
     let store = SeriesStore::open(&one, options(Synchronous::Normal))?;
     let whole = PointQuery {
