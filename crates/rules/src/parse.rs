@@ -455,7 +455,12 @@ impl Lower {
                     BinaryOperator::GtEq => Some(Err(CmpOp::Ge)),
                     _ => None,
                 };
-                let (l, r) = (self.boxed(left)?, self.boxed(right)?);
+                let r = match (&kind, quoted_text(right)) {
+                    // `type = "door"`: the value compared with, as EMQX's docs write it
+                    (Some(Err(_)), Some(text)) => Box::new(text),
+                    _ => self.boxed(right)?,
+                };
+                let l = self.boxed(left)?;
                 match (kind, op) {
                     (Some(Ok(a)), _) => Expr::Arith(a, l, r),
                     (Some(Err(c)), _) => Expr::Cmp(c, l, r),
@@ -489,6 +494,9 @@ impl Lower {
                         let p = v.value.clone().into_string().unwrap_or_default();
                         LikePattern::Fixed(compile_like(&p, escape))
                     }
+                    E::Identifier(id) if id.quote_style == Some('"') => {
+                        LikePattern::Fixed(compile_like(&id.value, escape))
+                    }
                     other => LikePattern::Dynamic {
                         pattern: self.boxed(other)?,
                         escape,
@@ -519,7 +527,10 @@ impl Lower {
                     expr: self.boxed(expr)?,
                     list: list
                         .iter()
-                        .map(|e| self.expr(e))
+                        .map(|e| match quoted_text(e) {
+                            Some(text) => Ok(text),
+                            None => self.expr(e),
+                        })
                         .collect::<Result<_, _>>()?,
                     negated: *negated,
                 }
@@ -714,6 +725,20 @@ fn subscript(index: &sql::Expr) -> Result<Seg, RuleError> {
         other => Err(unsupported(format_args!(
             "the array index {other} (only literal indexes)"
         ))),
+    }
+}
+
+/// A bare double-quoted name where a value is expected (right of a comparison, in an IN
+/// list, a LIKE pattern) is text, as EMQX's documentation writes it (`WHERE type = "door"`);
+/// elsewhere (`SELECT "my-field"`, left of a comparison) it stays a field name. Read as a
+/// field it would be a payload key `door`, missing from every message: the rule would be
+/// accepted and never match.
+fn quoted_text(e: &sql::Expr) -> Option<Expr> {
+    match e {
+        sql::Expr::Identifier(id) if id.quote_style == Some('"') => {
+            Some(Expr::Lit(Lit::Str(id.value.clone())))
+        }
+        _ => None,
     }
 }
 

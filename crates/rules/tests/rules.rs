@@ -139,6 +139,28 @@ fn emqx_style_double_quoted_filters() {
     assert!(r.apply(&msg("sensors/a/hum", b"2")).is_none());
 }
 
+/// Issue 13: `WHERE type = "door"` was accepted, read `"door"` as a payload field and never
+/// matched. A double-quoted name where a value goes is text, as EMQX's docs write it.
+#[test]
+fn emqx_style_double_quoted_strings_in_where() {
+    let door = br#"{"type": "door", "value": 1}"#;
+    let temp = br#"{"type": "temp", "value": 21}"#;
+    for sql in [
+        r#"SELECT * FROM 'd/#' WHERE type = "door""#,
+        r#"SELECT * FROM "d/#" WHERE payload.type = "door" AND value > 0"#,
+        r#"SELECT * FROM 'd/#' WHERE type IN ("door", "window")"#,
+        r#"SELECT * FROM 'd/#' WHERE type LIKE "do%""#,
+        r#"SELECT * FROM 'd/#' WHERE type <> "temp""#,
+    ] {
+        let r = rule(sql);
+        assert!(r.apply(&msg("d/1", door)).is_some(), "{sql}");
+        assert!(r.apply(&msg("d/1", temp)).is_none(), "{sql}");
+    }
+    // a double-quoted name elsewhere is still a field (a key that needs quoting)
+    let out = run(r#"SELECT "k-1" AS v FROM '#' WHERE "k-1" = 'x'"#, r#"{"k-1": "x"}"#);
+    assert_eq!(out, Some(json!({"v": "x"})));
+}
+
 #[test]
 fn several_filters_match_any() {
     let r = rule("SELECT * FROM 'a/+', 'b/#'");
