@@ -270,8 +270,9 @@ async fn open_series(
     // the PostgreSQL client must not run on a runtime thread: connect on a blocking one
     let store = tokio::task::spawn_blocking(move || {
         if let Some(url) = &settings.postgres_url {
+            // the error names the URL (without its password) and the reason
             return midge_series::SeriesStore::connect_postgres(url, settings.options)
-                .context("time-series store");
+                .map_err(|e| anyhow::anyhow!("time-series store: {e}"));
         }
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
