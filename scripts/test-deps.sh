@@ -3,7 +3,8 @@
 # is present. Debian packages, Python packages, cargo tools.
 set -euo pipefail
 
-APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils curl)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils curl
+    postgresql-15 util-linux passwd)
 # npm for mqtt.js in the browser test (crates/cli/tests/browser); skip when npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 PIP_PACKAGES=(paho-mqtt bce-python-sdk)
@@ -18,8 +19,16 @@ if ((${#missing_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}" >/dev/null
 fi
 # mosquitto's package starts a system broker on 1883; tests never use that port, but do not
-# leave a daemon of ours running that the user did not ask for.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+# leave a daemon of ours running that the user did not ask for. The same for PostgreSQL's
+# cluster on 5432: the tests start their own servers (crates/series/tests/pg/mod.rs).
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop mosquitto >/dev/null 2>&1 || true
+    systemctl stop postgresql >/dev/null 2>&1 || true
+fi
+if command -v pg_ctlcluster >/dev/null 2>&1; then pg_ctlcluster 15 main stop >/dev/null 2>&1 || true; fi
+# PostgreSQL refuses to run as root (the tests do): its test servers run as this user.
+id midge-pg >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin midge-pg
 
 for p in "${PIP_PACKAGES[@]}"; do
     # import names: paho-mqtt -> paho, bce-python-sdk -> baidubce
