@@ -94,7 +94,8 @@ fn invalid_query(e: Result<PointResult, SeriesError>) -> String {
     }
 }
 
-type Rows = Vec<(Tags, i64, Vec<Option<PointValue>>)>;
+/// (group tags, timestamp, values, row tags) of every row.
+type Rows = Vec<(Tags, i64, Vec<Option<PointValue>>, Vec<Option<String>>)>;
 
 /// Panics (briefly) where `paged` and `whole` first differ.
 fn same_rows(paged: &Rows, whole: &Rows, what: &str) {
@@ -123,7 +124,12 @@ fn all_pages(store: &SeriesStore, q: &PointQuery) -> (Rows, usize) {
         assert!(n <= q.limit.unwrap_or(usize::MAX), "page over the limit");
         for g in &r.groups {
             for row in &g.values {
-                out.push((g.tags.clone(), row.timestamp, row.values.clone()));
+                out.push((
+                    g.tags.clone(),
+                    row.timestamp,
+                    row.values.clone(),
+                    row.tags.clone(),
+                ));
             }
         }
         assert_eq!(r.truncated, r.next_marker.is_some());
@@ -741,17 +747,30 @@ pub fn paging_returns_every_raw_row_once(store: &SeriesStore) {
         }
     }
     // With the query's tags (sub-groups merged in a group) and a value filter.
-    let mut q = query("p");
-    q.tags = vec!["dev".into()];
-    q.value_filter = Some(ValueFilter {
-        op: CompareOp::Ne,
-        value: PointValue::Long(10),
-    });
-    q.limit = Some(1_000_000);
-    let (whole, _) = all_pages(store, &q);
-    assert_eq!(whole.len(), total - 3);
-    q.limit = Some(13);
-    same_rows(&all_pages(store, &q).0, &whole, "tags and filter");
+    for order in [PointOrder::Asc, PointOrder::Desc] {
+        let mut q = query("p");
+        q.tags = vec!["dev".into()];
+        q.order = order;
+        q.value_filter = Some(ValueFilter {
+            op: CompareOp::Ne,
+            value: PointValue::Long(10),
+        });
+        q.limit = Some(1_000_000);
+        let (whole, _) = all_pages(store, &q);
+        assert_eq!(whole.len(), total - 3);
+        // Rows of one timestamp come in sub-group order, each with its series' tag.
+        let first: Vec<Option<String>> = whole.iter().take(3).map(|r| r.3[0].clone()).collect();
+        assert_eq!(
+            first,
+            vec![Some("a".into()), Some("b".into()), Some("c".into())]
+        );
+        q.limit = Some(13);
+        same_rows(
+            &all_pages(store, &q).0,
+            &whole,
+            &format!("tags and filter, {order:?}"),
+        );
+    }
 }
 
 pub fn paging_returns_every_aggregated_row_once(store: &SeriesStore) {
@@ -777,11 +796,17 @@ pub fn paging_returns_every_aggregated_row_once(store: &SeriesStore) {
     ];
     for aggs in pipelines {
         for order in [PointOrder::Asc, PointOrder::Desc] {
-            for group_by in [vec![], vec!["dev".to_owned()]] {
+            // no groups; a group per series; groups split into sub-groups by `tags`
+            for (group_by, tags) in [
+                (vec![], vec![]),
+                (vec!["dev".to_owned()], vec![]),
+                (vec!["grp".to_owned()], vec!["dev".to_owned()]),
+            ] {
                 let mut q = query("p");
                 q.aggregators = aggs.clone();
                 q.order = order;
                 q.group_by = group_by.clone();
+                q.tags = tags.clone();
                 q.value_filter = Some(ValueFilter {
                     op: CompareOp::Ne,
                     value: PointValue::Long(100),
@@ -796,7 +821,7 @@ pub fn paging_returns_every_aggregated_row_once(store: &SeriesStore) {
                     same_rows(
                         &paged,
                         &whole,
-                        &format!("{aggs:?} {order:?} {group_by:?} limit {limit}"),
+                        &format!("{aggs:?} {order:?} {group_by:?} {tags:?} limit {limit}"),
                     );
                 }
             }
