@@ -80,8 +80,12 @@ impl Broker {
                 username: s.username.as_deref(),
                 listener: s.listener,
             };
-            // clients do not publish into the broker's own $SYS tree
-            !p.topic.as_str().starts_with("$SYS") && self.auth.can_publish(&info, p.topic.as_str())
+            // clients do not publish into the broker's own $SYS tree (but bridges, in-process
+            // clients, publish their connection state there, as mosquitto's do)
+            let bridge_state = s.client_id.starts_with("$midge/bridge/")
+                && p.topic.as_str().starts_with("$SYS/broker/connection/");
+            (!p.topic.as_str().starts_with("$SYS") || bridge_state)
+                && self.auth.can_publish(&info, p.topic.as_str())
         };
 
         // QoS 2 exactly once: a PUBLISH whose id is awaiting PUBREL was already delivered
