@@ -53,6 +53,10 @@ SIDES = E.get("SIDES", "midge,influx").split(",")
 MIDGE = E.get("MIDGE", "target/release/midge")
 INFLUXD = E.get("INFLUXD", "/usr/bin/influxd")
 KEEP = E.get("KEEP", "") == "1"
+# midge's durability (defaults: the broker's group commit, the series store fsynced at every
+# commit); only for experiments: the figures are for the defaults
+PERSIST_SYNC = E.get("PERSIST_SYNC", "batch")
+SERIES_SYNC = E.get("SERIES_SYNC", "full")
 STEP_A = 100  # ms between the points of the ingested series
 STEP_B = 1000
 
@@ -398,8 +402,9 @@ bind = "127.0.0.1"
 port = {mqtt_port}
 [persistence]
 dir = "{d}/data"
+sync = "{PERSIST_SYNC}"
 [series]
-synchronous = "full"
+synchronous = "{SERIES_SYNC}"
 max_rows_per_query = 100000
 [http]
 bind = "127.0.0.1"
@@ -560,7 +565,8 @@ tsdb = true
 def main():
     work = tempfile.mkdtemp(prefix="midge-tsdb-bench.")
     emit(figure="setup", points=POINTS, b_series=B_SERIES, b_per=B_PER, c_series=C_SERIES, c_per=C_PER,
-         runs=RUNS, warmup=WARMUP, batch=BATCH, t0=T0, rounds=ROUNDS)
+         runs=RUNS, warmup=WARMUP, batch=BATCH, t0=T0, rounds=ROUNDS, persist_sync=PERSIST_SYNC,
+         series_sync=SERIES_SYNC)
     try:
         for r in range(1, ROUNDS + 1):
             ROUND[0] = r
@@ -711,6 +717,9 @@ def report(path):
                 per.append(f"{name}: " + ", ".join(parts))
         if per:
             p("\nEach round: " + "; ".join(per) + ".")
+    if (setup.get("persist_sync", "batch"), setup.get("series_sync", "full")) != ("batch", "full"):
+        p(f"\n**Not midge's defaults:** [persistence] sync = \"{setup.get('persist_sync')}\", "
+          f"[series] synchronous = \"{setup.get('series_sync')}\".")
     if agree:
         p("\nAnswers compared: " + "; ".join(agree) + ".")
     loads = []
