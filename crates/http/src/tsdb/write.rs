@@ -23,9 +23,77 @@ use serde_json::Value;
 use super::{TsdbError, blocking, body, store};
 use crate::api::AppState;
 
-#[derive(serde::Deserialize)]
-struct WriteBody {
-    datapoints: Vec<Value>,
+/// Reads `{"datapoints":[...]}` converting each datapoint as soon as it is parsed, so a
+/// large batch is never held as a JSON tree (only as points); the first bad datapoint
+/// is kept as the error and the rest of the body is only checked for syntax.
+struct BodySeed {
+    now: i64,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodySeed {
+    type Value = Result<Batch, TsdbError>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodySeed {
+    type Value = Result<Batch, TsdbError>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object {\"datapoints\": [...]}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "datapoints" {
+                return Err(serde::de::Error::unknown_field(&key, &["datapoints"]));
+            }
+            if out.is_some() {
+                return Err(serde::de::Error::duplicate_field("datapoints"));
+            }
+            out = Some(map.next_value_seed(PointsSeed { now: self.now })?);
+        }
+        out.ok_or_else(|| serde::de::Error::missing_field("datapoints"))
+    }
+}
+
+struct PointsSeed {
+    now: i64,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PointsSeed {
+    type Value = Result<Batch, TsdbError>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PointsSeed {
+    type Value = Result<Batch, TsdbError>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of datapoints")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut b = Batch {
+            points: Vec::new(),
+            origin: Vec::new(),
+        };
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<Value>()? {
+            if let Err(e) = add(&mut b, i, &v, self.now) {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                return Ok(Err(e));
+            }
+            i += 1;
+        }
+        Ok(Ok(b))
+    }
 }
 
 /// The points of one request, and for each the index of the datapoint it came from.
@@ -190,18 +258,25 @@ fn datapoint(v: &Value, now: i64, out: &mut Vec<Datapoint>) -> Result<(), String
     Ok(())
 }
 
+/// Adds datapoint `i` of the request to `b`.
+fn add(b: &mut Batch, i: usize, v: &Value, now: i64) -> Result<(), TsdbError> {
+    datapoint(v, now, &mut b.points).map_err(|reason| {
+        TsdbError::inappropriate(format!(
+            "datapoint {i}: {reason} (nothing of the batch was stored)"
+        ))
+    })?;
+    b.origin.resize(b.points.len(), i);
+    Ok(())
+}
+
+#[cfg(test)]
 fn batch(datapoints: &[Value], now: i64) -> Result<Batch, TsdbError> {
     let mut b = Batch {
-        points: Vec::with_capacity(datapoints.len()),
-        origin: Vec::with_capacity(datapoints.len()),
+        points: Vec::new(),
+        origin: Vec::new(),
     };
     for (i, v) in datapoints.iter().enumerate() {
-        datapoint(v, now, &mut b.points).map_err(|reason| {
-            TsdbError::inappropriate(format!(
-                "datapoint {i}: {reason} (nothing of the batch was stored)"
-            ))
-        })?;
-        b.origin.resize(b.points.len(), i);
+        add(&mut b, i, v, now)?;
     }
     Ok(b)
 }
@@ -212,11 +287,15 @@ pub(crate) async fn handler(
 ) -> Result<Response, TsdbError> {
     let store = store(&state)?;
     let bytes = body::read(req, body::MAX_WRITE_BYTES).await?;
-    let parsed: WriteBody = body::parse(&bytes)?;
+    let seed = BodySeed {
+        now: crate::time::now_ms(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let parsed = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+        .and_then(|r| de.end().map(|()| r))
+        .map_err(|e| TsdbError::malformed(format!("bad JSON body: {e}")))?;
     drop(bytes);
-    let b = batch(&parsed.datapoints, crate::time::now_ms())?;
-    drop(parsed);
-    let Batch { points, origin } = b;
+    let Batch { points, origin } = parsed?;
     match blocking(store, move |s| {
         s.write_points(&points).map_err(|e| match e {
             SeriesError::InvalidPoint { index, reason } => SeriesError::InvalidPoint {
@@ -262,6 +341,37 @@ mod tests {
         assert_eq!(b.points[4].value, PointValue::Text("s".into()));
         let now = batch(&[json!({"metric":"m","value":1})], 42).unwrap();
         assert_eq!(now.points[0].timestamp, 42);
+    }
+
+    fn read(text: &str) -> Result<Result<Batch, TsdbError>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let r = serde::de::DeserializeSeed::deserialize(BodySeed { now: 7 }, &mut de)?;
+        de.end().map(|()| r)
+    }
+
+    #[test]
+    fn the_body_is_converted_point_by_point() {
+        let b = read(
+            r#"{"datapoints":[{"metric":"m","value":1},{"metric":"m","values":[[1,2],[3,4]]}]}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(b.origin, vec![0, 1, 1]);
+        assert_eq!(b.points[0].timestamp, 7);
+        // the first bad point is the answer, and the rest is still checked for syntax
+        let e = read(r#"{"datapoints":[{"metric":"m","value":1},{"value":1},{"x":[1,2]}]}"#)
+            .unwrap()
+            .err()
+            .unwrap();
+        assert!(
+            e.message.starts_with("datapoint 1: metric is missing"),
+            "{}",
+            e.message
+        );
+        assert!(read(r#"{"datapoints":[{"value":1},{"x":"#).is_err());
+        assert!(read(r#"{"datapoints":[],"other":1}"#).is_err());
+        assert!(read(r#"{}"#).is_err());
+        assert!(read(r#"{"datapoints":[]} x"#).is_err());
     }
 
     #[test]
