@@ -167,8 +167,11 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                     qos,
                     retain,
                 } => {
-                    let topic =
-                        Template::parse(topic).map_err(|e| format!("{at}: republish topic: {e}"));
+                    let topic = Template::parse(topic).and_then(|t| {
+                        let cols = rule.as_ref().and_then(midge_rules::Rule::column_names);
+                        t.check_topic(cols.as_deref()).map(|()| t)
+                    });
+                    let topic = topic.map_err(|e| format!("{at}: republish topic: {e}"));
                     let payload = payload
                         .as_deref()
                         .map(Template::parse)
@@ -714,7 +717,13 @@ impl Runtime {
                         qos,
                         retain,
                     } => {
-                        let t = topic.render(&row, &meta);
+                        let t = match topic.render_topic(&row, &meta) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                counters.fail(format!("republish: {e}"));
+                                continue;
+                            }
+                        };
                         let Ok(name) = TopicName::new(t.clone()) else {
                             counters.fail(format!("republish: {t:?} is not a valid topic"));
                             continue;

@@ -81,6 +81,65 @@ impl Template {
     }
 }
 
+/// The names a placeholder may take besides the row's columns.
+const META_NAMES: [&str; 3] = ["topic", "clientid", "timestamp"];
+
+impl Template {
+    /// Check a republish topic template when the rule is saved: its text must not hold
+    /// wildcards (`a/#/b`) or NUL, and with `columns` known (a SELECT list without `*`)
+    /// every placeholder must name one of them or `topic`, `clientid`, `timestamp`.
+    pub(crate) fn check_topic(&self, columns: Option<&[&str]>) -> Result<(), String> {
+        let mut sample = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => {
+                    if let Some(c) = t.chars().find(|c| matches!(c, '#' | '+' | '\0')) {
+                        return Err(format!(
+                            "{c:?} cannot be in a topic name (wildcards are for subscriptions)"
+                        ));
+                    }
+                    sample.push_str(t);
+                }
+                Part::Var(name) => {
+                    if let Some(cols) = columns {
+                        let first = name.split('.').next().unwrap_or(name);
+                        let known = cols.iter().any(|c| *c == name || *c == first)
+                            || META_NAMES.contains(&name.as_str());
+                        if !known {
+                            return Err(format!(
+                                "${{{name}}} is not a column of the SELECT list ({}) nor topic, clientid or timestamp",
+                                cols.join(", ")
+                            ));
+                        }
+                    }
+                    sample.push('x');
+                }
+            }
+        }
+        midge_client::codec::TopicName::new(sample)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Template::render`] for a topic: a placeholder with no value in this row (missing
+    /// or NULL) is an error naming it, not an empty level (`out//x`).
+    pub(crate) fn render_topic(
+        &self,
+        row: &Map<String, Value>,
+        meta: &Meta<'_>,
+    ) -> Result<String, String> {
+        for p in &self.parts {
+            if let Part::Var(name) = p
+                && matches!(lookup(row, name), None | Some(Value::Null))
+                && !META_NAMES.contains(&name.as_str())
+            {
+                return Err(format!("${{{name}}} has no value in this message"));
+            }
+        }
+        Ok(self.render(row, meta))
+    }
+}
+
 fn lookup<'v>(row: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
     if let Some(v) = row.get(path) {
         return Some(v);
@@ -125,6 +184,32 @@ mod tests {
         let t =
             Template::parse("a${nope}b${n}c $x $$ ${clientid}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.render(&row(), &META), "abc $x $ c1");
+    }
+
+    #[test]
+    fn topic_templates_are_checked_on_save() {
+        let t = |s: &str| Template::parse(s).unwrap_or_else(|e| panic!("{e}"));
+        assert!(t("a/#/b").check_topic(None).is_err());
+        assert!(t("a/+/${id}").check_topic(None).is_err());
+        assert!(t("").check_topic(None).is_err());
+        assert!(t("out/${id}/x").check_topic(None).is_ok());
+        let cols = ["id", "loc"];
+        assert!(t("out/${id}/${loc.room}/${topic}").check_topic(Some(&cols)).is_ok());
+        let e = t("out/${nosuch}/x").check_topic(Some(&cols));
+        assert!(e.is_err_and(|e| e.contains("nosuch")));
+    }
+
+    #[test]
+    fn a_topic_placeholder_without_a_value_is_an_error() {
+        let t = Template::parse("out/${nosuch}/x").unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.render_topic(&row(), &META).is_err());
+        let t = Template::parse("out/${n}/x").unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.render_topic(&row(), &META).is_err());
+        let t = Template::parse("out/${id}/${topic}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.render_topic(&row(), &META).as_deref(),
+            Ok("out/dev-1/sensors/dev-1/temp")
+        );
     }
 
     #[test]

@@ -274,6 +274,84 @@ async fn republish_fills_templates_and_the_hub_never_feeds_itself() {
     server.shutdown().await;
 }
 
+fn republish(topic: &str) -> ActionConfig {
+    ActionConfig::Republish {
+        topic: topic.into(),
+        payload: None,
+        qos: QoS::AtMostOnce,
+        retain: false,
+    }
+}
+
+/// Issue 13: `a/#/b` was accepted and failed on every message; `out/${nosuch}/x` published
+/// to `out//x` and counted as a success.
+#[tokio::test]
+async fn republish_topics_are_checked_on_save_and_a_missing_value_is_a_failure() {
+    let refused = |sql: &str, topic: &str| {
+        let config = HubConfig {
+            rules: vec![rule("r", sql, vec![republish(topic)])],
+            ..HubConfig::default()
+        };
+        midge_hub::validate(&config, false).err().map(|p| p.join("\n"))
+    };
+    let e = refused("SELECT * FROM 'a'", "a/#/b").unwrap();
+    assert!(e.contains("republish topic") && e.contains("wildcard"), "{e}");
+    assert!(refused("SELECT * FROM 'a'", "a/+").is_some());
+    let e = refused("SELECT temp FROM 'a'", "out/${nosuch}/x").unwrap();
+    assert!(e.contains("nosuch"), "{e}");
+    assert_eq!(refused("SELECT temp FROM 'a'", "out/${temp}/${topic}"), None);
+    // with * the columns are known only when a message comes
+    assert_eq!(refused("SELECT * FROM 'a'", "out/${nosuch}/x"), None);
+
+    let server = broker(None).await;
+    let config = HubConfig {
+        rules: vec![rule(
+            "out",
+            "SELECT * FROM 'in/#'",
+            vec![republish("out/${id}/x")],
+        )],
+        ..HubConfig::default()
+    };
+    let hub = Hub::start(config, connector(&server), None).await.unwrap();
+    let (sub, mut events) = device(&server, "watcher").await;
+    subscribed(&sub, &mut events, "out/#").await;
+    let (dev, _e) = device(&server, "dev-1").await;
+    hub_ready(&hub, &dev, "out", "in/probe").await;
+    dev.publish("in/a", QoS::AtLeastOnce, false, r#"{"id": "d7"}"#)
+        .await
+        .unwrap();
+    // the probes (no id either) came before on the same connection: all handled by now
+    let m = message(&mut events).await;
+    assert_eq!(m.topic.as_str(), "out/d7/x");
+    let failed = |hub: &Hub| hub.status().into_iter().find(|s| s.name == "out").unwrap();
+    let before = failed(&hub).failed;
+    dev.publish("in/b", QoS::AtLeastOnce, false, r#"{"temp": 1}"#)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        let s = failed(&hub);
+        if s.failed == before + 1 {
+            break s;
+        }
+        assert!(start.elapsed() < T, "no failure counted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.last_error.as_deref().unwrap_or("").contains("${id}"),
+        "{status:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(e) = events.try_recv() {
+        if let Ok(Event::Message(m)) = e {
+            assert_ne!(m.topic.as_str(), "out//x");
+            assert!(m.topic.as_str() == "out/d7/x", "{:?}", m.topic);
+        }
+    }
+    hub.stop().await;
+    server.shutdown().await;
+}
+
 /// A one-request HTTP endpoint: returns the request head and body.
 async fn endpoint(status: u16) -> (u16, tokio::task::JoinHandle<(String, String)>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

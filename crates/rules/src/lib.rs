@@ -190,6 +190,19 @@ impl Rule {
         &self.filters
     }
 
+    /// The names of the columns the rule can produce, in order; `None` when it selects `*`
+    /// (every payload field: the names are known only when a message comes). A column whose
+    /// value is missing or NULL in a message is left out of that row.
+    pub fn column_names(&self) -> Option<Vec<&str>> {
+        self.columns
+            .iter()
+            .map(|c| match c {
+                Column::All => None,
+                Column::Expr { name, .. } => Some(name.as_str()),
+            })
+            .collect()
+    }
+
     /// Whether a message on `topic` is one this rule looks at: MQTT matching against any
     /// FROM filter (shared-subscription filters by their inner filter; a leading wildcard
     /// does not match a `$`-topic).

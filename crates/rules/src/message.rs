@@ -83,6 +83,10 @@ pub(crate) const SCALAR_COLUMN: &str = "value";
 /// The column name of a payload that is not JSON.
 pub(crate) const TEXT_COLUMN: &str = "payload";
 
+/// Beside the `payload` column of `*`, says `"base64"` when the payload was not UTF-8 (so
+/// a stored row tells a binary payload from text that happens to look like base64).
+pub(crate) const ENCODING_COLUMN: &str = "payload_encoding";
+
 /// A message being evaluated: metadata borrowed from the [`Input`], the payload parsed once.
 #[derive(Debug)]
 pub(crate) struct Message<'i> {
@@ -167,6 +171,10 @@ impl<'i> Message<'i> {
             Body::Skipped => Map::new(),
             Body::Object(map) => map,
             Body::Scalar(v) => Map::from_iter([(SCALAR_COLUMN.to_owned(), v)]),
+            Body::Text(v) if self.text.is_none() => Map::from_iter([
+                (TEXT_COLUMN.to_owned(), v),
+                (ENCODING_COLUMN.to_owned(), Value::from("base64")),
+            ]),
             Body::Text(v) => Map::from_iter([(TEXT_COLUMN.to_owned(), v)]),
         }
     }

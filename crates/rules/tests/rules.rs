@@ -659,8 +659,16 @@ fn binary_payload_is_base64() {
         .map(Value::Object);
     assert_eq!(
         out,
-        Some(json!({"payload": "3q2+7w==", "raw": "3q2+7w==", "n": 8}))
+        Some(json!({
+            "payload": "3q2+7w==",
+            "payload_encoding": "base64",
+            "raw": "3q2+7w==",
+            "n": 8
+        }))
     );
+    // text that is not JSON has no marker
+    let out = r.apply(&msg("txt", b"on")).map(Value::Object);
+    assert_eq!(out, Some(json!({"payload": "on", "raw": "on", "n": 2})));
 }
 
 #[test]
