@@ -1331,6 +1331,192 @@ mod tests {
     )]
 
     use super::*;
+    use std::cell::RefCell;
+
+    /// An in-memory [`PointSource`] (the reference for the trait's contract) that counts
+    /// the calls made to it and the points it hands out.
+    struct Mem {
+        metric: MetricInfo,
+        series: Vec<SeriesInfo>,
+        /// (series, field) → points in time order
+        points: BTreeMap<(i64, i64), Vec<(i64, PointValue)>>,
+        calls: RefCell<Vec<(i64, usize, usize)>>,
+    }
+
+    impl Mem {
+        /// `n` series (`dev` = d0, d1, ...) of `per` points each, 1 s apart, value = index.
+        fn new(n: i64, per: i64) -> Mem {
+            let metric = MetricInfo {
+                id: 1,
+                name: "m".into(),
+                fields: BTreeMap::from([(DEFAULT_FIELD.to_owned(), (7, FieldType::Number))]),
+            };
+            let series = (0..n)
+                .map(|id| SeriesInfo {
+                    id,
+                    tags: Tags::from([("dev".to_owned(), format!("d{id}"))]),
+                })
+                .collect();
+            let points = (0..n)
+                .map(|id| {
+                    let pts = (0..per).map(|i| (i * 1_000, PointValue::Long(i))).collect();
+                    ((id, 7), pts)
+                })
+                .collect();
+            Mem {
+                metric,
+                series,
+                points,
+                calls: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn handed_out(&self) -> usize {
+            self.calls.borrow().iter().map(|c| c.2).sum()
+        }
+    }
+
+    impl PointSource for Mem {
+        fn metrics(&self) -> Result<Vec<String>, SeriesError> {
+            Ok(vec![self.metric.name.clone()])
+        }
+        fn metric(&self, name: &str) -> Result<Option<MetricInfo>, SeriesError> {
+            Ok((name == self.metric.name).then(|| self.metric.clone()))
+        }
+        fn series(
+            &self,
+            _metric: &MetricInfo,
+            tag_filter: &BTreeMap<String, Vec<String>>,
+        ) -> Result<Vec<SeriesInfo>, SeriesError> {
+            Ok(self
+                .series
+                .iter()
+                .filter(|s| {
+                    tag_filter
+                        .iter()
+                        .all(|(k, vs)| s.tags.get(k).is_some_and(|v| vs.contains(v)))
+                })
+                .cloned()
+                .collect())
+        }
+        fn points(
+            &self,
+            series: i64,
+            field: i64,
+            start: i64,
+            end: i64,
+            order: PointOrder,
+            limit: usize,
+        ) -> Result<Vec<(i64, PointValue)>, SeriesError> {
+            let all = self
+                .points
+                .get(&(series, field))
+                .cloned()
+                .unwrap_or_default();
+            let inside = all.into_iter().filter(|(t, _)| *t >= start && *t <= end);
+            let out: Vec<_> = match order {
+                PointOrder::Asc => inside.take(limit).collect(),
+                PointOrder::Desc => {
+                    let mut v: Vec<_> = inside.collect();
+                    v.reverse();
+                    v.truncate(limit);
+                    v
+                }
+            };
+            self.calls.borrow_mut().push((series, limit, out.len()));
+            Ok(out)
+        }
+    }
+
+    fn q() -> PointQuery {
+        PointQuery {
+            metric: "m".into(),
+            start: 0,
+            end: i64::MAX,
+            ..PointQuery::default()
+        }
+    }
+
+    #[test]
+    fn a_small_page_reads_a_bounded_number_of_points() {
+        let src = Mem::new(1, 100_000);
+        let r = run_query(
+            &src,
+            &PointQuery {
+                limit: Some(10),
+                ..q()
+            },
+            10,
+        )
+        .unwrap();
+        assert!(r.truncated);
+        assert_eq!(r.groups[0].values.len(), 10);
+        // One read of one page, not the series.
+        assert!(src.handed_out() <= PAGE, "{}", src.handed_out());
+        assert_eq!(r.raw_count as usize, src.handed_out());
+    }
+
+    #[test]
+    fn many_series_in_one_group_read_small_pages() {
+        let src = Mem::new(1_000, 200);
+        let r = run_query(&src, &q(), 100).unwrap();
+        assert_eq!(r.groups[0].values.len(), 100);
+        // Every cursor reads at most a share of the group budget.
+        assert!(src.calls.borrow().iter().all(|c| c.1 <= page_size(1_000)));
+        assert!(src.handed_out() <= GROUP_BUDGET + 1_000 * MIN_PAGE);
+    }
+
+    #[test]
+    fn last_of_each_series_is_seeks_not_scans() {
+        let src = Mem::new(50, 1_000);
+        let query = PointQuery {
+            group_by: vec!["dev".into()],
+            aggregators: vec![Aggregator {
+                kind: AggregatorKind::Last,
+                sampling_ms: None,
+                param: None,
+            }],
+            ..q()
+        };
+        let r = run_query(&src, &query, 1_000).unwrap();
+        assert_eq!(r.groups.len(), 50);
+        assert!(
+            r.groups
+                .iter()
+                .all(|g| g.values[0].values[0] == Some(PointValue::Long(999)))
+        );
+        // Two one-point reads per series (the last point, and the first for the row's
+        // timestamp).
+        assert!(src.calls.borrow().iter().all(|c| c.1 == 1));
+        assert_eq!(src.handed_out(), 100);
+    }
+
+    #[test]
+    fn a_diff_page_starts_one_point_before_the_marker() {
+        let src = Mem::new(1, 10_000);
+        let mut query = PointQuery {
+            aggregators: vec![Aggregator {
+                kind: AggregatorKind::Diff,
+                sampling_ms: None,
+                param: None,
+            }],
+            limit: Some(100),
+            ..q()
+        };
+        let first = run_query(&src, &query, 100).unwrap();
+        query.marker = first.next_marker;
+        src.calls.borrow_mut().clear();
+        let second = run_query(&src, &query, 100).unwrap();
+        let rows = &second.groups[0].values;
+        // Diff of consecutive values is 1 from the first row of the page on.
+        assert_eq!(rows[0].timestamp, 101_000);
+        assert!(
+            rows.iter()
+                .all(|r| r.values[0] == Some(PointValue::Long(1)))
+        );
+        // Not read from the start of the range again.
+        assert!(src.handed_out() <= PAGE + 1, "{}", src.handed_out());
+    }
 
     #[test]
     fn markers_round_trip_and_garbage_is_refused() {
