@@ -430,7 +430,7 @@ fn expand_into(out: &mut String, p: &Pattern, client: &ClientInfo<'_>) {
 }
 
 /// Whether an ACL rule filter applies to a topic (Read/Write) or covers a filter (Subscribe).
-fn rule_matches(rule_filter: &str, topic: &str, access: Access) -> bool {
+pub(crate) fn rule_matches(rule_filter: &str, topic: &str, access: Access) -> bool {
     // A topic starting with '$' is only matched by rules that start with '$' (mosquitto).
     if topic.starts_with('$') && !rule_filter.starts_with('$') {
         return false;

@@ -8,6 +8,8 @@
 //! - [`PasswdDocument`] and [`write_atomic`]: editing a password file in place while
 //!   keeping its other lines, for `midge passwd`.
 //!
+//! - [`Registry`]: the device registry (devices, secrets, topic policies) in `devices.json`.
+//!
 //! No async, no network: the only I/O is reading and writing the files it is given.
 //! Passwords and hashes are never logged and never shown by `Debug`.
 
@@ -16,6 +18,7 @@ mod edit;
 mod fsio;
 mod hash;
 mod password_file;
+mod registry;
 
 pub use acl::{
     Access, Acl, AclFileError, AclLineError, AclLineErrorKind, ClientInfo, filter_covers,
@@ -28,4 +31,8 @@ pub use hash::{
 pub use password_file::{
     DEFAULT_CACHE_CAPACITY, PasswordFile, PasswordFileError, PasswordLineError,
     PasswordLineErrorKind,
+};
+pub use registry::{
+    Change, DevicePatch, DeviceRecord, Group, Login, MAX_FILTERS, MAX_NAME_LEN, NewDevice, Policy,
+    Registry, RegistryError, RegistrySettings,
 };

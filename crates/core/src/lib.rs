@@ -29,6 +29,7 @@ use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
 
 pub use auth::{AllowAll, Authorizer, ClientInfo};
 pub use config::Config;
+pub use flow::admin::ClientSummary;
 pub use persist::{
     DeliveryState, MsgId, Restored, RestoredDelivery, RestoredSession, SessionHeader, StoreOp,
 };
@@ -144,6 +145,8 @@ pub enum CloseCause {
     ProtocolError,
     /// The server is shutting down.
     Shutdown,
+    /// An operator cut it ([`Broker::disconnect_clients`]).
+    Administrative,
 }
 
 /// Counters for `$SYS` and metrics.

@@ -1166,3 +1166,6 @@ fn without_a_wall_clock_no_time_is_sent() {
     assert_eq!(w.broker.wall_ms(w.now), 40_000);
     assert_eq!(w.broker.wall_ms(later + Duration::from_millis(1)), 50_001);
 }
+
+#[path = "admin_tests.rs"]
+mod admin_tests;

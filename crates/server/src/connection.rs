@@ -550,6 +550,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
         if use_identity {
             return match meta.identity.take() {
                 Some(identity) => {
+                    // a device's certificate identity logs in as the device, if enabled
+                    let identity = match security
+                        .registry
+                        .as_ref()
+                        .and_then(|r| r.certificate_login(&identity))
+                    {
+                        Some((_, false)) => {
+                            counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(identity = %identity, "connection refused: the device is disabled");
+                            self.refuse(connect.protocol, ReasonCode::NOT_AUTHORIZED)
+                                .await;
+                            return None;
+                        }
+                        Some((username, true)) => username,
+                        None => identity,
+                    };
                     connect.username = Some(identity.into());
                     connect.password = None;
                     Some(connect)
@@ -562,6 +578,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                     None
                 }
             };
+        }
+        // the device registry first, for the usernames it knows (one lookup for the others)
+        if let (Some(user), Some(registry)) = (&connect.username, &security.registry) {
+            if registry.knows(user) {
+                let registry = registry.clone();
+                let password = connect.password.clone().unwrap_or_default();
+                let name = user.clone();
+                let login = tokio::task::spawn_blocking(move || registry.login(&name, &password))
+                    .await
+                    .unwrap_or(midge_auth::Login::BadSecret);
+                let reason = match login {
+                    midge_auth::Login::Accepted => return Some(connect),
+                    midge_auth::Login::Unknown => None,
+                    midge_auth::Login::Disabled => Some(ReasonCode::NOT_AUTHORIZED),
+                    midge_auth::Login::BadSecret => Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                };
+                if let Some(reason) = reason {
+                    counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(username = %user, client = %connect.client_id, disabled = login == midge_auth::Login::Disabled, "device login refused");
+                    self.refuse(connect.protocol, reason).await;
+                    return None;
+                }
+            }
         }
         let allow_anonymous = security.config.auth.allow_anonymous;
         match (connect.username.clone(), security.passwords()) {

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use config::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
+pub use midge_core::ClientSummary;
 
 /// The rustls server configuration the broker's TLS listeners use (TLS 1.2 and 1.3, client
 /// certificates checked against `ca_file` when set), for other listeners of the same
@@ -105,6 +106,7 @@ pub struct Server {
     router: mpsc::Sender<router::RouterMsg>,
     counters: Arc<Counters>,
     local: LocalConnector,
+    registry: Option<Arc<midge_auth::Registry>>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -133,6 +135,7 @@ pub struct ServerStats {
 pub struct ServerHandle {
     router: mpsc::WeakSender<router::RouterMsg>,
     counters: Arc<Counters>,
+    registry: Option<Arc<midge_auth::Registry>>,
 }
 
 impl ServerHandle {
@@ -151,6 +154,75 @@ impl ServerHandle {
             failed_logins: self.counters.auth_failures.load(Ordering::Relaxed),
             store_bytes,
         })
+    }
+
+    /// The device registry (`None`: the server runs without one).
+    pub fn registry(&self) -> Option<&Arc<midge_auth::Registry>> {
+        self.registry.as_ref()
+    }
+
+    /// Cut the connected clients with one of these usernames or client ids (MQTT 5 clients
+    /// get DISCONNECT 0x98 Administrative action). Returns how many (`None` once stopped).
+    pub async fn disconnect(
+        &self,
+        usernames: Vec<String>,
+        client_ids: Vec<String>,
+    ) -> Option<usize> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::Disconnect {
+                usernames,
+                client_ids,
+                reply,
+            })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
+    }
+
+    /// Check the subscriptions of these usernames again and drop those no longer allowed.
+    /// Returns how many were dropped (`None` once stopped).
+    pub async fn recheck_subscriptions(&self, usernames: Vec<String>) -> Option<usize> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::Recheck { usernames, reply })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
+    }
+
+    /// Carry out what a registry change means for live clients: cut the connections of
+    /// disabled, deleted or rotated devices, drop the subscriptions narrowed policies no
+    /// longer allow. Returns (connections cut, subscriptions dropped).
+    pub async fn apply(&self, change: midge_auth::Change) -> (usize, usize) {
+        let mut cut = 0;
+        let mut dropped = 0;
+        if !change.disconnect.is_empty() {
+            cut = self
+                .disconnect(change.disconnect, Vec::new())
+                .await
+                .unwrap_or(0);
+        }
+        if !change.recheck.is_empty() {
+            dropped = self
+                .recheck_subscriptions(change.recheck)
+                .await
+                .unwrap_or(0);
+        }
+        (cut, dropped)
+    }
+
+    /// Every session, connected or not (`None` once stopped).
+    pub async fn clients(&self) -> Option<Vec<midge_core::ClientSummary>> {
+        let router = self.router.upgrade()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        router.send(router::RouterMsg::Clients(tx)).await.ok()?;
+        drop(router);
+        rx.await.ok()
     }
 }
 
@@ -211,12 +283,40 @@ impl LocalConnector {
 impl Server {
     /// Bind every listener and start serving on the current tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        Server::start_with_registry(config, None).await
+    }
+
+    /// [`Server::start`] with a device registry: consulted on every configured listener
+    /// before its password file for the usernames it knows, and for those devices' topics
+    /// instead of the ACL files; changes to it apply at once (see [`ServerHandle::apply`]).
+    /// A username both in the registry and in a listener's password file is reported.
+    pub async fn start_with_registry(
+        config: ServerConfig,
+        registry: Option<Arc<midge_auth::Registry>>,
+    ) -> Result<Server, ServerError> {
         let mut securities = Vec::new();
         let mut problems = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             match security::ListenerSecurity::load(index, l) {
-                Ok(s) => securities.push(Arc::new(s)),
+                Ok(mut s) => {
+                    s.registry = registry.clone();
+                    if let (Some(r), Some(p)) = (&registry, s.passwords()) {
+                        let both: Vec<String> = p
+                            .usernames()
+                            .filter(|u| r.knows(u))
+                            .map(str::to_owned)
+                            .collect();
+                        if !both.is_empty() {
+                            warn!(
+                                listener = %l.bind,
+                                users = %both.join(", "),
+                                "usernames both in the device registry and in the password file: the registry decides for them"
+                            );
+                        }
+                    }
+                    securities.push(Arc::new(s));
+                }
                 Err(e) => problems.extend(
                     e.into_iter()
                         .map(|p| format!("listener #{} ({}): {p}", i + 1, l.bind)),
@@ -258,6 +358,7 @@ impl Server {
         let _ = router_tx
             .send(router::RouterMsg::SetAuthorizer(security::authorizer(
                 &securities,
+                registry.as_ref(),
             )))
             .await;
         let settings = Arc::new(connection::Settings::from(&config));
@@ -317,6 +418,7 @@ impl Server {
             router: router_handle,
             counters,
             local,
+            registry,
             shutdown,
             done,
         })
@@ -344,6 +446,7 @@ impl Server {
             .router
             .send(router::RouterMsg::SetAuthorizer(security::authorizer(
                 &self.security,
+                self.registry.as_ref(),
             )))
             .await;
         problems
@@ -359,6 +462,7 @@ impl Server {
         ServerHandle {
             router: self.router.downgrade(),
             counters: self.counters.clone(),
+            registry: self.registry.clone(),
         }
     }
 

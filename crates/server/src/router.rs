@@ -43,6 +43,21 @@ pub(crate) enum RouterMsg {
     SetAuthorizer(Box<dyn midge_core::Authorizer>),
     /// Answer with core's counters and the store's size.
     Stats(oneshot::Sender<(midge_core::Stats, Option<u64>)>),
+    /// Cut the connected clients with these usernames or client ids (MQTT 5: DISCONNECT
+    /// 0x98); answer how many.
+    Disconnect {
+        usernames: Vec<String>,
+        client_ids: Vec<String>,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Check the subscriptions of these usernames' sessions again (a policy changed);
+    /// answer how many were dropped.
+    Recheck {
+        usernames: Vec<String>,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Answer with every session.
+    Clients(oneshot::Sender<Vec<midge_core::ClientSummary>>),
 }
 
 /// What the router sends to a connection task.
@@ -334,6 +349,34 @@ impl Router {
             RouterMsg::Stats(reply) => {
                 let bytes = self.store.as_ref().map(|s| s.bytes.load(Ordering::Relaxed));
                 let _ = reply.send((self.broker.stats(), bytes));
+            }
+            RouterMsg::Disconnect {
+                usernames,
+                client_ids,
+                reply,
+            } => {
+                let n = self.broker.disconnect_clients(
+                    now,
+                    |c, u| {
+                        client_ids.iter().any(|id| id == c)
+                            || u.is_some_and(|u| usernames.iter().any(|n| n == u))
+                    },
+                    midge_codec::ReasonCode::ADMINISTRATIVE_ACTION,
+                    &mut self.actions,
+                );
+                self.dispatch(now);
+                let _ = reply.send(n);
+            }
+            RouterMsg::Recheck { usernames, reply } => {
+                let n = self.broker.recheck_subscriptions(|_, u| {
+                    u.is_some_and(|u| usernames.iter().any(|n| n == u))
+                });
+                // unsubscriptions of persistent sessions are store ops: keep them in order
+                self.dispatch(now);
+                let _ = reply.send(n);
+            }
+            RouterMsg::Clients(reply) => {
+                let _ = reply.send(self.broker.clients());
             }
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);

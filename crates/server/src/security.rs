@@ -22,6 +22,9 @@ pub(crate) struct ListenerSecurity {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     passwords: RwLock<Option<Arc<PasswordFile>>>,
     acl: RwLock<Option<Arc<Acl>>>,
+    /// The device registry, consulted before the password file (`None` for the in-process
+    /// listener and without a registry).
+    pub(crate) registry: Option<Arc<midge_auth::Registry>>,
 }
 
 impl ListenerSecurity {
@@ -61,6 +64,7 @@ impl ListenerSecurity {
             tls: RwLock::new(tls),
             passwords: RwLock::new(passwords),
             acl: RwLock::new(acl),
+            registry: None,
         })
     }
 
@@ -120,13 +124,67 @@ impl ListenerSecurity {
     }
 }
 
-/// A snapshot of every listener's ACL, for core (listener index = position).
-pub(crate) fn authorizer(listeners: &[Arc<ListenerSecurity>]) -> Box<dyn Authorizer> {
+/// A snapshot of every listener's ACL, for core (listener index = position), behind the
+/// device registry when there is one (the registry itself is live: not a snapshot).
+pub(crate) fn authorizer(
+    listeners: &[Arc<ListenerSecurity>],
+    registry: Option<&Arc<midge_auth::Registry>>,
+) -> Box<dyn Authorizer> {
     let acls: Vec<Option<Arc<Acl>>> = listeners.iter().map(|l| l.acl()).collect();
-    if acls.iter().all(Option::is_none) {
-        return Box::new(midge_core::AllowAll);
+    let files: Box<dyn Authorizer> = if acls.iter().all(Option::is_none) {
+        Box::new(midge_core::AllowAll)
+    } else {
+        Box::new(AclAuthorizer { acls })
+    };
+    match registry {
+        Some(r) => Box::new(RegistryAuthorizer {
+            registry: r.clone(),
+            files,
+            listeners: u16::try_from(listeners.len()).unwrap_or(u16::MAX),
+        }),
+        None => files,
     }
-    Box::new(AclAuthorizer { acls })
+}
+
+/// [`Authorizer`] for the device registry's devices (their policies, live), and the ACL
+/// files for every other client. A username the registry does not know costs one lookup
+/// (none while the registry is empty); in-process clients (the listener after the
+/// configured ones) are never devices.
+#[derive(Debug)]
+pub(crate) struct RegistryAuthorizer {
+    registry: Arc<midge_auth::Registry>,
+    files: Box<dyn Authorizer>,
+    listeners: u16,
+}
+
+impl RegistryAuthorizer {
+    fn device(&self, client: &ClientInfo<'_>, topic: &str, access: Access) -> Option<bool> {
+        if client.listener >= self.listeners {
+            return None;
+        }
+        self.registry
+            .check(client.username, client.client_id, topic, access)
+    }
+}
+
+impl Authorizer for RegistryAuthorizer {
+    fn can_publish(&self, client: &ClientInfo<'_>, topic: &str) -> bool {
+        self.device(client, topic, Access::Write)
+            .unwrap_or_else(|| self.files.can_publish(client, topic))
+    }
+    fn can_subscribe(&self, client: &ClientInfo<'_>, filter: &TopicFilter) -> bool {
+        self.device(client, filter.as_str(), Access::Subscribe)
+            .unwrap_or_else(|| self.files.can_subscribe(client, filter))
+    }
+    fn can_receive(&self, client: &ClientInfo<'_>, topic: &str) -> bool {
+        match self.device(client, topic, Access::Read) {
+            Some(ok) => ok,
+            None => !self.files.checks_delivery() || self.files.can_receive(client, topic),
+        }
+    }
+    fn checks_delivery(&self) -> bool {
+        self.files.checks_delivery() || !self.registry.is_empty()
+    }
 }
 
 /// [`Authorizer`] on mosquitto-format ACL files, one per listener (none = allow all,

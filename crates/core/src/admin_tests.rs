@@ -1,0 +1,104 @@
+//! Flow tests of the operator's entry points: cutting clients, re-checking subscriptions
+//! against a changed authorizer, listing clients.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::{Authorizer, ClientInfo};
+
+/// Allows subscribing only with the filters in the shared list (changed by the test).
+#[derive(Debug)]
+struct Filters(Arc<Mutex<Vec<String>>>);
+
+impl Authorizer for Filters {
+    fn can_subscribe(&self, _client: &ClientInfo<'_>, filter: &TopicFilter) -> bool {
+        self.0.lock().unwrap().iter().any(|f| f == filter.as_str())
+    }
+}
+
+fn connect_as(w: &mut World, v: Protocol, id: &str, user: &str) -> ConnId {
+    let mut c = Connect::new(v, id);
+    c.username = Some(user.into());
+    let (conn, ack) = w.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    conn
+}
+
+#[test]
+fn an_operator_cut_sends_0x98_to_v5_closes_3_1_1_and_spares_the_others() {
+    let mut w = World::new();
+    let v5 = connect_as(&mut w, Protocol::V5, "a", "dev1");
+    let v3 = connect_as(&mut w, Protocol::V311, "b", "dev1");
+    let other = connect_as(&mut w, Protocol::V5, "c", "dev2");
+    let mut out = Vec::new();
+    let n = w.broker.disconnect_clients(
+        w.now,
+        |_, u| u == Some("dev1"),
+        ReasonCode::ADMINISTRATIVE_ACTION,
+        &mut out,
+    );
+    w.out.extend(out);
+    assert_eq!(n, 2);
+    let (p, closed) = w.take(v5);
+    assert!(closed);
+    assert!(
+        matches!(p.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::ADMINISTRATIVE_ACTION),
+        "{p:?}"
+    );
+    let (p, closed) = w.take(v3);
+    assert!(closed && p.is_empty(), "{p:?}");
+    let (p, closed) = w.take(other);
+    assert!(!closed && p.is_empty());
+    assert_eq!(w.broker.stats().clients_connected, 1);
+    // by client id
+    let mut out = Vec::new();
+    let n = w.broker.disconnect_clients(
+        w.now,
+        |c, _| c == "c",
+        ReasonCode::ADMINISTRATIVE_ACTION,
+        &mut out,
+    );
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_narrowed_authorizer_drops_the_subscriptions_it_no_longer_allows() {
+    let mut w = World::new();
+    let allowed = Arc::new(Mutex::new(vec!["a/#".to_string(), "b/#".to_string()]));
+    w.broker.set_authorizer(Box::new(Filters(allowed.clone())));
+    let sub = connect_as(&mut w, Protocol::V5, "s", "dev1");
+    let bystander = connect_as(&mut w, Protocol::V311, "t", "dev2");
+    assert_eq!(
+        w.subscribe(sub, "a/#", QoS::AtMostOnce),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        w.subscribe(sub, "b/#", QoS::AtMostOnce),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        w.subscribe(bystander, "b/#", QoS::AtMostOnce),
+        ReasonCode::SUCCESS
+    );
+    allowed.lock().unwrap().retain(|f| f == "a/#");
+    assert_eq!(w.broker.recheck_subscriptions(|_, u| u == Some("dev1")), 1);
+    let publisher = w.connect(Protocol::V311, "p", true);
+    w.publish(publisher, "b/x", "1", QoS::AtMostOnce, false, 0);
+    w.publish(publisher, "a/x", "2", QoS::AtMostOnce, false, 0);
+    let got: Vec<String> = publishes(&w.packets(sub))
+        .iter()
+        .map(|p| p.topic.as_str().to_owned())
+        .collect();
+    assert_eq!(got, vec!["a/x".to_string()]);
+    // the session the recheck did not select keeps its subscription
+    assert_eq!(publishes(&w.packets(bystander)).len(), 1);
+    let summary = w
+        .broker
+        .clients()
+        .into_iter()
+        .find(|c| c.client_id == "s")
+        .unwrap();
+    assert_eq!(summary.subscriptions.len(), 1);
+    assert_eq!(summary.username.as_deref(), Some("dev1"));
+    assert!(summary.connected && !summary.internal);
+}

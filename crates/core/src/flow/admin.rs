@@ -1,0 +1,143 @@
+//! What an operator does to live clients (the server's device registry and HTTP API): cut
+//! connections (MQTT 5: DISCONNECT 0x98 Administrative action), drop subscriptions the
+//! authorizer no longer allows, and list the clients.
+
+use std::time::Instant;
+
+use bytestring::ByteString;
+use midge_codec::{Disconnect, Packet, Protocol, ReasonCode, TopicFilter};
+
+use crate::{Action, Broker, ClientInfo, CloseCause, SessionId};
+
+/// One session as the operations console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSummary {
+    /// Client identifier.
+    pub client_id: ByteString,
+    /// User name it logged in with.
+    pub username: Option<ByteString>,
+    /// Whether a connection is attached (false: an offline persistent session).
+    pub connected: bool,
+    /// Listener of its latest connection.
+    pub listener: u16,
+    /// Protocol of its latest connection.
+    pub protocol: Protocol,
+    /// Session expiry interval in seconds (`u32::MAX` = never).
+    pub expiry_interval: u32,
+    /// Messages queued for it (not yet sent).
+    pub queued: usize,
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Its subscriptions: raw filter (with any `$share/g/` prefix) and maximum QoS.
+    pub subscriptions: Vec<(ByteString, u8)>,
+    /// One of the server's own in-process clients (`$midge/...`).
+    pub internal: bool,
+}
+
+impl Broker {
+    /// Cut every connected client for which `select(client_id, username)` holds: MQTT 5
+    /// clients get DISCONNECT with `reason` first (0x98 Administrative action for an
+    /// operator's decision); the will is published as for any connection the server ends.
+    /// Returns how many were cut.
+    pub fn disconnect_clients(
+        &mut self,
+        now: Instant,
+        select: impl Fn(&str, Option<&str>) -> bool,
+        reason: ReasonCode,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let conns: Vec<_> = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| select(&s.client_id, s.username.as_deref()))
+            .filter_map(|s| s.conn)
+            .collect();
+        for &conn in &conns {
+            if self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5()) {
+                out.push(Action::Send(
+                    conn,
+                    Packet::Disconnect(Disconnect::new(reason)),
+                ));
+            }
+            out.push(Action::Close(conn));
+            self.closed(now, conn, CloseCause::Administrative, out);
+        }
+        conns.len()
+    }
+
+    /// Check again every subscription of the sessions (connected or not) for which
+    /// `select(client_id, username)` holds, and remove those the authorizer no longer
+    /// allows (a narrowed policy). Returns how many were removed.
+    pub fn recheck_subscriptions(&mut self, select: impl Fn(&str, Option<&str>) -> bool) -> usize {
+        let mut denied: Vec<(SessionId, ByteString)> = Vec::new();
+        for (i, s) in self.sessions.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if !select(&s.client_id, s.username.as_deref()) {
+                continue;
+            }
+            let Some(subs) = s.subscriptions.get() else {
+                continue;
+            };
+            let info = ClientInfo {
+                client_id: &s.client_id,
+                username: s.username.as_deref(),
+                listener: s.listener,
+            };
+            for raw in subs.keys() {
+                let allowed =
+                    TopicFilter::new(raw.clone()).is_ok_and(|f| self.auth.can_subscribe(&info, &f));
+                if !allowed {
+                    denied.push((SessionId(i as u32), raw.clone()));
+                }
+            }
+        }
+        for (sid, raw) in &denied {
+            if let Some(m) = self
+                .session_mut(*sid)
+                .and_then(|s| s.subscriptions.get_mut())
+            {
+                m.remove(raw);
+            }
+            if let Ok(f) = TopicFilter::new(raw.clone()) {
+                self.tree.remove(f.filter(), f.share_group(), *sid);
+            }
+            self.persist_unsubscribe(*sid, raw);
+        }
+        denied.len()
+    }
+
+    /// Every session, connected or not, for the operations console.
+    pub fn clients(&self) -> Vec<ClientSummary> {
+        self.sessions
+            .iter()
+            .flatten()
+            .map(|s| {
+                let protocol = s
+                    .conn
+                    .and_then(|c| self.conns.get(&c))
+                    .map_or(s.protocol, |c| c.protocol);
+                ClientSummary {
+                    client_id: s.client_id.clone(),
+                    username: s.username.clone(),
+                    connected: s.conn.is_some(),
+                    listener: s.listener,
+                    protocol,
+                    expiry_interval: s.expiry_interval,
+                    queued: s.flow().queue.len(),
+                    inflight: s.flow().inflight.len(),
+                    subscriptions: s
+                        .subscriptions
+                        .get()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, r)| (k.clone(), r.options.qos.as_u8()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    internal: s.is_internal(),
+                }
+            })
+            .collect()
+    }
+}
