@@ -89,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
         .merge(crate::tsdb::routes())
+        .merge(crate::devices::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))

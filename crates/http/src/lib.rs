@@ -85,6 +85,7 @@ mod assets;
 mod auth;
 mod dashboard;
 mod data;
+mod devices;
 mod host;
 mod live;
 mod publish;

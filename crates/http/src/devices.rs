@@ -1,0 +1,480 @@
+//! The device registry and the operations console over HTTP (operators only: the same
+//! authentication as the rest of the API; a device's own credentials never open it).
+//!
+//! - `GET/POST /api/v1/devices`, `GET/PATCH/DELETE /api/v1/devices/{name}`,
+//!   `POST /api/v1/devices/{name}/rotate`: a created or rotated device's secret is in that
+//!   answer only (stored hashed).
+//! - `GET/POST /api/v1/policies`, `GET/PUT/DELETE /api/v1/policies/{name}`.
+//! - `GET/POST /api/v1/groups`, `PUT/DELETE /api/v1/groups/{name}`.
+//! - `GET/PUT /api/v1/registry`: the hub name and the username template.
+//! - `GET /api/v1/clients` (sessions, connected or not; midge's own in-process clients
+//!   apart), `GET /api/v1/clients/{id}`, `DELETE /api/v1/clients/{id}` (disconnect: MQTT 5
+//!   DISCONNECT 0x98).
+//!
+//! Every change applies at once: disabling, deleting or rotating a device cuts its live
+//! connections, narrowing a policy drops the subscriptions it no longer allows.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use midge_auth::{
+    DevicePatch, DeviceRecord, Group, NewDevice, Policy, Registry, RegistryError, RegistrySettings,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, AppState, JsonBody, json_response};
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/devices", get(list_devices).post(add_device))
+        .route(
+            "/api/v1/devices/{name}",
+            get(show_device).patch(patch_device).delete(remove_device),
+        )
+        .route("/api/v1/devices/{name}/rotate", post(rotate))
+        .route("/api/v1/policies", get(list_policies).post(add_policy))
+        .route(
+            "/api/v1/policies/{name}",
+            get(show_policy).put(put_policy).delete(remove_policy),
+        )
+        .route("/api/v1/groups", get(list_groups).post(add_group))
+        .route(
+            "/api/v1/groups/{name}",
+            axum::routing::put(put_group).delete(remove_group),
+        )
+        .route("/api/v1/registry", get(settings).put(put_settings))
+        .route("/api/v1/clients", get(clients))
+        .route(
+            "/api/v1/clients/{id}",
+            get(show_client).delete(disconnect_client),
+        )
+}
+
+fn registry(state: &AppState) -> Result<Arc<Registry>, ApiError> {
+    state.0.server.registry().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server runs without a device registry",
+        )
+    })
+}
+
+fn error(e: RegistryError) -> ApiError {
+    let status = match &e {
+        RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
+        RegistryError::Conflict(_) => StatusCode::CONFLICT,
+        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RegistryError::File { .. } | RegistryError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Run a registry change on the blocking pool (it writes and fsyncs the file; creating and
+/// rotating hash a secret with PBKDF2).
+async fn blocking<T: Send + 'static>(
+    registry: Arc<Registry>,
+    f: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || f(&registry))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "registry task failed"))?
+        .map_err(error)
+}
+
+fn device_json(d: &DeviceRecord, online: Option<usize>) -> Value {
+    let mut v = json!({
+        "name": d.name,
+        "username": d.username,
+        "enabled": d.enabled,
+        "has_secret": d.secret_hash.is_some(),
+        "cert_cn": d.cert_cn,
+        "description": d.description,
+        "tags": d.tags,
+        "policies": d.policies,
+        "groups": d.groups,
+        "created": d.created_ms,
+        "last_seen": d.last_seen_ms,
+    });
+    if let (Some(n), Some(o)) = (online, v.as_object_mut()) {
+        o.insert("connections".into(), json!(n));
+    }
+    v
+}
+
+/// Connected sessions per username.
+async fn online(state: &AppState) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for c in state.0.server.clients().await.unwrap_or_default() {
+        if let (true, Some(u)) = (c.connected, c.username) {
+            *m.entry(u.to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+async fn list_devices(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let on = online(&state).await;
+    let devices: Vec<Value> = r
+        .devices()
+        .iter()
+        .map(|d| device_json(d, Some(on.get(&d.username).copied().unwrap_or(0))))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "devices": devices }),
+    ))
+}
+
+async fn show_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let d = r.device(&name).ok_or_else(|| {
+        error(RegistryError::NotFound {
+            kind: "device",
+            name: name.clone(),
+        })
+    })?;
+    let on = online(&state).await;
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&d, Some(on.get(&d.username).copied().unwrap_or(0))),
+    ))
+}
+
+async fn add_device(
+    State(state): State<AppState>,
+    JsonBody(new): JsonBody<NewDevice>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let (d, secret) = blocking(r, move |r| r.add_device(new)).await?;
+    let mut v = device_json(&d, None);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("secret".into(), json!(secret));
+    }
+    Ok(json_response(StatusCode::CREATED, &v))
+}
+
+async fn patch_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<DevicePatch>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let (d, change) = blocking(r, move |r| r.patch_device(&name, patch)).await?;
+    let (cut, dropped) = state.0.server.apply(change).await;
+    let mut v = device_json(&d, None);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("disconnected".into(), json!(cut));
+        o.insert("subscriptions_dropped".into(), json!(dropped));
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+async fn remove_device(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let n = name.clone();
+    let change = blocking(r, move |r| r.remove_device(&n)).await?;
+    let (cut, _) = state.0.server.apply(change).await;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "deleted": name, "disconnected": cut }),
+    ))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let n = name.clone();
+    let (secret, change) = blocking(r.clone(), move |r| r.rotate_secret(&n)).await?;
+    let (cut, _) = state.0.server.apply(change).await;
+    let username = r.device(&name).map(|d| d.username).unwrap_or_default();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "name": name, "username": username, "secret": secret, "disconnected": cut }),
+    ))
+}
+
+/// A policy in a request (the name from the path for PUT).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+impl PolicyBody {
+    fn into_policy(self, name: String) -> Policy {
+        Policy {
+            name,
+            publish: self.publish,
+            subscribe: self.subscribe,
+            description: self.description,
+        }
+    }
+}
+
+async fn list_policies(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "policies": r.policies() }),
+    ))
+}
+
+async fn show_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let p = r.policy(&name).ok_or_else(|| {
+        error(RegistryError::NotFound {
+            kind: "policy",
+            name: name.clone(),
+        })
+    })?;
+    Ok(json_response(StatusCode::OK, &json!(p)))
+}
+
+async fn add_policy(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let Some(name) = body.name.clone() else {
+        return Err(ApiError::bad_request("a policy needs a name"));
+    };
+    let p = body.into_policy(name);
+    let shown = p.clone();
+    blocking(r, move |r| r.add_policy(p)).await?;
+    Ok(json_response(StatusCode::CREATED, &json!(shown)))
+}
+
+async fn put_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PolicyBody>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    if body.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(ApiError::bad_request(
+            "the body's name differs from the path's",
+        ));
+    }
+    let p = body.into_policy(name);
+    let shown = p.clone();
+    let change = blocking(r, move |r| r.replace_policy(p)).await?;
+    let (_, dropped) = state.0.server.apply(change).await;
+    let mut v = json!(shown);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("subscriptions_dropped".into(), json!(dropped));
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+async fn remove_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let n = name.clone();
+    blocking(r, move |r| r.remove_policy(&n)).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "deleted": name })))
+}
+
+async fn list_groups(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "groups": r.groups() }),
+    ))
+}
+
+async fn add_group(
+    State(state): State<AppState>,
+    JsonBody(g): JsonBody<Group>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    if r.groups().iter().any(|o| o.name == g.name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a group named {:?} exists", g.name),
+        ));
+    }
+    let shown = g.clone();
+    let change = blocking(r, move |r| r.put_group(g)).await?;
+    state.0.server.apply(change).await;
+    Ok(json_response(StatusCode::CREATED, &json!(shown)))
+}
+
+/// A group in a PUT body (the name from the path).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+async fn put_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<GroupBody>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let g = Group {
+        name,
+        policies: body.policies,
+    };
+    let shown = g.clone();
+    let change = blocking(r, move |r| r.put_group(g)).await?;
+    let (_, dropped) = state.0.server.apply(change).await;
+    let mut v = json!(shown);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("subscriptions_dropped".into(), json!(dropped));
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+async fn remove_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let n = name.clone();
+    blocking(r, move |r| r.remove_group(&n)).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "deleted": name })))
+}
+
+async fn settings(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let s = r.settings();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "hub": s.hub,
+            "username_template": s.username_template,
+            "devices": r.len(),
+            "file": r.path().map(|p| p.display().to_string()),
+        }),
+    ))
+}
+
+async fn put_settings(
+    State(state): State<AppState>,
+    JsonBody(s): JsonBody<RegistrySettings>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let shown = s.clone();
+    blocking(r, move |r| r.set_settings(s)).await?;
+    Ok(json_response(StatusCode::OK, &json!(shown)))
+}
+
+fn client_json(c: &midge_server::ClientSummary, device: Option<String>) -> Value {
+    json!({
+        "client_id": c.client_id.to_string(),
+        "username": c.username.as_ref().map(ToString::to_string),
+        "device": device,
+        "connected": c.connected,
+        "listener": c.listener,
+        "protocol": c.protocol.to_string(),
+        "session_expiry": c.expiry_interval,
+        "queued": c.queued,
+        "inflight": c.inflight,
+        "subscriptions": c.subscriptions.iter().map(|(f, q)| json!({"filter": f.to_string(), "qos": q})).collect::<Vec<_>>(),
+    })
+}
+
+async fn sessions(state: &AppState) -> Result<Vec<midge_server::ClientSummary>, ApiError> {
+    state
+        .0
+        .server
+        .clients()
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running"))
+}
+
+async fn clients(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all = sessions(&state).await?;
+    let reg = state.0.server.registry().cloned();
+    let device = |c: &midge_server::ClientSummary| {
+        let u = c.username.as_deref()?;
+        reg.as_ref()?.device_of(u)
+    };
+    let (internal, user): (Vec<_>, Vec<_>) = all.iter().partition(|c| c.internal);
+    let list = |v: &[&midge_server::ClientSummary]| -> Vec<Value> {
+        v.iter().map(|c| client_json(c, device(c))).collect()
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "clients": list(&user),
+            "connected": user.iter().filter(|c| c.connected).count(),
+            "internal": list(&internal),
+        }),
+    ))
+}
+
+async fn show_client(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let all = sessions(&state).await?;
+    let c = all
+        .iter()
+        .find(|c| *c.client_id == *id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no client {id:?}")))?;
+    let device = c
+        .username
+        .as_deref()
+        .and_then(|u| state.0.server.registry().and_then(|r| r.device_of(u)));
+    Ok(json_response(StatusCode::OK, &client_json(c, device)))
+}
+
+async fn disconnect_client(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.starts_with("$midge/") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "midge's own in-process clients cannot be disconnected",
+        ));
+    }
+    let n = state
+        .0
+        .server
+        .disconnect(Vec::new(), vec![id.clone()])
+        .await
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+        })?;
+    if n == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no connected client {id:?}"),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "disconnected": id }),
+    ))
+}
