@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod completions;
 mod config;
+mod device_cmd;
 mod config_cmd;
 mod mosquitto_conf;
 mod mqtt_opts;
@@ -43,6 +44,10 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Benchmark a broker: connections, pub, sub, fan-in, fan-out, latency, sink.
     Bench(bench_cmd::BenchArgs),
+    /// Manage the devices of a running server (through its HTTP API).
+    Device(device_cmd::DeviceArgs),
+    /// Manage the topic policies of a running server (through its HTTP API).
+    Policy(device_cmd::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Completions(args) => completions::run::<Cli>(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Device(args) => device_cmd::run_device(args),
+        Command::Policy(args) => device_cmd::run_policy(args),
     };
     match result {
         Ok(code) => code,

@@ -163,13 +163,29 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let state_dir = cfg.server.persistence.as_ref().map(|p| p.dir.clone());
-    let server = match midge_server::Server::start(cfg.server).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("midge: {e}");
-            return Ok(ExitCode::from(1));
-        }
+    // the device registry: devices.json in the data folder (memory only without one)
+    let registry = match &state_dir {
+        Some(dir) => match midge_auth::Registry::open(&dir.join("devices.json")) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("midge: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => midge_auth::Registry::in_memory(),
     };
+    let registry = std::sync::Arc::new(registry);
+    if !registry.is_empty() {
+        info!(devices = registry.len(), "device registry loaded");
+    }
+    let server =
+        match midge_server::Server::start_with_registry(cfg.server, Some(registry.clone())).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("midge: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
     let series = match open_series(cfg.series.as_ref(), &cfg.hub, cfg.http.is_some()).await {
         Ok(s) => s,
         Err(e) => {
@@ -245,6 +261,10 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     // the hub before the broker: the batch it is storing is finished and acknowledged
     hub.stop().await;
     server.shutdown().await;
+    // last-seen times are kept in memory between changes
+    if let Err(e) = registry.flush() {
+        warn!("{e}");
+    }
     info!("bye");
     Ok(ExitCode::SUCCESS)
 }
