@@ -67,6 +67,8 @@ impl Acc {
             start: self.start,
             value,
             count: self.count,
+            min: self.min,
+            max: self.max,
         }
     }
 }
@@ -99,6 +101,8 @@ impl Buckets {
                 start: ts,
                 value: v,
                 count: 1,
+                min: v,
+                max: v,
             });
             return !self.full();
         }

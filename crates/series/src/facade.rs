@@ -8,8 +8,8 @@ use crate::points::{Datapoint, FieldType, PointQuery, PointResult};
 use crate::postgres::Postgres;
 use crate::store::Sqlite;
 use crate::{
-    Bucket, Row, RowsQuery, SeriesError, SeriesOptions, SeriesQuery, StoredRow, TableInfo,
-    TopicInfo,
+    Bucket, Row, RowsPage, RowsQuery, SeriesError, SeriesOptions, SeriesPage, SeriesQuery,
+    StoredRow, TableInfo, TopicInfo,
 };
 
 /// The time-series store, shared by reference between threads.
@@ -103,6 +103,104 @@ impl SeriesStore {
             Engine::Sqlite(s) => s.rows(q),
             Engine::Postgres(p) => p.rows(q),
         }
+    }
+
+    /// [`SeriesStore::rows`] starting after the row `(ts, id)` (in the query's order), and
+    /// saying whether more rows match: paging with [`RowsPage::next`] returns every
+    /// matching row exactly once (keyset on `(ts, id)`), however many there are. Costs one
+    /// more one-row read when the page is full.
+    pub fn rows_page(
+        &self,
+        q: &RowsQuery,
+        after: Option<(i64, i64)>,
+    ) -> Result<RowsPage, SeriesError> {
+        let rows = self.rows_after(q, after)?;
+        let limit = self.effective_limit(q.limit);
+        let next = match rows.last() {
+            Some(last) if rows.len() >= limit => {
+                let cursor = (last.ts, last.id);
+                let probe = RowsQuery {
+                    limit: Some(1),
+                    ..q.clone()
+                };
+                (!self.rows_after(&probe, Some(cursor))?.is_empty()).then_some(cursor)
+            }
+            _ => None,
+        };
+        Ok(RowsPage { rows, next })
+    }
+
+    fn rows_after(
+        &self,
+        q: &RowsQuery,
+        after: Option<(i64, i64)>,
+    ) -> Result<Vec<StoredRow>, SeriesError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.rows_after(q, after),
+            Engine::Postgres(p) => p.rows_after(q, after),
+        }
+    }
+
+    /// The limit a query naming `asked` gets.
+    fn effective_limit(&self, asked: Option<usize>) -> usize {
+        let o = self.options();
+        asked
+            .unwrap_or(o.default_rows_per_query)
+            .min(o.max_rows_per_query)
+    }
+
+    /// [`SeriesStore::series`], saying whether older values were left out by the limit:
+    /// then [`SeriesPage::next_until`] is the `until` of the next, older page. Raw points
+    /// (`bucket_ms` 0) sharing the oldest timestamp of a cut page are moved to the next
+    /// page whole, so paging returns each point once (unless more points than the limit
+    /// share one timestamp: then the page is those points and the next starts before it).
+    pub fn series_page(&self, q: &SeriesQuery) -> Result<SeriesPage, SeriesError> {
+        let mut points = self.series(q)?;
+        let limit = self.effective_limit(q.limit);
+        let oldest = match points.first() {
+            Some(b) if points.len() >= limit => b.start,
+            _ => {
+                return Ok(SeriesPage {
+                    points,
+                    next_until: None,
+                });
+            }
+        };
+        let raw = SeriesQuery {
+            bucket_ms: 0,
+            limit: Some(1),
+            ..q.clone()
+        };
+        let older = !self
+            .series(&SeriesQuery {
+                until: Some(oldest),
+                ..raw.clone()
+            })?
+            .is_empty();
+        if q.bucket_ms != 0 {
+            return Ok(SeriesPage {
+                points,
+                next_until: older.then_some(oldest),
+            });
+        }
+        let tied = points.iter().take_while(|b| b.start == oldest).count();
+        let cut = older
+            || self
+                .series(&SeriesQuery {
+                    since: Some(oldest),
+                    until: Some(oldest.saturating_add(1)),
+                    limit: Some(tied.saturating_add(1)),
+                    ..raw
+                })?
+                .len()
+                > tied;
+        let mut next_until = cut.then_some(oldest);
+        if cut && tied < points.len() {
+            // the next page ends after the oldest timestamp, so it has all of its points
+            points.drain(..tied);
+            next_until = Some(oldest.saturating_add(1));
+        }
+        Ok(SeriesPage { points, next_until })
     }
 
     /// One numeric field over time: raw points or buckets, in ascending time order; at

@@ -30,7 +30,9 @@
 //! SQLite and PostgreSQL implement), so both answer alike; schema, semantics and measured
 //! speed are in `docs/series.md`.
 //!
-//! Every query returns at most [`SeriesOptions::max_rows_per_query`] rows or buckets.
+//! Every query returns at most [`SeriesOptions::max_rows_per_query`] rows or buckets;
+//! [`SeriesStore::rows_page`] and [`SeriesStore::series_page`] say when an answer was cut
+//! and where the next page starts (keyset on `(ts, id)`: every row once).
 //!
 //! ## Blocking
 //!
@@ -205,9 +207,9 @@ pub enum Order {
 
 impl FromStr for Order {
     type Err = SeriesError;
-    /// `newest` / `desc` or `oldest` / `asc`.
+    /// `newest` / `desc` or `oldest` / `asc`, in any case (`ASC` as SQL writes it).
     fn from_str(s: &str) -> Result<Order, SeriesError> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "newest" | "desc" => Ok(Order::NewestFirst),
             "oldest" | "asc" => Ok(Order::OldestFirst),
             _ => Err(SeriesError::UnknownOrder(s.to_owned())),
@@ -343,6 +345,31 @@ pub struct Bucket {
     pub value: f64,
     /// Numeric values in the bucket.
     pub count: u64,
+    /// Smallest value in the bucket (whatever the aggregate: a chart drawn from few
+    /// buckets keeps its spikes).
+    pub min: f64,
+    /// Largest value in the bucket.
+    pub max: f64,
+}
+
+/// One page of [`SeriesStore::rows_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowsPage {
+    /// The rows, in the query's order.
+    pub rows: Vec<StoredRow>,
+    /// When more rows match: the `(ts, id)` of the last row, to pass as `after` for the
+    /// next page. `None`: this page ends the answer.
+    pub next: Option<(i64, i64)>,
+}
+
+/// One page of [`SeriesStore::series_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesPage {
+    /// The buckets or raw points, in ascending time order.
+    pub points: Vec<Bucket>,
+    /// When older values match: the `until` of the next (older) page; `None`: nothing
+    /// older was left out.
+    pub next_until: Option<i64>,
 }
 
 /// A table and what it holds.

@@ -274,6 +274,8 @@ struct Scan<'q> {
     since: Option<i64>,
     until: Option<i64>,
     order: Order,
+    /// Start after this `(ts, id)` (a page of a longer answer).
+    after: Option<(i64, i64)>,
 }
 
 impl Scan<'_> {
@@ -359,7 +361,7 @@ impl Scan<'_> {
         mut visit: impl FnMut(&rusqlite::Row<'_>) -> Result<bool, SeriesError>,
     ) -> Result<(), SeriesError> {
         let check = self.topic.filter(|t| t.needs_check());
-        let mut cursor = None;
+        let mut cursor = self.after;
         loop {
             let (sql, params) = self.page(cursor);
             let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
@@ -562,6 +564,15 @@ impl Sqlite {
     /// Stored rows matching `q`, at most the query's limit (see [`RowsQuery::limit`]), in
     /// the query's order. A table that does not exist yet holds no rows.
     pub(crate) fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
+        self.rows_after(q, None)
+    }
+
+    /// [`Self::rows`] starting after the row `(ts, id)` in the query's order.
+    pub(crate) fn rows_after(
+        &self,
+        q: &RowsQuery,
+        after: Option<(i64, i64)>,
+    ) -> Result<Vec<StoredRow>, SeriesError> {
         let name = TableName::new(&q.table)?;
         let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
         let limit = self.limit(q.limit);
@@ -592,6 +603,7 @@ impl Sqlite {
                 since: q.since,
                 until: q.until,
                 order: q.order,
+                after,
             };
             let mut out = Vec::new();
             scan.run(&tx, &err, |row| {
@@ -659,6 +671,7 @@ impl Sqlite {
                 since: q.since,
                 until: q.until,
                 order: Order::NewestFirst,
+                after: None,
             };
             scan.run(&tx, &err, |row| {
                 let ts: i64 = row.get(0).map_err(&err)?;

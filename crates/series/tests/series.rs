@@ -104,6 +104,8 @@ macro_rules! on_both_engines {
                          &super::postgres_only::errors_name_the_url_without_its_password),
                         ("a_connection_the_server_cut_is_replaced",
                          &super::postgres_only::a_connection_the_server_cut_is_replaced),
+                        ("a_role_that_cannot_create_tables_uses_existing_ones",
+                         &super::postgres_only::a_role_that_cannot_create_tables_uses_existing_ones),
                     ],
                 );
             }
@@ -133,6 +135,8 @@ on_both_engines!(
     prune_far_in_the_past_or_future_does_not_overflow,
     readers_see_whole_batches_while_a_writer_commits,
     filters_select_exactly_what_mqtt_matching_selects,
+    paging_rows_returns_every_row_once_in_both_orders,
+    series_pages_say_when_older_points_were_cut,
 );
 
 fn row(ts: i64, topic: &str, data: Value) -> Row {
@@ -788,6 +792,121 @@ fn prune_far_in_the_past_or_future_does_not_overflow(open: &Opener) {
     assert_eq!(store.prune(i64::MAX).unwrap(), 1);
 }
 
+/// Issue 13: with more rows than the limit an answer was cut silently. Paging with the
+/// cursor returns each row once, ties on ts included, whatever the order.
+fn paging_rows_returns_every_row_once_in_both_orders(open: &Opener) {
+    let store = open(SeriesOptions {
+        max_rows_per_query: 5,
+        ..fast()
+    });
+    // 23 rows, several sharing a ts, one topic that the filter leaves out
+    let mut rows = Vec::new();
+    for i in 0..23i64 {
+        rows.push(row(1_000 + i / 3, "p/a", json!({ "i": i })));
+        if i % 4 == 0 {
+            rows.push(row(1_000 + i / 3, "q/x", json!({ "i": -1 })));
+        }
+    }
+    store.insert("telemetry", &rows).unwrap();
+    for order in [Order::NewestFirst, Order::OldestFirst] {
+        for limit in [None, Some(1), Some(4), Some(100)] {
+            let q = RowsQuery {
+                topic: Some("p/#".into()),
+                limit,
+                order,
+                ..RowsQuery::default()
+            };
+            let mut seen = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store.rows_page(&q, after).unwrap();
+                pages += 1;
+                assert!(page.rows.len() <= limit.unwrap_or(5).min(5));
+                seen.extend(page.rows.iter().map(|r| r.data["i"].as_i64().unwrap()));
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+                assert!(pages < 100);
+            }
+            let mut want: Vec<i64> = (0..23).collect();
+            if order == Order::NewestFirst {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "{order:?} {limit:?}");
+        }
+    }
+    // an answer that fits says so
+    let q = RowsQuery {
+        topic: Some("q/x".into()),
+        ..RowsQuery::default()
+    };
+    let page = store.rows_page(&q, None).unwrap();
+    assert_eq!(page.rows.len(), 5);
+    assert!(page.next.is_some());
+    let q = RowsQuery {
+        topic: Some("q/x".into()),
+        since: Some(1_002),
+        ..RowsQuery::default()
+    };
+    let page = store.rows_page(&q, None).unwrap();
+    assert_eq!((page.rows.len(), page.next), (4, None));
+}
+
+/// Issue 13: `series?bucket=0` dropped the oldest points silently.
+fn series_pages_say_when_older_points_were_cut(open: &Opener) {
+    let store = open(SeriesOptions {
+        max_rows_per_query: 5,
+        ..fast()
+    });
+    // 8 points; ts 1003 twice
+    let ts = [1_000, 1_001, 1_002, 1_003, 1_003, 1_004, 1_005, 1_006];
+    let rows: Vec<Row> = ts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| row(*t, "s/a", json!({ "v": i })))
+        .collect();
+    store.insert("telemetry", &rows).unwrap();
+    let mut q = SeriesQuery::new("v");
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.series_page(&q).unwrap();
+        pages += 1;
+        assert!(page.points.len() <= 5);
+        let mut vals: Vec<f64> = page.points.iter().map(|b| b.value).collect();
+        vals.extend(got);
+        got = vals;
+        match page.next_until {
+            Some(u) => q.until = Some(u),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    // every point once, ties at the cut moved whole to the next page
+    assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert!(pages >= 2);
+    // buckets: the newest kept, older ones announced; min and max ride along
+    let q = SeriesQuery {
+        bucket_ms: 2,
+        limit: Some(2),
+        ..SeriesQuery::new("v")
+    };
+    let page = store.series_page(&q).unwrap();
+    let starts: Vec<i64> = page.points.iter().map(|b| b.start).collect();
+    assert_eq!(starts, [1_004, 1_006]);
+    assert_eq!(page.next_until, Some(1_004));
+    assert_eq!((page.points[0].min, page.points[0].max), (5.0, 6.0));
+    let q = SeriesQuery {
+        bucket_ms: 100,
+        ..SeriesQuery::new("v")
+    };
+    let page = store.series_page(&q).unwrap();
+    assert_eq!(page.next_until, None);
+    assert_eq!((page.points[0].min, page.points[0].max), (0.0, 7.0));
+}
+
 #[test]
 fn reopening_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -1196,5 +1315,30 @@ mod postgres_only {
             "{}",
             store.describe()
         );
+    }
+
+    pub(super) fn a_role_that_cannot_create_tables_uses_existing_ones(pg: &pg::PgServer) {
+        let url = pg.new_database();
+        let db = url.rsplit('/').next().unwrap().to_owned();
+        {
+            let owner = SeriesStore::connect_postgres(&url, fast()).unwrap();
+            owner
+                .insert("telemetry", &[row(1, "t", json!({}))])
+                .unwrap();
+        }
+        // PostgreSQL 15 lets only the owner create tables in `public`
+        pg.psql(
+            &db,
+            "CREATE ROLE app LOGIN; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app;",
+        );
+        let app_url = url.replace("postgres@", "app@");
+        let app = SeriesStore::connect_postgres(&app_url, fast()).unwrap();
+        app.insert("telemetry", &[row(2, "t", json!({}))]).unwrap();
+        assert_eq!(ts_of(&app.rows(&RowsQuery::default()).unwrap()), [2, 1]);
+        let err = app.insert("other", &[row(3, "t", json!({}))]).unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        pg.psql("postgres", "DROP OWNED BY app CASCADE; DROP ROLE app");
     }
 }

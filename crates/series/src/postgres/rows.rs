@@ -40,6 +40,8 @@ struct Scan<'q> {
     since: Option<i64>,
     until: Option<i64>,
     order: Order,
+    /// Start after this `(ts, id)` (a page of a longer answer).
+    after: Option<(i64, i64)>,
 }
 
 impl Scan<'_> {
@@ -128,7 +130,7 @@ impl Scan<'_> {
         mut visit: impl FnMut(&PgRow) -> Result<bool, SeriesError>,
     ) -> Result<(), SeriesError> {
         let check = self.topic.filter(|t| t.needs_check());
-        let mut cursor = None;
+        let mut cursor = self.after;
         loop {
             let (sql, params) = self.page(cursor);
             let stmt = Conn::prepare(statements, tx, &sql).map_err(err)?;
@@ -244,6 +246,15 @@ impl Postgres {
     }
 
     pub(crate) fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
+        self.rows_after(q, None)
+    }
+
+    /// [`Self::rows`] starting after the row `(ts, id)` in the query's order.
+    pub(crate) fn rows_after(
+        &self,
+        q: &RowsQuery,
+        after: Option<(i64, i64)>,
+    ) -> Result<Vec<StoredRow>, SeriesError> {
         let name = TableName::new(&q.table)?;
         let topic = q.topic.as_deref().map(TopicMatch::new).transpose()?;
         let limit = self.limit(q.limit);
@@ -266,6 +277,7 @@ impl Postgres {
                 since: q.since,
                 until: q.until,
                 order: q.order,
+                after,
             };
             let mut out = Vec::new();
             scan.run(tx, statements, &err, |row| {
@@ -319,6 +331,7 @@ impl Postgres {
                 since: q.since,
                 until: q.until,
                 order: Order::NewestFirst,
+                after: None,
             };
             scan.run(tx, statements, &err, |row| {
                 let ts: i64 = row.try_get(0).map_err(&err)?;

@@ -40,6 +40,7 @@ fn scan<'q>(table: &'q TableName, topic: Option<&'q TopicMatch>) -> Scan<'q> {
         since: Some(0),
         until: Some(1_000),
         order: Order::NewestFirst,
+        after: None,
     }
 }
 
