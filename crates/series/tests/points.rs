@@ -1154,6 +1154,7 @@ fn postgres_every_point_check_on_one_server() {
             a_garbage_marker_is_refused,
             export_streams_every_point,
             last_of_many_series_by_group,
+            series_longer_than_a_read_page,
         ),
     );
 
@@ -1203,4 +1204,25 @@ fn postgres_every_point_check_on_one_server() {
     assert_eq!(store.export_points(&[], 0, 10, &mut |_| true).unwrap(), 0);
     assert_eq!(store.prune(0).unwrap(), 0);
     store.write_points(&[]).unwrap();
+}
+
+/// The PostgreSQL list above names every check the SQLite tests run (a check added to
+/// `sqlite_tests!` and not there fails here).
+#[test]
+fn postgres_runs_every_check_sqlite_runs() {
+    let source = include_str!("points.rs");
+    let list = |start: &str, end: &str| -> Vec<String> {
+        let from = source.find(start).expect(start) + start.len();
+        let to = from + source[from..].find(end).expect(end);
+        source[from..to]
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    let sqlite = list("sqlite_tests!(\n", ");");
+    let postgres = list("checks!(\n", "),\n    );");
+    let missing: Vec<&String> = sqlite.iter().filter(|n| !postgres.contains(n)).collect();
+    assert!(!sqlite.is_empty());
+    assert!(missing.is_empty(), "not run on PostgreSQL: {missing:?}");
 }

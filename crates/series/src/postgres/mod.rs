@@ -264,17 +264,30 @@ impl Postgres {
             let mut tx = conn.client.transaction().map_err(&open)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
                 .map_err(&open)?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS midge_series_meta (
-                     key TEXT PRIMARY KEY,
-                     value BIGINT NOT NULL
-                 );
-                 CREATE TABLE IF NOT EXISTS midge_series_tables (
-                     name TEXT COLLATE \"C\" PRIMARY KEY
-                 );",
-            )
-            .map_err(&open)?;
-            tx.batch_execute(points::SCHEMA).map_err(&open)?;
+            // DDL only when something is missing: a role that may use midge's tables but
+            // not create tables (they were made by another role) can still connect
+            let complete: bool = tx
+                .query_one(
+                    "SELECT to_regclass('midge_series_meta') IS NOT NULL \
+                        AND to_regclass('midge_series_tables') IS NOT NULL \
+                        AND to_regclass('midge_points') IS NOT NULL",
+                    &[],
+                )
+                .map_err(&open)?
+                .get(0);
+            if !complete {
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS midge_series_meta (
+                         key TEXT PRIMARY KEY,
+                         value BIGINT NOT NULL
+                     );
+                     CREATE TABLE IF NOT EXISTS midge_series_tables (
+                         name TEXT COLLATE \"C\" PRIMARY KEY
+                     );",
+                )
+                .map_err(&open)?;
+                tx.batch_execute(points::SCHEMA).map_err(&open)?;
+            }
             let found: Option<i64> = tx
                 .query_opt(
                     "SELECT value FROM midge_series_meta WHERE key = 'schema_version'",
