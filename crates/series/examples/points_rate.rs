@@ -249,6 +249,26 @@ fn main() -> Result<(), Box<dyn Error>> {
         },
     )?;
     println!("    {pages} pages, {rows} rows");
+    let (mut pages, mut rows) = (0, 0usize);
+    let mut q = PointQuery {
+        limit: Some(1_000),
+        order: midge_series::points::PointOrder::Desc,
+        ..avg.clone()
+    };
+    timed(
+        "Avg per 1 minute, newest first, paged by 1,000 rows (all pages)",
+        1,
+        || loop {
+            let r = store.query_points(&q)?;
+            pages += 1;
+            rows += r.groups.iter().map(|g| g.values.len()).sum::<usize>();
+            match r.next_marker {
+                Some(m) => q.marker = Some(m),
+                None => return Ok(()),
+            }
+        },
+    )?;
+    println!("    {pages} pages, {rows} rows");
     drop(store);
 
     println!("1,000 series × 100 points: last value of each:");
