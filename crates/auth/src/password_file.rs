@@ -283,11 +283,21 @@ impl fmt::Debug for PasswordFile {
 
 type Tag = [u8; 32];
 
-struct VerifyCache {
+pub(crate) struct VerifyCache {
     capacity: usize,
     /// Per-process (per-load) random HMAC key; `None` if the OS RNG failed (cache off).
     key: Option<[u8; 32]>,
     inner: Mutex<CacheInner>,
+}
+
+impl fmt::Debug for VerifyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // never the key or the tags
+        f.debug_struct("VerifyCache")
+            .field("capacity", &self.capacity)
+            .field("entries", &self.len())
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -297,7 +307,7 @@ struct CacheInner {
 }
 
 impl VerifyCache {
-    fn new(capacity: usize) -> VerifyCache {
+    pub(crate) fn new(capacity: usize) -> VerifyCache {
         let mut key = [0u8; 32];
         let key = if capacity > 0 && getrandom::fill(&mut key).is_ok() {
             Some(key)
@@ -314,7 +324,7 @@ impl VerifyCache {
         }
     }
 
-    fn tag(&self, username: &str, password: &[u8]) -> Option<Tag> {
+    pub(crate) fn tag(&self, username: &str, password: &[u8]) -> Option<Tag> {
         let key = self.key.as_ref()?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
         // Length-prefix the username so (user, password) pairs cannot collide.
@@ -324,7 +334,7 @@ impl VerifyCache {
         Some(mac.finalize().into_bytes().into())
     }
 
-    fn hit(&self, username: &str, tag: &Tag) -> bool {
+    pub(crate) fn hit(&self, username: &str, tag: &Tag) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.clock += 1;
         let now = inner.clock;
@@ -337,7 +347,16 @@ impl VerifyCache {
         }
     }
 
-    fn insert(&self, username: &str, tag: Tag) {
+    /// Forget every entry.
+    pub(crate) fn clear(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .clear();
+    }
+
+    pub(crate) fn insert(&self, username: &str, tag: Tag) {
         if self.capacity == 0 {
             return;
         }

@@ -247,7 +247,12 @@ struct Compiled {
     hash: Option<Arc<PasswordHash>>,
     rules: Vec<Rule>,
     last_seen: Arc<AtomicI64>,
+    /// Changes with every rebuild: keys the success cache, so a secret cached before a
+    /// rotation (or a delete and re-create) never matches after it.
+    generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug, Default)]
 struct State {
@@ -270,6 +275,9 @@ pub struct Registry {
     count: AtomicUsize,
     /// Serializes writers (file write order = change order).
     write: std::sync::Mutex<()>,
+    /// Recent successful logins (as the password file's: an HMAC of the secret under a
+    /// per-process key), so reconnecting devices do not each cost a PBKDF2.
+    cache: crate::password_file::VerifyCache,
 }
 
 fn now_ms() -> i64 {
@@ -392,6 +400,7 @@ impl State {
                 .map(Arc::new),
             rules,
             last_seen,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -471,6 +480,7 @@ impl Registry {
             state: RwLock::new(State::default()),
             count: AtomicUsize::new(0),
             write: std::sync::Mutex::new(()),
+            cache: crate::password_file::VerifyCache::new(crate::DEFAULT_CACHE_CAPACITY),
         }
     }
 
@@ -521,6 +531,7 @@ impl Registry {
             state: RwLock::new(state),
             count: AtomicUsize::new(count),
             write: std::sync::Mutex::new(()),
+            cache: crate::password_file::VerifyCache::new(crate::DEFAULT_CACHE_CAPACITY),
         })
     }
 
@@ -571,6 +582,7 @@ impl Registry {
         let count = next.devices.len();
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = next;
         self.count.store(count, Ordering::Relaxed);
+        self.cache.clear();
         Ok(out)
     }
 
@@ -970,13 +982,23 @@ impl Registry {
         if !c.enabled {
             return Login::Disabled;
         }
-        match &c.hash {
-            Some(h) if h.verify(password) => {
-                c.last_seen.store(now_ms(), Ordering::Relaxed);
-                Login::Accepted
-            }
-            _ => Login::BadSecret,
+        let Some(hash) = &c.hash else {
+            return Login::BadSecret;
+        };
+        let key = format!("{}\0{username}", c.generation);
+        let tag = self.cache.tag(&key, password);
+        let ok = match &tag {
+            Some(t) if self.cache.hit(&key, t) => true,
+            _ => hash.verify(password),
+        };
+        if !ok {
+            return Login::BadSecret;
         }
+        if let Some(t) = tag {
+            self.cache.insert(&key, t);
+        }
+        c.last_seen.store(now_ms(), Ordering::Relaxed);
+        Login::Accepted
     }
 
     /// The device a client-certificate identity logs in as: `Some((username, enabled))` for
@@ -1141,6 +1163,25 @@ mod tests {
         narrow.subscribe.clear();
         let change = r.replace_policy(narrow).unwrap();
         assert_eq!(change.recheck, vec!["dev1".to_string()]);
+    }
+
+    #[test]
+    fn a_cached_secret_stops_working_after_rotation() {
+        let r = Registry::in_memory();
+        let (_, old) = r
+            .add_device(NewDevice {
+                name: "rot".into(),
+                ..NewDevice::default()
+            })
+            .unwrap();
+        let old = old.unwrap();
+        assert_eq!(r.login("rot", old.as_bytes()), Login::Accepted);
+        // the second login is a cache hit
+        assert_eq!(r.login("rot", old.as_bytes()), Login::Accepted);
+        let (new, change) = r.rotate_secret("rot").unwrap();
+        assert_eq!(change.disconnect, vec!["rot".to_string()]);
+        assert_eq!(r.login("rot", old.as_bytes()), Login::BadSecret);
+        assert_eq!(r.login("rot", new.as_bytes()), Login::Accepted);
     }
 
     #[test]
