@@ -324,9 +324,9 @@ impl BridgeConfig {
 
     /// The connection-state topic.
     pub fn state_topic(&self) -> String {
-        self.notification_topic.clone().unwrap_or_else(|| {
-            format!("$SYS/broker/connection/{}/state", self.remote_clientid)
-        })
+        self.notification_topic
+            .clone()
+            .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.remote_clientid))
     }
 
     /// The client id of the local side: `$midge/bridge/<name>`.
@@ -340,7 +340,10 @@ impl BridgeConfig {
         if self.name.is_empty() {
             out.push("name: must not be empty".into());
         } else if self.name.contains(['/', '+', '#']) {
-            out.push(format!("name {:?}: must not hold '/', '+' or '#'", self.name));
+            out.push(format!(
+                "name {:?}: must not hold '/', '+' or '#'",
+                self.name
+            ));
         }
         if self.addresses.is_empty() {
             out.push("addresses: at least one remote address (host:port) is needed".into());
@@ -415,9 +418,9 @@ pub fn parse_address(s: &str) -> Result<(String, u16), String> {
     match s.rsplit_once(':') {
         None if !s.is_empty() => Ok((s.to_string(), 1883)),
         None => Err("empty address".into()),
-        Some((host, _)) if host.contains(':') => Err(format!(
-            "{s:?}: write an IPv6 address as [addr]:port"
-        )),
+        Some((host, _)) if host.contains(':') => {
+            Err(format!("{s:?}: write an IPv6 address as [addr]:port"))
+        }
         Some((host, port)) => {
             let port = port
                 .parse::<u16>()
@@ -473,7 +476,11 @@ mod tests {
         assert!(t.problems().is_empty());
         assert_eq!(t.to_remote("local").as_deref(), Some("remote"));
         assert_eq!(t.to_local("remote").as_deref(), Some("local"));
-        for invalid in ["\"\" out 0 local \"\"", "\"\" out 0 \"\" remote", "\"\" out 0 \"\" \"\""] {
+        for invalid in [
+            "\"\" out 0 local \"\"",
+            "\"\" out 0 \"\" remote",
+            "\"\" out 0 \"\" \"\"",
+        ] {
             let t = parse_topic_line(invalid).unwrap();
             assert!(!t.problems().is_empty(), "{invalid}");
         }

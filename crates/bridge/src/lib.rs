@@ -163,7 +163,9 @@ impl Bridges {
     }
 }
 
-/// What the remote side's poller reports.
+/// What the remote side's poller reports (an event is moved as it is, as the hub does with
+/// `Result<Event, _>`: boxing every message would cost an allocation each).
+#[allow(clippy::large_enum_variant)]
 enum Remote {
     Event(Event),
     /// The link failed; the next attempt comes after `retry_in`.
@@ -246,8 +248,8 @@ fn remote_options(cfg: &BridgeConfig, dialer: &Arc<remote::Dialer>) -> ClientOpt
         });
     }
     o.connect = c;
-    o.connect_timeout = remote::DIAL_TIMEOUT * (cfg.addresses.len().max(1) as u32)
-        + Duration::from_secs(10);
+    o.connect_timeout =
+        remote::DIAL_TIMEOUT * (cfg.addresses.len().max(1) as u32) + Duration::from_secs(10);
     o.manual_acks = true;
     o.reconnect = None;
     o.request_capacity = REQUEST_CAPACITY;
@@ -379,7 +381,13 @@ impl Link {
             .filter(|t| t.direction.out())
             .filter_map(|t| {
                 let f = TopicFilter::new(t.local_filter()).ok()?;
-                Some((f, SubscriptionOptions { qos: t.qos, ..options }))
+                Some((
+                    f,
+                    SubscriptionOptions {
+                        qos: t.qos,
+                        ..options
+                    },
+                ))
             })
             .collect();
         if !filters.is_empty() {
@@ -689,9 +697,7 @@ mod tests {
         p.packet_id = 7;
         p.properties.topic_alias = Some(3);
         p.properties.content_type = Some("text/plain".into());
-        p.properties
-            .user_properties
-            .push(("k".into(), "v".into()));
+        p.properties.user_properties.push(("k".into(), "v".into()));
         p.properties
             .user_properties
             .push(("midge-client-id".into(), "dev".into()));

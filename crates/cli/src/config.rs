@@ -223,8 +223,39 @@ allowed_hosts = []
 # command_topic = "home/lamp/set"
 # on = "ON"
 # off = "OFF"
+
+# Bridges to other brokers (mosquitto's `connection` sections; `midge serve -c
+# mosquitto.conf` reads those). Local messages on `out` topics go to the remote broker and
+# remote messages on `in` topics come here. A QoS 1/2 message is acknowledged to this broker
+# only once the remote acknowledged it: while the link is down they wait in the bridge's
+# session (in the data folder), across restarts.
+# [[bridge]]
+# name = "cloud"
+# addresses = ["mqtt.example.com:8883", "backup.example.com:8883"]  # failover in order
+# round_robin = false           # false: back to the first address at every reconnect
+# # mosquitto's `topic pattern [[[ out | in | both ] qos] local-prefix remote-prefix]`
+# # ("" for an empty prefix), or a table:
+# topics = ["sensors/# out 1 \"\" site-1/", { pattern = "cmd/#", direction = "in", qos = 1, local_prefix = "", remote_prefix = "site-1/" }]
+# protocol = "3.1.1"            # or "5" (No Local keeps our messages from coming back) or "3.1"
+# try_private = true            # 3.x: tell the remote we are a bridge (mosquitto's flag)
+# clientid = "<hostname>.cloud" # the client id on the remote
+# username = "site-1"
+# password = "secret"
+# clean_session = false         # false: the remote keeps our session while the link is down
+# keepalive = 60
+# cafile = "/etc/midge/certs/cloud-ca.crt"  # any TLS key turns TLS on; without cafile or
+# capath = "/etc/ssl/certs"                 # capath, the webpki roots are trusted
+# certfile = "/etc/midge/certs/site-1.crt"
+# keyfile = "/etc/midge/certs/site-1.key"
+# insecure = false              # true: the remote's certificate is not checked at all
+# notifications = true          # retained "1"/"0" on the topic below, here and on the remote
+# notifications_local_only = false
+# notification_topic = "$SYS/broker/connection/<clientid>/state"
+# restart_timeout = [5, 30]     # seconds: jittered backoff from base to cap, or one number
+# outgoing_retain = true        # false: clear the retain flag of messages sent out
 "#;
 
+mod bridge;
 mod hub;
 
 pub(crate) use hub::{HttpSettings, SeriesSettings};
@@ -244,6 +275,8 @@ pub(crate) struct MidgeConfig {
     pub(crate) http: Option<HttpSettings>,
     /// What a converted mosquitto.conf does differently (logged as warnings at start).
     pub(crate) notes: Vec<String>,
+    /// Bridges to other brokers (`[[bridge]]`).
+    pub(crate) bridges: Vec<midge_bridge::BridgeConfig>,
 }
 
 impl Default for MidgeConfig {
@@ -267,6 +300,7 @@ impl Default for MidgeConfig {
             hub: midge_hub::HubConfig::default(),
             series: Some(series),
             notes: Vec::new(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -517,6 +551,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
             "rule",
             "http",
             "dashboard",
+            "bridge",
         ],
     );
 
@@ -752,6 +787,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     hub::series(&mut c, &root, &mut cfg);
     hub::rules(&mut c, &root, &mut cfg);
     hub::http(&mut c, &root, &mut cfg);
+    bridge::bridges(&mut c, &root, &mut cfg);
 
     if c.errors.is_empty() {
         Ok(cfg)

@@ -83,7 +83,8 @@ struct State {
     server: Table,
     persistence: Table,
     log_types: Vec<String>,
-    bridges: Vec<String>,
+    /// `connection` sections as `[[bridge]]` tables.
+    bridges: Vec<Table>,
     in_bridge: Option<String>,
     depth: usize,
 }
@@ -197,6 +198,7 @@ impl State {
     fn line(&mut self, path: &Path, at: &str, key: &str, value: &str) {
         // the settings of a bridge (`connection`) go with it
         if self.in_bridge.is_some() && bridge_key(key) {
+            self.bridge_line(at, key, value);
             return;
         }
         match key {
@@ -461,15 +463,14 @@ impl State {
             }
             "include_dir" => self.include_dir(path, at, value),
             "connection" => {
+                if value.is_empty() {
+                    self.error(at, key, "needs the bridge's name");
+                    return;
+                }
                 self.in_bridge = Some(value.to_owned());
-                self.bridges.push(value.to_owned());
-                self.note(
-                    at,
-                    "connection",
-                    &format!(
-                        "bridge {value:?}: midge has no bridges yet; this bridge and its settings are left out (run mosquitto as the bridge beside midge meanwhile)"
-                    ),
-                );
+                let mut t = Table::new();
+                t.insert("name".into(), Value::String(value.to_owned()));
+                self.bridges.push(t);
             }
             "pid_file" | "user" => self.note(
                 at,
@@ -582,8 +583,140 @@ impl State {
                 root.insert(name.into(), Value::Table(t));
             }
         }
+        if !self.bridges.is_empty() {
+            let bridges = std::mem::take(&mut self.bridges);
+            root.insert(
+                "bridge".into(),
+                Value::Array(bridges.into_iter().map(Value::Table).collect()),
+            );
+        }
         self.out.toml = root;
         self.out
+    }
+
+    /// A key of the current `connection` section, as a key of its `[[bridge]]` table.
+    fn bridge_line(&mut self, at: &str, key: &str, value: &str) {
+        let name = self.in_bridge.clone().unwrap_or_default();
+        let mut set: Option<(&str, Value)> = None;
+        let mut push: Option<(&str, Value)> = None;
+        match key {
+            "address" | "addresses" => {
+                for w in value.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
+                    match midge_bridge::parse_address(w) {
+                        Ok(_) => {
+                            if let Some(t) = self.bridges.last_mut() {
+                                append(t, "addresses", Value::String(w.to_owned()));
+                            }
+                        }
+                        Err(e) => self.error(at, key, &e),
+                    }
+                }
+                if value.is_empty() {
+                    self.error(at, key, "needs host[:port]");
+                }
+            }
+            "topic" => match midge_bridge::parse_topic_line(value) {
+                Ok(_) => push = Some(("topics", Value::String(value.to_owned()))),
+                Err(e) => self.error(at, key, &e),
+            },
+            "bridge_protocol_version" => match value {
+                "mqttv31" => set = Some(("protocol", Value::String("3.1".into()))),
+                "mqttv311" => set = Some(("protocol", Value::String("3.1.1".into()))),
+                "mqttv50" | "mqttv5" => set = Some(("protocol", Value::String("5".into()))),
+                _ => self.error(
+                    at,
+                    key,
+                    &format!("must be mqttv31, mqttv311 or mqttv50 (found {value:?})"),
+                ),
+            },
+            "remote_clientid" | "clientid" => {
+                set = Some(("clientid", Value::String(value.to_owned())));
+            }
+            "remote_username" => set = Some(("username", Value::String(value.to_owned()))),
+            "remote_password" => set = Some(("password", Value::String(value.to_owned()))),
+            "bridge_cafile" | "bridge_capath" | "bridge_certfile" | "bridge_keyfile" => {
+                let k = key.trim_start_matches("bridge_");
+                set = Some((k, Value::String(value.to_owned())));
+            }
+            "keepalive_interval" => {
+                if let Some(v) = self.int(at, key, value) {
+                    set = Some(("keepalive", Value::Integer(v)));
+                }
+            }
+            "restart_timeout" => {
+                let nums: Vec<Option<i64>> =
+                    value.split_whitespace().map(|w| w.parse().ok()).collect();
+                match nums.as_slice() {
+                    [Some(c)] => set = Some(("restart_timeout", Value::Integer(*c))),
+                    [Some(b), Some(c)] => {
+                        set = Some((
+                            "restart_timeout",
+                            Value::Array(vec![Value::Integer(*b), Value::Integer(*c)]),
+                        ));
+                    }
+                    _ => self.error(at, key, &format!("needs `base cap` or `constant` seconds (found {value:?})")),
+                }
+            }
+            "notification_topic" => {
+                set = Some(("notification_topic", Value::String(value.to_owned())));
+            }
+            "cleansession" | "try_private" | "bridge_insecure" | "notifications"
+            | "notifications_local_only" | "round_robin" | "bridge_outgoing_retain" => {
+                let k = match key {
+                    "cleansession" => "clean_session",
+                    "bridge_insecure" => "insecure",
+                    "bridge_outgoing_retain" => "outgoing_retain",
+                    k => k,
+                };
+                if let Some(b) = self.flag(at, key, value) {
+                    set = Some((k, Value::Boolean(b)));
+                }
+            }
+            "local_clientid" | "local_username" | "local_password" => self.note(
+                at,
+                key,
+                &format!("bridge {name:?}: the local side is midge's in-process client `$midge/bridge/{name}`, which needs no client id or credentials of its own"),
+            ),
+            "local_cleansession" => self.note(
+                at,
+                key,
+                &format!("bridge {name:?}: the local session is always persistent (it holds the messages waiting for the link)"),
+            ),
+            "start_type" if value == "automatic" => {}
+            "start_type" | "idle_timeout" | "threshold" => self.note(
+                at,
+                key,
+                &format!("bridge {name:?}: midge starts every bridge at once and keeps it connected (start_type automatic)"),
+            ),
+            "bridge_attempt_unsubscribe" => self.note(
+                at,
+                key,
+                &format!("bridge {name:?}: midge does not unsubscribe `out` topics on the remote"),
+            ),
+            _ => self.note(
+                at,
+                key,
+                &format!("bridge {name:?}: NOT SUPPORTED by midge's bridges (left out)"),
+            ),
+        }
+        if let Some(t) = self.bridges.last_mut() {
+            if let Some((k, v)) = set {
+                t.insert(k.into(), v);
+            }
+            if let Some((k, v)) = push {
+                append(t, k, v);
+            }
+        }
+    }
+}
+
+/// Add `v` to the array `key` of `t`.
+fn append(t: &mut Table, key: &str, v: Value) {
+    match t.get_mut(key) {
+        Some(Value::Array(a)) => a.push(v),
+        _ => {
+            t.insert(key.into(), Value::Array(vec![v]));
+        }
     }
 }
 
@@ -759,16 +892,64 @@ mod tests {
             notes.contains("m.conf:3: crlfile: NOT SUPPORTED"),
             "{notes}"
         );
-        assert!(
-            notes.contains("m.conf:4: connection: bridge \"cloud\""),
-            "{notes}"
-        );
+        // the bridge is converted, not noted
+        assert!(!notes.contains("m.conf:4"), "{notes}");
+        assert_eq!(c.toml["bridge"][0]["name"].as_str(), Some("cloud"));
         assert!(
             notes.contains("m.conf:7: nonsense: not supported"),
             "{notes}"
         );
         // the bridge's own keys are part of the bridge, not unknown keys
         assert!(!notes.contains("m.conf:5"), "{notes}");
+    }
+
+    #[test]
+    fn connection_sections_become_bridges() {
+        let c = convert_text(
+            "connection cloud\naddress a.example:8883 b.example\ntopic sensors/# out 1 \"\" site/\n\
+             topic cmd/# in 2\nbridge_protocol_version mqttv50\nremote_clientid site-1\n\
+             remote_username u\nremote_password p\ncleansession true\nkeepalive_interval 30\n\
+             bridge_cafile /c/ca.crt\nbridge_insecure true\nnotifications false\n\
+             restart_timeout 2 10\nlocal_clientid x\nstart_type lazy\nbridge_bind_address 10.0.0.1\n\
+             bridge_attempt_unsubscribe false\ntry_private false\n\
+             connection two\naddress c:1883\ntopic # both\nrestart_timeout 20\n\
+             listener 1884\n",
+            "m.conf",
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        let b = c.toml["bridge"].as_array().unwrap();
+        assert_eq!(b.len(), 2);
+        let one = b[0].as_table().unwrap();
+        assert_eq!(one["addresses"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            one["topics"][0].as_str(),
+            Some("sensors/# out 1 \"\" site/")
+        );
+        assert_eq!(one["protocol"].as_str(), Some("5"));
+        assert_eq!(one["clientid"].as_str(), Some("site-1"));
+        assert_eq!(one["username"].as_str(), Some("u"));
+        assert_eq!(one["clean_session"].as_bool(), Some(true));
+        assert_eq!(one["keepalive"].as_integer(), Some(30));
+        assert_eq!(one["cafile"].as_str(), Some("/c/ca.crt"));
+        assert_eq!(one["insecure"].as_bool(), Some(true));
+        assert_eq!(one["notifications"].as_bool(), Some(false));
+        assert_eq!(one["try_private"].as_bool(), Some(false));
+        assert_eq!(b[1]["restart_timeout"].as_integer(), Some(20));
+        let notes = c.notes.join("\n");
+        for want in [
+            "m.conf:15: local_clientid: bridge \"cloud\": the local side",
+            "m.conf:16: start_type: bridge \"cloud\": midge starts every bridge",
+            "m.conf:17: bridge_bind_address: bridge \"cloud\": NOT SUPPORTED",
+            "m.conf:18: bridge_attempt_unsubscribe",
+        ] {
+            assert!(notes.contains(want), "{want} not in {notes}");
+        }
+        // `listener` ends the bridge section
+        assert_eq!(c.toml["listener"].as_array().unwrap().len(), 1);
+        let bad = convert_text("connection x\naddress h:x\ntopic a sideways\n", "m.conf");
+        let e = bad.errors.join("\n");
+        assert!(e.contains("m.conf:2: address"), "{e}");
+        assert!(e.contains("m.conf:3: topic: direction"), "{e}");
     }
 
     #[test]

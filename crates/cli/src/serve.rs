@@ -195,6 +195,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let connector = midge_http::connector(server.local_connector());
+    let bridge_connector = connector.clone();
     let hub_config = midge_hub::HubConfig {
         state_dir,
         ..cfg.hub
@@ -250,6 +251,18 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    let bridges = match midge_bridge::Bridges::start(cfg.bridges, bridge_connector).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            if let Some(h) = http {
+                h.shutdown().await;
+            }
+            hub.stop().await;
+            server.shutdown().await;
+            return Ok(ExitCode::from(1));
+        }
+    };
     for a in server.local_addrs() {
         info!(addr = %a, "ready");
     }
@@ -258,6 +271,8 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     if let Some(h) = http {
         h.shutdown().await;
     }
+    // bridges before the broker: their state topics go to "0"
+    bridges.stop().await;
     // the hub before the broker: the batch it is storing is finished and acknowledged
     hub.stop().await;
     server.shutdown().await;
