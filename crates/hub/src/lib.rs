@@ -483,8 +483,6 @@ async fn run(
     };
     let mut inflight: Option<JoinHandle<Stored>> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut prune = tokio::time::interval(config.prune_interval.max(Duration::from_secs(1)));
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let room = rt.pending.len() < config.max_pending_rows;
         tokio::select! {
@@ -518,16 +516,6 @@ async fn run(
             }
             _ = async { match retry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 retry_at = None;
-            }
-            _ = prune.tick() => {
-                if let Some(s) = series.clone()
-                    && s.options().retention.is_some() {
-                        match tokio::task::spawn_blocking(move || s.prune(now_ms())).await {
-                            Ok(Ok(n)) if n > 0 => info!(rows = n, "hub: deleted rows past the retention"),
-                            Ok(Err(e)) => warn!(error = %e, "hub: pruning the store failed"),
-                            _ => {}
-                        }
-                    }
             }
         }
         if inflight.is_none() && retry_at.is_none() && !rt.pending.is_empty() {

@@ -194,7 +194,11 @@ mod tests {
         assert!(t("").check_topic(None).is_err());
         assert!(t("out/${id}/x").check_topic(None).is_ok());
         let cols = ["id", "loc"];
-        assert!(t("out/${id}/${loc.room}/${topic}").check_topic(Some(&cols)).is_ok());
+        assert!(
+            t("out/${id}/${loc.room}/${topic}")
+                .check_topic(Some(&cols))
+                .is_ok()
+        );
         let e = t("out/${nosuch}/x").check_topic(Some(&cols));
         assert!(e.is_err_and(|e| e.contains("nosuch")));
     }

@@ -292,14 +292,22 @@ async fn republish_topics_are_checked_on_save_and_a_missing_value_is_a_failure()
             rules: vec![rule("r", sql, vec![republish(topic)])],
             ..HubConfig::default()
         };
-        midge_hub::validate(&config, false).err().map(|p| p.join("\n"))
+        midge_hub::validate(&config, false)
+            .err()
+            .map(|p| p.join("\n"))
     };
     let e = refused("SELECT * FROM 'a'", "a/#/b").unwrap();
-    assert!(e.contains("republish topic") && e.contains("wildcard"), "{e}");
+    assert!(
+        e.contains("republish topic") && e.contains("wildcard"),
+        "{e}"
+    );
     assert!(refused("SELECT * FROM 'a'", "a/+").is_some());
     let e = refused("SELECT temp FROM 'a'", "out/${nosuch}/x").unwrap();
     assert!(e.contains("nosuch"), "{e}");
-    assert_eq!(refused("SELECT temp FROM 'a'", "out/${temp}/${topic}"), None);
+    assert_eq!(
+        refused("SELECT temp FROM 'a'", "out/${temp}/${topic}"),
+        None
+    );
     // with * the columns are known only when a message comes
     assert_eq!(refused("SELECT * FROM 'a'", "out/${nosuch}/x"), None);
 
@@ -349,6 +357,62 @@ async fn republish_topics_are_checked_on_save_and_a_missing_value_is_a_failure()
         }
     }
     hub.stop().await;
+    server.shutdown().await;
+}
+
+/// Issue 13: `retention_days` was applied inside the rules' loop, so never while no rule
+/// existed. The service prunes whenever the store has a retention.
+#[tokio::test]
+async fn retention_prunes_with_no_rule_at_all() {
+    let server = broker(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let series = Arc::new(
+        SeriesStore::open(
+            &dir.path().join("series.db"),
+            SeriesOptions {
+                retention: Some(Duration::from_secs(86_400)),
+                ..SeriesOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let data = json!({"v": 1}).as_object().cloned().unwrap();
+    series
+        .insert(
+            "telemetry",
+            &[
+                midge_series::Row::new(now - 3 * 86_400_000, "old", "d", data.clone()),
+                midge_series::Row::new(now - 1_000, "new", "d", data),
+            ],
+        )
+        .unwrap();
+    let config = HubConfig {
+        prune_interval: Duration::from_secs(1),
+        ..HubConfig::default()
+    };
+    assert!(config.rules.is_empty());
+    let service = midge_hub::HubService::start(config, connector(&server), Some(series.clone()))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let s = series.clone();
+        let left = tokio::task::spawn_blocking(move || s.rows(&RowsQuery::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let topics: Vec<&str> = left.iter().map(|r| r.topic.as_str()).collect();
+        if topics == ["new"] {
+            break;
+        }
+        assert!(start.elapsed() < T, "not pruned: {topics:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.stop().await;
     server.shutdown().await;
 }
 
