@@ -138,6 +138,26 @@ fn template() -> PathBuf {
     root.join("data")
 }
 
+/// Removes the folders of servers whose test process was killed (SIGKILL runs no drop; the
+/// server itself died with it: parent-death signal).
+fn remove_stale_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("midge-pg-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -153,6 +173,7 @@ impl PgServer {
             "PostgreSQL 15 is not installed ({BIN}/postgres): run scripts/test-deps.sh"
         );
         ensure_user();
+        remove_stale_folders();
         let template = template();
         let dir = std::env::temp_dir().join(format!(
             "midge-pg-{}-{}",
