@@ -102,3 +102,66 @@ fn a_narrowed_authorizer_drops_the_subscriptions_it_no_longer_allows() {
     assert_eq!(summary.username.as_deref(), Some("dev1"));
     assert!(summary.connected && !summary.internal);
 }
+
+#[test]
+fn retained_messages_are_listed_and_cleared_one_or_a_subtree_at_a_time() {
+    let mut w = World::new();
+    let p = w.connect(Protocol::V311, "p", true);
+    for t in ["a/1", "a/2", "a/b/3", "c"] {
+        w.publish(p, t, "v", QoS::AtMostOnce, true, 0);
+    }
+    let all = TopicFilter::new("#").unwrap();
+    let topics = |w: &World| -> Vec<String> {
+        w.broker
+            .retained_matching(&all, w.now, 100)
+            .iter()
+            .map(|m| m.topic.as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(topics(&w), vec!["a/1", "a/2", "a/b/3", "c"]);
+    assert_eq!(w.broker.retained_matching(&all, w.now, 2).len(), 2);
+    assert_eq!(
+        w.broker
+            .clear_retained(&TopicFilter::new("a/1").unwrap(), w.now),
+        1
+    );
+    assert_eq!(
+        w.broker
+            .clear_retained(&TopicFilter::new("a/#").unwrap(), w.now),
+        2
+    );
+    assert_eq!(topics(&w), vec!["c"]);
+    // a new subscriber gets only what is left
+    let s = w.connect(Protocol::V311, "s", true);
+    w.subscribe(s, "#", QoS::AtMostOnce);
+    assert_eq!(publishes(&w.packets(s)).len(), 1);
+}
+
+#[test]
+fn a_discarded_session_loses_its_subscriptions_and_queue() {
+    let mut w = World::new();
+    let s = w.connect(Protocol::V5, "keep", false);
+    w.subscribe(s, "t", QoS::AtLeastOnce);
+    w.close(s);
+    let p = w.connect(Protocol::V311, "p", true);
+    w.publish(p, "t", "queued", QoS::AtLeastOnce, false, 1);
+    let offline = w
+        .broker
+        .clients()
+        .into_iter()
+        .find(|c| c.client_id == "keep")
+        .unwrap();
+    assert!(!offline.connected);
+    assert_eq!(offline.queued, 1);
+    let mut out = Vec::new();
+    assert!(w.broker.discard_session(w.now, "keep", &mut out));
+    assert!(!w.broker.discard_session(w.now, "keep", &mut out));
+    assert!(w.broker.clients().iter().all(|c| c.client_id != "keep"));
+    // back with clean start 0: no session, nothing queued
+    let mut c = Connect::new(Protocol::V5, "keep");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    let (conn, ack) = w.connect_with(c);
+    assert!(!ack.session_present);
+    assert!(publishes(&w.packets(conn)).is_empty());
+}

@@ -9,7 +9,9 @@
 //! - `GET/PUT /api/v1/registry`: the hub name and the username template.
 //! - `GET /api/v1/clients` (sessions, connected or not; midge's own in-process clients
 //!   apart), `GET /api/v1/clients/{id}`, `DELETE /api/v1/clients/{id}` (disconnect: MQTT 5
-//!   DISCONNECT 0x98).
+//!   DISCONNECT 0x98); `GET /api/v1/sessions` (offline persistent sessions),
+//!   `DELETE /api/v1/sessions/{id}` (discard); `GET /api/v1/subscriptions?filter=&client=`;
+//!   `GET /api/v1/retained?filter=&limit=&payload_limit=`, `DELETE /api/v1/retained?filter=`.
 //!
 //! Every change applies at once: disabling, deleting or rotating a device cuts its live
 //! connections, narrowing a policy drops the subscriptions it no longer allows.
@@ -17,7 +19,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -54,6 +56,13 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/v1/clients/{id}",
             get(show_client).delete(disconnect_client),
         )
+        .route("/api/v1/sessions", get(list_sessions))
+        .route(
+            "/api/v1/sessions/{id}",
+            axum::routing::delete(discard_session),
+        )
+        .route("/api/v1/subscriptions", get(subscriptions))
+        .route("/api/v1/retained", get(retained).delete(clear_retained))
 }
 
 fn registry(state: &AppState) -> Result<Arc<Registry>, ApiError> {
@@ -477,4 +486,179 @@ async fn disconnect_client(
         StatusCode::OK,
         &json!({ "disconnected": id }),
     ))
+}
+
+/// Query parameters (each at most once; unknown ones refused).
+fn params(
+    q: Option<&str>,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let mut m = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+        if !known.contains(&k.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {k:?} (known: {})",
+                known.join(", ")
+            )));
+        }
+        if m.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "parameter {k:?} given twice"
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// Offline persistent sessions: client id, queued messages, expiry, subscriptions.
+async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all = sessions(&state).await?;
+    let list: Vec<Value> = all
+        .iter()
+        .filter(|c| !c.connected && !c.internal)
+        .map(|c| client_json(c, None))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "sessions": list })))
+}
+
+async fn discard_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if id.starts_with("$midge/") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "midge's own in-process clients cannot be discarded",
+        ));
+    }
+    let found = state
+        .0
+        .server
+        .discard_session(id.clone())
+        .await
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+        })?;
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no session {id:?}"),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "discarded": id })))
+}
+
+/// Every subscription, `filter=` and `client=` keeping those that contain the text.
+async fn subscriptions(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q.as_deref(), &["filter", "client"])?;
+    let all = sessions(&state).await?;
+    let mut list = Vec::new();
+    for c in all.iter().filter(|c| !c.internal) {
+        if p.get("client")
+            .is_some_and(|t| !c.client_id.contains(t.as_str()))
+        {
+            continue;
+        }
+        for (f, qos) in &c.subscriptions {
+            if p.get("filter").is_some_and(|t| !f.contains(t.as_str())) {
+                continue;
+            }
+            list.push(json!({
+                "filter": f.to_string(),
+                "qos": qos,
+                "client_id": c.client_id.to_string(),
+                "connected": c.connected,
+            }));
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "subscriptions": list }),
+    ))
+}
+
+fn filter_param(
+    p: &std::collections::HashMap<String, String>,
+) -> Result<midge_codec::TopicFilter, ApiError> {
+    let f = p.get("filter").map_or("#", String::as_str);
+    midge_codec::TopicFilter::new(f)
+        .map_err(|e| ApiError::bad_request(format!("invalid filter {f:?}: {e}")))
+}
+
+/// Retained messages matching `filter` (default `#`, which leaves `$SYS` out; `$SYS/#`
+/// shows those), at most `limit` (default 100, at most 10,000), payloads up to
+/// `payload_limit` bytes (default 1,024; text as is, binary in base64).
+async fn retained(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q.as_deref(), &["filter", "limit", "payload_limit"])?;
+    let filter = filter_param(&p)?;
+    let number = |k: &str, d: usize| -> Result<usize, ApiError> {
+        p.get(k).map_or(Ok(d), |v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{k} must be a number")))
+        })
+    };
+    let limit = number("limit", 100)?.min(10_000);
+    let payload_limit = number("payload_limit", 1024)?;
+    let msgs = state
+        .0
+        .server
+        .retained(filter, limit.saturating_add(1))
+        .await
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+        })?;
+    let truncated = msgs.len() > limit;
+    let list: Vec<Value> = msgs
+        .iter()
+        .take(limit)
+        .map(|m| {
+            let shown = m
+                .payload
+                .get(..payload_limit.min(m.payload.len()))
+                .unwrap_or_default();
+            let (payload, encoding) = match std::str::from_utf8(shown) {
+                Ok(t) => (t.to_owned(), "utf8"),
+                Err(_) => (
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, shown),
+                    "base64",
+                ),
+            };
+            json!({
+                "topic": m.topic.as_str(),
+                "qos": m.qos.as_u8(),
+                "size": m.payload.len(),
+                "payload": payload,
+                "payload_encoding": encoding,
+                "payload_truncated": shown.len() < m.payload.len(),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "retained": list, "truncated": truncated }),
+    ))
+}
+
+/// Delete the retained messages matching `filter` (required: one topic, or `a/#`).
+async fn clear_retained(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q.as_deref(), &["filter"])?;
+    if !p.contains_key("filter") {
+        return Err(ApiError::bad_request(
+            "say which: ?filter=a/topic or ?filter=a/%23",
+        ));
+    }
+    let filter = filter_param(&p)?;
+    let n = state.0.server.clear_retained(filter).await.ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+    })?;
+    Ok(json_response(StatusCode::OK, &json!({ "deleted": n })))
 }

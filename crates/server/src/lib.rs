@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use config::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
-pub use midge_core::ClientSummary;
+pub use midge_core::{ClientSummary, Message};
 
 /// The rustls server configuration the broker's TLS listeners use (TLS 1.2 and 1.3, client
 /// certificates checked against `ca_file` when set), for other listeners of the same
@@ -214,6 +214,53 @@ impl ServerHandle {
                 .unwrap_or(0);
         }
         (cut, dropped)
+    }
+
+    /// The retained messages matching `filter`, by topic, at most `limit` (`None` once
+    /// stopped).
+    pub async fn retained(
+        &self,
+        filter: midge_codec::TopicFilter,
+        limit: usize,
+    ) -> Option<Vec<Arc<midge_core::Message>>> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::Retained {
+                filter,
+                limit,
+                reply,
+            })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
+    }
+
+    /// Delete the retained messages matching `filter` (durably, as an empty retained
+    /// PUBLISH would). Returns how many (`None` once stopped).
+    pub async fn clear_retained(&self, filter: midge_codec::TopicFilter) -> Option<usize> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::ClearRetained { filter, reply })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
+    }
+
+    /// Discard the session of `client_id` (its connection is cut first, MQTT 5: DISCONNECT
+    /// 0x98). Returns whether there was one (`None` once stopped).
+    pub async fn discard_session(&self, client_id: String) -> Option<bool> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::DiscardSession { client_id, reply })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
     }
 
     /// Every session, connected or not (`None` once stopped).

@@ -58,6 +58,22 @@ pub(crate) enum RouterMsg {
     },
     /// Answer with every session.
     Clients(oneshot::Sender<Vec<midge_core::ClientSummary>>),
+    /// Answer with the retained messages matching a filter (at most `limit`).
+    Retained {
+        filter: midge_codec::TopicFilter,
+        limit: usize,
+        reply: oneshot::Sender<Vec<Arc<Message>>>,
+    },
+    /// Delete the retained messages matching a filter; answer how many.
+    ClearRetained {
+        filter: midge_codec::TopicFilter,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Discard a client's session (cutting its connection first); answer whether it had one.
+    DiscardSession {
+        client_id: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// What the router sends to a connection task.
@@ -377,6 +393,27 @@ impl Router {
             }
             RouterMsg::Clients(reply) => {
                 let _ = reply.send(self.broker.clients());
+            }
+            RouterMsg::Retained {
+                filter,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.broker.retained_matching(&filter, now, limit));
+            }
+            RouterMsg::ClearRetained { filter, reply } => {
+                let n = self.broker.clear_retained(&filter, now);
+                // the deletions are store ops: the answer waits for nothing, but they are
+                // batched with what follows
+                self.dispatch(now);
+                let _ = reply.send(n);
+            }
+            RouterMsg::DiscardSession { client_id, reply } => {
+                let found = self
+                    .broker
+                    .discard_session(now, &client_id, &mut self.actions);
+                self.dispatch(now);
+                let _ = reply.send(found);
             }
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);

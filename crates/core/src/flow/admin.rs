@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use midge_codec::{Disconnect, Packet, Protocol, ReasonCode, TopicFilter};
 
-use crate::{Action, Broker, ClientInfo, CloseCause, SessionId};
+use crate::{Action, Broker, ClientInfo, CloseCause, Message, SessionId};
 
 /// One session as the operations console shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,63 @@ impl Broker {
             self.persist_unsubscribe(*sid, raw);
         }
         denied.len()
+    }
+
+    /// The retained messages matching `filter` (expired ones left out), at most `limit`.
+    pub fn retained_matching(
+        &self,
+        filter: &TopicFilter,
+        now: Instant,
+        limit: usize,
+    ) -> Vec<std::sync::Arc<Message>> {
+        let mut all = self.retained.matching(filter, now);
+        all.sort_by(|a, b| a.topic.as_str().cmp(b.topic.as_str()));
+        all.truncate(limit);
+        all
+    }
+
+    /// Delete the retained messages matching `filter` (one topic, or a subtree with `#`),
+    /// as an empty retained PUBLISH would (stored durably). Returns how many.
+    pub fn clear_retained(&mut self, filter: &TopicFilter, now: Instant) -> usize {
+        let topics: Vec<_> = self
+            .retained
+            .matching(filter, now)
+            .iter()
+            .map(|m| m.topic.clone())
+            .collect();
+        for t in &topics {
+            self.retain(Message::new(
+                t.clone(),
+                bytes::Bytes::new(),
+                midge_codec::QoS::AtMostOnce,
+                true,
+            ));
+        }
+        topics.len()
+    }
+
+    /// Discard the session of `client_id`: a connected client is cut first (MQTT 5:
+    /// DISCONNECT 0x98), then the session ends with its subscriptions and queued messages
+    /// (its will is published). Returns whether there was one.
+    pub fn discard_session(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        self.disconnect_clients(
+            now,
+            |c, _| c == client_id,
+            ReasonCode::ADMINISTRATIVE_ACTION,
+            out,
+        );
+        match self.by_client_id.get(client_id).copied() {
+            Some(sid) => {
+                self.end_session(now, sid, out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every session, connected or not, for the operations console.
