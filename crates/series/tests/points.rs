@@ -1256,3 +1256,51 @@ fn postgres_runs_every_check_sqlite_runs() {
     assert!(!sqlite.is_empty());
     assert!(missing.is_empty(), "not run on PostgreSQL: {missing:?}");
 }
+
+/// Tag values longer than a PostgreSQL index entry (~2.7 KB) are stored, listed and
+/// filtered on as any other (SQLite has no such limit; PostgreSQL indexes their md5).
+fn long_tag_values_are_stored_and_filtered(store: &SeriesStore) {
+    // pseudo-random text: it does not compress below the limit
+    let noise = |seed: u64| -> String {
+        let mut x = seed;
+        (0..10_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'a' + (x >> 59) as u8 % 26)
+            })
+            .collect()
+    };
+    let (long_a, long_b) = (noise(1), noise(2));
+    store
+        .write_points(&[
+            long("m", &[("blob", &long_a)], 1_000, 1),
+            long("m", &[("blob", &long_b)], 1_000, 2),
+            long("m", &[("blob", &long_a)], 2_000, 3),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.metric_tags("m").unwrap()["blob"],
+        [long_a.clone(), long_b]
+    );
+    let mut q = query("m");
+    q.tag_filter = BTreeMap::from([("blob".to_owned(), vec![long_a])]);
+    assert_eq!(
+        series_of(&store.query_points(&q).unwrap()),
+        [(1_000, Some(1.0)), (2_000, Some(3.0))]
+    );
+}
+
+#[test]
+fn long_tag_values_on_sqlite() {
+    with_sqlite(long_tag_values_are_stored_and_filtered);
+}
+
+#[test]
+fn long_tag_values_on_postgres() {
+    on_postgres(
+        &pg::PgServer::start(),
+        checks!(long_tag_values_are_stored_and_filtered,),
+    );
+}

@@ -24,7 +24,9 @@ const EXPORT_PAGE: usize = 1_000;
 /// cache starts over.
 const MAX_CACHED_IDS: usize = 100_000;
 
-/// The datapoint tables, created with the schema.
+/// The datapoint tables, created with the schema. Tag sets and tag values are indexed by
+/// their md5 (then compared whole): a B-tree entry holds at most ~2.7 KB, and a tag value
+/// may be longer (SQLite takes it).
 pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS midge_metrics (
         id BIGSERIAL PRIMARY KEY,
@@ -40,16 +42,18 @@ pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS midge_point_series (
         id BIGSERIAL PRIMARY KEY,
         metric_id BIGINT NOT NULL REFERENCES midge_metrics (id),
-        tags TEXT COLLATE \"C\" NOT NULL,
-        UNIQUE (metric_id, tags)
+        tags TEXT COLLATE \"C\" NOT NULL
     );
+    CREATE UNIQUE INDEX IF NOT EXISTS midge_point_series_tags
+        ON midge_point_series (metric_id, md5(tags));
     CREATE TABLE IF NOT EXISTS midge_series_tags (
         metric_id BIGINT NOT NULL,
         key TEXT COLLATE \"C\" NOT NULL,
         value TEXT COLLATE \"C\" NOT NULL,
-        series_id BIGINT NOT NULL REFERENCES midge_point_series (id),
-        PRIMARY KEY (metric_id, key, value, series_id)
+        series_id BIGINT NOT NULL REFERENCES midge_point_series (id)
     );
+    CREATE INDEX IF NOT EXISTS midge_series_tags_value
+        ON midge_series_tags (metric_id, key, md5(value));
     CREATE TABLE IF NOT EXISTS midge_points (
         series_id BIGINT NOT NULL,
         field_id BIGINT NOT NULL,
@@ -208,7 +212,7 @@ impl Postgres {
                             statements,
                             &mut tx,
                             "INSERT INTO midge_point_series (metric_id, tags) VALUES ($1, $2) \
-                             ON CONFLICT DO NOTHING RETURNING id",
+                             ON CONFLICT (metric_id, md5(tags)) DO NOTHING RETURNING id",
                         )
                         .map_err(&err)?;
                         let made = tx.query_opt(&ins, &[&metric_id, &key.1]).map_err(&err)?;
@@ -232,7 +236,7 @@ impl Postgres {
                                     statements,
                                     &mut tx,
                                     "SELECT id FROM midge_point_series WHERE metric_id = $1 \
-                                     AND tags = $2",
+                                     AND md5(tags) = md5($2) AND tags = $2",
                                 )
                                 .map_err(&err)?;
                                 tx.query_one(&sel, &[&metric_id, &key.1])
@@ -504,7 +508,9 @@ impl PointSource for PgSource<'_, '_, '_> {
             let v = params.len();
             sql.push_str(&format!(
                 " AND s.id IN (SELECT series_id FROM midge_series_tags \
-                 WHERE metric_id = $1 AND key = ${k}::text AND value = ANY(${v}::text[]))"
+                 WHERE metric_id = $1 AND key = ${k}::text \
+                 AND md5(value) = ANY(ARRAY(SELECT md5(x) FROM unnest(${v}::text[]) x)) \
+                 AND value = ANY(${v}::text[]))"
             ));
         }
         sql.push_str(" ORDER BY s.id");
