@@ -14,9 +14,12 @@ Per side, on a fresh server in a temporary folder, loopback only, free ports:
   3. the query data sets, written over HTTP in batches of 5,000 (also timed):
      (b) mb: B_SERIES series (host h000.., region r0..r3) x B_PER points, one a second;
      (c) mc: C_SERIES series (host c0000..) x C_PER points.
-  4. query latency, median of RUNS after WARMUP runs, each the full HTTP round trip with
-     the answer read: (a) Avg per 1 minute over the POINTS of m; (b) region in (r0, r1),
-     group by host, Avg per 10 minutes over mb; (c) last value of each host of mc.
+  4. query latency, with both servers up and loaded (InfluxDB's cache written to TSM and
+     its compactions quiet): each query WARMUP times on each side, then RUNS timed runs
+     alternating between the sides, the median per side; a run is the full HTTP round trip
+     with the answer read. (a) Avg per 1 minute over the POINTS of m; (b) region in
+     (r0, r1), group by host, Avg per 10 minutes over mb; (c) last value of each host of mc.
+Steps 1-3 run one side after the other (the order alternating between rounds).
 
 Prints JSON lines (one per figure) to stdout; run formats the table.
 """
@@ -182,16 +185,6 @@ class Http:
         raise AssertionError
 
 
-def median_latency(fn):
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(RUNS):
-        t, _ = fn()
-        times.append(t)
-    return statistics.median(times), min(times), max(times)
-
-
 # --- data ---------------------------------------------------------------------------------
 
 
@@ -337,20 +330,28 @@ bind-address = "127.0.0.1:{rpc_port}"
 
     # 2. disk
     dbdirs = [os.path.join(d, "data", "bench"), os.path.join(d, "wal", "bench")]
+
+    def wait_quiet():
+        """Until the WAL was written into TSM files and nothing changed for 5 s (after the
+        full-compaction delay); returns (data bytes, wal bytes, seconds waited)."""
+        t = time.time()
+        last, stable = None, 0
+        while time.time() - t < 120:
+            walb = dir_bytes(dbdirs[1])
+            cur = (dir_bytes(dbdirs[0]), walb)
+            tsm = sum(f.endswith(".tsm") for _, _, fs in os.walk(dbdirs[0]) for f in fs)
+            busy = any(f.endswith(".tmp") for _, _, fs in os.walk(dbdirs[0]) for f in fs)
+            stable = stable + 1 if cur == last and not busy else 0
+            last = cur
+            if tsm and walb < 64 * 1024 and stable >= 5 and time.time() - t > 25:
+                break
+            time.sleep(1)
+        return last[0], last[1], time.time() - t
+
     log("influx: waiting for the cache snapshot and compactions to go quiet")
     t = time.time()
-    last, stable = None, 0
-    while time.time() - t < 120:
-        walb = dir_bytes(dbdirs[1])
-        cur = (dir_bytes(dbdirs[0]), walb)
-        tsm = sum(f.endswith(".tsm") for _, _, fs in os.walk(dbdirs[0]) for f in fs)
-        busy = any(f.endswith((".tmp", ".tsm.tmp")) for _, _, fs in os.walk(dbdirs[0]) for f in fs)
-        stable = stable + 1 if cur == last and not busy else 0
-        last = cur
-        # quiet for 5 s after the full-compaction delay, WAL emptied into TSM files
-        if tsm and walb < 64 * 1024 and stable >= 5 and time.time() - t > 25:
-            break
-        time.sleep(1)
+    data_b, wal_b, _ = wait_quiet()
+    last = (data_b, wal_b)
     data_b, wal_b = last
     tsm_files = sorted(f for _, _, fs in os.walk(dbdirs[0]) for f in fs if f.endswith(".tsm"))
     emit(side="influx", figure="disk", bytes=data_b + wal_b, data=data_b, wal=wal_b,
@@ -367,21 +368,21 @@ bind-address = "127.0.0.1:{rpc_port}"
         emit(side="influx", figure=f"write-{name}", points=n, secs=secs, rate=n / secs, stored=got)
         log(f"influx: {name}: {n} points in {secs:.2f} s = {n / secs:,.0f} points/s (HTTP); counted {got}")
 
+    # the query data on disk too, and no compaction left to run beside midge's turn
+    log("influx: waiting for the cache snapshot and compactions to go quiet")
+    wait_quiet()
+
     # 4. queries
     qa = f"SELECT mean(value) FROM m WHERE time >= {T0}ms AND time < {A_END}ms GROUP BY time(1m)"
     qb = (f"SELECT mean(value) FROM mb WHERE (region = 'r0' OR region = 'r1') AND time >= {T0}ms "
           f"AND time < {B_END}ms GROUP BY time(10m), host")
     qc = f"SELECT last(value) FROM mc WHERE time >= {T0}ms AND time < {NOW + 60_000}ms GROUP BY host"
-    for label, sql in (("a", qa), ("b", qb), ("c", qc)):
-        med, lo, hi = median_latency(lambda: q(sql))
-        _, r = q(sql)
+    def shape(r):
         series = r["results"][0].get("series", [])
-        rows = sum(len(s["values"]) for s in series)
-        sample = series[0]["values"][0] if series else None
-        emit(side="influx", figure=f"query-{label}", median=med, min=lo, max=hi, groups=len(series),
-             rows=rows, sample=sample, query=sql)
-        log(f"influx: query {label}: median {med * 1000:.1f} ms ({len(series)} groups, {rows} rows)")
-    stop(p)
+        return {"groups": len(series), "rows": sum(len(x["values"]) for x in series),
+                "sample": series[0]["values"][0] if series else None}
+
+    return p, {label: (lambda sql=sql: q(sql), shape, sql) for label, sql in (("a", qa), ("b", qb), ("c", qc))}
 
 
 # --- midge --------------------------------------------------------------------------------
@@ -550,16 +551,37 @@ tsdb = true
     qc = {"queries": [{"metric": "mc", "field": "value", "filters": {"start": T0, "end": NOW + 60_000},
                        "groupBy": [{"name": "Tag", "tags": ["host"]}],
                        "aggregators": [{"name": "Last"}], "limit": 100000}]}
-    for label, body in (("a", qa), ("b", qb), ("c", qc)):
-        med, lo, hi = median_latency(lambda: query(body))
-        _, r = query(body)
+    def shape(r):
         groups = r.get("groups", [])
-        rows = sum(len(g.get("values", [])) for g in groups)
-        sample = groups[0]["values"][0] if groups and groups[0].get("values") else None
-        emit(side="midge", figure=f"query-{label}", median=med, min=lo, max=hi, groups=len(groups),
-             rows=rows, sample=sample, truncated=r.get("truncated"), query=body)
-        log(f"midge: query {label}: median {med * 1000:.1f} ms ({len(groups)} groups, {rows} rows)")
-    stop(p)
+        return {"groups": len(groups), "rows": sum(len(g.get("values", [])) for g in groups),
+                "sample": groups[0]["values"][0] if groups and groups[0].get("values") else None,
+                "truncated": r.get("truncated")}
+
+    return p, {label: (lambda body=body: query(body), shape, body) for label, body in (("a", qa), ("b", qb), ("c", qc))}
+
+
+def run_queries(loaded):
+    """loaded: side -> its queries. Both servers are up: each query is run on both sides in
+    turn (warm-up runs, then RUNS timed runs alternating the order), so both see the same
+    noise from moment to moment."""
+    sides = list(loaded)
+    for label in "abc":
+        times = {side: [] for side in sides}
+        for _ in range(WARMUP):
+            for side in sides:
+                loaded[side][label][0]()
+        for k in range(RUNS):
+            for side in (sides if k % 2 == 0 else list(reversed(sides))):
+                t, _ = loaded[side][label][0]()
+                times[side].append(t)
+        for side in sides:
+            fn, shape, desc = loaded[side][label]
+            _, r = fn()
+            sh = shape(r)
+            ts = times[side]
+            med = statistics.median(ts)
+            emit(side=side, figure=f"query-{label}", median=med, min=min(ts), max=max(ts), query=desc, **sh)
+            log(f"{side}: query {label}: median {med * 1000:.1f} ms ({sh['groups']} groups, {sh['rows']} rows)")
 
 
 def main():
@@ -572,20 +594,32 @@ def main():
             ROUND[0] = r
             # alternate the order (A B, B A, A B) so that both sides see the same noise
             order = SIDES if r % 2 else list(reversed(SIDES))
-            for side in order:
-                rd = os.path.join(work, f"round{r}")
-                os.makedirs(rd, exist_ok=True)
-                log(f"round {r}/{ROUNDS}: {side}")
-                emit(side=side, figure="load-before", loadavg=open("/proc/loadavg").read().split()[:3])
-                try:
-                    (influx_side if side == "influx" else midge_side)(rd)
-                    emit(side=side, figure="load-after", loadavg=open("/proc/loadavg").read().split()[:3])
-                except Exception as e:  # noqa: BLE001
-                    log(f"{side} failed: {e}")
-                    emit(side=side, figure="error", error=str(e)[:2000])
-                finally:
-                    stop_all()
-                    if not KEEP:
+            rd = os.path.join(work, f"round{r}")
+            os.makedirs(rd, exist_ok=True)
+            loaded = {}
+            try:
+                # ingest, disk and the query data: one side after the other
+                for side in order:
+                    log(f"round {r}/{ROUNDS}: {side}")
+                    emit(side=side, figure="load-before", loadavg=open("/proc/loadavg").read().split()[:3])
+                    try:
+                        _, loaded[side] = (influx_side if side == "influx" else midge_side)(rd)
+                        emit(side=side, figure="load-after", loadavg=open("/proc/loadavg").read().split()[:3])
+                    except Exception as e:  # noqa: BLE001
+                        log(f"{side} failed: {e}")
+                        emit(side=side, figure="error", error=str(e)[:2000])
+                # the queries: both servers up, in turn
+                if loaded:
+                    log(f"round {r}/{ROUNDS}: queries on {', '.join(loaded)} in turn")
+                    try:
+                        run_queries({s: loaded[s] for s in order if s in loaded})
+                    except Exception as e:  # noqa: BLE001
+                        log(f"queries failed: {e}")
+                        emit(side="both", figure="error", error=f"queries: {e}"[:2000])
+            finally:
+                stop_all()
+                if not KEEP:
+                    for side in SIDES:
                         shutil.rmtree(os.path.join(rd, side), ignore_errors=True)
     finally:
         stop_all()
@@ -676,7 +710,7 @@ def report(path):
         a, b = m(f"query-{q}"), i(f"query-{q}")
         ma, mb = (a or {}).get("median"), (b or {}).get("median")
         shape = lambda r: "" if r is None else f" ({r['groups']} groups, {r['rows']:,} rows)"  # noqa: E731
-        p(f"| {labels[q]}, median of {setup.get('runs')} | "
+        p(f"| {labels[q]}, median of {setup.get('runs')} (the sides in turn) | "
           f"{'—' if ma is None else f'{ma * 1000:.1f} ms'}{shape(a)} | "
           f"{'—' if mb is None else f'{mb * 1000:.1f} ms'}{shape(b)} | {ratio(ma, mb)} | ≤ 1× | "
           f"{status(ma, mb, 1, False)} |")
