@@ -120,7 +120,7 @@ fn device_json(d: &DeviceRecord, online: Option<usize>) -> Value {
 async fn online(state: &AppState) -> std::collections::HashMap<String, usize> {
     let mut m = std::collections::HashMap::new();
     for c in state.0.server.clients().await.unwrap_or_default() {
-        if let (true, Some(u)) = (c.connected, c.username) {
+        if let (true, Some(u)) = (c.summary.connected, c.summary.username) {
             *m.entry(u.to_string()).or_insert(0) += 1;
         }
     }
@@ -397,22 +397,25 @@ async fn put_settings(
     Ok(json_response(StatusCode::OK, &json!(shown)))
 }
 
-fn client_json(c: &midge_server::ClientSummary, device: Option<String>) -> Value {
+fn client_json(c: &midge_server::ClientView, device: Option<String>) -> Value {
     json!({
-        "client_id": c.client_id.to_string(),
-        "username": c.username.as_ref().map(ToString::to_string),
+        "client_id": c.summary.client_id.to_string(),
+        "username": c.summary.username.as_ref().map(ToString::to_string),
         "device": device,
-        "connected": c.connected,
-        "listener": c.listener,
-        "protocol": c.protocol.to_string(),
-        "session_expiry": c.expiry_interval,
-        "queued": c.queued,
-        "inflight": c.inflight,
-        "subscriptions": c.subscriptions.iter().map(|(f, q)| json!({"filter": f.to_string(), "qos": q})).collect::<Vec<_>>(),
+        "connected": c.summary.connected,
+        "listener": c.summary.listener,
+        "protocol": c.summary.protocol.to_string(),
+        "session_expiry": c.summary.expiry_interval,
+        "queued": c.summary.queued,
+        "inflight": c.summary.inflight,
+        "subscriptions": c.summary.subscriptions.iter().map(|(f, q)| json!({"filter": f.to_string(), "qos": q})).collect::<Vec<_>>(),
+        "address": c.peer.map(|p| p.to_string()),
+        "connected_since": c.connected_since_ms,
+        "keep_alive": c.keep_alive,
     })
 }
 
-async fn sessions(state: &AppState) -> Result<Vec<midge_server::ClientSummary>, ApiError> {
+async fn sessions(state: &AppState) -> Result<Vec<midge_server::ClientView>, ApiError> {
     state
         .0
         .server
@@ -424,19 +427,19 @@ async fn sessions(state: &AppState) -> Result<Vec<midge_server::ClientSummary>, 
 async fn clients(State(state): State<AppState>) -> Result<Response, ApiError> {
     let all = sessions(&state).await?;
     let reg = state.0.server.registry().cloned();
-    let device = |c: &midge_server::ClientSummary| {
-        let u = c.username.as_deref()?;
+    let device = |c: &midge_server::ClientView| {
+        let u = c.summary.username.as_deref()?;
         reg.as_ref()?.device_of(u)
     };
-    let (internal, user): (Vec<_>, Vec<_>) = all.iter().partition(|c| c.internal);
-    let list = |v: &[&midge_server::ClientSummary]| -> Vec<Value> {
+    let (internal, user): (Vec<_>, Vec<_>) = all.iter().partition(|c| c.summary.internal);
+    let list = |v: &[&midge_server::ClientView]| -> Vec<Value> {
         v.iter().map(|c| client_json(c, device(c))).collect()
     };
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "clients": list(&user),
-            "connected": user.iter().filter(|c| c.connected).count(),
+            "connected": user.iter().filter(|c| c.summary.connected).count(),
             "internal": list(&internal),
         }),
     ))
@@ -449,9 +452,10 @@ async fn show_client(
     let all = sessions(&state).await?;
     let c = all
         .iter()
-        .find(|c| *c.client_id == *id)
+        .find(|c| *c.summary.client_id == *id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no client {id:?}")))?;
     let device = c
+        .summary
         .username
         .as_deref()
         .and_then(|u| state.0.server.registry().and_then(|r| r.device_of(u)));
@@ -515,7 +519,7 @@ async fn list_sessions(State(state): State<AppState>) -> Result<Response, ApiErr
     let all = sessions(&state).await?;
     let list: Vec<Value> = all
         .iter()
-        .filter(|c| !c.connected && !c.internal)
+        .filter(|c| !c.summary.connected && !c.summary.internal)
         .map(|c| client_json(c, None))
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "sessions": list })))
@@ -556,21 +560,21 @@ async fn subscriptions(
     let p = params(q.as_deref(), &["filter", "client"])?;
     let all = sessions(&state).await?;
     let mut list = Vec::new();
-    for c in all.iter().filter(|c| !c.internal) {
+    for c in all.iter().filter(|c| !c.summary.internal) {
         if p.get("client")
-            .is_some_and(|t| !c.client_id.contains(t.as_str()))
+            .is_some_and(|t| !c.summary.client_id.contains(t.as_str()))
         {
             continue;
         }
-        for (f, qos) in &c.subscriptions {
+        for (f, qos) in &c.summary.subscriptions {
             if p.get("filter").is_some_and(|t| !f.contains(t.as_str())) {
                 continue;
             }
             list.push(json!({
                 "filter": f.to_string(),
                 "qos": qos,
-                "client_id": c.client_id.to_string(),
-                "connected": c.connected,
+                "client_id": c.summary.client_id.to_string(),
+                "connected": c.summary.connected,
             }));
         }
     }

@@ -104,7 +104,7 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     };
     // The handshake runs once, behind a box: its futures (connect timeout, password check,
     // refusals) are then not part of the state every idle connection keeps.
-    let handshake = Box::pin(handshake(conn, meta, tx));
+    let handshake = Box::pin(handshake(conn, meta, tx, peer));
     async move {
         // `let else`, not `if let`: the matched `Option` is then not kept beside `conn`
         let Some(mut conn) = handshake.await else {
@@ -158,6 +158,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     mut conn: Conn<S>,
     mut meta: Meta,
     handle: ConnHandle,
+    peer: SocketAddr,
 ) -> Option<Conn<S>> {
     // the first packet must be a CONNECT, within the connect timeout
     let mut first_level = None;
@@ -187,6 +188,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     conn.protocol = connect.protocol;
     let msg = RouterMsg::Connect {
         id: conn.id,
+        peer,
         listener: meta.security.index,
         handle,
         connect,

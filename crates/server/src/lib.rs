@@ -129,6 +129,19 @@ pub struct ServerStats {
     pub store_bytes: Option<u64>,
 }
 
+/// One session for the operations console ([`ServerHandle::clients`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientView {
+    /// What core knows of it.
+    pub summary: midge_core::ClientSummary,
+    /// The connected client's address.
+    pub peer: Option<SocketAddr>,
+    /// When it connected (ms since the Unix epoch).
+    pub connected_since_ms: Option<i64>,
+    /// Its keep alive in seconds.
+    pub keep_alive: Option<u16>,
+}
+
 /// Asks a running [`Server`] for its figures (cheap to clone; does not keep a stopped server
 /// alive).
 #[derive(Debug, Clone)]
@@ -263,13 +276,24 @@ impl ServerHandle {
         rx.await.ok()
     }
 
-    /// Every session, connected or not (`None` once stopped).
-    pub async fn clients(&self) -> Option<Vec<midge_core::ClientSummary>> {
+    /// Every session, connected or not, with its connection's address, start and keep
+    /// alive when connected (`None` once stopped).
+    pub async fn clients(&self) -> Option<Vec<ClientView>> {
         let router = self.router.upgrade()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         router.send(router::RouterMsg::Clients(tx)).await.ok()?;
         drop(router);
-        rx.await.ok()
+        let list = rx.await.ok()?;
+        Some(
+            list.into_iter()
+                .map(|(summary, info)| ClientView {
+                    summary,
+                    peer: info.map(|i| i.peer),
+                    connected_since_ms: info.map(|i| i.since_ms),
+                    keep_alive: info.map(|i| i.keep_alive),
+                })
+                .collect(),
+        )
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) enum RouterMsg {
     /// A connection sent its CONNECT.
     Connect {
         id: ConnId,
+        /// The client's address.
+        peer: std::net::SocketAddr,
         /// Index of the listener it came through (for per-listener ACLs).
         listener: u16,
         handle: ConnHandle,
@@ -57,7 +59,7 @@ pub(crate) enum RouterMsg {
         reply: oneshot::Sender<usize>,
     },
     /// Answer with every session.
-    Clients(oneshot::Sender<Vec<midge_core::ClientSummary>>),
+    Clients(oneshot::Sender<Vec<(midge_core::ClientSummary, Option<ConnInfo>)>>),
     /// Answer with the retained messages matching a filter (at most `limit`).
     Retained {
         filter: midge_codec::TopicFilter,
@@ -133,6 +135,18 @@ struct Router {
     local_listener: u16,
     /// Connections with a keep alive, by when they are due to be checked.
     keep_alive: Wheel,
+    /// What the operations console shows of each connection (address, since, keep alive).
+    info: HashMap<ConnId, ConnInfo>,
+}
+
+/// A connection as the operations console shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: std::net::SocketAddr,
+    /// When its CONNECT reached the router (ms since the Unix epoch).
+    pub(crate) since_ms: i64,
+    /// Negotiated keep alive in seconds.
+    pub(crate) keep_alive: u16,
 }
 
 impl Router {
@@ -265,6 +279,7 @@ impl Router {
                     }
                 }
                 Action::Close(conn) => {
+                    self.info.remove(&conn);
                     if let Some(h) = self.conns.remove(&conn) {
                         let _ = h.send(Outgoing::Close);
                     }
@@ -275,6 +290,9 @@ impl Router {
                     protocol,
                     keep_alive,
                 } => {
+                    if let Some(i) = self.info.get_mut(&conn) {
+                        i.keep_alive = keep_alive;
+                    }
                     if let Some(h) = self.conns.get(&conn) {
                         if keep_alive > 0 {
                             // only whole control packets count as activity [MQTT-3.1.2-22]:
@@ -330,11 +348,20 @@ impl Router {
         match msg {
             RouterMsg::Connect {
                 id,
+                peer,
                 listener,
                 handle,
                 connect,
             } => {
                 self.conns.insert(id, handle);
+                self.info.insert(
+                    id,
+                    ConnInfo {
+                        peer,
+                        since_ms: unix_ms_now(),
+                        keep_alive: connect.keep_alive,
+                    },
+                );
                 self.broker.open_on(id, listener);
                 if listener == self.local_listener {
                     self.broker.set_internal(id);
@@ -354,6 +381,7 @@ impl Router {
             }
             RouterMsg::Closed(id, cause) => {
                 self.conns.remove(&id);
+                self.info.remove(&id);
                 self.broker.closed(now, id, cause, &mut self.actions);
                 self.dispatch(now);
             }
@@ -392,7 +420,16 @@ impl Router {
                 let _ = reply.send(n);
             }
             RouterMsg::Clients(reply) => {
-                let _ = reply.send(self.broker.clients());
+                let list = self
+                    .broker
+                    .clients()
+                    .into_iter()
+                    .map(|c| {
+                        let info = c.conn.and_then(|id| self.info.get(&id)).copied();
+                        (c, info)
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             RouterMsg::Retained {
                 filter,
@@ -454,6 +491,7 @@ pub(crate) async fn run(
         open_batch: 1,
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
         keep_alive: Wheel::new(keepalive::now()),
+        info: HashMap::new(),
     };
     let started = Instant::now();
     let mut sys = SysPublisher {

@@ -12,6 +12,8 @@ use crate::{Action, Broker, ClientInfo, CloseCause, Message, SessionId};
 /// One session as the operations console shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSummary {
+    /// Its connection, when connected.
+    pub conn: Option<crate::ConnId>,
     /// Client identifier.
     pub client_id: ByteString,
     /// User name it logged in with.
@@ -175,6 +177,7 @@ impl Broker {
                     .and_then(|c| self.conns.get(&c))
                     .map_or(s.protocol, |c| c.protocol);
                 ClientSummary {
+                    conn: s.conn,
                     client_id: s.client_id.clone(),
                     username: s.username.clone(),
                     connected: s.conn.is_some(),
