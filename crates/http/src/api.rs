@@ -35,6 +35,7 @@ pub(crate) struct Inner {
     pub(crate) hub: Option<Arc<midge_hub::HubService>>,
     pub(crate) publisher: publish::Publisher,
     pub(crate) live: live::Live,
+    pub(crate) last: Arc<crate::last::LastValues>,
     pub(crate) dashboard: dashboard::Dashboard,
     pub(crate) auth: auth::Auth,
     pub(crate) keys: crate::tsdb::keys::Keys,
@@ -52,12 +53,15 @@ impl AppState {
         let auth = auth::Auth::load(config).await?;
         let keys = crate::tsdb::keys::Keys::load(config).await?;
         let dashboard = dashboard::Dashboard::load(config).await?;
+        let last = Arc::new(crate::last::LastValues::new(config.last_values_topics));
+        last.clone().start(deps.connector.clone(), shutdown.clone());
         Ok(AppState(Arc::new(Inner {
             server: deps.server,
             series: deps.series,
             hub: deps.hub,
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
+            last,
             dashboard,
             auth,
             keys,
@@ -75,13 +79,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/api/v1/rules", get(rules).post(add_rule))
-        .route("/api/v1/rules/{name}", axum::routing::delete(remove_rule))
+        .route(
+            "/api/v1/rules/test",
+            post(crate::rules_api::test)
+                .put(crate::rules_api::put_named_test)
+                .patch(crate::rules_api::patch_named_test)
+                .delete(crate::rules_api::delete_named_test),
+        )
+        .route(
+            "/api/v1/rules/{name}",
+            axum::routing::delete(remove_rule)
+                .put(crate::rules_api::replace)
+                .patch(crate::rules_api::patch),
+        )
         .route("/api/v1/tables", get(data::tables))
         .route("/api/v1/tables/{table}/topics", get(data::topics))
         .route("/api/v1/tables/{table}/rows", get(data::rows))
         .route("/api/v1/tables/{table}/series", get(data::series))
         .route("/api/v1/publish", post(publish::handler))
         .route("/api/v1/live", get(live::handler))
+        .route("/api/v1/last", get(crate::last::handler))
         .route(
             "/api/v1/dashboard",
             get(dashboard::get_handler).put(dashboard::put_handler),
@@ -374,6 +391,18 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             live.dropped,
         ),
         (
+            "midge_http_last_values_topics",
+            "gauge",
+            "Topics whose last message the HTTP API keeps (/api/v1/last).",
+            n(state.0.last.len()),
+        ),
+        (
+            "midge_http_last_values_evicted_total",
+            "counter",
+            "Topics forgotten by /api/v1/last to make room for new ones (last_values_topics reached).",
+            state.0.last.evicted.load(Ordering::Relaxed),
+        ),
+        (
             "midge_http_auth_failures_total",
             "counter",
             "HTTP requests refused for missing or wrong credentials.",
@@ -409,6 +438,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             bytes,
         );
     }
+    crate::rules_api::metrics(&state, &mut out).await;
     Ok((
         StatusCode::OK,
         [(
@@ -425,9 +455,15 @@ async fn rules(State(state): State<AppState>) -> Response {
         return json_response(StatusCode::OK, &json!({ "rules": [] }));
     };
     let specs = hub.api_rules().await;
+    let disabled = hub.disabled().await;
     let list: Vec<serde_json::Value> = hub
         .status()
         .into_iter()
+        .chain(
+            disabled
+                .into_iter()
+                .map(|r| (r, midge_hub::RuleSource::Api)),
+        )
         .map(|(r, source)| {
             let spec = specs.iter().find(|s| s.name == r.name);
             json!({
@@ -440,6 +476,7 @@ async fn rules(State(state): State<AppState>) -> Response {
                 "failed": r.failed,
                 "last_error": r.last_error,
                 "source": source,
+                "enabled": spec.is_none_or(|s| s.enabled),
                 "spec": spec,
             })
         })
@@ -447,14 +484,14 @@ async fn rules(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, &json!({ "rules": list }))
 }
 
-fn no_hub() -> ApiError {
+pub(crate) fn no_hub() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "rules are not available on this server",
     )
 }
 
-fn rule_error(e: midge_hub::RuleChangeError) -> Response {
+pub(crate) fn rule_error(e: midge_hub::RuleChangeError) -> Response {
     use midge_hub::RuleChangeError as E;
     let (status, problems) = match &e {
         E::Invalid(p) => (StatusCode::BAD_REQUEST, p.clone()),

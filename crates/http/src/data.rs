@@ -7,6 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use base64::Engine as _;
 use midge_series::{
     Aggregate, Order, RowsQuery, SeriesError, SeriesQuery, SeriesStore, TableInfo, TopicInfo,
 };
@@ -162,6 +163,50 @@ pub(crate) async fn topics(
     ))
 }
 
+/// `since` and `until`, refused when `since` is after `until`.
+fn range(p: &Params, now: i64) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    let since = p.time("since", now)?;
+    let until = p.time("until", now)?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::bad_request(format!(
+            "since ({s}) is after until ({u}): nothing could match"
+        )));
+    }
+    Ok((since, until))
+}
+
+/// An opaque paging cursor: URL-safe base64 of `<kind>:<numbers>`.
+fn encode_cursor(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The numbers of a cursor of `kind` made by [`encode_cursor`].
+fn decode_cursor(cursor: &str, kind: &str) -> Result<Vec<i64>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "cursor: {cursor:?} is not a cursor of this query (send back the \"next\" of the previous answer)"
+        ))
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.split(':');
+    if parts.next() != Some(kind) {
+        return Err(bad());
+    }
+    parts.map(|n| n.parse::<i64>().map_err(|_| bad())).collect()
+}
+
+fn order_tag(order: Order) -> &'static str {
+    match order {
+        Order::NewestFirst => "rd",
+        Order::OldestFirst => "ra",
+    }
+}
+
 pub(crate) async fn rows(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -170,7 +215,15 @@ pub(crate) async fn rows(
     let table = table_name(path)?;
     let p = Params::parse(
         q.as_deref(),
-        &["topic", "client_id", "since", "until", "limit", "order"],
+        &[
+            "topic",
+            "client_id",
+            "since",
+            "until",
+            "limit",
+            "order",
+            "cursor",
+        ],
     )?;
     let now = now_ms();
     let order = match p.get("order") {
@@ -179,21 +232,30 @@ pub(crate) async fn rows(
             .parse::<Order>()
             .map_err(|e| ApiError::bad_request(format!("order: {e}")))?,
     };
+    let after = match p.get("cursor") {
+        None => None,
+        Some(c) => match decode_cursor(c, order_tag(order))?.as_slice() {
+            [ts, id] => Some((*ts, *id)),
+            _ => return Err(ApiError::bad_request("cursor: not a rows cursor")),
+        },
+    };
+    let (since, until) = range(&p, now)?;
     let query = RowsQuery {
         table: table.clone(),
         topic: p.get("topic").map(str::to_owned),
         client_id: p.get("client_id").map(str::to_owned),
-        since: p.time("since", now)?,
-        until: p.time("until", now)?,
+        since,
+        until,
         limit: p.limit()?,
         order,
     };
     let store = store(&state)?;
-    let found = blocking(store.clone(), move |s| s.rows(&query)).await?;
-    if found.is_empty() {
+    let page = blocking(store.clone(), move |s| s.rows_page(&query, after)).await?;
+    if page.rows.is_empty() {
         ensure_table(store, &table).await?;
     }
-    let rows: Vec<_> = found
+    let rows: Vec<_> = page
+        .rows
         .into_iter()
         .map(|r| {
             json!({
@@ -205,9 +267,17 @@ pub(crate) async fn rows(
             })
         })
         .collect();
+    let next = page
+        .next
+        .map(|(ts, id)| encode_cursor(&format!("{}:{ts}:{id}", order_tag(order))));
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "table": table, "rows": rows }),
+        &json!({
+            "table": table,
+            "rows": rows,
+            "truncated": next.is_some(),
+            "next": next,
+        }),
     ))
 }
 
@@ -228,6 +298,8 @@ pub(crate) async fn series(
             "bucket",
             "agg",
             "limit",
+            "points",
+            "cursor",
         ],
     )?;
     let now = now_ms();
@@ -237,38 +309,94 @@ pub(crate) async fn series(
             ApiError::bad_request("field: missing (the JSON field to chart, e.g. temp)")
         })?
         .to_owned();
-    let bucket_ms = match p.get("bucket") {
-        None => 0,
-        Some(b) => {
-            parse_duration_ms(b).map_err(|e| ApiError::bad_request(format!("bucket: {e}")))?
-        }
-    };
     let aggregate = match p.get("agg") {
         None => Aggregate::Avg,
         Some(a) => a
             .parse::<Aggregate>()
             .map_err(|e| ApiError::bad_request(format!("agg: {e}")))?,
     };
+    let (since, mut until) = range(&p, now)?;
+    if let Some(c) = p.get("cursor") {
+        match decode_cursor(c, "s")?.as_slice() {
+            // the next page is older: it ends where the previous one began
+            [u] => until = Some(until.map_or(*u, |q| q.min(*u))),
+            _ => return Err(ApiError::bad_request("cursor: not a series cursor")),
+        }
+    }
+    let store = store(&state)?;
+    let points = match p.get("points") {
+        None => None,
+        Some(n) => {
+            let n = n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "points: expected a whole number above 0 (the chart's width), got {n:?}"
+                ))
+            })?;
+            if p.get("bucket").is_some() || p.get("limit").is_some() {
+                return Err(ApiError::bad_request(
+                    "points: give either points (the server picks the bucket) or bucket and limit",
+                ));
+            }
+            // one bucket more than asked: the range need not start on a bucket's edge
+            Some(n.min(store.options().max_rows_per_query.saturating_sub(1).max(1)))
+        }
+    };
+    let (bucket_ms, limit) = match points {
+        None => {
+            let bucket_ms = match p.get("bucket") {
+                None => 0,
+                Some(b) => parse_duration_ms(b)
+                    .map_err(|e| ApiError::bad_request(format!("bucket: {e}")))?,
+            };
+            (bucket_ms, p.limit()?)
+        }
+        Some(n) => {
+            let from = match since {
+                Some(s) => Some(s),
+                None => first_ts(store.clone(), &table, &p, until).await?,
+            };
+            let to = until.unwrap_or(now);
+            let span = match from {
+                Some(f) => u64::try_from(to.saturating_sub(f)).unwrap_or(0),
+                None => 0,
+            };
+            let width = span.div_ceil(u64::try_from(n).unwrap_or(1)).max(1);
+            (width, Some(n + 1))
+        }
+    };
     let query = SeriesQuery {
         table: table.clone(),
         field: field.clone(),
         topic: p.get("topic").map(str::to_owned),
         client_id: p.get("client_id").map(str::to_owned),
-        since: p.time("since", now)?,
-        until: p.time("until", now)?,
+        since,
+        until,
         bucket_ms,
         aggregate,
-        limit: p.limit()?,
+        limit,
     };
-    let store = store(&state)?;
-    let found = blocking(store.clone(), move |s| s.series(&query)).await?;
-    if found.is_empty() {
+    let page = blocking(store.clone(), move |s| s.series_page(&query)).await?;
+    if page.points.is_empty() {
         ensure_table(store, &table).await?;
     }
-    let points: Vec<_> = found
+    let points: Vec<_> = page
+        .points
         .iter()
-        .map(|b| json!({ "ts": b.start, "value": b.value, "count": b.count }))
+        .map(|b| {
+            if bucket_ms == 0 {
+                json!({ "ts": b.start, "value": b.value, "count": b.count })
+            } else {
+                json!({
+                    "ts": b.start,
+                    "value": b.value,
+                    "count": b.count,
+                    "min": b.min,
+                    "max": b.max,
+                })
+            }
+        })
         .collect();
+    let next = page.next_until.map(|u| encode_cursor(&format!("s:{u}")));
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -277,6 +405,29 @@ pub(crate) async fn series(
             "bucket_ms": bucket_ms,
             "agg": p.get("agg").unwrap_or("avg"),
             "points": points,
+            "truncated": next.is_some(),
+            "next": next,
         }),
     ))
+}
+
+/// The time of the oldest row of the query's topic and client before `until` (for
+/// `points=N` without `since`).
+async fn first_ts(
+    store: Arc<SeriesStore>,
+    table: &str,
+    p: &Params,
+    until: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let q = RowsQuery {
+        table: table.to_owned(),
+        topic: p.get("topic").map(str::to_owned),
+        client_id: p.get("client_id").map(str::to_owned),
+        since: None,
+        until,
+        limit: Some(1),
+        order: Order::OldestFirst,
+    };
+    let rows = blocking(store, move |s| s.rows(&q)).await?;
+    Ok(rows.first().map(|r| r.ts))
 }

@@ -17,14 +17,23 @@
 //! GET  /api/v1/rules                          rule statuses (and where each comes from)
 //! POST /api/v1/rules                          add a rule {"name","sql","store"|"republish"|"webhook"}
 //! DELETE /api/v1/rules/{name}                 remove a rule added through the API
+//! PUT  /api/v1/rules/{name}                   change a rule added through the API in place
+//! PATCH /api/v1/rules/{name}                  {"enabled": false} disables it (true: again)
+//! POST /api/v1/rules/test                     dry run {"sql","topic","payload"}: the row,
+//!                                             or why there is none
 //! GET  /api/v1/tables                         series tables
 //! GET  /api/v1/tables/{table}/topics          topics seen in a table
 //! GET  /api/v1/tables/{table}/rows            stored rows (topic, client_id, since, until,
-//!                                             limit, order)
+//!                                             limit, order, cursor); a cut answer says
+//!                                             "truncated": true and gives "next" (a cursor)
 //! GET  /api/v1/tables/{table}/series          one field over time (field, topic, client_id,
-//!                                             since, until, bucket, agg, limit)
+//!                                             since, until, bucket, agg, limit, cursor, or
+//!                                             points=N: N buckets with min/max for a chart)
 //! POST /api/v1/publish                        {"topic", "payload" | "json", "qos", "retain"}
 //! GET  /api/v1/live?filter=a/%23&filter=b/+   server-sent events, one MQTT subscription
+//!                                             (an `id` per event; Last-Event-ID replays
+//!                                             the topics changed since from the last values)
+//! GET  /api/v1/last?topic=a/%23               the last message of each matching topic
 //! GET  /api/v1/dashboard                      the dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
@@ -87,8 +96,10 @@ mod dashboard;
 mod data;
 mod devices;
 mod host;
+mod last;
 mod live;
 mod publish;
+mod rules_api;
 mod serve;
 mod time;
 mod tsdb;
@@ -159,6 +170,10 @@ pub struct HttpConfig {
     /// `users` and the `Host` check say. Keys made through `POST /api/v1/access-keys`
     /// come on top (kept in `access_keys.json` next to the dashboard file).
     pub access_keys: Vec<AccessKey>,
+    /// Most topics whose last message is kept for `GET /api/v1/last` (an in-process client
+    /// subscribed to `#`; when full, the least recently updated topic is forgotten for a
+    /// new one). 0 turns it off (no subscriber).
+    pub last_values_topics: usize,
 }
 
 /// An access key of the configuration: its id (the `ak` of a signed request) and the
@@ -199,6 +214,7 @@ impl HttpConfig {
             tls: None,
             users: None,
             access_keys: Vec::new(),
+            last_values_topics: 10_000,
         }
     }
 }

@@ -1,7 +1,14 @@
 //! `GET /api/v1/live?filter=...`: server-sent events. Each stream is its own in-process
-//! MQTT 5 connection subscribed (QoS 0) to the stream's filters; it ends when the browser
-//! goes away or the server stops. A stream that cannot keep up loses messages (counted)
-//! instead of buffering without bound.
+//! MQTT 5 connection subscribed (QoS 2, so each message comes with the QoS it was published
+//! with) to the stream's filters; it ends when the browser goes away or the server stops. A
+//! stream that cannot keep up loses messages (counted) instead of buffering without bound.
+//!
+//! Each event has an `id`, `<ts>-<n>` (the message's time in ms, a counter of the stream).
+//! A browser that reconnects sends the last one back as `Last-Event-ID`; the new stream then
+//! starts with the last message of every subscribed topic that changed after that time (from
+//! the last values, `"replayed": true`) instead of the retained messages. What it cannot
+//! resume: the messages in between on a topic (only its newest is kept), topics the last
+//! values forgot (more than `last_values_topics`), and anything when they are off.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,11 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use midge_client::codec::{Publish, QoS, SubscribeProperties, SubscriptionOptions, TopicFilter};
+use midge_client::codec::{
+    Publish, QoS, RetainHandling, SubscribeProperties, SubscriptionOptions, TopicFilter,
+};
 use midge_client::{Client, Connector, Event, EventLoop};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -104,6 +113,7 @@ async fn subscribe(
     connector: &Connector,
     filters: &[TopicFilter],
     early: &mut Vec<Publish>,
+    resume: bool,
 ) -> Result<(Client, EventLoop), ApiError> {
     let id = client_id("live");
     let (client, mut events, _) = Client::connect(local_options(connector, &id))
@@ -116,7 +126,14 @@ async fn subscribe(
         })?;
     let subs = filters
         .iter()
-        .map(|f| (f.clone(), SubscriptionOptions::qos(QoS::AtMostOnce)))
+        .map(|f| {
+            let mut o = SubscriptionOptions::qos(QoS::ExactlyOnce);
+            if resume {
+                // the replay from the last values stands for them
+                o.retain_handling = RetainHandling::DoNotSend;
+            }
+            (f.clone(), o)
+        })
         .collect();
     client
         .subscribe_many(subs, SubscribeProperties::default())
@@ -205,8 +222,9 @@ async fn pump(
     debug!("live stream ended");
 }
 
-/// One message as the browser gets it.
-fn message_json(m: &Publish, dropped: u64) -> String {
+/// One message as the browser gets it, with its time.
+fn message_json(m: &Publish, dropped: u64) -> (String, i64) {
+    let ts = crate::last::broker_time(m).unwrap_or_else(now_ms);
     let mut v = match std::str::from_utf8(&m.payload) {
         Ok(text) => json!({ "topic": m.topic.as_str(), "payload": text }),
         Err(_) => json!({
@@ -218,20 +236,55 @@ fn message_json(m: &Publish, dropped: u64) -> String {
     if let Some(o) = v.as_object_mut() {
         o.insert("qos".into(), json!(m.qos as u8));
         o.insert("retain".into(), json!(m.retain));
-        o.insert("ts".into(), json!(now_ms()));
+        o.insert("ts".into(), json!(ts));
         if dropped > 0 {
             o.insert("dropped".into(), json!(dropped));
         }
     }
-    v.to_string()
+    (v.to_string(), ts)
+}
+
+/// The time of a `Last-Event-ID` (`<ts>-<n>`).
+fn resume_time(headers: &HeaderMap) -> Option<i64> {
+    let id = headers.get("last-event-id")?.to_str().ok()?;
+    id.split('-').next()?.trim().parse().ok()
+}
+
+/// The events replaying, from the last values, the topics of `filters` changed after
+/// `since` (each topic once; the topic of the last event itself too when it changed in the
+/// same ms, so the browser may get that value again).
+fn replay(state: &AppState, filters: &[TopicFilter], since: i64) -> Vec<SseEvent> {
+    let mut seen = std::collections::BTreeMap::new();
+    for f in filters {
+        for (topic, e) in state.0.last.matching(f.as_str(), Some(since)) {
+            seen.entry(topic).or_insert(e);
+        }
+    }
+    let mut entries: Vec<_> = seen.into_iter().collect();
+    entries.sort_by_key(|(_, e)| e.ts);
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, (topic, e))| {
+            let mut v = crate::last::entry_json(topic, e);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("replayed".into(), json!(true));
+            }
+            SseEvent::default()
+                .id(format!("{}-r{i}", e.ts))
+                .data(v.to_string())
+        })
+        .collect()
 }
 
 pub(crate) async fn handler(
     State(state): State<AppState>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let live = &state.0.live;
     let filters = filters(q.as_deref())?;
+    let resume = resume_time(&headers).filter(|_| state.0.last.enabled());
     let permit = live.permits.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -241,7 +294,7 @@ pub(crate) async fn handler(
     let mut early = Vec::new();
     let (client, events) = tokio::time::timeout(
         SUBSCRIBE_TIMEOUT,
-        subscribe(&live.connector, &filters, &mut early),
+        subscribe(&live.connector, &filters, &mut early, resume.is_some()),
     )
     .await
     .map_err(|_| {
@@ -264,14 +317,20 @@ pub(crate) async fn handler(
         state.0.shutdown.clone(),
         permit,
     ));
-    let stream = futures_util::stream::unfold((rx, dropped_here), |(mut rx, dropped)| async move {
-        let m = rx.recv().await?;
-        let data = message_json(&m, dropped.load(Ordering::Relaxed));
-        Some((
-            Ok::<_, Infallible>(SseEvent::default().data(data)),
-            (rx, dropped),
-        ))
-    });
+    let replayed = resume.map_or_else(Vec::new, |since| replay(&state, &filters, since));
+    let live_events = futures_util::stream::unfold(
+        (rx, dropped_here, 0u64),
+        |(mut rx, dropped, n)| async move {
+            let m = rx.recv().await?;
+            let (data, ts) = message_json(&m, dropped.load(Ordering::Relaxed));
+            let event = SseEvent::default().id(format!("{ts}-{n}")).data(data);
+            Some((Ok::<_, Infallible>(event), (rx, dropped, n + 1)))
+        },
+    );
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter(replayed.into_iter().map(Ok::<_, Infallible>)),
+        live_events,
+    );
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -308,14 +367,16 @@ mod tests {
     fn binary_payloads_are_base64() {
         let topic = midge_client::codec::TopicName::new("t").unwrap();
         let m = Publish::new(topic.clone(), vec![0xff, 0x00]);
-        let v: serde_json::Value = serde_json::from_str(&message_json(&m, 0)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&message_json(&m, 0).0).unwrap();
         assert_eq!(v["encoding"], "base64");
         assert_eq!(v["payload"], "/wA=");
         let m = Publish::new(topic, "{\"temp\": 31.5}");
-        let v: serde_json::Value = serde_json::from_str(&message_json(&m, 3)).unwrap();
+        let mut m = m;
+        m.qos = QoS::AtLeastOnce;
+        let v: serde_json::Value = serde_json::from_str(&message_json(&m, 3).0).unwrap();
         assert_eq!(v["payload"], "{\"temp\": 31.5}");
         assert!(v.get("encoding").is_none());
         assert_eq!(v["dropped"], 3);
-        assert_eq!(v["qos"], 0);
+        assert_eq!(v["qos"], 1);
     }
 }

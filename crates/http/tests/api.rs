@@ -81,7 +81,8 @@ async fn health_stats_and_metrics_follow_real_mqtt_traffic() {
 
 #[tokio::test]
 async fn publish_endpoint_delivers_to_a_tcp_subscriber_at_every_qos() {
-    let hub = Hub::start(|_, _| {}).await;
+    // without the last values' subscriber to `#`, so that nobody listens to nobody/here
+    let hub = Hub::start(|c, _| c.last_values_topics = 0).await;
     let mut sub = hub.mqtt("cmd-sub").await;
     sub.subscribe("cmd/#", QoS::ExactlyOnce).await;
     for (qos, body, want) in [
@@ -291,9 +292,10 @@ async fn live_stream_gets_what_a_tcp_client_publishes_and_ends_when_the_browser_
     let m = sse.next().await.unwrap();
     assert_eq!(m["topic"], "sensors/a");
     assert_eq!(m["payload"], r#"{"temp": 31.5}"#);
+    // issue 13: the QoS the message was published with (was always 0)
     assert_eq!(
         (m["qos"].clone(), m["retain"].clone()),
-        (json!(0), json!(false))
+        (json!(1), json!(false))
     );
     assert!(m["ts"].as_i64().unwrap() > 1_600_000_000_000, "{m}");
     let m = sse.next().await.unwrap();
@@ -500,8 +502,8 @@ async fn rows_and_series_return_exactly_what_was_inserted() {
     assert_eq!(
         s.json()["points"],
         json!([
-            {"ts": 0, "value": 21.0, "count": 2},
-            {"ts": 60_000, "value": 27.0, "count": 2},
+            {"ts": 0, "value": 21.0, "count": 2, "min": 20.0, "max": 22.0},
+            {"ts": 60_000, "value": 27.0, "count": 2, "min": 24.0, "max": 30.0},
         ])
     );
     let s = hub
@@ -512,8 +514,8 @@ async fn rows_and_series_return_exactly_what_was_inserted() {
     assert_eq!(
         s["points"],
         json!([
-            {"ts": 0, "value": 22.0, "count": 2},
-            {"ts": 60_000, "value": 30.0, "count": 2},
+            {"ts": 0, "value": 22.0, "count": 2, "min": 20.0, "max": 22.0},
+            {"ts": 60_000, "value": 30.0, "count": 2, "min": 24.0, "max": 30.0},
         ])
     );
     // raw points (no bucket) of one topic
@@ -843,6 +845,7 @@ async fn rules_are_listed_added_run_and_removed_through_the_api() {
             "matched": 0, "passed": 0, "failed": 0,
             "last_error": null,
             "source": "config",
+            "enabled": true,
             "spec": null,
         }]})
     );

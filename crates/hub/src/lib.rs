@@ -48,7 +48,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use config::{ActionConfig, HubConfig, RuleConfig};
-pub use service::{HubService, RULES_FILE, RuleChangeError, RuleSource, RuleSpec};
+/// The rule language, for callers that try a rule without running it (the HTTP dry run).
+pub use midge_rules;
+pub use service::{COUNTS_FILE, HubService, RULES_FILE, RuleChangeError, RuleSource, RuleSpec};
 
 use template::Template;
 

@@ -19,6 +19,12 @@ use crate::{ActionConfig, Hub, HubConfig, HubError, RuleConfig, RuleStatus};
 /// File (in the state folder) holding the rules added through the API.
 pub const RULES_FILE: &str = "rules.json";
 
+/// File (in the state folder) holding every rule's counts, so they go on across restarts.
+pub const COUNTS_FILE: &str = "rule_counts.json";
+
+/// How often the counts are saved (and at every stop and change of the rules).
+const COUNTS_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Where a rule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +61,8 @@ pub enum RuleChangeError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
-    /// Unique name.
+    /// Unique name (may be left out of `PUT /api/v1/rules/{name}`, which names it).
+    #[serde(default)]
     pub name: String,
     /// `SELECT ... FROM 'filter' [WHERE ...]`.
     pub sql: String,
@@ -71,6 +78,56 @@ pub struct RuleSpec {
     /// One webhook action or a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Value>,
+    /// Whether the rule runs (a disabled rule is kept, with its counts, and runs again once
+    /// enabled).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A rule's counts as saved in [`COUNTS_FILE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedCounts {
+    name: String,
+    sql: String,
+    matched: u64,
+    passed: u64,
+    failed: u64,
+    #[serde(default)]
+    last_error: Option<String>,
+}
+
+impl SavedCounts {
+    fn of(s: &RuleStatus) -> SavedCounts {
+        SavedCounts {
+            name: s.name.clone(),
+            sql: s.sql.clone(),
+            matched: s.matched,
+            passed: s.passed,
+            failed: s.failed,
+            last_error: s.last_error.clone(),
+        }
+    }
+
+    fn status(&self) -> RuleStatus {
+        RuleStatus {
+            name: self.name.clone(),
+            sql: self.sql.clone(),
+            filters: Vec::new(),
+            actions: Vec::new(),
+            matched: self.matched,
+            passed: self.passed,
+            failed: self.failed,
+            last_error: self.last_error.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +238,9 @@ struct State {
     hub: Option<Hub>,
     file_rules: Vec<RuleConfig>,
     api_rules: Vec<RuleSpec>,
+    /// Counts of rules not running now (saved ones at start, disabled ones), carried over
+    /// when they run again with the same SQL.
+    carried: Vec<RuleStatus>,
 }
 
 /// Runs the hub and changes its rules (see the module docs).
@@ -196,6 +256,8 @@ pub struct HubService {
     file_names: Mutex<Vec<String>>,
     /// The retention task (see [`start_pruning`]).
     pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The task saving the counts now and then.
+    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl HubService {
@@ -212,6 +274,7 @@ impl HubService {
         let prune_interval = config.prune_interval;
         crate::validate(&config, series.is_some()).map_err(HubError::Invalid)?;
         let mut api_rules = Vec::new();
+        let carried = load_counts(config.state_dir.as_deref());
         for spec in load_rules(config.state_dir.as_deref()) {
             let mut trial = config.clone();
             match spec.to_config() {
@@ -238,24 +301,142 @@ impl HubService {
                 hub: None,
                 file_rules,
                 api_rules,
+                carried,
             }),
             status: Mutex::new(None),
             file_names: Mutex::new(Vec::new()),
             pruner: Mutex::new(start_pruning(series_for_pruning, prune_interval)),
+            saver: Mutex::new(None),
         });
         {
             let mut state = service.state.lock().await;
             service.restart(&mut state).await?;
         }
+        if service.base.state_dir.is_some() {
+            let weak = Arc::downgrade(&service);
+            let saver = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(COUNTS_SAVE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(service) = weak.upgrade() else {
+                        return;
+                    };
+                    service.save_counts().await;
+                }
+            });
+            if let Ok(mut t) = service.saver.lock() {
+                *t = Some(saver);
+            }
+        }
         Ok(service)
     }
 
+    /// Every rule's counts (running ones and carried ones) to [`COUNTS_FILE`].
+    async fn save_counts(&self) {
+        let Some(dir) = self.base.state_dir.clone() else {
+            return;
+        };
+        let mut all: Vec<SavedCounts> = self
+            .status()
+            .iter()
+            .map(|(s, _)| SavedCounts::of(s))
+            .collect();
+        {
+            let state = self.state.lock().await;
+            for c in &state.carried {
+                if !all.iter().any(|a| a.name == c.name) {
+                    all.push(SavedCounts::of(c));
+                }
+            }
+        }
+        let write = tokio::task::spawn_blocking(move || {
+            let text = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
+            write_atomically(&dir, COUNTS_FILE, &text)
+        });
+        match write.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot save the rule counts"),
+            Err(e) => warn!(error = %e, "saving the rule counts failed"),
+        }
+    }
+
+    /// The rules that run: the file's and the enabled API rules.
     fn rules_of(&self, state: &State) -> Result<Vec<RuleConfig>, Vec<String>> {
         let mut rules = state.file_rules.clone();
-        for spec in &state.api_rules {
+        for spec in state.api_rules.iter().filter(|s| s.enabled) {
             rules.push(spec.to_config()?);
         }
         Ok(rules)
+    }
+
+    /// Check `specs` (the API rules as they would be) with the file's rules; disabled
+    /// rules are checked too, so enabling one cannot fail.
+    fn check(&self, state: &State, specs: &[RuleSpec]) -> Result<(), RuleChangeError> {
+        let mut all = state.file_rules.clone();
+        for spec in specs {
+            all.push(spec.to_config().map_err(RuleChangeError::Invalid)?);
+        }
+        let trial = HubConfig {
+            rules: all,
+            ..self.base.clone()
+        };
+        crate::validate(&trial, self.series.is_some()).map_err(RuleChangeError::Invalid)
+    }
+
+    /// Save `next` as the API rules and run them.
+    async fn commit(&self, state: &mut State, next: Vec<RuleSpec>) -> Result<(), RuleChangeError> {
+        save_rules(self.base.state_dir.as_deref(), &next).map_err(RuleChangeError::Save)?;
+        state.api_rules = next;
+        self.restart(state)
+            .await
+            .map_err(|e| RuleChangeError::Invalid(vec![e.to_string()]))
+    }
+
+    /// Replace the API rule `name` with `spec` (same name): checked, saved, and running
+    /// when this returns. Its counts go on when its SQL stays the same.
+    pub async fn replace(&self, name: &str, spec: RuleSpec) -> Result<(), RuleChangeError> {
+        let mut state = self.state.lock().await;
+        if state.file_rules.iter().any(|r| r.name == name) {
+            return Err(RuleChangeError::FromConfig(name.into()));
+        }
+        let Some(i) = state.api_rules.iter().position(|r| r.name == name) else {
+            return Err(RuleChangeError::NotFound(name.into()));
+        };
+        if spec.name != name {
+            return Err(RuleChangeError::Invalid(vec![format!(
+                "name: {:?} in the body, {name:?} in the path (renaming is not supported: add the new rule, remove the old one)",
+                spec.name
+            )]));
+        }
+        let mut next = state.api_rules.clone();
+        if let Some(slot) = next.get_mut(i) {
+            *slot = spec;
+        }
+        self.check(&state, &next)?;
+        info!(rule = %name, "rule changed");
+        self.commit(&mut state, next).await
+    }
+
+    /// Enable or disable the API rule `name` (a disabled rule keeps its settings and counts).
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), RuleChangeError> {
+        let mut state = self.state.lock().await;
+        if state.file_rules.iter().any(|r| r.name == name) {
+            return Err(RuleChangeError::FromConfig(name.into()));
+        }
+        let Some(i) = state.api_rules.iter().position(|r| r.name == name) else {
+            return Err(RuleChangeError::NotFound(name.into()));
+        };
+        let mut next = state.api_rules.clone();
+        if let Some(r) = next.get_mut(i) {
+            if r.enabled == enabled {
+                return Ok(());
+            }
+            r.enabled = enabled;
+        }
+        info!(rule = %name, enabled, "rule {}", if enabled { "enabled" } else { "disabled" });
+        self.commit(&mut state, next).await
     }
 
     async fn restart(&self, state: &mut State) -> Result<(), HubError> {
@@ -263,6 +444,12 @@ impl HubService {
         if let Some(hub) = state.hub.take() {
             hub.stop().await;
             before = hub_status_after_stop(&self.status);
+        }
+        // rules that stop running (disabled, changed) keep their counts for later
+        for c in std::mem::take(&mut state.carried) {
+            if !before.iter().any(|b| b.name == c.name) {
+                before.push(c);
+            }
         }
         let rules = self.rules_of(state).map_err(HubError::Invalid)?;
         let config = HubConfig {
@@ -272,6 +459,18 @@ impl HubService {
         let hub = Hub::start(config, self.connector.clone(), self.series.clone()).await?;
         // counts go on across a change of the rules for the rules that stay
         hub.shared.carry_over(&before);
+        let running = hub.shared.status();
+        let known = |name: &str| {
+            state.file_rules.iter().any(|r| r.name == name)
+                || state.api_rules.iter().any(|r| r.name == name)
+        };
+        let carried: Vec<RuleStatus> = before
+            .into_iter()
+            .filter(|b| {
+                known(&b.name) && !running.iter().any(|r| r.name == b.name && r.sql == b.sql)
+            })
+            .collect();
+        state.carried = carried;
         if let Ok(mut s) = self.status.lock() {
             *s = Some(hub.shared.clone());
         }
@@ -282,7 +481,44 @@ impl HubService {
         Ok(())
     }
 
-    /// Every rule with its counters (since midge started) and its source.
+    /// The rules added through the API that are disabled, with their counts (as far as
+    /// known) and FROM filters.
+    pub async fn disabled(&self) -> Vec<RuleStatus> {
+        let state = self.state.lock().await;
+        state
+            .api_rules
+            .iter()
+            .filter(|s| !s.enabled)
+            .map(|spec| {
+                let mut s = state
+                    .carried
+                    .iter()
+                    .find(|c| c.name == spec.name && c.sql == spec.sql)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        SavedCounts {
+                            name: spec.name.clone(),
+                            sql: spec.sql.clone(),
+                            matched: 0,
+                            passed: 0,
+                            failed: 0,
+                            last_error: None,
+                        }
+                        .status()
+                    });
+                if let Ok(r) = midge_rules::Rule::parse(&spec.sql) {
+                    s.filters = r.filters().iter().map(|f| f.as_str().to_owned()).collect();
+                }
+                if let Ok(c) = spec.to_config() {
+                    s.actions = c.actions.iter().map(ActionConfig::describe).collect();
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// Every running rule with its counters (kept across restarts with a state folder) and
+    /// its source.
     pub fn status(&self) -> Vec<(RuleStatus, RuleSource)> {
         let f = self.status.lock().ok().and_then(|s| s.clone());
         let names = self
@@ -317,22 +553,11 @@ impl HubService {
         if taken {
             return Err(RuleChangeError::Exists(spec.name));
         }
-        let rule = spec.to_config().map_err(RuleChangeError::Invalid)?;
-        let mut all = self.rules_of(&state).map_err(RuleChangeError::Invalid)?;
-        all.push(rule);
-        let trial = HubConfig {
-            rules: all,
-            ..self.base.clone()
-        };
-        crate::validate(&trial, self.series.is_some()).map_err(RuleChangeError::Invalid)?;
         let mut next = state.api_rules.clone();
         next.push(spec.clone());
-        save_rules(self.base.state_dir.as_deref(), &next).map_err(RuleChangeError::Save)?;
-        state.api_rules = next;
+        self.check(&state, &next)?;
         info!(rule = %spec.name, "rule added");
-        self.restart(&mut state)
-            .await
-            .map_err(|e| RuleChangeError::Invalid(vec![e.to_string()]))
+        self.commit(&mut state, next).await
     }
 
     /// Remove a rule added through the API.
@@ -346,24 +571,26 @@ impl HubService {
         };
         let mut next = state.api_rules.clone();
         next.remove(i);
-        save_rules(self.base.state_dir.as_deref(), &next).map_err(RuleChangeError::Save)?;
-        state.api_rules = next;
+        state.carried.retain(|c| c.name != name);
         info!(rule = %name, "rule removed");
-        self.restart(&mut state)
-            .await
-            .map_err(|e| RuleChangeError::Invalid(vec![e.to_string()]))
+        self.commit(&mut state, next).await
     }
 
     /// Stop the hub (the batch being stored is finished and acknowledged first) and the
     /// retention task.
     pub async fn stop(&self) {
-        if let Some(p) = self.pruner.lock().ok().and_then(|mut p| p.take()) {
-            p.abort();
+        for task in [&self.pruner, &self.saver] {
+            if let Some(p) = task.lock().ok().and_then(|mut p| p.take()) {
+                p.abort();
+            }
         }
-        let mut state = self.state.lock().await;
-        if let Some(hub) = state.hub.take() {
-            hub.stop().await;
+        {
+            let mut state = self.state.lock().await;
+            if let Some(hub) = state.hub.take() {
+                hub.stop().await;
+            }
         }
+        self.save_counts().await;
     }
 }
 
@@ -392,8 +619,10 @@ fn start_pruning(
 
 impl Drop for HubService {
     fn drop(&mut self) {
-        if let Some(p) = self.pruner.get_mut().ok().and_then(Option::take) {
-            p.abort();
+        for task in [&mut self.pruner, &mut self.saver] {
+            if let Some(p) = task.get_mut().ok().and_then(Option::take) {
+                p.abort();
+            }
         }
     }
 }
@@ -429,14 +658,35 @@ fn save_rules(dir: Option<&Path>, rules: &[RuleSpec]) -> Result<(), String> {
         // a memory-only broker: rules last until it stops
         return Ok(());
     };
-    let path: PathBuf = dir.join(RULES_FILE);
-    let tmp = dir.join(format!("{RULES_FILE}.tmp"));
     let text = serde_json::to_vec_pretty(rules).map_err(|e| e.to_string())?;
+    write_atomically(dir, RULES_FILE, &text)
+}
+
+/// The saved counts (none without a state folder or file; an unreadable file is reported).
+fn load_counts(dir: Option<&Path>) -> Vec<RuleStatus> {
+    let Some(dir) = dir else { return Vec::new() };
+    let path = dir.join(COUNTS_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => match serde_json::from_slice::<Vec<SavedCounts>>(&b) {
+            Ok(c) => c.iter().map(SavedCounts::status).collect(),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "saved rule counts unreadable; counting from 0");
+                Vec::new()
+            }
+        },
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Write `name` in `dir` atomically: a new file, fsynced, renamed over the old one.
+fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<(), String> {
+    let path: PathBuf = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {
         use std::io::Write as _;
         std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(text)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         if let Ok(d) = std::fs::File::open(dir) {

@@ -155,6 +155,30 @@ pub enum RuleError {
     InvalidLiteral(String),
 }
 
+/// Why a message produced no row ([`Rule::test`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoMatch {
+    /// The topic matches none of the FROM filters.
+    Topic,
+    /// WHERE is false for this message.
+    ConditionFalse,
+    /// WHERE is unknown (NULL) for this message: a field it reads is missing, NULL or of
+    /// a type the comparison cannot use.
+    ConditionUnknown,
+}
+
+impl fmt::Display for NoMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NoMatch::Topic => "the topic matches none of the FROM filters",
+            NoMatch::ConditionFalse => "WHERE is false for this message",
+            NoMatch::ConditionUnknown => {
+                "WHERE is unknown (NULL) for this message: a field it reads is missing, null or not comparable"
+            }
+        })
+    }
+}
+
 /// A parsed rule: immutable, cheap to apply to many messages.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -210,6 +234,22 @@ impl Rule {
         self.filters
             .iter()
             .any(|f| matches_filter(f.filter(), topic))
+    }
+
+    /// [`Rule::apply`] for a dry run: the row, or why there is none.
+    pub fn test(&self, msg: &Input<'_>) -> Result<Map<String, Value>, NoMatch> {
+        if !self.matches(msg.topic) {
+            return Err(NoMatch::Topic);
+        }
+        if let Some(c) = &self.condition {
+            let m = message::Message::new(msg, self.needs_body);
+            match c.eval(&m).truth() {
+                Some(true) => {}
+                Some(false) => return Err(NoMatch::ConditionFalse),
+                None => return Err(NoMatch::ConditionUnknown),
+            }
+        }
+        self.apply(msg).ok_or(NoMatch::ConditionFalse)
     }
 
     /// Apply the rule to one message: `None` when the topic does not match or WHERE is not

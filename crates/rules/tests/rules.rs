@@ -157,8 +157,33 @@ fn emqx_style_double_quoted_strings_in_where() {
         assert!(r.apply(&msg("d/1", temp)).is_none(), "{sql}");
     }
     // a double-quoted name elsewhere is still a field (a key that needs quoting)
-    let out = run(r#"SELECT "k-1" AS v FROM '#' WHERE "k-1" = 'x'"#, r#"{"k-1": "x"}"#);
+    let out = run(
+        r#"SELECT "k-1" AS v FROM '#' WHERE "k-1" = 'x'"#,
+        r#"{"k-1": "x"}"#,
+    );
     assert_eq!(out, Some(json!({"v": "x"})));
+}
+
+#[test]
+fn a_dry_run_says_why_there_is_no_row() {
+    use midge_rules::NoMatch;
+    let r = rule("SELECT temp FROM 'sensors/#' WHERE temp > 30");
+    assert_eq!(
+        r.test(&msg("sensors/a", br#"{"temp": 31}"#)),
+        Ok(json!({"temp": 31}).as_object().unwrap().clone())
+    );
+    assert_eq!(
+        r.test(&msg("other/a", br#"{"temp": 31}"#)),
+        Err(NoMatch::Topic)
+    );
+    assert_eq!(
+        r.test(&msg("sensors/a", br#"{"temp": 3}"#)),
+        Err(NoMatch::ConditionFalse)
+    );
+    assert_eq!(
+        r.test(&msg("sensors/a", br#"{"hum": 3}"#)),
+        Err(NoMatch::ConditionUnknown)
+    );
 }
 
 #[test]

@@ -217,6 +217,8 @@ pub struct Sse {
     pub headers: hyper::HeaderMap,
     body: Incoming,
     buf: String,
+    /// The `id:` of the last event [`Sse::next`] returned (`None` if it had none).
+    pub last_id: Option<String>,
 }
 
 impl Sse {
@@ -227,6 +229,7 @@ impl Sse {
             headers: resp.headers().clone(),
             body: resp.into_body(),
             buf: String::new(),
+            last_id: None,
         }
     }
 
@@ -253,6 +256,10 @@ impl Sse {
                     .map(|d| d.strip_prefix(' ').unwrap_or(d))
                     .collect();
                 if !data.is_empty() {
+                    self.last_id = event
+                        .lines()
+                        .find_map(|l| l.strip_prefix("id:"))
+                        .map(|d| d.trim().to_owned());
                     return Some(serde_json::from_str(&data.join("\n")).unwrap());
                 }
             }
