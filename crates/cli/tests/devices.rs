@@ -342,6 +342,10 @@ fn a_device_made_through_the_api_connects_is_held_to_its_policy_and_is_cut_off_w
         .find(|c| c["client_id"] == "dev1-a")
         .unwrap();
     assert_eq!(a["device"], "dev1");
+    assert_eq!(a["protocol"], "MQTT 5.0", "{a}");
+    assert_eq!(a["keep_alive"], 60, "{a}");
+    assert!(a["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{a}");
+    assert!(a["connected_since"].as_i64().unwrap() > 1_700_000_000_000, "{a}");
     assert_eq!(a["subscriptions"][0]["filter"], "devices/dev1/#");
     let shown = h.ok("GET", "/api/v1/devices/dev1", None);
     assert_eq!(shown["connections"], 2, "{shown}");
@@ -736,4 +740,90 @@ fn midge_device_and_policy_commands_work_against_the_running_server() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[test]
+fn the_console_lists_sessions_subscriptions_and_retained_messages_and_acts_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Hub::start(dir.path(), "");
+    let (user, secret) = create_own_policy_and_device(&h, "con");
+    let mut c = must_login(h.mqtt, 4, "con-live", &user, &secret);
+    assert_eq!(c.subscribe("devices/con/cmd", 1), vec![1]);
+    for (t, p) in [("devices/con/a", "1"), ("devices/con/b/c", "2")] {
+        c.send(&common::publish_packet(
+            t.as_bytes(),
+            p.as_bytes(),
+            0,
+            true,
+            0,
+            None,
+        ));
+    }
+    // an offline persistent session with a queued message
+    let mut b = connect_bytes(4, "con-away", &user, &secret);
+    b[9] = 0xC0; // username, password, clean session off
+    let mut away = Raw::tcp(h.mqtt);
+    away.send(&b);
+    assert!(matches!(
+        away.read(Duration::from_secs(20)),
+        Read_::Packet(0x20, _)
+    ));
+    assert_eq!(away.subscribe("devices/con/#", 1), vec![1]);
+    drop(away);
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(&common::publish_packet(
+        b"devices/con/x",
+        b"q",
+        1,
+        false,
+        5,
+        None,
+    ));
+    c.expect_type(4, Duration::from_secs(5));
+
+    let subs = h.ok("GET", "/api/v1/subscriptions?filter=cmd", None);
+    assert_eq!(subs["subscriptions"].as_array().unwrap().len(), 1, "{subs}");
+    assert_eq!(subs["subscriptions"][0]["client_id"], "con-live");
+    let sessions = h.ok("GET", "/api/v1/sessions", None);
+    let s = &sessions["sessions"][0];
+    assert_eq!(s["client_id"], "con-away", "{sessions}");
+    assert_eq!(s["queued"], 1, "{sessions}");
+
+    let r = h.ok("GET", "/api/v1/retained?filter=devices/%23", None);
+    let topics: Vec<&str> = r["retained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, vec!["devices/con/a", "devices/con/b/c"], "{r}");
+    assert_eq!(r["retained"][1]["payload"], "2");
+    // `#` leaves $SYS out
+    let all = h.ok("GET", "/api/v1/retained", None);
+    assert_eq!(all["retained"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(
+        h.ok("DELETE", "/api/v1/retained?filter=devices/con/b/%23", None)["deleted"],
+        1
+    );
+    assert_eq!(
+        h.ok("GET", "/api/v1/retained", None)["retained"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, _) = h.api("DELETE", "/api/v1/retained", None);
+    assert_eq!(status, 400);
+    let (status, _) = h.api("GET", "/api/v1/retained?filter=a/%23/b", None);
+    assert_eq!(status, 400);
+
+    h.ok("DELETE", "/api/v1/sessions/con-away", None);
+    let (status, _) = h.api("DELETE", "/api/v1/sessions/con-away", None);
+    assert_eq!(status, 404);
+    assert!(
+        h.ok("GET", "/api/v1/sessions", None)["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
