@@ -368,8 +368,11 @@ impl Postgres {
             // a crash of the server can lose the last commits, never corrupt the database
             Synchronous::Normal => "off",
         };
+        // custom plans: a scan's page is planned with its real bounds and topic pattern (a
+        // generic plan guesses a LIKE keeps almost nothing and sorts the whole range)
         client.batch_execute(&format!(
-            "SET lock_timeout = {lock_ms}; SET synchronous_commit = {sync};"
+            "SET lock_timeout = {lock_ms}; SET synchronous_commit = {sync}; \
+             SET plan_cache_mode = force_custom_plan;"
         ))?;
         debug!(url = %self.describe, "series: PostgreSQL connection opened");
         Ok(Conn {

@@ -27,13 +27,10 @@ type Param = Box<dyn ToSql + Sync>;
 /// One ordered scan over a table, fetched in pages (keyset on `(ts, id)`).
 struct Scan<'q> {
     relation: String,
-    /// More columns after `ts, id, topic` (starting with a comma).
+    /// More columns after `ts, id, topic` (starting with a comma; may use `$1..` of
+    /// `leading`).
     columns: &'static str,
-    /// Joined after the table (may use `$1..` of `leading`).
-    join: &'static str,
-    /// A further condition.
-    condition: Option<&'static str>,
-    /// Parameters `join` and `condition` refer to, first in the numbering.
+    /// Parameters the columns refer to, first in the numbering.
     leading: Vec<String>,
     topic: Option<&'q TopicMatch>,
     client_id: Option<&'q str>,
@@ -55,9 +52,6 @@ impl Scan<'_> {
             format!("${}", params.len())
         }
         let mut conds: Vec<String> = Vec::new();
-        if let Some(c) = self.condition {
-            conds.push(c.to_owned());
-        }
         match self.topic {
             Some(TopicMatch::Exact(t)) => {
                 conds.push(format!(
@@ -109,8 +103,8 @@ impl Scan<'_> {
             conds.push(format!("(ts, id) {cmp} ({ts}, {id})"));
         }
         let mut sql = format!(
-            "SELECT ts, id, topic{} FROM {}{}",
-            self.columns, self.relation, self.join
+            "SELECT ts, id, topic{} FROM {}",
+            self.columns, self.relation
         );
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
@@ -269,8 +263,6 @@ impl Postgres {
             let scan = Scan {
                 relation: relation(&name),
                 columns: ", client_id, data::text",
-                join: "",
-                condition: None,
                 leading: Vec::new(),
                 topic: topic.as_ref(),
                 client_id: q.client_id.as_deref(),
@@ -321,10 +313,11 @@ impl Postgres {
             }
             let scan = Scan {
                 relation: relation(&name),
-                columns: ", x.v #>> '{}'",
-                join: " CROSS JOIN LATERAL (SELECT jsonb_path_query_first(data::jsonb, \
-                       $1::text::jsonpath, '{}'::jsonb, true) AS v) x",
-                condition: Some("jsonb_typeof(x.v) IN ('number', 'string')"),
+                // the value's text, read only for the rows of the page (a condition on it
+                // would make the planner sort the whole range for every page); JSON null,
+                // booleans, objects, arrays and other strings do not parse as a number
+                columns: ", jsonb_path_query_first(data::jsonb, $1::text::jsonpath, \
+                          '{}'::jsonb, true) #>> '{}'",
                 leading: vec![path],
                 topic: topic.as_ref(),
                 client_id: q.client_id.as_deref(),

@@ -40,6 +40,7 @@ pub struct PgServer {
     port: u16,
     child: Option<Child>,
     databases: AtomicUsize,
+    durable: bool,
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
@@ -166,8 +167,18 @@ fn free_port() -> u16 {
 }
 
 impl PgServer {
-    /// Starts a server; panics with its log when it does not come up within 30 s.
+    /// Starts a server; panics with its log when it does not come up within 30 s. For
+    /// tests: fsync is off (a crash of the machine may lose the cluster).
     pub fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// Starts a server that fsyncs as PostgreSQL does by default (for measurements).
+    pub fn start_durable() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgServer {
         assert!(
             Path::new(BIN).join("postgres").exists(),
             "PostgreSQL 15 is not installed ({BIN}/postgres): run scripts/test-deps.sh"
@@ -195,6 +206,7 @@ impl PgServer {
             port: 0,
             child: None,
             databases: AtomicUsize::new(0),
+            durable,
         };
         // the free port may be taken between the check and the bind: try a few
         for _ in 0..5 {
@@ -217,7 +229,11 @@ impl PgServer {
             .arg(self.dir.join("sock"))
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(if self.durable {
+                ["-c", "fsync=on", "-c", "full_page_writes=on"]
+            } else {
+                ["-c", "fsync=off", "-c", "full_page_writes=off"]
+            })
             .args(["-c", "shared_buffers=16MB", "-c", "max_connections=40"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
