@@ -36,6 +36,7 @@ pub(crate) struct Inner {
     pub(crate) publisher: publish::Publisher,
     pub(crate) live: live::Live,
     pub(crate) last: Arc<crate::last::LastValues>,
+    pub(crate) share: crate::share::Tokens,
     pub(crate) dashboard: dashboard::Dashboard,
     pub(crate) auth: auth::Auth,
     pub(crate) keys: crate::tsdb::keys::Keys,
@@ -62,6 +63,7 @@ impl AppState {
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
             last,
+            share: crate::share::Tokens::load(config.dashboard_file.as_deref()),
             dashboard,
             auth,
             keys,
@@ -100,6 +102,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/live", get(live::handler))
         .route("/api/v1/last", get(crate::last::handler))
         .route(
+            "/api/v1/tokens",
+            get(crate::share::list).post(crate::share::create),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(crate::share::revoke),
+        )
+        .route(
             "/api/v1/dashboard",
             get(dashboard::get_handler).put(dashboard::put_handler),
         )
@@ -110,6 +120,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        // a share token is checked (and its routes limited) before credentials are asked for
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::share::require,
+        ))
         // before the credentials: a rebound page is refused whatever it sends
         .layer(middleware::from_fn_with_state(state.clone(), host::require))
         .layer(middleware::map_response(common_headers))

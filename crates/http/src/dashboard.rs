@@ -70,6 +70,16 @@ impl Dashboard {
         })
     }
 
+    /// The topics (filters) the widgets show, for share links.
+    pub(crate) fn widget_topics(&self) -> Vec<String> {
+        let (widgets, _) = self.current();
+        widgets
+            .iter()
+            .map(|w| w.topic.clone())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
     fn current(&self) -> (Arc<Vec<Widget>>, bool) {
         let widgets = self.widgets.read().map(|w| w.clone()).unwrap_or_default();
         let from_file = self.from_file.read().map(|f| *f).unwrap_or(false);

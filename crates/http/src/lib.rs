@@ -34,6 +34,9 @@
 //!                                             (an `id` per event; Last-Event-ID replays
 //!                                             the topics changed since from the last values)
 //! GET  /api/v1/last?topic=a/%23               the last message of each matching topic
+//! POST /api/v1/tokens                         a share link {"ttl","dashboard"}: token + URL
+//!                                             opening the dashboard read-only (Bearer too)
+//! GET  /api/v1/tokens, DELETE /api/v1/tokens/{id}  list (never the tokens) / revoke
 //! GET  /api/v1/dashboard                      the dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
@@ -101,6 +104,7 @@ mod live;
 mod publish;
 mod rules_api;
 mod serve;
+mod share;
 mod time;
 mod tsdb;
 mod widget;
