@@ -5,7 +5,14 @@
 //! ```sh
 //! cargo run --release -p midge-series --example points_rate            # in the temp folder
 //! cargo run --release -p midge-series --example points_rate -- DIR     # on another disk
+//! cargo run --release -p midge-series --example points_rate -- --abc [RUNS]
 //! ```
+//!
+//! `--abc` runs only the three queries of `bench/tsdb/run` (docs/benchmarks.md, "Time series:
+//! midge vs InfluxDB 1.6") on the same data shapes, on the engine (no HTTP): (a) Avg per 1
+//! minute over 1,000,000 points 100 ms apart; (b) 100 series × 10,000 points, tag filter
+//! region in 2 of 4, group by host, Avg per 10 minutes; (c) Last of 1,000 series × 10 points,
+//! group by host. It prints the median and the fastest of RUNS runs (default 21) of each.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -87,7 +94,166 @@ fn timed<T>(
     out.ok_or_else(|| "no run".into())
 }
 
+/// Median and fastest of `runs` runs of `f`, printed.
+fn median<T>(
+    what: &str,
+    runs: usize,
+    mut f: impl FnMut() -> Result<T, Box<dyn Error>>,
+) -> Result<T, Box<dyn Error>> {
+    let mut times = Vec::with_capacity(runs);
+    let mut out = None;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        out = Some(f()?);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times.get(times.len() / 2).copied().unwrap_or_default();
+    let min = times.first().copied().unwrap_or_default();
+    println!("  {what}: median {med:.2} ms, fastest {min:.2} ms ({runs} runs)");
+    out.ok_or_else(|| "no run".into())
+}
+
+/// A random walk like bench/tsdb's (xorshift, rounded to 2 decimals).
+struct Walk(u64, f64);
+
+impl Walk {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.1 += (self.0 % 1_000) as f64 / 10_000.0 - 0.05;
+        (self.1 * 100.0).round() / 100.0
+    }
+}
+
+fn tsdb_point(metric: &str, tags: &[(&str, String)], ts: i64, v: f64) -> Datapoint {
+    Datapoint {
+        metric: metric.into(),
+        field: "value".into(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        timestamp: ts,
+        value: PointValue::Double(v),
+    }
+}
+
+fn write_all(
+    store: &SeriesStore,
+    points: impl Iterator<Item = Datapoint>,
+) -> Result<(), Box<dyn Error>> {
+    let mut buf = Vec::with_capacity(5_000);
+    for p in points {
+        buf.push(p);
+        if buf.len() == 5_000 {
+            store.write_points(&buf)?;
+            buf.clear();
+        }
+    }
+    store.write_points(&buf)?;
+    Ok(())
+}
+
+fn abc(dir: &Path, runs: usize) -> Result<(), Box<dyn Error>> {
+    let t0 = T0 / 600_000 * 600_000;
+    let path = dir.join("abc.db");
+    let store = SeriesStore::open(&path, options(Synchronous::Normal))?;
+    let started = Instant::now();
+    let mut w = Walk(1, 20.0);
+    write_all(
+        &store,
+        (0..1_000_000i64).map(|i| tsdb_point("m", &[], t0 + i * 100, w.next())),
+    )?;
+    let mut mb = Vec::with_capacity(1_000_000);
+    for s in 0..100usize {
+        let mut w = Walk(2 + s as u64, 20.0 + (s % 10) as f64);
+        let tags = [
+            ("host", format!("h{s:03}")),
+            ("region", format!("r{}", s % 4)),
+        ];
+        for i in 0..10_000i64 {
+            mb.push(tsdb_point("mb", &tags, t0 + i * 1_000, w.next()));
+        }
+    }
+    write_all(&store, mb.into_iter())?;
+    let mut mc = Vec::with_capacity(10_000);
+    let mut w = Walk(3, 50.0);
+    for s in 0..1_000usize {
+        let tags = [("host", format!("c{s:04}"))];
+        for i in 0..10i64 {
+            mc.push(tsdb_point("mc", &tags, t0 + i * 1_000, w.next()));
+        }
+    }
+    write_all(&store, mc.into_iter())?;
+    println!(
+        "data of (a), (b), (c) written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let avg = |s: i64| Aggregator {
+        kind: AggregatorKind::Avg,
+        sampling_ms: Some(s),
+        param: None,
+    };
+    let qa = PointQuery {
+        metric: "m".into(),
+        start: t0,
+        end: t0 + 1_000_000 * 100 - 1,
+        aggregators: vec![avg(60_000)],
+        limit: Some(100_000),
+        ..PointQuery::default()
+    };
+    let qb = PointQuery {
+        metric: "mb".into(),
+        start: t0,
+        end: t0 + 10_000 * 1_000 - 1,
+        tag_filter: [("region".to_owned(), vec!["r0".to_owned(), "r1".to_owned()])].into(),
+        group_by: vec!["host".into()],
+        aggregators: vec![avg(600_000)],
+        limit: Some(100_000),
+        ..PointQuery::default()
+    };
+    let qc = PointQuery {
+        metric: "mc".into(),
+        start: t0,
+        end: i64::MAX,
+        group_by: vec!["host".into()],
+        aggregators: vec![Aggregator {
+            kind: AggregatorKind::Last,
+            sampling_ms: None,
+            param: None,
+        }],
+        limit: Some(100_000),
+        ..PointQuery::default()
+    };
+    for (label, q) in [("(a)", &qa), ("(b)", &qb), ("(c)", &qc)] {
+        let r = median(label, runs, || Ok(store.query_points(q)?))?;
+        let rows: usize = r.groups.iter().map(|g| g.values.len()).sum();
+        let first = r.groups.first().and_then(|g| g.values.first());
+        println!(
+            "    groups {}, rows {rows}, raw points read {}, truncated {}, first {:?}",
+            r.groups.len(),
+            r.raw_count,
+            r.truncated,
+            first.map(|f| (f.timestamp, &f.values))
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
+    if std::env::args().nth(1).as_deref() == Some("--abc") {
+        let runs = match std::env::args().nth(2) {
+            Some(n) => n.parse()?,
+            None => 21,
+        };
+        let dir = std::env::temp_dir().join(format!("midge-points-abc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let out = abc(&dir, runs);
+        std::fs::remove_dir_all(&dir).ok();
+        return out;
+    }
     let dir: PathBuf = match std::env::args().nth(1) {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("midge-points-rate-{}", std::process::id())),

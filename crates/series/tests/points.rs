@@ -144,6 +144,167 @@ fn all_pages(store: &SeriesStore, q: &PointQuery) -> (Rows, usize) {
 // ---------------------------------------------------------------------------------------
 // the checks, engine-independent
 
+/// Turns the engine's own aggregation back on when dropped (even by a failed check).
+struct EngineAggregation;
+
+impl EngineAggregation {
+    fn off() -> EngineAggregation {
+        midge_series::points::set_engine_aggregation(false);
+        EngineAggregation
+    }
+}
+
+impl Drop for EngineAggregation {
+    fn drop(&mut self) {
+        midge_series::points::set_engine_aggregation(true);
+    }
+}
+
+/// Whether two value rows are the same, floats within a relative 1e-9 (sums in another
+/// order).
+fn close_rows(a: &Rows, b: &Rows) -> bool {
+    let close = |x: &Option<PointValue>, y: &Option<PointValue>| match (x, y) {
+        (Some(PointValue::Double(x)), Some(PointValue::Double(y))) => {
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(r, s)| {
+            r.0 == s.0
+                && r.1 == s.1
+                && r.3 == s.3
+                && r.2.len() == s.2.len()
+                && r.2.iter().zip(&s.2).all(|(x, y)| close(x, y))
+        })
+}
+
+/// Windowed Avg, Sum, Count, Min and Max computed by the engine give the rows of the scan
+/// (the same windows, timestamps, value types, groups and pages).
+pub fn engine_aggregation_gives_the_scans_rows(store: &SeriesStore) {
+    use AggregatorKind as K;
+    // 6 series (host h0..h5, region r0/r1), fields `a` (whole numbers) and `b` (floats and
+    // whole numbers mixed), irregular times around 0 with a gap of empty windows, and
+    // points at the same time in several series; metric `big`: whole numbers near 2^61.
+    let mut x: u64 = 7;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut batch = Vec::new();
+    for s in 0..6 {
+        let host = format!("h{s}");
+        let region = format!("r{}", s % 2);
+        let t: &[(&str, &str)] = &[("host", &host), ("region", &region)];
+        let mut ts = -60_000i64 + (rnd() % 3_000) as i64;
+        while ts < 160_000 {
+            if !(40_000..100_000).contains(&ts) || s == 5 {
+                let a = (rnd() % 2_000) as i64 - 1_000;
+                batch.push(pt("agg", "a", t, ts, PointValue::Long(a)));
+                // Sums of these overflow an i64 (then they are floats).
+                let big = (1i64 << 61) + (rnd() % 1_000) as i64;
+                batch.push(pt("big", "value", t, ts, PointValue::Long(big)));
+                let b = match rnd() % 3 {
+                    0 => PointValue::Long((rnd() % 100) as i64),
+                    _ => PointValue::Double((rnd() % 100_000) as f64 / 1_000.0 - 50.0),
+                };
+                if rnd() % 4 != 0 {
+                    batch.push(pt("agg", "b", t, ts, b));
+                }
+            }
+            ts += 500 + (rnd() % 2_500) as i64 / 500 * 500;
+        }
+    }
+    store.write_points(&batch).unwrap();
+    let mut ran = 0;
+    for kind in [K::Avg, K::Sum, K::Count, K::Min, K::Max] {
+        for sampling in [None, Some(7_000), Some(60_000)] {
+            for (group_by, row_tags, fields) in [
+                (vec![], vec![], vec!["a"]),
+                (vec!["region"], vec!["host"], vec!["a", "b"]),
+                (vec!["host"], vec![], vec!["b", "a"]),
+            ] {
+                for then in [
+                    None,
+                    Some(agg(K::Diff, None, None)),
+                    Some(agg(K::Max, Some(20_000), None)),
+                ] {
+                    for order in [PointOrder::Asc, PointOrder::Desc] {
+                        let mut aggregators = vec![agg(kind, sampling, None)];
+                        aggregators.extend(then.clone());
+                        let q = PointQuery {
+                            metric: "agg".into(),
+                            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+                            tags: row_tags.iter().map(|t| (*t).to_owned()).collect(),
+                            group_by: group_by.iter().map(|t| (*t).to_owned()).collect(),
+                            start: -45_000,
+                            end: 150_000,
+                            aggregators,
+                            order,
+                            limit: Some(100_000),
+                            ..PointQuery::default()
+                        };
+                        let (pushed, _) = all_pages(store, &q);
+                        let (scanned, _) = {
+                            let _off = EngineAggregation::off();
+                            all_pages(store, &q)
+                        };
+                        // (Diff of the one window of the whole range has no row.)
+                        assert!(!pushed.is_empty() || sampling.is_none(), "{q:?}");
+                        assert!(
+                            close_rows(&pushed, &scanned),
+                            "{q:?}:\n engine {pushed:?}\n scan {scanned:?}"
+                        );
+                        // Pages of 7 rows, with markers, give the same rows.
+                        let paged = PointQuery {
+                            limit: Some(7),
+                            ..q.clone()
+                        };
+                        let (pages, n) = all_pages(store, &paged);
+                        assert!(n > 1 || pushed.len() <= 7);
+                        assert!(close_rows(&pages, &scanned), "{paged:?}: paged {pages:?}");
+                        ran += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(ran, 5 * 3 * 3 * 3 * 2);
+    // Sums of whole numbers: whole while they fit an i64, floats past it.
+    for sampling in [None, Some(1_000), Some(7_000)] {
+        for group_by in [vec![], vec!["host".to_owned()]] {
+            let q = PointQuery {
+                metric: "big".into(),
+                group_by,
+                start: -45_000,
+                end: 150_000,
+                aggregators: vec![agg(K::Sum, sampling, None)],
+                limit: Some(100_000),
+                ..PointQuery::default()
+            };
+            let (pushed, _) = all_pages(store, &q);
+            let (scanned, _) = {
+                let _off = EngineAggregation::off();
+                all_pages(store, &q)
+            };
+            assert!(close_rows(&pushed, &scanned), "{q:?}");
+            let kinds: Vec<bool> = pushed
+                .iter()
+                .map(|r| matches!(r.2[0], Some(PointValue::Long(_))))
+                .collect();
+            // One point per window: whole; the whole range: a float.
+            if sampling == Some(1_000) && !q.group_by.is_empty() {
+                assert!(kinds.iter().all(|k| *k), "{q:?}");
+            }
+            if sampling.is_none() {
+                assert!(kinds.iter().all(|k| !*k), "{q:?}");
+            }
+        }
+    }
+}
+
 pub fn same_key_overwrites(store: &SeriesStore) {
     let t = [("dev", "a")];
     store.write_points(&[long("m", &t, 1_000, 1)]).unwrap();
@@ -462,14 +623,15 @@ pub fn every_aggregator_gives_exact_numbers(store: &SeriesStore) {
     let ls = run(store, vec![agg(K::LeastSquares, s, None)]);
     assert!((ls[2].1.unwrap() - 7.0).abs() < 1e-9, "{ls:?}");
     assert_eq!(ls[1], (10_000, Some(5.0)));
-    // Whole range as one window: timestamp = the first point's.
+    // Whole range as one window: timestamp = the first point's, except for Last: the time
+    // of the point it selects (as First's is).
     assert_eq!(
         run(store, vec![agg(K::Sum, None, None)]),
         vec![(1_000, Some(37.0))]
     );
     assert_eq!(
         run(store, vec![agg(K::Last, None, None)]),
-        vec![(1_000, Some(9.0))]
+        vec![(39_000, Some(9.0))]
     );
     assert_eq!(
         run(store, vec![agg(K::First, None, None)]),
@@ -549,7 +711,7 @@ pub fn bad_aggregator_params_are_refused(store: &SeriesStore) {
     q.aggregators = vec![agg(K::Last, None, None)];
     assert_eq!(
         values(&store.query_points(&q).unwrap()),
-        vec![(1_000, Some(PointValue::Text("a".into())))]
+        vec![(2_000, Some(PointValue::Text("a".into())))]
     );
     q.aggregators = vec![agg(K::Count, None, None), agg(K::Multiply, None, Some(2.0))];
     assert_eq!(
@@ -1014,6 +1176,7 @@ sqlite_tests!(
     export_streams_every_point,
     last_of_many_series_by_group,
     series_longer_than_a_read_page,
+    engine_aggregation_gives_the_scans_rows,
 );
 
 #[test]
@@ -1173,6 +1336,7 @@ fn postgres_every_point_check_on_one_server() {
             export_streams_every_point,
             last_of_many_series_by_group,
             series_longer_than_a_read_page,
+            engine_aggregation_gives_the_scans_rows,
         ),
     );
 

@@ -17,6 +17,14 @@ pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 
+/// For tests: whether the queries run by this thread let the engine compute windowed Avg,
+/// Sum, Count, Min and Max itself (the default, `true`) or read every point and aggregate
+/// them here (`false`); both give the same rows.
+#[doc(hidden)]
+pub fn set_engine_aggregation(on: bool) {
+    query::set_pushdown(on);
+}
+
 /// The field a point has when it names none.
 pub const DEFAULT_FIELD: &str = "value";
 
@@ -178,8 +186,11 @@ pub struct Aggregator {
     pub kind: AggregatorKind,
     /// Width of a sampling window in ms (> 0; windows aligned on the Unix epoch and
     /// timestamped with their start, like InfluxDB's `GROUP BY time`); `None`: one window
-    /// for the whole range, timestamped with its first point. For Rate: the unit of time
-    /// of the rate (`None`: per second).
+    /// for the whole range, timestamped with its first point, except Last's: with the time
+    /// of its last point (so First and Last carry the time of the point they select, as
+    /// InfluxDB's `first()` and `last()` do; with several fields, the earliest of the
+    /// selected points for First and the latest for Last). For Rate: the unit of time of
+    /// the rate (`None`: per second).
     pub sampling_ms: Option<i64>,
     /// The percentile (Percentile, 0–100), divisor (Div, not 0) or factor (Multiply);
     /// required by those three, ignored by the others.
@@ -234,7 +245,8 @@ pub struct PointQuery {
 /// no value at this time), then the values of the queried tags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointRow {
-    /// Time in ms (the window's start for sampled aggregators).
+    /// Time in ms (the window's start for sampled aggregators; see
+    /// [`Aggregator::sampling_ms`]).
     pub timestamp: i64,
     /// One value per field of the query.
     pub values: Vec<Option<PointValue>>,

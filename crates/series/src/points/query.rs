@@ -26,7 +26,7 @@ use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use super::source::{MetricInfo, PointSource, SeriesInfo};
+use super::source::{MetricInfo, Partial, PartialKind, PointSource, SeriesInfo};
 use super::{
     Aggregator, AggregatorKind, CompareOp, DEFAULT_FIELD, Datapoint, FieldType, PointGroup,
     PointOrder, PointQuery, PointResult, PointRow, PointValue, Tags, ValueFilter,
@@ -169,6 +169,9 @@ struct Ctx<'a> {
     filter: Option<&'a ValueFilter>,
     /// Points per read of one cursor ([`page_size`]).
     page: usize,
+    /// Whether windowed Avg, Sum, Count, Min and Max are computed by the engine
+    /// ([`PartialRows`]).
+    pushdown: bool,
 }
 
 /// Points held by the cursors of one group at most (about), whatever its series count.
@@ -385,8 +388,11 @@ impl Rows for RawRows<'_> {
     }
 }
 
-/// First or Last over the whole range by index seeks (no scan): the first stage of a
-/// pipeline whose first aggregator is First/Last without sampling and no value filter.
+/// First or Last over the whole range by index seeks (no scan; one seek per series and
+/// field): the first stage of a pipeline whose first aggregator is First/Last without
+/// sampling and no value filter. The row's timestamp is that of the selected point (the
+/// earliest of the fields' picks for First, the latest for Last), as a [`Window`] without
+/// sampling gives it.
 struct EdgeRow<'a> {
     ctx: Ctx<'a>,
     series: Vec<i64>,
@@ -403,38 +409,23 @@ impl Rows for EdgeRow<'_> {
             return Ok(None);
         }
         self.done = true;
-        let mut first_ts: Option<i64> = None;
+        let order = if self.last {
+            PointOrder::Desc
+        } else {
+            PointOrder::Asc
+        };
+        let mut row_ts: Option<i64> = None;
         let mut values = Vec::with_capacity(self.fields.len());
         for f in &self.fields {
             let mut pick: Option<(i64, PointValue)> = None;
             if let Some((field_id, _)) = f {
                 for s in &self.series {
-                    let Some((ts, v)) = self.ctx.src.edge(
-                        *s,
-                        *field_id,
-                        self.lo,
-                        self.hi,
-                        if self.last {
-                            PointOrder::Desc
-                        } else {
-                            PointOrder::Asc
-                        },
-                    )?
+                    let Some((ts, v)) =
+                        self.ctx.src.edge(*s, *field_id, self.lo, self.hi, order)?
                     else {
                         continue;
                     };
                     self.ctx.raw.set(self.ctx.raw.get() + 1);
-                    let earliest = if self.last {
-                        let first =
-                            self.ctx
-                                .src
-                                .edge(*s, *field_id, self.lo, self.hi, PointOrder::Asc)?;
-                        self.ctx.raw.set(self.ctx.raw.get() + 1);
-                        first.map_or(ts, |(t, _)| t)
-                    } else {
-                        ts
-                    };
-                    first_ts = Some(first_ts.map_or(earliest, |f| f.min(earliest)));
                     // Ties: the row order of a scan (series order) decides.
                     let better = match &pick {
                         None => true,
@@ -446,9 +437,16 @@ impl Rows for EdgeRow<'_> {
                     }
                 }
             }
+            if let Some((ts, _)) = &pick {
+                row_ts = Some(match row_ts {
+                    None => *ts,
+                    Some(r) if self.last => r.max(*ts),
+                    Some(r) => r.min(*ts),
+                });
+            }
             values.push(pick.map(|(_, v)| v));
         }
-        Ok(first_ts.map(|ts| Row { ts, values }))
+        Ok(row_ts.map(|ts| Row { ts, values }))
     }
 }
 
@@ -470,8 +468,8 @@ fn windowed(kind: AggregatorKind) -> bool {
 struct Acc {
     n: u64,
     sum: f64,
-    /// Sum of Long values while it fits (Sum of whole numbers stays whole).
-    isum: Option<i64>,
+    /// Exact sum of Long values (Sum of whole numbers stays whole when it fits an i64).
+    isum: Option<i128>,
     all_long: bool,
     mean: f64,
     m2: f64,
@@ -515,7 +513,9 @@ impl Acc {
                 let Some(f) = v.as_f64() else { return };
                 self.sum += f;
                 match v {
-                    PointValue::Long(i) => self.isum = self.isum.and_then(|s| s.checked_add(i)),
+                    PointValue::Long(i) => {
+                        self.isum = self.isum.and_then(|s| s.checked_add(i128::from(i)));
+                    }
                     _ => self.all_long = false,
                 }
             }
@@ -552,10 +552,10 @@ impl Acc {
         match agg.kind {
             K::Count => Some(PointValue::Long(i64::try_from(self.n).unwrap_or(i64::MAX))),
             K::First | K::Last | K::Max | K::Min => self.pick,
-            K::Sum => Some(match (self.all_long, self.isum) {
-                (true, Some(i)) => PointValue::Long(i),
-                _ => PointValue::Double(self.sum),
-            }),
+            K::Sum => Some(sum_value(
+                self.all_long.then_some(self.isum).flatten(),
+                self.sum,
+            )),
             K::Avg => Some(PointValue::Double(self.sum / n)),
             K::Dev => Some(PointValue::Double(if self.n < 2 {
                 0.0
@@ -587,6 +587,162 @@ impl Acc {
             }
             K::Diff | K::Div | K::Multiply | K::Rate => None,
         }
+    }
+}
+
+/// A Sum's value: whole when every value was and the exact sum fits an i64.
+fn sum_value(exact: Option<i128>, float: f64) -> PointValue {
+    match exact.and_then(|i| i64::try_from(i).ok()) {
+        Some(i) => PointValue::Long(i),
+        None => PointValue::Double(float),
+    }
+}
+
+/// The partial the engine computes for a windowed aggregator it can compute, if any.
+fn partial_kind(kind: AggregatorKind) -> Option<PartialKind> {
+    use AggregatorKind as K;
+    match kind {
+        K::Avg => Some(PartialKind::Sum),
+        K::Sum => Some(PartialKind::ExactSum),
+        K::Count => Some(PartialKind::Count),
+        K::Min => Some(PartialKind::Min),
+        K::Max => Some(PartialKind::Max),
+        _ => None,
+    }
+}
+
+/// A field's partials of one window, combined over the series of a sub-group.
+#[derive(Debug, Default)]
+struct Combined {
+    count: u64,
+    sum: f64,
+    int_sum: Option<i128>,
+    all_int: bool,
+    pick: Option<(f64, PointValue)>,
+}
+
+impl Combined {
+    fn add(&mut self, kind: PartialKind, p: Partial) {
+        if p.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            self.all_int = true;
+            self.int_sum = Some(0);
+        }
+        self.count += p.count;
+        self.sum += p.sum;
+        match p.int_sum {
+            Some(i) => self.int_sum = self.int_sum.and_then(|s| s.checked_add(i)),
+            None => self.all_int = false,
+        }
+        if let Some(v) = p.pick
+            && let Some(f) = v.as_f64()
+        {
+            // Ties: the earlier series (the scan's order at one timestamp) keeps it.
+            let better = match &self.pick {
+                None => true,
+                Some((b, _)) if kind == PartialKind::Max => f > *b,
+                Some((b, _)) => f < *b,
+            };
+            if better {
+                self.pick = Some((f, v));
+            }
+        }
+    }
+
+    fn finish(self, kind: AggregatorKind) -> Option<PointValue> {
+        use AggregatorKind as K;
+        if self.count == 0 {
+            return None;
+        }
+        match kind {
+            K::Count => Some(PointValue::Long(
+                i64::try_from(self.count).unwrap_or(i64::MAX),
+            )),
+            K::Avg => Some(PointValue::Double(self.sum / self.count as f64)),
+            K::Sum => Some(sum_value(
+                self.all_int.then_some(self.int_sum).flatten(),
+                self.sum,
+            )),
+            K::Min | K::Max => self.pick.map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A windowed Avg, Sum, Count, Min or Max computed by the engine, window by window
+/// ([`PointSource::partial`] per series and field, combined here): the same rows as a
+/// [`Window`] over [`RawRows`], without reading the points. An empty window costs one
+/// seek per series and field to find the next point.
+struct PartialRows<'a> {
+    ctx: Ctx<'a>,
+    series: Vec<i64>,
+    /// The fields' ids (all numbers), `None` for unknown fields.
+    fields: Vec<Option<i64>>,
+    agg: Aggregator,
+    kind: PartialKind,
+    /// Where the next window starts reading; `None`: done.
+    next: Option<i64>,
+    hi: i64,
+}
+
+impl PartialRows<'_> {
+    /// The next point at or after `from` (any series and field), by seeks.
+    fn next_point(&self, from: i64) -> Result<Option<i64>, SeriesError> {
+        let mut first: Option<i64> = None;
+        for field in self.fields.iter().flatten() {
+            for s in &self.series {
+                if let Some((ts, _)) =
+                    self.ctx
+                        .src
+                        .edge(*s, *field, from, self.hi, PointOrder::Asc)?
+                {
+                    first = Some(first.map_or(ts, |f| f.min(ts)));
+                }
+            }
+        }
+        Ok(first)
+    }
+}
+
+impl Rows for PartialRows<'_> {
+    fn next_row(&mut self) -> Result<Option<Row>, SeriesError> {
+        while let Some(from) = self.next {
+            let (win, to) = match self.agg.sampling_ms {
+                Some(w) if w > 0 => {
+                    let ws = from.div_euclid(w).saturating_mul(w);
+                    (Some(ws), ws.saturating_add(w - 1).min(self.hi))
+                }
+                _ => (None, self.hi),
+            };
+            self.next = to.checked_add(1).filter(|n| *n <= self.hi);
+            let mut first_ts: Option<i64> = None;
+            let mut values = Vec::with_capacity(self.fields.len());
+            for field in &self.fields {
+                let mut c = Combined::default();
+                if let Some(field) = field {
+                    for s in &self.series {
+                        let p = self.ctx.src.partial(*s, *field, from, to, self.kind)?;
+                        if p.count > 0 {
+                            first_ts = Some(first_ts.map_or(p.first_ts, |f| f.min(p.first_ts)));
+                        }
+                        self.ctx.raw.set(self.ctx.raw.get() + p.count);
+                        c.add(self.kind, p);
+                    }
+                }
+                values.push(c.finish(self.agg.kind));
+            }
+            match (first_ts, win) {
+                (Some(_), Some(ts)) | (Some(ts), None) => return Ok(Some(Row { ts, values })),
+                (None, _) => {
+                    if let Some(n) = self.next {
+                        self.next = self.next_point(n)?;
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -631,6 +787,10 @@ impl Rows for Window<'_> {
             };
             if let Some((_, ts, accs)) = &mut self.cur {
                 let rel = row.ts.saturating_sub(*ts) as f64;
+                if self.agg.sampling_ms.is_none() && self.agg.kind == AggregatorKind::Last {
+                    // The whole range's Last: the time of the last point.
+                    *ts = row.ts;
+                }
                 for (acc, v) in accs.iter_mut().zip(row.values) {
                     if let Some(v) = v {
                         acc.push(self.agg.kind, rel, v);
@@ -744,8 +904,35 @@ fn pipeline<'a>(
             && a.sampling_ms.is_none()
             && ctx.filter.is_none()
     });
-    let (mut stream, rest): (Box<dyn Rows + 'a>, &[Aggregator]) = match edge {
-        Some(a) => (
+    // Avg, Sum, Count, Min or Max of numbers, raw values unfiltered, and windows whose
+    // starts are all representable: the engine computes them.
+    let pushed = aggs.first().and_then(|a| {
+        let kind = partial_kind(a.kind)?;
+        let aligned = match a.sampling_ms {
+            Some(w) if w > 0 => lo.div_euclid(w).checked_mul(w).is_some(),
+            Some(_) => false,
+            None => true,
+        };
+        let numbers = fields
+            .iter()
+            .flatten()
+            .all(|(_, t)| *t == FieldType::Number);
+        (ctx.pushdown && ctx.filter.is_none() && aligned && numbers).then_some((a, kind))
+    });
+    let (mut stream, rest): (Box<dyn Rows + 'a>, &[Aggregator]) = match (edge, pushed) {
+        (_, Some((a, kind))) => (
+            Box::new(PartialRows {
+                ctx,
+                series: series.iter().map(|s| s.id).collect(),
+                fields: fields.iter().map(|f| f.map(|(id, _)| id)).collect(),
+                agg: a.clone(),
+                kind,
+                next: (lo <= hi).then_some(lo),
+                hi,
+            }),
+            aggs.get(1..).unwrap_or(&[]),
+        ),
+        (Some(a), None) => (
             Box::new(EdgeRow {
                 ctx,
                 series: series.iter().map(|s| s.id).collect(),
@@ -757,7 +944,7 @@ fn pipeline<'a>(
             }),
             aggs.get(1..).unwrap_or(&[]),
         ),
-        None => (
+        (None, None) => (
             Box::new(RawRows::new(ctx, series, fields, lo, hi, PointOrder::Asc)),
             aggs,
         ),
@@ -1080,6 +1267,31 @@ pub(crate) fn run_query(
     q: &PointQuery,
     limit: usize,
 ) -> Result<PointResult, SeriesError> {
+    run_query_with(src, q, limit, src.aggregates() && pushdown_enabled())
+}
+
+thread_local! {
+    static PUSHDOWN: Cell<bool> = const { Cell::new(true) };
+}
+
+fn pushdown_enabled() -> bool {
+    PUSHDOWN.with(Cell::get)
+}
+
+/// Turns off (or on again) the engines' own aggregation ([`PointSource::partial`]) for
+/// the queries this thread runs, so that tests can compare it with the scan.
+pub(crate) fn set_pushdown(on: bool) {
+    PUSHDOWN.with(|p| p.set(on));
+}
+
+/// [`run_query`], with windowed Avg, Sum, Count, Min and Max computed by the engine when
+/// `pushdown` (which the engine must support) and by reading the points otherwise.
+pub(crate) fn run_query_with(
+    src: &dyn PointSource,
+    q: &PointQuery,
+    limit: usize,
+    pushdown: bool,
+) -> Result<PointResult, SeriesError> {
     if q.start > q.end {
         return Err(SeriesError::InvalidQuery(format!(
             "start ({}) is after end ({})",
@@ -1134,6 +1346,7 @@ pub(crate) fn run_query(
         raw: &raw,
         filter: q.value_filter.as_ref(),
         page: PAGE,
+        pushdown,
     };
     let known_fields = field_ids.iter().filter(|f| f.is_some()).count();
     let plan = Plan {
@@ -1480,15 +1693,12 @@ mod tests {
         };
         let r = run_query(&src, &query, 1_000).unwrap();
         assert_eq!(r.groups.len(), 50);
-        assert!(
-            r.groups
-                .iter()
-                .all(|g| g.values[0].values[0] == Some(PointValue::Long(999)))
-        );
-        // Two one-point reads per series (the last point, and the first for the row's
-        // timestamp).
+        // The value and the time of each series' last point.
+        assert!(r.groups.iter().all(|g| g.values[0].timestamp == 999_000
+            && g.values[0].values[0] == Some(PointValue::Long(999))));
+        // One one-point read per series.
         assert!(src.calls.borrow().iter().all(|c| c.1 == 1));
-        assert_eq!(src.handed_out(), 100);
+        assert_eq!(src.handed_out(), 50);
     }
 
     #[test]

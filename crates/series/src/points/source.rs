@@ -36,6 +36,38 @@ pub(crate) struct SeriesInfo {
     pub(crate) tags: Tags,
 }
 
+/// What [`PointSource::partial`] must compute (besides the count and the earliest
+/// timestamp, which it always gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartialKind {
+    /// Nothing more (Count).
+    Count,
+    /// The sum of the values as a float (Avg).
+    Sum,
+    /// The float sum and, when every value is a whole number, their exact sum (Sum).
+    ExactSum,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+}
+
+/// An aggregate of the points of one series and field in a time range, computed by the
+/// engine ([`PointSource::partial`]); partials of several series combine into one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Partial {
+    /// How many points (0: none; then nothing else is meaningful).
+    pub(crate) count: u64,
+    /// The earliest point's timestamp.
+    pub(crate) first_ts: i64,
+    /// Sum of the values as floats ([`PartialKind::Sum`], [`PartialKind::ExactSum`]).
+    pub(crate) sum: f64,
+    /// Exact sum of the values when every one is a whole number ([`PartialKind::ExactSum`]).
+    pub(crate) int_sum: Option<i128>,
+    /// The smallest ([`PartialKind::Min`]) or largest ([`PartialKind::Max`]) value.
+    pub(crate) pick: Option<PointValue>,
+}
+
 /// Read access to stored datapoints, one snapshot. Every method may be called many times
 /// per query; none may load more than it returns.
 pub(crate) trait PointSource {
@@ -85,5 +117,69 @@ pub(crate) trait PointSource {
             .points(series, field, start, end, order, 1)?
             .into_iter()
             .next())
+    }
+
+    /// Whether [`PointSource::partial`] is computed by the engine itself (then windowed
+    /// Avg, Sum, Count, Min and Max read partials instead of points).
+    fn aggregates(&self) -> bool {
+        false
+    }
+
+    /// The [`Partial`] of the points of one series and field with `start <= ts <= end`;
+    /// `kind` says which aggregate is needed. An engine that says it [`aggregates`] computes
+    /// it in one statement (no point leaves the engine); this default reads the points
+    /// (and is the reference for what the engines compute). Only called for fields of
+    /// [`FieldType::Number`](super::FieldType::Number).
+    ///
+    /// [`aggregates`]: PointSource::aggregates
+    fn partial(
+        &self,
+        series: i64,
+        field: i64,
+        start: i64,
+        end: i64,
+        kind: PartialKind,
+    ) -> Result<Partial, SeriesError> {
+        let mut p = Partial {
+            int_sum: Some(0),
+            ..Partial::default()
+        };
+        let mut best = 0.0;
+        let mut lo = start;
+        while lo <= end {
+            let page = self.points(series, field, lo, end, PointOrder::Asc, 2048)?;
+            let full = page.len() == 2048;
+            let next = page.last().and_then(|(t, _)| t.checked_add(1));
+            for (ts, v) in page {
+                if p.count == 0 {
+                    p.first_ts = ts;
+                }
+                p.count += 1;
+                let Some(f) = v.as_f64() else { continue };
+                p.sum += f;
+                p.int_sum = match (&v, p.int_sum) {
+                    (PointValue::Long(i), Some(s)) => s.checked_add(i128::from(*i)),
+                    _ => None,
+                };
+                let better = match (kind, &p.pick) {
+                    (PartialKind::Min | PartialKind::Max, None) => true,
+                    (PartialKind::Min, Some(_)) => f < best,
+                    (PartialKind::Max, Some(_)) => f > best,
+                    _ => false,
+                };
+                if better {
+                    p.pick = Some(v);
+                    best = f;
+                }
+            }
+            match next {
+                Some(n) if full => lo = n,
+                _ => break,
+            }
+        }
+        if p.count == 0 || kind != PartialKind::ExactSum {
+            p.int_sum = None;
+        }
+        Ok(p)
     }
 }

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tracing::debug;
 
 use super::query::{self, PAGE};
-use super::source::{MetricInfo, PointSource, SeriesInfo};
+use super::source::{MetricInfo, Partial, PartialKind, PointSource, SeriesInfo};
 use super::validate::{type_conflict, validate_points};
 use super::{Datapoint, FieldType, PointOrder, PointQuery, PointResult, PointValue, Tags};
 use crate::SeriesError;
@@ -384,6 +384,82 @@ impl PointSource for Source<'_> {
             out.push((ts, v));
         }
         Ok(out)
+    }
+
+    fn aggregates(&self) -> bool {
+        true
+    }
+
+    fn partial(
+        &self,
+        series: i64,
+        field: i64,
+        start: i64,
+        end: i64,
+        kind: PartialKind,
+    ) -> Result<Partial, SeriesError> {
+        if !self.ready || start > end {
+            return Ok(Partial::default());
+        }
+        let err = self.err();
+        // One range of the primary key, aggregated by SQLite. Exact sums of whole numbers
+        // are summed as their high and low 32 bits (neither can overflow below 2^31 points).
+        let sql = match kind {
+            PartialKind::Count => {
+                "SELECT count(*), min(ts) FROM tsdb_point \
+                 WHERE series_id = ?1 AND field_id = ?2 AND ts >= ?3 AND ts <= ?4"
+            }
+            PartialKind::Sum => {
+                "SELECT count(*), min(ts), total(value) FROM tsdb_point \
+                 WHERE series_id = ?1 AND field_id = ?2 AND ts >= ?3 AND ts <= ?4"
+            }
+            PartialKind::ExactSum => {
+                "SELECT count(*), min(ts), total(value), \
+                 sum(typeof(value) = 'integer'), \
+                 sum(CASE WHEN typeof(value) = 'integer' THEN value >> 32 END), \
+                 sum(CASE WHEN typeof(value) = 'integer' THEN value & 4294967295 END) \
+                 FROM tsdb_point \
+                 WHERE series_id = ?1 AND field_id = ?2 AND ts >= ?3 AND ts <= ?4"
+            }
+            PartialKind::Min => {
+                "SELECT count(*), min(ts), min(value) FROM tsdb_point \
+                 WHERE series_id = ?1 AND field_id = ?2 AND ts >= ?3 AND ts <= ?4"
+            }
+            PartialKind::Max => {
+                "SELECT count(*), min(ts), max(value) FROM tsdb_point \
+                 WHERE series_id = ?1 AND field_id = ?2 AND ts >= ?3 AND ts <= ?4"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
+        stmt.query_row(params![series, field, start, end], |r| {
+            let count: i64 = r.get(0)?;
+            let mut p = Partial {
+                count: u64::try_from(count).unwrap_or(0),
+                ..Partial::default()
+            };
+            if p.count == 0 {
+                return Ok(p);
+            }
+            p.first_ts = r.get(1)?;
+            match kind {
+                PartialKind::Count => {}
+                PartialKind::Sum => p.sum = r.get(2)?,
+                PartialKind::ExactSum => {
+                    p.sum = r.get(2)?;
+                    let ints: i64 = r.get(3)?;
+                    if ints == count {
+                        let hi: i64 = r.get(4)?;
+                        let lo: i64 = r.get(5)?;
+                        p.int_sum = Some(i128::from(hi) * (1i128 << 32) + i128::from(lo));
+                    }
+                }
+                PartialKind::Min | PartialKind::Max => {
+                    p.pick = Some(r.get_ref(2).and_then(value_of)?);
+                }
+            }
+            Ok(p)
+        })
+        .map_err(&err)
     }
 }
 
