@@ -812,9 +812,10 @@
   async function pollStats() {
     try {
       const s = await api('/api/v1/stats');
-      $('stat-clients').textContent = fmtCount(s.clients_connected);
+      // the user's clients and retained messages: midge's own and $SYS apart
+      $('stat-clients').textContent = fmtCount(s.clients_user ?? s.clients_connected);
       $('stat-subs').textContent = fmtCount(s.subscriptions);
-      $('stat-retained').textContent = fmtCount(s.retained);
+      $('stat-retained').textContent = fmtCount(s.retained_user ?? s.retained);
       if (lastStats) {
         const dt = (s.time - lastStats.time) / 1000;
         if (dt > 0) {

@@ -281,6 +281,11 @@ async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
             "messages_dropped": b.messages_dropped,
             "clients_connected": b.clients_connected,
             "clients_maximum": b.clients_maximum,
+            // the user's own, without midge's in-process clients and `$SYS` topics
+            "clients_user": b.clients_connected.saturating_sub(b.clients_internal),
+            "clients_internal": b.clients_internal,
+            "retained_user": b.retained.saturating_sub(b.retained_sys),
+            "retained_sys": b.retained_sys,
             "sessions": b.sessions,
             "subscriptions": b.subscriptions,
             "retained": b.retained,
