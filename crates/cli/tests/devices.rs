@@ -801,6 +801,11 @@ fn the_console_lists_sessions_subscriptions_and_retained_messages_and_acts_on_th
     // `#` leaves $SYS out
     let all = h.ok("GET", "/api/v1/retained", None);
     assert_eq!(all["retained"].as_array().unwrap().len(), 2, "{all}");
+    // and so do the header's counts: the user's two retained messages, two clients
+    let stats = h.ok("GET", "/api/v1/stats", None);
+    assert_eq!(stats["retained_user"], 2, "{stats}");
+    assert!(stats["retained_sys"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["clients_user"], 1, "{stats}");
     assert_eq!(
         h.ok("DELETE", "/api/v1/retained?filter=devices/con/b/%23", None)["deleted"],
         1

@@ -165,3 +165,28 @@ fn a_discarded_session_loses_its_subscriptions_and_queue() {
     assert!(!ack.session_present);
     assert!(publishes(&w.packets(conn)).is_empty());
 }
+
+#[test]
+fn the_counts_keep_internal_clients_and_sys_topics_apart() {
+    let mut w = World::new();
+    let user = w.connect(Protocol::V311, "user", true);
+    let internal = w.open();
+    w.broker.set_internal(internal);
+    w.send(
+        internal,
+        Packet::Connect(Box::new(Connect::new(Protocol::V5, "$midge/hub"))),
+    );
+    w.publish(user, "a", "1", QoS::AtMostOnce, true, 0);
+    w.publish_internal("$SYS/broker/uptime", "1");
+    let msg = crate::Message::new(
+        TopicName::new("$SYS/broker/version").unwrap(),
+        "x",
+        QoS::AtMostOnce,
+        true,
+    );
+    let mut out = Vec::new();
+    w.broker.publish(w.now, msg, &mut out);
+    let s = w.broker.stats();
+    assert_eq!((s.clients_connected, s.clients_internal), (2, 1));
+    assert_eq!((s.retained, s.retained_sys), (2, 1));
+}

@@ -170,6 +170,10 @@ pub struct Stats {
     pub queued: usize,
     /// Highest number of connected clients seen since the broker started.
     pub clients_maximum: usize,
+    /// Of the connected clients, the server's own in-process ones (`$midge/...`).
+    pub clients_internal: usize,
+    /// Of the retained messages, those on `$` topics (`$SYS`: the broker's own).
+    pub retained_sys: usize,
 }
 
 /// State of one connection.
@@ -460,6 +464,13 @@ impl Broker {
         s.sessions = self.by_client_id.len();
         s.subscriptions = self.tree.len();
         s.retained = self.retained.len();
+        s.retained_sys = self.retained.dollar_len();
+        s.clients_internal = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.conn.is_some() && s.is_internal())
+            .count();
         s.queued = self
             .sessions
             .iter()

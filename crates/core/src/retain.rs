@@ -43,6 +43,13 @@ impl Retained {
         self.by_topic.len()
     }
 
+    /// How many are on topics starting with `$` (`$SYS`: the broker's own).
+    pub(crate) fn dollar_len(&self) -> usize {
+        self.by_topic
+            .range::<str, _>((Bound::Included("$"), Bound::Excluded("%")))
+            .count()
+    }
+
     /// Store (or with an empty payload, remove) the retained message of its topic.
     /// Returns false if it was refused because the store is full.
     pub(crate) fn set(&mut self, msg: Message, max: usize) -> bool {
