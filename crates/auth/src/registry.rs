@@ -1166,6 +1166,46 @@ mod tests {
     }
 
     #[test]
+    fn a_group_gives_its_members_its_policies() {
+        let r = Registry::in_memory();
+        r.add_policy(own()).unwrap();
+        r.put_group(Group {
+            name: "floor".into(),
+            policies: vec!["own".into()],
+        })
+        .unwrap();
+        r.add_device(NewDevice {
+            name: "g1".into(),
+            cert_cn: Some("cn-g1".into()),
+            groups: vec!["floor".into()],
+            ..NewDevice::default()
+        })
+        .unwrap();
+        let u = Some("g1");
+        assert_eq!(r.check(u, "c", "devices/g1/t", Access::Write), Some(true));
+        // the group loses the policy: its members are to be checked again, and lose it
+        let change = r
+            .put_group(Group {
+                name: "floor".into(),
+                policies: Vec::new(),
+            })
+            .unwrap();
+        assert_eq!(change.recheck, vec!["g1".to_string()]);
+        assert_eq!(r.check(u, "c", "devices/g1/t", Access::Write), Some(false));
+        assert!(matches!(
+            r.remove_group("floor"),
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(matches!(
+            r.put_group(Group {
+                name: "x".into(),
+                policies: vec!["missing".into()],
+            }),
+            Err(RegistryError::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn a_cached_secret_stops_working_after_rotation() {
         let r = Registry::in_memory();
         let (_, old) = r
