@@ -489,6 +489,9 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         if let Some(n) = c.int(t, s, "max_live_streams", 1, 100_000) {
             settings.config.max_live_streams = n as usize;
         }
+        if let Some(n) = c.int(t, s, "last_values_topics", 0, 10_000_000) {
+            settings.config.last_values_topics = n as usize;
+        }
         if let Some(f) = c.string(t, s, "dashboard_file") {
             settings.config.dashboard_file = Some(PathBuf::from(f));
         }
@@ -521,6 +524,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 "allow_anonymous",
                 "password_file",
                 "max_live_streams",
+                "last_values_topics",
                 "dashboard_file",
                 "max_connections",
                 "header_read_timeout",
