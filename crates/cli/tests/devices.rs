@@ -344,8 +344,15 @@ fn a_device_made_through_the_api_connects_is_held_to_its_policy_and_is_cut_off_w
     assert_eq!(a["device"], "dev1");
     assert_eq!(a["protocol"], "MQTT 5.0", "{a}");
     assert_eq!(a["keep_alive"], 60, "{a}");
-    assert!(a["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{a}");
-    assert!(a["connected_since"].as_i64().unwrap() > 1_700_000_000_000, "{a}");
+    assert_eq!(a["messages_in"], 2, "{a}");
+    assert!(
+        a["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{a}"
+    );
+    assert!(
+        a["connected_since"].as_i64().unwrap() > 1_700_000_000_000,
+        "{a}"
+    );
     assert_eq!(a["subscriptions"][0]["filter"], "devices/dev1/#");
     let shown = h.ok("GET", "/api/v1/devices/dev1", None);
     assert_eq!(shown["connections"], 2, "{shown}");

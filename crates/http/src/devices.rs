@@ -412,6 +412,8 @@ fn client_json(c: &midge_server::ClientView, device: Option<String>) -> Value {
         "address": c.peer.map(|p| p.to_string()),
         "connected_since": c.connected_since_ms,
         "keep_alive": c.keep_alive,
+        "messages_in": c.messages_in,
+        "messages_out": c.messages_out,
     })
 }
 

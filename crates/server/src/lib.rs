@@ -140,6 +140,10 @@ pub struct ClientView {
     pub connected_since_ms: Option<i64>,
     /// Its keep alive in seconds.
     pub keep_alive: Option<u16>,
+    /// PUBLISH packets received from it on this connection.
+    pub messages_in: Option<u64>,
+    /// PUBLISH packets sent to it on this connection.
+    pub messages_out: Option<u64>,
 }
 
 /// Asks a running [`Server`] for its figures (cheap to clone; does not keep a stopped server
@@ -291,6 +295,8 @@ impl ServerHandle {
                     peer: info.map(|i| i.peer),
                     connected_since_ms: info.map(|i| i.since_ms),
                     keep_alive: info.map(|i| i.keep_alive),
+                    messages_in: info.map(|i| i.msgs_in),
+                    messages_out: info.map(|i| i.msgs_out),
                 })
                 .collect(),
         )

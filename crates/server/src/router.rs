@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
@@ -106,6 +106,9 @@ pub(crate) struct Shared {
     pub(crate) last_packet: AtomicU32,
     /// The keep alive enforced, in ms (1.5 times the negotiated value; 0 = none).
     pub(crate) keep_alive_ms: AtomicU32,
+    /// PUBLISH packets received from the client and sent to it (for the console).
+    pub(crate) msgs_in: AtomicU64,
+    pub(crate) msgs_out: AtomicU64,
 }
 
 /// The router's handle to one connection: its outbox, with the [`Shared`] state.
@@ -147,6 +150,9 @@ pub(crate) struct ConnInfo {
     pub(crate) since_ms: i64,
     /// Negotiated keep alive in seconds.
     pub(crate) keep_alive: u16,
+    /// PUBLISH packets received and sent on this connection (filled in when asked).
+    pub(crate) msgs_in: u64,
+    pub(crate) msgs_out: u64,
 }
 
 impl Router {
@@ -265,6 +271,9 @@ impl Router {
                     };
                     let w = weight(&packet);
                     let shared = h.shared();
+                    if matches!(packet, Packet::Publish(_)) {
+                        shared.msgs_out.fetch_add(1, Ordering::Relaxed);
+                    }
                     let queued = shared.queued.fetch_add(w, Ordering::SeqCst) + w;
                     if h.send(Outgoing::Packet(packet)).is_err() {
                         continue;
@@ -360,6 +369,8 @@ impl Router {
                         peer,
                         since_ms: unix_ms_now(),
                         keep_alive: connect.keep_alive,
+                        msgs_in: 0,
+                        msgs_out: 0,
                     },
                 );
                 self.broker.open_on(id, listener);
@@ -371,6 +382,13 @@ impl Router {
                 self.dispatch(now);
             }
             RouterMsg::Packets(id, packets) => {
+                if let Some(h) = self.conns.get(&id) {
+                    let n = packets
+                        .iter()
+                        .filter(|p| matches!(p, Packet::Publish(_)))
+                        .count();
+                    h.shared().msgs_in.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 for p in packets {
                     if self.refuse_if_full(now, id, &p) {
                         continue;
@@ -425,7 +443,14 @@ impl Router {
                     .clients()
                     .into_iter()
                     .map(|c| {
-                        let info = c.conn.and_then(|id| self.info.get(&id)).copied();
+                        let info = c.conn.and_then(|id| {
+                            let mut i = *self.info.get(&id)?;
+                            if let Some(h) = self.conns.get(&id) {
+                                i.msgs_in = h.shared().msgs_in.load(Ordering::Relaxed);
+                                i.msgs_out = h.shared().msgs_out.load(Ordering::Relaxed);
+                            }
+                            Some(i)
+                        });
                         (c, info)
                     })
                     .collect();
