@@ -673,8 +673,8 @@ impl Combined {
 
 /// A windowed Avg, Sum, Count, Min or Max computed by the engine, window by window
 /// ([`PointSource::partial`] per series and field, combined here): the same rows as a
-/// [`Window`] over [`RawRows`], without reading the points. An empty window costs one
-/// seek per series and field to find the next point.
+/// [`Window`] over [`RawRows`], without reading the points. A run of empty windows costs
+/// one partial (of its first window) and one seek per series and field.
 struct PartialRows<'a> {
     ctx: Ctx<'a>,
     series: Vec<i64>,
@@ -1554,6 +1554,8 @@ mod tests {
         /// (series, field) → points in time order
         points: BTreeMap<(i64, i64), Vec<(i64, PointValue)>>,
         calls: RefCell<Vec<(i64, usize, usize)>>,
+        /// What [`PointSource::aggregates`] answers (its partials are the default's).
+        aggregates: bool,
     }
 
     impl Mem {
@@ -1581,6 +1583,7 @@ mod tests {
                 series,
                 points,
                 calls: RefCell::new(Vec::new()),
+                aggregates: false,
             }
         }
 
@@ -1590,6 +1593,9 @@ mod tests {
     }
 
     impl PointSource for Mem {
+        fn aggregates(&self) -> bool {
+            self.aggregates
+        }
         fn metrics(&self) -> Result<Vec<String>, SeriesError> {
             Ok(vec![self.metric.name.clone()])
         }
@@ -1699,6 +1705,41 @@ mod tests {
         // One one-point read per series.
         assert!(src.calls.borrow().iter().all(|c| c.1 == 1));
         assert_eq!(src.handed_out(), 50);
+    }
+
+    #[test]
+    fn engine_aggregation_skips_empty_windows_by_seeks() {
+        // 3 series of 50 points 1 s apart; windows of 10 ms: 50 full ones, 99 empty
+        // between each two.
+        let mut src = Mem::new(3, 50);
+        src.aggregates = true;
+        let query = PointQuery {
+            aggregators: vec![Aggregator {
+                kind: AggregatorKind::Sum,
+                sampling_ms: Some(10),
+                param: None,
+            }],
+            ..q()
+        };
+        let pushed = run_query(&src, &query, 1_000).unwrap();
+        let rows = &pushed.groups[0].values;
+        assert_eq!(rows.len(), 50);
+        assert!(
+            rows.iter()
+                .enumerate()
+                .all(|(i, r)| r.timestamp == i as i64 * 1_000
+                    && r.values[0] == Some(PointValue::Long(3 * i as i64)))
+        );
+        // Per full window: a partial per series; then for the run of empty windows after
+        // it, a partial per series (the first one) and a seek per series; not a read per
+        // empty window.
+        assert!(
+            src.calls.borrow().len() <= 50 * 9,
+            "{}",
+            src.calls.borrow().len()
+        );
+        let scanned = run_query_with(&src, &query, 1_000, false).unwrap();
+        assert_eq!(pushed.groups, scanned.groups);
     }
 
     #[test]
