@@ -12,7 +12,8 @@
 //! midge vs InfluxDB 1.6") on the same data shapes, on the engine (no HTTP): (a) Avg per 1
 //! minute over 1,000,000 points 100 ms apart; (b) 100 series × 10,000 points, tag filter
 //! region in 2 of 4, group by host, Avg per 10 minutes; (c) Last of 1,000 series × 10 points,
-//! group by host. It prints the median and the fastest of RUNS runs (default 21) of each.
+//! group by host. It prints the median and the fastest of RUNS runs (default 21) of each;
+//! with `MIDGE_SCAN=1` in the environment, Avg reads every point (no engine aggregation).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -248,6 +249,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             Some(n) => n.parse()?,
             None => 21,
         };
+        // MIDGE_SCAN=1: every point read and aggregated in Rust (as before the engine
+        // aggregated), to compare.
+        if std::env::var("MIDGE_SCAN").is_ok_and(|v| v == "1") {
+            midge_series::points::set_engine_aggregation(false);
+        }
         let dir = std::env::temp_dir().join(format!("midge-points-abc-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let out = abc(&dir, runs);
