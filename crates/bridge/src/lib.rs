@@ -57,6 +57,9 @@ const REMOTE_RECEIVE_MAXIMUM: u16 = 1024;
 /// Requests queued to either client; above both receive maximums, so acknowledged
 /// flows never wait behind QoS 0 traffic for long.
 const REQUEST_CAPACITY: usize = 4096;
+/// QoS 0 messages waiting for a slow side beyond that queue; more are dropped (QoS 1/2 are
+/// bounded by the receive maximums and never dropped).
+const QOS0_BACKLOG: usize = 65_536;
 
 /// User properties midge adds to messages for its in-process clients; they are midge's
 /// own business and are not forwarded.
@@ -338,6 +341,12 @@ struct Link {
     in_waiting: Waiting,
     remote_up: bool,
     dropped_qos0: u64,
+    /// Messages for the remote (with the local original to acknowledge), in order, not yet
+    /// taken by its client's request queue. The main loop never waits on a client's queue
+    /// (it must keep reading both clients' events, or their pollers would wait on it).
+    to_remote: VecDeque<(Publish, Option<Publish>)>,
+    /// The same towards the local broker.
+    to_local: VecDeque<(Publish, Option<Publish>)>,
     dialer: Arc<remote::Dialer>,
 }
 
@@ -357,9 +366,7 @@ impl Link {
         let mut p = Publish::new(topic, if up { "1" } else { "0" });
         p.qos = QoS::AtLeastOnce;
         p.retain = true;
-        if self.local.publish_packet(p).await.is_ok() {
-            self.in_waiting.push(QoS::AtLeastOnce, None);
-        }
+        self.to_local.push_back((p, None));
     }
 
     async fn local_connected(&mut self, session_present: bool) {
@@ -440,11 +447,39 @@ impl Link {
             let mut p = Publish::new(topic, "1");
             p.qos = QoS::AtLeastOnce;
             p.retain = true;
-            if self.remote.publish_packet(p).await.is_ok() {
-                self.out_waiting.push(QoS::AtLeastOnce, None);
-            }
+            self.to_remote.push_back((p, None));
         }
         self.notify_local(true).await;
+    }
+
+    /// Hand what is waiting to the clients' request queues, in order, as far as they take
+    /// it; each QoS 1/2 message then waits for its acknowledgement. Returns whether
+    /// something is still waiting.
+    fn flush(&mut self) -> bool {
+        fn drain(
+            client: &Client,
+            queue: &mut VecDeque<(Publish, Option<Publish>)>,
+            waiting: &mut Waiting,
+        ) {
+            while let Some((p, _)) = queue.front() {
+                match client.try_publish_packet(p.clone()) {
+                    Ok(()) => {
+                        if let Some((p, original)) = queue.pop_front() {
+                            waiting.push(p.qos, original);
+                        }
+                    }
+                    Err(ClientError::QueueFull) => return,
+                    // the client is gone (stopping): nothing more goes out
+                    Err(_) => {
+                        queue.clear();
+                        return;
+                    }
+                }
+            }
+        }
+        drain(&self.remote, &mut self.to_remote, &mut self.out_waiting);
+        drain(&self.local, &mut self.to_local, &mut self.in_waiting);
+        !self.to_remote.is_empty() || !self.to_local.is_empty()
     }
 
     fn dialer_address(&self) -> Option<String> {
@@ -467,18 +502,19 @@ impl Link {
         };
         let out = forward(&p, topic, p.retain && self.cfg.outgoing_retain);
         if p.qos == QoS::AtMostOnce {
-            if !self.remote_up || self.remote.try_publish_packet(out).is_err() {
+            if !self.remote_up || self.to_remote.len() >= QOS0_BACKLOG {
                 self.dropped_qos0 += 1;
                 if self.dropped_qos0.is_power_of_two() {
-                    warn!(bridge = %self.cfg.name, dropped = self.dropped_qos0, "bridge: QoS 0 messages dropped while the link is down or busy");
+                    warn!(bridge = %self.cfg.name, dropped = self.dropped_qos0, "bridge: QoS 0 messages dropped while the link is down or behind");
                 }
+            } else {
+                self.to_remote.push_back((out, None));
             }
             return;
         }
-        let qos = p.qos;
-        if self.remote.publish_packet(out).await.is_ok() {
-            self.out_waiting.push(qos, Some(p));
-        }
+        // QoS 1/2 are never dropped: the local broker sends at most LOCAL_RECEIVE_MAXIMUM
+        // before we acknowledge
+        self.to_remote.push_back((out, Some(p)));
     }
 
     /// A remote message on an `in` topic: published locally; acknowledged to the remote
@@ -495,10 +531,13 @@ impl Link {
             return;
         };
         let local = forward(&p, topic, p.retain);
-        let qos = p.qos;
-        if self.local.publish_packet(local).await.is_ok() {
-            self.in_waiting.push(qos, Some(p));
+        if p.qos == QoS::AtMostOnce {
+            if self.to_local.len() < QOS0_BACKLOG {
+                self.to_local.push_back((local, None));
+            }
+            return;
         }
+        self.to_local.push_back((local, Some(p)));
     }
 
     /// The remote acknowledged a message we sent: acknowledge its local original.
@@ -585,12 +624,17 @@ async fn run(
         in_waiting: Waiting::default(),
         remote_up: false,
         dropped_qos0: 0,
+        to_remote: VecDeque::new(),
+        to_local: VecDeque::new(),
         dialer,
     };
     let mut down_logged = false;
+    // something waits for a full request queue: look again shortly
+    let mut backlog = false;
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(1)), if backlog => {}
             e = local_events.recv() => match e {
                 Some(Ok(Event::Connected(ack))) => link.local_connected(ack.session_present).await,
                 Some(Ok(Event::Message(p))) => link.local_message(p).await,
@@ -628,6 +672,13 @@ async fn run(
                 None => break,
             },
         }
+        backlog = link.flush();
+    }
+    // a poller waiting out the restart delay has nothing left to do
+    let remote_abort = remote_poller.abort_handle();
+    let local_abort = local_poller.abort_handle();
+    if !link.remote_up {
+        remote_abort.abort();
     }
     // leave: "0" on both sides, then DISCONNECT (the remote keeps its will for a crash)
     if link.remote_up
@@ -637,10 +688,16 @@ async fn run(
     {
         let mut p = Publish::new(topic, "0");
         p.retain = true;
-        let _ = link.remote.publish_packet(p).await;
+        link.to_remote.push_back((p, None));
     }
     link.remote_up = false;
     link.notify_local(false).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while link.flush() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     let _ = link.remote.disconnect().await;
     // the local "0" must reach the broker before the DISCONNECT
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -654,6 +711,8 @@ async fn run(
     let _ = link.local.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), remote_poller).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), local_poller).await;
+    remote_abort.abort();
+    local_abort.abort();
     info!(bridge = %link.cfg.name, "bridge stopped");
 }
 

@@ -411,12 +411,13 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
     let _midge = midge(mdir.path(), mport, "");
     let dir = tempfile::tempdir().unwrap();
     let qport = free_port();
-    // midge does not take mosquitto's bridge flag (try_private) as a remote yet
-    let _q = mosquitto(
+    // mosquitto's defaults (try_private true): midge refuses the bridge flag, and mosquitto
+    // connects again without it at its next attempt (after restart_timeout)
+    let q = mosquitto(
         dir.path(),
         qport,
         &format!(
-            "connection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\ntry_private false\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\n"
+            "connection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\nrestart_timeout 1\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\n"
         ),
     );
     wait_state(
@@ -438,6 +439,8 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
     at_midge.wait("up", Duration::from_secs(10), |g| {
         g.iter().any(|(t, p, _)| t == "site/up/1" && p == "u")
     });
+    let log = q.log();
+    assert!(log.contains("unacceptable protocol version"), "{log}");
 }
 
 #[test]
@@ -678,4 +681,28 @@ fn serve_reads_a_mosquitto_conf_with_a_bridge() {
         Duration::from_secs(10),
         |g| g.iter().any(|(t, _, _)| t == "conf/a"),
     );
+}
+
+#[test]
+fn the_next_address_is_tried_when_the_first_does_not_answer() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let rport = free_port();
+    let _m = mosquitto(dir.path(), rport, "");
+    let closed = free_port(); // nothing listens there
+    let lport = free_port();
+    let ldir = tempfile::tempdir().unwrap();
+    let toml = bridge_toml("fo", rport, "", &["fo/# out 1"]).replace(
+        &format!("addresses = [\"127.0.0.1:{rport}\"]"),
+        &format!("addresses = [\"127.0.0.1:{closed}\", \"127.0.0.1:{rport}\"]"),
+    );
+    let local = midge(ldir.path(), lport, &toml);
+    wait_state(&rt, lport, "$SYS/broker/connection/bridge-fo/state", "1");
+    let sub = Sub::start(&rt, rport, &["fo/#"], QoS::AtLeastOnce, "fs", false);
+    one(&rt, lport, "fo/a", "x", QoS::AtLeastOnce);
+    sub.wait("via the second address", Duration::from_secs(10), |g| {
+        g.iter().any(|(t, _, _)| t == "fo/a")
+    });
+    let log = local.log();
+    assert!(log.contains("failed over to another address"), "{log}");
 }
