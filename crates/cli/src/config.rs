@@ -924,6 +924,7 @@ mod tests {
             sql = "SELECT * FROM 'sensors/#' WHERE temp > 30"
             store = "telemetry"
             republish = { topic = "alerts/${topic}", qos = 1 }
+            tsdb = true
             [[rule]]
             name = "hook"
             sql = "SELECT temp FROM 'sensors/+/t'"
@@ -933,7 +934,6 @@ mod tests {
         )
         .unwrap();
         let s = cfg.series.as_ref().unwrap();
-            tsdb = true
         assert_eq!(s.path, PathBuf::from("/tmp/s.db"));
         assert_eq!(s.options.retention, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(s.options.synchronous, midge_series::Synchronous::Normal);
@@ -944,6 +944,7 @@ mod tests {
                 midge_hub::ActionConfig::Store {
                     table: "telemetry".into()
                 },
+                midge_hub::ActionConfig::Tsdb,
                 midge_hub::ActionConfig::Republish {
                     topic: "alerts/${topic}".into(),
                     payload: None,
@@ -953,7 +954,6 @@ mod tests {
             ]
         );
         assert_eq!(cfg.hub.rules[1].actions.len(), 2);
-                midge_hub::ActionConfig::Tsdb,
         // the default store is in the data folder
         let d = parse("", "t").unwrap();
         assert_eq!(d.series.unwrap().path, PathBuf::from("./data/series.db"));
@@ -971,6 +971,14 @@ mod tests {
             republish = { topik = "y" }
             [[rule]]
             name = "c"
+            [[rule]]
+            name = "d"
+            sql = "SELECT * FROM 'x'"
+            tsdb = "yes"
+            [[rule]]
+            name = "e"
+            sql = "SELECT * FROM 'x'"
+            tsdb = true
             "#,
             "m.toml",
         )
@@ -980,16 +988,11 @@ mod tests {
             "needs the time-series store, which is off (turn on [persistence] or set [series] file)",
             "[rule #2.republish] topik: unknown key (did you mean `topic`?)",
             "[rule #2.republish] topic: missing",
-            [[rule]]
-            name = "d"
-            sql = "SELECT * FROM 'x'"
-            tsdb = "yes"
-            [[rule]]
-            name = "e"
-            sql = "SELECT * FROM 'x'"
-            tsdb = true
             "rule \"b\": no action",
             "[rule #3] sql: missing",
+            "[rule #4] tsdb: must be true or false (found string)",
+            "rule \"d\": no action",
+            "rule \"e\": `tsdb` needs the time-series store, which is off (turn on [persistence] or set [series] file)",
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
@@ -1034,9 +1037,6 @@ mod tests {
     fn http_keys_are_read() {
         let cfg = parse(
             "[http]\nbind = \"0.0.0.0\"\nport = 8080\nallow_anonymous = true\nmax_connections = 10\nheader_read_timeout = 0\nallowed_hosts = [\"hub.local\"]\n",
-            "[rule #4] tsdb: must be true or false (found string)",
-            "rule \"d\": no action",
-            "rule \"e\": `tsdb` needs the time-series store, which is off (turn on [persistence] or set [series] file)",
             "t",
         )
         .unwrap();
