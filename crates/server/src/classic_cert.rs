@@ -48,7 +48,10 @@ pub(crate) struct Cert<'a> {
 }
 
 /// One DER TLV: (tag, content, whole TLV, rest).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Splits the first DER TLV off `input`.
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
     let (len, header) = if first < 0x80 {
