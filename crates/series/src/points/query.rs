@@ -671,78 +671,96 @@ impl Combined {
     }
 }
 
-/// A windowed Avg, Sum, Count, Min or Max computed by the engine, window by window
-/// ([`PointSource::partial`] per series and field, combined here): the same rows as a
-/// [`Window`] over [`RawRows`], without reading the points. A run of empty windows costs
-/// one partial (of its first window) and one seek per series and field.
+/// A windowed Avg, Sum, Count, Min or Max computed by the engine: the partials of each
+/// series and field, read window by window ([`PointSource::window_partials`], in pages of
+/// [`WINDOW_PAGE`] windows), combined here; the same rows as a [`Window`] over [`RawRows`],
+/// without reading the points.
 struct PartialRows<'a> {
     ctx: Ctx<'a>,
-    series: Vec<i64>,
-    /// The fields' ids (all numbers), `None` for unknown fields.
-    fields: Vec<Option<i64>>,
+    cursors: Vec<WindowCursor>,
+    fields: usize,
     agg: Aggregator,
     kind: PartialKind,
-    /// Where the next window starts reading; `None`: done.
-    next: Option<i64>,
     hi: i64,
 }
 
+/// Windows read per [`PointSource::window_partials`] call.
+const WINDOW_PAGE: usize = 512;
+
+/// Keyset cursor over the window partials of one series and field.
+struct WindowCursor {
+    series: i64,
+    field_id: i64,
+    field: usize,
+    lo: i64,
+    buf: VecDeque<(i64, Partial)>,
+    done: bool,
+}
+
 impl PartialRows<'_> {
-    /// The next point at or after `from` (any series and field), by seeks.
-    fn next_point(&self, from: i64) -> Result<Option<i64>, SeriesError> {
-        let mut first: Option<i64> = None;
-        for field in self.fields.iter().flatten() {
-            for s in &self.series {
-                if let Some((ts, _)) =
-                    self.ctx
-                        .src
-                        .edge(*s, *field, from, self.hi, PointOrder::Asc)?
-                {
-                    first = Some(first.map_or(ts, |f| f.min(ts)));
-                }
+    /// The head window key of cursor `i` (reading its next page if needed).
+    fn head(&mut self, i: usize) -> Result<Option<i64>, SeriesError> {
+        let (ctx, hi, kind, width) = (self.ctx, self.hi, self.kind, self.agg.sampling_ms);
+        let Some(c) = self.cursors.get_mut(i) else {
+            return Ok(None);
+        };
+        if c.buf.is_empty() && !c.done {
+            let page = ctx.src.window_partials(
+                c.series,
+                c.field_id,
+                c.lo,
+                hi,
+                width,
+                kind,
+                WINDOW_PAGE,
+            )?;
+            let next = match (page.last(), width) {
+                (Some((k, _)), Some(w)) if page.len() == WINDOW_PAGE => k.checked_add(w),
+                _ => None,
+            };
+            match next {
+                Some(n) if n <= hi => c.lo = n,
+                _ => c.done = true,
             }
+            c.buf = page.into();
         }
-        Ok(first)
+        Ok(c.buf.front().map(|(k, _)| *k))
     }
 }
 
 impl Rows for PartialRows<'_> {
     fn next_row(&mut self) -> Result<Option<Row>, SeriesError> {
-        while let Some(from) = self.next {
-            let (win, to) = match self.agg.sampling_ms {
-                Some(w) if w > 0 => {
-                    let ws = from.div_euclid(w).saturating_mul(w);
-                    (Some(ws), ws.saturating_add(w - 1).min(self.hi))
-                }
-                _ => (None, self.hi),
-            };
-            self.next = to.checked_add(1).filter(|n| *n <= self.hi);
-            let mut first_ts: Option<i64> = None;
-            let mut values = Vec::with_capacity(self.fields.len());
-            for field in &self.fields {
-                let mut c = Combined::default();
-                if let Some(field) = field {
-                    for s in &self.series {
-                        let p = self.ctx.src.partial(*s, *field, from, to, self.kind)?;
-                        if p.count > 0 {
-                            first_ts = Some(first_ts.map_or(p.first_ts, |f| f.min(p.first_ts)));
-                        }
-                        self.ctx.raw.set(self.ctx.raw.get() + p.count);
-                        c.add(self.kind, p);
-                    }
-                }
-                values.push(c.finish(self.agg.kind));
+        let mut key: Option<i64> = None;
+        for i in 0..self.cursors.len() {
+            if let Some(k) = self.head(i)? {
+                key = Some(key.map_or(k, |m| m.min(k)));
             }
-            match (first_ts, win) {
-                (Some(_), Some(ts)) | (Some(ts), None) => return Ok(Some(Row { ts, values })),
-                (None, _) => {
-                    if let Some(n) = self.next {
-                        self.next = self.next_point(n)?;
-                    }
+        }
+        let Some(key) = key else { return Ok(None) };
+        let mut first_ts: Option<i64> = None;
+        let mut combined: Vec<Combined> = (0..self.fields).map(|_| Combined::default()).collect();
+        for c in &mut self.cursors {
+            if c.buf.front().is_some_and(|(k, _)| *k == key)
+                && let Some((_, p)) = c.buf.pop_front()
+            {
+                if p.count > 0 {
+                    first_ts = Some(first_ts.map_or(p.first_ts, |f| f.min(p.first_ts)));
+                }
+                self.ctx.raw.set(self.ctx.raw.get() + p.count);
+                if let Some(acc) = combined.get_mut(c.field) {
+                    acc.add(self.kind, p);
                 }
             }
         }
-        Ok(None)
+        let values = combined
+            .into_iter()
+            .map(|c| c.finish(self.agg.kind))
+            .collect();
+        let ts = match self.agg.sampling_ms {
+            Some(_) => key,
+            None => first_ts.unwrap_or(key),
+        };
+        Ok(Some(Row { ts, values }))
     }
 }
 
@@ -923,11 +941,24 @@ fn pipeline<'a>(
         (_, Some((a, kind))) => (
             Box::new(PartialRows {
                 ctx,
-                series: series.iter().map(|s| s.id).collect(),
-                fields: fields.iter().map(|f| f.map(|(id, _)| id)).collect(),
+                cursors: series
+                    .iter()
+                    .flat_map(|s| {
+                        fields.iter().enumerate().filter_map(|(field, f)| {
+                            f.map(|(field_id, _)| WindowCursor {
+                                series: s.id,
+                                field_id,
+                                field,
+                                lo,
+                                buf: VecDeque::new(),
+                                done: lo > hi,
+                            })
+                        })
+                    })
+                    .collect(),
+                fields: fields.len(),
                 agg: a.clone(),
                 kind,
-                next: (lo <= hi).then_some(lo),
                 hi,
             }),
             aggs.get(1..).unwrap_or(&[]),

@@ -182,4 +182,67 @@ pub(crate) trait PointSource {
         }
         Ok(p)
     }
+
+    /// The partials of the windows of one series and field with `start <= ts <= end`, in
+    /// window order, at most `limit` of them, leaving out empty windows: windows `width` ms
+    /// wide aligned on the Unix epoch, keyed by their start (the first one holds `start`
+    /// and reads from it), or with `width` `None` one window keyed `i64::MIN`. Fewer than
+    /// `limit` only when no more exist. This default makes one [`PointSource::partial`] per
+    /// window, and a run of empty windows costs one of those and one
+    /// [`PointSource::edge`] seek; an engine for which a statement costs a round trip
+    /// computes them all in one.
+    #[allow(clippy::too_many_arguments)]
+    fn window_partials(
+        &self,
+        series: i64,
+        field: i64,
+        start: i64,
+        end: i64,
+        width: Option<i64>,
+        kind: PartialKind,
+        limit: usize,
+    ) -> Result<Vec<(i64, Partial)>, SeriesError> {
+        window_partials_one_by_one(self, series, field, start, end, width, kind, limit)
+    }
+}
+
+/// [`PointSource::window_partials`] by one [`PointSource::partial`] per window.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn window_partials_one_by_one<S: PointSource + ?Sized>(
+    src: &S,
+    series: i64,
+    field: i64,
+    start: i64,
+    end: i64,
+    width: Option<i64>,
+    kind: PartialKind,
+    limit: usize,
+) -> Result<Vec<(i64, Partial)>, SeriesError> {
+    let mut out = Vec::new();
+    let mut from = (start <= end).then_some(start);
+    while let Some(f) = from
+        && out.len() < limit
+    {
+        let (key, to) = match width {
+            Some(w) if w > 0 => {
+                let ws = f.div_euclid(w).saturating_mul(w);
+                (ws, ws.saturating_add(w - 1).min(end))
+            }
+            _ => (i64::MIN, end),
+        };
+        let p = src.partial(series, field, f, to, kind)?;
+        let next = to.checked_add(1).filter(|n| *n <= end);
+        if p.count > 0 {
+            out.push((key, p));
+            from = next;
+        } else {
+            from = match next {
+                Some(n) => src
+                    .edge(series, field, n, end, PointOrder::Asc)?
+                    .map(|(t, _)| t),
+                None => None,
+            };
+        }
+    }
+    Ok(out)
 }
