@@ -1123,9 +1123,40 @@ pub fn last_of_many_series_by_group(store: &SeriesStore) {
             g.values[0].values[0],
             Some(PointValue::Long(i as i64 * 100 + 19))
         );
+        // The time of the last point, not of the range's first.
+        assert_eq!(g.values[0].timestamp, 19_000);
     }
-    // By seeks: two points read per series, not twenty.
-    assert!(r.raw_count <= 100, "{}", r.raw_count);
+    // By seeks: one point read per series, not twenty.
+    assert_eq!(r.raw_count, 50);
+    // Paged by 7 groups (markers), every row once; newest first too; and First.
+    for (kind, order) in [
+        (AggregatorKind::Last, PointOrder::Asc),
+        (AggregatorKind::Last, PointOrder::Desc),
+        (AggregatorKind::First, PointOrder::Asc),
+    ] {
+        let q = PointQuery {
+            aggregators: vec![agg(kind, None, None)],
+            order,
+            ..q.clone()
+        };
+        let (whole, _) = all_pages(store, &q);
+        assert_eq!(whole.len(), 50);
+        let ts = if kind == AggregatorKind::Last {
+            19_000
+        } else {
+            0
+        };
+        assert!(whole.iter().all(|r| r.1 == ts), "{whole:?}");
+        let (paged, pages) = all_pages(
+            store,
+            &PointQuery {
+                limit: Some(7),
+                ..q.clone()
+            },
+        );
+        assert_eq!(pages, 8);
+        same_rows(&paged, &whole, "First/Last paged by 7");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
