@@ -228,7 +228,18 @@ fn abc(dir: &Path, runs: usize) -> Result<(), Box<dyn Error>> {
         limit: Some(100_000),
         ..PointQuery::default()
     };
-    for (label, q) in [("(a)", &qa), ("(b)", &qb), ("(c)", &qc)] {
+    let a_small = |s: i64| PointQuery {
+        aggregators: vec![avg(s)],
+        ..qa.clone()
+    };
+    let (qa1s, qa100) = (a_small(1_000), a_small(100));
+    for (label, q) in [
+        ("(a)", &qa),
+        ("(b)", &qb),
+        ("(c)", &qc),
+        ("(a) per 1 s (10 points a window)", &qa1s),
+        ("(a) per 100 ms (1 point a window)", &qa100),
+    ] {
         let r = median(label, runs, || Ok(store.query_points(q)?))?;
         let rows: usize = r.groups.iter().map(|g| g.values.len()).sum();
         let first = r.groups.first().and_then(|g| g.values.first());

@@ -140,47 +140,21 @@ pub(crate) trait PointSource {
         end: i64,
         kind: PartialKind,
     ) -> Result<Partial, SeriesError> {
-        let mut p = Partial {
-            int_sum: Some(0),
-            ..Partial::default()
-        };
-        let mut best = 0.0;
+        let mut acc = PartialAcc::default();
         let mut lo = start;
         while lo <= end {
-            let page = self.points(series, field, lo, end, PointOrder::Asc, 2048)?;
-            let full = page.len() == 2048;
+            let page = self.points(series, field, lo, end, PointOrder::Asc, READ_PAGE)?;
+            let full = page.len() == READ_PAGE;
             let next = page.last().and_then(|(t, _)| t.checked_add(1));
             for (ts, v) in page {
-                if p.count == 0 {
-                    p.first_ts = ts;
-                }
-                p.count += 1;
-                let Some(f) = v.as_f64() else { continue };
-                p.sum += f;
-                p.int_sum = match (&v, p.int_sum) {
-                    (PointValue::Long(i), Some(s)) => s.checked_add(i128::from(*i)),
-                    _ => None,
-                };
-                let better = match (kind, &p.pick) {
-                    (PartialKind::Min | PartialKind::Max, None) => true,
-                    (PartialKind::Min, Some(_)) => f < best,
-                    (PartialKind::Max, Some(_)) => f > best,
-                    _ => false,
-                };
-                if better {
-                    p.pick = Some(v);
-                    best = f;
-                }
+                acc.push(kind, ts, v);
             }
             match next {
                 Some(n) if full => lo = n,
                 _ => break,
             }
         }
-        if p.count == 0 || kind != PartialKind::ExactSum {
-            p.int_sum = None;
-        }
-        Ok(p)
+        Ok(acc.finish(kind))
     }
 
     /// The partials of the windows of one series and field with `start <= ts <= end`, in
@@ -202,8 +176,147 @@ pub(crate) trait PointSource {
         kind: PartialKind,
         limit: usize,
     ) -> Result<Vec<(i64, Partial)>, SeriesError> {
-        window_partials_one_by_one(self, series, field, start, end, width, kind, limit)
+        let Some(w) = width.filter(|w| *w > 0) else {
+            return window_partials_one_by_one(self, series, field, start, end, width, kind, limit);
+        };
+        // A few windows one by one tell how many points a window holds; below
+        // SPARSE_WINDOW a statement per window costs more than reading the points.
+        let mut out = window_partials_one_by_one(
+            self,
+            series,
+            field,
+            start,
+            end,
+            width,
+            kind,
+            limit.min(PROBE),
+        )?;
+        let next = match out.last() {
+            Some((k, _)) if out.len() == PROBE && out.len() < limit => k.checked_add(w),
+            _ => None,
+        };
+        let Some(next) = next.filter(|n| *n <= end) else {
+            return Ok(out);
+        };
+        let points: u64 = out.iter().map(|(_, p)| p.count).sum();
+        let rest = limit - out.len();
+        let more = if points < SPARSE_WINDOW * PROBE as u64 {
+            // Read about as many points as the windows asked for hold.
+            let page = usize::try_from(points / PROBE as u64 + 1)
+                .unwrap_or(1)
+                .saturating_mul(rest)
+                .clamp(16, READ_PAGE);
+            window_partials_from_points(self, series, field, next, end, w, kind, rest, page)?
+        } else {
+            window_partials_one_by_one(self, series, field, next, end, width, kind, rest)?
+        };
+        out.extend(more);
+        Ok(out)
     }
+}
+
+/// Points per [`PointSource::points`] call of the defaults here.
+const READ_PAGE: usize = 2048;
+/// Windows [`PointSource::window_partials`] computes one by one before choosing.
+const PROBE: usize = 4;
+/// Fewer points than this a window on average: windows are computed from the points.
+const SPARSE_WINDOW: u64 = 16;
+
+/// A [`Partial`] being computed from points in time order.
+#[derive(Debug, Default)]
+struct PartialAcc {
+    p: Partial,
+    /// Whether every value so far is a whole number, and their exact sum.
+    ints: Option<i128>,
+    best: f64,
+}
+
+impl PartialAcc {
+    fn push(&mut self, kind: PartialKind, ts: i64, v: PointValue) {
+        if self.p.count == 0 {
+            self.p.first_ts = ts;
+            self.ints = Some(0);
+        }
+        self.p.count += 1;
+        let Some(f) = v.as_f64() else { return };
+        self.p.sum += f;
+        self.ints = match (&v, self.ints) {
+            (PointValue::Long(i), Some(s)) => s.checked_add(i128::from(*i)),
+            _ => None,
+        };
+        let better = match (kind, &self.p.pick) {
+            (PartialKind::Min | PartialKind::Max, None) => true,
+            (PartialKind::Min, Some(_)) => f < self.best,
+            (PartialKind::Max, Some(_)) => f > self.best,
+            _ => false,
+        };
+        if better {
+            self.p.pick = Some(v);
+            self.best = f;
+        }
+    }
+
+    fn finish(self, kind: PartialKind) -> Partial {
+        Partial {
+            int_sum: if kind == PartialKind::ExactSum {
+                self.ints
+            } else {
+                None
+            },
+            ..self.p
+        }
+    }
+}
+
+/// [`PointSource::window_partials`] with windows `width` wide, from the points (read in
+/// pages of `page`; a page's points past the `limit`th window are read again by the next
+/// call).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn window_partials_from_points<S: PointSource + ?Sized>(
+    src: &S,
+    series: i64,
+    field: i64,
+    start: i64,
+    end: i64,
+    width: i64,
+    kind: PartialKind,
+    limit: usize,
+    page: usize,
+) -> Result<Vec<(i64, Partial)>, SeriesError> {
+    let page_size = page.max(1);
+    let mut out = Vec::new();
+    let mut cur: Option<(i64, PartialAcc)> = None;
+    let mut lo = start;
+    'read: while lo <= end && limit > 0 {
+        let page = src.points(series, field, lo, end, PointOrder::Asc, page_size)?;
+        let full = page.len() == page_size;
+        let next = page.last().and_then(|(t, _)| t.checked_add(1));
+        for (ts, v) in page {
+            let key = ts.div_euclid(width).saturating_mul(width);
+            if cur.as_ref().is_none_or(|(k, _)| *k != key) {
+                if let Some((k, acc)) = cur.take() {
+                    out.push((k, acc.finish(kind)));
+                    if out.len() == limit {
+                        break 'read;
+                    }
+                }
+                cur = Some((key, PartialAcc::default()));
+            }
+            if let Some((_, acc)) = &mut cur {
+                acc.push(kind, ts, v);
+            }
+        }
+        match next {
+            Some(n) if full => lo = n,
+            _ => break,
+        }
+    }
+    if out.len() < limit
+        && let Some((k, acc)) = cur
+    {
+        out.push((k, acc.finish(kind)));
+    }
+    Ok(out)
 }
 
 /// [`PointSource::window_partials`] by one [`PointSource::partial`] per window.
