@@ -12,7 +12,8 @@
 //! midge vs InfluxDB 1.6") on the same data shapes, on the engine (no HTTP): (a) Avg per 1
 //! minute over 1,000,000 points 100 ms apart; (b) 100 series × 10,000 points, tag filter
 //! region in 2 of 4, group by host, Avg per 10 minutes; (c) Last of 1,000 series × 10 points,
-//! group by host. It prints the median and the fastest of RUNS runs (default 21) of each;
+//! group by host; then (a) with windows of 1 s and 100 ms (10 and 1 points a window, the
+//! first 100,000 rows). It prints the median and the fastest of RUNS runs (default 21) of each;
 //! with `MIDGE_SCAN=1` in the environment, Avg reads every point (no engine aggregation).
 
 use std::error::Error;
