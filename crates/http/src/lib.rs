@@ -176,7 +176,9 @@ pub struct HttpConfig {
     pub access_keys: Vec<AccessKey>,
     /// Most topics whose last message is kept for `GET /api/v1/last` (an in-process client
     /// subscribed to `#`; when full, the least recently updated topic is forgotten for a
-    /// new one). 0 turns it off (no subscriber).
+    /// new one). 0 turns it off (no subscriber), the default: the subscriber takes a
+    /// delivery of every message, which halved QoS 0 fan-in publish throughput when
+    /// measured (1.75-3.1M msg/s without, 0.9-1.2M with).
     pub last_values_topics: usize,
 }
 
@@ -218,7 +220,7 @@ impl HttpConfig {
             tls: None,
             users: None,
             access_keys: Vec::new(),
-            last_values_topics: 10_000,
+            last_values_topics: 0,
         }
     }
 }

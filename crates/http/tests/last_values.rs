@@ -28,7 +28,7 @@ async fn last_when(hub: &Hub, filter: &str, ready: impl Fn(&[Value]) -> bool) ->
 
 #[tokio::test]
 async fn the_last_message_of_each_topic_is_there_at_once_and_sys_is_not() {
-    let hub = Hub::start(|_, _| {}).await;
+    let hub = Hub::start(|c, _| c.last_values_topics = 10_000).await;
     let mut dev = hub.mqtt("last-dev").await;
     dev.publish("sensors/kept", QoS::AtLeastOnce, true, "7")
         .await;
@@ -97,7 +97,7 @@ async fn last_values_are_bounded_by_topics_and_can_be_off() {
 
 #[tokio::test]
 async fn live_events_carry_the_real_qos_an_id_and_resume_from_the_last_event_id() {
-    let hub = Hub::start(|_, _| {}).await;
+    let hub = Hub::start(|c, _| c.last_values_topics = 10_000).await;
     let mut dev = hub.mqtt("resume-dev").await;
     dev.publish("s/old", QoS::AtLeastOnce, true, "retained before")
         .await;
