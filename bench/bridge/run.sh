@@ -59,25 +59,29 @@ run_case() { # kind qos -> rate
   local sp=$!
   sleep 1
   t_pub=$(date +%s.%N)
-  "$MIDGE" bench pub -p "$l" -q "$qos" -c "$N" -P 4 -t 'bench/%i' --json --quiet > "$WORK/pub.json"
-  # QoS 0 may lose messages on the way (a slow side drops them, as in mosquitto): stop
-  # the subscriber 10 s after the publishers if it is still waiting for the rest
+  "$MIDGE" bench pub -p "$l" -q "$qos" -c "$N" -P 4 -t 'bench/%i' ${RATE:+-r "$RATE"} --json --quiet > "$WORK/pub.json"
+  # QoS 0 may lose messages on the way (a slow side drops them, as in mosquitto): the
+  # subscriber is stopped 10 s after the publishers if it still waits for the rest (then no
+  # figure: run QoS 0 at a rate the link keeps up with)
   for _ in $(seq 100); do kill -0 "$sp" 2>/dev/null || break; sleep 0.1; done
-  kill -INT "$sp" 2>/dev/null || true
+  kill -KILL "$sp" 2>/dev/null || true
   wait "$sp" || true
   stop "$lp"; stop "$rp"
   # recv_secs runs from the subscriber's start to its last message: take off the wait
   # before the publishers started
   python3 - "$WORK/sub.json" "$t_sub" "$t_pub" <<'PY'
 import json,sys
-d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+lines=open(sys.argv[1]).read().strip().splitlines()
+if not lines:
+    print("0 lost"); sys.exit()
+d=json.loads(lines[-1])
 secs=d["recv_secs"]-(float(sys.argv[3])-float(sys.argv[2]))
 print(f"{d['unique']/secs:.0f} {d['unique']}")
 PY
 }
 
 declare -A RATES
-for qos in 0 1; do
+for qos in ${QOS:-0 1}; do
   for kind in midge mosquitto; do
     for i in $(seq "$ROUNDS"); do
       out=$(run_case "$kind" "$qos")
@@ -89,7 +93,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "| QoS | midge → mosquitto (msg/s) | mosquitto → mosquitto (msg/s) | ratio |"
 echo "|---|---|---|---|"
-for qos in 0 1; do
+for qos in ${QOS:-0 1}; do
   m=$(echo "${RATES[midge-$qos]}" | median); q=$(echo "${RATES[mosquitto-$qos]}" | median)
   echo "| $qos | $m | $q | $(python3 -c "print(f'{$m/$q:.2f}' if $q else 'n/a')") |"
 done
