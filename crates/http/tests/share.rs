@@ -38,6 +38,8 @@ async fn locked_hub() -> Hub {
         c.allow_anonymous = false;
         c.password_file = Some(path);
         c.dashboard_file = Some(dir.join("dashboard.json"));
+        // a shared dashboard's widgets start from the last values (off by default)
+        c.last_values_topics = 10_000;
         let mut w = Widget::new(WidgetKind::Value, "sensors/+/temp");
         w.field = "temp".into();
         c.widgets = vec![w];
