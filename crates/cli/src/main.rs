@@ -9,6 +9,7 @@ mod completions;
 mod config;
 mod config_cmd;
 mod device_cmd;
+mod import_cmd;
 mod mosquitto_conf;
 mod mqtt_opts;
 mod passwd_cmd;
@@ -48,6 +49,8 @@ enum Command {
     Device(device_cmd::DeviceArgs),
     /// Manage the topic policies of a running server (through its HTTP API).
     Policy(device_cmd::PolicyArgs),
+    /// Import mosquitto's persistence file (mosquitto.db) into the data folder.
+    Import(import_cmd::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Device(args) => device_cmd::run_device(args),
         Command::Policy(args) => device_cmd::run_policy(args),
+        Command::Import(args) => import_cmd::run(args),
     };
     match result {
         Ok(code) => code,
