@@ -411,13 +411,13 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
     let _midge = midge(mdir.path(), mport, "");
     let dir = tempfile::tempdir().unwrap();
     let qport = free_port();
-    // mosquitto's defaults (try_private true): midge refuses the bridge flag, and mosquitto
-    // connects again without it at its next attempt (after restart_timeout)
+    // mosquitto's defaults (try_private true): midge accepts the bridge flag (protocol level
+    // 0x84) at once; restart_timeout 60 makes a refused first attempt fail wait_state (20 s)
     let q = mosquitto(
         dir.path(),
         qport,
         &format!(
-            "connection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\nrestart_timeout 1\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\n"
+            "connection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\nrestart_timeout 60\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\ntopic both/# both 1\n"
         ),
     );
     wait_state(
@@ -426,8 +426,22 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
         "$SYS/broker/connection/from-mosquitto/state",
         "1",
     );
-    let at_midge = Sub::start(&rt, mport, &["site/#"], QoS::AtLeastOnce, "am", false);
-    let at_mosq = Sub::start(&rt, qport, &["down/#"], QoS::AtLeastOnce, "aq", false);
+    let at_midge = Sub::start(
+        &rt,
+        mport,
+        &["site/#", "both/#"],
+        QoS::AtLeastOnce,
+        "am",
+        false,
+    );
+    let at_mosq = Sub::start(
+        &rt,
+        qport,
+        &["down/#", "both/#"],
+        QoS::AtLeastOnce,
+        "aq",
+        false,
+    );
     // mosquitto subscribes on midge when it connects; give it a moment
     let deadline = Instant::now() + Duration::from_secs(10);
     while at_mosq.count("down/1") == 0 && Instant::now() < deadline {
@@ -439,8 +453,22 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
     at_midge.wait("up", Duration::from_secs(10), |g| {
         g.iter().any(|(t, p, _)| t == "site/up/1" && p == "u")
     });
+    // `both` topics, one message from each side: each crosses once and is not echoed back
+    one(&rt, qport, "both/q", "from-mosquitto", QoS::AtLeastOnce);
+    one(&rt, mport, "both/m", "from-midge", QoS::AtLeastOnce);
+    at_midge.wait("both from mosquitto", Duration::from_secs(10), |g| {
+        g.iter().any(|(t, _, _)| t == "both/q")
+    });
+    at_mosq.wait("both from midge", Duration::from_secs(10), |g| {
+        g.iter().any(|(t, _, _)| t == "both/m")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    for (s, name) in [(&at_midge, "midge"), (&at_mosq, "mosquitto")] {
+        assert_eq!(s.count("both/q"), 1, "{name}: {:?}", s.got());
+        assert_eq!(s.count("both/m"), 1, "{name}: {:?}", s.got());
+    }
     let log = q.log();
-    assert!(log.contains("unacceptable protocol version"), "{log}");
+    assert!(!log.contains("unacceptable protocol version"), "{log}");
 }
 
 #[test]

@@ -169,11 +169,13 @@ fn check_payload_format(indicator: Option<u8>, payload: &[u8]) -> Result<(), Dec
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.binary("protocol name")?;
     let level = r.u8("protocol level")?;
-    let protocol = match (&name[..], level) {
+    // mosquitto's bridges set bit 0x80 of the level (`try_private`) on the known levels.
+    let bridge = level & 0x80 != 0;
+    let protocol = match (&name[..], level & 0x7F) {
         (b"MQTT", 4) => Protocol::V311,
         (b"MQTT", 5) => Protocol::V5,
         (b"MQIsdp", 3) => Protocol::V31,
-        (b"MQTT" | b"MQIsdp", other) => return Err(DecodeError::UnsupportedProtocolLevel(other)),
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         (other, _) => {
             return Err(DecodeError::InvalidProtocolName(
                 String::from_utf8_lossy(other).into_owned(),
@@ -245,6 +247,7 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        bridge,
     })
 }
 

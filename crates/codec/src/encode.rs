@@ -290,7 +290,7 @@ fn connect_len(c: &Connect) -> Result<usize, EncodeError> {
 
 fn write_connect(c: &Connect, buf: &mut BytesMut) {
     put_binary(buf, c.protocol.name().as_bytes());
-    buf.put_u8(c.protocol.level());
+    buf.put_u8(c.protocol.level() | if c.bridge { 0x80 } else { 0 });
     let mut flags = 0u8;
     if c.clean_start {
         flags |= 0x02;

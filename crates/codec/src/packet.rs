@@ -89,6 +89,9 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// Password (binary data).
     pub password: Option<Bytes>,
+    /// mosquitto's bridge flag: the protocol level had bit 0x80 set (a mosquitto bridge's
+    /// `try_private`). Encoding writes the bit back.
+    pub bridge: bool,
 }
 
 impl Connect {
@@ -103,6 +106,7 @@ impl Connect {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 }

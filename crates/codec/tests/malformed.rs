@@ -10,7 +10,7 @@
 
 use midge_codec::bytes::BytesMut;
 use midge_codec::{
-    DecodeError as E, MAX_PACKET_SIZE, PacketType as T, Protocol, TopicError, decode,
+    DecodeError as E, MAX_PACKET_SIZE, Packet, PacketType as T, Protocol, TopicError, decode,
 };
 
 use Protocol::{V5, V31, V311};
@@ -871,6 +871,20 @@ fn cases() -> Vec<Case> {
             UNSUPPORTED,
         ),
         case(
+            "protocol level 6 with the bridge flag",
+            V5,
+            connect(b"MQTT", 0x86, 0x02, &[], &[]),
+            E::UnsupportedProtocolLevel(0x86),
+            UNSUPPORTED,
+        ),
+        case(
+            "protocol level 4 with MQIsdp and the bridge flag",
+            V311,
+            connect(b"MQIsdp", 0x84, 0x02, &[], &[]),
+            E::UnsupportedProtocolLevel(0x84),
+            UNSUPPORTED,
+        ),
+        case(
             "protocol level 3 with MQTT",
             V311,
             connect(b"MQTT", 3, 0x02, &[], &[]),
@@ -1284,5 +1298,35 @@ fn the_valid_neighbours_of_malformed_rows_decode() {
             Ok(Some(_)) if buf.is_empty() => {}
             other => panic!("{name}: {other:?}"),
         }
+    }
+}
+
+/// mosquitto's bridges set bit 0x80 of the protocol level (`try_private`): 0x83, 0x84 and
+/// 0x85 decode as 3.1, 3.1.1 and 5.0 with `bridge` set, and encode back to the same bytes.
+#[test]
+fn the_bridge_flag_on_a_known_level_decodes_as_that_protocol_and_round_trips() {
+    for (name, level, props_block, want) in [
+        (&b"MQIsdp"[..], 0x83u8, vec![], V31),
+        (&b"MQTT"[..], 0x84, vec![], V311),
+        (&b"MQTT"[..], 0x85, props(&[]), V5),
+    ] {
+        let wire = connect(name, level, 0x02, &props_block, &[]);
+        let mut buf = BytesMut::from(&wire[..]);
+        let got = decode(&mut buf, want, MAX_PACKET_SIZE);
+        let Ok(Some(Packet::Connect(c))) = got else {
+            panic!("level 0x{level:02X}: {got:?}");
+        };
+        assert_eq!(c.protocol, want);
+        assert!(c.bridge, "level 0x{level:02X}");
+        let mut out = BytesMut::new();
+        Packet::Connect(c.clone()).encode(want, &mut out).unwrap();
+        assert_eq!(&out[..], &wire[..], "level 0x{level:02X} round trip");
+        // and the plain level has no bridge flag
+        let plain = connect(name, level & 0x7F, 0x02, &props_block, &[]);
+        let mut buf = BytesMut::from(&plain[..]);
+        let Ok(Some(Packet::Connect(c))) = decode(&mut buf, want, MAX_PACKET_SIZE) else {
+            panic!("level 0x{:02X}", level & 0x7F);
+        };
+        assert!(!c.bridge);
     }
 }

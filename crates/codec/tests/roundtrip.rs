@@ -248,8 +248,9 @@ fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
         will,
         of(text()),
         of(bin()),
+        any::<bool>(),
     )
-        .prop_map(move |(clean, ka, props, id, will, user, pass)| {
+        .prop_map(move |(clean, ka, props, id, will, user, pass, bridge)| {
             let will = will.map(|(topic, qos, retain, (props, payload))| LastWill {
                 topic,
                 payload,
@@ -268,6 +269,7 @@ fn connect(v: Protocol) -> impl Strategy<Value = Packet> {
                 will,
                 username: user,
                 password,
+                bridge,
             }))
         })
 }

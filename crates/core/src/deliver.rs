@@ -107,9 +107,10 @@ impl Broker {
                 return None;
             }
         }
-        if !session.protocol.is_v5() {
-            retain = false; // [MQTT-3.3.1-9] (3.1.1): forwarded messages carry RETAIN 0
-        }
+        // [MQTT-3.3.1-9] (3.1.1): forwarded messages carry RETAIN 0. `retain` is set only by
+        // Retain As Published, which a 3.x SUBSCRIBE cannot ask for: a 3.x subscription has it
+        // only when a mosquitto bridge (CONNECT level | 0x80) made it (flow/subscribe.rs), and
+        // a bridge gets retain flags as published, as from mosquitto
         Some(Delivery {
             msg: msg.clone(),
             qos,
@@ -157,7 +158,8 @@ impl Broker {
                 return None;
             }
         }
-        let retain = session.protocol.is_v5() && sub.options.retain_as_published && msg.retain;
+        // as in `plan`: a 3.x subscription has Retain As Published only from a bridge
+        let retain = sub.options.retain_as_published && msg.retain;
         Some((
             sub.session,
             Delivery {

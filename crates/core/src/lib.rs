@@ -192,6 +192,9 @@ pub(crate) struct Conn {
     pub(crate) request_problem_info: bool,
     /// An in-process client (rules, HTTP API): MQTT 5 messages to it name their publisher.
     pub(crate) internal: bool,
+    /// Its CONNECT carried mosquitto's bridge flag (protocol level | 0x80). Kept here, not
+    /// on the session (whose record is size-bounded).
+    pub(crate) bridge: bool,
 }
 
 /// The broker state machine.
@@ -305,6 +308,7 @@ impl Broker {
                 topic_alias_max_out: 0,
                 request_problem_info: true,
                 internal: false,
+                bridge: false,
             },
         );
     }

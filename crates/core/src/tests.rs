@@ -629,6 +629,40 @@ fn retain_as_published_and_no_local() {
     assert_eq!(payloads(&w.packets(c)), vec!["theirs"]);
 }
 
+/// A mosquitto bridge (CONNECT level 0x84: 3.1.1 with the bridge flag) gets No Local and
+/// Retain As Published on its subscriptions, as from mosquitto.
+#[test]
+fn a_bridge_flagged_311_client_gets_no_local_and_retain_as_published() {
+    let mut w = World::new();
+    let mut c = Connect::new(Protocol::V311, "bridge");
+    c.bridge = true;
+    let (bridge, ack) = w.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    w.subscribe(bridge, "#", QoS::AtLeastOnce);
+    let other = w.connect(Protocol::V311, "other", true);
+    w.subscribe(other, "#", QoS::AtMostOnce);
+
+    w.publish(bridge, "t", "mine", QoS::AtMostOnce, false, 0);
+    assert!(
+        w.packets(bridge).is_empty(),
+        "a bridge's own message is not sent back to it"
+    );
+    assert_eq!(payloads(&w.packets(other)), vec!["mine"]);
+
+    w.publish(other, "r", "kept", QoS::AtMostOnce, true, 0);
+    let got = publishes(&w.packets(bridge));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].retain, "a bridge gets the retain flag as published");
+    let got = publishes(&w.packets(other));
+    assert!(!got[0].retain, "a plain 3.1.1 client gets RETAIN 0");
+
+    w.publish(other, "t", "theirs", QoS::AtMostOnce, false, 0);
+    let got = publishes(&w.packets(bridge));
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"theirs");
+    assert!(!got[0].retain);
+}
+
 #[test]
 fn overlapping_subscriptions_deliver_once_at_highest_qos_with_all_identifiers() {
     for v in BOTH {

@@ -22,6 +22,7 @@ impl Broker {
         let mut listener = 0;
         if let Some(state) = self.conns.get_mut(&conn) {
             state.protocol = c.protocol;
+            state.bridge = c.bridge;
             listener = state.listener;
         }
         let refuse = |out: &mut Vec<Action>, reason: ReasonCode| {

@@ -25,6 +25,10 @@ impl Broker {
         };
         let Some(s) = self.session(sid) else { return };
         let protocol = s.protocol;
+        // a mosquitto bridge (CONNECT level | 0x80) speaking 3.x cannot ask for No Local or
+        // Retain As Published, so it gets both, as from mosquitto: its own messages are not
+        // sent back to it and retain flags pass through unchanged
+        let bridge_3x = !protocol.is_v5() && self.conns.get(&conn).is_some_and(|c| c.bridge);
         let identifier = sub.properties.subscription_identifier;
         if identifier.is_some() && !self.config.subscription_identifiers {
             return self.fail(
@@ -62,6 +66,11 @@ impl Broker {
             } else {
                 let mut options = *options;
                 options.qos = options.qos.min(self.config.max_qos);
+                if bridge_3x {
+                    // No Local is not allowed on a shared subscription [MQTT-3.8.3-4]
+                    options.no_local = !filter.is_shared();
+                    options.retain_as_published = true;
+                }
                 let record = SubRecord {
                     options,
                     identifier,
