@@ -8,7 +8,7 @@
 //! mosquitto writes in the host's order (little-endian on the machines it runs on).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -548,23 +548,74 @@ pub(crate) fn plan(
 
 /// Run `midge import`.
 pub(crate) fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let db = parse(&bytes).with_context(|| format!("{}", args.file.display()))?;
-    let store_file = args.data_dir.join(midge_store::FILE_NAME);
-    if store_file.exists() && !args.force {
+    let (version, p) = import(&args.file, &args.data_dir, args.force)?;
+    println!(
+        "imported from {} (mosquitto.db format {version}) into {}:",
+        args.file.display(),
+        args.data_dir.display()
+    );
+    println!("  {} retained message(s)", p.retained);
+    println!(
+        "  {} persistent session(s) with {} subscription(s)",
+        p.sessions, p.subscriptions
+    );
+    println!("  {} queued message(s)", p.queued);
+    if p.skipped.is_empty() {
+        println!("nothing was left behind");
+    } else {
+        println!("not carried over:");
+        for s in &p.skipped {
+            println!("  - {s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// At start: a data folder without a midge store but with mosquitto's `mosquitto.db` (a
+/// mosquitto.conf's `persistence_location`) is imported once, before the store opens.
+pub(crate) fn import_at_first_start(dir: &Path) -> anyhow::Result<()> {
+    let file = dir.join("mosquitto.db");
+    if dir.join(midge_store::FILE_NAME).exists() || !file.is_file() {
+        return Ok(());
+    }
+    let (version, p) = import(&file, dir, false).with_context(|| {
+        format!(
+            "importing mosquitto's {} on first start (move it away to start empty)",
+            file.display()
+        )
+    })?;
+    tracing::info!(
+        "first start on a mosquitto persistence folder: imported {} (format {version}): {} retained message(s), {} persistent session(s) with {} subscription(s), {} queued message(s)",
+        file.display(),
+        p.retained,
+        p.sessions,
+        p.subscriptions,
+        p.queued
+    );
+    for s in &p.skipped {
+        tracing::warn!("mosquitto.db import: not carried over: {s}");
+    }
+    Ok(())
+}
+
+/// Read `file` and write what it holds into the store in `dir`.
+fn import(file: &Path, dir: &Path, force: bool) -> anyhow::Result<(u32, Plan)> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let db = parse(&bytes).with_context(|| format!("{}", file.display()))?;
+    let store_file = dir.join(midge_store::FILE_NAME);
+    if store_file.exists() && !force {
         bail!(
             "{} already holds a midge store ({}): importing would mix two brokers' state; \
              use another --data-dir, or --force to add the import to it",
-            args.data_dir.display(),
+            dir.display(),
             store_file.display()
         );
     }
     let opened = midge_store::LogStore::open(midge_store::StoreOptions {
-        dir: args.data_dir.clone(),
+        dir: dir.to_path_buf(),
         ..midge_store::StoreOptions::default()
     })
-    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    .with_context(|| format!("opening the store in {}", dir.display()))?;
     // with --force the store may hold deliveries already: number ours after them
     let (mut first_seq, mut first_msg_id) = (1, 1);
     for d in opened
@@ -586,27 +637,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut store = opened.store;
     store.append(&p.ops).context("writing the store")?;
     store.sync().context("syncing the store")?;
-    println!(
-        "imported from {} (mosquitto.db format {}) into {}:",
-        args.file.display(),
-        db.version,
-        args.data_dir.display()
-    );
-    println!("  {} retained message(s)", p.retained);
-    println!(
-        "  {} persistent session(s) with {} subscription(s)",
-        p.sessions, p.subscriptions
-    );
-    println!("  {} queued message(s)", p.queued);
-    if p.skipped.is_empty() {
-        println!("nothing was left behind");
-    } else {
-        println!("not carried over:");
-        for s in &p.skipped {
-            println!("  - {s}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((db.version, p))
 }
 
 #[cfg(test)]

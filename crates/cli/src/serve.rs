@@ -113,6 +113,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for note in &cfg.notes {
         warn!("{note}");
     }
+    if let Some(p) = &cfg.server.persistence {
+        crate::import_cmd::import_at_first_start(&p.dir)?;
+    }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

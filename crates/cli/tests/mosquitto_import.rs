@@ -245,3 +245,75 @@ fn damaged_mosquitto_db_is_refused_with_an_error() {
         assert!(!data.join("midge.store").exists(), "{name}");
     }
 }
+
+#[test]
+fn first_start_on_a_mosquitto_conf_imports_its_persistence_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    mosquitto_db(dir.path());
+    // the same folder, now run by midge from a mosquitto.conf
+    let mut port = free_port();
+    let mut started = None;
+    for _ in 0..5 {
+        let conf = dir.path().join("midge-mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("midge.log");
+        let mut child = Command::new(MIDGE)
+            .args(["serve", "--no-http", "-c"])
+            .arg(&conf)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(" ready addr=") {
+                started = Some((child, text));
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                assert!(text.contains("in use"), "midge did not start: {text}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if started.is_some() {
+            break;
+        }
+        // the port was taken meanwhile: the import happened, the next start must not redo it
+        port = free_port();
+    }
+    let (mut child, log) = started.expect("midge started");
+    let (mut keep, present) = Client::connect(port, Protocol::V311, "keep", false);
+    let got: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            let p = next_publish(&mut keep);
+            keep.ack(&p);
+            p.payload.to_vec()
+        })
+        .collect();
+    keep.disconnect();
+    let (mut fresh, _) = Client::connect(port, Protocol::V311, "fresh", true);
+    fresh.subscribe("r/t", QoS::AtMostOnce, None);
+    let r = next_publish(&mut fresh);
+    fresh.disconnect();
+    run("kill", &["-TERM", &child.id().to_string()]);
+    let _ = child.wait();
+    assert!(log.contains("imported"), "{log}");
+    assert!(present, "session present expected: {log}");
+    assert_eq!(got, vec![b"q1".to_vec(), b"q2".to_vec(), b"q3".to_vec()]);
+    assert_eq!(&r.payload[..], b"retained-hello");
+    assert!(dir.path().join("midge.store").exists());
+}
