@@ -170,6 +170,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Writes `text` to `path` atomically (temporary file, fsync, rename; the folder made if
+/// missing) on a blocking thread. A failure is logged and answered 500, the message saying
+/// `"{what} not saved to FILE: why"` (`what`: "the dashboard was").
+pub(crate) async fn save_file(
+    path: &std::path::Path,
+    text: Vec<u8>,
+    what: &str,
+) -> Result<(), ApiError> {
+    let p = path.to_path_buf();
+    let saved = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        midge_auth::write_atomic(&p, &text)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    saved.map(|_| ()).map_err(|e| {
+        tracing::warn!(file = %path.display(), error = %e, "{what} not saved");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what} not saved to {}: {e}", path.display()),
+        )
+    })
+}
+
 /// A JSON answer.
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     (

@@ -117,22 +117,7 @@ pub(crate) async fn put_handler(
             widgets: widgets.clone(),
         })
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let p = path.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            midge_auth::write_atomic(&p, &text)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        if let Err(e) = saved {
-            tracing::warn!(file = %path.display(), error = %e, "dashboard not saved");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the dashboard was not saved to {}: {e}", path.display()),
-            ));
-        }
+        crate::api::save_file(&path, text, "the dashboard was").await?;
         info!(file = %path.display(), widgets = widgets.len(), "dashboard saved");
         if let Ok(mut f) = dash.from_file.write() {
             *f = true;

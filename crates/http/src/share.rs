@@ -100,16 +100,11 @@ impl Tokens {
             return Ok(());
         };
         let text = serde_json::to_vec_pretty(entries).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
+            midge_auth::write_atomic(path, &text).map(|_| ())
         };
         write().map_err(|e| format!("{}: {e}", path.display()))
     }

@@ -144,22 +144,7 @@ impl Keys {
         if let Some(path) = self.file.clone() {
             let text = serde_json::to_vec_pretty(&KeyFile { keys: keys.clone() })
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let p = path.clone();
-            let saved = tokio::task::spawn_blocking(move || {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                midge_auth::write_atomic(&p, &text)
-            })
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            if let Err(e) = saved {
-                tracing::warn!(file = %path.display(), error = %e, "access keys not saved");
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the access keys were not saved to {}: {e}", path.display()),
-                ));
-            }
+            crate::api::save_file(&path, text, "the access keys were").await?;
         }
         if let Ok(mut k) = self.api.write() {
             *k = keys;
