@@ -13,15 +13,12 @@
 //!   as their text. Nulls, empty strings, objects and arrays are left out.
 //!
 //! An output the convention cannot turn into points is a failure of the rule, with the
-//! reason. The points are checked here with the series store's own rules (names non-empty,
-//! at most 255 bytes, no control character; values finite) so that a bad point never enters
-//! a batch, where it would make `write_points` refuse the whole batch.
+//! reason. The points are checked here with the series store's own check
+//! ([`midge_series::points::check`]) so that a bad point never enters a batch, where it
+//! would make `write_points` refuse the whole batch.
 
 use midge_series::points::{DEFAULT_FIELD, Datapoint, PointValue, Tags, timestamp_ms};
 use serde_json::{Map, Number, Value};
-
-/// Longest metric, field or tag key the series store takes, in bytes.
-const MAX_NAME_BYTES: usize = 255;
 
 /// The points for one output row of a rule; `message_ms` is the message's time (ms since
 /// the Unix epoch), used when the row has no `timestamp`. `Err` says why there are none.
@@ -36,7 +33,6 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
             ));
         }
     };
-    check_name("metric", &metric)?;
     let timestamp = match row.get("timestamp") {
         None | Some(Value::Null) => message_ms,
         Some(v) => timestamp_of(v).ok_or_else(|| {
@@ -62,19 +58,15 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
             Value::Number(n) if single.is_none() => {
                 let value = from_number(n)
                     .ok_or_else(|| format!("column {k:?}: {n} is not a finite number"))?;
-                check_name("field", k)?;
                 fields.push((k.clone(), value));
             }
             Value::Number(n) => {
-                check_name("tag key", k)?;
                 tags.insert(k.clone(), n.to_string());
             }
             Value::String(s) if !s.is_empty() => {
-                check_name("tag key", k)?;
                 tags.insert(k.clone(), s.clone());
             }
             Value::Bool(b) => {
-                check_name("tag key", k)?;
                 tags.insert(k.clone(), b.to_string());
             }
             // nulls, empty strings, objects and arrays are no tags
@@ -84,32 +76,19 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
     if fields.is_empty() {
         return Err("no numeric value: give a `value` column or at least one number column".into());
     }
-    Ok(fields
+    fields
         .into_iter()
-        .map(|(field, value)| Datapoint {
-            metric: metric.clone(),
-            field,
-            tags: tags.clone(),
-            timestamp,
-            value,
+        .map(|(field, value)| {
+            let p = Datapoint {
+                metric: metric.clone(),
+                field,
+                tags: tags.clone(),
+                timestamp,
+                value,
+            };
+            midge_series::points::check(&p).map(|()| p)
         })
-        .collect())
-}
-
-/// Why `name` cannot be a metric, field or tag key, as the series store checks it.
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        Err(format!("{what} is empty"))
-    } else if name.len() > MAX_NAME_BYTES {
-        Err(format!(
-            "{what} is {} bytes long (at most {MAX_NAME_BYTES})",
-            name.len()
-        ))
-    } else if name.chars().any(char::is_control) {
-        Err(format!("{what} {name:?} holds a control character"))
-    } else {
-        Ok(())
-    }
+        .collect()
 }
 
 /// A JSON number as a point value: whole numbers stay whole, others must be finite.

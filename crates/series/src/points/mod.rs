@@ -107,6 +107,15 @@ pub struct Datapoint {
     pub value: PointValue,
 }
 
+/// Why `point` cannot be stored by [`crate::SeriesStore::write_points`] on its own (a
+/// name empty, longer than 255 bytes or with a control character, an empty tag value, a
+/// value that is not a finite number), if it cannot; the type of its field against other
+/// points and the stored ones is checked when it is written. For callers that build points
+/// and must keep a bad one out of a batch.
+pub fn check(point: &Datapoint) -> Result<(), String> {
+    validate::check_point(point).map_or(Ok(()), Err)
+}
+
 /// A timestamp as TSDB APIs take it: a value of 10 digits or fewer is in seconds (× 1000),
 /// a longer one in ms.
 pub fn timestamp_ms(ts: i64) -> i64 {

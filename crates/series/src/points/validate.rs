@@ -26,7 +26,7 @@ fn check_name(what: &str, name: &str) -> Option<String> {
 }
 
 /// Why the point cannot be stored (its names and value alone), if it cannot.
-fn check_point(p: &Datapoint) -> Option<String> {
+pub(crate) fn check_point(p: &Datapoint) -> Option<String> {
     if let Some(r) = check_name("metric", &p.metric) {
         return Some(r);
     }
