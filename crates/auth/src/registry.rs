@@ -1066,15 +1066,10 @@ impl Registry {
         }
         let publish = access == Access::Write;
         let wild_id = client_id.contains(['+', '#']);
-        let mut buf = String::new();
         let ok = c.rules.iter().filter(|r| r.publish == publish).any(|r| {
             if r.uses_client_id {
-                if wild_id {
-                    return false;
-                }
-                buf.clear();
-                buf.push_str(&r.filter.replace("%c", client_id));
-                rule_matches(&buf, topic, access)
+                // only rules naming %c pay for a string, and only once each
+                !wild_id && rule_matches(&r.filter.replace("%c", client_id), topic, access)
             } else {
                 rule_matches(&r.filter, topic, access)
             }
