@@ -827,8 +827,19 @@
       }
       lastStats = s;
       $('stats').dataset.ok = '1';
-    } catch (_) {
+    } catch (e) {
       $('stats').dataset.ok = '0';
+      if (e.status === 403) readOnly();
+    }
+  }
+
+  // A share link's visitor may see the dashboard only: no tabs, figures or editing that
+  // would answer 403.
+  function readOnly() {
+    document.body.dataset.readonly = '1';
+    for (const id of ['tab-data', 'tab-rules', 'edit-toggle', 'stats']) {
+      const node = $(id);
+      if (node) node.hidden = true;
     }
   }
 
