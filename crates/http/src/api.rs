@@ -114,6 +114,7 @@ pub(crate) fn router(state: AppState) -> Router {
             get(dashboard::get_handler).put(dashboard::put_handler),
         )
         .route("/", get(assets::index))
+        .route("/client", get(assets::client))
         .route("/assets/{file}", get(assets::file))
         .merge(crate::tsdb::routes())
         .merge(crate::devices::routes())

@@ -8,8 +8,27 @@ use axum::response::{IntoResponse, Response};
 use crate::api::ApiError;
 
 const INDEX: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
-const APP_CSS: &str = include_str!("../assets/app.css");
+/// The page's scripts, one per tab plus the shared helpers (`common.js`, loaded first) and
+/// the header and tab switching (`app.js`, loaded last).
+const SCRIPTS: &[(&str, &str)] = &[
+    ("common.js", include_str!("../assets/common.js")),
+    ("widgets.js", include_str!("../assets/widgets.js")),
+    ("dashboard.js", include_str!("../assets/dashboard.js")),
+    ("devices.js", include_str!("../assets/devices.js")),
+    ("console.js", include_str!("../assets/console.js")),
+    ("data.js", include_str!("../assets/data.js")),
+    ("rules.js", include_str!("../assets/rules.js")),
+    ("alarms.js", include_str!("../assets/alarms.js")),
+    ("mqtt.js", include_str!("../assets/mqtt.js")),
+    ("client.js", include_str!("../assets/client.js")),
+    ("app.js", include_str!("../assets/app.js")),
+];
+const STYLES: &[(&str, &str)] = &[
+    ("app.css", include_str!("../assets/app.css")),
+    ("console.css", include_str!("../assets/console.css")),
+    ("client.css", include_str!("../assets/client.css")),
+];
+const CLIENT: &str = include_str!("../assets/client.html");
 const ICON: &str = include_str!("../assets/icon.svg");
 
 /// Scripts and styles only from here; map tiles (an optional widget setting) from anywhere.
@@ -37,10 +56,23 @@ pub(crate) async fn index() -> Response {
     asset(INDEX, "text/html; charset=utf-8")
 }
 
+/// The MQTT web client: connects to midge's WebSocket listener from the browser.
+pub(crate) async fn client() -> Response {
+    asset(CLIENT, "text/html; charset=utf-8")
+}
+
 pub(crate) async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
-        "app.js" => asset(APP_JS, "text/javascript; charset=utf-8"),
-        "app.css" => asset(APP_CSS, "text/css; charset=utf-8"),
+        name if name.ends_with(".js") => match SCRIPTS.iter().find(|(n, _)| *n == name) {
+            Some((_, body)) => asset(body, "text/javascript; charset=utf-8"),
+            None => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}"))
+                .into_response(),
+        },
+        name if name.ends_with(".css") => match STYLES.iter().find(|(n, _)| *n == name) {
+            Some((_, body)) => asset(body, "text/css; charset=utf-8"),
+            None => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}"))
+                .into_response(),
+        },
         "icon.svg" => asset(ICON, "image/svg+xml"),
         _ => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}")).into_response(),
     }

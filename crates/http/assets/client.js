@@ -1,0 +1,2 @@
+// midge page: the MQTT web client (client.html).
+'use strict';
