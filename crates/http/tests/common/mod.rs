@@ -9,6 +9,8 @@
     clippy::panic
 )]
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
