@@ -378,7 +378,13 @@ impl Broker {
                 self.drop_message();
                 return false;
             }
-            Some(at) => Some(at.duration_since(now).as_secs().max(1) as u32),
+            // [MQTT-3.3.2-6] the received interval minus the time waited: 4 s after a few
+            // ms is still 4 (rounded up), and never 0 while the message lives
+            Some(at) => {
+                let left = at.duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
+            }
             None => None,
         };
         let Some(c) = self.conns.get_mut(&conn) else {

@@ -897,6 +897,45 @@ fn message_expiry_counts_down_and_expired_messages_are_not_sent() {
 }
 
 #[test]
+fn message_expiry_forwarded_is_the_received_value_minus_the_time_waited_not_rounded_down() {
+    // [MQTT-3.3.2-6]: 4 s, waited a few ms, is forwarded as 4 (it was 3); waited 1.5 s: 3
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "t", QoS::AtMostOnce);
+    let publ = w.connect(Protocol::V5, "pub", true);
+    let mut p = Publish::new(TopicName::new("t").unwrap(), "x");
+    p.properties.message_expiry_interval = Some(4);
+    w.send(publ, Packet::Publish(p.clone()));
+    let got = publishes(&w.packets(sub));
+    assert_eq!(got[0].properties.message_expiry_interval, Some(4));
+    // a persistent subscriber offline for 5 ms and for 1.5 s
+    let mut c = Connect::new(Protocol::V5, "later");
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    let (later, _) = w.connect_with(c.clone());
+    w.subscribe(later, "t", QoS::AtLeastOnce);
+    w.close(later);
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = 1;
+    w.send(publ, Packet::Publish(p));
+    w.now += Duration::from_millis(5);
+    let (later, _) = w.connect_with(c.clone());
+    let got = publishes(&w.packets(later));
+    assert_eq!(got[0].properties.message_expiry_interval, Some(4));
+    w.close(later);
+    let mut p = Publish::new(TopicName::new("t").unwrap(), "y");
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = 2;
+    p.properties.message_expiry_interval = Some(4);
+    w.send(publ, Packet::Publish(p));
+    w.now += Duration::from_millis(1500);
+    let (later, _) = w.connect_with(c);
+    let got = publishes(&w.packets(later));
+    let y: Vec<_> = got.iter().filter(|p| &p.payload[..] == b"y").collect();
+    assert_eq!(y[0].properties.message_expiry_interval, Some(3));
+}
+
+#[test]
 fn topic_alias_inbound_and_invalid_alias() {
     let mut w = World::new();
     let sub = w.connect(Protocol::V5, "sub", true);
