@@ -842,6 +842,45 @@ fn will_delay_and_session_end() {
 }
 
 #[test]
+fn a_clean_start_reconnect_within_the_will_delay_sends_no_will() {
+    // [MQTT-3.1.3-9]: the new connection cancels the delayed will even though its Clean
+    // Start ends the old session (the will used to go out at this reconnect)
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "will", QoS::AtMostOnce);
+    let mut c = Connect::new(Protocol::V5, "d");
+    c.clean_start = true;
+    c.properties.session_expiry_interval = Some(100);
+    let mut wp = WillProperties::default();
+    wp.will_delay_interval = Some(30);
+    c.will = Some(LastWill {
+        topic: TopicName::new("will").unwrap(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: wp,
+    });
+    let (conn, _) = w.connect_with(c.clone());
+    w.close(conn);
+    w.advance(5);
+    let mut again = c.clone();
+    again.will = None;
+    let (conn, ack) = w.connect_with(again);
+    assert!(!ack.session_present);
+    w.advance(60);
+    assert!(
+        w.packets(sub).is_empty(),
+        "no will after a reconnect within the delay"
+    );
+    // without a reconnect it is still sent when the delay passes
+    w.close(conn);
+    let (conn, _) = w.connect_with(c);
+    w.close(conn);
+    w.advance(31);
+    assert_eq!(payloads(&w.packets(sub)), vec!["gone"]);
+}
+
+#[test]
 fn session_expiry_ends_session_after_interval() {
     let mut w = World::new();
     let mut c = Connect::new(Protocol::V5, "s");

@@ -124,6 +124,11 @@ impl Broker {
         let (sid, session_present) = match existing {
             Some(sid) if !c.clean_start => (sid, true),
             Some(sid) => {
+                // a new network connection before the will delay passed: no will
+                // [MQTT-3.1.3-9], also when it starts clean and so ends the old session
+                if let Some(s) = self.session_mut(sid) {
+                    s.will = None;
+                }
                 self.end_session(now, sid, out);
                 (
                     self.insert_session(Session::new(client_id.clone(), c.protocol)),
