@@ -460,7 +460,7 @@ fn invalid_subscribe_filters_and_options_are_refused() {
         assert!(r.expect_close(T).is_empty(), "3.1.1 {f:?}");
         let mut r = Raw::v5(b.port, &unique("filt5"));
         r.send(&subscribe_packet(1, &[(f, 1)], true));
-        assert_eq!(r.expect_close(T), vec![(0xE0, vec![0x8F])], "5.0 {f:?}");
+        assert_eq!(r.expect_close(T), vec![(0xE0, vec![0x81])], "5.0 {f:?}");
     }
     // No Local on a shared subscription is a Protocol Error [MQTT-3.8.3-4]
     let mut r = Raw::v5(b.port, &unique("sharenl"));

@@ -151,7 +151,6 @@ impl DecodeError {
                 ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
             }
             InvalidTopicName(_) => ReasonCode::TOPIC_NAME_INVALID,
-            InvalidTopicFilter(_) => ReasonCode::TOPIC_FILTER_INVALID,
             TopicAliasZero => ReasonCode::TOPIC_ALIAS_INVALID,
             PayloadFormatInvalid => ReasonCode::PAYLOAD_FORMAT_INVALID,
             // MQTT 5 §3.3.2.3.4: a zero length Topic Name without a Topic Alias is a
@@ -163,7 +162,6 @@ impl DecodeError {
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | InvalidReasonCode { .. }
-            | ZeroPacketId(_)
             | EmptySubscribe
             | EmptyUnsubscribe => ReasonCode::PROTOCOL_ERROR,
             MalformedRemainingLength
@@ -183,7 +181,13 @@ impl DecodeError {
             | UnknownProperty(_)
             | PropertyNotAllowed { .. }
             | PacketNotInVersion(_)
-            | ConnAckReservedFlags => ReasonCode::MALFORMED_PACKET,
+            | ConnAckReservedFlags
+            // a filter that breaks the topic grammar (empty, `#` not last, `+` not alone, a
+            // bad share name) is not "correctly formed": 0x8F Topic Filter invalid is for a
+            // well-formed filter the server refuses [MQTT-4.7.1-1, MQTT-4.7.3-1]; and a zero
+            // packet identifier [MQTT-2.2.1-3] — both as mosquitto classifies them
+            | InvalidTopicFilter(_)
+            | ZeroPacketId(_) => ReasonCode::MALFORMED_PACKET,
         }
     }
 }

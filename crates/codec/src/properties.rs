@@ -103,8 +103,16 @@ fn read_property(r: &mut Reader) -> Result<(u8, Value), DecodeError> {
             }
             Value::VarInt(v)
         }
+        RESPONSE_TOPIC => {
+            // a topic name: not empty, no wildcards [MQTT-3.3.2-14] (a Protocol Error, as
+            // mosquitto classifies it)
+            let v = r.string("response topic")?;
+            if v.is_empty() || v.contains(['+', '#']) {
+                return Err(DecodeError::InvalidPropertyValue(pid));
+            }
+            Value::Str(v)
+        }
         CONTENT_TYPE
-        | RESPONSE_TOPIC
         | ASSIGNED_CLIENT_IDENTIFIER
         | AUTHENTICATION_METHOD
         | RESPONSE_INFORMATION

@@ -45,6 +45,11 @@ fn topic() -> impl Strategy<Value = TopicName> {
     })
 }
 
+/// A Response Topic: a topic name (no wildcards, not empty) [MQTT-3.3.2-14].
+fn response_topic() -> impl Strategy<Value = ByteString> {
+    topic().prop_map(|t| ByteString::from(t.as_str()))
+}
+
 fn filter() -> impl Strategy<Value = TopicFilter> {
     let level = prop_oneof![3 => level(), 1 => Just("+".to_string())];
     (
@@ -155,7 +160,7 @@ fn will_props_and_payload() -> impl Strategy<Value = (WillProperties, Bytes)> {
         flag(),
         of(any::<u32>()),
         of(text()),
-        of(text()),
+        of(response_topic()),
         of(bin()),
         users(),
         bin(),
@@ -305,7 +310,7 @@ fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
         flag(),
         of(any::<u32>()),
         nz16(),
-        of(text()),
+        of(response_topic()),
         of(bin()),
         of(text()),
         prop::collection::vec(sub_id(), 0..3),
