@@ -42,6 +42,9 @@ pub struct Config {
     pub max_subscriptions_per_client: usize,
     /// Maximum retained messages held (0 = no limit).
     pub max_retained_messages: usize,
+    /// Topics whose last message is kept for [`crate::Broker::last_values`] (the least
+    /// recently updated are forgotten first; 0 = none kept).
+    pub last_values_topics: usize,
     /// Prefix of server-assigned client identifiers.
     pub assigned_id_prefix: String,
 }
@@ -66,6 +69,7 @@ impl Default for Config {
             max_topic_levels: 128,
             max_subscriptions_per_client: 0,
             max_retained_messages: 0,
+            last_values_topics: 10_000,
             assigned_id_prefix: "auto-".into(),
         }
     }

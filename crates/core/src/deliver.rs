@@ -36,6 +36,11 @@ impl Broker {
         origin: Option<SessionId>,
         out: &mut Vec<Action>,
     ) -> usize {
+        let ts = msg
+            .origin
+            .as_ref()
+            .map_or_else(|| self.wall_ms(now), |o| o.received_ms);
+        self.last.record(&msg, ts);
         let mut m = std::mem::take(&mut self.scratch);
         self.tree.matches(msg.topic.as_str(), &mut m);
         let mut delivered = 0;

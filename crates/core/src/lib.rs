@@ -14,6 +14,7 @@ mod auth;
 mod config;
 mod deliver;
 mod flow;
+mod last;
 mod persist;
 mod retain;
 mod session;
@@ -30,6 +31,7 @@ use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
 pub use auth::{AllowAll, Authorizer, ClientInfo};
 pub use config::Config;
 pub use flow::admin::ClientSummary;
+pub use last::{LAST_VALUE_MAX_PAYLOAD, LastValue};
 pub use persist::{
     DeliveryState, MsgId, Restored, RestoredDelivery, RestoredSession, SessionHeader, StoreOp,
 };
@@ -174,6 +176,10 @@ pub struct Stats {
     pub clients_internal: usize,
     /// Of the retained messages, those on `$` topics (`$SYS`: the broker's own).
     pub retained_sys: usize,
+    /// Topics whose last message is kept ([`Broker::last_values`]).
+    pub last_values: usize,
+    /// Topics the last values forgot to make room for new ones.
+    pub last_values_evicted: u64,
 }
 
 /// State of one connection.
@@ -209,6 +215,8 @@ pub struct Broker {
     pub(crate) by_client_id: AHashMap<ByteString, SessionId>,
     pub(crate) tree: Tree,
     pub(crate) retained: Retained,
+    /// The last message of every topic ([`Broker::last_values`]).
+    pub(crate) last: last::LastValues,
     pub(crate) stats: Stats,
     pub(crate) scratch: Matches,
     assigned_ids: u64,
@@ -232,6 +240,7 @@ pub struct Broker {
 impl Broker {
     /// A broker with the given limits, allowing every client.
     pub fn new(config: Config) -> Broker {
+        let last_values_topics = config.last_values_topics;
         Broker {
             config,
             auth: Box::new(AllowAll),
@@ -242,6 +251,7 @@ impl Broker {
             by_client_id: AHashMap::new(),
             tree: Tree::default(),
             retained: Retained::default(),
+            last: last::LastValues::new(last_values_topics),
             stats: Stats::default(),
             scratch: Matches::default(),
             assigned_ids: 0,
@@ -439,6 +449,7 @@ impl Broker {
             self.end_session(now, sid, out);
         }
         self.retained.expire(now);
+        self.last.settle();
     }
 
     /// Tell every connected MQTT 5 client the server is shutting down (DISCONNECT 0x8B) and
@@ -469,6 +480,8 @@ impl Broker {
         s.subscriptions = self.tree.len();
         s.retained = self.retained.len();
         s.retained_sys = self.retained.dollar_len();
+        s.last_values = self.last.len();
+        s.last_values_evicted = self.last.evicted;
         s.clients_internal = self
             .sessions
             .iter()

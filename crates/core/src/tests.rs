@@ -1281,3 +1281,6 @@ fn without_a_wall_clock_no_time_is_sent() {
 
 #[path = "admin_tests.rs"]
 mod admin_tests;
+
+#[path = "last_tests.rs"]
+mod last_tests;

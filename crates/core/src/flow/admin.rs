@@ -122,6 +122,18 @@ impl Broker {
         all
     }
 
+    /// The last message of each topic matching `filter` (never `$` topics: they are not
+    /// kept), updated at `since` (ms since the Unix epoch) or later when given, in topic
+    /// order, at most `limit`; and how many matched in all.
+    pub fn last_values(
+        &self,
+        filter: &TopicFilter,
+        since: Option<i64>,
+        limit: usize,
+    ) -> (Vec<crate::LastValue>, usize) {
+        self.last.matching(filter, since, limit)
+    }
+
     /// Delete the retained messages matching `filter` (one topic, or a subtree with `#`),
     /// as an empty retained PUBLISH would (stored durably). Returns how many.
     pub fn clear_retained(&mut self, filter: &TopicFilter, now: Instant) -> usize {
