@@ -16,6 +16,7 @@ mod passwd_cmd;
 mod pub_cmd;
 mod serve;
 mod sub_cmd;
+mod sub_format;
 
 /// midge: an MQTT broker and IoT-hub toolkit.
 #[derive(Debug, Parser)]
