@@ -254,6 +254,30 @@ impl ServerHandle {
         rx.await.ok()
     }
 
+    /// The last message of each topic matching `filter` (`$` topics are not kept), updated
+    /// at `since` (ms since the Unix epoch) or later when given, by topic, at most `limit`;
+    /// and how many matched in all (`None` once stopped).
+    pub async fn last_values(
+        &self,
+        filter: midge_codec::TopicFilter,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Option<(Vec<midge_core::LastValue>, usize)> {
+        let router = self.router.upgrade()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        router
+            .send(router::RouterMsg::LastValues {
+                filter,
+                since,
+                limit,
+                reply,
+            })
+            .await
+            .ok()?;
+        drop(router);
+        rx.await.ok()
+    }
+
     /// Delete the retained messages matching `filter` (durably, as an empty retained
     /// PUBLISH would). Returns how many (`None` once stopped).
     pub async fn clear_retained(&self, filter: midge_codec::TopicFilter) -> Option<usize> {

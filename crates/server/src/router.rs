@@ -66,6 +66,13 @@ pub(crate) enum RouterMsg {
         limit: usize,
         reply: oneshot::Sender<Vec<Arc<Message>>>,
     },
+    /// Answer with the last values matching a filter (see `Broker::last_values`).
+    LastValues {
+        filter: midge_codec::TopicFilter,
+        since: Option<i64>,
+        limit: usize,
+        reply: oneshot::Sender<(Vec<midge_core::LastValue>, usize)>,
+    },
     /// Delete the retained messages matching a filter; answer how many.
     ClearRetained {
         filter: midge_codec::TopicFilter,
@@ -462,6 +469,14 @@ impl Router {
                 reply,
             } => {
                 let _ = reply.send(self.broker.retained_matching(&filter, now, limit));
+            }
+            RouterMsg::LastValues {
+                filter,
+                since,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.broker.last_values(&filter, since, limit));
             }
             RouterMsg::ClearRetained { filter, reply } => {
                 let n = self.broker.clear_retained(&filter, now);
