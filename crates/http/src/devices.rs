@@ -3,7 +3,14 @@
 //!
 //! - `GET/POST /api/v1/devices`, `GET/PATCH/DELETE /api/v1/devices/{name}`,
 //!   `POST /api/v1/devices/{name}/rotate`: a created or rotated device's secret is in that
-//!   answer only (stored hashed).
+//!   answer only (stored hashed). A device's answer lists its live `clients`.
+//! - `GET /api/v1/devices/{name}/topics?client_id=`: the filters its policies (its own and
+//!   its groups') grant, with `${device}` and `%u` substituted (`%c` too when a client id
+//!   is given); `POST /api/v1/devices/{name}/publish {"topic", "payload", "qos", "retain",
+//!   "client_id"}`: publish as the device (the device page's test panel), refused with 403
+//!   unless the device is enabled and its policies let it publish there, exactly as its own
+//!   PUBLISH would be judged (`client_id` for `%c`: default its first live client's, else
+//!   the device name).
 //! - `GET/POST /api/v1/policies`, `GET/PUT/DELETE /api/v1/policies/{name}`.
 //! - `GET/POST /api/v1/groups`, `PUT/DELETE /api/v1/groups/{name}`.
 //! - `GET/PUT /api/v1/registry`: the hub name and the username template.
@@ -40,6 +47,8 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show_device).patch(patch_device).delete(remove_device),
         )
         .route("/api/v1/devices/{name}/rotate", post(rotate))
+        .route("/api/v1/devices/{name}/topics", get(device_topics))
+        .route("/api/v1/devices/{name}/publish", post(publish_as))
         .route("/api/v1/policies", get(list_policies).post(add_policy))
         .route(
             "/api/v1/policies/{name}",
@@ -152,11 +161,183 @@ async fn show_device(
             name: name.clone(),
         })
     })?;
-    let on = online(&state).await;
+    let live = device_clients(&state, &d.username).await;
+    let mut v = device_json(&d, Some(live.len()));
+    if let Some(o) = v.as_object_mut() {
+        let clients: Vec<Value> = live
+            .iter()
+            .map(|c| {
+                json!({
+                    "client_id": c.summary.client_id.to_string(),
+                    "address": c.peer.map(|p| p.to_string()),
+                    "listener": c.summary.listener,
+                    "protocol": c.summary.protocol.to_string(),
+                    "connected_since": c.connected_since_ms,
+                })
+            })
+            .collect();
+        o.insert("clients".into(), json!(clients));
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// The connected (non-internal) clients logged in as `username`.
+async fn device_clients(state: &AppState, username: &str) -> Vec<midge_server::ClientView> {
+    let mut v: Vec<_> = state
+        .0
+        .server
+        .clients()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            c.summary.connected
+                && !c.summary.internal
+                && c.summary.username.as_deref() == Some(username)
+        })
+        .collect();
+    v.sort_by_key(|c| c.connected_since_ms);
+    v
+}
+
+fn find_device(r: &Registry, name: &str) -> Result<DeviceRecord, ApiError> {
+    r.device(name).ok_or_else(|| {
+        error(RegistryError::NotFound {
+            kind: "device",
+            name: name.to_owned(),
+        })
+    })
+}
+
+/// A policy filter as the device gets it: `${device}` and `%u` substituted, `%c` too when
+/// the client id is known (as the registry compiles them).
+fn resolve(filter: &str, d: &DeviceRecord, client_id: Option<&str>) -> String {
+    let f = filter
+        .replace("${device}", &d.name)
+        .replace("%u", &d.username);
+    match client_id {
+        Some(c) => f.replace("%c", c),
+        None => f,
+    }
+}
+
+/// The policies of a device (its own and its groups'), by name, in order.
+fn device_policies(r: &Registry, d: &DeviceRecord) -> Vec<Policy> {
+    let mut names: std::collections::BTreeSet<String> = d.policies.iter().cloned().collect();
+    for g in r.groups() {
+        if d.groups.contains(&g.name) {
+            names.extend(g.policies);
+        }
+    }
+    names.iter().filter_map(|n| r.policy(n)).collect()
+}
+
+async fn device_topics(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = params(q.as_deref(), &["client_id"])?;
+    let r = registry(&state)?;
+    let d = find_device(&r, &name)?;
+    let client_id = p.get("client_id").map(String::as_str);
+    let policies = device_policies(&r, &d);
+    let mut publish: Vec<String> = Vec::new();
+    let mut subscribe: Vec<String> = Vec::new();
+    for pol in &policies {
+        for (from, to) in [
+            (&pol.publish, &mut publish),
+            (&pol.subscribe, &mut subscribe),
+        ] {
+            for f in from {
+                let f = resolve(f, &d, client_id);
+                if !to.contains(&f) {
+                    to.push(f);
+                }
+            }
+        }
+    }
     Ok(json_response(
         StatusCode::OK,
-        &device_json(&d, Some(on.get(&d.username).copied().unwrap_or(0))),
+        &json!({
+            "name": d.name,
+            "username": d.username,
+            "enabled": d.enabled,
+            "client_id": client_id,
+            "publish": publish,
+            "subscribe": subscribe,
+            "policies": policies,
+        }),
     ))
+}
+
+/// Publish as the device: judged by the registry as the device's own PUBLISH would be,
+/// then sent through the HTTP publisher.
+async fn publish_as(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(mut body): JsonBody<serde_json::Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    let r = registry(&state)?;
+    let d = find_device(&r, &name)?;
+    let client_id = match body.remove("client_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() => Some(c),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "client_id must be a non-empty string",
+            ));
+        }
+    };
+    let req: crate::publish::PublishRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    let topic = req.topic().to_owned();
+    let publish = req.message()?;
+    let client_id = match client_id {
+        Some(c) => c,
+        None => device_clients(&state, &d.username)
+            .await
+            .first()
+            .map_or_else(|| d.name.clone(), |c| c.summary.client_id.to_string()),
+    };
+    if !d.enabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("device {name:?} is disabled: it may neither connect nor publish"),
+        ));
+    }
+    let allowed = r.check(
+        Some(&d.username),
+        &client_id,
+        &topic,
+        midge_auth::Access::Write,
+    );
+    if allowed != Some(true) {
+        let held = device_policies(&r, &d)
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>();
+        let why = if held.is_empty() {
+            "it has no policy".to_owned()
+        } else {
+            format!(
+                "none of its policies ({}) lets it publish there",
+                held.join(", ")
+            )
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "device {name:?} may not publish to {topic:?}: {why} (the broker would answer 0x87 Not authorized)"
+            ),
+        ));
+    }
+    let mut v = crate::publish::send(&state, publish).await?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("device".into(), json!(d.name));
+        o.insert("client_id".into(), json!(client_id));
+    }
+    Ok(json_response(StatusCode::OK, &v))
 }
 
 async fn add_device(

@@ -182,52 +182,77 @@ pub(crate) async fn handler(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    let topic = TopicName::new(req.topic.as_str())
-        .map_err(|e| ApiError::bad_request(format!("topic {:?}: {e}", req.topic)))?;
-    let qos = match req.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        2 => QoS::ExactlyOnce,
-        q => return Err(ApiError::bad_request(format!("qos {q}: must be 0, 1 or 2"))),
-    };
-    if qos == QoS::AtMostOnce && req.topic.starts_with("$SYS") {
-        // the broker drops it without a word at QoS 0: say so here
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the broker does not accept publishes to $SYS",
-        ));
+    let publish = req.message()?;
+    Ok(json_response(StatusCode::OK, &send(&state, publish).await?))
+}
+
+impl PublishRequest {
+    /// The topic asked for.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
     }
-    let given = [
-        req.payload.is_some(),
-        req.json.is_some(),
-        req.payload_base64.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() > 1 {
-        return Err(ApiError::bad_request(
-            "give the payload once: payload (text), json or payload_base64",
-        ));
+
+    /// The MQTT message of the request (checked: topic, QoS, one payload).
+    pub(crate) fn message(self) -> Result<Publish, ApiError> {
+        let req = self;
+        let topic = TopicName::new(req.topic.as_str())
+            .map_err(|e| ApiError::bad_request(format!("topic {:?}: {e}", req.topic)))?;
+        let qos = match req.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            q => return Err(ApiError::bad_request(format!("qos {q}: must be 0, 1 or 2"))),
+        };
+        if qos == QoS::AtMostOnce && req.topic.starts_with("$SYS") {
+            // the broker drops it without a word at QoS 0: say so here
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the broker does not accept publishes to $SYS",
+            ));
+        }
+        let given = [
+            req.payload.is_some(),
+            req.json.is_some(),
+            req.payload_base64.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ApiError::bad_request(
+                "give the payload once: payload (text), json or payload_base64",
+            ));
+        }
+        let (payload, text) = if let Some(p) = req.payload {
+            (Bytes::from(p), true)
+        } else if let Some(j) = req.json {
+            (Bytes::from(j.to_string()), true)
+        } else if let Some(b) = req.payload_base64 {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b.as_bytes())
+                .map_err(|e| ApiError::bad_request(format!("payload_base64: {e}")))?;
+            let text = std::str::from_utf8(&raw).is_ok();
+            (Bytes::from(raw), text)
+        } else {
+            (Bytes::new(), true)
+        };
+        let bytes = payload.len();
+        let mut publish = Publish::new(topic, payload);
+        publish.qos = qos;
+        publish.retain = req.retain;
+        if text && bytes > 0 {
+            publish.properties.payload_format_indicator = Some(1);
+        }
+        Ok(publish)
     }
-    let (payload, text) = if let Some(p) = req.payload {
-        (Bytes::from(p), true)
-    } else if let Some(j) = req.json {
-        (Bytes::from(j.to_string()), true)
-    } else if let Some(b) = req.payload_base64 {
-        use base64::Engine as _;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b.as_bytes())
-            .map_err(|e| ApiError::bad_request(format!("payload_base64: {e}")))?;
-        let text = std::str::from_utf8(&raw).is_ok();
-        (Bytes::from(raw), text)
-    } else {
-        (Bytes::new(), true)
-    };
-    let bytes = payload.len();
-    let mut publish = Publish::new(topic, payload);
-    publish.qos = qos;
-    publish.retain = req.retain;
-    if text && bytes > 0 {
-        publish.properties.payload_format_indicator = Some(1);
-    }
+}
+
+/// Publish through the shared in-process connection; the answer's body, or the broker's
+/// refusal as an error.
+pub(crate) async fn send(
+    state: &AppState,
+    publish: Publish,
+) -> Result<serde_json::Value, ApiError> {
+    let topic = publish.topic.as_str().to_owned();
+    let (qos, retain, bytes) = (publish.qos.as_u8(), publish.retain, publish.payload.len());
     let worker = state.clone();
     let reason = tokio::spawn(async move { worker.0.publisher.publish(publish).await })
         .await
@@ -251,16 +276,13 @@ pub(crate) async fn handler(
             ),
         ));
     }
-    debug!(topic = %req.topic, qos = req.qos, bytes, "published over HTTP");
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "topic": req.topic,
-            "qos": req.qos,
-            "retain": req.retain,
-            "bytes": bytes,
-            "reason": reason.description(),
-            "reason_code": reason.0,
-        }),
-    ))
+    debug!(topic = %topic, qos, bytes, "published over HTTP");
+    Ok(json!({
+        "topic": topic,
+        "qos": qos,
+        "retain": retain,
+        "bytes": bytes,
+        "reason": reason.description(),
+        "reason_code": reason.0,
+    }))
 }
