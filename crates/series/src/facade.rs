@@ -3,6 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use crate::points::{Datapoint, FieldType, PointQuery, PointResult};
 use crate::postgres::Postgres;
@@ -17,7 +22,9 @@ use crate::{
 /// `Send + Sync`; every method blocks (see the crate documentation).
 #[derive(Debug)]
 pub struct SeriesStore {
-    engine: Engine,
+    engine: Arc<Engine>,
+    /// The retention thread's stop signal (dropped with the store: the thread ends).
+    _pruner: Option<mpsc::Sender<()>>,
 }
 
 // One store per process, behind an Arc: the size of the larger engine costs nothing.
@@ -37,9 +44,9 @@ impl SeriesStore {
     /// newer midge, another program's database, or a file that is not a database at all is
     /// refused with an error naming the path.
     pub fn open(path: &Path, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
-        Ok(SeriesStore {
-            engine: Engine::Sqlite(Sqlite::open(path, options)?),
-        })
+        Ok(SeriesStore::start(Engine::Sqlite(Sqlite::open(
+            path, options,
+        )?)))
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`
@@ -55,15 +62,15 @@ impl SeriesStore {
     /// [`SeriesOptions::synchronous`] maps to `synchronous_commit` (`Normal`: off),
     /// [`SeriesOptions::busy_timeout`] to `lock_timeout` and the connect timeout.
     pub fn connect_postgres(url: &str, options: SeriesOptions) -> Result<SeriesStore, SeriesError> {
-        Ok(SeriesStore {
-            engine: Engine::Postgres(Postgres::connect(url, options)?),
-        })
+        Ok(SeriesStore::start(Engine::Postgres(Postgres::connect(
+            url, options,
+        )?)))
     }
 
     /// The database file (SQLite); for PostgreSQL, the URL without its password (as a path,
     /// the way errors name it). [`SeriesStore::describe`] says which.
     pub fn path(&self) -> &Path {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.path(),
             Engine::Postgres(p) => p.label(),
         }
@@ -72,7 +79,7 @@ impl SeriesStore {
     /// Where the data is, for people: `sqlite:<file>` or the PostgreSQL URL without its
     /// password.
     pub fn describe(&self) -> String {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => format!("sqlite:{}", s.path().display()),
             Engine::Postgres(p) => p.describe().to_owned(),
         }
@@ -80,7 +87,7 @@ impl SeriesStore {
 
     /// The options the store was opened with.
     pub fn options(&self) -> &SeriesOptions {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.options(),
             Engine::Postgres(p) => p.options(),
         }
@@ -90,7 +97,7 @@ impl SeriesStore {
     /// on error, none. With [`crate::Synchronous::Full`] the batch is on disk when this
     /// returns: one fsync for the whole batch, so callers should batch (group commit).
     pub fn insert(&self, table: &str, rows: &[Row]) -> Result<(), SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.insert(table, rows),
             Engine::Postgres(p) => p.insert(table, rows),
         }
@@ -99,7 +106,7 @@ impl SeriesStore {
     /// Stored rows matching `q`, at most the query's limit (see [`RowsQuery::limit`]), in
     /// the query's order. A table that does not exist yet holds no rows.
     pub fn rows(&self, q: &RowsQuery) -> Result<Vec<StoredRow>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.rows(q),
             Engine::Postgres(p) => p.rows(q),
         }
@@ -135,7 +142,7 @@ impl SeriesStore {
         q: &RowsQuery,
         after: Option<(i64, i64)>,
     ) -> Result<Vec<StoredRow>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.rows_after(q, after),
             Engine::Postgres(p) => p.rows_after(q, after),
         }
@@ -210,7 +217,7 @@ impl SeriesStore {
     /// Memory is bounded by the limit; time grows with the rows in the range, since every
     /// row of an aggregated bucket is read.
     pub fn series(&self, q: &SeriesQuery) -> Result<Vec<Bucket>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.series(q),
             Engine::Postgres(p) => p.series(q),
         }
@@ -220,7 +227,7 @@ impl SeriesStore {
     ///
     /// Counting reads each table's smallest index: proportional to its rows.
     pub fn tables(&self) -> Result<Vec<TableInfo>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.tables(),
             Engine::Postgres(p) => p.tables(),
         }
@@ -229,7 +236,7 @@ impl SeriesStore {
     /// Whether `table` exists (has been written to). Cheap, unlike [`SeriesStore::tables`],
     /// which counts rows.
     pub fn has_table(&self, table: &str) -> Result<bool, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.has_table(table),
             Engine::Postgres(p) => p.has_table(table),
         }
@@ -239,33 +246,60 @@ impl SeriesStore {
     /// most [`SeriesOptions::max_rows_per_query`] of them. Reads the whole `(topic, ts)`
     /// index: proportional to the table's rows.
     pub fn topics(&self, table: &str) -> Result<Vec<TopicInfo>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.topics(table),
             Engine::Postgres(p) => p.topics(table),
         }
     }
 
-    /// Deletes, in every table, the rows (and datapoints) older than the retention
-    /// ([`SeriesOptions::retention`]) as seen at `now_ms` (ms since the Unix epoch), and
-    /// returns how many. Without a retention it deletes nothing.
+    /// Deletes the rows older than their table's retention (its own, set with
+    /// [`SeriesStore::set_table_retention`], else [`SeriesOptions::retention`]) and the
+    /// datapoints older than [`SeriesOptions::retention`], as seen at `now_ms` (ms since the
+    /// Unix epoch), and returns how many. Without any retention it deletes nothing.
     ///
     /// Rows are deleted in chunks of [`SeriesOptions::prune_chunk_rows`], one transaction
-    /// each, so inserts are not held up for long by a large delete. The caller runs this
-    /// periodically (every few minutes is plenty), on a blocking thread.
+    /// each, so inserts are not held up for long by a large delete. The store runs this
+    /// itself every [`SeriesOptions::prune_every`]; call it directly only with that off.
     pub fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.prune(now_ms),
-            Engine::Postgres(p) => p.prune(now_ms),
-        }
+        self.engine.prune(now_ms)
     }
 
     /// Deletes the rows of `table` with `ts < before_ms`, in chunks like
     /// [`SeriesStore::prune`], and returns how many.
     pub fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.delete_before(table, before_ms),
-            Engine::Postgres(p) => p.delete_before(table, before_ms),
+        self.engine.delete_before(table, before_ms)
+    }
+
+    /// Drops `table`: its rows, its indexes and its retention. Returns `false` when there
+    /// was no such table. A later insert creates it again, empty.
+    pub fn drop_table(&self, table: &str) -> Result<bool, SeriesError> {
+        match &*self.engine {
+            Engine::Sqlite(s) => s.drop_table(table),
+            Engine::Postgres(p) => p.drop_table(table),
         }
+    }
+
+    /// The tables with a retention of their own, in days (0: kept forever), by name.
+    /// Stored in the store itself, so it holds across restarts.
+    pub fn table_retentions(&self) -> Result<BTreeMap<String, u32>, SeriesError> {
+        self.engine.table_retentions()
+    }
+
+    /// Gives `table` a retention of its own of `days` days (0: keep its rows forever), or
+    /// with `None` removes it (the table follows [`SeriesOptions::retention`] again). The
+    /// table need not exist yet.
+    pub fn set_table_retention(&self, table: &str, days: Option<u32>) -> Result<(), SeriesError> {
+        match &*self.engine {
+            Engine::Sqlite(s) => s.set_table_retention(table, days),
+            Engine::Postgres(p) => p.set_table_retention(table, days),
+        }
+    }
+
+    /// How long the rows of `table` are kept (`None`: forever): its own retention, else
+    /// the store's.
+    pub fn retention_of(&self, table: &str) -> Result<Option<Duration>, SeriesError> {
+        let own = self.table_retentions()?.get(table).copied();
+        Ok(effective(own, self.options().retention))
     }
 
     /// Writes `points` in one transaction: every point or, on any error (an invalid name,
@@ -273,7 +307,7 @@ impl SeriesStore {
     /// index. A point with the same metric, tags, field and timestamp as a stored one
     /// replaces it (so a redelivered message never makes a duplicate).
     pub fn write_points(&self, points: &[Datapoint]) -> Result<(), SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.write_points(points),
             Engine::Postgres(p) => p.write_points(points),
         }
@@ -281,7 +315,7 @@ impl SeriesStore {
 
     /// Every metric, in name order.
     pub fn metrics(&self) -> Result<Vec<String>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.metrics(),
             Engine::Postgres(p) => p.metrics(),
         }
@@ -289,7 +323,7 @@ impl SeriesStore {
 
     /// The fields of `metric` with their types (empty when the metric is unknown).
     pub fn metric_fields(&self, metric: &str) -> Result<BTreeMap<String, FieldType>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.metric_fields(metric),
             Engine::Postgres(p) => p.metric_fields(metric),
         }
@@ -297,7 +331,7 @@ impl SeriesStore {
 
     /// Each tag key of `metric` with its values, in order (empty when the metric is unknown).
     pub fn metric_tags(&self, metric: &str) -> Result<BTreeMap<String, Vec<String>>, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.metric_tags(metric),
             Engine::Postgres(p) => p.metric_tags(metric),
         }
@@ -305,7 +339,7 @@ impl SeriesStore {
 
     /// Runs one query (see [`PointQuery`]).
     pub fn query_points(&self, q: &PointQuery) -> Result<PointResult, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.query_points(q),
             Engine::Postgres(p) => p.query_points(q),
         }
@@ -322,9 +356,124 @@ impl SeriesStore {
         end: i64,
         each: &mut dyn FnMut(Datapoint) -> bool,
     ) -> Result<u64, SeriesError> {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(s) => s.export_points(metrics, start, end, each),
             Engine::Postgres(p) => p.export_points(metrics, start, end, each),
         }
+    }
+}
+
+/// A table's retention: its own (`Some(0)`: forever) or else the store's.
+fn effective(own: Option<u32>, global: Option<Duration>) -> Option<Duration> {
+    match own {
+        Some(0) => None,
+        Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
+        None => global,
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+impl SeriesStore {
+    /// The store around `engine`, with its retention thread when
+    /// [`SeriesOptions::prune_every`] is set.
+    fn start(engine: Engine) -> SeriesStore {
+        let engine = Arc::new(engine);
+        let pruner = engine.options().prune_every.and_then(|every| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let weak = Arc::downgrade(&engine);
+            std::thread::Builder::new()
+                .name("midge-series-retention".into())
+                .spawn(move || retention_loop(&weak, &rx, every))
+                .map_err(|e| warn!(error = %e, "series retention thread not started"))
+                .ok()
+                .map(|_| tx)
+        });
+        SeriesStore {
+            engine,
+            _pruner: pruner,
+        }
+    }
+}
+
+/// Prunes every `every` until the store is dropped (the sender goes away).
+fn retention_loop(engine: &Weak<Engine>, stop: &mpsc::Receiver<()>, every: Duration) {
+    loop {
+        match stop.recv_timeout(every.max(Duration::from_millis(10))) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        match engine.prune(now_ms()) {
+            Ok(n) if n > 0 => info!(
+                rows = n,
+                "series retention: deleted rows past the retention"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "series retention: pruning failed"),
+        }
+    }
+}
+
+impl Engine {
+    fn options(&self) -> &SeriesOptions {
+        match self {
+            Engine::Sqlite(s) => s.options(),
+            Engine::Postgres(p) => p.options(),
+        }
+    }
+
+    fn table_retentions(&self) -> Result<BTreeMap<String, u32>, SeriesError> {
+        match self {
+            Engine::Sqlite(s) => s.table_retentions(),
+            Engine::Postgres(p) => p.table_retentions(),
+        }
+    }
+
+    fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
+        match self {
+            Engine::Sqlite(s) => s.delete_before(table, before_ms),
+            Engine::Postgres(p) => p.delete_before(table, before_ms),
+        }
+    }
+
+    /// See [`SeriesStore::prune`].
+    fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
+        let global = self.options().retention;
+        let own = self.table_retentions()?;
+        if global.is_none() && own.values().all(|d| *d == 0) {
+            return Ok(0);
+        }
+        let tables = match self {
+            Engine::Sqlite(s) => s.table_list()?,
+            Engine::Postgres(p) => p.table_list()?,
+        };
+        let mut total = 0u64;
+        for table in tables {
+            if let Some(keep) = effective(own.get(&table).copied(), global) {
+                total += self.delete_before(&table, now_ms.saturating_sub(millis(keep)))?;
+            }
+        }
+        if let Some(keep) = global {
+            let cutoff = now_ms.saturating_sub(millis(keep));
+            total += match self {
+                Engine::Sqlite(s) => s.prune_points(cutoff)?,
+                Engine::Postgres(p) => p.prune_points(cutoff)?,
+            };
+        }
+        if total > 0 {
+            info!(deleted = total, "series retention: old rows deleted");
+        }
+        Ok(total)
     }
 }

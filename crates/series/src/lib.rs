@@ -122,7 +122,12 @@ pub struct SeriesOptions {
     /// fails.
     pub busy_timeout: Duration,
     /// Rows older than this are deleted by [`SeriesStore::prune`]; `None` keeps them forever.
+    /// A table may have its own ([`SeriesStore::set_table_retention`]).
     pub retention: Option<Duration>,
+    /// How often the store runs [`SeriesStore::prune`] itself, on a thread of its own that
+    /// ends with the store (the first run one interval after opening); `None`: never (the
+    /// owner calls `prune`).
+    pub prune_every: Option<Duration>,
     /// Rows or buckets a query returns when it names no limit.
     pub default_rows_per_query: usize,
     /// Most rows or buckets any query returns, whatever limit it names.
@@ -141,6 +146,7 @@ impl Default for SeriesOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             retention: None,
+            prune_every: Some(Duration::from_secs(600)),
             default_rows_per_query: 1_000,
             max_rows_per_query: 10_000,
             prune_chunk_rows: 5_000,

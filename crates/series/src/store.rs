@@ -442,6 +442,14 @@ impl Sqlite {
                 .map_err(&fail)?;
         }
         // Migrations from older schema versions go here when there are any.
+        // Per-table retention (an older file gets it here; an older midge ignores it).
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS midge_table_retention (
+                 name TEXT PRIMARY KEY,
+                 days INTEGER NOT NULL
+             ) STRICT;",
+        )
+        .map_err(&fail)?;
         tx.commit().map_err(&fail)?;
         let known = table_names(&conn)
             .map_err(&fail)?
@@ -754,33 +762,86 @@ impl Sqlite {
         })
     }
 
-    /// Deletes, in every table, the rows (and the datapoints) older than the retention
-    /// ([`SeriesOptions::retention`]) as seen at `now_ms` (ms since the Unix epoch), and
-    /// returns how many. Without a retention it deletes nothing.
-    ///
-    /// Rows are deleted in chunks of [`SeriesOptions::prune_chunk_rows`], one transaction
-    /// each, so inserts are not held up for long by a large delete. The caller runs this
-    /// periodically (every few minutes is plenty), on a blocking thread. The file does not
-    /// shrink: freed pages are reused by new rows.
-    pub(crate) fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
-        let Some(retention) = self.options.retention else {
-            return Ok(0);
-        };
-        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms.saturating_sub(keep_ms);
+    /// The row tables in the file, in name order.
+    pub(crate) fn table_list(&self) -> Result<Vec<String>, SeriesError> {
         let names = self.read(|conn| table_names(conn).map_err(self.err("listing tables")))?;
-        let mut total = 0u64;
-        for name in names {
-            total += self.delete_older(&name, cutoff)?;
+        Ok(names.into_iter().map(|n| n.as_str().to_owned()).collect())
+    }
+
+    /// Deletes the datapoints with `ts < cutoff` (for the retention).
+    pub(crate) fn prune_points(&self, cutoff: i64) -> Result<u64, SeriesError> {
+        self.delete_points_before(cutoff, self.options.prune_chunk_rows)
+    }
+
+    /// Drops `table` (its rows and indexes) and its retention; `false` when there was no
+    /// such table.
+    pub(crate) fn drop_table(&self, table: &str) -> Result<bool, SeriesError> {
+        let name = TableName::new(table)?;
+        let err = self.err("dropping a table");
+        let mut guard = lock(&self.writer);
+        let Writer { conn, known, .. } = &mut *guard;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        if !table_exists(&tx, &name).map_err(&err)? {
+            return Ok(false);
         }
-        total += self.delete_points_before(cutoff, self.options.prune_chunk_rows)?;
-        if total > 0 {
-            info!(
-                deleted = total,
-                cutoff, "series retention: old rows deleted"
-            );
+        tx.execute_batch(&format!("DROP TABLE {}", name.quoted()))
+            .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM midge_table_retention WHERE name = ?1",
+            [name.as_str()],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        known.remove(&name);
+        info!(table = name.as_str(), "series table dropped");
+        Ok(true)
+    }
+
+    /// The per-table retentions, in days (0: kept forever), by table name.
+    pub(crate) fn table_retentions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u32>, SeriesError> {
+        let err = self.err("reading table retentions");
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, days FROM midge_table_retention")
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(&err)?;
+            let mut out = std::collections::BTreeMap::new();
+            for row in rows {
+                let (name, days) = row.map_err(&err)?;
+                out.insert(name, u32::try_from(days).unwrap_or(u32::MAX));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) the retention of `table`, in days (0: forever).
+    pub(crate) fn set_table_retention(
+        &self,
+        table: &str,
+        days: Option<u32>,
+    ) -> Result<(), SeriesError> {
+        let name = TableName::new(table)?;
+        let err = self.err("setting a table retention");
+        let guard = lock(&self.writer);
+        match days {
+            Some(d) => guard.conn.execute(
+                "INSERT INTO midge_table_retention (name, days) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET days = excluded.days",
+                params![name.as_str(), i64::from(d)],
+            ),
+            None => guard.conn.execute(
+                "DELETE FROM midge_table_retention WHERE name = ?1",
+                [name.as_str()],
+            ),
         }
-        Ok(total)
+        .map_err(&err)?;
+        Ok(())
     }
 
     /// Deletes the rows of `table` with `ts < before_ms`, in chunks like

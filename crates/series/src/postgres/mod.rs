@@ -270,7 +270,8 @@ impl Postgres {
                 .query_one(
                     "SELECT to_regclass('midge_series_meta') IS NOT NULL \
                         AND to_regclass('midge_series_tables') IS NOT NULL \
-                        AND to_regclass('midge_points') IS NOT NULL",
+                        AND to_regclass('midge_points') IS NOT NULL \
+                        AND to_regclass('midge_series_retention') IS NOT NULL",
                     &[],
                 )
                 .map_err(&open)?
@@ -283,6 +284,10 @@ impl Postgres {
                      );
                      CREATE TABLE IF NOT EXISTS midge_series_tables (
                          name TEXT COLLATE \"C\" PRIMARY KEY
+                     );
+                     CREATE TABLE IF NOT EXISTS midge_series_retention (
+                         name TEXT COLLATE \"C\" PRIMARY KEY,
+                         days INTEGER NOT NULL
                      );",
                 )
                 .map_err(&open)?;

@@ -394,28 +394,93 @@ impl Postgres {
         })
     }
 
-    pub(crate) fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
-        let Some(retention) = self.options().retention else {
-            return Ok(0);
-        };
-        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms.saturating_sub(keep_ms);
+    /// The row tables in midge's catalog, in name order.
+    pub(crate) fn table_list(&self) -> Result<Vec<String>, SeriesError> {
         let err = self.err("listing tables");
         let names = self.read("listing tables", |tx, _| {
             Self::table_names(tx).map_err(&err)
         })?;
-        let mut total = 0u64;
-        for name in names {
-            total += self.delete_older(&name, cutoff)?;
+        Ok(names.into_iter().map(|n| n.as_str().to_owned()).collect())
+    }
+
+    /// Drops `table` and its retention; `false` when there was no such table.
+    pub(crate) fn drop_table(&self, table: &str) -> Result<bool, SeriesError> {
+        let name = TableName::new(table)?;
+        let op = "dropping a table";
+        let err = self.err(op);
+        let dropped = self.write(op, |conn| {
+            let mut tx = conn.client.transaction().map_err(&err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+                .map_err(&err)?;
+            let mut none = HashMap::new();
+            if !Self::table_known(&mut tx, &mut none, &name).map_err(&err)? {
+                return Ok(false);
+            }
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", relation(&name)))
+                .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM midge_series_tables WHERE name = $1",
+                &[&name.as_str()],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM midge_series_retention WHERE name = $1",
+                &[&name.as_str()],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            Ok(true)
+        })?;
+        super::lock(&self.known).remove(&name);
+        if dropped {
+            info!(table = name.as_str(), "series table dropped");
         }
-        total += self.prune_points(cutoff)?;
-        if total > 0 {
-            info!(
-                deleted = total,
-                cutoff, "series retention: old rows deleted"
-            );
-        }
-        Ok(total)
+        Ok(dropped)
+    }
+
+    /// The per-table retentions, in days (0: kept forever), by table name.
+    pub(crate) fn table_retentions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u32>, SeriesError> {
+        let err = self.err("reading table retentions");
+        self.read("reading table retentions", |tx, _| {
+            let rows = tx
+                .query("SELECT name, days FROM midge_series_retention", &[])
+                .map_err(&err)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let days: i32 = r.get(1);
+                    (r.get::<_, String>(0), u32::try_from(days).unwrap_or(0))
+                })
+                .collect())
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) the retention of `table`, in days (0: forever).
+    pub(crate) fn set_table_retention(
+        &self,
+        table: &str,
+        days: Option<u32>,
+    ) -> Result<(), SeriesError> {
+        let name = TableName::new(table)?;
+        let op = "setting a table retention";
+        let err = self.err(op);
+        self.write(op, |conn| {
+            match days {
+                Some(d) => conn.client.execute(
+                    "INSERT INTO midge_series_retention (name, days) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET days = excluded.days",
+                    &[&name.as_str(), &i32::try_from(d).unwrap_or(i32::MAX)],
+                ),
+                None => conn.client.execute(
+                    "DELETE FROM midge_series_retention WHERE name = $1",
+                    &[&name.as_str()],
+                ),
+            }
+            .map(drop)
+            .map_err(&err)
+        })
     }
 
     pub(crate) fn delete_before(&self, table: &str, before_ms: i64) -> Result<u64, SeriesError> {
