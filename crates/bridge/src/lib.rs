@@ -566,18 +566,9 @@ async fn run(
     dialer: Arc<remote::Dialer>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let (local, mut local_loop) = Client::new(local_options(&cfg, connector));
+    let (local, local_loop) = Client::new(local_options(&cfg, connector));
     let (remote, mut remote_loop) = Client::new(remote_options(&cfg, &dialer));
-    let (ltx, mut local_events) = mpsc::channel::<Result<Event, ClientError>>(1024);
-    let local_poller = tokio::spawn(async move {
-        loop {
-            let e = local_loop.poll().await;
-            let end = matches!(e, Err(_) | Ok(Event::Closed));
-            if ltx.send(e).await.is_err() || end {
-                return;
-            }
-        }
-    });
+    let (mut local_events, local_poller) = local_loop.spawn(Some(1024), false);
     let (rtx, mut remote_events) = mpsc::channel::<Remote>(1024);
     let restart = cfg.restart_timeout;
     let name = cfg.name.clone();

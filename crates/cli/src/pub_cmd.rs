@@ -141,20 +141,11 @@ async fn publish(args: PubArgs) -> Result<ExitCode, UsageError> {
 
     let mut options = prepared.options;
     options.max_inflight = u16::try_from(args.max_inflight.max(1)).ok();
-    let (client, mut event_loop) = Client::new(options);
-    let (etx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let event = event_loop.poll().await;
-            let end = matches!(event, Err(_) | Ok(Event::Closed));
-            if etx.send(event).is_err() || end {
-                break;
-            }
-            // let the printing task run before the next packet is handled, so message lines
-            // and -d lines come out in wire order
-            tokio::task::yield_now().await;
-        }
-    });
+    let (client, event_loop) = Client::new(options);
+    // unbounded: the loop must keep running while we wait on its acknowledgements; a
+    // yield after each event lets the printing run first, so message lines and -d lines
+    // come out in wire order
+    let (mut events, _) = event_loop.spawn(None, true);
 
     let mut lines = match source {
         Source::Lines => Some(spawn_line_reader()),

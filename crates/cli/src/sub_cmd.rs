@@ -8,7 +8,6 @@ use midge_client::codec::{
     Disconnect, Publish, QoS, ReasonCode, SubscriptionOptions, TopicFilter, matches_filter,
 };
 use midge_client::{Client, Event, Reconnect};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::mqtt_opts::{ConnOpts, UsageError, connect_failure, parse_qos};
@@ -161,20 +160,11 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, UsageError> {
         min: Duration::from_secs(1),
         max: Duration::from_secs(30),
     });
-    let (client, mut event_loop) = Client::new(options);
-    let (etx, mut events) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let event = event_loop.poll().await;
-            let end = matches!(event, Err(_) | Ok(Event::Closed));
-            if etx.send(event).is_err() || end {
-                break;
-            }
-            // let the printing task run before the next packet is handled, so message lines
-            // and -d lines come out in wire order
-            tokio::task::yield_now().await;
-        }
-    });
+    let (client, event_loop) = Client::new(options);
+    // unbounded: the loop must keep running while we wait on its acknowledgements; a
+    // yield after each event lets the printing run first, so message lines and -d lines
+    // come out in wire order
+    let (mut events, _) = event_loop.spawn(None, true);
 
     let deadline = args
         .timeout

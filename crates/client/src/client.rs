@@ -231,6 +231,49 @@ impl EventLoop {
         &self.state
     }
 
+    /// Drive this loop in its own task and hand every event, in order, to the returned
+    /// channel: the usual way to use the client (its [`Client`] handle works from anywhere).
+    /// The task ends after the last event ([`Event::Closed`] or an error) or when the
+    /// receiver is dropped.
+    ///
+    /// `capacity`: with `Some(n)` a full channel stops the loop from reading the network
+    /// (backpressure to the broker); `None` never blocks (for consumers that must not hold
+    /// the loop, e.g. one waiting on the loop's own acknowledgements). `yield_each` lets the
+    /// consumer run before the next packet is handled, so what it prints keeps wire order.
+    pub fn spawn(
+        mut self,
+        capacity: Option<usize>,
+        yield_each: bool,
+    ) -> (Events, tokio::task::JoinHandle<()>) {
+        let (events, forward) = match capacity {
+            Some(n) => {
+                let (tx, rx) = mpsc::channel(n.max(1));
+                (Events::Bounded(rx), Forward::Bounded(tx))
+            }
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Events::Unbounded(rx), Forward::Unbounded(tx))
+            }
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                let event = self.poll().await;
+                let end = matches!(event, Err(_) | Ok(Event::Closed));
+                let sent = match &forward {
+                    Forward::Bounded(tx) => tx.send(event).await.is_ok(),
+                    Forward::Unbounded(tx) => tx.send(event).is_ok(),
+                };
+                if !sent || end {
+                    return;
+                }
+                if yield_each {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        (events, task)
+    }
+
     /// Wait for the next event. Connects first when there is no connection.
     ///
     /// Without [`ClientOptions::reconnect`], a connection problem is returned as `Err` and
@@ -521,6 +564,30 @@ impl EventLoop {
         }
         Ok(())
     }
+}
+
+/// The events of an [`EventLoop`] driven by [`EventLoop::spawn`], in order.
+#[derive(Debug)]
+pub enum Events {
+    /// A bounded channel (backpressure).
+    Bounded(mpsc::Receiver<Result<Event, ClientError>>),
+    /// An unbounded channel.
+    Unbounded(mpsc::UnboundedReceiver<Result<Event, ClientError>>),
+}
+
+impl Events {
+    /// The next event; `None` after the last one.
+    pub async fn recv(&mut self) -> Option<Result<Event, ClientError>> {
+        match self {
+            Events::Bounded(rx) => rx.recv().await,
+            Events::Unbounded(rx) => rx.recv().await,
+        }
+    }
+}
+
+enum Forward {
+    Bounded(mpsc::Sender<Result<Event, ClientError>>),
+    Unbounded(mpsc::UnboundedSender<Result<Event, ClientError>>),
 }
 
 #[cfg(test)]

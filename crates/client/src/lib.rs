@@ -45,7 +45,7 @@ mod options;
 mod state;
 mod transport;
 
-pub use client::{Client, EventLoop};
+pub use client::{Client, EventLoop, Events};
 pub use error::{ClientError, refusal_text};
 pub use event::Event;
 pub use options::{
