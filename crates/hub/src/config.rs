@@ -24,8 +24,6 @@ pub struct HubConfig {
     pub webhook_queue: usize,
     /// Webhook requests in flight at once.
     pub webhook_concurrency: usize,
-    /// How often rows older than the store's retention are deleted.
-    pub prune_interval: Duration,
 }
 
 impl Default for HubConfig {
@@ -37,7 +35,6 @@ impl Default for HubConfig {
             max_pending_rows: 50_000,
             webhook_queue: 1024,
             webhook_concurrency: 4,
-            prune_interval: Duration::from_secs(600),
         }
     }
 }

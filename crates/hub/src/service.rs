@@ -254,8 +254,6 @@ pub struct HubService {
     status: Mutex<Option<Arc<crate::Shared>>>,
     /// Names of the file's rules, for [`RuleSource`].
     file_names: Mutex<Vec<String>>,
-    /// The retention task (see [`start_pruning`]).
-    pruner: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The task saving the counts now and then.
     saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -270,8 +268,6 @@ impl HubService {
         series: Option<Arc<SeriesStore>>,
     ) -> Result<Arc<HubService>, HubError> {
         let file_rules = config.rules.clone();
-        let series_for_pruning = series.clone();
-        let prune_interval = config.prune_interval;
         crate::validate(&config, series.is_some()).map_err(HubError::Invalid)?;
         let mut api_rules = Vec::new();
         let carried = load_counts(config.state_dir.as_deref());
@@ -305,7 +301,6 @@ impl HubService {
             }),
             status: Mutex::new(None),
             file_names: Mutex::new(Vec::new()),
-            pruner: Mutex::new(start_pruning(series_for_pruning, prune_interval)),
             saver: Mutex::new(None),
         });
         {
@@ -576,10 +571,10 @@ impl HubService {
         self.commit(&mut state, next).await
     }
 
-    /// Stop the hub (the batch being stored is finished and acknowledged first) and the
-    /// retention task.
+    /// Stop the hub (the batch being stored is finished and acknowledged first) and its
+    /// tasks. (Retention is the series store's own: see `SeriesOptions::prune_every`.)
     pub async fn stop(&self) {
-        for task in [&self.pruner, &self.saver] {
+        for task in [&self.saver] {
             if let Some(p) = task.lock().ok().and_then(|mut p| p.take()) {
                 p.abort();
             }
@@ -594,32 +589,9 @@ impl HubService {
     }
 }
 
-/// Deletes the rows and datapoints past the store's retention now and then every
-/// `every`, whatever the rules: it runs whenever the store is open and has a retention, also
-/// with no rule at all (it used to run inside the rules' loop, so not without a rule).
-fn start_pruning(
-    series: Option<Arc<SeriesStore>>,
-    every: Duration,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let series = series.filter(|s| s.options().retention.is_some())?;
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let s = series.clone();
-            match tokio::task::spawn_blocking(move || s.prune(crate::now_ms())).await {
-                Ok(Ok(n)) if n > 0 => info!(rows = n, "deleted rows past the retention"),
-                Ok(Err(e)) => warn!(error = %e, "pruning the series store failed"),
-                _ => {}
-            }
-        }
-    }))
-}
-
 impl Drop for HubService {
     fn drop(&mut self) {
-        for task in [&mut self.pruner, &mut self.saver] {
+        for task in [&mut self.saver] {
             if let Some(p) = task.get_mut().ok().and_then(Option::take) {
                 p.abort();
             }

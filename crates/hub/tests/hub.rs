@@ -361,7 +361,8 @@ async fn republish_topics_are_checked_on_save_and_a_missing_value_is_a_failure()
 }
 
 /// Issue 13: `retention_days` was applied inside the rules' loop, so never while no rule
-/// existed. The service prunes whenever the store has a retention.
+/// existed. Issue 15: the store runs its retention itself, so a hub with no rule at all
+/// (or no hub) does not stop it.
 #[tokio::test]
 async fn retention_prunes_with_no_rule_at_all() {
     let server = broker(None).await;
@@ -371,6 +372,7 @@ async fn retention_prunes_with_no_rule_at_all() {
             &dir.path().join("series.db"),
             SeriesOptions {
                 retention: Some(Duration::from_secs(86_400)),
+                prune_every: Some(Duration::from_millis(200)),
                 ..SeriesOptions::default()
             },
         )
@@ -390,10 +392,7 @@ async fn retention_prunes_with_no_rule_at_all() {
             ],
         )
         .unwrap();
-    let config = HubConfig {
-        prune_interval: Duration::from_secs(1),
-        ..HubConfig::default()
-    };
+    let config = HubConfig::default();
     assert!(config.rules.is_empty());
     let service = midge_hub::HubService::start(config, connector(&server), Some(series.clone()))
         .await
