@@ -25,6 +25,41 @@ pub struct ConnConfig {
     pub hold: Duration,
     /// Wait this long after the last CONNACK before reading the broker's RSS.
     pub settle: Duration,
+    /// Keep alive each CONNECT asks for (seconds; 0 = none). The broker must watch a
+    /// connection with keep alive, which can cost it memory per connection.
+    pub keep_alive: u16,
+    /// Length of each client id (padded with `x` before the counter; `None` = the short
+    /// `PREFIX-conn-N`), to see what a broker keeps per byte of client id.
+    pub id_len: Option<usize>,
+}
+
+impl ConnConfig {
+    /// `connections` idle connections opened as fast as 64 handshakes at once allow, keep
+    /// alive 0, short client ids, no hold.
+    pub fn new(connections: u64) -> ConnConfig {
+        ConnConfig {
+            connections,
+            rate: None,
+            concurrency: 64,
+            hold: Duration::ZERO,
+            settle: Duration::ZERO,
+            keep_alive: 0,
+            id_len: None,
+        }
+    }
+}
+
+/// The client id of connection `i`: `PREFIX-conn-i`, padded to `len` bytes with `x` before
+/// the number (unique as long as `len` leaves room for the number).
+fn client_id(prefix: &str, i: u64, len: Option<usize>) -> String {
+    let base = format!("{prefix}-conn-");
+    let n = i.to_string();
+    match len {
+        Some(len) if len > base.len() + n.len() => {
+            format!("{base}{}{n}", "x".repeat(len - base.len() - n.len()))
+        }
+        _ => format!("{base}{n}"),
+    }
 }
 
 /// The outcome of a connection run.
@@ -73,7 +108,7 @@ impl ConnResult {
     }
 }
 
-/// Open `cfg.connections` idle connections (keep alive 0) and hold them.
+/// Open `cfg.connections` idle connections (keep alive `cfg.keep_alive`) and hold them.
 pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, BenchError> {
     if cfg.concurrency == 0 {
         return Err(BenchError::Config("concurrency must be at least 1".into()));
@@ -99,9 +134,10 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
             break;
         };
         let (c, ctr) = (common.clone(), counters.clone());
+        let (keep_alive, id_len) = (cfg.keep_alive, cfg.id_len);
         tasks.push(tokio::spawn(async move {
-            let id = format!("{}-conn-{i}", c.client_prefix);
-            let r = wire::connect(c.addr, c.protocol, &id, 0, c.connect_timeout).await;
+            let id = client_id(&c.client_prefix, i, id_len);
+            let r = wire::connect(c.addr, c.protocol, &id, keep_alive, c.connect_timeout).await;
             drop(permit);
             let done = Instant::now();
             if r.is_ok() {
@@ -166,4 +202,21 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
         broker,
         errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_id;
+
+    #[test]
+    fn client_ids_are_padded_to_the_length_asked_and_stay_unique() {
+        assert_eq!(client_id("b", 7, None), "b-conn-7");
+        let a = client_id("b", 7, Some(64));
+        let b = client_id("b", 17, Some(64));
+        assert_eq!((a.len(), b.len()), (64, 64));
+        assert_ne!(a, b);
+        assert!(a.ends_with("x7") && b.ends_with("x17"), "{a} {b}");
+        // too short to pad: the plain id
+        assert_eq!(client_id("b", 7, Some(3)), "b-conn-7");
+    }
 }

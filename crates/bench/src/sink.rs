@@ -130,13 +130,7 @@ pub async fn run_sink(common: &Common, publishers: u32) -> Result<SinkResult, Be
     let mut c0 = c.clone();
     c0.qos = QoS::AtMostOnce;
     let subscribe = run_scenario(&c0, &Scenario::new("sink-sub", 0, 1)).await?;
-    let cfg = ConnConfig {
-        connections: count.min(2000),
-        rate: None,
-        concurrency: 64,
-        hold: std::time::Duration::ZERO,
-        settle: std::time::Duration::ZERO,
-    };
+    let cfg = ConnConfig::new(count.min(2000));
     let connect = run_conn(&c, &cfg).await?;
     Ok(SinkResult {
         publish,

@@ -142,6 +142,12 @@ struct ConnArgs {
     /// Seconds to wait after the last CONNACK before reading the broker's RSS.
     #[arg(long = "settle", default_value_t = 1.0)]
     settle: f64,
+    /// Keep alive of each connection in seconds (0: none).
+    #[arg(short = 'k', long = "keep-alive", default_value_t = 0)]
+    keep_alive: u16,
+    /// Length of each client id in bytes (default: short ids like midge-bench-conn-42).
+    #[arg(long = "id-len")]
+    id_len: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,6 +214,8 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 concurrency: a.concurrency,
                 hold: secs(a.hold, "hold")?,
                 settle: secs(a.settle, "settle")?,
+                keep_alive: a.keep_alive,
+                id_len: a.id_len,
             };
             let r = midge_bench::run_conn(&c, &cfg).await?;
             if a.common.json {
