@@ -88,6 +88,8 @@ pub enum ActionConfig {
         /// Time allowed for one request.
         timeout: Duration,
     },
+    /// Raise and clear a named alarm per source, with hysteresis (see [`crate::alarm`]).
+    Alarm(crate::AlarmConfig),
 }
 
 impl ActionConfig {
@@ -104,6 +106,7 @@ impl ActionConfig {
             ActionConfig::Tsdb => "tsdb".to_string(),
             ActionConfig::Republish { topic, .. } => format!("republish {topic}"),
             ActionConfig::Webhook { url, .. } => format!("webhook {url}"),
+            ActionConfig::Alarm(a) => a.describe(),
         }
     }
 }

@@ -20,6 +20,7 @@
 //!
 //! [`Transport::Custom`]: midge_client::Transport::Custom
 
+pub mod alarm;
 mod config;
 mod service;
 mod template;
@@ -47,6 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+pub use alarm::{AlarmConfig, AlarmError, AlarmRecord, AlarmSource, AlarmStatus, Alarms};
 pub use config::{ActionConfig, HubConfig, RuleConfig};
 /// The rule language, for callers that try a rule without running it (the HTTP dry run).
 pub use midge_rules;
@@ -106,6 +108,7 @@ enum Action {
         retain: bool,
     },
     Webhook(Arc<webhook::Target>),
+    Alarm(Box<alarm::CompiledAlarm>),
 }
 
 /// Check every rule: its SQL, unique names, at least one action, valid tables, templates and
@@ -134,7 +137,7 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
         };
         if r.actions.is_empty() {
             problems.push(format!(
-                "{at}: no action (store, tsdb, republish or webhook)"
+                "{at}: no action (store, tsdb, republish, webhook or alarm)"
             ));
         }
         let mut actions = Vec::new();
@@ -196,6 +199,10 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                 } => match webhook::Target::parse(url, headers.clone(), *timeout) {
                     Ok(t) => actions.push(Action::Webhook(Arc::new(t))),
                     Err(e) => problems.push(format!("{at}: webhook: {e}")),
+                },
+                ActionConfig::Alarm(a) => match a.compile() {
+                    Ok(c) => actions.push(Action::Alarm(Box::new(c))),
+                    Err(p) => problems.extend(p.into_iter().map(|p| format!("{at}: {p}"))),
                 },
             }
         }
@@ -302,6 +309,18 @@ impl Hub {
         connector: Connector,
         series: Option<Arc<SeriesStore>>,
     ) -> Result<Hub, HubError> {
+        let alarms = Alarms::open(None);
+        Hub::start_with_alarms(config, connector, series, alarms).await
+    }
+
+    /// [`Hub::start`] with the alarms its `alarm` actions raise and clear (kept by the
+    /// caller across restarts of the hub).
+    pub async fn start_with_alarms(
+        config: HubConfig,
+        connector: Connector,
+        series: Option<Arc<SeriesStore>>,
+        alarms: Arc<Alarms>,
+    ) -> Result<Hub, HubError> {
         let rules = compile(&config, series.is_some()).map_err(HubError::Invalid)?;
         let shared = Arc::new(Shared {
             rules: rules
@@ -342,6 +361,7 @@ impl Hub {
             connector,
             series,
             shared.clone(),
+            alarms,
             stop_rx,
         ));
         Ok(Hub {
@@ -430,6 +450,7 @@ struct Runtime {
     /// Rows waiting for the batch in flight to finish.
     pending: Batch,
     state_dir: Option<PathBuf>,
+    alarms: Arc<Alarms>,
 }
 
 async fn run(
@@ -438,6 +459,7 @@ async fn run(
     connector: Connector,
     series: Option<Arc<SeriesStore>>,
     shared: Arc<Shared>,
+    alarms: Arc<Alarms>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut options = ClientOptions::new("local", 0, &config.client_id);
@@ -482,13 +504,17 @@ async fn run(
         webhooks,
         pending: Batch::default(),
         state_dir: config.state_dir.clone(),
+        alarms,
     };
+    // acknowledged or cleared through the API before this hub ran
+    rt.publish_alarm_outbox().await;
     let mut inflight: Option<JoinHandle<Stored>> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let room = rt.pending.len() < config.max_pending_rows;
         tokio::select! {
             _ = &mut stop => break,
+            () = rt.alarms.wake.notified() => rt.publish_alarm_outbox().await,
             e = events.recv(), if room => match e {
                 Some(Ok(Event::Connected(ack))) => rt.connected(ack.session_present).await,
                 Some(Ok(Event::Message(p))) => rt.message(p).await,
@@ -594,6 +620,18 @@ fn empty_tls_config() -> rustls::ClientConfig {
 }
 
 impl Runtime {
+    /// Publish what acknowledging or clearing alarms through the API left to say.
+    async fn publish_alarm_outbox(&mut self) {
+        for (topic, body) in self.alarms.take_outbox() {
+            let Ok(name) = TopicName::new(topic) else {
+                continue;
+            };
+            let mut out = Publish::new(name, body);
+            out.qos = QoS::AtLeastOnce;
+            let _ = self.client.publish_packet(out).await;
+        }
+    }
+
     /// (Re)connected: subscribe to every rule's filters and forget those of rules that are
     /// gone (the persistent session may still hold them).
     async fn connected(&mut self, session_present: bool) {
@@ -726,6 +764,22 @@ impl Runtime {
                         out.qos = *qos;
                         out.retain = *retain;
                         publishes.push(out);
+                    }
+                    Action::Alarm(alarm) => {
+                        if let Some((topic, body)) =
+                            self.alarms
+                                .evaluate(alarm, &r.name, &row, input.topic, client_id, ts)
+                        {
+                            match TopicName::new(topic.clone()) {
+                                Ok(name) => {
+                                    let mut out = Publish::new(name, body);
+                                    out.qos = QoS::AtLeastOnce;
+                                    publishes.push(out);
+                                }
+                                Err(_) => counters
+                                    .fail(format!("alarm: {topic:?} is not a valid topic")),
+                            }
+                        }
                     }
                     Action::Webhook(target) => {
                         let Some(tx) = &self.webhooks else { continue };

@@ -78,6 +78,10 @@ pub struct RuleSpec {
     /// One webhook action or a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Value>,
+    /// One alarm action or a list of them (`{"name", "raise", "clear", "severity", "topic",
+    /// "source"}`; see [`crate::alarm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<Value>,
     /// Whether the rule runs (a disabled rule is kept, with its counts, and runs again once
     /// enabled).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
@@ -221,6 +225,12 @@ impl RuleSpec {
                 Err(e) => problems.push(format!("webhook: {e}")),
             }
         }
+        for v in self.alarm.iter().flat_map(one_or_many) {
+            match crate::AlarmConfig::from_json(&v) {
+                Ok(a) => actions.push(ActionConfig::Alarm(a)),
+                Err(p) => problems.extend(p),
+            }
+        }
         if problems.is_empty() {
             Ok(RuleConfig {
                 name: self.name.clone(),
@@ -256,6 +266,10 @@ pub struct HubService {
     file_names: Mutex<Vec<String>>,
     /// The task saving the counts now and then.
     saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The alarms the rules raise (kept across restarts of the hub and of midge).
+    alarms: Arc<crate::Alarms>,
+    /// The task saving the alarms after each change.
+    alarm_saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl HubService {
@@ -286,7 +300,11 @@ impl HubService {
                 Err(p) => warn!(rule = %spec.name, problems = %p.join("; "), "saved rule skipped"),
             }
         }
+        let alarms = crate::Alarms::open(config.state_dir.as_deref());
+        let alarm_saver = Mutex::new(alarms.start_saver());
         let service = Arc::new(HubService {
+            alarms,
+            alarm_saver,
             base: HubConfig {
                 rules: Vec::new(),
                 ..config
@@ -451,7 +469,13 @@ impl HubService {
             rules,
             ..self.base.clone()
         };
-        let hub = Hub::start(config, self.connector.clone(), self.series.clone()).await?;
+        let hub = Hub::start_with_alarms(
+            config,
+            self.connector.clone(),
+            self.series.clone(),
+            self.alarms.clone(),
+        )
+        .await?;
         // counts go on across a change of the rules for the rules that stay
         hub.shared.carry_over(&before);
         let running = hub.shared.status();
@@ -574,7 +598,7 @@ impl HubService {
     /// Stop the hub (the batch being stored is finished and acknowledged first) and its
     /// tasks. (Retention is the series store's own: see `SeriesOptions::prune_every`.)
     pub async fn stop(&self) {
-        for task in [&self.saver] {
+        for task in [&self.saver, &self.alarm_saver] {
             if let Some(p) = task.lock().ok().and_then(|mut p| p.take()) {
                 p.abort();
             }
@@ -586,12 +610,18 @@ impl HubService {
             }
         }
         self.save_counts().await;
+        self.alarms.save().await;
+    }
+
+    /// The alarms (active and past) the rules raise.
+    pub fn alarms(&self) -> Arc<crate::Alarms> {
+        self.alarms.clone()
     }
 }
 
 impl Drop for HubService {
     fn drop(&mut self) {
-        for task in [&mut self.saver] {
+        for task in [&mut self.saver, &mut self.alarm_saver] {
             if let Some(p) = task.get_mut().ok().and_then(Option::take) {
                 p.abort();
             }
@@ -651,7 +681,7 @@ fn load_counts(dir: Option<&Path>) -> Vec<RuleStatus> {
 }
 
 /// Write `name` in `dir` atomically: a new file, fsynced, renamed over the old one.
-fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<(), String> {
     let path: PathBuf = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {

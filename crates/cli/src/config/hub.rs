@@ -240,10 +240,11 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
                 }
             }
         }
+        alarms(c, t.get("alarm"), &format!("{section}.alarm"), &mut actions);
         c.unknown(
             t,
             &section,
-            &["name", "sql", "store", "tsdb", "republish", "webhook"],
+            &["name", "sql", "store", "tsdb", "republish", "webhook", "alarm"],
         );
         rules.push(RuleConfig { name, sql, actions });
     }
@@ -256,6 +257,43 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
                 p
             };
             c.err("", "", p);
+        }
+    }
+}
+
+/// `alarm = {name, raise, clear, severity, topic, source}` or an array of them: the API's
+/// JSON form, checked by the hub (every problem reported).
+fn alarms(
+    c: &mut Checker<'_>,
+    value: Option<&toml::Value>,
+    section: &str,
+    actions: &mut Vec<ActionConfig>,
+) {
+    let tables: Vec<&toml::Value> = match value {
+        None => return,
+        Some(v @ toml::Value::Table(_)) => vec![v],
+        Some(toml::Value::Array(a)) => a.iter().collect(),
+        Some(other) => {
+            c.err(
+                section,
+                "",
+                format!(
+                    "must be a table or an array of tables (found {})",
+                    other.type_str()
+                ),
+            );
+            return;
+        }
+    };
+    for t in tables {
+        let json = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
+        match midge_hub::AlarmConfig::from_json(&json) {
+            Ok(a) => actions.push(ActionConfig::Alarm(a)),
+            Err(problems) => {
+                for p in problems {
+                    c.err(section, "", p);
+                }
+            }
         }
     }
 }
