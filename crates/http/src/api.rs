@@ -94,6 +94,13 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(crate::rules_api::replace)
                 .patch(crate::rules_api::patch),
         )
+        .route("/api/v1/alarms", get(crate::alarms::active))
+        .route("/api/v1/alarms/history", get(crate::alarms::history))
+        .route(
+            "/api/v1/alarms/{id}",
+            get(crate::alarms::get_one).delete(crate::alarms::clear),
+        )
+        .route("/api/v1/alarms/{id}/ack", post(crate::alarms::ack))
         .route("/api/v1/tables", get(data::tables))
         .route("/api/v1/tables/{table}/topics", get(data::topics))
         .route("/api/v1/tables/{table}/rows", get(data::rows))

@@ -92,6 +92,7 @@
 //! # }
 //! ```
 
+mod alarms;
 mod api;
 mod assets;
 mod auth;
