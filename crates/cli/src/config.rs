@@ -99,6 +99,11 @@ max_topic_levels = 128
 max_subscriptions_per_client = 0
 # Retained messages held (0 = no limit).
 max_retained_messages = 0
+# Topics whose last message the broker keeps for the dashboard (GET /api/v1/last,
+# /api/v1/topics, live-stream resumes): one table entry per topic, updated on every publish
+# ($ topics left out); when full, the least recently updated topics are forgotten first.
+# 0 = none kept. ([http] last_values_topics is its old name and still accepted.)
+last_values_topics = 10000
 
 # Durable state: persistent sessions (subscriptions, queued and in-flight messages, inbound
 # QoS 2 ids, pending wills) and retained messages. A PUBACK/PUBREC for a message that a
@@ -187,11 +192,6 @@ enabled = true
 # users = ["admin"]
 # Live streams (browser tabs) open at once.
 max_live_streams = 64
-# Topics whose last message is kept for /api/v1/last and live-stream resumes (an in-process
-# subscriber to every topic; the least recently updated topic goes first). 0 = off, the
-# default: that subscriber takes a copy of every message, which costs the broker about half
-# its QoS 0 publish throughput. 10000 is a good value for a dashboard.
-last_values_topics = 0
 # HTTP connections open at once (one more gets 503); seconds a request head may take (0 =
 # no limit; idle keep-alive connections close after it too).
 max_connections = 1024
@@ -763,6 +763,9 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         if let Some(v) = c.int(t, "limits", "max_retained_messages", 0, i64::MAX) {
             b.max_retained_messages = v as usize;
         }
+        if let Some(v) = c.int(t, "limits", "last_values_topics", 0, 10_000_000) {
+            b.last_values_topics = v as usize;
+        }
         c.unknown(
             t,
             "limits",
@@ -784,6 +787,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                 "max_topic_levels",
                 "max_subscriptions_per_client",
                 "max_retained_messages",
+                "last_values_topics",
             ],
         );
     }
@@ -1237,5 +1241,24 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn last_values_topics_is_a_broker_limit_and_the_old_http_key_still_works() {
+        let d = parse(DEFAULT_CONFIG, "d").unwrap();
+        assert_eq!(d.server.broker.last_values_topics, 10_000);
+        let cfg = parse("[limits]\nlast_values_topics = 5\n", "t").unwrap();
+        assert_eq!(cfg.server.broker.last_values_topics, 5);
+        let old = parse("[http]\nlast_values_topics = 0\n", "t").unwrap();
+        assert_eq!(old.server.broker.last_values_topics, 0);
+        assert_eq!(old.http.unwrap().config.last_values_topics, 0);
+        let err = parse(
+            "[limits]\nlast_values_topics = 5\n[http]\nlast_values_topics = 7\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(err.contains("old name of [limits] last_values_topics"), "{err}");
+        let err = parse("[limits]\nlast_values_topic = 5\n", "t").unwrap_err();
+        assert!(err.contains("did you mean `last_values_topics`"), "{err}");
     }
 }

@@ -35,7 +35,9 @@ pub(crate) struct Inner {
     pub(crate) hub: Option<Arc<midge_hub::HubService>>,
     pub(crate) publisher: publish::Publisher,
     pub(crate) live: live::Live,
-    pub(crate) last: Arc<crate::last::LastValues>,
+    /// Whether `/api/v1/last`, `/api/v1/topics` and live resumes are served (the
+    /// broker keeps the values).
+    pub(crate) last_values: bool,
     pub(crate) share: crate::share::Tokens,
     pub(crate) dashboard: dashboard::Dashboard,
     pub(crate) auth: auth::Auth,
@@ -54,15 +56,13 @@ impl AppState {
         let auth = auth::Auth::load(config).await?;
         let keys = crate::tsdb::keys::Keys::load(config).await?;
         let dashboard = dashboard::Dashboard::load(config).await?;
-        let last = Arc::new(crate::last::LastValues::new(config.last_values_topics));
-        last.clone().start(deps.connector.clone(), shutdown.clone());
         Ok(AppState(Arc::new(Inner {
             server: deps.server,
             series: deps.series,
             hub: deps.hub,
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
-            last,
+            last_values: config.last_values_topics > 0,
             share: crate::share::Tokens::load(config.dashboard_file.as_deref()),
             dashboard,
             auth,
@@ -108,6 +108,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/publish", post(publish::handler))
         .route("/api/v1/live", get(live::handler))
         .route("/api/v1/last", get(crate::last::handler))
+        .route("/api/v1/topics", get(crate::last::topics))
         .route(
             "/api/v1/tokens",
             get(crate::share::list).post(crate::share::create),
@@ -447,14 +448,14 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         (
             "midge_http_last_values_topics",
             "gauge",
-            "Topics whose last message the HTTP API keeps (/api/v1/last).",
-            n(state.0.last.len()),
+            "Topics whose last message the broker keeps (/api/v1/last, /api/v1/topics).",
+            n(b.last_values),
         ),
         (
             "midge_http_last_values_evicted_total",
             "counter",
-            "Topics forgotten by /api/v1/last to make room for new ones (last_values_topics reached).",
-            state.0.last.evicted.load(Ordering::Relaxed),
+            "Topics the last values forgot to make room for new ones ([limits] last_values_topics reached).",
+            b.last_values_evicted,
         ),
         (
             "midge_http_auth_failures_total",

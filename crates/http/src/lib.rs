@@ -34,6 +34,8 @@
 //!                                             (an `id` per event; Last-Event-ID replays
 //!                                             the topics changed since from the last values)
 //! GET  /api/v1/last?topic=a/%23               the last message of each matching topic
+//! GET  /api/v1/topics?filter=%23&limit=100     the topics published, with their last
+//!                                             message and count (the first-run list)
 //! POST /api/v1/tokens                         a share link {"ttl","dashboard"}: token + URL
 //!                                             opening the dashboard read-only (Bearer too)
 //! GET  /api/v1/tokens, DELETE /api/v1/tokens/{id}  list (never the tokens) / revoke
@@ -175,11 +177,11 @@ pub struct HttpConfig {
     /// `users` and the `Host` check say. Keys made through `POST /api/v1/access-keys`
     /// come on top (kept in `access_keys.json` next to the dashboard file).
     pub access_keys: Vec<AccessKey>,
-    /// Most topics whose last message is kept for `GET /api/v1/last` (an in-process client
-    /// subscribed to `#`; when full, the least recently updated topic is forgotten for a
-    /// new one). 0 turns it off (no subscriber), the default: the subscriber takes a
-    /// delivery of every message, which halved QoS 0 fan-in publish throughput when
-    /// measured (1.75-3.1M msg/s without, 0.9-1.2M with).
+    /// Deprecated: the broker keeps the last values now (`midge_core::Config::
+    /// last_values_topics`, `[limits] last_values_topics`, whose alias `[http]
+    /// last_values_topics` the command line maps there). Here only 0 counts: it turns
+    /// `GET /api/v1/last`, `GET /api/v1/topics` and live-stream resumes off (503); any
+    /// other value (the default 10,000) serves what the broker keeps.
     pub last_values_topics: usize,
 }
 
@@ -221,7 +223,7 @@ impl HttpConfig {
             tls: None,
             users: None,
             access_keys: Vec::new(),
-            last_values_topics: 0,
+            last_values_topics: 10_000,
         }
     }
 }

@@ -6,9 +6,10 @@
 //! Each event has an `id`, `<ts>-<n>` (the message's time in ms, a counter of the stream).
 //! A browser that reconnects sends the last one back as `Last-Event-ID`; the new stream then
 //! starts with the last message of every subscribed topic that changed after that time (from
-//! the last values, `"replayed": true`) instead of the retained messages. What it cannot
-//! resume: the messages in between on a topic (only its newest is kept), topics the last
-//! values forgot (more than `last_values_topics`), and anything when they are off.
+//! the broker's last values, `"replayed": true`) instead of the retained messages. What it
+//! cannot resume: the messages in between on a topic (only its newest is kept), topics the
+//! last values forgot (more than `[limits] last_values_topics`), and anything when they are
+//! off.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -253,20 +254,25 @@ fn resume_time(headers: &HeaderMap) -> Option<i64> {
 /// The events replaying, from the last values, the topics of `filters` changed after
 /// `since` (each topic once; the topic of the last event itself too when it changed in the
 /// same ms, so the browser may get that value again).
-fn replay(state: &AppState, filters: &[TopicFilter], since: i64) -> Vec<SseEvent> {
+async fn replay(state: &AppState, filters: &[TopicFilter], since: i64) -> Vec<SseEvent> {
     let mut seen = std::collections::BTreeMap::new();
     for f in filters {
-        for (topic, e) in state.0.last.matching(f.as_str(), Some(since)) {
-            seen.entry(topic).or_insert(e);
+        let Ok(a) =
+            crate::last::query(state, f.clone(), Some(since), crate::last::MAX_ANSWER).await
+        else {
+            continue;
+        };
+        for e in a.values {
+            seen.entry(e.topic.clone()).or_insert(e);
         }
     }
-    let mut entries: Vec<_> = seen.into_iter().collect();
-    entries.sort_by_key(|(_, e)| e.ts);
+    let mut entries: Vec<_> = seen.into_values().collect();
+    entries.sort_by_key(|e| e.ts);
     entries
         .iter()
         .enumerate()
-        .map(|(i, (topic, e))| {
-            let mut v = crate::last::entry_json(topic, e);
+        .map(|(i, e)| {
+            let mut v = crate::last::entry_json(e);
             if let Some(o) = v.as_object_mut() {
                 o.insert("replayed".into(), json!(true));
             }
@@ -284,7 +290,7 @@ pub(crate) async fn handler(
 ) -> Result<Response, ApiError> {
     let live = &state.0.live;
     let filters = filters(q.as_deref())?;
-    let resume = resume_time(&headers).filter(|_| state.0.last.enabled());
+    let resume = resume_time(&headers).filter(|_| crate::last::enabled(&state));
     let permit = live.permits.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -317,7 +323,10 @@ pub(crate) async fn handler(
         state.0.shutdown.clone(),
         permit,
     ));
-    let replayed = resume.map_or_else(Vec::new, |since| replay(&state, &filters, since));
+    let replayed = match resume {
+        Some(since) => replay(&state, &filters, since).await,
+        None => Vec::new(),
+    };
     let live_events = futures_util::stream::unfold(
         (rx, dropped_here, 0u64),
         |(mut rx, dropped, n)| async move {

@@ -1,5 +1,6 @@
-//! Issue 13: the last message of every topic (`GET /api/v1/last`), and live streams that
-//! report the real QoS, number their events and resume with `Last-Event-ID`.
+//! Issue 13: the last message of every topic, kept by the broker (`GET /api/v1/last`,
+//! `GET /api/v1/topics`), and live streams that report the real QoS, number their events and
+//! resume with `Last-Event-ID`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,11 +10,52 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use midge_client::QoS;
+use midge_http::{HttpConfig, HttpDeps, HttpServer};
+use midge_series::{SeriesOptions, SeriesStore};
+use midge_server::{ListenerConfig, Server, ServerConfig};
 use serde_json::{Value, json};
+
+/// A broker with `broker` applied to its limits, not yet with its HTTP server.
+async fn broker_only(broker: impl FnOnce(&mut midge_core::Config)) -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig {
+        listeners: vec![ListenerConfig::mqtt(SocketAddr::from(([127, 0, 0, 1], 0)))],
+        ..ServerConfig::default()
+    };
+    broker(&mut config.broker);
+    let server = Server::start(config).await.unwrap();
+    let mqtt_port = server.local_addrs()[0].port();
+    let store = Arc::new(
+        SeriesStore::open(&dir.path().join("series.db"), SeriesOptions::default()).unwrap(),
+    );
+    let mut deps = HttpDeps::new(&server);
+    deps.series = Some(store.clone());
+    Hub {
+        broker: server,
+        mqtt_port,
+        store,
+        http: None,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        config: HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
+        deps,
+        dir,
+    }
+}
+
+/// Start the HTTP server of a [`broker_only`] hub (with the defaults).
+async fn start_http(hub: &mut Hub) {
+    let http = HttpServer::start(hub.config.clone(), hub.deps.clone())
+        .await
+        .unwrap();
+    hub.addr = http.local_addr();
+    hub.http = Some(http);
+}
 
 /// The `/api/v1/last` entries for `filter` once `ready` holds for them.
 async fn last_when(hub: &Hub, filter: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
@@ -28,7 +70,8 @@ async fn last_when(hub: &Hub, filter: &str, ready: impl Fn(&[Value]) -> bool) ->
 
 #[tokio::test]
 async fn the_last_message_of_each_topic_is_there_at_once_and_sys_is_not() {
-    let hub = Hub::start(|c, _| c.last_values_topics = 10_000).await;
+    // the defaults: on
+    let hub = Hub::start(|_, _| {}).await;
     let mut dev = hub.mqtt("last-dev").await;
     dev.publish("sensors/kept", QoS::AtLeastOnce, true, "7")
         .await;
@@ -48,6 +91,7 @@ async fn the_last_message_of_each_topic_is_there_at_once_and_sys_is_not() {
     let topics: Vec<&str> = list.iter().map(|e| e["topic"].as_str().unwrap()).collect();
     assert_eq!(topics, ["sensors/a", "sensors/bin", "sensors/kept"]);
     assert_eq!(list[0]["qos"], 1, "{list:?}");
+    assert_eq!(list[0]["count"], 2, "{list:?}");
     assert!(list[0]["ts"].as_i64().unwrap() > 1_600_000_000_000);
     assert_eq!(
         (list[1]["payload"].clone(), list[1]["encoding"].clone()),
@@ -76,7 +120,8 @@ async fn the_last_message_of_each_topic_is_there_at_once_and_sys_is_not() {
 
 #[tokio::test]
 async fn last_values_are_bounded_by_topics_and_can_be_off() {
-    let hub = Hub::start(|c, _| c.last_values_topics = 3).await;
+    let mut hub = broker_only(|b| b.last_values_topics = 3).await;
+    start_http(&mut hub).await;
     let mut dev = hub.mqtt("many").await;
     for i in 0..5 {
         dev.publish(&format!("t/{i}"), QoS::AtLeastOnce, false, "x")
@@ -90,14 +135,101 @@ async fn last_values_are_bounded_by_topics_and_can_be_off() {
         "the least recently updated go"
     );
 
+    let m = hub.get("/metrics").await.text();
+    assert!(m.contains("midge_http_last_values_evicted_total 2"), "{m}");
+
+    let mut off = broker_only(|b| b.last_values_topics = 0).await;
+    start_http(&mut off).await;
+    for path in ["/api/v1/last", "/api/v1/topics"] {
+        let r = off.get(path).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().contains("last_values_topics"), "{}", r.text());
+    }
+    // the old [http] key set to 0 turns the API's side off too
     let off = Hub::start(|c, _| c.last_values_topics = 0).await;
     let r = off.get("/api/v1/last").await;
     assert_eq!(r.status, 503, "{}", r.text());
 }
 
 #[tokio::test]
+async fn a_value_published_before_the_page_loads_is_served_at_once() {
+    let mut hub = broker_only(|_| {}).await;
+    // a device reports once, long before anyone opens the page (or starts the HTTP server)
+    let mut dev = hub.mqtt("early-dev").await;
+    dev.publish("home/door", QoS::AtLeastOnce, false, r#"{"open": true}"#)
+        .await;
+    start_http(&mut hub).await;
+    let r = hub.get("/api/v1/last?topic=home/%23").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["topics"][0]["topic"], "home/door", "{v}");
+    assert_eq!(v["topics"][0]["payload"], r#"{"open": true}"#, "{v}");
+    assert_eq!(v["truncated"], false, "{v}");
+}
+
+#[tokio::test]
+async fn topics_lists_counts_and_last_payloads_bounded_and_without_sys() {
+    let hub = Hub::start(|_, _| {}).await;
+    let mut dev = hub.mqtt("topics-dev").await;
+    for i in 0..3 {
+        dev.publish("plant/a", QoS::AtLeastOnce, false, &i.to_string())
+            .await;
+    }
+    dev.publish("plant/b", QoS::AtLeastOnce, true, "b").await;
+    dev.publish("plant/c", QoS::AtLeastOnce, false, "c").await;
+    let r = hub.get("/api/v1/topics").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let list = v["topics"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|e| e["topic"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plant/a", "plant/b", "plant/c"], "{v}");
+    let a = &list[0];
+    assert_eq!(
+        (a["count"].clone(), a["payload"].clone()),
+        (json!(3), json!("2"))
+    );
+    assert_eq!(
+        (a["qos"].clone(), a["retain"].clone()),
+        (json!(1), json!(false))
+    );
+    assert!(a["ts"].as_i64().unwrap() > 1_600_000_000_000);
+    assert_eq!(a["size"], 1);
+    assert_eq!(list[1]["retain"], true);
+    assert_eq!(
+        (v["total"].clone(), v["truncated"].clone()),
+        (json!(3), json!(false))
+    );
+
+    // a cut answer says so
+    let v = hub
+        .get("/api/v1/topics?filter=plant/%2B&limit=2")
+        .await
+        .json();
+    assert_eq!(v["topics"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["truncated"].clone()),
+        (json!(3), json!(true))
+    );
+    // counts move with the traffic (the page's rates)
+    dev.publish("plant/a", QoS::AtLeastOnce, false, "3").await;
+    let v = hub.get("/api/v1/topics?filter=plant/a").await.json();
+    assert_eq!(v["topics"][0]["count"], 4, "{v}");
+
+    for bad in [
+        "/api/v1/topics?filter=a/%23/b",
+        "/api/v1/topics?limit=0",
+        "/api/v1/topics?limit=x",
+        "/api/v1/topics?nope=1",
+    ] {
+        let r = hub.get(bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn live_events_carry_the_real_qos_an_id_and_resume_from_the_last_event_id() {
-    let hub = Hub::start(|c, _| c.last_values_topics = 10_000).await;
+    let hub = Hub::start(|_, _| {}).await;
     let mut dev = hub.mqtt("resume-dev").await;
     dev.publish("s/old", QoS::AtLeastOnce, true, "retained before")
         .await;

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use config::{AuthConfig, ListenerConfig, ListenerProtocol, ServerConfig, TlsConfig};
-pub use midge_core::{ClientSummary, Message};
+pub use midge_core::{ClientSummary, LastValue, Message};
 
 /// The rustls server configuration the broker's TLS listeners use (TLS 1.2 and 1.3, client
 /// certificates checked against `ca_file` when set), for other listeners of the same
@@ -155,6 +155,17 @@ pub struct ServerHandle {
     registry: Option<Arc<midge_auth::Registry>>,
 }
 
+/// An answer of [`ServerHandle::last_values`].
+#[derive(Debug, Clone)]
+pub struct LastValues {
+    /// The last message of each topic matching, by topic, at most the limit asked.
+    pub values: Vec<midge_core::LastValue>,
+    /// How many topics matched in all.
+    pub matched: usize,
+    /// Topics the broker keeps at most (`[limits] last_values_topics`; 0 = none kept).
+    pub max_topics: usize,
+}
+
 impl ServerHandle {
     /// The broker's figures now (asks the router; `None` once it has stopped).
     pub async fn stats(&self) -> Option<ServerStats> {
@@ -262,7 +273,7 @@ impl ServerHandle {
         filter: midge_codec::TopicFilter,
         since: Option<i64>,
         limit: usize,
-    ) -> Option<(Vec<midge_core::LastValue>, usize)> {
+    ) -> Option<LastValues> {
         let router = self.router.upgrade()?;
         let (reply, rx) = tokio::sync::oneshot::channel();
         router

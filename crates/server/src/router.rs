@@ -71,7 +71,7 @@ pub(crate) enum RouterMsg {
         filter: midge_codec::TopicFilter,
         since: Option<i64>,
         limit: usize,
-        reply: oneshot::Sender<(Vec<midge_core::LastValue>, usize)>,
+        reply: oneshot::Sender<crate::LastValues>,
     },
     /// Delete the retained messages matching a filter; answer how many.
     ClearRetained {
@@ -476,7 +476,12 @@ impl Router {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.broker.last_values(&filter, since, limit));
+                let (values, matched) = self.broker.last_values(&filter, since, limit);
+                let _ = reply.send(crate::LastValues {
+                    values,
+                    matched,
+                    max_topics: self.broker.config().last_values_topics,
+                });
             }
             RouterMsg::ClearRetained { filter, reply } => {
                 let n = self.broker.clear_retained(&filter, now);

@@ -527,8 +527,22 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         if let Some(n) = c.int(t, s, "max_live_streams", 1, 100_000) {
             settings.config.max_live_streams = n as usize;
         }
+        // the old name of [limits] last_values_topics (the broker keeps the last values now)
         if let Some(n) = c.int(t, s, "last_values_topics", 0, 10_000_000) {
-            settings.config.last_values_topics = n as usize;
+            let in_limits = root
+                .get("limits")
+                .and_then(|l| l.get("last_values_topics"))
+                .is_some();
+            if in_limits {
+                c.err(
+                    s,
+                    "last_values_topics",
+                    "is the old name of [limits] last_values_topics, which is set too: keep that one",
+                );
+            } else {
+                cfg.server.broker.last_values_topics = n as usize;
+                settings.config.last_values_topics = n as usize;
+            }
         }
         if let Some(f) = c.string(t, s, "dashboard_file") {
             settings.config.dashboard_file = Some(PathBuf::from(f));
