@@ -32,7 +32,7 @@
 
   function dispatch(msg) {
     for (const v of state.views) {
-      if (topicMatches(v.def.topic, msg.topic)) {
+      if (v.accepts ? v.accepts(msg.topic) : topicMatches(v.def.topic, msg.topic)) {
         try { v.handle(msg); } catch (err) { console.error('widget', v.key, err); }
       }
     }
@@ -76,7 +76,7 @@
   }
 
   function connectLive() {
-    const filters = [...new Set(shown().map((w) => w.topic).filter(Boolean))];
+    const filters = [...new Set(shown().flatMap(midge.widgetTopics))];
     const key = filters.join('\n');
     if (key === state.filters && state.source && state.source.readyState !== EventSource.CLOSED) return;
     if (state.source) state.source.close();
@@ -152,12 +152,7 @@
     state.formIndex = index;
     const def = index == null ? { kind: 'gauge' } : state.draft[index];
     form.reset();
-    for (const input of form.elements) {
-      if (!input.name) continue;
-      const v = def[input.name];
-      if (input.type === 'checkbox') input.checked = !!v;
-      else if (v != null) input.value = String(v);
-    }
+    midge.widgetForm.fill(form, def);
     if (index == null) {
       form.elements.width.value = '1';
       form.elements.qos.value = '0';
@@ -178,28 +173,16 @@
     }
   }
 
+  // the form's fields are read by widgets.js (it knows each kind's fields)
   function formWidget() {
-    const f = form.elements;
-    const kind = f.kind.value;
-    const w = { kind, topic: f.topic.value.trim() };
-    const keep = state.formIndex != null ? state.draft[state.formIndex] : null;
-    if (keep && keep.id) w.id = keep.id;
-    const text = (name) => { const v = f[name].value.trim(); if (v !== '') w[name] = v; };
-    const num = (name) => { const v = f[name].value.trim(); if (v !== '') w[name] = Number(v); };
-    text('title');
-    w.width = Number(f.width.value) || 1;
-    const relevant = (name) => { const l = f[name].closest('label'); return !l.dataset.kinds || l.dataset.kinds.split(' ').includes(kind); };
-    for (const n of ['field', 'unit', 'table', 'window', 'bucket', 'lat_field', 'lon_field', 'label_field', 'tiles', 'command_topic', 'on', 'off']) if (relevant(n)) text(n);
-    for (const n of ['min', 'max', 'decimals']) if (relevant(n)) num(n);
-    if (relevant('qos')) w.qos = Number(f.qos.value) || 0;
-    if (relevant('retain')) w.retain = f.retain.checked;
-    return w;
+    return midge.widgetForm.read(form, state.formIndex != null ? state.draft[state.formIndex] : null);
   }
 
   form.elements.kind.addEventListener('change', showKindFields);
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    const w = formWidget();
+    let w;
+    try { w = formWidget(); } catch (err) { toast(err.message); return; }
     if (!w.topic) { toast('A topic filter is needed'); return; }
     if (state.formIndex == null) state.draft.push(w);
     else state.draft[state.formIndex] = w;

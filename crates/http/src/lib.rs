@@ -121,7 +121,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use widget::{Widget, WidgetKind, validate as validate_widgets};
+pub use widget::{Series, Widget, WidgetKind, validate as validate_widgets};
 
 /// Largest request body accepted (bytes).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

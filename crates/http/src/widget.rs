@@ -10,14 +10,24 @@ use crate::time::parse_duration_ms;
 pub enum WidgetKind {
     /// A dial between `min` and `max` with the latest value of `field`.
     Gauge,
-    /// A line chart of `field`: history from the series store over `window`, then live.
+    /// A line chart of `field` (or of several `series`): history from the series store,
+    /// downsampled by the server to about one point per pixel with each bucket's min/max
+    /// drawn as a band, then live; a range picker (1 h, 6 h, 24 h, 7 days, custom) and
+    /// drag-to-zoom; its number is the last reading.
     Chart,
     /// Markers at `lat_field`/`lon_field`, one per topic.
     Map,
-    /// An ON/OFF toggle: state from `topic`, commands published to `command_topic`.
+    /// An ON/OFF toggle: state from `field` of `topic` (shown by name: `on_label`,
+    /// `off_label`; "unknown" until known), commands published to `command_topic` and
+    /// shown as pending until the device confirms (or at once when `optimistic`).
     Switch,
     /// The latest value of `field` as a big number, with the time it arrived.
     Value,
+    /// A lamp: on or off (open or closed) from `field`, compared with `on_values`; the
+    /// classic door contact or alarm input.
+    Led,
+    /// The last `rows` messages of `topic`, one row each, with the chosen `columns`.
+    Table,
 }
 
 /// One widget of the dashboard. Fields that do not apply to its kind are ignored.
@@ -69,10 +79,11 @@ pub struct Widget {
     /// Series table a chart's history comes from.
     #[serde(default = "default_table")]
     pub table: String,
-    /// How far back a chart reaches (`15m`, `1h`, `7d`).
+    /// The range a chart shows first (`15m`, `1h`, `7d`); its picker changes it.
     #[serde(default = "default_window")]
     pub window: String,
-    /// Bucket width of a chart's history (`0` for raw points; default: the window / 240).
+    /// Kept for older dashboards and ignored: the chart asks the server for about one
+    /// bucket per pixel of its width (`points=N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
     /// Map: the latitude field of the payload.
@@ -106,6 +117,64 @@ pub struct Widget {
     /// Columns of the grid the widget spans (1 to 4).
     #[serde(default = "default_width")]
     pub width: u8,
+    /// Payload filter in the rules' expression language (what follows `WHERE`):
+    /// `type = 'door'`, `temp > 30 AND room = "k"`. A message for which it is not TRUE is
+    /// ignored by this widget (live, last values and history alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// LED: the values of `field` meaning on (compared as text, case-insensitive; default
+    /// `true`, `1`, `on`, `open`). Anything else is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_values: Vec<String>,
+    /// LED and switch: the name shown for on (`Open`; default `ON`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_label: Option<String>,
+    /// LED and switch: the name shown for off (`Closed`; default `OFF`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_label: Option<String>,
+    /// LED: the lamp's colour when on (`#22c55e`, `red`; default green).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_color: Option<String>,
+    /// LED: the lamp's colour when off (default grey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_color: Option<String>,
+    /// Switch: show the commanded state as soon as the command is accepted (for a device
+    /// that never reports its state); otherwise the switch is pending until the device
+    /// confirms on `topic`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optimistic: bool,
+    /// Table: the payload fields shown as columns (default: the fields of the messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Table: how many messages it keeps (default 10, at most 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u32>,
+    /// Chart: several lines in one chart, each a field of `topic` or of its own topic; empty
+    /// for the one line of `field`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<Series>,
+}
+
+/// One line of a multi-series chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// Topic filter of this line (default: the widget's `topic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The field charted (default `value`).
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// Its name in the legend (default: the field, with the topic when it has its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Its colour (default: the next of the palette).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_field() -> String {
@@ -159,7 +228,30 @@ impl Widget {
             retain: false,
             qos: 0,
             width: default_width(),
+            filter: None,
+            on_values: Vec::new(),
+            on_label: None,
+            off_label: None,
+            on_color: None,
+            off_color: None,
+            optimistic: false,
+            columns: Vec::new(),
+            rows: None,
+            series: Vec::new(),
         }
+    }
+
+    /// Every topic filter the widget reads: its `topic` and its series' own topics.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut out = vec![self.topic.as_str()];
+        for s in &self.series {
+            if let Some(t) = s.topic.as_deref()
+                && !out.contains(&t)
+            {
+                out.push(t);
+            }
+        }
+        out
     }
 }
 
@@ -278,6 +370,8 @@ fn check(w: &Widget, name: &str, problems: &mut Vec<String>) {
         ("tiles", w.tiles.as_ref()),
         ("on", Some(&w.on)),
         ("off", Some(&w.off)),
+        ("on_label", w.on_label.as_ref()),
+        ("off_label", w.off_label.as_ref()),
     ] {
         if text.is_some_and(|t| t.len() > MAX_TEXT) {
             bad(format!("{key}: longer than {MAX_TEXT} bytes"));
@@ -315,6 +409,20 @@ fn check(w: &Widget, name: &str, problems: &mut Vec<String>) {
     if !(1..=4).contains(&w.width) {
         bad(format!("width {}: must be between 1 and 4", w.width));
     }
+    if let Some(f) = &w.filter
+        && let Err(e) = check_filter(f)
+    {
+        bad(format!("filter {f:?}: {e}"));
+    }
+    for (key, c) in [("on_color", &w.on_color), ("off_color", &w.off_color)] {
+        if let Some(c) = c
+            && !valid_color(c)
+        {
+            bad(format!(
+                "{key} {c:?}: expected a colour such as #22c55e, #f00 or red"
+            ));
+        }
+    }
     match w.kind {
         WidgetKind::Chart => {
             if !valid_table(&w.table) {
@@ -332,6 +440,40 @@ fn check(w: &Widget, name: &str, problems: &mut Vec<String>) {
                 && let Err(e) = parse_duration_ms(b)
             {
                 bad(format!("bucket: {e}"));
+            }
+            if w.series.len() > MAX_SERIES {
+                bad(format!(
+                    "series: {} lines, at most {MAX_SERIES} in one chart",
+                    w.series.len()
+                ));
+            }
+            for (i, s) in w.series.iter().enumerate() {
+                let n = i + 1;
+                if let Some(t) = &s.topic {
+                    if t.starts_with("$share/") {
+                        bad(format!(
+                            "series {n}: topic {t:?}: a shared subscription would take messages from other subscribers"
+                        ));
+                    } else if let Err(e) = midge_codec::TopicFilter::new(t.as_str()) {
+                        bad(format!("series {n}: topic {t:?}: {e}"));
+                    }
+                }
+                if !valid_field(&s.field) {
+                    bad(format!(
+                        "series {n}: field {:?}: expected a JSON path such as temp or env.temp",
+                        s.field
+                    ));
+                }
+                if s.label.as_ref().is_some_and(|l| l.len() > MAX_TEXT) {
+                    bad(format!("series {n}: label: longer than {MAX_TEXT} bytes"));
+                }
+                if let Some(c) = &s.color
+                    && !valid_color(c)
+                {
+                    bad(format!(
+                        "series {n}: color {c:?}: expected a colour such as #22c55e, #f00 or red"
+                    ));
+                }
             }
         }
         WidgetKind::Map => {
@@ -378,8 +520,173 @@ fn check(w: &Widget, name: &str, problems: &mut Vec<String>) {
                 bad(format!("qos {}: must be 0, 1 or 2", w.qos));
             }
         }
+        WidgetKind::Led => {
+            if w.on_values.len() > MAX_LIST {
+                bad(format!("on_values: at most {MAX_LIST} values"));
+            }
+            if w.on_values
+                .iter()
+                .any(|v| v.is_empty() || v.len() > MAX_TEXT)
+            {
+                bad("on_values: each value is 1 to 1024 bytes of text".into());
+            }
+        }
+        WidgetKind::Table => {
+            if w.columns.len() > MAX_LIST {
+                bad(format!("columns: at most {MAX_LIST}"));
+            }
+            for c in &w.columns {
+                if !valid_field(c) {
+                    bad(format!(
+                        "column {c:?}: expected a JSON path such as temp or env.temp"
+                    ));
+                }
+            }
+            if let Some(r) = w.rows
+                && !(1..=MAX_TABLE_ROWS).contains(&r)
+            {
+                bad(format!("rows {r}: must be between 1 and {MAX_TABLE_ROWS}"));
+            }
+        }
         WidgetKind::Gauge | WidgetKind::Value => {}
     }
+}
+
+/// Most lines in one chart.
+const MAX_SERIES: usize = 8;
+/// Most on values of a LED, columns of a table.
+const MAX_LIST: usize = 20;
+/// Most messages a table keeps.
+const MAX_TABLE_ROWS: u32 = 200;
+
+/// `#rgb`, `#rrggbb`, `#rrggbbaa` or a CSS colour name (letters only).
+fn valid_color(c: &str) -> bool {
+    match c.strip_prefix('#') {
+        Some(hex) => {
+            matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => !c.is_empty() && c.len() <= 30 && c.bytes().all(|b| b.is_ascii_alphabetic()),
+    }
+}
+
+/// Check a payload filter: the rules crate parses it as the WHERE clause of a rule (and its
+/// message says what is wrong), and it may use only what the page's evaluator
+/// (widgets.js) evaluates: fields, literals, comparisons, AND/OR/NOT, IN, BETWEEN, LIKE,
+/// IS [NOT] NULL/TRUE/FALSE and arithmetic; no functions, CASE or CAST.
+pub(crate) fn check_filter(expr: &str) -> Result<(), String> {
+    let e = expr.trim();
+    if e.is_empty() {
+        return Err("empty (leave the filter out to take every message)".into());
+    }
+    if e.len() > MAX_TEXT {
+        return Err(format!("longer than {MAX_TEXT} bytes"));
+    }
+    let words = filter_words(e)?;
+    midge_hub::midge_rules::Rule::parse(&format!("SELECT * FROM 'widget' WHERE {e}"))
+        .map_err(|err| err.to_string())?;
+    for (word, before_paren) in words {
+        let upper = word.to_ascii_uppercase();
+        if matches!(upper.as_str(), "CASE" | "CAST" | "ESCAPE" | "ILIKE") {
+            return Err(format!(
+                "{upper} is not evaluated by the dashboard; {SUBSET}"
+            ));
+        }
+        if before_paren && !matches!(upper.as_str(), "AND" | "OR" | "NOT" | "IN") {
+            return Err(format!(
+                "functions ({word}(...)) are not evaluated by the dashboard; {SUBSET}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a widget's filter may use.
+const SUBSET: &str = "a filter compares payload fields with values: = != <> < <= > >=, AND, OR, \
+     NOT, IN (...), BETWEEN, LIKE, IS [NOT] NULL, + - * / %, parentheses";
+
+/// The bare words of a filter (outside quotes), each with whether `(` follows it; refuses
+/// what would end the condition early (`;`, comments) and `::` casts.
+fn filter_words(e: &str) -> Result<Vec<(&str, bool)>, String> {
+    let b = e.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    let mut last_word: Option<usize> = None;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'\'' | b'"' => {
+                // a quoted string or name; a doubled quote is the quote itself
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err(format!("unclosed {} quote", c as char)),
+                        Some(&q) if q == c => {
+                            if b.get(i + 1) == Some(&c) {
+                                i += 2;
+                            } else {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                last_word = None;
+                continue;
+            }
+            b';' => return Err("a filter is one condition: no `;`".into()),
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                return Err("comments (--) are not allowed in a filter".into());
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                return Err("comments (/* */) are not allowed in a filter".into());
+            }
+            b':' if b.get(i + 1) == Some(&b':') => {
+                return Err(format!(
+                    "casts (::) are not evaluated by the dashboard; {SUBSET}"
+                ));
+            }
+            b'(' => {
+                if let Some(w) = last_word.take()
+                    && let Some((_, f)) = words.get_mut(w)
+                {
+                    *f = true;
+                }
+                i += 1;
+                continue;
+            }
+            c if c.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while b
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$')
+                {
+                    i += 1;
+                }
+                // a word right after a digit (1e5) is part of a number
+                words.push((e.get(start..i).unwrap_or_default(), false));
+                last_word = Some(words.len() - 1);
+                continue;
+            }
+            c if c.is_ascii_digit() => {
+                while b
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.')
+                {
+                    i += 1;
+                }
+                last_word = None;
+                continue;
+            }
+            _ => {}
+        }
+        last_word = None;
+        i += 1;
+    }
+    Ok(words)
 }
 
 #[cfg(test)]
@@ -441,5 +748,92 @@ mod tests {
         for bad in ["", ".a", "a.", "a[", "a[]", "a[x]", "[0]", "a b", "a]"] {
             assert!(!valid_field(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_filter_is_refused_with_the_parsers_message() {
+        let mut w = Widget::new(WidgetKind::Led, "home/door");
+        w.title = "Door".into();
+        w.filter = Some("type = ".into());
+        let p = validate(vec![w.clone()]).unwrap_err().join("\n");
+        assert!(
+            p.starts_with("widget 1 (\"Door\"): filter \"type = \": SQL syntax error:"),
+            "{p}"
+        );
+        for (filter, says) in [
+            ("temp >> 3", "the operator >> is not supported"),
+            ("temp > ", "SQL syntax error"),
+            ("lower(type) = 'door'", "functions (lower(...))"),
+            ("CASE WHEN a THEN TRUE END", "CASE is not evaluated"),
+            ("a::int = 1", "casts (::)"),
+            ("a = 1; DROP", "no `;`"),
+            ("a = 1 -- b", "comments"),
+            ("type = 'door", "unclosed ' quote"),
+            ("", "empty"),
+            ("nosuch(1) = 2", "unknown function nosuch()"),
+        ] {
+            w.filter = Some(filter.into());
+            let p = validate(vec![w.clone()]).unwrap_err().join("\n");
+            assert!(p.contains(says), "{filter}: {p}");
+        }
+    }
+
+    #[test]
+    fn good_filters_pass() {
+        for filter in [
+            "type = 'door'",
+            "type = \"door\"",
+            "temp > 30 AND room = \"k\"",
+            "NOT (a.b <= 2.5 OR c <> 'x') AND d != TRUE",
+            "state IN ('open', 'closed') AND n BETWEEN 1 AND 3",
+            "name LIKE 'door%' AND x IS NOT NULL",
+            "(temp - 32) * 5 / 9 > 20",
+            "vals[0] = 1 AND a['k-1'] = 'x'",
+        ] {
+            let mut w = Widget::new(WidgetKind::Value, "a");
+            w.filter = Some(filter.into());
+            assert!(validate(vec![w]).is_ok(), "{filter}");
+        }
+    }
+
+    #[test]
+    fn led_table_and_series_are_checked() {
+        let mut led = Widget::new(WidgetKind::Led, "d");
+        led.on_color = Some("url(x)".into());
+        led.on_values = vec![String::new()];
+        let mut table = Widget::new(WidgetKind::Table, "t/#");
+        table.rows = Some(0);
+        table.columns = vec!["ok".into(), "a..b".into()];
+        let mut chart = Widget::new(WidgetKind::Chart, "c");
+        chart.series = vec![
+            Series {
+                topic: Some("x/#/y".into()),
+                field: "t".into(),
+                label: None,
+                color: Some("#12345".into()),
+            },
+            Series {
+                topic: Some("other".into()),
+                field: "h".into(),
+                label: Some("Humidity".into()),
+                color: None,
+            },
+        ];
+        let p = validate(vec![led, table, chart.clone()])
+            .unwrap_err()
+            .join("\n");
+        for says in [
+            "widget 1 (Led): on_color \"url(x)\"",
+            "on_values: each value",
+            "widget 2 (Table): rows 0",
+            "column \"a..b\"",
+            "widget 3 (Chart): series 1: topic \"x/#/y\"",
+            "series 1: color \"#12345\"",
+        ] {
+            assert!(p.contains(says), "{says}: {p}");
+        }
+        assert_eq!(p.lines().count(), 6, "{p}");
+        chart.series.remove(0);
+        assert_eq!(chart.topics(), ["c", "other"]);
     }
 }

@@ -170,8 +170,14 @@ async fn clicking_the_switch_publishes_its_command_and_the_state_follows_the_dev
     let m = lamp.message().await;
     assert_eq!(m.topic.as_str(), "home/lamp/set");
     assert_eq!(&m.payload[..], b"ON");
-    // optimistic until the device reports; then what the device says
-    b.until("the optimistic on", state, |v| v == "on").await;
+    // pending until the device reports; then what the device says
+    b.until(
+        "the pending on",
+        "document.querySelector('[data-widget-id=lamp]').dataset.pending",
+        |v| v == "on",
+    )
+    .await;
+    assert_eq!(b.eval(state).await, "unknown", "not assumed before the device says so");
     lamp.publish("home/lamp", QoS::AtLeastOnce, true, "OFF")
         .await;
     b.until("the device's off", state, |v| v == "off").await;
