@@ -20,10 +20,16 @@ impl Broker {
             let body = (!msg.payload.is_empty()).then(|| Arc::new(msg.clone()));
             (topic, body)
         });
+        let expires_at = msg.expires_at;
         if !self.retained.set(msg, self.config.max_retained_messages) {
             self.stats.messages_dropped += 1;
-        } else if let Some((topic, body)) = stored {
-            self.persist_retain(&topic, body);
+        } else {
+            if let Some(at) = expires_at {
+                self.arm_retained(at);
+            }
+            if let Some((topic, body)) = stored {
+                self.persist_retain(&topic, body);
+            }
         }
     }
 
@@ -582,6 +588,8 @@ impl Broker {
         self.redistribute_shared(now, sid, out);
         if expiry == 0 {
             self.end_session(now, sid, out);
+        } else {
+            self.arm_session(sid);
         }
     }
 

@@ -18,6 +18,7 @@ mod last;
 mod persist;
 mod retain;
 mod session;
+mod timers;
 mod trie;
 
 use std::sync::Arc;
@@ -201,6 +202,10 @@ pub(crate) struct Conn {
     /// Its CONNECT carried mosquitto's bridge flag (protocol level | 0x80). Kept here, not
     /// on the session (whose record is size-bounded).
     pub(crate) bridge: bool,
+    /// 1.5 times the keep alive in force, in ms (0 = none) [MQTT-3.1.2-22].
+    pub(crate) keep_alive_ms: u32,
+    /// When its last whole control packet arrived.
+    pub(crate) last_packet: Option<Instant>,
 }
 
 /// The broker state machine.
@@ -235,6 +240,10 @@ pub struct Broker {
     /// A monotonic instant and the wall-clock time (ms since the Unix epoch) it stands for
     /// (see [`Broker::set_wall_clock`]).
     wall_clock: Option<(Instant, i64)>,
+    /// Every deadline: keep alive, wills, session and retained expiry, housekeeping.
+    pub(crate) timers: timers::Timers,
+    /// Whether a [`timers::Timer::Housekeeping`] entry is in the heap.
+    housekeeping_armed: bool,
 }
 
 impl Broker {
@@ -262,6 +271,8 @@ impl Broker {
             next_msg_id: 1,
             last_msg: None,
             wall_clock: None,
+            timers: timers::Timers::default(),
+            housekeeping_armed: false,
         }
     }
 
@@ -319,6 +330,8 @@ impl Broker {
                 request_problem_info: true,
                 internal: false,
                 bridge: false,
+                keep_alive_ms: 0,
+                last_packet: None,
             },
         );
     }
@@ -335,10 +348,15 @@ impl Broker {
 
     /// Handle one packet received on `conn`.
     pub fn handle(&mut self, now: Instant, conn: ConnId, packet: Packet, out: &mut Vec<Action>) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // only a whole control packet counts as activity [MQTT-3.1.2-22]
+        c.last_packet = Some(now);
         let connected = c.session.is_some();
+        if !self.housekeeping_armed {
+            self.arm_housekeeping(now);
+        }
         match packet {
             Packet::Connect(connect) => {
                 if connected {
@@ -414,42 +432,142 @@ impl Broker {
     /// Publish a message from inside the broker (`$SYS`, rules, bridges). Returns how many
     /// sessions it was delivered or queued to.
     pub fn publish(&mut self, now: Instant, msg: Message, out: &mut Vec<Action>) -> usize {
+        if !self.housekeeping_armed {
+            self.arm_housekeeping(now);
+        }
         if msg.retain {
             self.retain(msg.clone());
         }
         self.route(now, Arc::new(msg), None, out)
     }
 
-    /// Run timers: session expiry, delayed wills, expired retained messages.
-    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let mut wills = Vec::new();
-        let mut expired = Vec::new();
-        for (i, s) in self.sessions.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if s.conn.is_some() {
-                continue;
-            }
-            if let Some(at) = s.will_at() {
-                if at <= now {
-                    wills.push(SessionId(i as u32));
-                }
-            }
-            if let Some(since) = s.disconnected_at {
-                if s.expiry_interval != u32::MAX
-                    && since + Duration::from_secs(u64::from(s.expiry_interval)) <= now
-                {
-                    expired.push(SessionId(i as u32));
+    /// When [`Broker::handle_timeout`] must be called next: the earliest keep-alive
+    /// deadline, delayed will, session or retained-message expiry, or housekeeping. `None`
+    /// while no timer is armed. The caller sleeps until then (or until packets arrive).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Run every timer due at `now`: close connections silent for 1.5 times their keep
+    /// alive (MQTT 5: DISCONNECT 0x8D first) and publish their wills, publish delayed
+    /// wills, end expired sessions, drop expired retained messages, housekeeping.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some((_at, timer)) = self.timers.due(now) {
+            match timer {
+                timers::Timer::KeepAlive(conn) => self.keep_alive_due(now, conn, out),
+                timers::Timer::Session { sid, since } => self.session_due(now, sid, since, out),
+                timers::Timer::Retained => self.retained_due(now),
+                timers::Timer::Housekeeping => {
+                    self.housekeeping_armed = false;
+                    self.last.settle();
+                    if self.last.len() > 0 {
+                        self.arm_housekeeping(now);
+                    }
                 }
             }
         }
-        for sid in wills {
+    }
+
+    /// Run timers due at `now` (the name the server used before [`Broker::handle_timeout`]).
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.handle_timeout(now, out);
+    }
+
+    fn arm_housekeeping(&mut self, now: Instant) {
+        self.housekeeping_armed = true;
+        self.timers
+            .arm(now + timers::HOUSEKEEPING, timers::Timer::Housekeeping);
+    }
+
+    /// Arm `conn`'s keep alive after its CONNECT was accepted.
+    pub(crate) fn arm_keep_alive(&mut self, now: Instant, conn: ConnId, keep_alive: u16) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.keep_alive_ms = u32::from(keep_alive) * 1500;
+        c.last_packet = Some(now);
+        if keep_alive > 0 {
+            let at = now + Duration::from_millis(u64::from(c.keep_alive_ms));
+            self.timers.arm(at, timers::Timer::KeepAlive(conn));
+        }
+    }
+
+    fn keep_alive_due(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Action>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return; // closed meanwhile
+        };
+        if c.keep_alive_ms == 0 {
+            return;
+        }
+        let deadline =
+            c.last_packet.unwrap_or(now) + Duration::from_millis(u64::from(c.keep_alive_ms));
+        if deadline > now {
+            // it spoke since this entry was armed
+            self.timers.arm(deadline, timers::Timer::KeepAlive(conn));
+            return;
+        }
+        // [MQTT-3.1.2-22] silent for 1.5 times its keep alive: close it as if the network
+        // failed (so the will goes out); MQTT 5 clients are told why first
+        if c.protocol.is_v5() && c.session.is_some() {
+            out.push(Action::Send(
+                conn,
+                Packet::Disconnect(midge_codec::Disconnect::new(
+                    midge_codec::ReasonCode::KEEP_ALIVE_TIMEOUT,
+                )),
+            ));
+        }
+        out.push(Action::Close(conn));
+        self.closed(now, conn, CloseCause::KeepAliveTimeout, out);
+    }
+
+    /// Arm the delayed will or expiry of session `sid`, disconnected since `since`.
+    pub(crate) fn arm_session(&mut self, sid: SessionId) {
+        let Some(s) = self.session(sid) else {
+            return;
+        };
+        let (Some(since), None) = (s.disconnected_at, s.conn) else {
+            return;
+        };
+        let expiry = (s.expiry_interval != u32::MAX)
+            .then(|| since + Duration::from_secs(u64::from(s.expiry_interval)));
+        let at = match (s.will_at(), expiry) {
+            (Some(w), Some(e)) => w.min(e),
+            (Some(w), None) => w,
+            (None, Some(e)) => e,
+            (None, None) => return,
+        };
+        self.timers.arm(at, timers::Timer::Session { sid, since });
+    }
+
+    fn session_due(&mut self, now: Instant, sid: SessionId, since: Instant, out: &mut Vec<Action>) {
+        let Some(s) = self.session(sid) else {
+            return;
+        };
+        if s.conn.is_some() || s.disconnected_at != Some(since) {
+            return; // reconnected, or the slot holds another session now
+        }
+        if s.will_at().is_some_and(|at| at <= now) {
             self.publish_will(now, sid, out);
         }
-        for sid in expired {
+        let Some(s) = self.session(sid) else {
+            return;
+        };
+        if s.expiry_interval != u32::MAX
+            && since + Duration::from_secs(u64::from(s.expiry_interval)) <= now
+        {
             self.end_session(now, sid, out);
+        } else {
+            self.arm_session(sid);
         }
+    }
+
+    /// Arm the retained-expiry timer for a message stored with an expiry.
+    pub(crate) fn arm_retained(&mut self, at: Instant) {
+        self.timers.arm(at, timers::Timer::Retained);
+    }
+
+    fn retained_due(&mut self, now: Instant) {
         self.retained.expire(now);
-        self.last.settle();
     }
 
     /// Tell every connected MQTT 5 client the server is shutting down (DISCONNECT 0x8B) and

@@ -192,7 +192,8 @@ impl Broker {
     /// Rebuild state recovered from a store (before any connection is opened). Sessions come
     /// back disconnected: a session that was connected when the broker stopped is taken as
     /// disconnected at `now`, and its will (if any) is scheduled from `now` with its delay.
-    /// Sessions and messages that expired are dropped by the next [`Broker::tick`] or send.
+    /// Sessions and messages that expired are dropped when their timers fire
+    /// ([`Broker::handle_timeout`]) or, for queued messages, when they would be sent.
     pub fn restore(&mut self, now: Instant, state: Restored) {
         for m in state.retained {
             if !m.topic.as_str().starts_with("$SYS") {
@@ -282,6 +283,13 @@ impl Broker {
                     );
                 }
             }
+        }
+        // every timer of what came back: delayed wills, session and retained expiry
+        for i in 0..self.sessions.len() {
+            self.arm_session(crate::SessionId(i as u32));
+        }
+        if let Some(at) = self.retained.earliest_expiry() {
+            self.arm_retained(at);
         }
     }
 

@@ -108,6 +108,14 @@ impl Retained {
             .collect()
     }
 
+    /// The earliest expiry of a retained message (a scan: for restore only).
+    pub(crate) fn earliest_expiry(&self) -> Option<Instant> {
+        if self.expiring == 0 {
+            return None;
+        }
+        self.by_topic.values().filter_map(|m| m.expires_at).min()
+    }
+
     pub(crate) fn expire(&mut self, now: Instant) {
         if self.expiring == 0 {
             return;

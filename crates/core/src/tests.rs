@@ -38,6 +38,12 @@ impl World {
         self.broker.tick(self.now, &mut out);
         self.out.extend(out);
     }
+    fn advance_ms(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        let mut out = Vec::new();
+        self.broker.handle_timeout(self.now, &mut out);
+        self.out.extend(out);
+    }
     fn send(&mut self, conn: ConnId, p: Packet) {
         let mut out = Vec::new();
         self.broker.handle(self.now, conn, p, &mut out);
@@ -77,8 +83,10 @@ impl World {
         }
         (conn, ack)
     }
+    /// A client that never goes silent: keep alive 0 (the keep-alive tests ask for one).
     fn connect(&mut self, v: Protocol, id: &str, clean: bool) -> ConnId {
         let mut c = Connect::new(v, id);
+        c.keep_alive = 0;
         c.clean_start = clean;
         if v == Protocol::V5 && !clean {
             c.properties.session_expiry_interval = Some(3600);
@@ -849,6 +857,7 @@ fn a_clean_start_reconnect_within_the_will_delay_sends_no_will() {
     let sub = w.connect(Protocol::V5, "sub", true);
     w.subscribe(sub, "will", QoS::AtMostOnce);
     let mut c = Connect::new(Protocol::V5, "d");
+    c.keep_alive = 0;
     c.clean_start = true;
     c.properties.session_expiry_interval = Some(100);
     let mut wp = WillProperties::default();
@@ -1284,3 +1293,130 @@ mod admin_tests;
 
 #[path = "last_tests.rs"]
 mod last_tests;
+
+// ---------- keep alive, owned by core's timers (it was the server's wheel) ----------
+
+fn connect_ka(w: &mut World, v: Protocol, id: &str, keep_alive: u16, will: bool) -> ConnId {
+    let mut c = Connect::new(v, id);
+    c.keep_alive = keep_alive;
+    if will {
+        c.will = Some(LastWill {
+            topic: TopicName::new("will").unwrap(),
+            payload: Bytes::from_static(b"silent"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        });
+    }
+    let (conn, ack) = w.connect_with(c);
+    assert_eq!(ack.reason, ReasonCode::SUCCESS);
+    conn
+}
+
+#[test]
+fn a_silent_v5_client_is_told_0x8d_and_closed_after_one_and_a_half_keep_alives_and_its_will_goes() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "will", QoS::AtMostOnce);
+    let c = connect_ka(&mut w, Protocol::V5, "quiet", 10, true);
+    // the broker asks to be woken at the deadline, not every 500 ms
+    assert_eq!(
+        w.broker.poll_timeout(),
+        Some(w.now + Duration::from_millis(500))
+    );
+    w.advance_ms(14_999);
+    let (p, closed) = w.take(c);
+    assert!(p.is_empty() && !closed, "still within 1.5 x keep alive");
+    assert!(w.packets(sub).is_empty());
+    w.advance_ms(1);
+    let (p, closed) = w.take(c);
+    assert!(closed, "closed at 15 s");
+    assert!(
+        matches!(&p[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT),
+        "{p:?}"
+    );
+    assert_eq!(
+        payloads(&w.packets(sub)),
+        vec!["silent"],
+        "the will is published"
+    );
+    // nothing more about that connection later
+    w.advance(60);
+    assert_eq!(w.take(c), (vec![], false));
+}
+
+#[test]
+fn any_whole_packet_postpones_the_keep_alive_deadline() {
+    let mut w = World::new();
+    let c = connect_ka(&mut w, Protocol::V311, "pinger", 10, false);
+    w.advance(10);
+    w.send(c, Packet::PingReq);
+    assert_eq!(w.take(c), (vec![Packet::PingResp], false));
+    w.advance_ms(14_999); // 24.999 s after CONNECT, 14.999 s after the ping
+    assert_eq!(w.take(c), (vec![], false));
+    w.advance_ms(1);
+    let (p, closed) = w.take(c);
+    assert!(closed, "closed 15 s after its last packet");
+    assert!(
+        p.is_empty(),
+        "3.1.1: no DISCONNECT, the connection is closed: {p:?}"
+    );
+}
+
+#[test]
+fn keep_alive_zero_is_never_enforced_and_the_server_keep_alive_overrides_the_client() {
+    let mut w = World::new();
+    let forever = connect_ka(&mut w, Protocol::V311, "forever", 0, false);
+    w.advance(100_000);
+    assert_eq!(w.take(forever), (vec![], false));
+
+    let mut config = Config::default();
+    config.max_keepalive = 20;
+    let mut w = World::with(config);
+    let mut c = Connect::new(Protocol::V5, "asks-none");
+    c.keep_alive = 0;
+    let (conn, ack) = w.connect_with(c);
+    assert_eq!(ack.properties.server_keep_alive, Some(20));
+    w.advance_ms(29_999);
+    assert_eq!(w.take(conn), (vec![], false));
+    w.advance_ms(1);
+    assert!(w.take(conn).1, "closed at 1.5 x the server's keep alive");
+}
+
+#[test]
+fn poll_timeout_names_the_earliest_deadline_of_every_kind() {
+    let mut w = World::new();
+    assert_eq!(
+        w.broker.poll_timeout(),
+        None,
+        "nothing armed on a new broker"
+    );
+    let mut c = Connect::new(Protocol::V5, "d");
+    c.keep_alive = 0;
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(100);
+    let mut wp = WillProperties::default();
+    wp.will_delay_interval = Some(30);
+    c.will = Some(LastWill {
+        topic: TopicName::new("will").unwrap(),
+        payload: Bytes::from_static(b"late"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: wp,
+    });
+    let (conn, _) = w.connect_with(c);
+    w.advance(1); // housekeeping ran; none re-armed while no last value is kept
+    let t = w.now;
+    w.close(conn);
+    assert_eq!(
+        w.broker.poll_timeout(),
+        Some(t + Duration::from_secs(30)),
+        "the will delay"
+    );
+    w.advance(30);
+    assert_eq!(
+        w.broker.poll_timeout(),
+        Some(t + Duration::from_secs(100)),
+        "then the session expiry"
+    );
+}

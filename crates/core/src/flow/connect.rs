@@ -222,6 +222,7 @@ impl Broker {
             protocol: c.protocol,
             keep_alive,
         });
+        self.arm_keep_alive(now, conn, keep_alive);
         out.push(Action::Send(
             conn,
             Packet::ConnAck(ConnAck {
