@@ -102,8 +102,21 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/v1/alarms/{id}/ack", post(crate::alarms::ack))
         .route("/api/v1/tables", get(data::tables))
+        .route(
+            "/api/v1/tables/{table}",
+            axum::routing::delete(data::drop_table),
+        )
         .route("/api/v1/tables/{table}/topics", get(data::topics))
-        .route("/api/v1/tables/{table}/rows", get(data::rows))
+        .route(
+            "/api/v1/tables/{table}/rows",
+            get(data::rows).delete(data::delete_rows),
+        )
+        .route("/api/v1/tables/{table}/rows.csv", get(data::rows_csv))
+        .route("/api/v1/tables/{table}/purge", post(data::purge))
+        .route(
+            "/api/v1/tables/{table}/retention",
+            get(data::get_retention).put(data::put_retention),
+        )
         .route("/api/v1/tables/{table}/series", get(data::series))
         .route("/api/v1/publish", post(publish::handler))
         .route("/api/v1/live", get(live::handler))

@@ -3,17 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
-use midge_series::{
-    Aggregate, Order, RowsQuery, SeriesError, SeriesQuery, SeriesStore, TableInfo, TopicInfo,
-};
+use midge_series::{Aggregate, Order, RowsQuery, SeriesError, SeriesQuery, SeriesStore, TopicInfo};
 use serde_json::json;
 
-use crate::api::{ApiError, AppState, json_response};
+use crate::api::{ApiError, AppState, JsonBody, json_response};
 use crate::time::{now_ms, parse_duration_ms, parse_time};
 
 /// Query parameters, each allowed at most once, unknown ones refused.
@@ -125,10 +124,6 @@ async fn ensure_table(store: Arc<SeriesStore>, table: &str) -> Result<(), ApiErr
     }
 }
 
-fn table_json(t: &TableInfo) -> serde_json::Value {
-    json!({ "name": t.name, "rows": t.rows, "first_ts": t.first_ts, "last_ts": t.last_ts })
-}
-
 fn topic_json(t: &TopicInfo) -> serde_json::Value {
     json!({ "topic": t.topic, "rows": t.rows, "last_ts": t.last_ts })
 }
@@ -138,8 +133,24 @@ pub(crate) async fn tables(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
-    let list = blocking(store(&state)?, SeriesStore::tables).await?;
-    let list: Vec<_> = list.iter().map(table_json).collect();
+    let store = store(&state)?;
+    let global = store.options().retention;
+    let (list, own) = blocking(store, |s| Ok((s.tables()?, s.table_retentions()?))).await?;
+    let list: Vec<_> = list
+        .iter()
+        .map(|t| {
+            let own_days = own.get(&t.name).copied();
+            let days = effective_days(own_days, global);
+            json!({
+                "name": t.name,
+                "rows": t.rows,
+                "first_ts": t.first_ts,
+                "last_ts": t.last_ts,
+                "retention_days": days,
+                "own_retention_days": own_days,
+            })
+        })
+        .collect();
     Ok(json_response(StatusCode::OK, &json!({ "tables": list })))
 }
 
@@ -430,4 +441,366 @@ async fn first_ts(
     };
     let rows = blocking(store, move |s| s.rows(&q)).await?;
     Ok(rows.first().map(|r| r.ts))
+}
+
+/// The retention answer of `table`: its own (`days`), the store's (`default_days`) and the
+/// one that applies (`effective_days`); `null` days mean forever (or, for `days`, none of
+/// its own).
+fn retention_json(
+    table: &str,
+    own: Option<u32>,
+    global: Option<std::time::Duration>,
+) -> serde_json::Value {
+    json!({
+        "table": table,
+        "days": own,
+        "default_days": global.map(days_of),
+        "effective_days": effective_days(own, global),
+    })
+}
+
+/// Whole days of a retention (rounded up).
+fn days_of(d: std::time::Duration) -> u64 {
+    d.as_secs().div_ceil(86_400)
+}
+
+/// The days a table keeps: its own (0: forever), else the store's; `None`: forever.
+fn effective_days(own: Option<u32>, global: Option<std::time::Duration>) -> Option<u64> {
+    match own {
+        Some(0) => None,
+        Some(d) => Some(u64::from(d)),
+        None => global.map(days_of),
+    }
+}
+
+/// Most days a table's retention may be (100 years, as `[series] retention_days`).
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
+pub(crate) async fn get_retention(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    Params::parse(q.as_deref(), &[])?;
+    let store = store(&state)?;
+    ensure_table(store.clone(), &table).await?;
+    let own = blocking(store.clone(), SeriesStore::table_retentions).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &retention_json(&table, own.get(&table).copied(), store.options().retention),
+    ))
+}
+
+/// `PUT /api/v1/tables/{t}/retention {"days": N}`: the table keeps N days of rows (0:
+/// forever); `{"days": null}` makes it follow `[series] retention_days` again. Kept in the
+/// store itself.
+pub(crate) async fn put_retention(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    let bad = || {
+        ApiError::bad_request(format!(
+            "days: a whole number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, or null \
+             (follow [series] retention_days), e.g. {{\"days\": 7}}"
+        ))
+    };
+    let obj = body.as_object().ok_or_else(bad)?;
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "days") {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {k:?} (expected days)"
+        )));
+    }
+    let days = match obj.get("days") {
+        None => return Err(bad()),
+        Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|d| *d <= MAX_RETENTION_DAYS)
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(bad)?,
+        ),
+    };
+    let store = store(&state)?;
+    ensure_table(store.clone(), &table).await?;
+    let t = table.clone();
+    blocking(store.clone(), move |s| s.set_table_retention(&t, days)).await?;
+    tracing::info!(table, days = ?days, "table retention set");
+    Ok(json_response(
+        StatusCode::OK,
+        &retention_json(&table, days, store.options().retention),
+    ))
+}
+
+/// `DELETE /api/v1/tables/{t}`: drops the table, its rows and its retention.
+pub(crate) async fn drop_table(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    Params::parse(q.as_deref(), &[])?;
+    let t = table.clone();
+    if !blocking(store(&state)?, move |s| s.drop_table(&t)).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no table {table:?}"),
+        ));
+    }
+    tracing::info!(table, "table dropped from the API");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "table": table, "dropped": true }),
+    ))
+}
+
+/// The `before` of a purge: ms, `-7d`, `now` or RFC 3339 (a JSON number or string).
+fn purge_before(v: Option<&serde_json::Value>, now: i64) -> Result<i64, ApiError> {
+    let hint = "before: the time rows must be older than to be deleted: ms since the epoch, \
+                a relative time (-7d) or RFC 3339, e.g. {\"before\": \"-30d\"}";
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| ApiError::bad_request(hint)),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            parse_time(s, now).map_err(|e| ApiError::bad_request(format!("before: {e}")))
+        }
+        _ => Err(ApiError::bad_request(hint)),
+    }
+}
+
+async fn purge_rows(state: &AppState, table: String, before: i64) -> Result<Response, ApiError> {
+    let store = store(state)?;
+    ensure_table(store.clone(), &table).await?;
+    let t = table.clone();
+    let deleted = blocking(store, move |s| s.delete_before(&t, before)).await?;
+    tracing::info!(table, before, deleted, "rows purged from the API");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "table": table, "before": before, "deleted": deleted }),
+    ))
+}
+
+/// `POST /api/v1/tables/{t}/purge {"before": T}`: deletes the rows older than T.
+pub(crate) async fn purge(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    Params::parse(q.as_deref(), &[])?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("send {\"before\": T}"))?;
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "before") {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {k:?} (expected before)"
+        )));
+    }
+    let before = purge_before(obj.get("before"), now_ms())?;
+    purge_rows(&state, table, before).await
+}
+
+/// `DELETE /api/v1/tables/{t}/rows?before=T`: the same as the purge, as a query.
+pub(crate) async fn delete_rows(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    let p = Params::parse(q.as_deref(), &["before"])?;
+    let before = p
+        .get("before")
+        .map(|b| serde_json::Value::String(b.to_owned()));
+    let before = purge_before(before.as_ref(), now_ms())?;
+    purge_rows(&state, table, before).await
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for ms since the epoch.
+fn iso_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // civil_from_days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote, a line break or
+/// leading/trailing spaces; quotes doubled.
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn csv_value(out: &mut String, v: Option<&serde_json::Value>) {
+    match v {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) => csv_field(out, s),
+        Some(other) => csv_field(out, &other.to_string()),
+    }
+}
+
+/// The CSV export: the header (time, topic, client_id, the fields of the first page's rows
+/// in order of appearance, other_fields) and every row, page by page; stops when the
+/// receiver is gone.
+fn write_csv(
+    store: &SeriesStore,
+    query: RowsQuery,
+    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    let mut after = None;
+    let mut columns: Option<Vec<String>> = None;
+    let mut rows_out = 0u64;
+    loop {
+        let page = match store.rows_page(&query, after) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "CSV export failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        let mut out = String::new();
+        let cols = columns.get_or_insert_with(|| {
+            let mut cols: Vec<String> = Vec::new();
+            for r in &page.rows {
+                for k in r.data.keys() {
+                    if !cols.contains(k) {
+                        cols.push(k.clone());
+                    }
+                }
+            }
+            out.push_str("time,topic,client_id");
+            for c in &cols {
+                out.push(',');
+                csv_field(&mut out, c);
+            }
+            out.push_str(",other_fields\r\n");
+            cols
+        });
+        for r in &page.rows {
+            out.push_str(&iso_utc(r.ts));
+            out.push(',');
+            csv_field(&mut out, &r.topic);
+            out.push(',');
+            csv_field(&mut out, &r.client_id);
+            for c in cols.iter() {
+                out.push(',');
+                csv_value(&mut out, r.data.get(c));
+            }
+            out.push(',');
+            let other: serde_json::Map<String, serde_json::Value> = r
+                .data
+                .iter()
+                .filter(|(k, _)| !cols.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !other.is_empty() {
+                csv_field(&mut out, &serde_json::Value::Object(other).to_string());
+            }
+            out.push_str("\r\n");
+        }
+        rows_out += page.rows.len() as u64;
+        if tx.blocking_send(Ok(bytes::Bytes::from(out))).is_err() {
+            tracing::debug!(rows = rows_out, "CSV export: the client went away");
+            return;
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return,
+        }
+    }
+}
+
+/// `GET /api/v1/tables/{t}/rows.csv?topic=&client_id=&since=&until=&order=`: every matching
+/// row as CSV (oldest first unless `order=desc`), streamed page by page (no row limit;
+/// memory bounded by a few pages).
+pub(crate) async fn rows_csv(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let table = table_name(path)?;
+    let p = Params::parse(
+        q.as_deref(),
+        &["topic", "client_id", "since", "until", "order"],
+    )?;
+    let order = match p.get("order") {
+        None => Order::OldestFirst,
+        Some(o) => o
+            .parse::<Order>()
+            .map_err(|e| ApiError::bad_request(format!("order: {e}")))?,
+    };
+    let (since, until) = range(&p, now_ms())?;
+    let store = store(&state)?;
+    // refuse a bad table name or topic filter before the 200 goes out
+    let probe = RowsQuery {
+        table: table.clone(),
+        topic: p.get("topic").map(str::to_owned),
+        client_id: p.get("client_id").map(str::to_owned),
+        since,
+        until,
+        limit: Some(1),
+        order,
+    };
+    let query = RowsQuery {
+        limit: Some(store.options().max_rows_per_query),
+        ..probe.clone()
+    };
+    blocking(store.clone(), move |s| s.rows(&probe)).await?;
+    ensure_table(store.clone(), &table).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || write_csv(&store, query, &tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let safe: String = table
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/csv; charset=utf-8")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{safe}.csv\""),
+        )
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_and_csv_quoting() {
+        assert_eq!(iso_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_utc(1_717_243_200_123), "2024-06-01T12:00:00.123Z");
+        assert_eq!(iso_utc(-1), "1969-12-31T23:59:59.999Z");
+        let mut s = String::new();
+        csv_field(&mut s, "a,\"b\"\nc");
+        assert_eq!(s, "\"a,\"\"b\"\"\nc\"");
+    }
 }
