@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) server: midge_server::ServerHandle,
     pub(crate) series: Option<Arc<midge_series::SeriesStore>>,
     pub(crate) hub: Option<Arc<midge_hub::HubService>>,
+    /// Opens in-process MQTT connections (devices publishing over HTTP).
+    pub(crate) connector: midge_client::Connector,
     pub(crate) publisher: publish::Publisher,
     pub(crate) live: live::Live,
     /// Whether `/api/v1/last`, `/api/v1/topics` and live resumes are served (the
@@ -60,6 +62,7 @@ impl AppState {
             server: deps.server,
             series: deps.series,
             hub: deps.hub,
+            connector: deps.connector.clone(),
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
             last_values: config.last_values_topics > 0,
@@ -134,6 +137,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/v1/dashboard",
             get(dashboard::get_handler).put(dashboard::put_handler),
         )
+        .route("/api/v1/session", get(auth::session))
+        .route("/topics/{*topic}", post(crate::ingest::handler))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", get(auth::logout).post(auth::logout))
         .route("/", get(assets::index))
         .route("/client", get(assets::client))
         .route("/assets/{file}", get(assets::file))

@@ -21,14 +21,19 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("alarms.js", include_str!("../assets/alarms.js")),
     ("mqtt.js", include_str!("../assets/mqtt.js")),
     ("client.js", include_str!("../assets/client.js")),
+    ("login.js", include_str!("../assets/login.js")),
     ("app.js", include_str!("../assets/app.js")),
 ];
 const STYLES: &[(&str, &str)] = &[
     ("app.css", include_str!("../assets/app.css")),
+    ("login.css", include_str!("../assets/login.css")),
     ("console.css", include_str!("../assets/console.css")),
     ("client.css", include_str!("../assets/client.css")),
 ];
 const CLIENT: &str = include_str!("../assets/client.html");
+/// The login page of a locked listener (`{{error}}`, `{{username}}`, `{{next}}` filled in
+/// by `auth::page`).
+pub(crate) const LOGIN: &str = include_str!("../assets/login.html");
 const ICON: &str = include_str!("../assets/icon.svg");
 
 /// Scripts and styles only from here; map tiles (an optional widget setting) from anywhere.

@@ -42,6 +42,11 @@
 //! GET  /api/v1/dashboard                      the dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
+//! GET  /login, POST /login, GET /logout       the login page of a locked listener (a
+//!                                             session cookie the API accepts)
+//! GET  /api/v1/session                        who the caller is, whether by a session
+//! POST /topics/{topic}?qos=&retain=           a device publishes (HTTP Basic with its
+//!                                             registry credentials; AWS IoT's shape)
 //! POST /api/v1/access-keys                    make an access key {"description"} (201,
 //!                                             the secret shown once)
 //! GET  /api/v1/access-keys                    the keys, never their secrets
@@ -102,6 +107,7 @@ mod dashboard;
 mod data;
 mod devices;
 mod host;
+mod ingest;
 mod last;
 mod live;
 mod publish;
