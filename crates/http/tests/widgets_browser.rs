@@ -673,3 +673,135 @@ async fn every_kind_of_widget_on_one_dashboard() {
     );
     b.screenshot("widgets-every-kind").await;
 }
+
+#[tokio::test]
+async fn the_form_makes_a_filtered_led_and_shows_why_a_bad_filter_is_refused() {
+    let hub = Hub::start(|c, dir| {
+        c.last_values_topics = 10_000;
+        // a dashboard saved from the page, so edit mode can change it
+        let path = dir.join("dashboard.json");
+        let widgets = vec![widget("lamp", WidgetKind::Switch, "home/lamp", |w| {
+            w.command_topic = Some("home/lamp/set".into());
+        })];
+        std::fs::write(&path, json!({ "widgets": widgets }).to_string()).unwrap();
+        c.dashboard_file = Some(path);
+    })
+    .await;
+    let mut b = open(&hub, 1).await;
+    b.eval(
+        "(() => { \
+           document.getElementById('edit-toggle').click(); \
+           document.getElementById('edit-add').click(); \
+           const f = document.getElementById('widget-form'); \
+           f.elements.kind.value = 'led'; \
+           f.elements.kind.dispatchEvent(new Event('change')); \
+           f.elements.title.value = 'Door'; \
+           f.elements.topic.value = 'home/events'; \
+           f.elements.field.value = 'state'; \
+           f.elements.filter.value = \"type = 'door' AND\"; \
+           f.elements.on_values.value = 'open, ajar'; \
+           f.elements.on_label.value = 'Open'; \
+           f.elements.off_label.value = 'Closed'; \
+         })()",
+    )
+    .await;
+    let hidden = b
+        .eval(
+            "(() => { const f = document.getElementById('widget-form'); \
+               return ['filter', 'on_values', 'on_label', 'command_topic', 'series', 'columns']\
+                 .map(n => [n, f.elements[n].closest('label').hidden]); })()",
+        )
+        .await;
+    assert_eq!(
+        hidden,
+        json!([
+            ["filter", false],
+            ["on_values", false],
+            ["on_label", false],
+            ["command_topic", true],
+            ["series", true],
+            ["columns", true]
+        ]),
+        "the LED's fields: {hidden}"
+    );
+    b.screenshot("widgets-form").await;
+    // the page cannot read this filter: refused before the server is asked
+    b.eval("document.getElementById('widget-form').requestSubmit()")
+        .await;
+    b.until(
+        "the page's own message",
+        "document.getElementById('toast').textContent",
+        |v| v.as_str().is_some_and(|t| t.contains("unexpected end")),
+    )
+    .await;
+    // one the page reads but the rules refuse (a number out of range): the server's word
+    b.eval(
+        "(() => { const f = document.getElementById('widget-form'); \
+           f.elements.filter.value = \"type = 'door' AND n < 1e999\"; \
+           f.requestSubmit(); \
+           document.getElementById('edit-save').click(); })()",
+    )
+    .await;
+    let refused = b
+        .until(
+            "the server's refusal",
+            "(() => { const m = document.getElementById('edit-message'); \
+               return m.hidden ? '' : m.textContent; })()",
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await;
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains("filter \"type = 'door' AND n < 1e999\": invalid literal 1e999"),
+        "{refused}"
+    );
+    // corrected in the form: edit the new widget again
+    let form = b
+        .eval(
+            "(() => { document.querySelector('[data-kind=led] [data-action=edit]').click(); \
+               const f = document.getElementById('widget-form'); \
+               return {filter: f.elements.filter.value, on_values: f.elements.on_values.value, \
+                       kind: f.elements.kind.value}; })()",
+        )
+        .await;
+    assert_eq!(
+        form,
+        json!({"filter": "type = 'door' AND n < 1e999", "on_values": "open, ajar", "kind": "led"})
+    );
+    b.eval(
+        "(() => { const f = document.getElementById('widget-form'); \
+           f.elements.filter.value = \"type = 'door'\"; \
+           f.requestSubmit(); \
+           document.getElementById('edit-save').click(); })()",
+    )
+    .await;
+    let led = b
+        .until(
+            "the saved LED",
+            "(() => { const w = document.querySelector('[data-kind=led]'); \
+               return w && !document.body.classList.contains('editing') ? \
+                 {filter: w.querySelector('[data-role=filter]').textContent, \
+                  state: w.dataset.state} : null; })()",
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(led["filter"], "where type = 'door'", "{led}");
+    assert_eq!(led["state"], "unknown");
+    let mut dev = hub.mqtt("door").await;
+    dev.publish(
+        "home/events",
+        QoS::AtLeastOnce,
+        false,
+        r#"{"type": "door", "state": "ajar"}"#,
+    )
+    .await;
+    b.until(
+        "the door ajar: on",
+        "(() => { const w = document.querySelector('[data-kind=led]'); \
+           return [w.dataset.state, w.querySelector('[data-role=state]').textContent]; })()",
+        |v| v == &json!(["on", "Open"]),
+    )
+    .await;
+}
