@@ -135,7 +135,21 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/dashboard",
-            get(dashboard::get_handler).put(dashboard::put_handler),
+            get(dashboard::legacy_get_handler).put(dashboard::legacy_put_handler),
+        )
+        .route(
+            "/api/v1/dashboards",
+            get(dashboard::list_handler).post(dashboard::create_handler),
+        )
+        .route(
+            "/api/v1/dashboards/{id}",
+            get(dashboard::get_handler)
+                .put(dashboard::put_handler)
+                .delete(dashboard::delete_handler),
+        )
+        .route(
+            "/api/v1/dashboards/{id}/export",
+            get(dashboard::export_handler),
         )
         .route("/api/v1/session", get(auth::session))
         .route("/topics/{*topic}", post(crate::ingest::handler))

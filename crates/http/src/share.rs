@@ -1,8 +1,9 @@
-//! Share links: `POST /api/v1/tokens {"ttl": 3600, "dashboard": "main"}` makes a token and
-//! a URL (`/?token=...`) that opens the dashboard read-only without a login, as hosted hubs'
-//! viewer tokens do. A token can read what the dashboard shows and nothing else: the page and
-//! its files, the widget list, and the live stream, last values and series of the widgets'
-//! topics (GET only; no publishing, no rules, no other topics, no figures). It is taken from
+//! Share links: `POST /api/v1/tokens {"ttl": 3600, "dashboard": "ID"}` makes a token and
+//! a URL (`/?token=...`) that opens that dashboard (default: the first) read-only without a
+//! login, as hosted hubs' viewer tokens do. A token can read what its dashboard shows and
+//! nothing else: the page and its files, that dashboard's widget list, and the live stream,
+//! last values and series of its widgets' topics (GET only; no publishing, no rules, no other
+//! topics or dashboards, no figures). It is taken from
 //! `Authorization: Bearer TOKEN`, from `?token=` (the page then gets it as an HttpOnly cookie,
 //! so its own requests carry it), or from that cookie. Tokens expire (their `ttl`), are listed
 //! (`GET /api/v1/tokens`, never the token itself) and revoked (`DELETE /api/v1/tokens/{id}`).
@@ -31,8 +32,6 @@ const COOKIE: &str = "midge_share";
 const MAX_TTL: u64 = 366 * 86_400;
 /// Most tokens at once.
 const MAX_TOKENS: usize = 1_000;
-/// The one dashboard there is today.
-pub(crate) const DEFAULT_DASHBOARD: &str = "main";
 
 /// One token as kept (its hash, never the token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,9 +51,10 @@ pub(crate) struct Tokens {
     entries: Mutex<Vec<Entry>>,
 }
 
-/// Marks a request a valid share token let through (the credentials check skips it).
+/// Marks a request a valid share token let through (the credentials check skips it), with
+/// the id of the dashboard the token opens.
 #[derive(Debug, Clone)]
-pub(crate) struct Granted;
+pub(crate) struct Granted(String);
 
 fn hash(token: &str) -> String {
     let d = Sha256::digest(token.as_bytes());
@@ -173,13 +173,14 @@ fn topics_allowed(req: &Request, widget_topics: &[String]) -> bool {
 }
 
 /// Routes a share token may use (GET only).
-fn allowed(req: &Request, widget_topics: &[String]) -> bool {
+fn allowed(req: &Request, widget_topics: &[String], dashboard: &str) -> bool {
     if req.method() != Method::GET {
         return false;
     }
     let path = req.uri().path();
     match path {
-        "/" | "/api/v1/dashboard" => true,
+        "/" | "/api/v1/dashboard" | "/api/v1/dashboards" => true,
+        _ if path.strip_prefix("/api/v1/dashboards/") == Some(dashboard) => true,
         "/api/v1/live" | "/api/v1/last" => topics_allowed(req, widget_topics),
         _ if path.starts_with("/assets/") => true,
         _ => {
@@ -217,8 +218,9 @@ pub(crate) async fn require(
         )
         .into_response();
     };
-    let topics = state.0.dashboard.widget_topics();
-    if !allowed(&req, &topics) {
+    let dashboard = state.0.dashboard.resolve(&dashboard).unwrap_or(dashboard);
+    let topics = state.0.dashboard.widget_topics(&dashboard);
+    if !allowed(&req, &topics, &dashboard) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -227,7 +229,7 @@ pub(crate) async fn require(
         )
         .into_response();
     }
-    req.extensions_mut().insert(Granted);
+    req.extensions_mut().insert(Granted(dashboard));
     let page = req.uri().path() == "/";
     let mut response = next.run(req).await;
     if in_query
@@ -246,13 +248,19 @@ pub(crate) fn granted(req: &Request) -> bool {
     req.extensions().get::<Granted>().is_some()
 }
 
+/// The dashboard the share token that let this request through opens.
+pub(crate) fn granted_dashboard(req: &Request) -> Option<String> {
+    req.extensions().get::<Granted>().map(|g| g.0.clone())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {
     /// Seconds the token lives (default one day).
     #[serde(default = "default_ttl")]
     ttl: u64,
-    /// The dashboard it opens (default the first, and today the only one: "main").
+    /// The id of the dashboard it opens (default the first; `main` is the first too when
+    /// no dashboard has that id, as before there were several).
     #[serde(default)]
     dashboard: Option<String>,
 }
@@ -276,13 +284,16 @@ pub(crate) async fn create(
             "ttl: 1 to {MAX_TTL} seconds"
         )));
     }
-    let dashboard = b.dashboard.unwrap_or_else(|| DEFAULT_DASHBOARD.to_owned());
-    if dashboard != DEFAULT_DASHBOARD {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no dashboard {dashboard:?} (there is one: {DEFAULT_DASHBOARD:?})"),
-        ));
-    }
+    let dashboards = &state.0.dashboard;
+    let dashboard = match b.dashboard {
+        None => dashboards.first_id(),
+        Some(d) => dashboards.resolve(&d).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no dashboard {d:?} (GET /api/v1/dashboards lists them)"),
+            )
+        })?,
+    };
     let random_err = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
     let token = random(32).map_err(random_err)?;
     let now = now_ms();

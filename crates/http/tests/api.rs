@@ -774,7 +774,8 @@ async fn dashboard_put_then_get_round_trips_and_survives_a_restart() {
     assert_eq!(hub.get("/api/v1/dashboard").await.json(), saved);
     let file = hub.dir.path().join("ui").join("dashboard.json");
     let on_disk: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(on_disk["widgets"], saved["widgets"]);
+    // the file holds every dashboard; this one is the first
+    assert_eq!(on_disk["dashboards"][0]["widgets"], saved["widgets"]);
 
     // a bad dashboard is refused whole, every problem named; the saved one stays
     let bad = json!({"widgets": [

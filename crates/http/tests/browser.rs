@@ -36,8 +36,8 @@ fn now_ms() -> i64 {
 }
 
 async fn dashboard() -> (Hub, Browser) {
-    let hub = Hub::start(|c, _| {
-        c.widgets = vec![
+    let hub = Hub::start(|c, dir| {
+        let widgets = vec![
             widget("gauge", WidgetKind::Gauge, "sensors/boiler", |w| {
                 w.field = "temp".into();
                 w.unit = Some("°C".into());
@@ -51,6 +51,11 @@ async fn dashboard() -> (Hub, Browser) {
                 w.window = "1h".into();
             }),
         ];
+        // a dashboard saved from the page (the older one-dashboard file), so edit mode can
+        // change it (the configuration's widgets are a read-only dashboard)
+        let path = dir.join("dashboard.json");
+        std::fs::write(&path, json!({ "widgets": widgets }).to_string()).unwrap();
+        c.dashboard_file = Some(path);
     })
     .await;
     let now = now_ms();
