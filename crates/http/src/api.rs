@@ -33,6 +33,7 @@ pub(crate) struct Inner {
     pub(crate) server: midge_server::ServerHandle,
     pub(crate) series: Option<Arc<midge_series::SeriesStore>>,
     pub(crate) hub: Option<Arc<midge_hub::HubService>>,
+    pub(crate) listeners: Vec<crate::ListenerInfo>,
     /// Opens in-process MQTT connections (devices publishing over HTTP).
     pub(crate) connector: midge_client::Connector,
     pub(crate) publisher: publish::Publisher,
@@ -62,6 +63,7 @@ impl AppState {
             server: deps.server,
             series: deps.series,
             hub: deps.hub,
+            listeners: deps.listeners,
             connector: deps.connector.clone(),
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),
@@ -160,6 +162,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::file))
         .merge(crate::tsdb::routes())
         .merge(crate::devices::routes())
+        .merge(crate::listeners::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))

@@ -41,7 +41,17 @@ const CSP: &str = "default-src 'self'; img-src 'self' data: http: https:; \
                    style-src 'self'; script-src 'self'; connect-src 'self'; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+/// The MQTT web client's page: the same, and WebSocket connections to the broker's ws/wss
+/// listeners (another port, perhaps another host).
+const CLIENT_CSP: &str = "default-src 'self'; img-src 'self' data:; \
+                          style-src 'self'; script-src 'self'; connect-src 'self' ws: wss:; \
+                          frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 fn asset(body: &'static str, content_type: &'static str) -> Response {
+    asset_with(body, content_type, CSP)
+}
+
+fn asset_with(body: &'static str, content_type: &'static str, csp: &'static str) -> Response {
     (
         StatusCode::OK,
         [
@@ -49,7 +59,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
+                HeaderValue::from_static(csp),
             ),
         ],
         body,
@@ -63,7 +73,7 @@ pub(crate) async fn index() -> Response {
 
 /// The MQTT web client: connects to midge's WebSocket listener from the browser.
 pub(crate) async fn client() -> Response {
-    asset(CLIENT, "text/html; charset=utf-8")
+    asset_with(CLIENT, "text/html; charset=utf-8", CLIENT_CSP)
 }
 
 pub(crate) async fn file(Path(name): Path<String>) -> Response {
