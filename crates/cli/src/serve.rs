@@ -181,6 +181,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     if !registry.is_empty() {
         info!(devices = registry.len(), "device registry loaded");
     }
+    let listener_configs = cfg.server.listeners.clone();
     let server =
         match midge_server::Server::start_with_registry(cfg.server, Some(registry.clone())).await {
             Ok(s) => s,
@@ -220,6 +221,11 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
                 connector,
                 series: series.clone(),
                 hub: Some(hub.clone()),
+                listeners: listener_configs
+                    .iter()
+                    .zip(server.local_addrs())
+                    .map(|(l, a)| midge_http::ListenerInfo::new(l, *a))
+                    .collect(),
             };
             let bind = settings.config.bind;
             if settings.config.users.as_ref().is_some_and(Vec::is_empty) {
