@@ -210,7 +210,8 @@ allowed_hosts = []
 # id = "midge-ingest"
 # secret = "at least 16 characters, e.g. from openssl rand -hex 16"
 
-# Dashboard widgets (the page can add, edit and remove them too). kind = "gauge", "value",
+# Dashboard widgets: the page shows them as the read-only dashboard "Configured" (edit them
+# here), beside the dashboards made in the page (saved to dashboard_file). kind = "gauge", "value",
 # "chart" (history from the series table, then live), "map" (markers at lat/lon fields),
 # "switch" (shows `topic`, publishes `on`/`off` to `command_topic`).
 # [[dashboard.widget]]

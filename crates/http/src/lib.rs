@@ -13,8 +13,6 @@
 //! ```text
 //! GET  /api/v1/health                         {"status":"ok"} (never needs a password)
 //! GET  /api/v1/stats                          broker figures as JSON
-//! GET  /api/v1/listeners                      the broker's listeners (kind tcp/tls/ws/wss,
-//!                                             address, port, WebSocket path)
 //! GET  /metrics                               the same in Prometheus text format
 //! GET  /api/v1/rules                          rule statuses (and where each comes from)
 //! POST /api/v1/rules                          add a rule {"name","sql","store"|"republish"|"webhook"}
@@ -41,10 +39,14 @@
 //! POST /api/v1/tokens                         a share link {"ttl","dashboard"}: token + URL
 //!                                             opening the dashboard read-only (Bearer too)
 //! GET  /api/v1/tokens, DELETE /api/v1/tokens/{id}  list (never the tokens) / revoke
-//! GET  /api/v1/dashboard                      the dashboard's widgets
+//! GET  /api/v1/dashboards                     the dashboards (ids, names; `config` is the
+//!                                             configuration's, read-only)
+//! POST /api/v1/dashboards                     a new one, or an exported one imported
+//! GET|PUT|DELETE /api/v1/dashboards/{id}      one: its widgets; rename or replace them
+//! GET  /api/v1/dashboards/{id}/export         the JSON as a file to download
+//! GET  /api/v1/dashboard                      the first dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
-//! GET  /client                                the MQTT web client (over the ws/wss listener)
 //! GET  /login, POST /login, GET /logout       the login page of a locked listener (a
 //!                                             session cookie the API accepts)
 //! GET  /api/v1/session                        who the caller is, whether by a session
@@ -112,7 +114,6 @@ mod devices;
 mod host;
 mod ingest;
 mod last;
-mod listeners;
 mod live;
 mod publish;
 mod rules_api;
@@ -131,7 +132,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use listeners::ListenerInfo;
 pub use widget::{Series, Widget, WidgetKind, validate as validate_widgets};
 
 /// Largest request body accepted (bytes).
@@ -152,10 +152,10 @@ pub struct HttpConfig {
     pub allow_anonymous: bool,
     /// A password file in mosquitto's format (`midge passwd`), read at start.
     pub password_file: Option<PathBuf>,
-    /// Where dashboard edits made in the web page are saved (JSON). When the file exists it
-    /// replaces `widgets`; without a path, edits last until the server stops.
+    /// Where the dashboards made in the web page are saved (JSON); without a path, they last
+    /// until the server stops. They are listed beside `widgets`, never instead of them.
     pub dashboard_file: Option<PathBuf>,
-    /// The dashboard's widgets from the configuration file.
+    /// The configuration file's widgets: the read-only dashboard `config`.
     pub widgets: Vec<Widget>,
     /// Most live streams (`/api/v1/live`) open at once; more are refused with 503.
     pub max_live_streams: usize,
@@ -251,9 +251,6 @@ pub struct HttpDeps {
     /// The rules: listed with their figures, added and removed through the API. Without it
     /// the list is empty and changes answer 503.
     pub hub: Option<Arc<midge_hub::HubService>>,
-    /// The broker's listeners, for `GET /api/v1/listeners` (the MQTT web client finds the
-    /// WebSocket listener there); empty unless set.
-    pub listeners: Vec<ListenerInfo>,
 }
 
 impl HttpDeps {
@@ -265,7 +262,6 @@ impl HttpDeps {
             connector: connector(server.local_connector()),
             series: None,
             hub: None,
-            listeners: Vec::new(),
         }
     }
 }
