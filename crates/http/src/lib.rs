@@ -13,6 +13,8 @@
 //! ```text
 //! GET  /api/v1/health                         {"status":"ok"} (never needs a password)
 //! GET  /api/v1/stats                          broker figures as JSON
+//! GET  /api/v1/listeners                      the broker's listeners (kind tcp/tls/ws/wss,
+//!                                             address, port, WebSocket path)
 //! GET  /metrics                               the same in Prometheus text format
 //! GET  /api/v1/rules                          rule statuses (and where each comes from)
 //! POST /api/v1/rules                          add a rule {"name","sql","store"|"republish"|"webhook"}
@@ -47,6 +49,7 @@
 //! GET  /api/v1/dashboard                      the first dashboard's widgets
 //! PUT  /api/v1/dashboard                      replace them (saved atomically)
 //! GET  /                                      the dashboard page
+//! GET  /client                                the MQTT web client (over the ws/wss listener)
 //! GET  /login, POST /login, GET /logout       the login page of a locked listener (a
 //!                                             session cookie the API accepts)
 //! GET  /api/v1/session                        who the caller is, whether by a session
@@ -114,6 +117,7 @@ mod devices;
 mod host;
 mod ingest;
 mod last;
+mod listeners;
 mod live;
 mod publish;
 mod rules_api;
@@ -132,6 +136,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use listeners::ListenerInfo;
 pub use widget::{Series, Widget, WidgetKind, validate as validate_widgets};
 
 /// Largest request body accepted (bytes).
@@ -251,6 +256,9 @@ pub struct HttpDeps {
     /// The rules: listed with their figures, added and removed through the API. Without it
     /// the list is empty and changes answer 503.
     pub hub: Option<Arc<midge_hub::HubService>>,
+    /// The broker's listeners, for `GET /api/v1/listeners` (the MQTT web client finds the
+    /// WebSocket listener there); empty unless set.
+    pub listeners: Vec<ListenerInfo>,
 }
 
 impl HttpDeps {
@@ -262,6 +270,7 @@ impl HttpDeps {
             connector: connector(server.local_connector()),
             series: None,
             hub: None,
+            listeners: Vec::new(),
         }
     }
 }
