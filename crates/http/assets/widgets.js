@@ -994,7 +994,7 @@
         if (banded.length) {
           const up = d.hist.map((p) => cx(p.ts) + ',' + cy(p.max != null ? p.max : p.v));
           const down = d.hist.slice().reverse().map((p) => cx(p.ts) + ',' + cy(p.min != null ? p.min : p.v));
-          s.append(paint(svg('polygon', { class: 'band', 'data-role': 'band', points: up.concat(down).join(' ') }), 'fill', color));
+          s.append(paint(paint(svg('polygon', { class: 'band', 'data-role': 'band', points: up.concat(down).join(' ') }), 'fill', color), 'stroke', color));
         }
         const pts = d.hist.map((p) => [p.ts, p.v]).concat(d.live);
         if (!pts.length) return;

@@ -805,3 +805,69 @@ async fn the_form_makes_a_filtered_led_and_shows_why_a_bad_filter_is_refused() {
     )
     .await;
 }
+
+/// Seven days of 1 Hz readings (604,800 rows) on a chart: the page asks for about one
+/// bucket per pixel and draws the min/max band, so the week loads in about the time of one
+/// query. Heavy (the rows are written first): run with --ignored.
+#[tokio::test]
+#[ignore = "writes 604,800 rows; run by hand to measure"]
+async fn seven_days_of_one_hertz_data_draw_fast_and_keep_their_spikes() {
+    let hub = hub_with(vec![widget(
+        "chart",
+        WidgetKind::Chart,
+        "plant/temp",
+        |w| {
+            w.field = "temp".into();
+            w.window = "7d".into();
+            w.width = 2;
+        },
+    )])
+    .await;
+    let now = now_ms();
+    let start = std::time::Instant::now();
+    for day in 0..7i64 {
+        let rows: Vec<Row> = (0..86_400i64)
+            .map(|s| {
+                let i = day * 86_400 + s;
+                // one spike of 100 a day, 20..21 otherwise
+                let t = if s == 43_200 {
+                    100.0
+                } else {
+                    20.0 + (i % 11) as f64 * 0.1
+                };
+                Row::new(
+                    now - 7 * 86_400_000 + i * 1000,
+                    "plant/temp",
+                    "plant",
+                    obj(json!({"temp": t})),
+                )
+            })
+            .collect();
+        hub.store.insert("telemetry", &rows).unwrap();
+    }
+    eprintln!("wrote 604,800 rows in {:?}", start.elapsed());
+    let r = hub
+        .get("/api/v1/tables/telemetry/series?field=temp&topic=plant/temp&since=-7d&points=600")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = std::time::Instant::now();
+    let r = hub
+        .get("/api/v1/tables/telemetry/series?field=temp&topic=plant/temp&since=-7d&points=600")
+        .await;
+    eprintln!(
+        "series points=600 over 7 days: {:?}, {} bytes",
+        t.elapsed(),
+        r.body.len()
+    );
+    let t = std::time::Instant::now();
+    let mut b = open(&hub, 1).await;
+    let c = b
+        .until("the week drawn", CHART, |v| {
+            v["points"].as_u64().is_some_and(|p| p > 100) && v["loading"] == ""
+        })
+        .await;
+    eprintln!("page open to the week drawn: {:?}: {c}", t.elapsed());
+    assert_eq!(c["max"], "100", "the spikes survive: {c}");
+    assert_eq!(c["band"], true);
+    b.screenshot("widgets-week").await;
+}
