@@ -568,6 +568,10 @@ impl Broker {
 
     fn retained_due(&mut self, now: Instant) {
         self.retained.expire(now);
+        // the next one (restore arms only the earliest; each later store arms its own)
+        if let Some(at) = self.retained.earliest_expiry() {
+            self.arm_retained(at.max(now));
+        }
     }
 
     /// Tell every connected MQTT 5 client the server is shutting down (DISCONNECT 0x8B) and

@@ -1,8 +1,7 @@
 //! One task per network connection: read and decode with the maximum packet size checked
 //! from the fixed header, hand packets to the router in batches, and write everything the
-//! router queued with one write per wake-up. Keep alive is stamped here (the time of the
-//! last whole packet) and checked by the router's tick (`keepalive.rs`), which tells the
-//! connection to end with DISCONNECT 0x8D.
+//! router queued with one write per wake-up. Keep alive is core's: it sees every whole
+//! packet and closes a silent connection itself (DISCONNECT 0x8D, then Close).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -276,32 +275,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                     info!(client = %client_id, protocol = %p, keep_alive, "client connected");
                 }
                 Outgoing::Close => end = End::Close,
-                Outgoing::KeepAliveTimeout => {
-                    info!("keep alive timeout");
-                    if protocol.is_v5() {
-                        let d = Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT);
-                        let _ = Packet::Disconnect(d).encode(*protocol, &mut self.wbuf);
-                    }
-                    // what the router queued after it is not sent
-                    end = End::KeepAliveTimeout;
-                    break;
-                }
             }
         }
         (weight_sum, end)
     }
 
-    /// After a write: report a failed write or a keep-alive timeout, count the bytes as
-    /// gone (telling the router when a congested connection drained), close if told to,
-    /// and give back the buffers when nothing more is queued.
+    /// After a write: report a failed write, count the bytes as gone (telling the router
+    /// when a congested connection drained), close if told to, and give back the buffers
+    /// when nothing more is queued.
     fn written(&mut self, weight: usize, end: End, ok: bool) -> Step<'_> {
-        if end == End::KeepAliveTimeout || !ok {
-            let cause = if end == End::KeepAliveTimeout {
-                CloseCause::KeepAliveTimeout
-            } else {
-                CloseCause::Network
-            };
-            return to_router(&self.router, RouterMsg::Closed(self.id, cause), false);
+        if !ok {
+            return to_router(
+                &self.router,
+                RouterMsg::Closed(self.id, CloseCause::Network),
+                false,
+            );
         }
         if end == End::Close {
             // the router already forgot this connection: no Drained
@@ -337,14 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
         if packets.is_empty() {
             return Step::Done(true);
         }
-        // only a whole control packet counts as activity [MQTT-3.1.2-22]: bytes of an
-        // unfinished one do not
-        let shared = self.rx.shared();
-        if shared.keep_alive_ms.load(Ordering::Relaxed) != 0 {
-            shared
-                .last_packet
-                .store(crate::keepalive::now_ms(), Ordering::Relaxed);
-        }
+        // only a whole control packet counts as keep-alive activity [MQTT-3.1.2-22]: core
+        // sees the packets, never the bytes of an unfinished one
         to_router(&self.router, RouterMsg::Packets(self.id, packets), true)
     }
 
@@ -673,8 +655,6 @@ enum End {
     No,
     /// The router closed it ([`Outgoing::Close`]).
     Close,
-    /// [`Outgoing::KeepAliveTimeout`].
-    KeepAliveTimeout,
 }
 
 /// Hand a message to the router, then go on if `then` (and the router is there). The

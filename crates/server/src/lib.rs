@@ -23,7 +23,6 @@
 mod classic_cert;
 mod config;
 mod connection;
-mod keepalive;
 mod outbox;
 mod router;
 mod security;

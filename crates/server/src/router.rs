@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
@@ -12,7 +12,6 @@ use midge_core::{Action, Broker, CloseCause, ConnId, Message, StoreOp};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::keepalive::{self, Wheel};
 use crate::store_task::{Batch, Done, OpenedStore, StoreHandle};
 use crate::{Counters, ServerConfig};
 
@@ -96,9 +95,6 @@ pub(crate) enum Outgoing {
         client_id: bytestring::ByteString,
     },
     Close,
-    /// Nothing came for 1.5 times the keep alive: tell an MQTT 5 client (DISCONNECT 0x8D),
-    /// report [`CloseCause::KeepAliveTimeout`] and close.
-    KeepAliveTimeout,
 }
 
 /// State shared between the router and one connection task (in the same allocation as the
@@ -109,10 +105,6 @@ pub(crate) struct Shared {
     pub(crate) queued: AtomicUsize,
     /// Whether the router reported this connection to core as not writable.
     pub(crate) congested: AtomicBool,
-    /// When the connection last received a whole control packet ([`keepalive::now_ms`]).
-    pub(crate) last_packet: AtomicU32,
-    /// The keep alive enforced, in ms (1.5 times the negotiated value; 0 = none).
-    pub(crate) keep_alive_ms: AtomicU32,
     /// PUBLISH packets received from the client and sent to it (for the console).
     pub(crate) msgs_in: AtomicU64,
     pub(crate) msgs_out: AtomicU64,
@@ -143,8 +135,6 @@ struct Router {
     open_batch: u64,
     /// Index of the listener of in-process connections (after the configured ones).
     local_listener: u16,
-    /// Connections with a keep alive, by when they are due to be checked.
-    keep_alive: Wheel,
     /// What the operations console shows of each connection (address, since, keep alive).
     info: HashMap<ConnId, ConnInfo>,
 }
@@ -310,17 +300,6 @@ impl Router {
                         i.keep_alive = keep_alive;
                     }
                     if let Some(h) = self.conns.get(&conn) {
-                        if keep_alive > 0 {
-                            // only whole control packets count as activity [MQTT-3.1.2-22]:
-                            // the connection task stamps them, the tick checks the stamps
-                            let ms = u32::from(keep_alive) * 1500;
-                            h.shared()
-                                .last_packet
-                                .store(keepalive::now_ms(), Ordering::Relaxed);
-                            h.shared().keep_alive_ms.store(ms, Ordering::Relaxed);
-                            self.keep_alive
-                                .insert(conn, keepalive::now() + u64::from(ms));
-                        }
                         let _ = h.send(Outgoing::Connected {
                             keep_alive,
                             protocol,
@@ -335,29 +314,6 @@ impl Router {
             self.broker
                 .set_writable(now, conn, false, &mut self.actions);
         }
-    }
-
-    /// Tell every connection silent for longer than its keep alive (1.5 times the negotiated
-    /// value) to end; the others are checked again when they could be due.
-    fn expire_keep_alives(&mut self) {
-        let conns = &self.conns;
-        let now = keepalive::now();
-        self.keep_alive.expire(now, |id| {
-            let h = conns.get(&id)?;
-            let shared = h.shared();
-            let ms = shared.keep_alive_ms.load(Ordering::Relaxed);
-            if ms == 0 {
-                return None;
-            }
-            let idle = (now as u32).wrapping_sub(shared.last_packet.load(Ordering::Relaxed));
-            if idle < ms {
-                return Some(now + u64::from(ms - idle));
-            }
-            // once: the connection reports Closed(KeepAliveTimeout) and is then forgotten
-            shared.keep_alive_ms.store(0, Ordering::Relaxed);
-            let _ = h.send(Outgoing::KeepAliveTimeout);
-            None
-        });
     }
 
     fn handle(&mut self, now: Instant, msg: RouterMsg) -> Option<oneshot::Sender<()>> {
@@ -535,7 +491,6 @@ pub(crate) async fn run(
         pending_ops: Vec::new(),
         open_batch: 1,
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
-        keep_alive: Wheel::new(keepalive::now()),
         info: HashMap::new(),
     };
     let started = Instant::now();
@@ -544,10 +499,23 @@ pub(crate) async fn run(
         next: started,
         started,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // no tick: the router sleeps until core's next deadline (keep alive, will, expiry) or
+    // the next $SYS publication, whichever comes first
+    let far = || Instant::now() + Duration::from_secs(3600);
+    let mut wake_at = far();
+    let wake = tokio::time::sleep_until(wake_at.into());
+    tokio::pin!(wake);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
+        let next = match (router.broker.poll_timeout(), sys.next_due()) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => far(),
+        };
+        if next != wake_at {
+            wake_at = next;
+            wake.as_mut().reset(next.into());
+        }
         tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
@@ -585,10 +553,11 @@ pub(crate) async fn run(
             } => {
                 router.stored(Instant::now(), done);
             }
-            _ = tick.tick() => {
+            () = &mut wake => {
                 let now = Instant::now();
-                router.expire_keep_alives();
-                router.broker.tick(now, &mut router.actions);
+                // re-armed from the deadlines left at the top of the loop
+                wake_at = far();
+                router.broker.handle_timeout(now, &mut router.actions);
                 let store_bytes = router.store.as_ref().map(|s| s.bytes.load(Ordering::Relaxed));
                 sys.publish_if_due(now, &mut router.broker, &counters, store_bytes, &mut router.actions);
                 router.dispatch(now);
@@ -628,6 +597,11 @@ struct SysPublisher {
 }
 
 impl SysPublisher {
+    /// When the next `$SYS` publication is due (`None` when `$SYS` is off).
+    fn next_due(&self) -> Option<Instant> {
+        (!self.interval.is_zero()).then_some(self.next)
+    }
+
     fn publish_if_due(
         &mut self,
         now: Instant,
