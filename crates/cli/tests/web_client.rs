@@ -571,3 +571,24 @@ fn passwd(dir: &Path, users: &[(&str, &str)]) -> String {
     }
     file.display().to_string()
 }
+
+/// The page's MQTT codec checked by node without a browser: exact bytes of CONNECT (3.1.1
+/// and 5.0 with a will), PUBLISH, SUBSCRIBE, acks and DISCONNECT, remaining-length
+/// boundaries, packets split across and packed into WebSocket messages, and a clear error
+/// for each malformed packet a server could send (tests/web_client/mqtt_js_check.js).
+#[test]
+fn mqtt_js_encodes_exact_bytes_and_refuses_malformed_packets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_with_timeout(
+        std::process::Command::new("node")
+            .arg(dir.join("tests/web_client/mqtt_js_check.js"))
+            .arg(dir.join("../http/assets/mqtt.js")),
+        T,
+    );
+    assert!(
+        out.status.success() && text(&out.stdout) == "ok\n",
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

@@ -105,6 +105,7 @@
       el('span', { class: 'c-text', text }));
     list.prepend(li);
     while (list.children.length > MAX_ROWS) list.lastChild.remove();
+    $('c-events-empty').hidden = true;
   }
 
   client.on('event', (e) => {
@@ -182,7 +183,10 @@
     $('c-msg-count').textContent = '0';
     $('c-messages-empty').hidden = false;
   });
-  $('c-clear-events').addEventListener('click', () => $('c-events').replaceChildren());
+  $('c-clear-events').addEventListener('click', () => {
+    $('c-events').replaceChildren();
+    $('c-events-empty').hidden = false;
+  });
   $('c-ping').addEventListener('click', () => client.ping());
 
   // ---- subscriptions ----
