@@ -38,7 +38,7 @@
   const LATEST_MAX = 1000;
 
   function dispatch(msg) {
-    if (state.firstRun) noteFlowing(msg, true);
+    if (state.firstRun && !state.replaying) noteFlowing(msg, true);
     for (const v of state.views) {
       if (v.accepts ? v.accepts(msg.topic) : topicMatches(v.def.topic, msg.topic)) {
         try { v.handle(msg); } catch (err) { console.error('widget', v.key, err); }
@@ -61,7 +61,8 @@
       return view;
     });
     // what is already known (retained states, last readings) at once
-    for (const msg of state.latest.values()) dispatch(msg);
+    state.replaying = true;
+    try { for (const msg of state.latest.values()) dispatch(msg); } finally { state.replaying = false; }
     $('empty').hidden = list.length > 0 || state.editing;
     setFirstRun(list.length === 0 && !state.editing && !state.shared);
     connectLive();
@@ -93,7 +94,7 @@
     clearTimeout(state.retry);
     state.source = null;
     state.filters = key;
-    if (!filters.length) { setLive('idle'); return; }
+    if (!filters.length) { setLive(state.firstRun ? 'polling' : 'idle'); return; }
     const url = '/api/v1/live?' + filters.map((f) => 'filter=' + encodeURIComponent(f)).join('&');
     const source = new EventSource(url);
     state.source = source;
@@ -128,7 +129,7 @@
 
   function setLive(s) {
     document.body.dataset.live = s;
-    $('live-text').textContent = { open: 'live', connecting: 'connecting…', error: 'offline', idle: 'idle' }[s] || s;
+    $('live-text').textContent = { open: 'live', connecting: 'connecting…', error: 'offline', idle: 'idle', polling: 'live (every 2 s)' }[s] || s;
   }
 
   // ---------- the dashboards ----------
@@ -355,7 +356,17 @@
     if (!state.firstRun) return;
     const box = $('first-run');
     try {
-      const d = await api('/api/v1/last?topic=%23');
+      // the broker's topics with their counts (/api/v1/topics, in topic order, bounded);
+      // a server without that route answers from the last values
+      let d;
+      try {
+        d = await api('/api/v1/topics?filter=%23&limit=' + FLOWING_MAX);
+      } catch (e) {
+        if (e.status !== 404) throw e;
+        d = await api('/api/v1/last?topic=%23');
+      }
+      $('first-run-more').hidden = !(d.truncated && d.total > (d.topics || []).length);
+      $('first-run-more').textContent = d.total ? 'The first ' + FLOWING_MAX + ' of ' + fmtCount(d.total) + ' topics.' : '';
       for (const t of d.topics || []) {
         const text = t.payload == null ? '(' + fmtCount(t.size) + ' bytes)' : t.encoding === 'base64' ? atob(t.payload) : t.payload;
         noteFlowing({ topic: t.topic, text, ts: t.ts, retain: t.retain, qos: t.qos }, false, t.count);
@@ -480,7 +491,7 @@
       const w = suggest(topic, text, r.picker.value);
       // a field to pick when the widget shows one of several numbers
       r.picker.hidden = fields.length < 2 || w.kind === 'map' || !w.field;
-      r.button.textContent = 'Make a ' + (KIND_NAMES[w.kind] || w.kind).toLowerCase().replace('led', 'LED');
+      r.button.textContent = w.kind === 'led' ? 'Make an LED' : 'Make a ' + (KIND_NAMES[w.kind] || w.kind).toLowerCase();
       r.button.dataset.kind = w.kind;
       r.button.title = 'Add a ' + (KIND_NAMES[w.kind] || w.kind) + ' widget of ' + topic + (w.field && w.kind !== 'map' ? ' (' + w.field + ')' : '') + ' to this dashboard';
       return r.tr;

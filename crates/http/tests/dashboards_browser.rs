@@ -89,6 +89,12 @@ async fn the_selector_switches_dashboards_and_makes_renames_imports_and_deletes_
         v["active"] == "garden" && v["widgets"] == json!(["g-temp"]) && v["search"] == "?d=garden"
     })
     .await;
+    b.until(
+        "the live stream of the garden's topics",
+        "document.body.dataset.live",
+        |v| v == "open",
+    )
+    .await;
     let mut dev = hub.mqtt("garden-dev").await;
     dev.publish("garden/temp", QoS::AtLeastOnce, false, r#"{"temp": 12.5}"#)
         .await;
@@ -251,6 +257,12 @@ async fn a_share_link_opens_the_chosen_dashboard_logged_out() {
         )
         .await;
     assert_eq!(chrome, json!({"manage": true, "edit": true}));
+    b.until(
+        "the live stream of the cellar's topics",
+        "document.body.dataset.live",
+        |v| v == "open",
+    )
+    .await;
     let mut dev = hub.mqtt("cellar-dev").await;
     dev.publish("cellar/hum", QoS::AtLeastOnce, false, r#"{"hum": 55}"#)
         .await;
