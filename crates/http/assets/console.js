@@ -90,6 +90,12 @@
     return l ? `${l.kind} :${l.port}` : `#${i}`;
   }
 
+  function who(username) {
+    if (username == null) return el('span', { class: 'muted', text: 'anonymous' });
+    if (username === '') return el('span', { class: 'muted', text: '(empty username)' });
+    return el('code', { text: username });
+  }
+
   // ---------- clients ----------
 
   function clientsSkeleton() {
@@ -120,7 +126,7 @@
       const open = expanded.has(c.client_id);
       rows.push(el('tr', { class: 'clickable' + (open ? ' open' : ''), 'data-client': c.client_id, onclick: () => { if (open) expanded.delete(c.client_id); else expanded.add(c.client_id); refreshClients(); } },
         el('td', null, el('span', { class: 'caret', text: open ? '▾ ' : '▸ ' }), el('code', { text: c.client_id })),
-        el('td', null, c.username == null ? el('span', { class: 'muted', text: 'anonymous' }) : el('code', { text: c.username }),
+        el('td', null, who(c.username),
           c.device ? ' ' : null, c.device ? el('a', { href: '#devices/' + enc(c.device), class: 'chip', text: 'device ' + c.device, onclick: (e) => e.stopPropagation() }) : null),
         el('td', { text: c.address || '–' }),
         el('td', { text: names[i] }),
@@ -185,7 +191,7 @@
     const list = r.sessions || [];
     $('console-sessions').tBodies[0].replaceChildren(...list.map((s) => el('tr', { 'data-session': s.client_id },
       el('td', null, el('code', { text: s.client_id })),
-      el('td', null, s.username == null ? el('span', { class: 'muted', text: 'anonymous' }) : el('code', { text: s.username })),
+      el('td', null, who(s.username)),
       el('td', { text: s.protocol }),
       el('td', { class: 'num', text: String(s.queued) }),
       el('td', { class: 'num', text: String(s.inflight) }),
