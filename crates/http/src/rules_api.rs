@@ -1,6 +1,6 @@
 //! Rules people can edit: change one in place (`PUT`), enable or disable it (`PATCH`), try
-//! one on a message without running it (`POST /api/v1/rules/test`), and per-rule counts in
-//! `/metrics`.
+//! one on a message without running it (`POST /api/v1/rules/test`), and per-rule counts (and
+//! active alarms by severity) in `/metrics`.
 
 use std::fmt::Write as _;
 
@@ -143,6 +143,16 @@ pub(crate) async fn metrics(state: &AppState, out: &mut String) {
     let Some(hub) = state.0.hub.clone() else {
         return;
     };
+    let active = hub.alarms().active();
+    let _ = writeln!(
+        out,
+        "# HELP midge_alarms_active Alarms raised by rules and not cleared, by severity."
+    );
+    let _ = writeln!(out, "# TYPE midge_alarms_active gauge");
+    for s in midge_hub::alarm::SEVERITIES {
+        let n = active.iter().filter(|a| a.severity == s).count();
+        let _ = writeln!(out, "midge_alarms_active{{severity=\"{s}\"}} {n}");
+    }
     let mut rules: Vec<midge_hub::RuleStatus> = hub.status().into_iter().map(|(r, _)| r).collect();
     rules.extend(hub.disabled().await);
     if rules.is_empty() {

@@ -149,6 +149,11 @@ async fn alarms_raise_and_clear_with_hysteresis_and_are_listed_acknowledged_and_
     })
     .await;
     let other = v["alarms"][0]["id"].as_u64().unwrap();
+    let metrics = hub.get("/metrics").await.text();
+    assert!(
+        metrics.contains("midge_alarms_active{severity=\"critical\"} 1\n"),
+        "{metrics}"
+    );
 
     let h = hub.get("/api/v1/alarms/history?limit=10").await.json();
     let first = h["alarms"]
