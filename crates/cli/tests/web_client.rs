@@ -416,6 +416,21 @@ async fn the_will_is_published_when_the_browser_dies_and_not_on_disconnect() {
         sub.output()
     );
 
+    // Drop connection: the socket closed without DISCONNECT
+    let mut fields = will.clone();
+    fields["c-client-id"] = json!("dropper");
+    fields["c-will-message"] = json!("dropped by the button");
+    let s = connect(&mut page, fields).await;
+    assert_eq!(s["state"], "connected", "{}", events_text(&s));
+    click(&mut page, "c-drop").await;
+    wait_line(&sub, "will/web dropped by the button");
+    let s = state_until(&mut page, "dropped", |s| s["state"] == "disconnected").await;
+    assert!(
+        has_event(&s, "close", "without DISCONNECT"),
+        "{}",
+        events_text(&s)
+    );
+
     // the browser killed while connected: the broker publishes the will
     for version in [5, 4] {
         let mut fields = will.clone();

@@ -321,7 +321,8 @@
     else client.disconnect(0);
   });
   $('c-drop').addEventListener('click', () => client.drop());
-  window.addEventListener('beforeunload', () => { if (client.connected) client.disconnect(0); });
+  // closing the tab closes the socket without DISCONNECT, like a device losing power: the
+  // broker publishes the will (Disconnect is the clean way out)
 
   // ---- the listener ----
 

@@ -540,6 +540,7 @@
       this.server = { receiveMaximum: 65535, maximumQoS: 2, retainAvailable: true, maximumPacketSize: MAX_VARINT };
       this.serverDisconnect = null;
       this.closeError = null;
+      this.dropped = false;
       this.state = 'connecting';
       const what = (version === 5 ? 'MQTT 5.0' : 'MQTT 3.1.1');
       this.event('connecting', 'connecting to ' + url + ' (' + what + ', client id ' +
@@ -857,7 +858,9 @@
 
     /** Drops the connection without DISCONNECT (the server publishes the will). */
     drop() {
-      if (this.ws) this.ws.close(4000, 'dropped');
+      if (!this.ws) return;
+      this.dropped = true;
+      this.ws.close(4000, 'dropped');
     }
 
     /** A fatal problem: report it, close the socket. */
@@ -900,6 +903,7 @@
       const info = { code, reason, wasClean, disconnect: this.serverDisconnect, error: this.closeError ? this.closeError.message : null };
       let text = 'connection closed (WebSocket code ' + code + (reason ? ', ' + reason : '') + ')';
       if (was === 'disconnecting') text = 'disconnected';
+      else if (this.dropped && was === 'connected') text = 'connection dropped without DISCONNECT: the broker publishes the will, if one was set';
       else if (this.serverDisconnect) text = 'closed by the server: ' + this.serverDisconnect.reason;
       else if (this.closeError) text = 'closed: ' + this.closeError.message;
       this.event('close', text);
