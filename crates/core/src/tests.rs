@@ -1420,3 +1420,57 @@ fn poll_timeout_names_the_earliest_deadline_of_every_kind() {
         "then the session expiry"
     );
 }
+
+// ---------- refusing what could not be made durable (flow/refuse.rs) ----------
+
+#[test]
+fn a_full_store_refuses_v5_with_0x97_and_closes_a_311_client_whose_will_then_goes() {
+    let mut w = World::new();
+    let sub = w.connect(Protocol::V5, "sub", true);
+    w.subscribe(sub, "will", QoS::AtMostOnce);
+    let v5 = w.connect(Protocol::V5, "five", true);
+    let mut p = Publish::new(TopicName::new("t").unwrap(), "x");
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = 7;
+    let mut out = Vec::new();
+    assert!(w.broker.refuse_store_full(w.now, v5, &p, &mut out));
+    w.out.extend(out);
+    let (got, closed) = w.take(v5);
+    assert!(!closed);
+    assert!(
+        matches!(&got[..], [Packet::PubAck(a)] if a.packet_id == 7 && a.reason == ReasonCode::QUOTA_EXCEEDED),
+        "{got:?}"
+    );
+    // QoS 2: PUBREC 0x97; QoS 0: nothing to refuse
+    p.qos = QoS::ExactlyOnce;
+    let mut out = Vec::new();
+    assert!(w.broker.refuse_store_full(w.now, v5, &p, &mut out));
+    assert!(
+        matches!(&out[..], [Action::Send(_, Packet::PubRec(a))] if a.reason == ReasonCode::QUOTA_EXCEEDED)
+    );
+    p.qos = QoS::AtMostOnce;
+    assert!(!w.broker.refuse_store_full(w.now, v5, &p, &mut Vec::new()));
+
+    // 3.1.1 cannot refuse: closed, and as an abnormal end its will is published
+    let mut c = Connect::new(Protocol::V311, "three");
+    c.keep_alive = 0;
+    c.will = Some(LastWill {
+        topic: TopicName::new("will").unwrap(),
+        payload: Bytes::from_static(b"cut"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    let (old, _) = w.connect_with(c);
+    let mut out = Vec::new();
+    let ack = PubAck::new(3);
+    w.broker.unstored(w.now, old, Packet::PubAck(ack), &mut out);
+    w.out.extend(out);
+    let (got, closed) = w.take(old);
+    assert!(closed && got.is_empty(), "{got:?}");
+    assert_eq!(payloads(&w.packets(sub)), vec!["cut"]);
+    // a delivery held for a failed batch still goes out unchanged
+    let mut out = Vec::new();
+    w.broker.unstored(w.now, v5, Packet::PingResp, &mut out);
+    assert_eq!(out, vec![Action::Send(v5, Packet::PingResp)]);
+}

@@ -205,21 +205,13 @@ impl Router {
             let Some((tag, action)) = self.held.pop_front() else {
                 break;
             };
-            let action = match (failed, action) {
+            match (failed, action) {
                 (Some(from), Action::Send(conn, packet)) if tag >= from => {
-                    refused(&self.broker, conn, packet)
+                    // core chooses: 0x97 for MQTT 5, a close for 3.x
+                    self.broker.unstored(now, conn, packet, &mut self.actions);
                 }
-                (_, a) => a,
-            };
-            if let Action::Close(conn) = action {
-                if self.conns.contains_key(&conn) && failed.is_some() {
-                    self.actions.push(Action::Close(conn));
-                    self.broker
-                        .closed(now, conn, CloseCause::ProtocolError, &mut self.actions);
-                    continue;
-                }
+                (_, a) => self.actions.push(a),
             }
-            self.actions.push(action);
         }
         self.perform(now);
     }
@@ -236,24 +228,8 @@ impl Router {
         if publish.qos == QoS::AtMostOnce || !store.full.load(Ordering::Relaxed) {
             return false;
         }
-        let ack = midge_codec::PubAck {
-            packet_id: publish.packet_id,
-            reason: midge_codec::ReasonCode::QUOTA_EXCEEDED,
-            properties: Default::default(),
-        };
-        let packet = if publish.qos == QoS::AtLeastOnce {
-            Packet::PubAck(ack)
-        } else {
-            Packet::PubRec(ack)
-        };
-        match refused(&self.broker, id, packet) {
-            Action::Close(conn) => {
-                self.actions.push(Action::Close(conn));
-                self.broker
-                    .closed(now, conn, CloseCause::ProtocolError, &mut self.actions);
-            }
-            a => self.actions.push(a),
-        }
+        self.broker
+            .refuse_store_full(now, id, publish, &mut self.actions);
         self.dispatch(now);
         true
     }
@@ -567,25 +543,6 @@ pub(crate) async fn run(
     }
     if let Some(mut store) = router.store.take() {
         store.close();
-    }
-}
-
-/// The refusal that replaces an acknowledgement whose message could not be stored: for
-/// MQTT 5 the same PUBACK/PUBREC with reason 0x97 (Quota exceeded); 3.x cannot refuse, so
-/// the connection is closed (the client resends on reconnect). Other packets go unchanged.
-fn refused(broker: &Broker, conn: ConnId, packet: Packet) -> Action {
-    let v5 = broker.client_of(conn).is_some_and(|(_, p)| p.is_v5());
-    let quota = |mut a: midge_codec::PubAck| {
-        if !a.reason.is_error() {
-            a.reason = midge_codec::ReasonCode::QUOTA_EXCEEDED;
-        }
-        a
-    };
-    match packet {
-        Packet::PubAck(a) if v5 => Action::Send(conn, Packet::PubAck(quota(a))),
-        Packet::PubRec(a) if v5 => Action::Send(conn, Packet::PubRec(quota(a))),
-        Packet::PubAck(_) | Packet::PubRec(_) => Action::Close(conn),
-        other => Action::Send(conn, other),
     }
 }
 

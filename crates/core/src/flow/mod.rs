@@ -4,4 +4,5 @@ pub(crate) mod admin;
 mod connect;
 mod disconnect;
 mod publish;
+mod refuse;
 mod subscribe;
