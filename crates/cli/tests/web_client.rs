@@ -607,3 +607,40 @@ fn mqtt_js_encodes_exact_bytes_and_refuses_malformed_packets() {
         text(&out.stderr)
     );
 }
+
+/// The server cutting the page off (an operator's DELETE /api/v1/clients/{id}) shows as
+/// DISCONNECT 0x98 Administrative action, in the events and the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_disconnect_shows_its_reason() {
+    let b = broker("[security]\nallow_anonymous = true", "");
+    let http = b.ports[2];
+    let mut page = open_client(http).await;
+    let s = connect(&mut page, json!({"c-client-id": "kicked", "c-version": 5})).await;
+    assert_eq!(s["state"], "connected", "{}", events_text(&s));
+    let r = request(
+        SocketAddr::from(([127, 0, 0, 1], http)),
+        "DELETE",
+        "/api/v1/clients/kicked",
+        &[],
+        None,
+    )
+    .await;
+    assert!(r.status < 300, "{} {}", r.status, text(&r.body));
+    let s = state_until(&mut page, "the server's DISCONNECT", |s| {
+        s["state"] == "error"
+    })
+    .await;
+    assert!(
+        has_event(&s, "disconnect", "0x98 Administrative action"),
+        "{}",
+        events_text(&s)
+    );
+    assert!(
+        s["status"]
+            .as_str()
+            .unwrap()
+            .contains("Disconnected by the server (0x98 Administrative action"),
+        "{}",
+        s["status"]
+    );
+}
