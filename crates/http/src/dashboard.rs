@@ -306,8 +306,9 @@ impl Dashboard {
         };
         b.widgets
             .iter()
-            .map(|w| w.topic.clone())
+            .flat_map(Widget::topics)
             .filter(|t| !t.is_empty())
+            .map(str::to_owned)
             .collect()
     }
 

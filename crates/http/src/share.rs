@@ -2,8 +2,8 @@
 //! a URL (`/?token=...`) that opens that dashboard (default: the first) read-only without a
 //! login, as hosted hubs' viewer tokens do. A token can read what its dashboard shows and
 //! nothing else: the page and its files, that dashboard's widget list, and the live stream,
-//! last values and series of its widgets' topics (GET only; no publishing, no rules, no other
-//! topics or dashboards, no figures). It is taken from
+//! last values, series and rows of its widgets' topics (GET only; no publishing, no rules,
+//! no other topics or dashboards, no figures). It is taken from
 //! `Authorization: Bearer TOKEN`, from `?token=` (the page then gets it as an HttpOnly cookie,
 //! so its own requests carry it), or from that cookie. Tokens expire (their `ttl`), are listed
 //! (`GET /api/v1/tokens`, never the token itself) and revoked (`DELETE /api/v1/tokens/{id}`).
@@ -184,8 +184,9 @@ fn allowed(req: &Request, widget_topics: &[String], dashboard: &str) -> bool {
         "/api/v1/live" | "/api/v1/last" => topics_allowed(req, widget_topics),
         _ if path.starts_with("/assets/") => true,
         _ => {
+            // series for charts; rows for a map's trail and a table's messages
             path.starts_with("/api/v1/tables/")
-                && path.ends_with("/series")
+                && (path.ends_with("/series") || path.ends_with("/rows"))
                 && topics_allowed(req, widget_topics)
         }
     }

@@ -871,3 +871,88 @@ async fn seven_days_of_one_hertz_data_draw_fast_and_keep_their_spikes() {
     assert_eq!(c["band"], true);
     b.screenshot("widgets-week").await;
 }
+
+#[tokio::test]
+async fn a_share_link_reads_every_topic_of_its_charts_and_the_rows_of_maps_and_tables() {
+    let hub = Hub::start(|c, dir| {
+        let hash = midge_auth::PasswordHash::create(
+            b"s3cret",
+            midge_auth::HashAlgorithm::Sha512Pbkdf2,
+            1_000,
+        )
+        .unwrap();
+        let path = dir.join("passwd");
+        std::fs::write(&path, format!("alice:{}\n", hash.encode())).unwrap();
+        c.allow_anonymous = false;
+        c.password_file = Some(path);
+        c.last_values_topics = 10_000;
+        c.widgets = vec![
+            widget("chart", WidgetKind::Chart, "plant/a", |w| {
+                w.field = "temp".into();
+                w.series = vec![
+                    midge_http::Series {
+                        topic: None,
+                        field: "temp".into(),
+                        label: None,
+                        color: None,
+                    },
+                    midge_http::Series {
+                        topic: Some("plant/b".into()),
+                        field: "temp".into(),
+                        label: None,
+                        color: None,
+                    },
+                ];
+            }),
+            widget("map", WidgetKind::Map, "trucks/+/pos", |_| {}),
+        ];
+    })
+    .await;
+    let now = now_ms();
+    let rows = vec![
+        Row::new(now, "plant/b", "p", obj(json!({"temp": 1}))),
+        Row::new(now, "trucks/7/pos", "t", obj(json!({"lat": 1, "lon": 2}))),
+    ];
+    hub.store.insert("telemetry", &rows).unwrap();
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    let r = request(
+        hub.addr,
+        "POST",
+        "/api/v1/tokens",
+        &[
+            ("authorization", &basic),
+            ("content-type", "application/json"),
+        ],
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bearer = format!("Bearer {}", r.json()["token"].as_str().unwrap());
+    let get = |path: &'static str| {
+        let bearer = bearer.clone();
+        let addr = hub.addr;
+        async move { request(addr, "GET", path, &[("authorization", &bearer)], None).await }
+    };
+    // the chart's second line has its own topic
+    let r =
+        get("/api/v1/tables/telemetry/series?field=temp&topic=plant/b&since=-1h&points=10").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get("/api/v1/last?topic=plant/b").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // the map's trail comes from the rows of its topic
+    let r = get("/api/v1/tables/telemetry/rows?topic=trucks/%2B/pos&limit=500").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["rows"].as_array().unwrap().len(), 1);
+    // nothing else
+    for path in [
+        "/api/v1/tables/telemetry/rows?topic=%23",
+        "/api/v1/tables/telemetry/rows",
+        "/api/v1/tables/telemetry/series?field=temp&topic=plant/c",
+    ] {
+        assert_eq!(get(path).await.status, 403, "{path}");
+    }
+}
