@@ -124,7 +124,8 @@ const STATE: &str = "({
     messages: Array.from(document.querySelectorAll('#c-messages .c-msg')).map(m => ({
         topic: m.dataset.topic, qos: Number(m.dataset.qos), retain: m.dataset.retain === 'true',
         payload: m.querySelector('.c-payload').textContent,
-        format: m.querySelector('.c-payload').dataset.format})),
+        format: m.querySelector('.c-payload').dataset.format,
+        props: (m.querySelector('.c-props') || {}).textContent || ''})),
     subs: Array.from(document.querySelectorAll('#c-subs .c-sub')).map(s => ({
         filter: s.dataset.filter, qos: Number(s.dataset.qos)})),
     events: Array.from(document.querySelectorAll('#c-events .c-event')).map(e => ({
@@ -297,7 +298,25 @@ async fn round_trip(version: u8) {
     // a live message at QoS 2, and a binary one shown as hex
     pub_tcp(
         &tcp,
-        &["-t", "web/in", "-m", "hello from mosquitto_pub", "-q", "2"],
+        &[
+            "-V",
+            "mqttv5",
+            "-t",
+            "web/in",
+            "-m",
+            "hello from mosquitto_pub",
+            "-q",
+            "2",
+            "-D",
+            "publish",
+            "user-property",
+            "origin",
+            "test",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+        ],
     );
     let bin = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bin.path(), [0x00u8, 0xff, 0x10]).unwrap();
@@ -319,6 +338,29 @@ async fn round_trip(version: u8) {
     assert_eq!(m["qos"], 0, "{s}");
     assert_eq!(m["format"], "hex", "{s}");
     assert_eq!(m["payload"], "00 ff 10", "{s}");
+    // MQTT 5 properties are shown (a 3.1.1 connection gets none)
+    let props = s["messages"][1]["props"].as_str().unwrap();
+    if version == 5 {
+        assert!(props.contains("content type: text/plain"), "{s}");
+        assert!(props.contains("origin = test"), "{s}");
+    } else {
+        assert_eq!(props, "", "{s}");
+    }
+    // JSON shown indented on request
+    pub_tcp(&tcp, &["-t", "web/json", "-m", r#"{"a":[1,2]}"#]);
+    state_until(&mut page, "the JSON message", |s| {
+        s["messages"].as_array().unwrap().len() >= 4
+    })
+    .await;
+    fill(&mut page, json!({"c-format": "json"})).await;
+    let s = page.eval(STATE).await;
+    assert_eq!(s["messages"][0]["format"], "json", "{s}");
+    assert_eq!(
+        s["messages"][0]["payload"], "{\n  \"a\": [\n    1,\n    2\n  ]\n}",
+        "{s}"
+    );
+    assert_eq!(s["messages"][1]["format"], "hex", "{s}");
+    fill(&mut page, json!({"c-format": "auto"})).await;
 
     // the page publishes at QoS 1 and 2; mosquitto_sub receives both
     let sub = Sub::start(&[

@@ -127,7 +127,14 @@
   function renderPayload(pre, bytes) {
     const mode = $('c-format').value;
     const text = mode === 'hex' ? null : asText(bytes);
-    if (mode === 'text') {
+    let json = null;
+    if (mode === 'json' && text !== null) {
+      try { json = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* not JSON: as text */ }
+    }
+    if (json !== null) {
+      pre.textContent = json;
+      pre.dataset.format = 'json';
+    } else if (mode === 'text') {
       pre.textContent = new TextDecoder('utf-8').decode(bytes);
       pre.dataset.format = 'text';
     } else if (text === null) {
@@ -139,6 +146,21 @@
     }
     pre.classList.toggle('empty', bytes.length === 0);
     if (!bytes.length) pre.textContent = '(empty payload)';
+  }
+
+  /** The MQTT 5 properties a message came with (content type, user properties...), or null. */
+  function propsLine(p) {
+    if (!p) return null;
+    const parts = [];
+    if (p.payloadFormatIndicator !== undefined) parts.push('payload format: ' + (p.payloadFormatIndicator ? 'UTF-8' : 'bytes'));
+    if (p.contentType !== undefined) parts.push('content type: ' + p.contentType);
+    if (p.messageExpiryInterval !== undefined) parts.push('expires in: ' + p.messageExpiryInterval + ' s');
+    if (p.responseTopic !== undefined) parts.push('response topic: ' + p.responseTopic);
+    if (p.correlationData !== undefined) parts.push('correlation data: ' + hex(p.correlationData));
+    if (p.subscriptionIdentifier) parts.push('subscription id: ' + p.subscriptionIdentifier.join(', '));
+    for (const [k, v] of p.userProperties || []) parts.push(k + ' = ' + v);
+    if (!parts.length) return null;
+    return el('div', { class: 'c-props', title: 'MQTT 5 properties', text: parts.join(' · ') });
   }
 
   client.on('message', (m) => {
@@ -162,7 +184,7 @@
       el('span', { class: 'spacer' }),
       el('span', { class: 'note', text: m.payload.length + (m.payload.length === 1 ? ' byte' : ' bytes') }),
       el('time', { text: clock(m.time) })),
-    pre);
+    pre, propsLine(m.properties));
     const list = $('c-messages');
     list.prepend(li);
     messages.unshift({ m, pre });
