@@ -83,7 +83,8 @@
     $('data-card-rows').textContent = t.rows.toLocaleString();
     $('data-card-span').textContent = t.first_ts == null ? 'empty' : fmtFull(t.first_ts) + ' to ' + fmtFull(t.last_ts);
     const own = t.own_retention_days;
-    $('data-retention-text').textContent = fmtDays(t.retention_days) + (own == null ? ' (the default)' : ' (this table\'s own)');
+    const source = { table: ' (this table\'s own)', config: ' (from the configuration)' }[t.retention_source] || ' (the default)';
+    $('data-retention-text').textContent = fmtDays(t.retention_days) + source;
     const input = $('data-retention-days');
     if (document.activeElement !== input) input.value = own == null ? '' : String(own);
     $('data-retention-default').disabled = own == null;

@@ -134,20 +134,19 @@ pub(crate) async fn tables(
 ) -> Result<Response, ApiError> {
     Params::parse(q.as_deref(), &[])?;
     let store = store(&state)?;
-    let global = store.options().retention;
-    let (list, own) = blocking(store, |s| Ok((s.tables()?, s.table_retentions()?))).await?;
+    let (list, own) = blocking(store.clone(), |s| Ok((s.tables()?, s.table_retentions()?))).await?;
     let list: Vec<_> = list
         .iter()
         .map(|t| {
-            let own_days = own.get(&t.name).copied();
-            let days = effective_days(own_days, global);
+            let r = Retention::of(&store, &own, &t.name);
             json!({
                 "name": t.name,
                 "rows": t.rows,
                 "first_ts": t.first_ts,
                 "last_ts": t.last_ts,
-                "retention_days": days,
-                "own_retention_days": own_days,
+                "retention_days": r.effective_days(),
+                "retention_source": r.source(),
+                "own_retention_days": r.own,
             })
         })
         .collect();
@@ -443,33 +442,59 @@ async fn first_ts(
     Ok(rows.first().map(|r| r.ts))
 }
 
-/// The retention answer of `table`: its own (`days`), the store's (`default_days`) and the
-/// one that applies (`effective_days`); `null` days mean forever (or, for `days`, none of
-/// its own).
-fn retention_json(
-    table: &str,
+/// What a table keeps: its own days (set in the store), the configuration's for it
+/// (`[[series.table]]`) and the store's (`[series] retention_days`); 0 days: forever.
+struct Retention {
     own: Option<u32>,
-    global: Option<std::time::Duration>,
-) -> serde_json::Value {
-    json!({
-        "table": table,
-        "days": own,
-        "default_days": global.map(days_of),
-        "effective_days": effective_days(own, global),
-    })
+    config: Option<u32>,
+    global: Option<u64>,
 }
 
-/// Whole days of a retention (rounded up).
-fn days_of(d: std::time::Duration) -> u64 {
-    d.as_secs().div_ceil(86_400)
-}
+impl Retention {
+    fn of(
+        store: &SeriesStore,
+        own: &std::collections::BTreeMap<String, u32>,
+        table: &str,
+    ) -> Retention {
+        let o = store.options();
+        Retention {
+            own: own.get(table).copied(),
+            config: o.table_retention.get(table).copied(),
+            global: o.retention.map(|d| d.as_secs().div_ceil(86_400)),
+        }
+    }
 
-/// The days a table keeps: its own (0: forever), else the store's; `None`: forever.
-fn effective_days(own: Option<u32>, global: Option<std::time::Duration>) -> Option<u64> {
-    match own {
-        Some(0) => None,
-        Some(d) => Some(u64::from(d)),
-        None => global.map(days_of),
+    /// The days that apply (`None`: forever).
+    fn effective_days(&self) -> Option<u64> {
+        match self.own.or(self.config) {
+            Some(0) => None,
+            Some(d) => Some(u64::from(d)),
+            None => self.global,
+        }
+    }
+
+    /// Where they come from: `table` (set from the API), `config`, or `default`.
+    fn source(&self) -> &'static str {
+        if self.own.is_some() {
+            "table"
+        } else if self.config.is_some() {
+            "config"
+        } else {
+            "default"
+        }
+    }
+
+    /// The retention answer: `days` (the table's own, `null`: none), `config_days`,
+    /// `default_days` and `effective_days` (`null`: forever).
+    fn json(&self, table: &str) -> serde_json::Value {
+        json!({
+            "table": table,
+            "days": self.own,
+            "config_days": self.config,
+            "default_days": self.global,
+            "effective_days": self.effective_days(),
+            "source": self.source(),
+        })
     }
 }
 
@@ -488,7 +513,7 @@ pub(crate) async fn get_retention(
     let own = blocking(store.clone(), SeriesStore::table_retentions).await?;
     Ok(json_response(
         StatusCode::OK,
-        &retention_json(&table, own.get(&table).copied(), store.options().retention),
+        &Retention::of(&store, &own, &table).json(&table),
     ))
 }
 
@@ -528,9 +553,10 @@ pub(crate) async fn put_retention(
     let t = table.clone();
     blocking(store.clone(), move |s| s.set_table_retention(&t, days)).await?;
     tracing::info!(table, days = ?days, "table retention set");
+    let own = blocking(store.clone(), SeriesStore::table_retentions).await?;
     Ok(json_response(
         StatusCode::OK,
-        &retention_json(&table, days, store.options().retention),
+        &Retention::of(&store, &own, &table).json(&table),
     ))
 }
 

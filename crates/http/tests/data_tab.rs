@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 
 /// A hub whose store answers at most 7 rows per query (so that 25 rows take pages).
 async fn small_pages() -> (Hub, Arc<SeriesStore>, tempfile::TempDir) {
+    hub_with(SeriesOptions::default()).await
+}
+
+async fn hub_with(options: SeriesOptions) -> (Hub, Arc<SeriesStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         SeriesStore::open(
@@ -26,7 +30,7 @@ async fn small_pages() -> (Hub, Arc<SeriesStore>, tempfile::TempDir) {
             SeriesOptions {
                 max_rows_per_query: 7,
                 default_rows_per_query: 7,
-                ..SeriesOptions::default()
+                ..options
             },
         )
         .unwrap(),
@@ -262,7 +266,8 @@ async fn table_retention_is_set_read_and_checked() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
-        json!({"table": "telemetry", "days": null, "default_days": null, "effective_days": null})
+        json!({"table": "telemetry", "days": null, "config_days": null, "default_days": null,
+               "effective_days": null, "source": "default"})
     );
 
     let r = hub.send_json("PUT", path, &json!({"days": 7})).await;
@@ -314,4 +319,41 @@ async fn table_retention_is_set_read_and_checked() {
     )
     .await;
     assert_eq!(r.status, 415, "{}", r.text());
+}
+
+/// `[[series.table]]`'s retention shows as the source until one is set from the API.
+#[tokio::test]
+async fn configured_table_retention_is_shown_and_overridden() {
+    let (hub, store, _dir) = hub_with(SeriesOptions {
+        retention: Some(std::time::Duration::from_secs(30 * 86_400)),
+        table_retention: [("telemetry".to_owned(), 2)].into(),
+        ..SeriesOptions::default()
+    })
+    .await;
+    fill(&store);
+    let path = "/api/v1/tables/telemetry/retention";
+    let r = hub.get(path).await.json();
+    assert_eq!(
+        r,
+        json!({"table": "telemetry", "days": null, "config_days": 2, "default_days": 30,
+               "effective_days": 2, "source": "config"})
+    );
+    let r = hub.send_json("PUT", path, &json!({"days": 9})).await.json();
+    assert_eq!(
+        (&r["effective_days"], &r["source"]),
+        (&json!(9), &json!("table"))
+    );
+    let t = &hub.get("/api/v1/tables").await.json()["tables"][0];
+    assert_eq!(
+        (&t["retention_days"], &t["retention_source"]),
+        (&json!(9), &json!("table"))
+    );
+    let r = hub
+        .send_json("PUT", path, &json!({"days": null}))
+        .await
+        .json();
+    assert_eq!(
+        (&r["effective_days"], &r["source"]),
+        (&json!(2), &json!("config"))
+    );
 }

@@ -253,7 +253,8 @@ impl SeriesStore {
     }
 
     /// Deletes the rows older than their table's retention (its own, set with
-    /// [`SeriesStore::set_table_retention`], else [`SeriesOptions::retention`]) and the
+    /// [`SeriesStore::set_table_retention`], else [`SeriesOptions::table_retention`]'s, else
+    /// [`SeriesOptions::retention`]) and the
     /// datapoints older than [`SeriesOptions::retention`], as seen at `now_ms` (ms since the
     /// Unix epoch), and returns how many. Without any retention it deletes nothing.
     ///
@@ -295,11 +296,18 @@ impl SeriesStore {
         }
     }
 
+    /// `name` as the table it names (checked against `[A-Za-z_][A-Za-z0-9_]{0,62}` and
+    /// lowercased, as every method does with a table name).
+    pub fn table_name(name: &str) -> Result<String, SeriesError> {
+        crate::name::TableName::new(name).map(|t| t.as_str().to_owned())
+    }
+
     /// How long the rows of `table` are kept (`None`: forever): its own retention, else
-    /// the store's.
+    /// the configuration's for it ([`SeriesOptions::table_retention`]), else the store's.
     pub fn retention_of(&self, table: &str) -> Result<Option<Duration>, SeriesError> {
-        let own = self.table_retentions()?.get(table).copied();
-        Ok(effective(own, self.options().retention))
+        let table = SeriesStore::table_name(table)?;
+        let days = self.engine.merged_retentions()?.get(&table).copied();
+        Ok(effective(days, self.options().retention))
     }
 
     /// Writes `points` in one transaction: every point or, on any error (an invalid name,
@@ -447,10 +455,17 @@ impl Engine {
         }
     }
 
+    /// Each table's days: the configuration's, overridden by those set in the store.
+    fn merged_retentions(&self) -> Result<BTreeMap<String, u32>, SeriesError> {
+        let mut days = self.options().table_retention.clone();
+        days.extend(self.table_retentions()?);
+        Ok(days)
+    }
+
     /// See [`SeriesStore::prune`].
     fn prune(&self, now_ms: i64) -> Result<u64, SeriesError> {
         let global = self.options().retention;
-        let own = self.table_retentions()?;
+        let own = self.merged_retentions()?;
         if global.is_none() && own.values().all(|d| *d == 0) {
             return Ok(0);
         }

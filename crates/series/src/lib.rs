@@ -128,6 +128,10 @@ pub struct SeriesOptions {
     /// ends with the store (the first run one interval after opening); `None`: never (the
     /// owner calls `prune`).
     pub prune_every: Option<Duration>,
+    /// Days each named table keeps its rows (0: forever), from the configuration
+    /// (`[[series.table]]`); a retention set with [`SeriesStore::set_table_retention`] takes
+    /// precedence, and a table named in neither follows [`SeriesOptions::retention`].
+    pub table_retention: std::collections::BTreeMap<String, u32>,
     /// Rows or buckets a query returns when it names no limit.
     pub default_rows_per_query: usize,
     /// Most rows or buckets any query returns, whatever limit it names.
@@ -147,6 +151,7 @@ impl Default for SeriesOptions {
             busy_timeout: Duration::from_secs(5),
             retention: None,
             prune_every: Some(Duration::from_secs(600)),
+            table_retention: std::collections::BTreeMap::new(),
             default_rows_per_query: 1_000,
             max_rows_per_query: 10_000,
             prune_chunk_rows: 5_000,

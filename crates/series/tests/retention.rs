@@ -200,7 +200,35 @@ macro_rules! on_both_engines {
     };
 }
 
+fn configured_table_retention_yields_to_one_set_in_the_store(open: &Opener) {
+    let store = open(SeriesOptions {
+        retention: Some(Duration::from_secs(30 * 86_400)),
+        table_retention: [("cfg".to_owned(), 2), ("both".to_owned(), 2)].into(),
+        ..options()
+    });
+    let now = now_ms();
+    for t in ["cfg", "both", "plain"] {
+        fill(&store, t, now);
+    }
+    store.set_table_retention("both", Some(0)).unwrap();
+    assert_eq!(
+        store.retention_of("cfg").unwrap(),
+        Some(Duration::from_secs(2 * 86_400))
+    );
+    assert_eq!(store.retention_of("both").unwrap(), None);
+    // 3 (cfg: 40, 10, 3 days) + 0 (both: forever) + 1 (plain: 40 days)
+    assert_eq!(store.prune(now).unwrap(), 4);
+    assert_eq!(topics(&store, "cfg"), ["d1", "d0"]);
+    assert_eq!(topics(&store, "both").len(), 5);
+    assert_eq!(topics(&store, "plain"), ["d10", "d3", "d1", "d0"]);
+    // the configuration's is not stored: removing the store's own falls back to it
+    store.set_table_retention("both", None).unwrap();
+    assert!(store.table_retentions().unwrap().is_empty());
+    assert_eq!(store.prune(now).unwrap(), 3);
+}
+
 on_both_engines!(
+    configured_table_retention_yields_to_one_set_in_the_store,
     per_table_retention_overrides_the_global_one,
     a_table_retention_works_without_a_global_one,
     dropping_a_table_removes_its_rows_and_retention,

@@ -62,6 +62,7 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
                 ),
             }
         }
+        series_tables(c, t, &mut options);
         if let Some(n) = c.int(t, s, "max_rows_per_query", 1, 1_000_000) {
             options.max_rows_per_query = n as usize;
             options.default_rows_per_query = options.default_rows_per_query.min(n as usize);
@@ -78,6 +79,7 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
                 "retention_days",
                 "synchronous",
                 "max_rows_per_query",
+                "table",
             ],
         );
     }
@@ -97,6 +99,60 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
         }),
         (true, None, None) => None,
     };
+}
+
+/// `[[series.table]]`: `name` and `retention_days` (0: forever) of a table that keeps its
+/// rows longer or shorter than `[series] retention_days` (a retention set from the API, kept
+/// in the store, takes precedence).
+fn series_tables(c: &mut Checker<'_>, t: &toml::Table, options: &mut SeriesOptions) {
+    let Some(v) = t.get("table") else { return };
+    let Some(list) = v.as_array() else {
+        c.err(
+            "series",
+            "table",
+            "must be an array of tables ([[series.table]])",
+        );
+        return;
+    };
+    for (i, entry) in list.iter().enumerate() {
+        let section = format!("series.table #{}", i + 1);
+        let Some(e) = entry.as_table() else {
+            c.err(&section, "", "must be a table ([[series.table]])");
+            continue;
+        };
+        let name = c.string(e, &section, "name");
+        let days = c.int(e, &section, "retention_days", 0, 36_500);
+        c.unknown(e, &section, &["name", "retention_days"]);
+        let name = match name.map(|n| midge_series::SeriesStore::table_name(&n).map_err(|_| n)) {
+            Some(Err(n)) => {
+                c.err(
+                    &section,
+                    "name",
+                    format!("{n:?} is not a table name (a letter or _, then letters, digits and _; up to 63)"),
+                );
+                continue;
+            }
+            Some(Ok(n)) => Some(n),
+            None => None,
+        };
+        match (name, days) {
+            (Some(n), Some(d)) => {
+                if options
+                    .table_retention
+                    .insert(n.clone(), d as u32)
+                    .is_some()
+                {
+                    c.err(&section, "name", format!("table {n:?} is listed twice"));
+                }
+            }
+            (None, _) => c.err(&section, "name", "missing: the table's name"),
+            (Some(_), None) => c.err(
+                &section,
+                "retention_days",
+                "missing: days to keep the table's rows (0: forever)",
+            ),
+        }
+    }
 }
 
 /// `backend` and `url` (or `postgres_url`) of `[series]`: the PostgreSQL URL when the
@@ -244,7 +300,15 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
         c.unknown(
             t,
             &section,
-            &["name", "sql", "store", "tsdb", "republish", "webhook", "alarm"],
+            &[
+                "name",
+                "sql",
+                "store",
+                "tsdb",
+                "republish",
+                "webhook",
+                "alarm",
+            ],
         );
         rules.push(RuleConfig { name, sql, actions });
     }
@@ -639,6 +703,28 @@ mod tests {
     }
 
     #[test]
+    fn series_tables_give_their_own_retention() {
+        let s = series(
+            "[series]\nretention_days = 30\n[[series.table]]\nname = \"alerts\"\nretention_days = 365\n\
+             [[series.table]]\nname = \"debug\"\nretention_days = 0",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.options.table_retention.into_iter().collect::<Vec<_>>(),
+            [("alerts".to_owned(), 365), ("debug".to_owned(), 0)]
+        );
+        let err = series(
+            "[series]\n[[series.table]]\nname = \"bad name\"\nretention_days = 1\n\
+             [[series.table]]\nretention_days = -1\nweeks = 2",
+        )
+        .unwrap_err();
+        for part in ["bad name", "retention_days", "weeks", "missing"] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+    }
+
+    #[test]
     fn the_postgres_backend_takes_a_url() {
         let url = "postgres://midge:pw@127.0.0.1:5432/iot";
         for text in [
@@ -679,29 +765,5 @@ mod tests {
         assert!(err.contains("\"sqlite\" or \"postgres\""), "{err}");
         let err = series("[series]\nbackend = \"sqlite\"\nurl = \"postgres://h/db\"").unwrap_err();
         assert!(err.contains("backend = \"postgres\""), "{err}");
-    }
-
-    #[test]
-    fn a_rule_takes_an_alarm_and_a_bad_one_is_reported() {
-        let ok = parse(
-            "[[rule]]\nname = \"boiler\"\nsql = \"SELECT temp FROM 'boiler/+'\"\n\
-             alarm = { name = \"boiler-hot\", raise = \"temp > 80\", clear = \"temp < 75\", severity = \"Critical\" }\n",
-            "t.toml",
-        )
-        .unwrap();
-        let actions = &ok.hub.rules[0].actions;
-        assert!(
-            matches!(&actions[..], [midge_hub::ActionConfig::Alarm(a)]
-                if a.name == "boiler-hot" && a.clear.as_deref() == Some("temp < 75") && a.severity == "critical"),
-            "{actions:?}"
-        );
-        let bad = parse(
-            "[[rule]]\nname = \"boiler\"\nsql = \"SELECT temp FROM 'boiler/+'\"\n\
-             alarm = [{ name = \"x\", raise = \"temp >\" }, { name = \"y\", raise = \"t > 1\", level = 2 }]\n",
-            "t.toml",
-        )
-        .unwrap_err();
-        assert!(bad.contains("raise"), "{bad}");
-        assert!(bad.contains("unknown field `level`"), "{bad}");
     }
 }
