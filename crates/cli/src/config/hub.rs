@@ -766,4 +766,28 @@ mod tests {
         let err = series("[series]\nbackend = \"sqlite\"\nurl = \"postgres://h/db\"").unwrap_err();
         assert!(err.contains("backend = \"postgres\""), "{err}");
     }
+
+    #[test]
+    fn a_rule_takes_an_alarm_and_a_bad_one_is_reported() {
+        let ok = parse(
+            "[[rule]]\nname = \"boiler\"\nsql = \"SELECT temp FROM 'boiler/+'\"\n\
+             alarm = { name = \"boiler-hot\", raise = \"temp > 80\", clear = \"temp < 75\", severity = \"Critical\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let actions = &ok.hub.rules[0].actions;
+        assert!(
+            matches!(&actions[..], [midge_hub::ActionConfig::Alarm(a)]
+                if a.name == "boiler-hot" && a.clear.as_deref() == Some("temp < 75") && a.severity == "critical"),
+            "{actions:?}"
+        );
+        let bad = parse(
+            "[[rule]]\nname = \"boiler\"\nsql = \"SELECT temp FROM 'boiler/+'\"\n\
+             alarm = [{ name = \"x\", raise = \"temp >\" }, { name = \"y\", raise = \"t > 1\", level = 2 }]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(bad.contains("raise"), "{bad}");
+        assert!(bad.contains("unknown field `level`"), "{bad}");
+    }
 }
