@@ -956,3 +956,41 @@ async fn a_share_link_reads_every_topic_of_its_charts_and_the_rows_of_maps_and_t
         assert_eq!(get(path).await.status, 403, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_filtered_chart_draws_only_the_stored_rows_that_pass() {
+    let hub = hub_with(vec![widget(
+        "chart",
+        WidgetKind::Chart,
+        "home/sensors",
+        |w| {
+            w.field = "value".into();
+            w.filter = Some("type = 'temp'".into());
+        },
+    )])
+    .await;
+    let now = now_ms();
+    let rows: Vec<Row> = (0..40)
+        .map(|i| {
+            let data = if i % 2 == 0 {
+                json!({"type": "temp", "value": 20 + (i / 2) % 3})
+            } else {
+                json!({"type": "door", "value": 999})
+            };
+            Row::new(now - 1_200_000 + i * 30_000, "home/sensors", "s", obj(data))
+        })
+        .collect();
+    hub.store.insert("telemetry", &rows).unwrap();
+    let mut b = open(&hub, 1).await;
+    let c = b
+        .until("the filtered history", CHART, |v| {
+            v["points"].as_u64().is_some_and(|p| p > 0) && v["loading"] == ""
+        })
+        .await;
+    // the store cannot apply the filter: rows, filtered in the page, then bucketed
+    assert!(c["query"].as_str().unwrap().contains("/rows?"), "{c}");
+    assert_eq!(c["max"], "22", "no door reading (999) on the chart: {c}");
+    assert_eq!(c["points"], 20, "{c}");
+    // the number: the newest stored reading that passes (the newest row is a door's)
+    assert_eq!(c["value"], "21", "{c}");
+}
