@@ -23,10 +23,12 @@
 mod classic_cert;
 mod config;
 mod connection;
+mod gate;
 mod outbox;
 mod router;
 mod security;
 mod store_task;
+mod sys;
 mod ws;
 
 use std::io;

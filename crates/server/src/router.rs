@@ -2,17 +2,19 @@
 //! batches, feeds core, and carries out core's actions: packets go to each connection's
 //! outbound channel without ever waiting on a client.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use midge_codec::{Connect, Packet, Protocol, QoS, TopicName};
-use midge_core::{Action, Broker, CloseCause, ConnId, Message, StoreOp};
+use midge_codec::{Connect, Packet, Protocol, QoS};
+use midge_core::{Action, Broker, CloseCause, ConnId, Message};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::store_task::{Batch, Done, OpenedStore, StoreHandle};
+use crate::gate::Gate;
+use crate::store_task::{Done, OpenedStore, StoreHandle};
+use crate::sys::SysPublisher;
 use crate::{Counters, ServerConfig};
 
 /// Capacity of the router's inbound channel; a full channel slows publishers through TCP.
@@ -129,10 +131,7 @@ struct Router {
     /// Durable state: `None` for a memory-only broker (then nothing below is used).
     store: Option<StoreHandle>,
     /// Actions waiting for the batch they depend on to be durable, in order, with its number.
-    held: VecDeque<(u64, Action)>,
-    /// Ops of the batch being filled (number `open_batch`).
-    pending_ops: Vec<StoreOp>,
-    open_batch: u64,
+    gate: Gate,
     /// Index of the listener of in-process connections (after the configured ones).
     local_listener: u16,
     /// What the operations console shows of each connection (address, since, keep alive).
@@ -153,22 +152,16 @@ pub(crate) struct ConnInfo {
 }
 
 impl Router {
-    /// Carry out core's actions, or hold them until the store ops they depend on are durable.
-    ///
-    /// A call to core that produced ops has all its actions held for the open batch (its
-    /// acknowledgement and the deliveries of the message it stored). A call without ops is
-    /// held behind whatever is already held, so everything stays in order per connection
-    /// [MQTT-4.6.0-2]; with nothing held it goes out at once.
+    /// Carry out core's actions, or hold them until the store ops they depend on are
+    /// durable (see [`Gate`]).
     fn dispatch(&mut self, now: Instant) {
         if self.store.is_some() {
-            let tag = if self.broker.has_store_ops() {
-                self.broker.take_store_ops(&mut self.pending_ops);
-                Some(self.open_batch)
-            } else {
-                self.held.back().map(|(b, _)| *b)
-            };
-            if let Some(tag) = tag {
-                self.held.extend(self.actions.drain(..).map(|a| (tag, a)));
+            let broker = &mut self.broker;
+            let has_ops = broker.has_store_ops();
+            if self
+                .gate
+                .admit(has_ops, |p| broker.take_store_ops(p), &mut self.actions)
+            {
                 return;
             }
         }
@@ -177,42 +170,22 @@ impl Router {
 
     /// Hand the open batch's ops to the store thread (once per drained batch of messages).
     fn flush(&mut self) {
-        if self.pending_ops.is_empty() {
-            return;
-        }
         if let Some(store) = &self.store {
-            let ops = std::mem::take(&mut self.pending_ops);
-            store.submit(Batch {
-                id: self.open_batch,
-                ops,
-            });
-            self.open_batch += 1;
+            if let Some(batch) = self.gate.take_batch() {
+                store.submit(batch);
+            }
         }
     }
 
-    /// The store reported: release what was held for durable batches; for failed ones, turn
-    /// the acknowledgements into refusals (MQTT 5: reason 0x97 Quota exceeded; 3.x has no
-    /// way to refuse, so the connection is closed and the client resends later).
+    /// The store reported: release what was held for durable batches; what was held for
+    /// failed ones goes through core, which turns acknowledgements into refusals (0x97 for
+    /// MQTT 5, a close for 3.x).
     fn stored(&mut self, now: Instant, done: Done) {
-        let (upto, failed) = match done {
-            Done::Durable(id) => (id, None),
-            Done::Failed(from, to) => (to, Some(from)),
-        };
-        while let Some((tag, _)) = self.held.front() {
-            if *tag > upto {
-                break;
-            }
-            let Some((tag, action)) = self.held.pop_front() else {
-                break;
-            };
-            match (failed, action) {
-                (Some(from), Action::Send(conn, packet)) if tag >= from => {
-                    // core chooses: 0x97 for MQTT 5, a close for 3.x
-                    self.broker.unstored(now, conn, packet, &mut self.actions);
-                }
-                (_, a) => self.actions.push(a),
-            }
-        }
+        let (broker, actions) = (&mut self.broker, &mut self.actions);
+        self.gate.release(done, |action, failed| match action {
+            Action::Send(conn, packet) if failed => broker.unstored(now, conn, packet, actions),
+            a => actions.push(a),
+        });
         self.perform(now);
     }
 
@@ -463,18 +436,12 @@ pub(crate) async fn run(
         actions: Vec::new(),
         high_water: config.outbound_high_water,
         store: handle,
-        held: VecDeque::new(),
-        pending_ops: Vec::new(),
-        open_batch: 1,
+        gate: Gate::default(),
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
         info: HashMap::new(),
     };
     let started = Instant::now();
-    let mut sys = SysPublisher {
-        interval: config.sys_interval,
-        next: started,
-        started,
-    };
+    let mut sys = SysPublisher::new(config.sys_interval, started);
     // no tick: the router sleeps until core's next deadline (keep alive, will, expiry) or
     // the next $SYS publication, whichever comes first
     let far = || Instant::now() + Duration::from_secs(3600);
@@ -508,7 +475,7 @@ pub(crate) async fn run(
                 if !replies.is_empty() {
                     // shutdown: wait until what was acknowledged is durable
                     if let Some(done) = done_rx.as_mut() {
-                        while !router.held.is_empty() {
+                        while !router.gate.is_empty() {
                             match done.recv().await {
                                 Some(d) => router.stored(Instant::now(), d),
                                 None => break,
@@ -543,97 +510,6 @@ pub(crate) async fn run(
     }
     if let Some(mut store) = router.store.take() {
         store.close();
-    }
-}
-
-/// Publishes mosquitto's `$SYS/broker/...` figures (retained) every interval.
-struct SysPublisher {
-    interval: Duration,
-    next: Instant,
-    started: Instant,
-}
-
-impl SysPublisher {
-    /// When the next `$SYS` publication is due (`None` when `$SYS` is off).
-    fn next_due(&self) -> Option<Instant> {
-        (!self.interval.is_zero()).then_some(self.next)
-    }
-
-    fn publish_if_due(
-        &mut self,
-        now: Instant,
-        broker: &mut Broker,
-        counters: &Counters,
-        store_bytes: Option<u64>,
-        out: &mut Vec<Action>,
-    ) {
-        if self.interval.is_zero() || now < self.next {
-            return;
-        }
-        self.next = now + self.interval;
-        let s = broker.stats();
-        let figures: [(&str, String); 17] = [
-            (
-                "version",
-                format!("midge version {}", env!("CARGO_PKG_VERSION")),
-            ),
-            (
-                "uptime",
-                format!("{} seconds", now.duration_since(self.started).as_secs()),
-            ),
-            ("clients/connected", s.clients_connected.to_string()),
-            ("clients/active", s.clients_connected.to_string()),
-            ("clients/total", s.sessions.to_string()),
-            (
-                "clients/disconnected",
-                s.sessions.saturating_sub(s.clients_connected).to_string(),
-            ),
-            (
-                "clients/maximum",
-                s.clients_maximum.max(s.clients_connected).to_string(),
-            ),
-            ("messages/received", s.messages_received.to_string()),
-            ("messages/sent", s.messages_sent.to_string()),
-            ("publish/messages/received", s.messages_received.to_string()),
-            ("publish/messages/sent", s.messages_sent.to_string()),
-            ("publish/messages/dropped", s.messages_dropped.to_string()),
-            (
-                "bytes/received",
-                counters.bytes_received.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "bytes/sent",
-                counters.bytes_sent.load(Ordering::Relaxed).to_string(),
-            ),
-            ("subscriptions/count", s.subscriptions.to_string()),
-            (
-                // not in mosquitto: refused logins (bad password, no identity, anonymous)
-                "clients/failed logins",
-                counters.auth_failures.load(Ordering::Relaxed).to_string(),
-            ),
-            ("retained messages/count", s.retained.to_string()),
-        ];
-        for (name, value) in figures {
-            let Ok(topic) = TopicName::new(format!("$SYS/broker/{name}")) else {
-                continue;
-            };
-            broker.publish(now, Message::new(topic, value, QoS::AtMostOnce, true), out);
-        }
-        if let (Some(bytes), Ok(topic)) = (store_bytes, TopicName::new("$SYS/broker/store/bytes")) {
-            broker.publish(
-                now,
-                Message::new(topic, bytes.to_string(), QoS::AtMostOnce, true),
-                out,
-            );
-        }
-        let Ok(topic) = TopicName::new("$SYS/broker/store/messages/count") else {
-            return;
-        };
-        broker.publish(
-            now,
-            Message::new(topic, s.queued.to_string(), QoS::AtMostOnce, true),
-            out,
-        );
     }
 }
 
