@@ -50,6 +50,7 @@ where
 }
 
 /// An HTTP answer.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
@@ -104,10 +105,7 @@ pub async fn request(
         {
             let mut out = Vec::new();
             let mut s = &rest[..];
-            loop {
-                let Some(eol) = s.windows(2).position(|w| w == b"\r\n") else {
-                    break;
-                };
+            while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
                 let n = usize::from_str_radix(String::from_utf8_lossy(&s[..eol]).trim(), 16)
                     .unwrap_or(0);
                 if n == 0 || s.len() < eol + 2 + n {
@@ -259,10 +257,10 @@ impl Paho {
         let (tx, events) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -356,6 +354,7 @@ async fn a_device_made_in_the_page_connects_shows_its_messages_is_tested_and_is_
     fill(&mut b, "policy-name", "own").await;
     fill(&mut b, "policy-publish", "devices/%u/#").await;
     fill(&mut b, "policy-subscribe", "devices/%u/#\ncmd/${device}").await;
+    b.screenshot("devices-policy-form").await;
     click(&mut b, "#policy-save").await;
     b.until(
         "the policy in the list",
@@ -372,6 +371,7 @@ async fn a_device_made_in_the_page_connects_shows_its_messages_is_tested_and_is_
     fill(&mut b, "device-name", "sensor-1").await;
     fill(&mut b, "device-description", "Boiler room sensor").await;
     fill(&mut b, "device-tags", "basement, heating").await;
+    b.screenshot("devices-device-form").await;
     click(&mut b, "#device-create").await;
     let username = text_of(&mut b, "#secret-username").await;
     let secret = text_of(&mut b, "#secret-value").await;

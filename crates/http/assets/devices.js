@@ -320,12 +320,12 @@
     const editing = p != null;
     form.replaceChildren(
       el('h2', { text: editing ? `Edit policy ${p.name}` : 'New policy' }),
-      el('div', { class: 'form-grid' },
+      el('div', { class: 'form-grid two' },
         el('label', null, 'Name', el('input', { name: 'name', id: 'policy-name', required: true, placeholder: 'own-topics', spellcheck: 'false', value: editing ? p.name : null, readonly: editing })),
-        el('label', { class: 'span-2' }, 'Description', el('input', { name: 'description', id: 'policy-description', value: editing ? p.description : null, placeholder: 'Each device its own subtree' })),
-        el('label', { class: 'span-2' }, 'May publish to (one filter a line)',
+        el('label', null, 'Description', el('input', { name: 'description', id: 'policy-description', value: editing ? p.description : null, placeholder: 'Each device its own subtree' })),
+        el('label', null, 'May publish to (one filter a line)',
           el('textarea', { name: 'publish', id: 'policy-publish', rows: 3, spellcheck: 'false', placeholder: 'devices/%u/#' }, editing ? p.publish.join('\n') : null)),
-        el('label', { class: 'span-2' }, 'May subscribe to (one filter a line)',
+        el('label', null, 'May subscribe to (one filter a line)',
           el('textarea', { name: 'subscribe', id: 'policy-subscribe', rows: 3, spellcheck: 'false', placeholder: 'devices/%u/#\ncommands/${device}' }, editing ? p.subscribe.join('\n') : null))),
       el('p', { class: 'muted hint' }, el('code', { text: '%u' }), ' = the device\'s username, ', el('code', { text: '%c' }), ' = its client id, ',
         el('code', { text: '${device}' }), ' = its name; ', el('code', { text: '+' }), ' and ', el('code', { text: '#' }), ' are MQTT wildcards. ',
