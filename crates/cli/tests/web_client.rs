@@ -528,6 +528,15 @@ async fn a_wrong_password_shows_the_connack_refusal_for_5_and_3_1_1() {
         assert!(shown.as_str().unwrap().contains(code), "{shown}");
     }
     page.screenshot("web-client-refused").await;
+    // a reload keeps the settings but never the password
+    page.eval("window.beforeReload = true").await;
+    page.call("Page.reload", json!({})).await;
+    let expr = "window.beforeReload ? 'old page' : document.body.dataset.ready";
+    page.until("the page reloaded", expr, |v| v == "1").await;
+    let kept = page
+        .eval("[document.getElementById('c-username').value, document.getElementById('c-password').value, document.getElementById('c-version').value]")
+        .await;
+    assert_eq!(kept, json!(["alice", "", "4"]));
     let s = connect(
         &mut page,
         json!({"c-version": 5, "c-username": "alice", "c-password": "s3cret"}),

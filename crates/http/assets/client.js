@@ -251,6 +251,7 @@
 
   $('c-sub-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
+    saveSettings();
     const filter = $('c-sub-filter').value.trim();
     const qos = Number($('c-sub-qos').value);
     try {
@@ -269,6 +270,7 @@
 
   $('c-pub-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
+    saveSettings();
     const topic = $('c-pub-topic').value;
     const qos = Number($('c-pub-qos').value);
     const retain = $('c-pub-retain').checked;
@@ -324,6 +326,7 @@
         retain: $('c-will-retain').checked,
       } : null,
     };
+    saveSettings();
     setState('connecting', 'Connecting…');
     client.connect(url, opts).then((connack) => {
       const id = client.assignedClientId || opts.clientId;
@@ -407,7 +410,35 @@
     pick();
   }
 
+  // the form's settings (never the password) survive a reload, as a desktop client keeps
+  // its connections; the URL always comes from the server's listeners, and the client id is
+  // new on every load (two tabs with one id would take over each other's session)
+  const SAVED = ['c-version', 'c-username', 'c-keepalive', 'c-clean',
+    'c-session-expiry', 'c-will-topic', 'c-will-qos', 'c-will-retain', 'c-will-message',
+    'c-sub-filter', 'c-sub-qos', 'c-pub-topic', 'c-pub-qos', 'c-pub-retain', 'c-pub-payload', 'c-pub-format'];
+  const STORE_KEY = 'midge.client.settings';
+
+  function saveSettings() {
+    const v = {};
+    for (const id of SAVED) { const e = $(id); v[id] = e.type === 'checkbox' ? e.checked : e.value; }
+    try { localStorage.setItem(STORE_KEY, JSON.stringify(v)); } catch (e) { /* private mode: not kept */ }
+  }
+
+  function loadSettings() {
+    let v = null;
+    try { v = JSON.parse(localStorage.getItem(STORE_KEY) || 'null'); } catch (e) { v = null; }
+    if (!v || typeof v !== 'object') return false;
+    for (const id of SAVED) {
+      const e = $(id);
+      if (!(id in v)) continue;
+      if (e.type === 'checkbox') e.checked = !!v[id]; else e.value = String(v[id]);
+    }
+    if ($('c-will-topic').value) $('c-will').open = true;
+    return true;
+  }
+
   $('c-client-id').value = randomId();
+  loadSettings();
   syncVersion();
   setState('disconnected', 'Disconnected');
   loadListeners().finally(() => { document.body.dataset.ready = '1'; });

@@ -888,9 +888,10 @@
       clearTimeout(this.pongTimer);
       clearTimeout(this.connectTimer);
       this.pongTimer = null;
-      const err = this.closeError || new MqttError(was === 'connecting'
-        ? 'connection closed before CONNACK (WebSocket code ' + code + ')'
-        : 'connection closed');
+      const err = this.closeError || new MqttError(
+        this.serverDisconnect ? 'closed by the server: ' + this.serverDisconnect.reason
+          : was === 'connecting' ? 'connection closed before CONNACK (WebSocket code ' + code + ')'
+            : 'connection closed');
       if (this.connectWaiter) {
         this.connectWaiter.reject(err);
         this.connectWaiter = null;
