@@ -358,7 +358,7 @@
   }
 
   // a colour set through the CSSOM (the page's CSP refuses style attributes)
-  function paint(e, prop, color) { e.style.setProperty(prop, color); return e; }
+  function paint(e, prop, color) { if (color) e.style.setProperty(prop, color); return e; }
 
   const show = (v) => (v === undefined ? '' : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
 
@@ -701,7 +701,7 @@
         topic: s.topic || def.topic,
         field: s.field || 'value',
         label: s.label || (s.topic && s.topic !== def.topic ? s.topic + ' ' : '') + (s.field || 'value'),
-        color: s.color || PALETTE[i % PALETTE.length],
+        color: s.color || (defs.length > 1 ? PALETTE[i % PALETTE.length] : null), // one line: the theme's accent
         hist: [],   // [{ts, v, min, max, n}] from the store
         live: [],   // [[ts, v]] since
         histEnd: 0,

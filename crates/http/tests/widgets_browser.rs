@@ -672,6 +672,13 @@ async fn every_kind_of_widget_on_one_dashboard() {
         "newest first: {cells}"
     );
     b.screenshot("widgets-every-kind").await;
+    b.call(
+        "Emulation.setEmulatedMedia",
+        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    b.screenshot("widgets-every-kind-dark").await;
 }
 
 #[tokio::test]
