@@ -31,6 +31,11 @@ pub struct ConnConfig {
     /// Length of each client id (padded with `x` before the counter; `None` = the short
     /// `PREFIX-conn-N`), to see what a broker keeps per byte of client id.
     pub id_len: Option<usize>,
+    /// Username of each CONNECT (`%i`: the connection's number, from 0), e.g. `user%i`
+    /// against a password file of `user0`..`userN`.
+    pub username: Option<String>,
+    /// Password of each CONNECT (`%i` as in `username`).
+    pub password: Option<String>,
 }
 
 impl ConnConfig {
@@ -45,6 +50,8 @@ impl ConnConfig {
             settle: Duration::ZERO,
             keep_alive: 0,
             id_len: None,
+            username: None,
+            password: None,
         }
     }
 }
@@ -135,9 +142,23 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
         };
         let (c, ctr) = (common.clone(), counters.clone());
         let (keep_alive, id_len) = (cfg.keep_alive, cfg.id_len);
+        let n = i.to_string();
+        let user = cfg.username.as_ref().map(|u| u.replace("%i", &n));
+        let password = cfg.password.as_ref().map(|p| p.replace("%i", &n));
         tasks.push(tokio::spawn(async move {
             let id = client_id(&c.client_prefix, i, id_len);
-            let r = wire::connect(c.addr, c.protocol, &id, keep_alive, c.connect_timeout).await;
+            let credentials = user
+                .as_deref()
+                .map(|u| (u, password.as_deref().unwrap_or("")));
+            let r = wire::connect_as(
+                c.addr,
+                c.protocol,
+                &id,
+                keep_alive,
+                c.connect_timeout,
+                credentials,
+            )
+            .await;
             drop(permit);
             let done = Instant::now();
             if r.is_ok() {

@@ -224,6 +224,18 @@ pub(crate) async fn connect(
     keep_alive: u16,
     timeout: Duration,
 ) -> Result<Conn, BenchError> {
+    connect_as(addr, protocol, client_id, keep_alive, timeout, None).await
+}
+
+/// [`connect`] with a username and password in the CONNECT.
+pub(crate) async fn connect_as(
+    addr: SocketAddr,
+    protocol: Protocol,
+    client_id: &str,
+    keep_alive: u16,
+    timeout: Duration,
+    credentials: Option<(&str, &str)>,
+) -> Result<Conn, BenchError> {
     let fut = async {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -235,6 +247,10 @@ pub(crate) async fn connect(
         };
         let mut connect = Connect::new(protocol, client_id);
         connect.keep_alive = keep_alive;
+        if let Some((user, password)) = credentials {
+            connect.username = Some(user.into());
+            connect.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+        }
         let mut out = BytesMut::with_capacity(64);
         Packet::Connect(Box::new(connect)).encode(protocol, &mut out)?;
         c.stream.write_all(&out).await?;

@@ -148,6 +148,12 @@ struct ConnArgs {
     /// Length of each client id in bytes (default: short ids like midge-bench-conn-42).
     #[arg(long = "id-len")]
     id_len: Option<usize>,
+    /// Username of each connection; %i is its number from 0 (user%i: user0, user1, ...).
+    #[arg(long = "username")]
+    username: Option<String>,
+    /// Password of each connection; %i as in --username.
+    #[arg(long = "password")]
+    password: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +222,8 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 settle: secs(a.settle, "settle")?,
                 keep_alive: a.keep_alive,
                 id_len: a.id_len,
+                username: a.username,
+                password: a.password,
             };
             let r = midge_bench::run_conn(&c, &cfg).await?;
             if a.common.json {
