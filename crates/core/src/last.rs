@@ -153,18 +153,24 @@ impl LastValues {
             if e.settled || e.seq > upto {
                 continue;
             }
-            let m = &e.msg;
-            let payload = if m.payload.len() <= LAST_VALUE_MAX_PAYLOAD {
-                Bytes::copy_from_slice(&m.payload)
+            let payload = if e.msg.payload.len() <= LAST_VALUE_MAX_PAYLOAD {
+                Bytes::copy_from_slice(&e.msg.payload)
             } else {
                 Bytes::new()
             };
             let Ok(name) = TopicName::new(topic.clone()) else {
                 continue;
             };
-            let mut own = Message::new(name, payload, m.qos, m.retain);
-            own.origin = m.origin.clone();
-            e.msg = Arc::new(own);
+            if let Some(m) = Arc::get_mut(&mut e.msg) {
+                // no delivery holds it any more (the usual case): in place, no new message
+                m.topic = name;
+                m.payload = payload;
+                m.properties = Default::default();
+            } else {
+                let mut own = Message::new(name, payload, e.msg.qos, e.msg.retain);
+                own.origin = e.msg.origin.clone();
+                e.msg = Arc::new(own);
+            }
             e.settled = true;
         }
     }
