@@ -37,6 +37,7 @@
 
   async function loadTables() {
     const ul = $('data-tables');
+    if (!ul.children.length) ul.replaceChildren(el('li', { class: 'none', text: 'loading…' }));
     try {
       const r = await api('/api/v1/tables');
       data.tables = r.tables;
@@ -189,8 +190,15 @@
     const ul = $('data-topics');
     $('data-table-name').textContent = data.table || '';
     if (!data.table) { ul.replaceChildren(); data.topics = []; return; }
+    const asked = data.table;
+    if (ul.dataset.table !== asked) {
+      // counting a large table's topics takes a moment
+      ul.dataset.table = asked;
+      ul.replaceChildren(el('li', { class: 'none', text: 'counting topics…' }));
+    }
     try {
-      const r = await api(tablePath() + '/topics');
+      const r = await api(tablePath(asked) + '/topics');
+      if (data.table !== asked) return;
       data.topics = r.topics;
       const filter = $('data-topic').value.trim();
       if (!r.topics.length) {
