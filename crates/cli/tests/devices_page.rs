@@ -528,6 +528,12 @@ async fn a_device_made_in_the_page_connects_shows_its_messages_is_tested_and_is_
     let (_, d) = hub.api("GET", "/api/v1/devices/sensor-1", None).await;
     assert_eq!(d["enabled"], false);
     assert_eq!(d["connections"], 0, "{}", hub.log());
+
+    // a new secret, shown once on the device page; the old one no longer logs in
+    click(&mut b, "#device-rotate").await;
+    let rotated = text_of(&mut b, "#device-secret #secret-value").await;
+    assert!(rotated.len() >= 20 && rotated != secret, "{rotated}");
+    b.screenshot("device-page-rotated").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +579,23 @@ async fn the_console_lists_a_client_disconnects_it_discards_its_session_and_dele
     // midge's own clients (the page's) are apart
     let own = b.eval("[...document.querySelectorAll('#console-clients tbody tr[data-client]')].some(r => r.dataset.client.startsWith('$midge/'))").await;
     assert_eq!(own, json!(false));
+    // ... and listed apart when asked for (the API's publisher is one)
+    let (status, v) = hub
+        .api(
+            "POST",
+            "/api/v1/publish",
+            Some(&json!({"topic": "jobs/1", "payload": "x"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    click(&mut b, "#console-internal").await;
+    b.until(
+        "midge's own clients, apart",
+        "[...document.querySelectorAll('#console-internal-clients tbody tr[data-client]')].map(r => r.dataset.client).join(' ')",
+        |v| v.as_str().is_some_and(|t| t.contains("$midge/http/")),
+    )
+    .await;
+    click(&mut b, "#console-internal").await;
     // its subscriptions, expanded
     click(&mut b, row).await;
     b.until("its subscriptions", "(document.querySelector('tr[data-client-detail=\"console-victim\"]') || {}).textContent || ''", |v| v.as_str().is_some_and(|t| t.contains("jobs/#"))).await;

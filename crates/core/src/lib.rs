@@ -577,7 +577,9 @@ impl Broker {
     /// Tell every connected MQTT 5 client the server is shutting down (DISCONNECT 0x8B) and
     /// close every connection.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        // in connection order, whatever the hash map's: core's actions are deterministic
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             if let Some(c) = self.conns.get(&conn) {
                 if c.protocol.is_v5() && c.session.is_some() {

@@ -1474,3 +1474,21 @@ fn a_full_store_refuses_v5_with_0x97_and_closes_a_311_client_whose_will_then_goe
     w.broker.unstored(w.now, v5, Packet::PingResp, &mut out);
     assert_eq!(out, vec![Action::Send(v5, Packet::PingResp)]);
 }
+
+#[test]
+fn shutdown_acts_on_connections_in_a_fixed_order_whatever_the_hash_seed() {
+    let mut w = World::new();
+    let conns: Vec<ConnId> = (0..20)
+        .map(|i| w.connect(Protocol::V5, &format!("c{i}"), true))
+        .collect();
+    let mut out = Vec::new();
+    w.broker.shutdown(w.now, &mut out);
+    let closed: Vec<ConnId> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, conns, "by connection id");
+}

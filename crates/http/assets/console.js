@@ -111,7 +111,8 @@
         el('div', { class: 'empty', id: 'console-clients-empty', hidden: true }, el('p', { text: 'No client is connected.' }))),
       el('div', { id: 'console-internal-box', hidden: true },
         el('h2', { class: 'section-title', text: 'midge\'s own clients' }),
-        el('div', { class: 'card table-wrap' }, table('console-internal-clients', ['Client id', 'MQTT', 'Connected', 'In#', 'Out#', 'Subscriptions']))));
+        el('div', { class: 'card table-wrap' }, table('console-internal-clients', ['Client id', 'MQTT', 'Connected', 'In#', 'Out#', 'Subscriptions']),
+          el('div', { class: 'empty', id: 'console-internal-empty', hidden: true }, el('p', { text: 'None connected now: the page\'s live streams, the API\'s publisher and the rules connect when they are used.' })))));
   }
 
   async function refreshClients() {
@@ -160,6 +161,7 @@
         el('td', { class: 'num', text: String(c.messages_in ?? '–') }),
         el('td', { class: 'num', text: String(c.messages_out ?? '–') }),
         el('td', null, ...c.subscriptions.map((s) => el('code', { class: 'chip', text: s.filter }))))));
+      $('console-internal-empty').hidden = internal.length > 0;
     }
     stamp();
   }

@@ -98,7 +98,8 @@
       el('h2', { text: rotated ? `New secret for ${d.name}` : `Device ${d.name} created` }),
       el('p', { class: 'warn' }, el('b', { text: 'Copy the secret now: ' }),
         'it is shown only this once (midge keeps only its hash). ',
-        rotated ? 'The old secret no longer works and its connections were cut.' : 'Lost it? Rotate the secret to get a new one.'),
+        rotated ? 'The old secret no longer works and its connections were cut.' : 'Lost it? Rotate the secret to get a new one.',
+        d.enabled === false ? el('b', { text: ' The device is disabled: enable it before it can connect.' }) : null),
       el('div', { class: 'secret-grid' },
         el('span', { class: 'k', text: 'Username' }), el('code', { id: 'secret-username', text: d.username }), copyButton('copy-username', () => d.username),
         el('span', { class: 'k', text: 'Secret (password)' }), el('code', { id: 'secret-value', text: d.secret }), copyButton('copy-secret', () => d.secret),
@@ -156,7 +157,7 @@
     try {
       const r = await api('/api/v1/devices/' + enc(d.name) + '/rotate', { method: 'POST' });
       const topics = await api('/api/v1/devices/' + enc(d.name) + '/topics').catch(() => ({}));
-      await secretBox({ name: d.name, username: r.username, secret: r.secret, publish: topics.publish }, true);
+      await secretBox({ name: d.name, username: r.username, secret: r.secret, publish: topics.publish, enabled: topics.enabled }, true);
     } catch (e) { toast(failed('Could not rotate the secret', e)); }
   }
 

@@ -202,9 +202,13 @@ impl Broker {
                         .subscriptions
                         .get()
                         .map(|m| {
-                            m.iter()
+                            // by filter, not in the hash map's order
+                            let mut v: Vec<_> = m
+                                .iter()
                                 .map(|(k, r)| (k.clone(), r.options.qos.as_u8()))
-                                .collect()
+                                .collect();
+                            v.sort_unstable();
+                            v
                         })
                         .unwrap_or_default(),
                     internal: s.is_internal(),
