@@ -202,10 +202,35 @@ fn new_id(name: &str, taken: &[Board]) -> String {
     if free(base) {
         return base.to_owned();
     }
+    // `trucks-2` taken: `trucks-3`, not `trucks-2-2`
+    let base = match base.rsplit_once('-') {
+        Some((head, n)) if !head.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => head,
+        _ => base,
+    };
     (2..)
         .map(|n| format!("{base}-{n}"))
         .find(|id| free(id))
         .unwrap_or_else(|| base.to_owned())
+}
+
+/// `name`, or `name (2)`, `name (3)`, ... when a dashboard is already called that (two tabs
+/// of the same name could not be told apart).
+fn free_name(name: String, taken: &[Board]) -> String {
+    let free = |n: &str| taken.iter().all(|b| b.name != n);
+    if free(&name) {
+        return name;
+    }
+    // `Trucks (2)` taken: `Trucks (3)`, not `Trucks (2) (2)`
+    let name = match name.strip_suffix(')').and_then(|n| n.rsplit_once(" (")) {
+        Some((head, n)) if !head.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
+            head.to_owned()
+        }
+        _ => name,
+    };
+    (2..)
+        .map(|n| format!("{name} ({n})"))
+        .find(|n| free(n))
+        .unwrap_or(name)
 }
 
 fn conflict_config(what: &str) -> ApiError {
@@ -416,8 +441,10 @@ pub(crate) async fn create_handler(
     };
     let mut taken = boards.clone();
     taken.extend(dash.configured.clone());
+    let name = free_name(name, &taken);
+    // an import keeps its id when free, else one near it; a new dashboard's comes from its name
     let id = match b.id {
-        Some(id) if check_id(&id).is_ok() && taken.iter().all(|t| t.id != id) => id,
+        Some(id) if check_id(&id).is_ok() => new_id(&id, &taken),
         _ => new_id(&name, &taken),
     };
     let board = Board { id, name, widgets };
@@ -590,6 +617,23 @@ mod tests {
             widgets: vec![],
         }];
         assert_eq!(new_id("Living room", &taken), "living-room-2");
+        assert_eq!(new_id("living-room-7", &taken), "living-room-7");
+        let more = [
+            taken.clone(),
+            vec![Board {
+                id: "living-room-2".into(),
+                name: "Living room (2)".into(),
+                widgets: vec![],
+            }],
+        ]
+        .concat();
+        assert_eq!(new_id("living-room-2", &more), "living-room-3");
+        assert_eq!(
+            free_name("Living room (2)".into(), &more),
+            "Living room (3)"
+        );
+        assert_eq!(free_name("y".into(), &more), "y");
+        assert_eq!(free_name("x".into(), &more), "x (2)");
         assert_eq!(new_id("Cellar!", &taken), "cellar");
         assert_eq!(new_id("  ", &taken), "dashboard");
         assert_eq!(new_id("Config", &taken), "dashboard");

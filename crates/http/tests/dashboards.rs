@@ -73,6 +73,7 @@ async fn dashboards_are_made_listed_renamed_changed_deleted_and_kept_across_rest
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["id"], "living-room-2", "a name's id is kept free");
+    assert_eq!(r.json()["name"], "Living room (2)", "and the name too");
     let r = hub
         .send_json("POST", "/api/v1/dashboards", &json!({}))
         .await;
@@ -259,7 +260,7 @@ async fn an_exported_dashboard_imports_with_a_new_id_when_its_own_is_taken() {
     assert_eq!(r.status, 201, "{}", r.text());
     let copy = r.json();
     assert_eq!(copy["id"], "trucks-2");
-    assert_eq!(copy["name"], "Trucks");
+    assert_eq!(copy["name"], "Trucks (2)");
     assert_eq!(copy["widgets"], made["widgets"]);
     // a dashboard's GET answer imports too
     let r = hub.send_json("POST", "/api/v1/dashboards", &copy).await;
