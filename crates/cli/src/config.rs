@@ -142,6 +142,11 @@ retention_days = 0
 synchronous = "full"
 # Most rows or buckets one HTTP query returns.
 max_rows_per_query = 10000
+# A table that keeps its rows longer or shorter than retention_days (0 = forever). The Data
+# tab (PUT /api/v1/tables/{t}/retention) can set one too, kept in the store; that one wins.
+# [[series.table]]
+# name = "alerts"
+# retention_days = 365
 
 # Rules: SQL over the JSON messages devices publish (AWS IoT / EMQX style). A bare name is
 # a field of the payload (payload.a.b for nested fields); topic(), topic(2), clientid(),
