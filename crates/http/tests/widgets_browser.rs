@@ -1001,3 +1001,98 @@ async fn a_filtered_chart_draws_only_the_stored_rows_that_pass() {
     // the number: the newest stored reading that passes (the newest row is a door's)
     assert_eq!(c["value"], "21", "{c}");
 }
+
+/// The page's filter evaluator against the rules crate: the same verdict (TRUE passes,
+/// FALSE and unknown do not) for each filter and payload.
+#[tokio::test]
+async fn the_pages_filters_agree_with_the_rules_crate() {
+    use midge_hub::midge_rules::{Input, Rule};
+    let filters = [
+        "type = 'door'",
+        "type = \"door\"",
+        "type != 'door'",
+        "type <> 'door'",
+        "temp > 30",
+        "temp >= 30.5",
+        "temp < 30 OR type = 'door'",
+        "temp > 30 AND room = \"k\"",
+        "NOT temp > 30",
+        "NOT (temp > 30 OR type = 'door')",
+        "n = '5'",
+        "n > '40'",
+        "s > 'b'",
+        "flag = TRUE",
+        "flag",
+        "flag IS TRUE",
+        "flag IS NOT TRUE",
+        "missing IS NULL",
+        "temp IS NOT NULL",
+        "nul IS NULL",
+        "a.b = 1",
+        "a.c[1] = 'y'",
+        "a.c[-1] = 'z'",
+        "a['k-1'] = 2",
+        "\"k-2\" = 3",
+        "state IN ('open', 'ajar')",
+        "state NOT IN ('open', 'ajar')",
+        "temp BETWEEN 30 AND 32",
+        "temp NOT BETWEEN 30 AND 32",
+        "type LIKE 'do%'",
+        "type LIKE 'd_or'",
+        "type NOT LIKE '%o%'",
+        "(temp - 32) * 5 / 9 > 0",
+        "temp % 2 = 1.5",
+        "-temp < -30",
+        "type || '!' = 'door!'",
+        "value > 10",
+        "payload = 'hello'",
+        "topic = 'x/y'",
+        "missing = 1 OR TRUE",
+        "missing = 1 AND FALSE",
+        "missing = 1 OR FALSE",
+        "obj = obj",
+    ];
+    let payloads = [
+        r#"{"type": "door", "state": "open", "temp": 31.5, "room": "k", "n": 41, "s": "c", "flag": true, "nul": null, "a": {"b": 1, "c": ["x", "y", "z"], "k-1": 2}, "k-2": 3, "obj": {"x": 1}}"#,
+        r#"{"type": "temp", "state": "closed", "temp": 20, "room": "b", "n": "5", "s": "a", "flag": false}"#,
+        r#"{"type": "doors", "temp": "30.5", "flag": 1}"#,
+        "15",
+        "hello",
+    ];
+    let hub = hub_with(Vec::new()).await;
+    let mut b = Browser::open(&format!("http://{}/", hub.addr)).await;
+    b.until("the page's scripts", "typeof midge.compileFilter", |v| {
+        v == "function"
+    })
+    .await;
+    let mut cases = Vec::new();
+    for f in filters {
+        let rule = Rule::parse(&format!("SELECT * FROM '#' WHERE {f}"))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        for p in payloads {
+            let input = Input {
+                topic: "x/y",
+                payload: p.as_bytes(),
+                ..Input::default()
+            };
+            cases.push((f, p, rule.apply(&input).is_some()));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = cases.iter().map(|(f, p, _)| (*f, *p)).collect();
+    let got = b
+        .eval(&format!(
+            "{}.map(([f, text]) => {{ let parsed, isJson = true; \
+               try {{ parsed = JSON.parse(text); }} catch (_) {{ parsed = text; isJson = false; }} \
+               return midge.compileFilter(f)({{topic: 'x/y', text, ts: 0, qos: 0, retain: false}}, parsed, isJson); }})",
+            serde_json::to_string(&pairs).unwrap()
+        ))
+        .await;
+    assert_eq!(got.as_array().map(Vec::len), Some(cases.len()), "{got}");
+    let mismatches: Vec<String> = cases
+        .iter()
+        .zip(got.as_array().unwrap())
+        .filter(|((_, _, want), got)| *got != want)
+        .map(|((f, p, want), got)| format!("{f} on {p}: rules {want}, page {got}"))
+        .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
