@@ -127,7 +127,7 @@ const STATE: &str = "({
         format: m.querySelector('.c-payload').dataset.format,
         props: (m.querySelector('.c-props') || {}).textContent || ''})),
     subs: Array.from(document.querySelectorAll('#c-subs .c-sub')).map(s => ({
-        filter: s.dataset.filter, qos: Number(s.dataset.qos)})),
+        filter: s.dataset.filter, qos: Number(s.dataset.qos), options: s.dataset.options})),
     events: Array.from(document.querySelectorAll('#c-events .c-event')).map(e => ({
         kind: e.dataset.kind, text: e.querySelector('.c-text').textContent})),
 })";
@@ -392,11 +392,19 @@ async fn round_trip(version: u8) {
     assert!(has_event(&s, "pubrel", "PUBREL"), "{}", events_text(&s));
     page.screenshot(&format!("web-client-v{version}")).await;
 
+    if version == 5 {
+        mqtt5_options(&mut page).await;
+    }
+
     // unsubscribe: the list empties and new messages no longer show
     page.eval("document.querySelector('#c-subs [data-unsub=\"web/#\"]').click()")
         .await;
     let s = state_until(&mut page, "the subscription gone", |s| {
-        s["subs"].as_array().unwrap().is_empty()
+        !s["subs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["filter"] == "web/#")
     })
     .await;
     assert!(has_event(&s, "unsuback", "web/#"), "{}", events_text(&s));
@@ -412,6 +420,71 @@ async fn round_trip(version: u8) {
         has_event(&s, "disconnect", "DISCONNECT sent"),
         "{}",
         events_text(&s)
+    );
+}
+
+/// MQTT 5 from the page: a publish with properties comes back with them, and a No Local
+/// subscription does not bring back the page's own message.
+async fn mqtt5_options(page: &mut Browser) {
+    fill(page, json!({"c-sub-nl": false})).await;
+    subscribe(page, "echo/#", 1).await;
+    fill(page, json!({"c-sub-nl": true})).await;
+    let s = subscribe(page, "quiet/#", 1).await;
+    let quiet = s["subs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["filter"] == "quiet/#")
+        .unwrap()
+        .clone();
+    assert_eq!(quiet["options"], "no local", "{s}");
+    fill(
+        page,
+        json!({"c-pub-topic": "quiet/1", "c-pub-qos": 1, "c-pub-payload": "not for me",
+               "c-pub-content-type": "", "c-pub-user-props": "", "c-pub-response-topic": "",
+               "c-pub-expiry": ""}),
+    )
+    .await;
+    click(page, "c-publish").await;
+    state_until(page, "PUBACK of quiet/1", |s| {
+        has_event(s, "puback", "(quiet/1)")
+    })
+    .await;
+    fill(
+        page,
+        json!({"c-pub-topic": "echo/1", "c-pub-qos": 1, "c-pub-payload": "with properties",
+               "c-pub-content-type": "text/plain", "c-pub-response-topic": "reply/here",
+               "c-pub-expiry": "60", "c-pub-user-props": "origin=browser\nk = v"}),
+    )
+    .await;
+    click(page, "c-publish").await;
+    let s = state_until(page, "the echo", |s| {
+        s["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["topic"] == "echo/1")
+    })
+    .await;
+    let msgs = s["messages"].as_array().unwrap();
+    let echo = msgs.iter().find(|m| m["topic"] == "echo/1").unwrap();
+    let props = echo["props"].as_str().unwrap();
+    for want in [
+        "content type: text/plain",
+        "response topic: reply/here",
+        "expires in: ",
+        "origin = browser",
+        "k = v",
+    ] {
+        assert!(props.contains(want), "{want:?} in {props:?}");
+    }
+    page.eval("document.getElementById('c-sub-v5').open = document.getElementById('c-pub-v5').open = true")
+        .await;
+    page.screenshot("web-client-v5-options").await;
+    // sent before the echo, on the same connection: it would have come first
+    assert!(
+        !msgs.iter().any(|m| m["topic"] == "quiet/1"),
+        "No Local let the page's own message back: {s}"
     );
 }
 

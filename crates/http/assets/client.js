@@ -213,7 +213,7 @@
 
   // ---- subscriptions ----
 
-  function showSub(filter, qos) {
+  function showSub(filter, qos, opts) {
     let s = subs.get(filter);
     if (!s) {
       s = { qos, color: COLORS[colorNext++ % COLORS.length], count: 0 };
@@ -233,6 +233,13 @@
     s.li.dataset.filter = filter;
     s.li.dataset.qos = String(qos);
     s.li.querySelector('.c-sub-qos').textContent = 'QoS ' + qos;
+    const flags = [];
+    if (opts && opts.noLocal) flags.push('no local');
+    if (opts && opts.retainAsPublished) flags.push('retain as published');
+    if (opts && opts.retainHandling) flags.push(opts.retainHandling === 1 ? 'retained if new' : 'no retained');
+    s.li.dataset.options = flags.join(', ');
+    s.li.querySelector('.c-filter').title = flags.length ? 'Options: ' + flags.join(', ') : '';
+    s.li.querySelector('.c-filter').textContent = filter + (flags.length ? ' (' + flags.join(', ') + ')' : '');
     $('c-subs-empty').hidden = true;
   }
 
@@ -260,13 +267,46 @@
       addEvent('error', e.message, null, true);
       return;
     }
-    client.subscribe([{ filter, qos }]).then((res) => {
+    const sub = { filter, qos };
+    if (client.version === 5) {
+      sub.noLocal = $('c-sub-nl').checked;
+      sub.retainAsPublished = $('c-sub-rap').checked;
+      sub.retainHandling = Number($('c-sub-rh').value);
+    }
+    client.subscribe([sub]).then((res) => {
       const r = res[0];
-      if (r.ok) showSub(filter, r.granted);
+      if (r.ok) showSub(filter, r.granted, sub);
     }).catch((e) => addEvent('error', 'subscribe ' + filter + ': ' + e.message, null, true));
   });
 
   // ---- publish ----
+
+  /** The MQTT 5 properties of the publish form (undefined when none is set). */
+  function pubProperties() {
+    const p = {};
+    const ct = $('c-pub-content-type').value.trim();
+    if (ct) p.contentType = ct;
+    const rt = $('c-pub-response-topic').value.trim();
+    if (rt) {
+      window.MqttClient.checkTopic(rt);
+      p.responseTopic = rt;
+    }
+    const ex = $('c-pub-expiry').value.trim();
+    if (ex !== '') {
+      const n = Number(ex);
+      if (!(Number.isInteger(n) && n >= 0 && n <= 4294967295)) throw new Error('message expiry must be 0 to 4294967295 seconds');
+      p.messageExpiryInterval = n;
+    }
+    const ups = [];
+    for (const line of $('c-pub-user-props').value.split('\n')) {
+      if (!line.trim()) continue;
+      const at = line.indexOf('=');
+      if (at <= 0) throw new Error('a user property is key=value: ' + JSON.stringify(line));
+      ups.push([line.slice(0, at).trim(), line.slice(at + 1).trim()]);
+    }
+    if (ups.length) p.userProperties = ups;
+    return Object.keys(p).length ? p : undefined;
+  }
 
   $('c-pub-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -281,7 +321,16 @@
       addEvent('error', e.message, null, true);
       return;
     }
-    client.publish(topic, payload, { qos, retain })
+    let properties;
+    if (client.version === 5) {
+      try {
+        properties = pubProperties();
+      } catch (e) {
+        addEvent('error', e.message, null, true);
+        return;
+      }
+    }
+    client.publish(topic, payload, { qos, retain, properties })
       .catch((e) => addEvent('error', 'publish to ' + topic + ': ' + e.message, null, true));
   });
 
@@ -291,6 +340,8 @@
     const v5 = $('c-version').value === '5';
     $('c-clean-label').textContent = v5 ? 'Clean start' : 'Clean session';
     $('c-expiry-field').hidden = !v5;
+    $('c-sub-v5').hidden = !v5;
+    $('c-pub-v5').hidden = !v5;
   }
   $('c-version').addEventListener('change', syncVersion);
   $('c-new-id').addEventListener('click', () => { $('c-client-id').value = randomId(); });
@@ -415,7 +466,9 @@
   // new on every load (two tabs with one id would take over each other's session)
   const SAVED = ['c-version', 'c-username', 'c-keepalive', 'c-clean',
     'c-session-expiry', 'c-will-topic', 'c-will-qos', 'c-will-retain', 'c-will-message',
-    'c-sub-filter', 'c-sub-qos', 'c-pub-topic', 'c-pub-qos', 'c-pub-retain', 'c-pub-payload', 'c-pub-format'];
+    'c-sub-filter', 'c-sub-qos', 'c-pub-topic', 'c-pub-qos', 'c-pub-retain', 'c-pub-payload', 'c-pub-format',
+    'c-sub-nl', 'c-sub-rap', 'c-sub-rh', 'c-pub-content-type', 'c-pub-response-topic', 'c-pub-expiry',
+    'c-pub-user-props'];
   const STORE_KEY = 'midge.client.settings';
 
   function saveSettings() {
