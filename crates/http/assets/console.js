@@ -220,8 +220,8 @@
     const again = () => refreshSubscriptions();
     return el('div', null,
       el('div', { class: 'toolbar small' },
-        el('input', { id: 'subs-filter', type: 'search', placeholder: 'filter contains…', 'aria-label': 'Search by filter', oninput: again }),
-        el('input', { id: 'subs-client', type: 'search', placeholder: 'client id contains…', 'aria-label': 'Search by client id', oninput: again }),
+        el('label', { class: 'inline' }, 'Filter contains ', el('input', { id: 'subs-filter', type: 'search', placeholder: 'sensors', oninput: again })),
+        el('label', { class: 'inline' }, 'Client id contains ', el('input', { id: 'subs-client', type: 'search', placeholder: 'boiler', oninput: again })),
         el('span', { class: 'spacer' })),
       el('div', { class: 'card table-wrap' },
         table('console-subscriptions', ['Filter', 'QoS', 'Client id', 'Client']),
