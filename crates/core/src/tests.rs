@@ -13,6 +13,10 @@ struct World {
     next: u64,
     now: Instant,
     out: Vec<Action>,
+    /// What each connection's CONNECT asked for: its protocol and maximum packet size. Every
+    /// packet core sends it is encoded for that and decoded back, as on the wire, so a send
+    /// the client could not receive fails the test (not only in production).
+    wire: std::collections::HashMap<ConnId, (Protocol, u32)>,
 }
 
 impl World {
@@ -25,6 +29,7 @@ impl World {
             next: 0,
             now: Instant::now(),
             out: Vec::new(),
+            wire: std::collections::HashMap::new(),
         }
     }
     fn open(&mut self) -> ConnId {
@@ -53,9 +58,13 @@ impl World {
     fn take(&mut self, conn: ConnId) -> (Vec<Packet>, bool) {
         let mut packets = Vec::new();
         let mut closed = false;
+        let wire = self.wire.get(&conn).copied();
         self.out.retain(|a| match a {
             Action::Send(c, p) if *c == conn => {
-                packets.push(p.clone());
+                packets.push(match wire {
+                    Some((protocol, max)) => on_the_wire(p, protocol, max),
+                    None => p.clone(),
+                });
                 false
             }
             Action::Close(c) if *c == conn => {
@@ -72,6 +81,8 @@ impl World {
     }
     fn connect_with(&mut self, c: Connect) -> (ConnId, ConnAck) {
         let conn = self.open();
+        let max = c.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        self.wire.insert(conn, (c.protocol, max));
         self.send(conn, Packet::Connect(Box::new(c)));
         let packets = self.packets(conn);
         let Some(Packet::ConnAck(ack)) = packets.first().cloned() else {
@@ -160,6 +171,24 @@ impl World {
         self.broker
             .closed(self.now, conn, CloseCause::Network, &mut out);
         self.out.extend(out);
+    }
+}
+
+/// `p` as the client receives it: encoded for its protocol, within its maximum packet size,
+/// and decoded back.
+fn on_the_wire(p: &Packet, protocol: Protocol, max: u32) -> Packet {
+    let mut buf = bytes::BytesMut::new();
+    if let Err(e) = p.encode(protocol, &mut buf) {
+        panic!("core sent a packet that cannot be encoded for {protocol:?}: {e}: {p:?}");
+    }
+    assert!(
+        buf.len() as u64 <= u64::from(max),
+        "core sent {} bytes to a client whose maximum packet size is {max}: {p:?}",
+        buf.len()
+    );
+    match decode(&mut buf, protocol, u32::MAX) {
+        Ok(Some(back)) if buf.is_empty() => back,
+        other => panic!("{p:?} did not decode back as one packet for {protocol:?}: {other:?}"),
     }
 }
 
