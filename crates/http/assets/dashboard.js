@@ -209,6 +209,8 @@
     $('dash-delete').hidden = ro || (state.boards.length === 1);
     $('dash-copy').hidden = !d || !d.readonly;
     $('dash-export').hidden = !d;
+    $('dash-share').hidden = !d;
+    if ($('dash-share-box').dataset.dashboard !== (d && d.id)) $('dash-share-box').hidden = true;
     $('edit-toggle').hidden = ro || state.shared;
     if (d) {
       $('dash-export').href = '/api/v1/dashboards/' + enc(d.id) + '/export';
@@ -316,6 +318,36 @@
       toast('Not imported: ' + err.message);
     }
   });
+
+  // Share: a token for the open dashboard (POST /api/v1/tokens), its URL to copy.
+  $('dash-share').addEventListener('click', () => {
+    const d = state.board;
+    if (!d) return;
+    const box = $('dash-share-box');
+    box.dataset.dashboard = d.id;
+    $('dash-share-name').textContent = d.name;
+    $('dash-share-result').hidden = true;
+    box.hidden = false;
+  });
+  $('dash-share-box').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const d = state.board;
+    if (!d) return;
+    try {
+      const t = await api('/api/v1/tokens', jsonBody('POST', { dashboard: d.id, ttl: Number($('dash-share-ttl').value) }));
+      $('dash-share-url').value = t.url || (location.origin + t.path);
+      $('dash-share-expires').textContent = 'valid until ' + fmtDateTime(t.expires) + '; revoke it with DELETE /api/v1/tokens/' + t.id;
+      $('dash-share-result').hidden = false;
+      $('dash-share-url').select();
+    } catch (err) {
+      toast('No link made: ' + err.message);
+    }
+  });
+  $('dash-share-copy').addEventListener('click', async () => {
+    const url = $('dash-share-url').value;
+    try { await navigator.clipboard.writeText(url); toast('Link copied'); } catch (_) { $('dash-share-url').select(); toast('Select the link and copy it (Ctrl+C)'); }
+  });
+  $('dash-share-close').addEventListener('click', () => { $('dash-share-box').hidden = true; });
 
   // ---------- first run: the topics flowing ----------
 

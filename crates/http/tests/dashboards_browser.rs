@@ -415,3 +415,48 @@ async fn a_dashboard_without_widgets_lists_the_topics_flowing_and_one_click_make
     .await;
     b.screenshot("first-run-widget").await;
 }
+
+#[tokio::test]
+async fn the_share_button_makes_a_link_that_opens_the_open_dashboard_alone() {
+    let hub = Hub::start(|c, dir| {
+        c.dashboard_file = Some(dir.join("dashboard.json"));
+    })
+    .await;
+    for d in two_dashboards() {
+        make(&hub, d, None).await;
+    }
+    let mut b = Browser::open(&format!("http://{}/?d=cellar", hub.addr)).await;
+    b.until("the Cellar dashboard", PAGE, |v| {
+        v["ready"] == "1" && v["active"] == "cellar"
+    })
+    .await;
+    click(&mut b, "#dash-share").await;
+    b.eval(
+        "(() => { document.getElementById('dash-share-ttl').value = '3600'; \
+           document.getElementById('dash-share-box').requestSubmit(); })()",
+    )
+    .await;
+    let url = b
+        .until(
+            "the share link",
+            "document.getElementById('dash-share-result').hidden ? '' : document.getElementById('dash-share-url').value",
+            |v| v.as_str().is_some_and(|u| u.contains("/?token=")),
+        )
+        .await;
+    b.screenshot("dashboards-share-button").await;
+    let url = url.as_str().unwrap().to_owned();
+    let tokens = hub.get("/api/v1/tokens").await.json();
+    assert_eq!(tokens["tokens"][0]["dashboard"], "cellar");
+    let life = tokens["tokens"][0]["expires"].as_i64().unwrap()
+        - tokens["tokens"][0]["created"].as_i64().unwrap();
+    assert_eq!(life, 3_600_000, "the chosen validity");
+
+    // another browser with the link sees that dashboard and no other
+    let mut visitor = Browser::open(&url).await;
+    let v = visitor
+        .until("the shared dashboard", PAGE, |v| {
+            v["ready"] == "1" && v["widgets"] == json!(["c-hum"])
+        })
+        .await;
+    assert_eq!(v["tabs"], json!(["cellar"]));
+}
