@@ -423,7 +423,7 @@
     }
     tick() {
       if (this.lastTs != null) {
-        this.footerLeft.textContent = (this.lastTs < Date.now() - 60000 ? 'last ' : 'updated ') + fmtDateTime(this.lastTs);
+        this.footerLeft.textContent = 'updated ' + fmtDateTime(this.lastTs);
         this.footerLeft.title = ago(this.lastTs);
       }
     }
