@@ -182,7 +182,11 @@ async fn clicking_the_switch_publishes_its_command_and_the_state_follows_the_dev
         |v| v == "on",
     )
     .await;
-    assert_eq!(b.eval(state).await, "unknown", "not assumed before the device says so");
+    assert_eq!(
+        b.eval(state).await,
+        "unknown",
+        "not assumed before the device says so"
+    );
     lamp.publish("home/lamp", QoS::AtLeastOnce, true, "OFF")
         .await;
     b.until("the device's off", state, |v| v == "off").await;
