@@ -401,11 +401,12 @@ fn shared(req: &Request) -> Option<String> {
 /// `"shared": true`).
 pub(crate) async fn list_handler(State(state): State<AppState>, req: Request) -> Response {
     let dash = &state.0.dashboard;
-    let only = shared(&req).and_then(|id| dash.resolve(&id));
+    // a share link sees its dashboard alone (none once it was deleted)
+    let only = shared(&req).map(|id| dash.resolve(&id));
     let all: Vec<_> = dash
         .all()
         .iter()
-        .filter(|b| only.as_ref().is_none_or(|id| *id == b.id))
+        .filter(|b| only.as_ref().is_none_or(|id| id.as_ref() == Some(&b.id)))
         .map(|b| dash.summary(b))
         .collect();
     json_response(
@@ -413,7 +414,10 @@ pub(crate) async fn list_handler(State(state): State<AppState>, req: Request) ->
         &json!({
             "dashboards": all,
             "shared": only.is_some(),
-            "first": only.unwrap_or_else(|| dash.first_id()),
+            "first": match only {
+                Some(id) => id,
+                None => Some(dash.first_id()),
+            },
             "persistent": dash.file.is_some(),
         }),
     )
@@ -461,8 +465,8 @@ pub(crate) async fn get_handler(
     req: Request,
 ) -> Result<Response, ApiError> {
     let dash = &state.0.dashboard;
-    if let Some(only) = shared(&req).and_then(|s| dash.resolve(&s))
-        && dash.resolve(&id).as_ref() != Some(&only)
+    if let Some(only) = shared(&req).map(|s| dash.resolve(&s))
+        && (only.is_none() || dash.resolve(&id) != only)
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -566,9 +570,11 @@ pub(crate) async fn delete_handler(
 /// `source` and `persistent` as before there were several.
 pub(crate) async fn legacy_get_handler(State(state): State<AppState>, req: Request) -> Response {
     let dash = &state.0.dashboard;
-    let id = shared(&req)
-        .and_then(|s| dash.resolve(&s))
-        .unwrap_or_else(|| dash.first_id());
+    let id = match shared(&req) {
+        // a share link's own dashboard, never another once it is gone
+        Some(s) => dash.resolve(&s).unwrap_or(s),
+        None => dash.first_id(),
+    };
     match dash.get(&id) {
         Some(b) => json_response(StatusCode::OK, &dash.answer(&b)),
         None => not_found(&id).into_response(),

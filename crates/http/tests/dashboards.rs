@@ -460,6 +460,16 @@ async fn a_share_link_opens_the_dashboard_it_was_made_for_and_no_other() {
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
 
+    // once its dashboard is deleted, the link shows no other
+    let r = request(hub.addr, "DELETE", "/api/v1/dashboards/cellar", &[], None).await;
+    assert_eq!(r.status, 204);
+    let list = get("/api/v1/dashboards").await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(ids(&list.json()), Vec::<String>::new());
+    assert_eq!(get("/api/v1/dashboard").await.status, 404);
+    assert_eq!(get("/api/v1/dashboards/garden").await.status, 403);
+    assert_eq!(get("/api/v1/dashboards/main").await.status, 403);
+
     // without "dashboard": the first one; an unknown one: 404
     let r = hub
         .send_json("POST", "/api/v1/tokens", &json!({"ttl": 60}))
