@@ -252,7 +252,8 @@
         d.description ? el('div', { class: 'muted small', text: d.description }) : null),
       el('td', null, el('code', { text: d.username })),
       el('td', null, badge(d)),
-      el('td', { title: d.last_seen ? new Date(d.last_seen).toLocaleString() : '' , text: d.last_seen ? ago(d.last_seen) : 'never' }),
+      // last_seen is stamped at login: a device connected for hours is seen now
+      el('td', { title: d.last_seen ? 'last login ' + new Date(d.last_seen).toLocaleString() : '', text: d.connections > 0 ? 'now' : d.last_seen ? ago(d.last_seen) : 'never' }),
       el('td', null, chips(d.policies)),
       el('td', null, chips(d.tags, 'tag')),
       el('td', null, toggle),
@@ -462,7 +463,7 @@
       ...fact('Status', !d.enabled ? 'Disabled: it cannot connect' : clients.length ? `Online (${clients.length} connection${clients.length > 1 ? 's' : ''})` : 'Offline'),
       ...(clients.length ? fact('Connected', el('ul', { class: 'plain', id: 'device-clients' }, ...clients.map((c) => el('li', { 'data-client': c.client_id },
         el('code', { text: c.client_id }), ` from ${c.address || '?'}, ${c.protocol}, since ${c.connected_since ? fmtDateTime(c.connected_since) : '?'}`)))) : []),
-      ...fact('Last seen', d.last_seen ? `${ago(d.last_seen)} (${new Date(d.last_seen).toLocaleString()})` : 'never connected'),
+      ...fact('Last seen', clients.length ? 'now (connected)' : d.last_seen ? `${ago(d.last_seen)} (${new Date(d.last_seen).toLocaleString()})` : 'never connected'),
       ...fact('Username', el('code', { id: 'device-username', text: d.username })),
       ...fact('Logs in with', ...(d.cert_cn ? ['client certificate CN ', el('code', { text: d.cert_cn }), d.has_secret ? ' or its secret' : ''] : ['its secret (shown once when made or rotated)'])),
       ...fact('Policies', chips(d.policies)),
