@@ -63,7 +63,7 @@ const QOS0_BACKLOG: usize = 65_536;
 
 /// User properties midge adds to messages for its in-process clients; they are midge's
 /// own business and are not forwarded.
-const INTERNAL_PROPERTIES: [&str; 3] = ["midge-client-id", "midge-username", "midge-time"];
+const INTERNAL_PROPERTIES: [&str; 3] = midge_client::codec::origin::ALL;
 
 /// Why bridges could not start.
 #[derive(Debug)]

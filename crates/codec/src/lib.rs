@@ -30,6 +30,7 @@
 mod decode;
 mod encode;
 mod error;
+pub mod origin;
 mod packet;
 pub mod properties;
 mod reason;

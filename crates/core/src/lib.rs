@@ -93,12 +93,12 @@ pub struct Origin {
 pub const INTERNAL_CLIENT_ID_PREFIX: &str = "$midge/";
 
 /// User property naming the publisher's client id on messages to in-process clients.
-pub const ORIGIN_CLIENT_ID: &str = "midge-client-id";
+pub const ORIGIN_CLIENT_ID: &str = midge_codec::origin::CLIENT_ID;
 /// User property naming the publisher's user name on messages to in-process clients.
-pub const ORIGIN_USERNAME: &str = "midge-username";
+pub const ORIGIN_USERNAME: &str = midge_codec::origin::USERNAME;
 /// User property giving, on messages to in-process clients, when the broker accepted the
 /// message ([`Origin::received_ms`], decimal ms since the Unix epoch); left out when unknown.
-pub const ORIGIN_TIME: &str = "midge-time";
+pub const ORIGIN_TIME: &str = midge_codec::origin::TIME;
 
 impl Message {
     /// A message with no properties.

@@ -35,8 +35,8 @@ use crate::data::Params;
 pub(crate) const MAX_ANSWER: usize = 10_000;
 
 /// The user property giving, on messages to in-process clients, when the broker accepted
-/// the message (`midge_core::ORIGIN_TIME`; the last one of the name is the broker's).
-const ORIGIN_TIME: &str = "midge-time";
+/// the message (the last one of the name is the broker's).
+const ORIGIN_TIME: &str = midge_client::codec::origin::TIME;
 
 /// The `midge-time` the broker gives its in-process clients.
 pub(crate) fn broker_time(m: &Publish) -> Option<i64> {

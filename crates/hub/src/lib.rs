@@ -403,12 +403,12 @@ fn now_ms() -> i64 {
 }
 
 /// The user property the broker adds to messages for in-process clients: the publisher.
-const PUBLISHER_CLIENT_ID: &str = "midge-client-id";
+const PUBLISHER_CLIENT_ID: &str = midge_client::codec::origin::CLIENT_ID;
 /// ... and its user name.
-const PUBLISHER_USERNAME: &str = "midge-username";
-/// ... and when the broker accepted the message (ms since the Unix epoch;
-/// `midge_core::ORIGIN_TIME`): the message's time, the same when it is redelivered.
-const MESSAGE_TIME: &str = "midge-time";
+const PUBLISHER_USERNAME: &str = midge_client::codec::origin::USERNAME;
+/// ... and when the broker accepted the message (ms since the Unix epoch): the message's
+/// time, the same when it is redelivered.
+const MESSAGE_TIME: &str = midge_client::codec::origin::TIME;
 
 /// The hub's Receive Maximum: how many messages the broker sends it before it acknowledges
 /// (after the batch holding them is committed).
@@ -776,8 +776,9 @@ impl Runtime {
                                     out.qos = QoS::AtLeastOnce;
                                     publishes.push(out);
                                 }
-                                Err(_) => counters
-                                    .fail(format!("alarm: {topic:?} is not a valid topic")),
+                                Err(_) => {
+                                    counters.fail(format!("alarm: {topic:?} is not a valid topic"))
+                                }
                             }
                         }
                     }
