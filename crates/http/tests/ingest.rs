@@ -469,6 +469,25 @@ async fn assert_device_is_refused_everywhere(s: &Setup) {
     assert!(r.header("set-cookie").is_empty());
 }
 
+/// One request with this `Host` (the common client always names the address); its status.
+async fn raw_status(addr: SocketAddr, method: &str, path: &str, host: &str, auth: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: {auth}\r\n")
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 1\r\nConnection: close\r\n\r\n1"
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    timeout(T, c.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn form_urlencoded_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -508,5 +527,21 @@ async fn device_credentials_are_refused_even_on_an_anonymous_listener() {
     assert_eq!(r.status, 200, "{}", r.text());
     // ...but a request carrying a device's credentials is the device's, and refused
     assert_device_is_refused_everywhere(&s).await;
+    // a device posting to a host name: not held to the DNS-rebinding check of anonymous
+    // listeners (which still refuses the operator API under that name)
+    let mut sub = s.subscriber("devices/#").await;
+    let dev = s.device();
+    let status = raw_status(
+        s.addr,
+        "POST",
+        "/topics/devices/dev1/named",
+        "midge.example",
+        &dev,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sub.message().await.topic.as_str(), "devices/dev1/named");
+    let status = raw_status(s.addr, "GET", "/api/v1/stats", "midge.example", "").await;
+    assert_eq!(status, 421);
     let _ = timeout(T, s.http.shutdown()).await;
 }
