@@ -1263,7 +1263,10 @@ mod tests {
             "t",
         )
         .unwrap_err();
-        assert!(err.contains("old name of [limits] last_values_topics"), "{err}");
+        assert!(
+            err.contains("old name of [limits] last_values_topics"),
+            "{err}"
+        );
         let err = parse("[limits]\nlast_values_topic = 5\n", "t").unwrap_err();
         assert!(err.contains("did you mean `last_values_topics`"), "{err}");
     }

@@ -80,13 +80,15 @@ pub(crate) async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         name if name.ends_with(".js") => match SCRIPTS.iter().find(|(n, _)| *n == name) {
             Some((_, body)) => asset(body, "text/javascript; charset=utf-8"),
-            None => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}"))
-                .into_response(),
+            None => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}")).into_response()
+            }
         },
         name if name.ends_with(".css") => match STYLES.iter().find(|(n, _)| *n == name) {
             Some((_, body)) => asset(body, "text/css; charset=utf-8"),
-            None => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}"))
-                .into_response(),
+            None => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}")).into_response()
+            }
         },
         "icon.svg" => asset(ICON, "image/svg+xml"),
         _ => ApiError::new(StatusCode::NOT_FOUND, format!("no asset {name:?}")).into_response(),

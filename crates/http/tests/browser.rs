@@ -12,7 +12,6 @@
 
 mod common;
 
-
 use common::browser::Browser;
 use common::*;
 use midge_client::QoS;
