@@ -577,11 +577,7 @@ pub(crate) async fn login(
             };
             info!(username = %user, "HTTP login: session started");
             let mut r = redirect(&next);
-            let cookie = format!(
-                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-                SESSION_TTL.as_secs(),
-                if auth.https { "; Secure" } else { "" }
-            );
+            let cookie = session_cookie(&token, SESSION_TTL, auth.https);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -600,6 +596,15 @@ pub(crate) async fn login(
     }
 }
 
+/// The `Set-Cookie` value of a session (an empty token and no time forget it).
+fn session_cookie(token: &str, ttl: Duration, https: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        ttl.as_secs(),
+        if https { "; Secure" } else { "" }
+    )
+}
+
 /// `GET/POST /logout`: end the session, forget the cookie, back to the login page.
 pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie(&headers, COOKIE)
@@ -608,10 +613,7 @@ pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
         s.remove(&token);
     }
     let mut r = redirect("/login");
-    let cookie = format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if state.0.auth.https { "; Secure" } else { "" }
-    );
+    let cookie = session_cookie("", Duration::ZERO, state.0.auth.https);
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -669,5 +671,15 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn the_session_cookie_is_strict_and_secure_over_https() {
+        assert_eq!(
+            session_cookie("t0k", SESSION_TTL, true),
+            "midge_session=t0k; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200; Secure"
+        );
+        assert!(!session_cookie("t0k", SESSION_TTL, false).contains("Secure"));
+        assert!(session_cookie("", Duration::ZERO, false).contains("Max-Age=0"));
     }
 }
