@@ -13,7 +13,7 @@
     clippy::panic
 )]
 
-mod security_common;
+use crate::security_common;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -13,9 +13,11 @@
     clippy::panic
 )]
 
+// each parent gives the driver its own `eventually` and `request`
+#[allow(clippy::duplicate_mod)]
 #[path = "../../http/tests/common/browser.rs"]
 mod browser;
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,7 +36,7 @@ const T: Duration = Duration::from_secs(15);
 // ---------- what browser.rs needs from its parent ----------
 
 /// Poll `f` until it gives something (bounded).
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -51,19 +53,19 @@ where
 
 /// An HTTP answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection (blocking I/O on the blocking pool).
-pub async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod common;
+use crate::common;
 #[path = "../../series/tests/pg/mod.rs"]
 mod pg;
 

@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -13,7 +13,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};

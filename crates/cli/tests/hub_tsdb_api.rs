@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::Command;

@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! persistence (group commit), midge memory-only and mosquitto (not durable) on the same
 //! machine in the same run.
 //!
-//! `cargo test --release -p midge --test persistence_perf -- --ignored --nocapture`
+//! `cargo test --release -p midge --test it persistence_perf:: -- --ignored --nocapture`
 //! (`MIDGE_PERF_COUNT` = messages per publisher, default 50,000).
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +12,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -10,7 +10,7 @@
     clippy::panic
 )]
 
-mod persistence_common;
+use crate::persistence_common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
     clippy::panic
 )]
 
-mod security_common;
+use crate::security_common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -9,7 +9,7 @@
     clippy::panic
 )]
 
-mod security_common;
+use crate::security_common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-mod security_common;
+use crate::security_common;
 
 use futures_util::{SinkExt, StreamExt};
 use security_common::*;

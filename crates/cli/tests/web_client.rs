@@ -12,9 +12,11 @@
     clippy::panic
 )]
 
+// each parent gives the driver its own `eventually` and `request`
+#[allow(clippy::duplicate_mod)]
 #[path = "../../http/tests/common/browser.rs"]
 mod browser;
-mod security_common;
+use crate::security_common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `eventually(what, || async { Some(..) })`: retried until it answers (bounded), for the
 /// browser driver.
-pub async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
+pub(crate) async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<R>>,
@@ -44,14 +46,14 @@ where
 
 /// An HTTP answer (status and body), for the browser driver.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
 }
 
 /// One HTTP/1.1 request on a fresh connection (the body read by Content-Length: Chromium's
 /// DevTools server keeps the connection open).
-pub async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
