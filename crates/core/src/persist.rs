@@ -197,6 +197,13 @@ impl Broker {
     pub fn restore(&mut self, now: Instant, state: Restored) {
         for m in state.retained {
             if !m.topic.as_str().starts_with("$SYS") {
+                // a retained topic's last value is known at once after a restart (the page
+                // shows it before the device speaks again)
+                let ts = m
+                    .origin
+                    .as_ref()
+                    .map_or_else(|| self.wall_ms(now), |o| o.received_ms);
+                self.last.record(&std::sync::Arc::new(m.clone()), ts);
                 self.retained.set(m, 0);
             }
         }

@@ -283,6 +283,19 @@ fn restored_session(v: Protocol) -> Restored {
 }
 
 #[test]
+fn restored_retained_messages_are_the_last_values_at_once() {
+    let mut w = durable();
+    w.broker.restore(w.now, restored_session(Protocol::V5));
+    let (values, matched) = w
+        .broker
+        .last_values(&TopicFilter::new("#").unwrap(), None, 10);
+    assert_eq!(matched, 1);
+    assert_eq!(&values[0].topic[..], "t");
+    assert_eq!(values[0].payload.as_deref(), Some(&b"ret"[..]));
+    assert!(values[0].retain);
+}
+
+#[test]
 fn restored_session_resumes_like_a_disconnected_one() {
     for v in BOTH {
         let mut w = durable();
