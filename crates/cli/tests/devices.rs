@@ -15,8 +15,8 @@ use crate::common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::{MIDGE, Raw, Read_, mqtt_str, packet, varint};
@@ -70,32 +70,9 @@ impl Hub {
     }
 
     fn spawn(&mut self) {
-        let log = self.dir.join("midge.log");
-        let child = Command::new(MIDGE)
-            .args(["serve", "--port", &self.mqtt.to_string(), "-c"])
-            .arg(&self.conf)
-            .current_dir(&self.dir)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(" ready addr=") && TcpStream::connect(("127.0.0.1", self.web)).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "midge serve did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        self.child = Some(common::serve_with_http(
+            &self.dir, &self.conf, self.mqtt, self.web,
+        ));
     }
 
     /// SIGKILL and start again on the same data folder and ports.

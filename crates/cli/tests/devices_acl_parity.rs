@@ -16,8 +16,8 @@ use crate::common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::{MIDGE, Raw, Read_, mqtt_str, packet, varint};
@@ -142,30 +142,7 @@ impl Serve {
             ),
         )
         .unwrap();
-        let log = dir.path().join("midge.log");
-        let child = Command::new(MIDGE)
-            .args(["serve", "--port", &mqtt.to_string(), "-c"])
-            .arg(&conf)
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(" ready addr=") && TcpStream::connect(("127.0.0.1", web)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "midge serve did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let child = common::serve_with_http(dir.path(), &conf, mqtt, web);
         Serve {
             child,
             mqtt,

@@ -27,7 +27,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use browser::Browser;
-use common::MIDGE;
 use serde_json::{Value, json};
 
 /// Bound on every wait.
@@ -150,29 +149,7 @@ impl Hub {
         let conf = dir.path().join("midge.toml");
         std::fs::write(&conf, format!("{security}\n[http]\nport = {web}\n")).unwrap();
         let log = dir.path().join("midge.log");
-        let child = Command::new(MIDGE)
-            .args(["serve", "--port", &mqtt.to_string(), "-c"])
-            .arg(&conf)
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(" ready addr=") && TcpStream::connect(("127.0.0.1", web)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "midge serve did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let child = common::serve_with_http(dir.path(), &conf, mqtt, web);
         Hub {
             child,
             _dir: dir,

@@ -33,6 +33,37 @@ fn free_port() -> u16 {
 }
 
 /// Removes ANSI colour sequences from log text.
+/// `midge serve --port MQTT -c CONF` in `dir` (its log in `dir/midge.log`), returned once it
+/// logged `ready addr=` and its HTTP API answers on `web`.
+#[allow(clippy::zombie_processes)] // the caller owns the child (and kills and waits on drop)
+pub fn serve_with_http(dir: &Path, conf: &Path, mqtt: u16, web: u16) -> Child {
+    let log = dir.join("midge.log");
+    let mut child = Command::new(MIDGE)
+        .args(["serve", "--port", &mqtt.to_string(), "-c"])
+        .arg(conf)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(" ready addr=") && TcpStream::connect(("127.0.0.1", web)).is_ok() {
+            return child;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("midge serve did not start:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
