@@ -192,6 +192,19 @@ fn on_the_wire(p: &Packet, protocol: Protocol, max: u32) -> Packet {
     }
 }
 
+/// A QoS 0 will on topic `will` with this payload and will delay.
+fn will(payload: &'static str, delay: Option<u32>) -> Option<LastWill> {
+    let mut properties = WillProperties::default();
+    properties.will_delay_interval = delay;
+    Some(LastWill {
+        topic: TopicName::new("will").unwrap(),
+        payload: Bytes::from_static(payload.as_bytes()),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties,
+    })
+}
+
 fn publishes(packets: &[Packet]) -> Vec<Publish> {
     packets
         .iter()
@@ -836,15 +849,7 @@ fn will_delay_and_session_end() {
     let mut c = Connect::new(Protocol::V5, "d");
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(100);
-    let mut wp = WillProperties::default();
-    wp.will_delay_interval = Some(30);
-    c.will = Some(LastWill {
-        topic: TopicName::new("will").unwrap(),
-        payload: Bytes::from_static(b"late"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: wp,
-    });
+    c.will = will("late", Some(30));
     // reconnect within the delay: no will
     let (conn, _) = w.connect_with(c.clone());
     w.close(conn);
@@ -889,15 +894,7 @@ fn a_clean_start_reconnect_within_the_will_delay_sends_no_will() {
     c.keep_alive = 0;
     c.clean_start = true;
     c.properties.session_expiry_interval = Some(100);
-    let mut wp = WillProperties::default();
-    wp.will_delay_interval = Some(30);
-    c.will = Some(LastWill {
-        topic: TopicName::new("will").unwrap(),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: wp,
-    });
+    c.will = will("gone", Some(30));
     let (conn, _) = w.connect_with(c.clone());
     w.close(conn);
     w.advance(5);
@@ -1325,17 +1322,11 @@ mod last_tests;
 
 // ---------- keep alive, owned by core's timers (it was the server's wheel) ----------
 
-fn connect_ka(w: &mut World, v: Protocol, id: &str, keep_alive: u16, will: bool) -> ConnId {
+fn connect_ka(w: &mut World, v: Protocol, id: &str, keep_alive: u16, with_will: bool) -> ConnId {
     let mut c = Connect::new(v, id);
     c.keep_alive = keep_alive;
-    if will {
-        c.will = Some(LastWill {
-            topic: TopicName::new("will").unwrap(),
-            payload: Bytes::from_static(b"silent"),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: WillProperties::default(),
-        });
+    if with_will {
+        c.will = will("silent", None);
     }
     let (conn, ack) = w.connect_with(c);
     assert_eq!(ack.reason, ReasonCode::SUCCESS);
@@ -1424,15 +1415,7 @@ fn poll_timeout_names_the_earliest_deadline_of_every_kind() {
     c.keep_alive = 0;
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(100);
-    let mut wp = WillProperties::default();
-    wp.will_delay_interval = Some(30);
-    c.will = Some(LastWill {
-        topic: TopicName::new("will").unwrap(),
-        payload: Bytes::from_static(b"late"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: wp,
-    });
+    c.will = will("late", Some(30));
     let (conn, _) = w.connect_with(c);
     w.advance(1); // housekeeping ran; none re-armed while no last value is kept
     let t = w.now;
@@ -1483,13 +1466,7 @@ fn a_full_store_refuses_v5_with_0x97_and_closes_a_311_client_whose_will_then_goe
     // 3.1.1 cannot refuse: closed, and as an abnormal end its will is published
     let mut c = Connect::new(Protocol::V311, "three");
     c.keep_alive = 0;
-    c.will = Some(LastWill {
-        topic: TopicName::new("will").unwrap(),
-        payload: Bytes::from_static(b"cut"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: WillProperties::default(),
-    });
+    c.will = will("cut", None);
     let (old, _) = w.connect_with(c);
     let mut out = Vec::new();
     let ack = PubAck::new(3);
