@@ -510,10 +510,15 @@ pub(crate) async fn get_retention(
     Params::parse(q.as_deref(), &[])?;
     let store = store(&state)?;
     ensure_table(store.clone(), &table).await?;
+    retention_answer(store, &table).await
+}
+
+/// The table's retention as `GET .../retention` answers it.
+async fn retention_answer(store: Arc<SeriesStore>, table: &str) -> Result<Response, ApiError> {
     let own = blocking(store.clone(), SeriesStore::table_retentions).await?;
     Ok(json_response(
         StatusCode::OK,
-        &Retention::of(&store, &own, &table).json(&table),
+        &Retention::of(&store, &own, table).json(table),
     ))
 }
 
@@ -553,11 +558,7 @@ pub(crate) async fn put_retention(
     let t = table.clone();
     blocking(store.clone(), move |s| s.set_table_retention(&t, days)).await?;
     tracing::info!(table, days = ?days, "table retention set");
-    let own = blocking(store.clone(), SeriesStore::table_retentions).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Retention::of(&store, &own, &table).json(&table),
-    ))
+    retention_answer(store, &table).await
 }
 
 /// `DELETE /api/v1/tables/{t}`: drops the table, its rows and its retention.
