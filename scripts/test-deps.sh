@@ -4,7 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(mosquitto mosquitto-clients openssl faketime chromium procps coreutils curl
-    postgresql-15 util-linux passwd)
+    postgresql-15 util-linux passwd nats-server)
 # npm for mqtt.js in the browser test (crates/cli/tests/browser); skip when npm is there
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 PIP_PACKAGES=(paho-mqtt bce-python-sdk)
@@ -20,10 +20,11 @@ if ((${#missing_apt[@]})); then
 fi
 # mosquitto's package starts a system broker on 1883; tests never use that port, but do not
 # leave a daemon of ours running that the user did not ask for. The same for PostgreSQL's
-# cluster on 5432: the tests start their own servers (crates/series/tests/pg/mod.rs).
+# cluster on 5432, and nats-server's on 4222: the tests start their own servers (crates/series/tests/pg/mod.rs).
 if command -v systemctl >/dev/null 2>&1; then
     systemctl stop mosquitto >/dev/null 2>&1 || true
     systemctl stop postgresql >/dev/null 2>&1 || true
+    systemctl stop nats-server >/dev/null 2>&1 || true
 fi
 if command -v pg_ctlcluster >/dev/null 2>&1; then pg_ctlcluster 15 main stop >/dev/null 2>&1 || true; fi
 # PostgreSQL refuses to run as root (the tests do): its test servers run as this user.
