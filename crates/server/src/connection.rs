@@ -39,7 +39,7 @@ pub(crate) struct Settings {
     pub(crate) max_packet_size: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_connections: usize,
-    pub(crate) low_water: usize,
+    pub(crate) high_water: usize,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -48,7 +48,7 @@ impl From<&ServerConfig> for Settings {
             max_packet_size: c.broker.max_packet_size,
             connect_timeout: c.connect_timeout,
             max_connections: c.max_connections,
-            low_water: c.outbound_high_water / 2,
+            high_water: c.outbound_high_water,
         }
     }
 }
@@ -300,11 +300,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
             self.out = Vec::new();
             self.wbuf = BytesMut::new();
         }
-        let shared = self.rx.shared();
-        let left = shared.queued.fetch_sub(weight, Ordering::SeqCst) - weight;
-        if left <= self.settings.low_water
-            && shared.congested.load(Ordering::SeqCst)
-            && shared.congested.swap(false, Ordering::SeqCst)
+        if self
+            .rx
+            .shared()
+            .congestion
+            .written(weight, self.settings.high_water)
         {
             return to_router(&self.router, RouterMsg::Drained(self.id), true);
         }
@@ -773,7 +773,7 @@ mod tests {
             max_packet_size: 1024,
             connect_timeout: Duration::from_secs(1),
             max_connections: 0,
-            low_water: 1024,
+            high_water: 2048,
         });
         let slot = crate::Slot(Arc::new(crate::Counters::default()));
         let future = run(ConnId(1), stream, meta, peer, router, settings, slot);

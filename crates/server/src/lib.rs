@@ -22,6 +22,7 @@
 
 mod classic_cert;
 mod config;
+mod congestion;
 mod connection;
 mod gate;
 mod outbox;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use midge_codec::{Connect, Packet, Protocol, QoS};
@@ -12,6 +12,7 @@ use midge_core::{Action, Broker, CloseCause, ConnId, Message};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::congestion::Congestion;
 use crate::gate::Gate;
 use crate::store_task::{Done, OpenedStore, StoreHandle};
 use crate::sys::SysPublisher;
@@ -103,10 +104,8 @@ pub(crate) enum Outgoing {
 /// connection's outbox).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Estimated bytes sent to the channel and not yet written to the socket.
-    pub(crate) queued: AtomicUsize,
-    /// Whether the router reported this connection to core as not writable.
-    pub(crate) congested: AtomicBool,
+    /// Queued bytes and the congestion mark (the handshake with the writer lives there).
+    pub(crate) congestion: Congestion,
     /// PUBLISH packets received from the client and sent to it (for the console).
     pub(crate) msgs_in: AtomicU64,
     pub(crate) msgs_out: AtomicU64,
@@ -220,17 +219,12 @@ impl Router {
                     if matches!(packet, Packet::Publish(_)) {
                         shared.msgs_out.fetch_add(1, Ordering::Relaxed);
                     }
-                    let queued = shared.queued.fetch_add(w, Ordering::SeqCst) + w;
-                    if h.send(Outgoing::Packet(packet)).is_err() {
-                        continue;
-                    }
-                    if queued > self.high_water && !shared.congested.load(Ordering::SeqCst) {
-                        shared.congested.store(true, Ordering::SeqCst);
-                        // the writer may have drained in between: then it stays writable
-                        let drained = shared.queued.load(Ordering::SeqCst) <= self.high_water / 2;
-                        if !(drained && shared.congested.swap(false, Ordering::SeqCst)) {
-                            congested.push(conn);
-                        }
+                    // Err: the connection task is gone (its Closed is on the way)
+                    let sent = shared
+                        .congestion
+                        .queue(w, self.high_water, || h.send(Outgoing::Packet(packet)));
+                    if matches!(sent, Ok(true)) {
+                        congested.push(conn);
                     }
                 }
                 Action::Close(conn) => {
@@ -316,6 +310,14 @@ impl Router {
                 self.dispatch(now);
             }
             RouterMsg::Drained(id) => {
+                // a Drained that crossed a new mark is stale (that mark gets its own)
+                if self
+                    .conns
+                    .get(&id)
+                    .is_some_and(|h| !h.shared().congestion.drained())
+                {
+                    return None;
+                }
                 self.broker.set_writable(now, id, true, &mut self.actions);
                 self.dispatch(now);
             }
