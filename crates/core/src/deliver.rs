@@ -42,6 +42,57 @@ impl Broker {
         origin: Option<SessionId>,
         out: &mut Vec<Action>,
     ) -> usize {
+        self.route_to(now, msg, origin, false, out)
+    }
+
+    /// Deliver a message another node forwarded (`Broker::publish_remote`): to the local
+    /// sessions of its plain subscriptions, or (`group`) to one local member of that share
+    /// group. Nothing goes to other nodes again.
+    pub(crate) fn route_local(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        group: Option<&Arc<(Box<str>, Box<str>)>>,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let Some(key) = group else {
+            return self.route_to(now, msg, None, true, out);
+        };
+        let Some((node, gi)) = self.tree.group_position(&key.0, &key.1) else {
+            return 0;
+        };
+        match self.pick_shared(node, gi, &msg, true) {
+            Some((sid, d)) => {
+                self.deliver(now, sid, d, out);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// A share group's pick: a local member gets the delivery, a remote node the message.
+    fn deliver_or_forward(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        d: Delivery,
+        out: &mut Vec<Action>,
+    ) {
+        match (self.remote_node(sid).cloned(), d.share.clone()) {
+            (Some(node), Some(key)) => self.forward(node, &d.msg, crate::Target::Group(key)),
+            (Some(_), None) => {}
+            (None, _) => self.deliver(now, sid, d, out),
+        }
+    }
+
+    fn route_to(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        origin: Option<SessionId>,
+        local_only: bool,
+        out: &mut Vec<Action>,
+    ) -> usize {
         let ts = msg
             .origin
             .as_ref()
@@ -63,7 +114,14 @@ impl Broker {
                     .and_then(|rest| rest.iter().position(|s| s.session != sid))
                     .map_or(subs.len(), |p| i + p);
                 let group = subs.get(i..end).unwrap_or_default();
-                if let Some(d) = self.plan(&msg, origin, sid, group) {
+                if let Some(node) = self.remote_node(sid) {
+                    // another node's clients: one copy for all of them (cluster.rs)
+                    if !local_only && !msg.topic.as_str().starts_with("$SYS") {
+                        let node = node.clone();
+                        self.forward(node, &msg, crate::Target::Plain);
+                        delivered += 1;
+                    }
+                } else if let Some(d) = self.plan(&msg, origin, sid, group) {
                     self.deliver(now, sid, d, out);
                     delivered += 1;
                 }
@@ -74,8 +132,11 @@ impl Broker {
         }
         let groups = std::mem::take(&mut m.groups);
         for &(node, gi) in &groups {
-            if let Some((sid, d)) = self.pick_shared(node, gi, &msg) {
-                self.deliver(now, sid, d, out);
+            if local_only {
+                break; // the node that forwarded it picked the groups' members
+            }
+            if let Some((sid, d)) = self.pick_shared(node, gi, &msg, false) {
+                self.deliver_or_forward(now, sid, d, out);
                 delivered += 1;
             }
         }
@@ -140,26 +201,44 @@ impl Broker {
         node: usize,
         gi: usize,
         msg: &Arc<Message>,
+        local_only: bool,
     ) -> Option<(SessionId, Delivery)> {
         // the tree and the sessions are separate fields: borrow both, copy nothing
         let sessions = &self.sessions;
+        let remote = |m: &Subscriber| {
+            sessions
+                .get(m.session.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.client_id.starts_with(crate::cluster::REMOTE_PREFIX))
+        };
+        // another node counts as online (its own pick finds a member there); a message
+        // from another node goes to a local member only
         let online = |m: &Subscriber| {
+            if remote(m) {
+                return !local_only;
+            }
             sessions
                 .get(m.session.0 as usize)
                 .and_then(Option::as_ref)
                 .is_some_and(|s| s.conn.is_some())
         };
+        let eligible = |m: &Subscriber| !(local_only && remote(m));
         let g = self.tree.group_mut(node, gi)?;
         let n = g.members.len();
         let any_online = g.members.iter().any(online);
-        let idx = (0..n)
-            .map(|k| (g.next + k) % n)
-            .find(|&i| !any_online || g.members.get(i).is_some_and(online))?;
+        let idx = (0..n).map(|k| (g.next + k) % n).find(|&i| {
+            g.members
+                .get(i)
+                .is_some_and(|m| eligible(m) && (!any_online || online(m)))
+        })?;
         g.next = (idx + 1) % n;
         let sub = *g.members.get(idx)?;
         let share_key = g.key.clone();
         let session = self.session(sub.session)?;
-        if self.auth.checks_delivery() {
+        // another node checks its own client's right to receive
+        if self.auth.checks_delivery()
+            && !session.client_id.starts_with(crate::cluster::REMOTE_PREFIX)
+        {
             let info = ClientInfo {
                 client_id: &session.client_id,
                 username: session.username.as_deref(),
@@ -723,6 +802,7 @@ impl Broker {
         };
         if msg.retain && self.config.retain_available {
             self.retain(msg.clone());
+            self.forward_retained(&msg);
         }
         self.route(now, Arc::new(msg), None, out);
     }
@@ -741,7 +821,9 @@ impl Broker {
         self.persist_session_end(&s);
         for filter in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
             if let Ok(f) = midge_codec::TopicFilter::new(filter.clone()) {
-                self.tree.remove(f.filter(), f.share_group(), sid);
+                if self.tree.remove(f.filter(), f.share_group(), sid) {
+                    self.interest_removed(sid, filter);
+                }
             }
         }
         if self.by_client_id.get(&s.client_id) == Some(&sid) {

@@ -11,6 +11,7 @@
 //! [`Broker::publish`].
 
 mod auth;
+mod cluster;
 mod config;
 mod deliver;
 mod flow;
@@ -30,8 +31,10 @@ use bytestring::ByteString;
 use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
 
 pub use auth::{AllowAll, Authorizer, ClientInfo};
+pub use cluster::{Forward, SessionState, Target};
 pub use config::Config;
 pub use flow::admin::ClientSummary;
+pub use flow::refuse::{ConnectRefusal, refuse_bad_connect, refuse_bad_packet, refuse_login};
 pub use last::{LAST_VALUE_MAX_PAYLOAD, LastValue};
 pub use persist::{
     DeliveryState, MsgId, Restored, RestoredDelivery, RestoredSession, SessionHeader, StoreOp,
@@ -244,6 +247,8 @@ pub struct Broker {
     pub(crate) timers: timers::Timers,
     /// Whether a [`timers::Timer::Housekeeping`] entry is in the heap.
     housekeeping_armed: bool,
+    /// The other nodes of a cluster, and what goes to them (`cluster.rs`).
+    pub(crate) cluster: cluster::ClusterState,
 }
 
 impl Broker {
@@ -273,6 +278,7 @@ impl Broker {
             wall_clock: None,
             timers: timers::Timers::default(),
             housekeeping_armed: false,
+            cluster: cluster::ClusterState::default(),
         }
     }
 

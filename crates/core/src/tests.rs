@@ -1773,3 +1773,6 @@ mod sequences {
         }
     }
 }
+
+#[cfg(test)]
+mod cluster;

@@ -310,6 +310,18 @@ impl Tree {
         self.nodes.get_mut(node)?.shared.get_mut(group)
     }
 
+    /// Where a share group is: (node index, group index), as in [`Matches::groups`].
+    pub(crate) fn group_position(&self, filter: &str, name: &str) -> Option<(usize, usize)> {
+        let idx = self.find(filter)?;
+        let gi = self
+            .nodes
+            .get(idx)?
+            .shared
+            .iter()
+            .position(|g| &*g.name == name)?;
+        Some((idx, gi))
+    }
+
     /// Find a share group by filter and name.
     pub(crate) fn group_by_name(&mut self, filter: &str, name: &str) -> Option<&mut SharedGroup> {
         let idx = self.find(filter)?;

@@ -75,7 +75,9 @@ impl Broker {
         let mut denied: Vec<(SessionId, ByteString)> = Vec::new();
         for (i, s) in self.sessions.iter().enumerate() {
             let Some(s) = s else { continue };
-            if !select(&s.client_id, s.username.as_deref()) {
+            if s.client_id.starts_with(crate::cluster::REMOTE_PREFIX)
+                || !select(&s.client_id, s.username.as_deref())
+            {
                 continue;
             }
             let Some(subs) = s.subscriptions.get() else {
@@ -102,7 +104,9 @@ impl Broker {
                 m.remove(raw);
             }
             if let Ok(f) = TopicFilter::new(raw.clone()) {
-                self.tree.remove(f.filter(), f.share_group(), *sid);
+                if self.tree.remove(f.filter(), f.share_group(), *sid) {
+                    self.interest_removed(*sid, raw);
+                }
             }
             self.persist_unsubscribe(*sid, raw);
         }
@@ -183,6 +187,8 @@ impl Broker {
         self.sessions
             .iter()
             .flatten()
+            // other nodes of a cluster are not clients of this one
+            .filter(|s| !s.client_id.starts_with(crate::cluster::REMOTE_PREFIX))
             .map(|s| {
                 let protocol = s
                     .conn

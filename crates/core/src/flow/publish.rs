@@ -118,6 +118,7 @@ impl Broker {
             };
             if msg.retain {
                 self.retain(msg.clone());
+                self.forward_retained(&msg);
             }
             let n = self.route(now, Arc::new(msg), Some(sid), out);
             if n == 0 {

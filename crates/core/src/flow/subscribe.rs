@@ -89,6 +89,9 @@ impl Broker {
                         .make_mut()
                         .insert(filter.as_byte_string().clone(), record);
                 }
+                if is_new {
+                    self.interest_added(sid, filter.as_byte_string());
+                }
                 self.persist_subscribe(sid, filter.as_byte_string(), record);
                 // retained messages are not sent for shared subscriptions
                 let send_retained = !filter.is_shared()
@@ -163,7 +166,9 @@ impl Broker {
                 .and_then(|s| s.subscriptions.get_mut())
                 .is_some_and(|m| m.remove(filter.as_byte_string()).is_some());
             if existed {
-                self.tree.remove(filter.filter(), filter.share_group(), sid);
+                if self.tree.remove(filter.filter(), filter.share_group(), sid) {
+                    self.interest_removed(sid, filter.as_byte_string());
+                }
                 self.persist_unsubscribe(sid, filter.as_byte_string());
             }
             reasons.push(if existed {

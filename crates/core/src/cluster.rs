@@ -1,0 +1,461 @@
+//! One node of a cluster (`crates/cluster`): the other nodes appear to core as *remote
+//! sessions*, one per node, subscribed to the distinct filters that node's clients hold.
+//!
+//! Routing needs nothing new: the trie matches a remote session like any other, once per
+//! message however many of its filters match (so overlapping subscriptions still give one
+//! delivery per client on the other node), and a share group picks one member among the
+//! local sessions and the remote nodes (so `$share` balances across nodes). A delivery to a
+//! remote session becomes a [`Forward`] for the caller to send, instead of a PUBLISH. The
+//! node that gets it hands it back with [`Broker::publish_remote`], which delivers it to
+//! local sessions only: to its plain subscriptions, or to one local member of the share
+//! group the sender picked. `$SYS` topics are never forwarded: each node has its own.
+//!
+//! Core also counts the distinct filters of its local sessions and reports each filter's
+//! first subscription and last unsubscription ([`Broker::take_interest`]), for the caller
+//! to announce to the other nodes; and a session can leave for another node
+//! ([`Broker::export_session`]) and arrive from one ([`Broker::import_session`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytestring::ByteString;
+use midge_codec::{Publish, PublishProperties, QoS, SubscriptionOptions, TopicFilter, TopicName};
+
+use crate::session::{Delivery, Session, SubRecord};
+use crate::trie::Subscriber;
+use crate::{Action, Broker, Message, SessionId};
+
+/// Client ids of remote sessions start with this; no network client can use it (MQTT
+/// strings never hold U+0000 [MQTT-1.5.4-2]).
+pub(crate) const REMOTE_PREFIX: &str = "\0node:";
+
+/// Where a forwarded message goes on the node that gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every local subscription (not shared) that matches it.
+    Plain,
+    /// One local member of this share group: (filter, group name).
+    Group(Arc<(Box<str>, Box<str>)>),
+    /// Nowhere: it updates the retained message of its topic on every node.
+    Retained,
+}
+
+/// A message for another node.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The node (for [`Target::Retained`]: `*`, every node).
+    pub node: Arc<str>,
+    /// The message as it was published.
+    pub msg: Arc<Message>,
+    /// Where it goes there.
+    pub target: Target,
+}
+
+impl Forward {
+    /// Whether the publisher's acknowledgement must wait until the cluster holds it (QoS
+    /// 1/2: the other node's sessions must get it).
+    pub fn reliable(&self) -> bool {
+        self.msg.qos != QoS::AtMostOnce
+    }
+}
+
+/// A session moving from one node to another: what its new node needs to resume it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    /// Its client identifier.
+    pub client_id: ByteString,
+    /// Session Expiry Interval in seconds.
+    pub expiry_interval: u32,
+    /// Raw filters (with any `$share/g/` prefix), options and subscription identifier.
+    pub subscriptions: Vec<(ByteString, SubscriptionOptions, Option<u32>)>,
+    /// Messages in flight or queued for it, oldest first, as they would be sent (QoS,
+    /// retain flag, subscription identifiers); packet ids are not kept.
+    pub messages: Vec<Publish>,
+}
+
+/// Core's side of the cluster.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterState {
+    pub(crate) on: bool,
+    /// Remote sessions by node name, and back.
+    nodes: AHashMap<Arc<str>, SessionId>,
+    by_session: AHashMap<SessionId, Arc<str>>,
+    /// Messages for other nodes, not yet taken by the caller.
+    pub(crate) forwards: Vec<Forward>,
+    /// Local subscriptions per distinct raw filter.
+    interest: AHashMap<ByteString, u32>,
+    /// (filter, added) for each filter that got its first or lost its last subscription.
+    changes: Vec<(ByteString, bool)>,
+}
+
+impl Broker {
+    /// Make this broker a node of a cluster: from now on it reports the distinct filters of
+    /// its sessions ([`Broker::take_interest`]; all of today's come out at once) and takes
+    /// remote sessions.
+    pub fn set_cluster(&mut self) {
+        if self.cluster.on {
+            return;
+        }
+        self.cluster.on = true;
+        let mut filters = Vec::new();
+        for s in self.sessions.iter().flatten() {
+            for raw in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
+                filters.push(raw.clone());
+            }
+        }
+        for raw in filters {
+            self.interest_add(&raw);
+        }
+    }
+
+    /// Whether `sid` is another node's remote session (and which node).
+    pub(crate) fn remote_node(&self, sid: SessionId) -> Option<&Arc<str>> {
+        if !self.cluster.on {
+            return None;
+        }
+        self.cluster.by_session.get(&sid)
+    }
+
+    /// Node `node`'s clients subscribed to `raw` (a filter, `$share/g/...` allowed). Returns
+    /// false when the filter is not valid.
+    pub fn remote_subscribe(&mut self, node: &str, raw: &str) -> bool {
+        let Ok(filter) = TopicFilter::new(ByteString::from(raw)) else {
+            return false;
+        };
+        let sid = match self.cluster.nodes.get(node) {
+            Some(&sid) => sid,
+            None => {
+                let name: Arc<str> = node.into();
+                let id = ByteString::from(format!("{REMOTE_PREFIX}{node}"));
+                let sid = self.insert_session(Session::new(id, midge_codec::Protocol::V5));
+                self.cluster.nodes.insert(name.clone(), sid);
+                self.cluster.by_session.insert(sid, name);
+                sid
+            }
+        };
+        let options = SubscriptionOptions {
+            qos: QoS::ExactlyOnce,
+            ..Default::default()
+        };
+        self.tree.insert(
+            filter.filter(),
+            filter.share_group(),
+            Subscriber {
+                session: sid,
+                options,
+                identifier: None,
+            },
+        );
+        if let Some(s) = self.session_mut(sid) {
+            s.subscriptions.make_mut().insert(
+                filter.as_byte_string().clone(),
+                SubRecord {
+                    options,
+                    identifier: None,
+                },
+            );
+        }
+        true
+    }
+
+    /// Node `node`'s last client subscribed to `raw` is gone.
+    pub fn remote_unsubscribe(&mut self, node: &str, raw: &str) {
+        let Some(&sid) = self.cluster.nodes.get(node) else {
+            return;
+        };
+        let Ok(filter) = TopicFilter::new(ByteString::from(raw)) else {
+            return;
+        };
+        self.tree.remove(filter.filter(), filter.share_group(), sid);
+        if let Some(m) = self
+            .session_mut(sid)
+            .and_then(|s| s.subscriptions.get_mut())
+        {
+            m.remove(filter.as_byte_string());
+        }
+    }
+
+    /// Forget node `node` and all its filters (it left the cluster, or it restarted and
+    /// announces them again).
+    pub fn remote_forget(&mut self, node: &str) {
+        let Some(sid) = self.cluster.nodes.remove(node) else {
+            return;
+        };
+        self.cluster.by_session.remove(&sid);
+        let Some(slot) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let Some(s) = slot.take() else { return };
+        for raw in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
+            if let Ok(f) = TopicFilter::new(raw.clone()) {
+                self.tree.remove(f.filter(), f.share_group(), sid);
+            }
+        }
+        self.by_client_id.remove(&s.client_id);
+        self.free_sessions.push(sid.0);
+    }
+
+    /// How many distinct filters node `node` announced.
+    pub fn remote_filters(&self, node: &str) -> usize {
+        self.cluster
+            .nodes
+            .get(node)
+            .and_then(|&sid| self.session(sid))
+            .and_then(|s| s.subscriptions.get())
+            .map_or(0, |m| m.len())
+    }
+
+    /// The distinct filters of this node's sessions.
+    pub fn local_filters(&self) -> Vec<ByteString> {
+        let mut v: Vec<ByteString> = self.cluster.interest.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Filters that got their first local subscription (`true`) or lost their last one
+    /// (`false`) since the last call, in order.
+    pub fn take_interest(&mut self, into: &mut Vec<(ByteString, bool)>) {
+        into.append(&mut self.cluster.changes);
+    }
+
+    /// Whether messages for other nodes wait to be taken.
+    pub fn has_forwards(&self) -> bool {
+        !self.cluster.forwards.is_empty()
+    }
+
+    /// Whether a waiting message for another node is QoS 1/2 (the caller holds this
+    /// call's acknowledgements until the cluster has it, as for store ops).
+    pub fn has_reliable_forwards(&self) -> bool {
+        self.cluster.forwards.iter().any(Forward::reliable)
+    }
+
+    /// Take the messages for other nodes, in order.
+    pub fn take_forwards(&mut self, into: &mut Vec<Forward>) {
+        into.append(&mut self.cluster.forwards);
+    }
+
+    /// A message another node forwarded here: deliver it to this node's sessions as
+    /// `target` says (never to other nodes again). [`Target::Retained`] stores or clears
+    /// the retained message of its topic. Returns how many sessions it went to.
+    pub fn publish_remote(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        target: &Target,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        if !self.housekeeping_armed {
+            self.arm_housekeeping(now);
+        }
+        match target {
+            Target::Retained => {
+                if self.config.retain_available {
+                    self.retain(msg);
+                }
+                0
+            }
+            Target::Plain => self.route_local(now, Arc::new(msg), None, out),
+            Target::Group(key) => self.route_local(now, Arc::new(msg), Some(key), out),
+        }
+    }
+
+    /// A message for another node ([`Broker::take_forwards`]).
+    pub(crate) fn forward(&mut self, node: Arc<str>, msg: &Arc<Message>, target: Target) {
+        self.cluster.forwards.push(Forward {
+            node,
+            msg: msg.clone(),
+            target,
+        });
+    }
+
+    /// A client's retained message: every node stores it.
+    pub(crate) fn forward_retained(&mut self, msg: &Message) {
+        if self.cluster.on && !msg.topic.as_str().starts_with('$') {
+            let msg = Arc::new(msg.clone());
+            self.forward("*".into(), &msg, Target::Retained);
+        }
+    }
+
+    /// A local subscription to `raw` was added (new for its session).
+    pub(crate) fn interest_added(&mut self, sid: SessionId, raw: &ByteString) {
+        if self.cluster.on && self.remote_node(sid).is_none() {
+            self.interest_add(raw);
+        }
+    }
+
+    fn interest_add(&mut self, raw: &ByteString) {
+        let n = self.cluster.interest.entry(raw.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.cluster.changes.push((raw.clone(), true));
+        }
+    }
+
+    /// A local subscription to `raw` was removed.
+    pub(crate) fn interest_removed(&mut self, sid: SessionId, raw: &ByteString) {
+        if !self.cluster.on || self.remote_node(sid).is_some() {
+            return;
+        }
+        if let Some(n) = self.cluster.interest.get_mut(raw) {
+            *n -= 1;
+            if *n == 0 {
+                self.cluster.interest.remove(raw);
+                self.cluster.changes.push((raw.clone(), false));
+            }
+        }
+    }
+
+    /// The session of `client_id` moves to another node: its connection (if any) is told
+    /// 0x8E Session taken over (MQTT 5) and closed, as in a takeover on one node
+    /// [MQTT-3.1.4-3]; its will goes out only if it has no delay (a new connection for the
+    /// client exists, on the other node [MQTT-3.1.2-8]); its state is returned and the
+    /// session ends here without a trace. `None` when this node has no such session.
+    pub fn export_session(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        out: &mut Vec<Action>,
+    ) -> Option<SessionState> {
+        let sid = *self.by_client_id.get(client_id)?;
+        if self.remote_node(sid).is_some() {
+            return None;
+        }
+        if let Some(old) = self.session(sid).and_then(|s| s.conn) {
+            if self.conns.get(&old).is_some_and(|o| o.protocol.is_v5()) {
+                out.push(Action::Send(
+                    old,
+                    midge_codec::Packet::Disconnect(midge_codec::Disconnect::new(
+                        midge_codec::ReasonCode::SESSION_TAKEN_OVER,
+                    )),
+                ));
+            }
+            out.push(Action::Close(old));
+            self.conns.remove(&old);
+            if self
+                .session(sid)
+                .and_then(|s| s.will.as_ref())
+                .is_some_and(|w| w.will.properties.will_delay_interval.unwrap_or(0) == 0)
+            {
+                self.publish_will(now, sid, out);
+            }
+            if let Some(s) = self.session_mut(sid) {
+                s.conn = None;
+                self.connected = self.connected.saturating_sub(1);
+            }
+        }
+        let s = self.session_mut(sid)?;
+        s.will = None;
+        let mut state = SessionState {
+            client_id: s.client_id.clone(),
+            expiry_interval: s.expiry_interval,
+            ..Default::default()
+        };
+        for (raw, r) in s.subscriptions.get().into_iter().flatten() {
+            state
+                .subscriptions
+                .push((raw.clone(), r.options, r.identifier));
+        }
+        state.subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(flow) = s.flow_mut_if_any() {
+            let inflight = std::mem::take(&mut flow.inflight);
+            let queue = std::mem::take(&mut flow.queue);
+            flow.queued_bytes = 0;
+            flow.unsent = 0;
+            let deliveries = inflight.into_iter().map(|f| f.delivery).chain(queue);
+            state.messages = deliveries.map(|d| as_publish(&d, now)).collect();
+        }
+        self.end_session(now, sid, out);
+        Some(state)
+    }
+
+    /// A session arrives from another node ([`Broker::export_session`]): it is created here
+    /// without a connection, with its subscriptions and messages, so that the CONNECT that
+    /// follows resumes it (session present). Ignored when the client already has a session
+    /// here.
+    pub fn import_session(&mut self, now: Instant, state: SessionState, out: &mut Vec<Action>) {
+        if self.by_client_id.contains_key(&state.client_id)
+            || state.client_id.starts_with(REMOTE_PREFIX)
+        {
+            return;
+        }
+        let mut s = Session::new(state.client_id.clone(), midge_codec::Protocol::V5);
+        s.expiry_interval = state.expiry_interval;
+        s.disconnected_at = Some(now);
+        let sid = self.insert_session(s);
+        for (raw, options, identifier) in state.subscriptions {
+            let Ok(filter) = TopicFilter::new(raw.clone()) else {
+                continue;
+            };
+            let is_new = self.tree.insert(
+                filter.filter(),
+                filter.share_group(),
+                Subscriber {
+                    session: sid,
+                    options,
+                    identifier,
+                },
+            );
+            if let Some(s) = self.session_mut(sid) {
+                s.subscriptions.make_mut().insert(
+                    raw.clone(),
+                    SubRecord {
+                        options,
+                        identifier,
+                    },
+                );
+            }
+            if is_new {
+                self.interest_added(sid, &raw);
+            }
+        }
+        for p in state.messages {
+            let expires_at = p
+                .properties
+                .message_expiry_interval
+                .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+            let mut properties = p.properties;
+            let sub_ids = std::mem::take(&mut properties.subscription_identifiers);
+            let d = Delivery {
+                msg: Arc::new(Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: p.qos,
+                    retain: p.retain,
+                    properties,
+                    expires_at,
+                    origin: None,
+                }),
+                qos: p.qos,
+                retain: p.retain,
+                sub_ids,
+                share: None,
+                seq: 0,
+                msg_id: 0,
+            };
+            self.deliver(now, sid, d, out);
+        }
+        self.arm_session(sid);
+    }
+}
+
+/// A delivery as a PUBLISH without packet id (for [`SessionState::messages`]), its Message
+/// Expiry Interval what is left of it, rounded up [MQTT-3.3.2-6].
+fn as_publish(d: &Delivery, now: Instant) -> Publish {
+    let mut properties: PublishProperties = d.msg.properties.clone();
+    properties.subscription_identifiers = d.sub_ids.clone();
+    if let Some(at) = d.msg.expires_at {
+        let left = at.saturating_duration_since(now);
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1));
+    }
+    Publish {
+        dup: false,
+        qos: d.qos,
+        retain: d.retain,
+        topic: TopicName::clone(&d.msg.topic),
+        packet_id: 0,
+        properties,
+        payload: d.msg.payload.clone(),
+    }
+}

@@ -1,0 +1,247 @@
+//! Two brokers as two nodes of a cluster (`cluster.rs`), the test moving what one forwards
+//! and announces to the other, as `crates/cluster` does over NATS.
+
+use super::*;
+use crate::{Forward, Target};
+
+/// A world made a cluster node.
+fn node() -> World {
+    let mut w = World::new();
+    w.broker.set_cluster();
+    w
+}
+
+/// What `from` announced, applied to `to` (as node `name`).
+fn announce(from: &mut World, name: &str, to: &mut World) {
+    let mut changes = Vec::new();
+    from.broker.take_interest(&mut changes);
+    for (filter, added) in changes {
+        if added {
+            assert!(to.broker.remote_subscribe(name, &filter));
+        } else {
+            to.broker.remote_unsubscribe(name, &filter);
+        }
+    }
+}
+
+fn forwards(w: &mut World) -> Vec<Forward> {
+    let mut v = Vec::new();
+    w.broker.take_forwards(&mut v);
+    v
+}
+
+/// Hand `from`'s forwards to `to` (every one is for `to` in a two-node world).
+fn carry(from: &mut World, to: &mut World) -> usize {
+    let f = forwards(from);
+    for fwd in &f {
+        let mut out = Vec::new();
+        to.broker
+            .publish_remote(to.now, (*fwd.msg).clone(), &fwd.target, &mut out);
+        to.out.extend(out);
+    }
+    f.len()
+}
+
+#[test]
+fn a_publish_reaches_another_nodes_subscriber_once_however_many_filters_match() {
+    let (mut a, mut b) = (node(), node());
+    let sub = b.connect(Protocol::V5, "sub", true);
+    b.subscribe(sub, "t/+", QoS::AtLeastOnce);
+    b.subscribe(sub, "t/#", QoS::AtLeastOnce);
+    let other = b.connect(Protocol::V311, "other", true);
+    b.subscribe(other, "t/x", QoS::AtMostOnce);
+    announce(&mut b, "b", &mut a);
+    assert_eq!(a.broker.remote_filters("b"), 3);
+
+    let publisher = a.connect(Protocol::V5, "pub", true);
+    a.publish(publisher, "t/x", "hello", QoS::AtLeastOnce, false, 7);
+    // acknowledged as delivered: the other node has subscribers (not 0x10)
+    let acks = a.packets(publisher);
+    assert!(
+        matches!(&acks[..], [Packet::PubAck(ack)] if ack.reason == ReasonCode::SUCCESS),
+        "{acks:?}"
+    );
+    assert!(
+        a.broker.has_reliable_forwards(),
+        "QoS 1 waits for the cluster"
+    );
+    let f = forwards(&mut a);
+    assert_eq!(f.len(), 1, "one copy per node: {f:?}");
+    assert_eq!((&*f[0].node, &f[0].target), ("b", &Target::Plain));
+    let mut out = Vec::new();
+    b.broker
+        .publish_remote(b.now, (*f[0].msg).clone(), &f[0].target, &mut out);
+    b.out.extend(out);
+    let got = publishes(&b.packets(sub));
+    assert_eq!(got.len(), 1, "one delivery for two matching filters");
+    assert_eq!(
+        (&*got[0].payload, got[0].qos),
+        (&b"hello"[..], QoS::AtLeastOnce)
+    );
+    assert_eq!(payloads(&b.packets(other)), ["hello"]);
+    // and it does not bounce back: a remote message is never forwarded again
+    announce(&mut a, "a", &mut b);
+    assert!(forwards(&mut b).is_empty());
+}
+
+#[test]
+fn sys_topics_and_unmatched_topics_stay_on_their_node() {
+    let (mut a, mut b) = (node(), node());
+    let sub = b.connect(Protocol::V5, "sub", true);
+    b.subscribe(sub, "#", QoS::AtMostOnce);
+    b.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
+    announce(&mut b, "b", &mut a);
+    a.publish_internal("$SYS/broker/uptime", "1");
+    let p = a.connect(Protocol::V5, "p", true);
+    a.publish(p, "$other/x", "no", QoS::AtMostOnce, false, 0);
+    assert!(
+        forwards(&mut a).is_empty(),
+        "$SYS is per node; # never matches $ topics"
+    );
+    a.publish(p, "x", "yes", QoS::AtMostOnce, false, 0);
+    assert!(!a.broker.has_reliable_forwards());
+    assert_eq!(carry(&mut a, &mut b), 1);
+    assert_eq!(payloads(&b.packets(sub)), ["yes"]);
+}
+
+#[test]
+fn a_share_group_with_members_on_two_nodes_gives_each_message_to_one_member() {
+    let (mut a, mut b) = (node(), node());
+    let m1 = a.connect(Protocol::V5, "m1", true);
+    a.subscribe(m1, "$share/g/job/+", QoS::AtLeastOnce);
+    let m2 = b.connect(Protocol::V5, "m2", true);
+    b.subscribe(m2, "$share/g/job/+", QoS::AtLeastOnce);
+    // a plain subscriber on b must not get the group's messages twice
+    let plain = b.connect(Protocol::V5, "plain", true);
+    b.subscribe(plain, "job/+", QoS::AtMostOnce);
+    announce(&mut b, "b", &mut a);
+    announce(&mut a, "a", &mut b);
+
+    let p = a.connect(Protocol::V5, "p", true);
+    for i in 0..6u16 {
+        a.publish(p, "job/1", &format!("m{i}"), QoS::AtMostOnce, false, 0);
+    }
+    let f = forwards(&mut a);
+    let groups = f
+        .iter()
+        .filter(|f| matches!(f.target, Target::Group(_)))
+        .count();
+    let plain_copies = f.iter().filter(|f| f.target == Target::Plain).count();
+    assert_eq!(plain_copies, 6, "b's plain subscriber gets every message");
+    let local = payloads(&a.packets(m1)).len();
+    assert_eq!(local + groups, 6, "each message to exactly one member");
+    assert!(
+        local > 0 && groups > 0,
+        "both nodes' members get some: {local} {groups}"
+    );
+    for fwd in &f {
+        let mut out = Vec::new();
+        b.broker
+            .publish_remote(b.now, (*fwd.msg).clone(), &fwd.target, &mut out);
+        b.out.extend(out);
+    }
+    assert_eq!(payloads(&b.packets(m2)).len(), groups);
+    assert_eq!(payloads(&b.packets(plain)).len(), 6);
+}
+
+#[test]
+fn retained_messages_are_stored_on_every_node() {
+    let (mut a, mut b) = (node(), node());
+    let p = a.connect(Protocol::V5, "p", true);
+    a.publish(p, "r/1", "kept", QoS::AtLeastOnce, true, 1);
+    let f = forwards(&mut a);
+    assert_eq!(f.len(), 1);
+    assert_eq!((&*f[0].node, &f[0].target), ("*", &Target::Retained));
+    assert!(f[0].reliable());
+    let mut out = Vec::new();
+    b.broker
+        .publish_remote(b.now, (*f[0].msg).clone(), &f[0].target, &mut out);
+    assert!(out.is_empty(), "a retained update is delivered to nobody");
+    let s = b.connect(Protocol::V311, "late", true);
+    b.subscribe(s, "r/#", QoS::AtMostOnce);
+    let got = publishes(&b.packets(s));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].retain && &*got[0].payload == b"kept");
+}
+
+#[test]
+fn a_session_moves_to_another_node_with_its_subscriptions_and_messages() {
+    let (mut a, mut b) = (node(), node());
+    let c = a.connect(Protocol::V5, "mover", false);
+    a.subscribe(c, "m/#", QoS::AtLeastOnce);
+    a.close(c);
+    let p = a.connect(Protocol::V5, "p", true);
+    a.publish(p, "m/1", "queued", QoS::AtLeastOnce, false, 1);
+    a.packets(p);
+    // and one connected at the time it moves: told 0x8E and closed
+    let live = a.connect(Protocol::V5, "live", false);
+    a.subscribe(live, "l", QoS::AtMostOnce);
+    let mut drop = Vec::new();
+    a.broker.take_interest(&mut drop);
+
+    let mut out = Vec::new();
+    let state = a
+        .broker
+        .export_session(a.now, "mover", &mut out)
+        .expect("session");
+    assert_eq!(state.subscriptions.len(), 1);
+    assert_eq!(state.messages.len(), 1);
+    assert_eq!(&*state.messages[0].payload, b"queued");
+    let live_state = a
+        .broker
+        .export_session(a.now, "live", &mut out)
+        .expect("session");
+    a.out.extend(out);
+    let (packets, closed) = a.take(live);
+    assert!(closed);
+    assert!(
+        matches!(&packets[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::SESSION_TAKEN_OVER),
+        "{packets:?}"
+    );
+    let mut gone = Vec::new();
+    a.broker.take_interest(&mut gone);
+    gone.sort();
+    assert_eq!(gone, [("l".into(), false), ("m/#".into(), false)]);
+    assert!(a.broker.clients().iter().all(|c| &*c.client_id == "p"));
+
+    let mut out = Vec::new();
+    b.broker.import_session(b.now, state, &mut out);
+    b.broker.import_session(b.now, live_state, &mut out);
+    assert!(out.is_empty());
+    let mut came = Vec::new();
+    b.broker.take_interest(&mut came);
+    came.sort();
+    assert_eq!(came, [("l".into(), true), ("m/#".into(), true)]);
+    let mut connect = Connect::new(Protocol::V5, "mover");
+    connect.clean_start = false;
+    connect.keep_alive = 0;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (conn, ack) = b.connect_with(connect);
+    assert!(ack.session_present);
+    assert_eq!(payloads(&b.packets(conn)), ["queued"]);
+}
+
+#[test]
+fn a_node_made_a_cluster_member_announces_the_filters_it_already_has() {
+    let mut w = World::new();
+    let c = w.connect(Protocol::V5, "c", false);
+    w.subscribe(c, "x/#", QoS::AtMostOnce);
+    w.subscribe(c, "$share/g/y", QoS::AtMostOnce);
+    let d = w.connect(Protocol::V5, "d", true);
+    w.subscribe(d, "x/#", QoS::AtMostOnce);
+    w.broker.set_cluster();
+    assert_eq!(w.broker.local_filters(), ["$share/g/y", "x/#"]);
+    let mut changes = Vec::new();
+    w.broker.take_interest(&mut changes);
+    assert_eq!(changes.len(), 2);
+    // the filter stays while one of its two subscriptions is left
+    w.close(d);
+    w.broker.take_interest(&mut changes);
+    assert_eq!(changes.len(), 2);
+    w.broker.remote_subscribe("n2", "z");
+    w.broker.remote_forget("n2");
+    assert_eq!(w.broker.remote_filters("n2"), 0);
+    let p = w.connect(Protocol::V5, "p", true);
+    w.publish(p, "z", "x", QoS::AtMostOnce, false, 0);
+    assert!(forwards(&mut w).is_empty(), "a forgotten node gets nothing");
+}
