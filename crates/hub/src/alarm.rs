@@ -55,6 +55,62 @@ pub enum AlarmSource {
     Clientid,
 }
 
+/// Why an alarm's definition is refused (each problem names the alarm).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlarmConfigError {
+    /// A name that is empty, too long or holds other characters.
+    #[error("alarm name {0:?} must be 1 to 64 letters, digits, '-', '_' or '.'")]
+    Name(String),
+    /// A severity that is not one of [`SEVERITIES`].
+    #[error("alarm {name:?}: severity {severity:?} must be one of {}", SEVERITIES.join(", "))]
+    Severity {
+        /// The alarm.
+        name: String,
+        /// The severity given.
+        severity: String,
+    },
+    /// `raise` is not a condition.
+    #[error("alarm {name:?}: raise: {problem}")]
+    Raise {
+        /// The alarm.
+        name: String,
+        /// Why.
+        problem: ConditionError,
+    },
+    /// `clear` is not a condition.
+    #[error("alarm {name:?}: clear: {problem}")]
+    Clear {
+        /// The alarm.
+        name: String,
+        /// Why.
+        problem: ConditionError,
+    },
+    /// `topic` cannot make a topic name.
+    #[error("alarm {name:?}: topic {topic:?}: {problem}")]
+    Topic {
+        /// The alarm.
+        name: String,
+        /// The topic template.
+        topic: String,
+        /// Why.
+        problem: crate::TemplateError,
+    },
+}
+
+/// Why an alarm's `raise` or `clear` is not a condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    /// Nothing but spaces.
+    #[error("empty condition")]
+    Empty,
+    /// A `;` or a comment: more than one expression.
+    #[error("a condition is one expression (no ';' or comments)")]
+    NotOneExpression,
+    /// Not an expression of the rules' language.
+    #[error(transparent)]
+    Invalid(#[from] midge_rules::RuleError),
+}
+
 /// A rule's `alarm` action as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,15 +138,13 @@ fn default_severity() -> String {
 }
 
 impl AlarmConfig {
-    /// From the API's or the configuration file's JSON form; every problem is returned.
-    pub fn from_json(v: &Value) -> Result<AlarmConfig, Vec<String>> {
-        match serde_json::from_value::<AlarmConfig>(v.clone()) {
-            Ok(mut a) => {
-                a.severity = a.severity.to_ascii_lowercase();
-                Ok(a)
-            }
-            Err(e) => Err(vec![format!("alarm: {e}")]),
-        }
+    /// From the API's or the configuration file's JSON form (the severity in lower case);
+    /// the error names the key (`unknown field `level``, `missing field `name``). Whether
+    /// the conditions, name and topic are good is checked when the rule is validated.
+    pub fn from_json(v: &Value) -> Result<AlarmConfig, serde_json::Error> {
+        let mut a = serde_json::from_value::<AlarmConfig>(v.clone())?;
+        a.severity = a.severity.to_ascii_lowercase();
+        Ok(a)
     }
 
     /// One line for the API and logs.
@@ -106,7 +160,7 @@ impl AlarmConfig {
     }
 
     /// Check everything that can be checked before a message arrives.
-    pub(crate) fn compile(&self) -> Result<CompiledAlarm, Vec<String>> {
+    pub(crate) fn compile(&self) -> Result<CompiledAlarm, Vec<AlarmConfigError>> {
         let mut problems = Vec::new();
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
@@ -114,32 +168,42 @@ impl AlarmConfig {
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        let name = || self.name.clone();
         if !name_ok {
-            problems.push(format!(
-                "alarm name {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
-                self.name
-            ));
+            problems.push(AlarmConfigError::Name(name()));
         }
         if !SEVERITIES.contains(&self.severity.as_str()) {
-            problems.push(format!(
-                "alarm {:?}: severity {:?} must be one of {}",
-                self.name,
-                self.severity,
-                SEVERITIES.join(", ")
-            ));
+            problems.push(AlarmConfigError::Severity {
+                name: name(),
+                severity: self.severity.clone(),
+            });
         }
         let raise = condition(&self.raise)
-            .map_err(|e| problems.push(format!("alarm {:?}: raise: {e}", self.name)))
+            .map_err(|problem| {
+                problems.push(AlarmConfigError::Raise {
+                    name: name(),
+                    problem,
+                });
+            })
             .ok();
         let clear = match &self.clear {
             None => None,
             Some(c) => condition(c)
-                .map_err(|e| problems.push(format!("alarm {:?}: clear: {e}", self.name)))
+                .map_err(|problem| {
+                    problems.push(AlarmConfigError::Clear {
+                        name: name(),
+                        problem,
+                    });
+                })
                 .ok(),
         };
         let topic = self.topic.as_deref().unwrap_or(DEFAULT_ALARM_TOPIC);
-        if let Err(e) = check_topic(topic) {
-            problems.push(format!("alarm {:?}: topic {topic:?}: {e}", self.name));
+        if let Err(problem) = check_topic(topic) {
+            problems.push(AlarmConfigError::Topic {
+                name: name(),
+                topic: topic.to_owned(),
+                problem,
+            });
         }
         match raise {
             Some(raise) if problems.is_empty() => Ok(CompiledAlarm {
@@ -154,31 +218,31 @@ impl AlarmConfig {
 }
 
 /// A condition as a rule over the row: `SELECT 1 AS hit FROM '#' WHERE <condition>`.
-fn condition(text: &str) -> Result<midge_rules::Rule, String> {
+fn condition(text: &str) -> Result<midge_rules::Rule, ConditionError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty condition".into());
+        return Err(ConditionError::Empty);
     }
     if text.contains(';') || text.contains("--") || text.contains("/*") {
-        return Err("a condition is one expression (no ';' or comments)".into());
+        return Err(ConditionError::NotOneExpression);
     }
-    midge_rules::Rule::parse(&format!("SELECT 1 AS hit FROM '#' WHERE {text}"))
-        .map_err(|e| e.to_string())
+    Ok(midge_rules::Rule::parse(&format!(
+        "SELECT 1 AS hit FROM '#' WHERE {text}"
+    ))?)
 }
 
 const TOPIC_NAMES: [&str; 4] = ["name", "source", "severity", "status"];
 
-fn check_topic(template: &str) -> Result<(), String> {
+fn check_topic(template: &str) -> Result<(), crate::TemplateError> {
+    use crate::TemplateError;
     let mut sample = template.to_string();
     let mut rest = template;
     while let Some((_, after)) = rest.split_once("${") {
         let Some((var, tail)) = after.split_once('}') else {
-            return Err("unclosed ${".into());
+            return Err(TemplateError::Unclosed(template.to_owned()));
         };
         if !TOPIC_NAMES.contains(&var.trim()) {
-            return Err(format!(
-                "${{{var}}} is not one of ${{name}}, ${{source}}, ${{severity}}, ${{status}}"
-            ));
+            return Err(TemplateError::NotAnAlarmName(var.to_owned()));
         }
         rest = tail;
     }
@@ -186,13 +250,10 @@ fn check_topic(template: &str) -> Result<(), String> {
         sample = sample.replace(&format!("${{{n}}}"), "x");
     }
     if let Some(c) = sample.chars().find(|c| matches!(c, '#' | '+' | '\0')) {
-        return Err(format!(
-            "{c:?} cannot be in a topic name (wildcards are for subscriptions)"
-        ));
+        return Err(TemplateError::Wildcard(c));
     }
-    midge_client::codec::TopicName::new(sample)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    midge_client::codec::TopicName::new(sample)?;
+    Ok(())
 }
 
 /// The first word of `raise` that looks like a field: its value is the alarm's `value`.
@@ -696,11 +757,15 @@ mod tests {
 
     #[test]
     fn bad_definitions_are_refused() {
-        let bad = |v: Value| {
-            AlarmConfig::from_json(&v)
-                .and_then(|a| a.compile().map(|_| ()))
+        let bad = |v: Value| match AlarmConfig::from_json(&v) {
+            Err(e) => e.to_string(),
+            Ok(a) => a
+                .compile()
                 .unwrap_err()
-                .join("; ")
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         };
         assert!(bad(json!({"name": "x", "raise": "temp >"})).contains("raise"));
         assert!(

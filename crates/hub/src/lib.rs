@@ -23,6 +23,7 @@
 pub mod alarm;
 mod config;
 mod service;
+mod spec;
 mod template;
 mod tsdb;
 mod webhook;
@@ -48,11 +49,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use alarm::{AlarmConfig, AlarmError, AlarmRecord, AlarmSource, AlarmStatus, Alarms};
+pub use alarm::{
+    AlarmConfig, AlarmConfigError, AlarmError, AlarmRecord, AlarmSource, AlarmStatus, Alarms,
+    ConditionError,
+};
 pub use config::{ActionConfig, HubConfig, RuleConfig};
 /// The rule language, for callers that try a rule without running it (the HTTP dry run).
 pub use midge_rules;
-pub use service::{COUNTS_FILE, HubService, RULES_FILE, RuleChangeError, RuleSource, RuleSpec};
+pub use service::{COUNTS_FILE, HubService, RULES_FILE, RuleChangeError, RuleSource, SaveError};
+pub use spec::{RuleSpec, SpecProblem, SpecProblems};
+pub use template::TemplateError;
 
 use template::Template;
 
@@ -149,10 +155,8 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                             "{at}: `store` needs the time-series store, which is off"
                         ));
                     }
-                    if !valid_table_name(table) {
-                        problems.push(format!(
-                            "{at}: table name {table:?} must be letters, digits and _ (not first), at most 63"
-                        ));
+                    if let Err(e) = midge_series::TableName::new(table) {
+                        problems.push(format!("{at}: store: {e}"));
                     }
                     actions.push(Action::Store {
                         table: table.clone(),
@@ -221,16 +225,6 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
     } else {
         Err(problems)
     }
-}
-
-/// The store's rule for table names: `[A-Za-z_][A-Za-z0-9_]{0,62}`.
-fn valid_table_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 63
 }
 
 /// Counters of one rule, shared with [`Hub::status`].
@@ -590,7 +584,7 @@ fn start_webhooks(config: &HubConfig, shared: Arc<Shared>) -> mpsc::Sender<webho
                             drop(permit);
                             return;
                         }
-                        Err(e) => last = e,
+                        Err(e) => last = e.to_string(),
                     }
                 }
                 debug!(url = %job.target.uri, error = %last, "webhook failed");

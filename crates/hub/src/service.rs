@@ -8,13 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use midge_client::Connector;
-use midge_codec::QoS;
 use midge_series::SeriesStore;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::{ActionConfig, Hub, HubConfig, HubError, RuleConfig, RuleStatus};
+use crate::{ActionConfig, Hub, HubConfig, HubError, RuleConfig, RuleSpec, RuleStatus};
 
 /// File (in the state folder) holding the rules added through the API.
 pub const RULES_FILE: &str = "rules.json";
@@ -24,6 +22,22 @@ pub const COUNTS_FILE: &str = "rule_counts.json";
 
 /// How often the counts are saved (and at every stop and change of the rules).
 const COUNTS_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a file of the state folder (rules, counts, alarms) could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Writing, syncing or renaming the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The contents could not be made into JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
 
 /// Where a rule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,48 +66,7 @@ pub enum RuleChangeError {
     FromConfig(String),
     /// The rules could not be saved.
     #[error("cannot save the rules: {0}")]
-    Save(String),
-}
-
-/// A rule as the API takes and gives it: the configuration file's `[[rule]]` keys in JSON
-/// (`{"name", "sql", "store": "telemetry", "tsdb": true, "republish": {..} | [..],
-/// "webhook": {..} | [..]}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    /// Unique name (may be left out of `PUT /api/v1/rules/{name}`, which names it).
-    #[serde(default)]
-    pub name: String,
-    /// `SELECT ... FROM 'filter' [WHERE ...]`.
-    pub sql: String,
-    /// Table to append rows to (`true` = `telemetry`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<Value>,
-    /// Write the row as datapoints (`true`; see [`ActionConfig::Tsdb`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tsdb: Option<Value>,
-    /// One republish action or a list of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub republish: Option<Value>,
-    /// One webhook action or a list of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<Value>,
-    /// One alarm action or a list of them (`{"name", "raise", "clear", "severity", "topic",
-    /// "source"}`; see [`crate::alarm`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alarm: Option<Value>,
-    /// Whether the rule runs (a disabled rule is kept, with its counts, and runs again once
-    /// enabled).
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_true(b: &bool) -> bool {
-    *b
+    Save(#[from] SaveError),
 }
 
 /// A rule's counts as saved in [`COUNTS_FILE`].
@@ -130,115 +103,6 @@ impl SavedCounts {
             passed: self.passed,
             failed: self.failed,
             last_error: self.last_error.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RepublishSpec {
-    topic: String,
-    #[serde(default)]
-    payload: Option<String>,
-    #[serde(default)]
-    qos: u8,
-    #[serde(default)]
-    retain: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookSpec {
-    url: String,
-    #[serde(default)]
-    headers: serde_json::Map<String, Value>,
-    #[serde(default = "default_timeout")]
-    timeout: u64,
-}
-
-fn default_timeout() -> u64 {
-    5
-}
-
-fn one_or_many(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    }
-}
-
-impl RuleSpec {
-    /// The rule's settings; shape problems (not the SQL: [`crate::validate`] checks that)
-    /// are returned, every one.
-    pub fn to_config(&self) -> Result<RuleConfig, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut actions = Vec::new();
-        match &self.store {
-            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
-            Some(Value::Bool(true)) => actions.push(ActionConfig::Store {
-                table: midge_series::DEFAULT_TABLE.into(),
-            }),
-            Some(Value::String(t)) => actions.push(ActionConfig::Store { table: t.clone() }),
-            Some(_) => problems.push("store: must be a table name or true".to_string()),
-        }
-        match &self.tsdb {
-            None | Some(Value::Bool(false)) | Some(Value::Null) => {}
-            Some(Value::Bool(true)) => actions.push(ActionConfig::Tsdb),
-            Some(_) => problems.push("tsdb: must be true or false".to_string()),
-        }
-        for v in self.republish.iter().flat_map(one_or_many) {
-            match serde_json::from_value::<RepublishSpec>(v) {
-                Ok(r) => match QoS::from_bits(r.qos) {
-                    Ok(qos) => actions.push(ActionConfig::Republish {
-                        topic: r.topic,
-                        payload: r.payload,
-                        qos,
-                        retain: r.retain,
-                    }),
-                    Err(_) => problems.push(format!(
-                        "republish: qos must be 0, 1 or 2 (found {})",
-                        r.qos
-                    )),
-                },
-                Err(e) => problems.push(format!("republish: {e}")),
-            }
-        }
-        for v in self.webhook.iter().flat_map(one_or_many) {
-            match serde_json::from_value::<WebhookSpec>(v) {
-                Ok(w) => {
-                    let mut headers = Vec::new();
-                    for (k, v) in w.headers {
-                        match v {
-                            Value::String(s) => headers.push((k, s)),
-                            _ => problems.push(format!("webhook: header {k:?} must be a string")),
-                        }
-                    }
-                    if w.timeout == 0 || w.timeout > 600 {
-                        problems.push("webhook: timeout must be 1 to 600 seconds".into());
-                    }
-                    actions.push(ActionConfig::Webhook {
-                        url: w.url,
-                        headers,
-                        timeout: Duration::from_secs(w.timeout),
-                    });
-                }
-                Err(e) => problems.push(format!("webhook: {e}")),
-            }
-        }
-        for v in self.alarm.iter().flat_map(one_or_many) {
-            match crate::AlarmConfig::from_json(&v) {
-                Ok(a) => actions.push(ActionConfig::Alarm(a)),
-                Err(p) => problems.extend(p),
-            }
-        }
-        if problems.is_empty() {
-            Ok(RuleConfig {
-                name: self.name.clone(),
-                sql: self.sql.clone(),
-                actions,
-            })
-        } else {
-            Err(problems)
         }
     }
 }
@@ -297,7 +161,7 @@ impl HubService {
                         }
                     }
                 }
-                Err(p) => warn!(rule = %spec.name, problems = %p.join("; "), "saved rule skipped"),
+                Err(p) => warn!(rule = %spec.name, problems = %p, "saved rule skipped"),
             }
         }
         let alarms = crate::Alarms::open(config.state_dir.as_deref());
@@ -364,8 +228,8 @@ impl HubService {
                 }
             }
         }
-        let write = tokio::task::spawn_blocking(move || {
-            let text = serde_json::to_vec_pretty(&all).map_err(|e| e.to_string())?;
+        let write = tokio::task::spawn_blocking(move || -> Result<(), SaveError> {
+            let text = serde_json::to_vec_pretty(&all)?;
             write_atomically(&dir, COUNTS_FILE, &text)
         });
         match write.await {
@@ -379,7 +243,7 @@ impl HubService {
     fn rules_of(&self, state: &State) -> Result<Vec<RuleConfig>, Vec<String>> {
         let mut rules = state.file_rules.clone();
         for spec in state.api_rules.iter().filter(|s| s.enabled) {
-            rules.push(spec.to_config()?);
+            rules.push(spec.to_config().map_err(|p| p.lines())?);
         }
         Ok(rules)
     }
@@ -389,7 +253,10 @@ impl HubService {
     fn check(&self, state: &State, specs: &[RuleSpec]) -> Result<(), RuleChangeError> {
         let mut all = state.file_rules.clone();
         for spec in specs {
-            all.push(spec.to_config().map_err(RuleChangeError::Invalid)?);
+            all.push(
+                spec.to_config()
+                    .map_err(|p| RuleChangeError::Invalid(p.lines()))?,
+            );
         }
         let trial = HubConfig {
             rules: all,
@@ -655,12 +522,12 @@ fn load_rules(dir: Option<&Path>) -> Vec<RuleSpec> {
 }
 
 /// Save atomically: a new file, fsynced, renamed over the old one.
-fn save_rules(dir: Option<&Path>, rules: &[RuleSpec]) -> Result<(), String> {
+fn save_rules(dir: Option<&Path>, rules: &[RuleSpec]) -> Result<(), SaveError> {
     let Some(dir) = dir else {
         // a memory-only broker: rules last until it stops
         return Ok(());
     };
-    let text = serde_json::to_vec_pretty(rules).map_err(|e| e.to_string())?;
+    let text = serde_json::to_vec_pretty(rules)?;
     write_atomically(dir, RULES_FILE, &text)
 }
 
@@ -681,7 +548,7 @@ fn load_counts(dir: Option<&Path>) -> Vec<RuleStatus> {
 }
 
 /// Write `name` in `dir` atomically: a new file, fsynced, renamed over the old one.
-pub(crate) fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<(), SaveError> {
     let path: PathBuf = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {
@@ -696,5 +563,5 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, text: &[u8]) -> Result<()
         }
         Ok(())
     };
-    write().map_err(|e| format!("{}: {e}", path.display()))
+    write().map_err(|source| SaveError::Io { path, source })
 }

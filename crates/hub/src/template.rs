@@ -2,6 +2,40 @@
 
 use serde_json::{Map, Value};
 
+/// Why a template (a republish topic or payload, an alarm's topic) is refused, or a topic
+/// cannot be made from one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `${` without its `}`.
+    #[error("unclosed ${{ in {0:?}")]
+    Unclosed(String),
+    /// `${}`.
+    #[error("empty ${{}} in {0:?}")]
+    Empty(String),
+    /// A wildcard or NUL in the text of a topic template.
+    #[error("{0:?} cannot be in a topic name (wildcards are for subscriptions)")]
+    Wildcard(char),
+    /// A placeholder naming no column of the rule's SELECT list.
+    #[error(
+        "${{{name}}} is not a column of the SELECT list ({columns}) nor topic, clientid or timestamp"
+    )]
+    NotAColumn {
+        /// The placeholder.
+        name: String,
+        /// The SELECT list's columns, comma-separated.
+        columns: String,
+    },
+    /// A placeholder of an alarm's topic that is not one of the alarm's names.
+    #[error("${{{0}}} is not one of ${{name}}, ${{source}}, ${{severity}}, ${{status}}")]
+    NotAnAlarmName(String),
+    /// The topic the template makes is not a valid topic name.
+    #[error(transparent)]
+    Topic(#[from] midge_codec::TopicError),
+    /// A placeholder of a topic with no value in this message.
+    #[error("${{{0}}} has no value in this message")]
+    NoValue(String),
+}
+
 /// A parsed template: literal text and `${name}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Template {
@@ -24,7 +58,7 @@ pub(crate) struct Meta<'a> {
 
 impl Template {
     /// Parse `text`; `$` not followed by `{` is literal, `$$` is one `$`.
-    pub(crate) fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = text;
@@ -35,11 +69,11 @@ impl Template {
                 rest = a;
             } else if let Some(a) = after.strip_prefix('{') {
                 let Some((name, tail)) = a.split_once('}') else {
-                    return Err(format!("unclosed ${{ in {text:?}"));
+                    return Err(TemplateError::Unclosed(text.to_owned()));
                 };
                 let name = name.trim();
                 if name.is_empty() {
-                    return Err(format!("empty ${{}} in {text:?}"));
+                    return Err(TemplateError::Empty(text.to_owned()));
                 }
                 if !lit.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut lit)));
@@ -88,15 +122,13 @@ impl Template {
     /// Check a republish topic template when the rule is saved: its text must not hold
     /// wildcards (`a/#/b`) or NUL, and with `columns` known (a SELECT list without `*`)
     /// every placeholder must name one of them or `topic`, `clientid`, `timestamp`.
-    pub(crate) fn check_topic(&self, columns: Option<&[&str]>) -> Result<(), String> {
+    pub(crate) fn check_topic(&self, columns: Option<&[&str]>) -> Result<(), TemplateError> {
         let mut sample = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => {
                     if let Some(c) = t.chars().find(|c| matches!(c, '#' | '+' | '\0')) {
-                        return Err(format!(
-                            "{c:?} cannot be in a topic name (wildcards are for subscriptions)"
-                        ));
+                        return Err(TemplateError::Wildcard(c));
                     }
                     sample.push_str(t);
                 }
@@ -106,19 +138,18 @@ impl Template {
                         let known = cols.iter().any(|c| *c == name || *c == first)
                             || META_NAMES.contains(&name.as_str());
                         if !known {
-                            return Err(format!(
-                                "${{{name}}} is not a column of the SELECT list ({}) nor topic, clientid or timestamp",
-                                cols.join(", ")
-                            ));
+                            return Err(TemplateError::NotAColumn {
+                                name: name.clone(),
+                                columns: cols.join(", "),
+                            });
                         }
                     }
                     sample.push('x');
                 }
             }
         }
-        midge_client::codec::TopicName::new(sample)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        midge_client::codec::TopicName::new(sample)?;
+        Ok(())
     }
 
     /// [`Template::render`] for a topic: a placeholder with no value in this row (missing
@@ -127,13 +158,13 @@ impl Template {
         &self,
         row: &Map<String, Value>,
         meta: &Meta<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, TemplateError> {
         for p in &self.parts {
             if let Part::Var(name) = p
                 && matches!(lookup(row, name), None | Some(Value::Null))
                 && !META_NAMES.contains(&name.as_str())
             {
-                return Err(format!("${{{name}}} has no value in this message"));
+                return Err(TemplateError::NoValue(name.clone()));
             }
         }
         Ok(self.render(row, meta))
@@ -200,7 +231,7 @@ mod tests {
                 .is_ok()
         );
         let e = t("out/${nosuch}/x").check_topic(Some(&cols));
-        assert!(e.is_err_and(|e| e.contains("nosuch")));
+        assert!(e.is_err_and(|e| e.to_string().contains("nosuch")));
     }
 
     #[test]

@@ -20,34 +20,46 @@
 use midge_series::points::{DEFAULT_FIELD, Datapoint, PointValue, Tags, timestamp_ms};
 use serde_json::{Map, Number, Value};
 
+/// Why a rule's row makes no datapoints (counted as a failure of the rule).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PointsError {
+    #[error("no `metric` column (the metric's name)")]
+    NoMetric,
+    #[error("`metric` must be a string, found {0}")]
+    MetricType(&'static str),
+    #[error("`timestamp` must be a number of seconds or ms since the epoch, found {0}")]
+    Timestamp(String),
+    #[error("`value` must be a number, found {0}")]
+    Value(String),
+    #[error("column {column:?}: {number} is not a finite number")]
+    NotFinite { column: String, number: String },
+    #[error("no numeric value: give a `value` column or at least one number column")]
+    NoNumber,
+    /// The store would refuse the point (a name too long, an empty tag key, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// The points for one output row of a rule; `message_ms` is the message's time (ms since
 /// the Unix epoch), used when the row has no `timestamp`. `Err` says why there are none.
-pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Datapoint>, String> {
+pub(crate) fn points(
+    row: &Map<String, Value>,
+    message_ms: i64,
+) -> Result<Vec<Datapoint>, PointsError> {
     let metric = match row.get("metric") {
         Some(Value::String(m)) => m.clone(),
-        None | Some(Value::Null) => return Err("no `metric` column (the metric's name)".into()),
-        Some(other) => {
-            return Err(format!(
-                "`metric` must be a string, found {}",
-                type_name(other)
-            ));
-        }
+        None | Some(Value::Null) => return Err(PointsError::NoMetric),
+        Some(other) => return Err(PointsError::MetricType(type_name(other))),
     };
     let timestamp = match row.get("timestamp") {
         None | Some(Value::Null) => message_ms,
-        Some(v) => timestamp_of(v).ok_or_else(|| {
-            format!(
-                "`timestamp` must be a number of seconds or ms since the epoch, found {}",
-                shown(v)
-            )
-        })?,
+        Some(v) => timestamp_of(v).ok_or_else(|| PointsError::Timestamp(shown(v)))?,
     };
     let single = row.get("value").filter(|v| !v.is_null());
     let mut fields: Vec<(String, PointValue)> = Vec::new();
     let mut tags = Tags::new();
     if let Some(v) = single {
-        let value =
-            number(v).ok_or_else(|| format!("`value` must be a number, found {}", shown(v)))?;
+        let value = number(v).ok_or_else(|| PointsError::Value(shown(v)))?;
         fields.push((DEFAULT_FIELD.to_string(), value));
     }
     for (k, v) in row {
@@ -56,8 +68,10 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
         }
         match v {
             Value::Number(n) if single.is_none() => {
-                let value = from_number(n)
-                    .ok_or_else(|| format!("column {k:?}: {n} is not a finite number"))?;
+                let value = from_number(n).ok_or_else(|| PointsError::NotFinite {
+                    column: k.clone(),
+                    number: n.to_string(),
+                })?;
                 fields.push((k.clone(), value));
             }
             Value::Number(n) => {
@@ -74,7 +88,7 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
         }
     }
     if fields.is_empty() {
-        return Err("no numeric value: give a `value` column or at least one number column".into());
+        return Err(PointsError::NoNumber);
     }
     fields
         .into_iter()
@@ -86,7 +100,9 @@ pub(crate) fn points(row: &Map<String, Value>, message_ms: i64) -> Result<Vec<Da
                 timestamp,
                 value,
             };
-            midge_series::points::check(&p).map(|()| p)
+            midge_series::points::check(&p)
+                .map(|()| p)
+                .map_err(|e| PointsError::Invalid(e.to_string()))
         })
         .collect()
 }
@@ -255,7 +271,12 @@ mod tests {
         assert_eq!(ts(json!(1_511_995_554.25)), Ok(1_511_995_554_250));
         assert_eq!(ts(json!("1511995554")), Ok(1_511_995_554_000));
         assert_eq!(ts(json!(null)), Ok(NOW));
-        assert!(ts(json!("yesterday")).unwrap_err().contains("`timestamp`"));
+        assert!(
+            ts(json!("yesterday"))
+                .unwrap_err()
+                .to_string()
+                .contains("`timestamp`")
+        );
         assert!(ts(json!(true)).is_err());
     }
 
@@ -298,12 +319,15 @@ mod tests {
         for (out, want) in cases {
             let got = points(&row(out.clone()), NOW);
             assert!(
-                matches!(&got, Err(e) if e.contains(want)),
+                matches!(&got, Err(e) if e.to_string().contains(want)),
                 "{out}: {got:?}, wanted {want:?}"
             );
         }
         let long = "k".repeat(256);
         let got = points(&row(json!({"metric": "m", "value": 1, long: "x"})), NOW);
-        assert!(matches!(&got, Err(e) if e.contains("256 bytes")), "{got:?}");
+        assert!(
+            matches!(&got, Err(e) if e.to_string().contains("256 bytes")),
+            "{got:?}"
+        );
     }
 }

@@ -12,6 +12,52 @@ use hyper::http::uri::{Scheme, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// Why a webhook action's URL or headers are refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TargetError {
+    /// Not a URL.
+    #[error("bad URL {url:?}: {source}")]
+    Url {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    /// Not `http://` or `https://`.
+    #[error("URL {0:?} must start with http:// or https://")]
+    Scheme(String),
+    /// No host to connect to.
+    #[error("URL {0:?} has no host")]
+    NoHost(String),
+    /// A header name or value HTTP does not allow.
+    #[error("bad header {0:?}")]
+    Header(String),
+}
+
+/// Why a POST failed (counted as a failure of its rule).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PostError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connect {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("TLS name {host}: {source}")]
+    TlsName {
+        host: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("HTTP status {0}")]
+    Status(u16),
+}
+
 /// Where one webhook action posts.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -29,21 +75,24 @@ impl Target {
         url: &str,
         headers: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<Target, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    ) -> Result<Target, TargetError> {
+        let uri: Uri = url.parse().map_err(|source| TargetError::Url {
+            url: url.to_owned(),
+            source,
+        })?;
         let tls = match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => false,
             Some(s) if *s == Scheme::HTTPS => true,
-            _ => return Err(format!("URL {url:?} must start with http:// or https://")),
+            _ => return Err(TargetError::Scheme(url.to_owned())),
         };
         let Some(host) = uri.host().map(str::to_owned) else {
-            return Err(format!("URL {url:?} has no host"));
+            return Err(TargetError::NoHost(url.to_owned()));
         };
         for (k, v) in &headers {
             if hyper::http::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || hyper::http::HeaderValue::from_str(v).is_err()
             {
-                return Err(format!("bad header {k:?}"));
+                return Err(TargetError::Header(k.clone()));
             }
         }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -72,20 +121,24 @@ pub(crate) async fn post(
     target: &Target,
     body: Bytes,
     tls: &Arc<rustls::ClientConfig>,
-) -> Result<u16, String> {
+) -> Result<u16, PostError> {
     tokio::time::timeout(target.timeout, post_inner(target, body, tls))
         .await
-        .map_err(|_| format!("no answer within {:?}", target.timeout))?
+        .map_err(|_| PostError::Timeout(target.timeout))?
 }
 
 async fn post_inner(
     target: &Target,
     body: Bytes,
     tls: &Arc<rustls::ClientConfig>,
-) -> Result<u16, String> {
+) -> Result<u16, PostError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| format!("connect {}:{}: {e}", target.host, target.port))?;
+        .map_err(|source| PostError::Connect {
+            host: target.host.clone(),
+            port: target.port,
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let path = target
         .uri
@@ -106,16 +159,19 @@ async fn post_inner(
     for (k, v) in &target.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req
-        .body(Full::new(body))
-        .map_err(|e| format!("request: {e}"))?;
+    let req = req.body(Full::new(body))?;
     let status = if target.tls {
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|e| format!("TLS name {}: {e}", target.host))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|source| {
+                PostError::TlsName {
+                    host: target.host.clone(),
+                    source,
+                }
+            })?;
         let stream = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(PostError::Tls)?;
         send(TokioIo::new(stream), req).await?
     } else {
         send(TokioIo::new(tcp), req).await?
@@ -123,23 +179,18 @@ async fn post_inner(
     if (200..300).contains(&status) {
         Ok(status)
     } else {
-        Err(format!("HTTP status {status}"))
+        Err(PostError::Status(status))
     }
 }
 
-async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<u16, String>
+async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<u16, PostError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     let driver = tokio::spawn(conn);
     let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+        let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         // read (and drop) a bounded body so the connection ends cleanly
         let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)

@@ -297,9 +297,9 @@ impl SeriesStore {
     }
 
     /// `name` as the table it names (checked against `[A-Za-z_][A-Za-z0-9_]{0,62}` and
-    /// lowercased, as every method does with a table name).
+    /// lowercased, as every method does with a table name; see [`crate::TableName`]).
     pub fn table_name(name: &str) -> Result<String, SeriesError> {
-        crate::name::TableName::new(name).map(|t| t.as_str().to_owned())
+        Ok(crate::TableName::new(name)?.into())
     }
 
     /// How long the rows of `table` are kept (`None`: forever): its own retention, else

@@ -90,6 +90,7 @@ use std::time::Duration;
 pub use crate::postgres::{check_postgres_url, redact_url};
 pub use error::{EngineError, SeriesError};
 pub use facade::SeriesStore;
+pub use name::{InvalidTableName, TableName};
 pub use store::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// A JSON object, as rules produce them.

@@ -12,29 +12,48 @@ pub(crate) const SQL_PREFIX: &str = "series_";
 /// Longest table name: 63 characters.
 const MAX_TABLE_LEN: usize = 63;
 
+/// A table name that does not match `[A-Za-z_][A-Za-z0-9_]{0,62}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid table name {name:?}: a table name is a letter or `_` followed by at most 62 \
+     letters, digits or `_`"
+)]
+pub struct InvalidTableName {
+    /// The name given.
+    pub name: String,
+}
+
+impl From<InvalidTableName> for SeriesError {
+    fn from(e: InvalidTableName) -> SeriesError {
+        SeriesError::InvalidTable { name: e.name }
+    }
+}
+
 /// A validated table name, in lower case: table names are case-insensitive (as SQL's are),
-/// so `Telemetry` and `telemetry` are the same table.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct TableName(String);
+/// so `Telemetry` and `telemetry` are the same table. The one rule for table names, used by
+/// the store, the hub's `store` action and the configuration file:
+/// `"telemetry".parse::<TableName>()` or `TableName::try_from("telemetry")`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName(String);
 
 impl TableName {
     /// Checks `name` against `[A-Za-z_][A-Za-z0-9_]{0,62}`.
-    pub(crate) fn new(name: &str) -> Result<TableName, SeriesError> {
+    pub fn new(name: &str) -> Result<TableName, InvalidTableName> {
         let mut chars = name.chars();
         let first_ok = chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !first_ok || !rest_ok || name.len() > MAX_TABLE_LEN {
-            return Err(SeriesError::InvalidTable {
+            return Err(InvalidTableName {
                 name: name.to_owned(),
             });
         }
         Ok(TableName(name.to_ascii_lowercase()))
     }
 
-    /// The name as the user sees it.
-    pub(crate) fn as_str(&self) -> &str {
+    /// The name (lower case).
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
@@ -47,6 +66,40 @@ impl TableName {
     /// `[a-z0-9_]`.
     pub(crate) fn quoted(&self) -> String {
         format!("\"{SQL_PREFIX}{}\"", self.0)
+    }
+}
+
+impl std::str::FromStr for TableName {
+    type Err = InvalidTableName;
+
+    fn from_str(s: &str) -> Result<TableName, InvalidTableName> {
+        TableName::new(s)
+    }
+}
+
+impl TryFrom<&str> for TableName {
+    type Error = InvalidTableName;
+
+    fn try_from(s: &str) -> Result<TableName, InvalidTableName> {
+        TableName::new(s)
+    }
+}
+
+impl AsRef<str> for TableName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<TableName> for String {
+    fn from(t: TableName) -> String {
+        t.0
     }
 }
 
@@ -147,7 +200,12 @@ mod tests {
             &"a".repeat(64),
         ] {
             assert!(
-                matches!(TableName::new(bad), Err(SeriesError::InvalidTable { .. })),
+                TableName::new(bad)
+                    == Err(InvalidTableName {
+                        name: bad.to_owned()
+                    })
+                    && bad.parse::<TableName>().is_err()
+                    && TableName::try_from(bad).is_err(),
                 "{bad:?} should be refused"
             );
         }

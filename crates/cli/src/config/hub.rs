@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use midge_codec::QoS;
-use midge_hub::{ActionConfig, RuleConfig};
+use midge_hub::RuleSpec;
 use midge_series::{SeriesOptions, Synchronous};
 
 use super::{Checker, MidgeConfig};
@@ -220,8 +219,9 @@ fn postgres_backend(c: &mut Checker<'_>, t: &toml::Table, has_file: bool) -> Opt
     Some(url)
 }
 
-/// `[[rule]]` tables; then the rules themselves are checked (SQL, templates, URLs) with
-/// every problem reported.
+/// `[[rule]]` tables, read as the API's JSON rules are ([`midge_hub::RuleSpec`]: the same
+/// keys, limits and messages); then the rules themselves are checked (SQL, templates, URLs)
+/// with every problem reported.
 pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
     let Some(v) = root.get("rule") else { return };
     let Some(list) = v.as_array() else {
@@ -229,88 +229,27 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
         return;
     };
     let mut rules = Vec::new();
+    let mut disabled = Vec::new();
     for (i, r) in list.iter().enumerate() {
         let section = format!("rule #{}", i + 1);
-        let Some(t) = r.as_table() else {
-            c.err(&section, "", "must be a table ([[rule]])");
-            continue;
-        };
-        let name = c
-            .string(t, &section, "name")
-            .unwrap_or_else(|| format!("rule-{}", i + 1));
-        let Some(sql) = c.string(t, &section, "sql") else {
-            c.err(
-                &section,
-                "sql",
-                "missing: SELECT ... FROM 'topic/#' [WHERE ...]",
-            );
-            continue;
-        };
-        let mut actions = Vec::new();
-        match t.get("store") {
-            None => {}
-            Some(toml::Value::String(table)) => actions.push(ActionConfig::Store {
-                table: table.clone(),
-            }),
-            Some(toml::Value::Boolean(true)) => actions.push(ActionConfig::Store {
-                table: midge_series::DEFAULT_TABLE.into(),
-            }),
-            Some(toml::Value::Boolean(false)) => {}
-            Some(other) => c.err(
-                &section,
-                "store",
-                format!("must be a table name or true (found {})", other.type_str()),
-            ),
-        }
-        if let Some(true) = c.boolean(t, &section, "tsdb") {
-            actions.push(ActionConfig::Tsdb);
-        }
-        for (key, value) in [
-            ("republish", t.get("republish")),
-            ("webhook", t.get("webhook")),
-        ] {
-            let Some(value) = value else { continue };
-            let tables: Vec<&toml::Table> = match value {
-                toml::Value::Table(t) => vec![t],
-                toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
-                other => {
-                    c.err(
-                        &section,
-                        key,
-                        format!(
-                            "must be a table or an array of tables (found {})",
-                            other.type_str()
-                        ),
-                    );
-                    continue;
-                }
+        let json = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+        let (spec, problems) = RuleSpec::read(&json);
+        for p in problems {
+            let at = if p.at.is_empty() {
+                section.clone()
+            } else {
+                format!("{section}.{}", p.at)
             };
-            let sub = format!("{section}.{key}");
-            for a in tables {
-                if key == "republish" {
-                    if let Some(action) = republish(c, a, &sub) {
-                        actions.push(action);
-                    }
-                } else if let Some(action) = webhook(c, a, &sub) {
-                    actions.push(action);
-                }
-            }
+            c.err(&at, &p.key, p.message);
         }
-        alarms(c, t.get("alarm"), &format!("{section}.alarm"), &mut actions);
-        c.unknown(
-            t,
-            &section,
-            &[
-                "name",
-                "sql",
-                "store",
-                "tsdb",
-                "republish",
-                "webhook",
-                "alarm",
-            ],
-        );
-        rules.push(RuleConfig { name, sql, actions });
+        let Some(mut spec) = spec else { continue };
+        if spec.name.is_empty() {
+            spec.name = format!("rule-{}", i + 1);
+        }
+        if !spec.enabled {
+            disabled.push(spec.name.clone());
+        }
+        rules.push(spec.check().0);
     }
     cfg.hub.rules = rules;
     if let Err(problems) = midge_hub::validate(&cfg.hub, cfg.series.is_some()) {
@@ -323,93 +262,8 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
             c.err("", "", p);
         }
     }
-}
-
-/// `alarm = {name, raise, clear, severity, topic, source}` or an array of them: the API's
-/// JSON form, checked by the hub (every problem reported).
-fn alarms(
-    c: &mut Checker<'_>,
-    value: Option<&toml::Value>,
-    section: &str,
-    actions: &mut Vec<ActionConfig>,
-) {
-    let tables: Vec<&toml::Value> = match value {
-        None => return,
-        Some(v @ toml::Value::Table(_)) => vec![v],
-        Some(toml::Value::Array(a)) => a.iter().collect(),
-        Some(other) => {
-            c.err(
-                section,
-                "",
-                format!(
-                    "must be a table or an array of tables (found {})",
-                    other.type_str()
-                ),
-            );
-            return;
-        }
-    };
-    for t in tables {
-        let json = serde_json::to_value(t).unwrap_or(serde_json::Value::Null);
-        match midge_hub::AlarmConfig::from_json(&json) {
-            Ok(a) => actions.push(ActionConfig::Alarm(a)),
-            Err(problems) => {
-                for p in problems {
-                    c.err(section, "", p);
-                }
-            }
-        }
-    }
-}
-
-fn republish(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<ActionConfig> {
-    let topic = c.string(t, section, "topic");
-    let payload = c.string(t, section, "payload");
-    let qos = c.int(t, section, "qos", 0, 2).unwrap_or(0);
-    let retain = c.boolean(t, section, "retain").unwrap_or(false);
-    c.unknown(t, section, &["topic", "payload", "qos", "retain"]);
-    let Some(topic) = topic else {
-        c.err(section, "topic", "missing");
-        return None;
-    };
-    Some(ActionConfig::Republish {
-        topic,
-        payload,
-        qos: QoS::from_bits(qos as u8).unwrap_or(QoS::AtMostOnce),
-        retain,
-    })
-}
-
-fn webhook(c: &mut Checker<'_>, t: &toml::Table, section: &str) -> Option<ActionConfig> {
-    let url = c.string(t, section, "url");
-    let timeout = c.int(t, section, "timeout", 1, 600).unwrap_or(5);
-    let mut headers = Vec::new();
-    match t.get("headers") {
-        None => {}
-        Some(toml::Value::Table(h)) => {
-            for (k, v) in h {
-                match v.as_str() {
-                    Some(v) => headers.push((k.clone(), v.to_string())),
-                    None => c.err(section, &format!("headers.{k}"), "must be a string"),
-                }
-            }
-        }
-        Some(other) => c.err(
-            section,
-            "headers",
-            format!("must be a table of strings (found {})", other.type_str()),
-        ),
-    }
-    c.unknown(t, section, &["url", "headers", "timeout"]);
-    let Some(url) = url else {
-        c.err(section, "url", "missing");
-        return None;
-    };
-    Some(ActionConfig::Webhook {
-        url,
-        headers,
-        timeout: Duration::from_secs(timeout as u64),
-    })
+    // a disabled rule is checked like the others, and does not run
+    cfg.hub.rules.retain(|r| !disabled.contains(&r.name));
 }
 
 /// The HTTP listener as configured.
