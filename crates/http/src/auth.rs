@@ -99,6 +99,15 @@ pub(crate) struct Auth {
     pub(crate) refused: AtomicU64,
 }
 
+/// Why [`Auth::reload`] kept the password file in force (each message names the file).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    #[error("HTTP password file: {0}")]
+    File(#[from] midge_auth::PasswordFileError),
+    #[error("HTTP password file: the reading task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Why a request may not go on: status and message.
 type Refusal = (StatusCode, &'static str);
 
@@ -128,14 +137,11 @@ impl Auth {
 
     /// Re-read the password file; on failure the one in force stays and the problem is
     /// returned. Sessions of users no longer in the file end.
-    pub(crate) async fn reload(&self) -> Result<(), String> {
+    pub(crate) async fn reload(&self) -> Result<(), ReloadError> {
         let Some(path) = self.file.clone() else {
             return Ok(());
         };
-        let loaded = tokio::task::spawn_blocking(move || PasswordFile::load(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let loaded = tokio::task::spawn_blocking(move || PasswordFile::load(&path)).await??;
         if let Ok(mut s) = self.sessions.lock() {
             s.retain(|_, v| loaded.contains_user(&v.user));
         }
@@ -384,7 +390,7 @@ pub(crate) async fn require(
             Err(why) => {
                 state.0.auth.refused.fetch_add(1, Ordering::Relaxed);
                 warn!(path = %req.uri().path(), reason = %why, "HTTP signed request refused");
-                crate::tsdb::TsdbError::access_denied(why).into_response()
+                crate::tsdb::TsdbError::from(why).into_response()
             }
         };
     }

@@ -117,13 +117,52 @@ pub(crate) struct Dashboard {
     saving: tokio::sync::Mutex<()>,
 }
 
-fn read_file(path: &Path) -> Result<Option<Vec<Board>>, String> {
+/// Why a dashboard's id or name is refused (400 through the API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BoardError {
+    #[error("an id is 1 to 64 letters, digits, `_` or `-`")]
+    BadId,
+    #[error("the id {CONFIG_ID:?} is the configuration's dashboard")]
+    ConfigId,
+    #[error("name: empty")]
+    EmptyName,
+    #[error("name: at most {MAX_NAME} characters")]
+    LongName,
+    #[error("name: no control characters")]
+    ControlInName,
+}
+
+impl From<BoardError> for ApiError {
+    fn from(e: BoardError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// Why the dashboard file cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("neither \"dashboards\" nor \"widgets\"")]
+    Empty,
+    #[error("dashboard {0:?}: {1}")]
+    Board(String, BoardError),
+    #[error("dashboard {0:?} twice")]
+    Twice(String),
+    /// Its widgets' problems.
+    #[error("dashboard {id:?}: {}", problems.join("; "))]
+    Widgets { id: String, problems: Vec<String> },
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<Board>>, FileError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
-    let doc: FileDoc = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+    let doc: FileDoc = serde_json::from_slice(&text)?;
     let boards = match (doc.dashboards, doc.widgets) {
         (Some(b), _) => b,
         (None, Some(widgets)) => vec![Board {
@@ -131,50 +170,50 @@ fn read_file(path: &Path) -> Result<Option<Vec<Board>>, String> {
             name: "Dashboard".into(),
             widgets,
         }],
-        (None, None) => return Err("neither \"dashboards\" nor \"widgets\"".into()),
+        (None, None) => return Err(FileError::Empty),
     };
     let mut out = Vec::with_capacity(boards.len());
     let mut ids = std::collections::HashSet::new();
     for mut b in boards {
-        check_id(&b.id).map_err(|e| format!("dashboard {:?}: {e}", b.id))?;
+        check_id(&b.id).map_err(|e| FileError::Board(b.id.clone(), e))?;
         if !ids.insert(b.id.clone()) {
-            return Err(format!("dashboard {:?} twice", b.id));
+            return Err(FileError::Twice(b.id));
         }
-        b.name = check_name(&b.name).map_err(|e| format!("dashboard {:?}: {e}", b.id))?;
-        b.widgets =
-            validate(b.widgets).map_err(|p| format!("dashboard {:?}: {}", b.id, p.join("; ")))?;
+        b.name = check_name(&b.name).map_err(|e| FileError::Board(b.id.clone(), e))?;
+        b.widgets = validate(b.widgets).map_err(|problems| FileError::Widgets {
+            id: b.id.clone(),
+            problems,
+        })?;
         out.push(b);
     }
     Ok(Some(out))
 }
 
-fn check_id(id: &str) -> Result<(), String> {
+fn check_id(id: &str) -> Result<(), BoardError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
     if !ok {
-        return Err("an id is 1 to 64 letters, digits, `_` or `-`".into());
+        return Err(BoardError::BadId);
     }
     if id == CONFIG_ID {
-        return Err(format!(
-            "the id {CONFIG_ID:?} is the configuration's dashboard"
-        ));
+        return Err(BoardError::ConfigId);
     }
     Ok(())
 }
 
-fn check_name(name: &str) -> Result<String, String> {
+fn check_name(name: &str) -> Result<String, BoardError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err("name: empty".into());
+        return Err(BoardError::EmptyName);
     }
     if name.chars().count() > MAX_NAME {
-        return Err(format!("name: at most {MAX_NAME} characters"));
+        return Err(BoardError::LongName);
     }
     if name.chars().any(char::is_control) {
-        return Err("name: no control characters".into());
+        return Err(BoardError::ControlInName);
     }
     Ok(name.to_owned())
 }
@@ -259,7 +298,10 @@ impl Dashboard {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?
-                    .map_err(|reason| HttpError::DashboardFile { path, reason })?
+                    .map_err(|e| HttpError::DashboardFile {
+                        path,
+                        reason: e.to_string(),
+                    })?
             }
         };
         if let (Some(b), Some(path)) = (&saved, &config.dashboard_file) {
@@ -440,7 +482,7 @@ pub(crate) async fn create_handler(
         ));
     }
     let name = match b.name {
-        Some(n) => check_name(&n).map_err(ApiError::bad_request)?,
+        Some(n) => check_name(&n)?,
         None => format!("Dashboard {}", boards.len() + 1),
     };
     let mut taken = boards.clone();
@@ -516,10 +558,7 @@ pub(crate) async fn put_handler(
     if c.name.is_none() && c.widgets.is_none() {
         return Err(ApiError::bad_request("send \"name\", \"widgets\" or both"));
     }
-    let name = c
-        .name
-        .map(|n| check_name(&n).map_err(ApiError::bad_request))
-        .transpose()?;
+    let name = c.name.map(|n| check_name(&n)).transpose()?;
     let widgets = c.widgets.map(checked_widgets).transpose()?;
     let _one_at_a_time = dash.saving.lock().await;
     let mut boards = dash.page();
@@ -643,7 +682,7 @@ mod tests {
         assert_eq!(new_id("Cellar!", &taken), "cellar");
         assert_eq!(new_id("  ", &taken), "dashboard");
         assert_eq!(new_id("Config", &taken), "dashboard");
-        assert!(check_id("config").is_err());
-        assert!(check_id("a b").is_err());
+        assert_eq!(check_id("config"), Err(BoardError::ConfigId));
+        assert_eq!(check_id("a b"), Err(BoardError::BadId));
     }
 }

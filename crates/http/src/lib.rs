@@ -285,8 +285,8 @@ impl std::fmt::Debug for HttpDeps {
 }
 
 /// The HTTPS acceptor for `t`: the broker's rustls setup, speaking HTTP/1.1 (ALPN).
-fn tls_acceptor(t: &midge_server::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let mut c = (*midge_server::tls_server_config(t)?).clone();
+fn tls_acceptor(t: &midge_server::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, HttpError> {
+    let mut c = (*midge_server::tls_server_config(t).map_err(HttpError::Tls)?).clone();
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
 }
@@ -360,9 +360,7 @@ impl HttpServer {
     pub async fn start(config: HttpConfig, deps: HttpDeps) -> Result<HttpServer, HttpError> {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tls = match &config.tls {
-            Some(t) => Some(serve::SharedAcceptor::new(
-                tls_acceptor(t).map_err(HttpError::Tls)?,
-            )),
+            Some(t) => Some(serve::SharedAcceptor::new(tls_acceptor(t)?)),
             None => None,
         };
         let state = api::AppState::new(&config, deps, shutdown_rx.clone()).await?;
@@ -416,12 +414,12 @@ impl HttpServer {
     pub async fn reload(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Err(e) = self.state.0.auth.reload().await {
-            problems.push(format!("HTTP password file: {e}"));
+            problems.push(e.to_string());
         }
         if let Some((shared, config)) = &self.tls {
             match tls_acceptor(config) {
                 Ok(a) => shared.replace(a),
-                Err(e) => problems.push(format!("HTTP TLS: {e}")),
+                Err(e) => problems.push(e.to_string()),
             }
         }
         problems

@@ -61,9 +61,15 @@ fn hash(token: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random(n: usize) -> Result<String, String> {
+/// `n` random bytes as URL-safe base64; 500 when the system has no randomness to give.
+fn random(n: usize) -> Result<String, ApiError> {
     let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness: {e}"),
+        )
+    })?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
@@ -95,18 +101,15 @@ impl Tokens {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn save(&self, entries: &[Entry]) -> Result<(), String> {
+    /// Writes `entries` to the file (when there is one); a failure is logged and answered
+    /// 500.
+    async fn save(&self, entries: &[Entry]) -> Result<(), ApiError> {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let text = serde_json::to_vec_pretty(entries).map_err(|e| e.to_string())?;
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            midge_auth::write_atomic(path, &text).map(|_| ())
-        };
-        write().map_err(|e| format!("{}: {e}", path.display()))
+        let text = serde_json::to_vec_pretty(entries)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        crate::api::save_file(path, text, "the share tokens were").await
     }
 
     /// The dashboard a live `token` opens.
@@ -295,12 +298,11 @@ pub(crate) async fn create(
             )
         })?,
     };
-    let random_err = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let token = random(32).map_err(random_err)?;
+    let token = random(32)?;
     let now = now_ms();
     let ttl_ms = i64::try_from(b.ttl.saturating_mul(1000)).unwrap_or(i64::MAX);
     let entry = Entry {
-        id: random(9).map_err(random_err)?,
+        id: random(9)?,
         hash: hash(&token),
         dashboard,
         created: now,
@@ -320,12 +322,7 @@ pub(crate) async fn create(
         ));
     }
     next.push(entry.clone());
-    let saved = next.clone();
-    let share = state.clone();
-    tokio::task::spawn_blocking(move || share.0.share.save(&saved))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    tokens.save(&next).await?;
     *tokens.lock() = next;
     info!(id = %entry.id, ttl = b.ttl, "share token made");
     let path = format!("/?token={token}");
@@ -374,12 +371,7 @@ pub(crate) async fn revoke(
             format!("no share token {id:?}"),
         ));
     }
-    let saved = next.clone();
-    let share = state.clone();
-    tokio::task::spawn_blocking(move || share.0.share.save(&saved))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    tokens.save(&next).await?;
     *tokens.lock() = next;
     info!(id = %id, "share token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())

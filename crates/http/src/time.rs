@@ -15,21 +15,50 @@ pub(crate) fn now_ms() -> i64 {
 /// Longest duration accepted (about 100 years), so sums cannot overflow.
 const MAX_DURATION_MS: u64 = 100 * 366 * 86_400_000;
 
+/// Why a duration is refused (the text names it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DurationError {
+    /// Nothing was given.
+    #[error("empty duration")]
+    Empty,
+    /// Not ms nor numbers with units.
+    #[error(
+        "bad duration {0:?}: expected ms (60000) or a number with a unit: 500ms, 30s, 15m, 1h, 7d, 2w"
+    )]
+    Bad(String),
+    /// Longer than [`MAX_DURATION_MS`].
+    #[error("duration {0:?} is too long")]
+    TooLong(String),
+}
+
+/// Why a point in time is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TimeError {
+    /// `-<duration>` with a bad duration.
+    #[error("bad time {0:?}: {1}")]
+    Relative(String, DurationError),
+    /// Digits beyond an `i64` of ms.
+    #[error("bad time {0:?}: too large")]
+    TooLarge(String),
+    /// None of the accepted forms.
+    #[error(
+        "bad time {0:?}: expected ms since the epoch (1717243200000), a relative time \
+         (-15m, -1h, -7d), now, or RFC 3339 (2024-06-01T12:00:00Z)"
+    )]
+    Unknown(String),
+}
+
 /// A duration: a number of ms, or parts like `1h30m` with units `ms`, `s`, `m`, `h`, `d`,
 /// `w` (each part's number may have a fraction: `1.5h`).
-pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, DurationError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if let Ok(ms) = s.parse::<u64>() {
         return check_max(ms, s);
     }
-    let bad = || {
-        format!(
-            "bad duration {s:?}: expected ms (60000) or a number with a unit: 500ms, 30s, 15m, 1h, 7d, 2w"
-        )
-    };
+    let bad = || DurationError::Bad(s.to_owned());
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
@@ -55,15 +84,15 @@ pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
         rest = next;
     }
     if !total.is_finite() || total > MAX_DURATION_MS as f64 {
-        return Err(format!("duration {s:?} is too long"));
+        return Err(DurationError::TooLong(s.to_owned()));
     }
     // within 0..=MAX_DURATION_MS, checked above
     check_max(total.round() as u64, s)
 }
 
-fn check_max(ms: u64, s: &str) -> Result<u64, String> {
+fn check_max(ms: u64, s: &str) -> Result<u64, DurationError> {
     if ms > MAX_DURATION_MS {
-        Err(format!("duration {s:?} is too long"))
+        Err(DurationError::TooLong(s.to_owned()))
     } else {
         Ok(ms)
     }
@@ -71,26 +100,21 @@ fn check_max(ms: u64, s: &str) -> Result<u64, String> {
 
 /// A point in time, in ms since the epoch: ms, `now`, `-<duration>` (before `now`), or
 /// RFC 3339.
-pub(crate) fn parse_time(s: &str, now: i64) -> Result<i64, String> {
+pub(crate) fn parse_time(s: &str, now: i64) -> Result<i64, TimeError> {
     let s = s.trim();
     if s == "now" {
         return Ok(now);
     }
     if let Some(rel) = s.strip_prefix('-') {
-        let ms = parse_duration_ms(rel).map_err(|e| format!("bad time {s:?}: {e}"))?;
+        let ms = parse_duration_ms(rel).map_err(|e| TimeError::Relative(s.to_owned(), e))?;
         return Ok(now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
     }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<i64>()
-            .map_err(|_| format!("bad time {s:?}: too large"));
+            .map_err(|_| TimeError::TooLarge(s.to_owned()));
     }
-    rfc3339(s).ok_or_else(|| {
-        format!(
-            "bad time {s:?}: expected ms since the epoch (1717243200000), a relative time \
-             (-15m, -1h, -7d), now, or RFC 3339 (2024-06-01T12:00:00Z)"
-        )
-    })
+    rfc3339(s).ok_or_else(|| TimeError::Unknown(s.to_owned()))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]` (a space may replace the `T`; no offset means

@@ -573,31 +573,55 @@ fn valid_color(c: &str) -> bool {
 /// message says what is wrong), and it may use only what the page's evaluator
 /// (widgets.js) evaluates: fields, literals, comparisons, AND/OR/NOT, IN, BETWEEN, LIKE,
 /// IS [NOT] NULL/TRUE/FALSE and arithmetic; no functions, CASE or CAST.
-pub(crate) fn check_filter(expr: &str) -> Result<(), String> {
+pub(crate) fn check_filter(expr: &str) -> Result<(), FilterError> {
     let e = expr.trim();
     if e.is_empty() {
-        return Err("empty (leave the filter out to take every message)".into());
+        return Err(FilterError::Empty);
     }
     if e.len() > MAX_TEXT {
-        return Err(format!("longer than {MAX_TEXT} bytes"));
+        return Err(FilterError::TooLong);
     }
     let words = filter_words(e)?;
-    midge_hub::midge_rules::Rule::parse(&format!("SELECT * FROM 'widget' WHERE {e}"))
-        .map_err(|err| err.to_string())?;
+    midge_hub::midge_rules::Rule::parse(&format!("SELECT * FROM 'widget' WHERE {e}"))?;
     for (word, before_paren) in words {
         let upper = word.to_ascii_uppercase();
         if matches!(upper.as_str(), "CASE" | "CAST" | "ESCAPE" | "ILIKE") {
-            return Err(format!(
-                "{upper} is not evaluated by the dashboard; {SUBSET}"
-            ));
+            return Err(FilterError::NotEvaluated(upper));
         }
         if before_paren && !matches!(upper.as_str(), "AND" | "OR" | "NOT" | "IN") {
-            return Err(format!(
-                "functions ({word}(...)) are not evaluated by the dashboard; {SUBSET}"
-            ));
+            return Err(FilterError::Function(word.to_owned()));
         }
     }
     Ok(())
+}
+
+/// Why a widget's payload filter is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FilterError {
+    #[error("empty (leave the filter out to take every message)")]
+    Empty,
+    #[error("longer than {MAX_TEXT} bytes")]
+    TooLong,
+    /// Not a rule's WHERE clause (the rules crate says why).
+    #[error(transparent)]
+    Rule(#[from] midge_hub::midge_rules::RuleError),
+    /// A keyword the page does not evaluate (upper case).
+    #[error("{0} is not evaluated by the dashboard; {SUBSET}")]
+    NotEvaluated(String),
+    /// A function call (its name).
+    #[error("functions ({0}(...)) are not evaluated by the dashboard; {SUBSET}")]
+    Function(String),
+    #[error("casts (::) are not evaluated by the dashboard; {SUBSET}")]
+    Cast,
+    /// A quote (`'` or `"`) without its end.
+    #[error("unclosed {0} quote")]
+    Unclosed(char),
+    #[error("a filter is one condition: no `;`")]
+    Semicolon,
+    #[error("comments (--) are not allowed in a filter")]
+    LineComment,
+    #[error("comments (/* */) are not allowed in a filter")]
+    BlockComment,
 }
 
 /// What a widget's filter may use.
@@ -606,7 +630,7 @@ const SUBSET: &str = "a filter compares payload fields with values: = != <> < <=
 
 /// The bare words of a filter (outside quotes), each with whether `(` follows it; refuses
 /// what would end the condition early (`;`, comments) and `::` casts.
-fn filter_words(e: &str) -> Result<Vec<(&str, bool)>, String> {
+fn filter_words(e: &str) -> Result<Vec<(&str, bool)>, FilterError> {
     let b = e.as_bytes();
     let mut words = Vec::new();
     let mut i = 0;
@@ -618,7 +642,7 @@ fn filter_words(e: &str) -> Result<Vec<(&str, bool)>, String> {
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None => return Err(format!("unclosed {} quote", c as char)),
+                        None => return Err(FilterError::Unclosed(c as char)),
                         Some(&q) if q == c => {
                             if b.get(i + 1) == Some(&c) {
                                 i += 2;
@@ -633,17 +657,15 @@ fn filter_words(e: &str) -> Result<Vec<(&str, bool)>, String> {
                 last_word = None;
                 continue;
             }
-            b';' => return Err("a filter is one condition: no `;`".into()),
+            b';' => return Err(FilterError::Semicolon),
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                return Err("comments (--) are not allowed in a filter".into());
+                return Err(FilterError::LineComment);
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                return Err("comments (/* */) are not allowed in a filter".into());
+                return Err(FilterError::BlockComment);
             }
             b':' if b.get(i + 1) == Some(&b':') => {
-                return Err(format!(
-                    "casts (::) are not evaluated by the dashboard; {SUBSET}"
-                ));
+                return Err(FilterError::Cast);
             }
             b'(' => {
                 if let Some(w) = last_word.take()

@@ -68,10 +68,15 @@ fn file_of(config: &HttpConfig) -> Option<PathBuf> {
     Some(dir.join("access_keys.json"))
 }
 
-/// 32 random hex digits.
-fn random_hex() -> Result<String, String> {
+/// 32 random hex digits; 500 when the system has no randomness to give.
+fn random_hex(what: &str) -> Result<String, ApiError> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot make the {what}: no randomness: {e}"),
+        )
+    })?;
     Ok(super::sign::hex(&b))
 }
 
@@ -201,17 +206,9 @@ pub(crate) async fn create(
     }
     let keys = &state.0.keys;
     let _one_at_a_time = keys.saving.lock().await;
-    let random = |what| {
-        random_hex().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot make the {what}: {e}"),
-            )
-        })
-    };
     let key = StoredKey {
-        id: random("key id")?,
-        secret: random("secret")?,
+        id: random_hex("key id")?,
+        secret: random_hex("secret")?,
         description: new.description,
         created: crate::time::now_ms(),
     };

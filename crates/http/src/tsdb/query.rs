@@ -110,34 +110,114 @@ fn unit_ms(unit: &str) -> Option<i64> {
     })
 }
 
+/// Why a duration (`"10 minutes"`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DurationError {
+    /// Not a whole number and a known unit.
+    #[error(
+        "bad duration {0:?}: expected a whole number and a unit (millisecond, second, \
+         minute, hour, day, week), like \"10 minutes\""
+    )]
+    Bad(String),
+    /// Zero (or less).
+    #[error("duration {0:?} must be more than zero")]
+    NotPositive(String),
+    /// More than about 100 years.
+    #[error("duration {0:?} is too long")]
+    TooLong(String),
+}
+
+/// Why a query time is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TimeError {
+    /// A number that is not a whole number (of s or ms).
+    #[error("bad time {0}: expected a whole number of s or ms")]
+    NotWhole(serde_json::Number),
+    /// Text of none of the accepted forms.
+    #[error(
+        "bad time {0:?}: expected ms or s since the epoch, \"now\" or a relative time like \
+         \"2 hours ago\""
+    )]
+    Unknown(String),
+    /// `"<duration> ago"` with a bad duration.
+    #[error("bad time {0:?}: {1}")]
+    Ago(String, DurationError),
+    /// Neither a number nor text.
+    #[error("bad time {0}: expected a number or a string")]
+    NotNumberOrText(Value),
+}
+
+/// Why a query (or one of its parts) is refused: the message of the 400
+/// `InappropriateJSON` answer, after `query {i}: `.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum QueryError {
+    #[error("metric is missing")]
+    NoMetric,
+    #[error("give field or fields, not both")]
+    FieldAndFields,
+    #[error("fields is empty")]
+    NoFields,
+    #[error("filters.start: {0}")]
+    Start(TimeError),
+    #[error("filters.end: {0}")]
+    End(TimeError),
+    #[error("filters.end is before filters.start")]
+    EndBeforeStart,
+    #[error("groupBy {0:?} is not supported (midge groups by Tag only)")]
+    GroupBy(String),
+    #[error("groupBy Tag needs tags")]
+    GroupByNoTags,
+    #[error("order must be Asc or Desc")]
+    Order,
+    #[error("limit must be more than 0 (found {0})")]
+    Limit(i64),
+    #[error("bad value filter {0:?}: expected an operator (>, >=, <, <=, =, !=) and a value")]
+    FilterOperator(String),
+    #[error("bad value filter {0:?}: no value after the operator")]
+    FilterValue(String),
+    #[error(
+        "unknown aggregator {0:?} (expected Avg, Dev, Count, First, Last, Max, Min, Sum, \
+         Percentile, Diff, Div, Multiply, Rate or LeastSquares)"
+    )]
+    UnknownAggregator(String),
+    #[error("aggregator {0}: sampling: {1}")]
+    Sampling(String, DurationError),
+    #[error("aggregator {0} needs a number {1}")]
+    AggregatorNeeds(String, &'static str),
+    #[error("aggregator Percentile: factor {0} is not between 0 and 100")]
+    Percentile(f64),
+    #[error("aggregator Div: divisor must not be 0")]
+    DivByZero,
+    #[error(
+        "aggregator Rate: unknown timeUnit {0:?} (expected millisecond, second, minute, hour, \
+         day or week)"
+    )]
+    TimeUnit(String),
+}
+
 /// `"10 minutes"` (a whole number and a unit) in ms.
-pub(crate) fn duration_ms(s: &str) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "bad duration {s:?}: expected a whole number and a unit (millisecond, second, \
-             minute, hour, day, week), like \"10 minutes\""
-        )
-    };
+pub(crate) fn duration_ms(s: &str) -> Result<i64, DurationError> {
+    let bad = || DurationError::Bad(s.to_owned());
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (num, unit) = t.split_at(split);
     let n: i64 = num.parse().map_err(|_| bad())?;
     let per = unit_ms(unit).ok_or_else(bad)?;
     if n <= 0 {
-        return Err(format!("duration {s:?} must be more than zero"));
+        return Err(DurationError::NotPositive(s.to_owned()));
     }
     n.checked_mul(per)
         .filter(|ms| *ms <= 100 * 366 * 86_400_000)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
+        .ok_or_else(|| DurationError::TooLong(s.to_owned()))
 }
 
 /// A query time: a number (s or ms), `"now"`, `"<n> <unit> ago"`, or a number as text.
-pub(crate) fn time_ms(v: &Value, now: i64) -> Result<i64, String> {
+pub(crate) fn time_ms(v: &Value, now: i64) -> Result<i64, TimeError> {
     match v {
         Value::Number(n) => n
             .as_i64()
             .map(timestamp_ms)
-            .ok_or_else(|| format!("bad time {n}: expected a whole number of s or ms")),
+            .ok_or_else(|| TimeError::NotWhole(n.clone())),
         Value::String(s) => {
             let t = s.trim();
             if t.eq_ignore_ascii_case("now") {
@@ -149,21 +229,16 @@ pub(crate) fn time_ms(v: &Value, now: i64) -> Result<i64, String> {
             let rel = t
                 .strip_suffix("ago")
                 .filter(|r| r.ends_with(char::is_whitespace))
-                .ok_or_else(|| {
-                    format!(
-                        "bad time {s:?}: expected ms or s since the epoch, \"now\" or a relative \
-                         time like \"2 hours ago\""
-                    )
-                })?;
-            let ms = duration_ms(rel).map_err(|e| format!("bad time {s:?}: {e}"))?;
+                .ok_or_else(|| TimeError::Unknown(s.clone()))?;
+            let ms = duration_ms(rel).map_err(|e| TimeError::Ago(s.clone(), e))?;
             Ok(now.saturating_sub(ms))
         }
-        other => Err(format!("bad time {other}: expected a number or a string")),
+        other => Err(TimeError::NotNumberOrText(other.clone())),
     }
 }
 
 /// `">= 10"`, `"= on"`, `"!= 'a b'"`.
-fn value_filter(s: &str) -> Result<ValueFilter, String> {
+fn value_filter(s: &str) -> Result<ValueFilter, QueryError> {
     let t = s.trim();
     let (op, rest) = [
         (">=", CompareOp::Ge),
@@ -177,13 +252,9 @@ fn value_filter(s: &str) -> Result<ValueFilter, String> {
     ]
     .iter()
     .find_map(|(p, op)| t.strip_prefix(p).map(|r| (*op, r.trim())))
-    .ok_or_else(|| {
-        format!("bad value filter {s:?}: expected an operator (>, >=, <, <=, =, !=) and a value")
-    })?;
+    .ok_or_else(|| QueryError::FilterOperator(s.to_owned()))?;
     if rest.is_empty() {
-        return Err(format!(
-            "bad value filter {s:?}: no value after the operator"
-        ));
+        return Err(QueryError::FilterValue(s.to_owned()));
     }
     let value = if let Ok(i) = rest.parse::<i64>() {
         PointValue::Long(i)
@@ -204,7 +275,7 @@ fn value_filter(s: &str) -> Result<ValueFilter, String> {
     Ok(ValueFilter { op, value })
 }
 
-fn aggregator(a: &Agg) -> Result<Aggregator, String> {
+fn aggregator(a: &Agg) -> Result<Aggregator, QueryError> {
     use AggregatorKind as K;
     let kind = match a.name.to_ascii_lowercase().as_str() {
         "avg" => K::Avg,
@@ -221,13 +292,7 @@ fn aggregator(a: &Agg) -> Result<Aggregator, String> {
         "multiply" => K::Multiply,
         "rate" => K::Rate,
         "leastsquares" => K::LeastSquares,
-        _ => {
-            return Err(format!(
-                "unknown aggregator {:?} (expected Avg, Dev, Count, First, Last, Max, Min, Sum, \
-                 Percentile, Diff, Div, Multiply, Rate or LeastSquares)",
-                a.name
-            ));
-        }
+        _ => return Err(QueryError::UnknownAggregator(a.name.clone())),
     };
     let mut sampling_ms = a
         .sampling
@@ -235,37 +300,30 @@ fn aggregator(a: &Agg) -> Result<Aggregator, String> {
         .filter(|s| !s.trim().is_empty())
         .map(duration_ms)
         .transpose()
-        .map_err(|e| format!("aggregator {}: sampling: {e}", a.name))?;
-    let need = |what: &str, v: Option<f64>| {
+        .map_err(|e| QueryError::Sampling(a.name.clone(), e))?;
+    let need = |what: &'static str, v: Option<f64>| {
         v.filter(|f| f.is_finite())
-            .ok_or_else(|| format!("aggregator {} needs a number {what}", a.name))
+            .ok_or_else(|| QueryError::AggregatorNeeds(a.name.clone(), what))
     };
     let param = match kind {
         K::Percentile => {
             let p = need("factor (the percentile, 0-100)", a.factor.or(a.percentile))?;
             if !(0.0..=100.0).contains(&p) {
-                return Err(format!(
-                    "aggregator Percentile: factor {p} is not between 0 and 100"
-                ));
+                return Err(QueryError::Percentile(p));
             }
             Some(p)
         }
         K::Div => {
             let d = need("divisor", a.divisor)?;
             if d == 0.0 {
-                return Err("aggregator Div: divisor must not be 0".into());
+                return Err(QueryError::DivByZero);
             }
             Some(d)
         }
         K::Multiply => Some(need("factor", a.factor)?),
         K::Rate => {
             if let Some(u) = a.time_unit.as_deref() {
-                sampling_ms = Some(unit_ms(u).ok_or_else(|| {
-                    format!(
-                        "aggregator Rate: unknown timeUnit {u:?} (expected millisecond, second, \
-                         minute, hour, day or week)"
-                    )
-                })?);
+                sampling_ms = Some(unit_ms(u).ok_or_else(|| QueryError::TimeUnit(u.to_owned()))?);
             }
             None
         }
@@ -279,36 +337,33 @@ fn aggregator(a: &Agg) -> Result<Aggregator, String> {
 }
 
 /// The store's query for one query of the request.
-fn point_query(q: Query, now: i64) -> Result<(PointQuery, bool), String> {
+fn point_query(q: Query, now: i64) -> Result<(PointQuery, bool), QueryError> {
     if q.metric.is_empty() {
-        return Err("metric is missing".into());
+        return Err(QueryError::NoMetric);
     }
     let multi = q.fields.is_some();
     let fields = match (q.field, q.fields) {
-        (Some(_), Some(_)) => return Err("give field or fields, not both".into()),
+        (Some(_), Some(_)) => return Err(QueryError::FieldAndFields),
         (Some(f), None) => vec![f],
-        (None, Some(f)) if f.is_empty() => return Err("fields is empty".into()),
+        (None, Some(f)) if f.is_empty() => return Err(QueryError::NoFields),
         (None, Some(f)) => f,
         (None, None) => Vec::new(),
     };
-    let start = time_ms(&q.filters.start, now).map_err(|e| format!("filters.start: {e}"))?;
+    let start = time_ms(&q.filters.start, now).map_err(QueryError::Start)?;
     let end = match &q.filters.end {
         None | Some(Value::Null) => now,
-        Some(v) => time_ms(v, now).map_err(|e| format!("filters.end: {e}"))?,
+        Some(v) => time_ms(v, now).map_err(QueryError::End)?,
     };
     if end < start {
-        return Err("filters.end is before filters.start".into());
+        return Err(QueryError::EndBeforeStart);
     }
     let mut group_by = Vec::new();
     for g in q.group_by {
         if !g.name.eq_ignore_ascii_case("tag") {
-            return Err(format!(
-                "groupBy {:?} is not supported (midge groups by Tag only)",
-                g.name
-            ));
+            return Err(QueryError::GroupBy(g.name));
         }
         if g.tags.is_empty() {
-            return Err("groupBy Tag needs tags".into());
+            return Err(QueryError::GroupByNoTags);
         }
         group_by.extend(g.tags);
     }
@@ -320,12 +375,12 @@ fn point_query(q: Query, now: i64) -> Result<(PointQuery, bool), String> {
     let order = match q.order.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("asc") => PointOrder::Asc,
         Some("desc") => PointOrder::Desc,
-        Some(_) => return Err("order must be Asc or Desc".into()),
+        Some(_) => return Err(QueryError::Order),
     };
     let limit = match q.limit {
         None => None,
         Some(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-        Some(n) => return Err(format!("limit must be more than 0 (found {n})")),
+        Some(n) => return Err(QueryError::Limit(n)),
     };
     let value_filter = q.filters.value.as_deref().map(value_filter).transpose()?;
     Ok((
@@ -538,6 +593,7 @@ mod tests {
         assert!(
             a(json!({"name":"Median"}))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown aggregator")
         );
         assert!(a(json!({"name":"Div"})).is_err());

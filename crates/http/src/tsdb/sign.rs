@@ -207,47 +207,75 @@ fn canonical_request(req: &Request, signed: &[String]) -> String {
     )
 }
 
+/// Why a signed request is refused: the message of its 403 `AccessDenied` answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SignatureError {
+    #[error(
+        "malformed bce-auth-v1 signature: expected \
+         bce-auth-v1/{{accessKeyId}}/{{timestamp}}/{{expirationSeconds}}/{{signedHeaders}}/{{signature}}"
+    )]
+    Malformed,
+    #[error("bad signature timestamp {0:?}: expected UTC like 2017-11-29T22:45:54Z")]
+    Timestamp(String),
+    #[error("bad expiration {0:?}: expected seconds from 0 to {MAX_EXPIRATION_SECS}")]
+    Expiration(String),
+    #[error("the signature expired at {at} (signed {signed}, valid {valid} s)")]
+    Expired {
+        /// Seconds since the epoch.
+        at: i64,
+        /// The signature's timestamp as given.
+        signed: String,
+        /// Its expiration, seconds.
+        valid: i64,
+    },
+    #[error(
+        "the signature's timestamp {0} is more than {MAX_SKEW_SECS} s ahead of this server's clock"
+    )]
+    Ahead(String),
+    #[error("unknown access key id {0:?}")]
+    UnknownKey(String),
+    #[error("signed header {0:?} is not in the request")]
+    MissingHeader(String),
+    #[error("the signature does not match")]
+    Mismatch,
+}
+
+impl From<SignatureError> for super::TsdbError {
+    fn from(e: SignatureError) -> Self {
+        super::TsdbError::access_denied(e.to_string())
+    }
+}
+
 /// Checks the signature `auth` of `req` against the known keys at `now` (seconds); the
 /// access key id when it is right, else why not.
-pub(crate) fn verify(keys: &Keys, req: &Request, auth: &str, now: i64) -> Result<String, String> {
-    let a = split(auth).ok_or_else(|| {
-        "malformed bce-auth-v1 signature: expected \
-         bce-auth-v1/{accessKeyId}/{timestamp}/{expirationSeconds}/{signedHeaders}/{signature}"
-            .to_owned()
-    })?;
-    let ts = parse_timestamp(a.timestamp).ok_or_else(|| {
-        format!(
-            "bad signature timestamp {:?}: expected UTC like 2017-11-29T22:45:54Z",
-            a.timestamp
-        )
-    })?;
+pub(crate) fn verify(
+    keys: &Keys,
+    req: &Request,
+    auth: &str,
+    now: i64,
+) -> Result<String, SignatureError> {
+    let a = split(auth).ok_or(SignatureError::Malformed)?;
+    let ts = parse_timestamp(a.timestamp)
+        .ok_or_else(|| SignatureError::Timestamp(a.timestamp.to_owned()))?;
     let expiration: i64 = a
         .expiration
         .parse()
         .ok()
         .filter(|e| (0..=MAX_EXPIRATION_SECS).contains(e))
-        .ok_or_else(|| {
-            format!(
-                "bad expiration {:?}: expected seconds from 0 to {MAX_EXPIRATION_SECS}",
-                a.expiration
-            )
-        })?;
+        .ok_or_else(|| SignatureError::Expiration(a.expiration.to_owned()))?;
     if ts + expiration < now {
-        return Err(format!(
-            "the signature expired at {} (signed {}, valid {expiration} s)",
-            ts + expiration,
-            a.timestamp
-        ));
+        return Err(SignatureError::Expired {
+            at: ts + expiration,
+            signed: a.timestamp.to_owned(),
+            valid: expiration,
+        });
     }
     if ts > now + MAX_SKEW_SECS {
-        return Err(format!(
-            "the signature's timestamp {} is more than {MAX_SKEW_SECS} s ahead of this server's clock",
-            a.timestamp
-        ));
+        return Err(SignatureError::Ahead(a.timestamp.to_owned()));
     }
     let secret = keys
         .secret(a.ak)
-        .ok_or_else(|| format!("unknown access key id {:?}", a.ak))?;
+        .ok_or_else(|| SignatureError::UnknownKey(a.ak.to_owned()))?;
     let signed: Vec<String> = if a.signed_headers.is_empty() {
         ["host", "content-md5", "content-length", "content-type"]
             .map(str::to_owned)
@@ -263,7 +291,7 @@ pub(crate) fn verify(keys: &Keys, req: &Request, auth: &str, now: i64) -> Result
             .iter()
             .find(|h| !h.is_empty() && !req.headers().contains_key(h.as_str()))
     {
-        return Err(format!("signed header {missing:?} is not in the request"));
+        return Err(SignatureError::MissingHeader(missing.clone()));
     }
     let key_info = format!("bce-auth-v1/{}/{}/{}", a.ak, a.timestamp, a.expiration);
     let signing_key = hmac_hex(secret.as_bytes(), key_info.as_bytes());
@@ -275,7 +303,7 @@ pub(crate) fn verify(keys: &Keys, req: &Request, auth: &str, now: i64) -> Result
     if expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         Ok(a.ak.to_owned())
     } else {
-        Err("the signature does not match".to_owned())
+        Err(SignatureError::Mismatch)
     }
 }
 
@@ -360,14 +388,31 @@ mod tests {
         let auth = sign("ak1", "secret1", "2017-11-29T22:45:54Z", 1800, &req, &[]);
         let now = 1_511_995_554;
         assert_eq!(verify(&keys, &req, &auth, now), Ok("ak1".to_owned()));
-        assert!(verify(&keys, &req, &auth, now + 1801).is_err(), "expired");
-        assert!(
-            verify(&keys, &req, &auth, now - MAX_SKEW_SECS - 1).is_err(),
-            "future"
+        assert!(matches!(
+            verify(&keys, &req, &auth, now + 1801),
+            Err(SignatureError::Expired { valid: 1800, .. })
+        ));
+        assert_eq!(
+            verify(&keys, &req, &auth, now - MAX_SKEW_SECS - 1),
+            Err(SignatureError::Ahead("2017-11-29T22:45:54Z".into()))
         );
         let bad = auth.replace("/1800//", "/1801//");
-        assert!(verify(&keys, &req, &bad, now).is_err());
+        assert_eq!(
+            verify(&keys, &req, &bad, now),
+            Err(SignatureError::Mismatch)
+        );
         let other = Keys::for_test(&[("ak1", "secret2")]);
-        assert!(verify(&other, &req, &auth, now).is_err());
+        assert_eq!(
+            verify(&other, &req, &auth, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(&keys, &req, &auth.replace("ak1", "ak2"), now),
+            Err(SignatureError::UnknownKey("ak2".into()))
+        );
+        assert_eq!(
+            verify(&keys, &req, "bce-auth-v1/ak1", now),
+            Err(SignatureError::Malformed)
+        );
     }
 }

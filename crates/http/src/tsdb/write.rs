@@ -102,70 +102,121 @@ struct Batch {
     origin: Vec<usize>,
 }
 
-fn string<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+/// Why one datapoint of a write is refused: the message of the 400 `InappropriateJSON`
+/// answer, after `datapoint {i}: `.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum PointError {
+    #[error("a datapoint must be an object (found {0})")]
+    NotObject(Value),
+    #[error("unknown key {0:?}")]
+    UnknownKey(String),
+    #[error("{0} must be a string (found {1})")]
+    NotString(&'static str, Value),
+    #[error("metric is missing")]
+    NoMetric,
+    #[error("tag {0:?} must be a string (found {1})")]
+    Tag(String, Value),
+    #[error("tags must be an object (found {0})")]
+    Tags(Value),
+    #[error("give exactly one of value (with timestamp), values or fields")]
+    NotExactlyOne,
+    #[error("give timestamp with value, not with values")]
+    TimestampWithValues,
+    #[error("values must be a list of [timestamp, value] pairs")]
+    ValuesNotList,
+    #[error("values[{0}] must be a [timestamp, value] pair")]
+    NotPair(usize),
+    #[error("values[{0}]: {1}")]
+    InValues(usize, ValueError),
+    #[error("give field with value or values, not with fields")]
+    FieldWithFields,
+    #[error("fields must be an object of field name -> value")]
+    FieldsNotObject,
+    #[error("fields is empty")]
+    NoFields,
+    #[error("fields.{0}: {1}")]
+    InFields(String, ValueError),
+    #[error(transparent)]
+    Value(#[from] ValueError),
+}
+
+/// Why a timestamp or value is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ValueError {
+    #[error("timestamp must be a whole number (found {0})")]
+    Timestamp(Value),
+    #[error("value {0} is out of range")]
+    OutOfRange(serde_json::Number),
+    #[error("value must be a number or a string (found {0})")]
+    NotNumberOrString(Value),
+    /// The value does not fit the point's `type`: the type and what it needs.
+    #[error("type {0} needs {1} (found {2})")]
+    NotOfType(&'static str, &'static str, Value),
+    #[error("unknown type {0:?} (expected Long, Double, String or Bytes)")]
+    UnknownType(String),
+}
+
+fn string<'a>(
+    o: &'a serde_json::Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<&'a str>, PointError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(format!("{key} must be a string (found {other})")),
+        Some(other) => Err(PointError::NotString(key, other.clone())),
     }
 }
 
-fn timestamp(v: &Value, now: i64) -> Result<i64, String> {
+fn timestamp(v: &Value, now: i64) -> Result<i64, ValueError> {
     match v {
         Value::Null => Ok(now),
         Value::Number(n) => n
             .as_i64()
             .map(timestamp_ms)
-            .ok_or_else(|| format!("timestamp must be a whole number (found {n})")),
-        other => Err(format!("timestamp must be a whole number (found {other})")),
+            .ok_or_else(|| ValueError::Timestamp(v.clone())),
+        other => Err(ValueError::Timestamp(other.clone())),
     }
 }
 
-fn value(v: &Value, kind: Option<&str>) -> Result<PointValue, String> {
+fn value(v: &Value, kind: Option<&str>) -> Result<PointValue, ValueError> {
     let number = |v: &Value| match v {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
         _ => None,
     };
+    let needs = |kind, what| ValueError::NotOfType(kind, what, v.clone());
     match kind {
         None => match v {
             Value::Number(n) => match n.as_i64() {
                 Some(i) => Ok(PointValue::Long(i)),
                 None => number(v)
                     .map(PointValue::Double)
-                    .ok_or_else(|| format!("value {n} is out of range")),
+                    .ok_or_else(|| ValueError::OutOfRange(n.clone())),
             },
             Value::String(s) => Ok(PointValue::Text(s.clone())),
-            other => Err(format!(
-                "value must be a number or a string (found {other})"
-            )),
+            other => Err(ValueError::NotNumberOrString(other.clone())),
         },
-        Some("Long") => match v {
-            Value::Number(n) => n
-                .as_i64()
-                .map(PointValue::Long)
-                .ok_or_else(|| format!("type Long needs a whole number (found {n})")),
-            other => Err(format!("type Long needs a whole number (found {other})")),
-        },
+        Some("Long") => v
+            .as_i64()
+            .map(PointValue::Long)
+            .ok_or_else(|| needs("Long", "a whole number")),
         Some("Double") => number(v)
             .map(PointValue::Double)
-            .ok_or_else(|| format!("type Double needs a number (found {v})")),
+            .ok_or_else(|| needs("Double", "a number")),
         Some("String") => match v {
             Value::String(s) => Ok(PointValue::Text(s.clone())),
-            other => Err(format!("type String needs a string (found {other})")),
+            _ => Err(needs("String", "a string")),
         },
         Some("Bytes") => match v {
             Value::String(s) if base64::engine::general_purpose::STANDARD.decode(s).is_ok() => {
                 Ok(PointValue::Text(s.clone()))
             }
-            other => Err(format!("type Bytes needs base64 text (found {other})")),
+            _ => Err(needs("Bytes", "base64 text")),
         },
-        Some(t) => Err(format!(
-            "unknown type {t:?} (expected Long, Double, String or Bytes)"
-        )),
+        Some(t) => Err(ValueError::UnknownType(t.to_owned())),
     }
 }
 
-fn tags(o: &serde_json::Map<String, Value>) -> Result<Tags, String> {
+fn tags(o: &serde_json::Map<String, Value>) -> Result<Tags, PointError> {
     let mut out = Tags::new();
     match o.get("tags") {
         None | Some(Value::Null) => {}
@@ -175,32 +226,32 @@ fn tags(o: &serde_json::Map<String, Value>) -> Result<Tags, String> {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
-                    other => return Err(format!("tag {k:?} must be a string (found {other})")),
+                    other => return Err(PointError::Tag(k.clone(), other.clone())),
                 };
                 out.insert(k.clone(), text);
             }
         }
-        Some(other) => return Err(format!("tags must be an object (found {other})")),
+        Some(other) => return Err(PointError::Tags(other.clone())),
     }
     Ok(out)
 }
 
 /// Adds the points of datapoint `v` to `out`.
-fn datapoint(v: &Value, now: i64, out: &mut Vec<Datapoint>) -> Result<(), String> {
+fn datapoint(v: &Value, now: i64, out: &mut Vec<Datapoint>) -> Result<(), PointError> {
     let Value::Object(o) = v else {
-        return Err(format!("a datapoint must be an object (found {v})"));
+        return Err(PointError::NotObject(v.clone()));
     };
     for k in o.keys() {
         if !matches!(
             k.as_str(),
             "metric" | "field" | "tags" | "timestamp" | "value" | "values" | "fields" | "type"
         ) {
-            return Err(format!("unknown key {k:?}"));
+            return Err(PointError::UnknownKey(k.clone()));
         }
     }
     let metric = string(o, "metric")?
         .filter(|m| !m.is_empty())
-        .ok_or("metric is missing")?
+        .ok_or(PointError::NoMetric)?
         .to_owned();
     let field = string(o, "field")?.unwrap_or(DEFAULT_FIELD).to_owned();
     let kind = string(o, "type")?;
@@ -217,41 +268,41 @@ fn datapoint(v: &Value, now: i64, out: &mut Vec<Datapoint>) -> Result<(), String
         .filter(|k| o.get(**k).is_some_and(|v| !v.is_null()))
         .count();
     if given != 1 {
-        return Err("give exactly one of value (with timestamp), values or fields".into());
+        return Err(PointError::NotExactlyOne);
     }
     if let Some(v) = o.get("value").filter(|v| !v.is_null()) {
         let ts = timestamp(o.get("timestamp").unwrap_or(&Value::Null), now)?;
         out.push(point(field, ts, value(v, kind)?));
     } else if let Some(values) = o.get("values").filter(|v| !v.is_null()) {
         if o.get("timestamp").is_some_and(|t| !t.is_null()) {
-            return Err("give timestamp with value, not with values".into());
+            return Err(PointError::TimestampWithValues);
         }
         let Value::Array(rows) = values else {
-            return Err("values must be a list of [timestamp, value] pairs".into());
+            return Err(PointError::ValuesNotList);
         };
         for (j, row) in rows.iter().enumerate() {
             match row.as_array().map(Vec::as_slice) {
                 Some([ts, v]) => {
-                    let ts = timestamp(ts, now).map_err(|e| format!("values[{j}]: {e}"))?;
-                    let v = value(v, kind).map_err(|e| format!("values[{j}]: {e}"))?;
+                    let ts = timestamp(ts, now).map_err(|e| PointError::InValues(j, e))?;
+                    let v = value(v, kind).map_err(|e| PointError::InValues(j, e))?;
                     out.push(point(field.clone(), ts, v));
                 }
-                _ => return Err(format!("values[{j}] must be a [timestamp, value] pair")),
+                _ => return Err(PointError::NotPair(j)),
             }
         }
     } else if let Some(fields) = o.get("fields").filter(|v| !v.is_null()) {
         if o.contains_key("field") {
-            return Err("give field with value or values, not with fields".into());
+            return Err(PointError::FieldWithFields);
         }
         let Value::Object(fields) = fields else {
-            return Err("fields must be an object of field name -> value".into());
+            return Err(PointError::FieldsNotObject);
         };
         if fields.is_empty() {
-            return Err("fields is empty".into());
+            return Err(PointError::NoFields);
         }
         let ts = timestamp(o.get("timestamp").unwrap_or(&Value::Null), now)?;
         for (name, v) in fields {
-            let v = value(v, kind).map_err(|e| format!("fields.{name}: {e}"))?;
+            let v = value(v, kind).map_err(|e| PointError::InFields(name.clone(), e))?;
             out.push(point(name.clone(), ts, v));
         }
     }
@@ -296,25 +347,18 @@ pub(crate) async fn handler(
         .map_err(|e| TsdbError::malformed(format!("bad JSON body: {e}")))?;
     drop(bytes);
     let Batch { points, origin } = parsed?;
-    match blocking(store, move |s| {
+    blocking(store, move |s| {
         s.write_points(&points).map_err(|e| match e {
+            // the index in the request, not in the expanded points
             SeriesError::InvalidPoint { index, reason } => SeriesError::InvalidPoint {
                 index: origin.get(index).copied().unwrap_or(index),
-                reason,
+                reason: format!("{reason} (nothing of the batch was stored)"),
             },
             other => other,
         })
     })
-    .await
-    {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(mut e) => {
-            if e.code == "InappropriateJSON" {
-                e.message.push_str(" (nothing of the batch was stored)");
-            }
-            Err(e)
-        }
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]
