@@ -87,7 +87,7 @@ mod topic;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::postgres::{check_postgres_url, redact_url};
+pub use crate::postgres::{PostgresUrlError, check_postgres_url, redact_url};
 pub use error::{EngineError, SeriesError};
 pub use facade::SeriesStore;
 pub use name::{InvalidTableName, TableName};

@@ -112,8 +112,39 @@ pub struct Datapoint {
 /// value that is not a finite number), if it cannot; the type of its field against other
 /// points and the stored ones is checked when it is written. For callers that build points
 /// and must keep a bad one out of a batch.
-pub fn check(point: &Datapoint) -> Result<(), String> {
-    validate::check_point(point).map_or(Ok(()), Err)
+pub fn check(point: &Datapoint) -> Result<(), PointError> {
+    validate::check_point(point)
+}
+
+/// Why a datapoint cannot be stored on its own ([`check`]); in a batch the store answers
+/// [`SeriesError::InvalidPoint`](crate::SeriesError::InvalidPoint) with this as the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PointError {
+    /// The metric, field or a tag key (named) is empty.
+    #[error("{0} is empty")]
+    EmptyName(&'static str),
+    /// The metric, field or a tag key is longer than 255 bytes.
+    #[error("{what} is {len} bytes long (at most {max})", max = validate::MAX_NAME_BYTES)]
+    LongName {
+        /// `metric`, `field` or `tag key`.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The metric, field or a tag key holds a control character.
+    #[error("{what} {name:?} holds a control character")]
+    ControlCharacter {
+        /// `metric`, `field` or `tag key`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The tag (named) has an empty value.
+    #[error("tag {0:?} has an empty value")]
+    EmptyTagValue(String),
+    /// A Double that is NaN or infinite.
+    #[error("value {0} is not a finite number")]
+    NotFinite(f64),
 }
 
 /// A timestamp as TSDB APIs take it: a value of 10 digits or fewer is in seconds (× 1000),

@@ -3,50 +3,47 @@
 
 use std::collections::HashMap;
 
-use super::{Datapoint, FieldType, PointValue};
+use super::{Datapoint, FieldType, PointError, PointValue};
 use crate::SeriesError;
 
 /// Longest metric, field or tag key, in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 255;
 
 /// Why `name` cannot be a metric, field or tag key (`what` names which), if it cannot.
-fn check_name(what: &str, name: &str) -> Option<String> {
+fn check_name(what: &'static str, name: &str) -> Result<(), PointError> {
     if name.is_empty() {
-        Some(format!("{what} is empty"))
+        Err(PointError::EmptyName(what))
     } else if name.len() > MAX_NAME_BYTES {
-        Some(format!(
-            "{what} is {} bytes long (at most {MAX_NAME_BYTES})",
-            name.len()
-        ))
+        Err(PointError::LongName {
+            what,
+            len: name.len(),
+        })
     } else if name.chars().any(char::is_control) {
-        Some(format!("{what} {name:?} holds a control character"))
+        Err(PointError::ControlCharacter {
+            what,
+            name: name.to_owned(),
+        })
     } else {
-        None
+        Ok(())
     }
 }
 
 /// Why the point cannot be stored (its names and value alone), if it cannot.
-pub(crate) fn check_point(p: &Datapoint) -> Option<String> {
-    if let Some(r) = check_name("metric", &p.metric) {
-        return Some(r);
-    }
-    if let Some(r) = check_name("field", &p.field) {
-        return Some(r);
-    }
+pub(crate) fn check_point(p: &Datapoint) -> Result<(), PointError> {
+    check_name("metric", &p.metric)?;
+    check_name("field", &p.field)?;
     for (k, v) in &p.tags {
-        if let Some(r) = check_name("tag key", k) {
-            return Some(r);
-        }
+        check_name("tag key", k)?;
         if v.is_empty() {
-            return Some(format!("tag {k:?} has an empty value"));
+            return Err(PointError::EmptyTagValue(k.clone()));
         }
     }
     if let PointValue::Double(v) = p.value
         && !v.is_finite()
     {
-        return Some(format!("value {v} is not a finite number"));
+        return Err(PointError::NotFinite(v));
     }
-    None
+    Ok(())
 }
 
 /// `(metric, field)` → (index of the first point naming it, its type).
@@ -63,8 +60,11 @@ pub(crate) type BatchTypes<'p> = HashMap<(&'p str, &'p str), (usize, FieldType)>
 pub(crate) fn validate_points(points: &[Datapoint]) -> Result<BatchTypes<'_>, SeriesError> {
     let mut types: BatchTypes<'_> = HashMap::new();
     for (index, p) in points.iter().enumerate() {
-        if let Some(reason) = check_point(p) {
-            return Err(SeriesError::InvalidPoint { index, reason });
+        if let Err(e) = check_point(p) {
+            return Err(SeriesError::InvalidPoint {
+                index,
+                reason: e.to_string(),
+            });
         }
         let ty = p.value.field_type();
         let first = types
@@ -122,6 +122,40 @@ mod tests {
             Err(SeriesError::InvalidPoint { index, .. }) => index,
             other => panic!("expected InvalidPoint, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn check_says_what_is_wrong_with_one_point() {
+        use crate::points::check;
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            check(&point("m", "value", &[], PointValue::Long(1))),
+            Ok(())
+        );
+        assert_eq!(
+            check(&point("", "value", &[], PointValue::Long(1))),
+            Err(PointError::EmptyName("metric"))
+        );
+        assert_eq!(
+            check(&point("m", "value", &[("k", "")], PointValue::Long(1))),
+            Err(PointError::EmptyTagValue("k".into()))
+        );
+        assert_eq!(
+            check(&point("m", &long, &[], PointValue::Long(1)))
+                .unwrap_err()
+                .to_string(),
+            "field is 256 bytes long (at most 255)"
+        );
+        assert_eq!(
+            check(&point("m", "value", &[("a\nb", "v")], PointValue::Long(1)))
+                .unwrap_err()
+                .to_string(),
+            "tag key \"a\\nb\" holds a control character"
+        );
+        assert!(matches!(
+            check(&point("m", "value", &[], PointValue::Double(f64::NAN))),
+            Err(PointError::NotFinite(_))
+        ));
     }
 
     #[test]

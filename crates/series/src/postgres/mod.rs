@@ -53,17 +53,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Whether `url` is a PostgreSQL connection URL (`postgres://user:password@host:5432/db`)
 /// or `key=value` connection string this build can use; the reason when it is not (without
 /// the password). Checks the text only: nothing is connected to.
-pub fn check_postgres_url(url: &str) -> Result<(), String> {
+pub fn check_postgres_url(url: &str) -> Result<(), PostgresUrlError> {
     if url.trim().is_empty() {
-        return Err("empty".into());
+        return Err(PostgresUrlError::Empty);
     }
-    Config::from_str(url).map(drop).map_err(|e| {
-        format!(
-            "{} is not a PostgreSQL URL: {}",
-            redact_url(url),
-            PgError(e)
-        )
-    })
+    Config::from_str(url)
+        .map(drop)
+        .map_err(|e| PostgresUrlError::Invalid {
+            url: redact_url(url),
+            reason: Box::new(PgError(e)),
+        })
+}
+
+/// Why [`check_postgres_url`] refuses a connection URL (its password never shown).
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresUrlError {
+    /// Nothing was given.
+    #[error("empty")]
+    Empty,
+    /// Not a URL or connection string the driver understands.
+    #[error("{url} is not a PostgreSQL URL: {reason}")]
+    Invalid {
+        /// The URL as it may be shown ([`redact_url`]).
+        url: String,
+        /// What the driver found wrong.
+        reason: crate::EngineError,
+    },
 }
 
 /// `url` as it may be shown: the password of the `user:password@` part and any
