@@ -125,14 +125,14 @@ struct PubOutcome {
     sent: u64,
     acked: u64,
     end_ns: u64,
-    error: Option<String>,
+    error: Option<StreamError>,
     writer: Option<OwnedWriteHalf>,
 }
 
 struct SubOutcome {
     tracker: Tracker,
     last_ns: u64,
-    error: Option<String>,
+    error: Option<StreamError>,
 }
 
 struct Shared {
@@ -177,7 +177,7 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
     let mut connect_failures = 0u64;
 
     // 1. Subscribers: connect and subscribe, all before any publisher starts.
-    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(64);
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), ClientFailed>>(64);
     let mut sub_tasks = Vec::new();
     for i in 0..spec.subscribers {
         let (c, s, sh, tx) = (
@@ -200,7 +200,7 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
 
     // 2. Publishers: connect, then wait for the start signal.
     let (start_tx, start_rx) = watch::channel(false);
-    let (pready_tx, mut pready_rx) = mpsc::channel::<Result<(), String>>(64);
+    let (pready_tx, mut pready_rx) = mpsc::channel::<Result<(), ClientFailed>>(64);
     let mut pub_tasks = Vec::new();
     let total = common.count;
     for i in 0..spec.publishers {
@@ -324,10 +324,48 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
     })
 }
 
-fn push_err(errors: &mut Vec<String>, e: String) {
+fn push_err(errors: &mut Vec<String>, e: impl std::fmt::Display) {
     if errors.len() < 10 {
-        errors.push(e);
+        errors.push(e.to_string());
     }
+}
+
+/// Why a publisher or subscriber stopped before the end of the run (listed in
+/// [`RunResult::errors`]).
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    /// Writing to the broker failed.
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+    /// Reading or decoding what the broker sent failed.
+    #[error("{0}")]
+    Read(#[from] BenchError),
+    /// The publisher's reader saw the connection end.
+    #[error("connection lost")]
+    Lost,
+    /// The same, while waiting for the last acknowledgements.
+    #[error("connection lost before all acknowledgements")]
+    LostBeforeAcks,
+    /// The broker acknowledged nothing for [`ACK_WAIT`].
+    #[error("no acknowledgement for {} s", ACK_WAIT.as_secs())]
+    NoAck,
+    /// The broker closed the subscriber's connection.
+    #[error("connection closed by the broker")]
+    Closed,
+}
+
+/// Longest wait for an acknowledgement while the publisher's window is full.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// A publisher or subscriber that could not connect (or subscribe): counted as a connect
+/// failure and listed in [`RunResult::errors`].
+#[derive(Debug, thiserror::Error)]
+#[error("{role} {index}: {source}")]
+struct ClientFailed {
+    /// `publisher` or `subscriber`.
+    role: &'static str,
+    index: u32,
+    source: BenchError,
 }
 
 async fn publisher(
@@ -337,7 +375,7 @@ async fn publisher(
     spec: Scenario,
     sh: Arc<Shared>,
     mut start: watch::Receiver<bool>,
-    ready: mpsc::Sender<Result<(), String>>,
+    ready: mpsc::Sender<Result<(), ClientFailed>>,
 ) -> PubOutcome {
     let mut out = PubOutcome {
         sent: 0,
@@ -354,7 +392,12 @@ async fn publisher(
                 c
             }
             Err(e) => {
-                let _ = ready.send(Err(format!("publisher {i}: {e}"))).await;
+                let failed = ClientFailed {
+                    role: "publisher",
+                    index: i,
+                    source: e,
+                };
+                let _ = ready.send(Err(failed)).await;
                 return out;
             }
         };
@@ -423,7 +466,7 @@ async fn publisher(
     let size = common.payload;
     let mut buf = BytesMut::with_capacity(spec.batch * (size + topic.len() + 16));
     let mut seq = 0u64;
-    let mut error: Option<String> = None;
+    let mut error: Option<StreamError> = None;
     'send: while seq < limit && !sh.stop.load(Ordering::Relaxed) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -446,20 +489,20 @@ async fn publisher(
             if inflight >= window {
                 if !buf.is_empty() {
                     if let Err(e) = wr.write_all(&buf).await {
-                        error = Some(e.to_string());
+                        error = Some(e.into());
                         break 'send;
                     }
                     buf.clear();
                 }
                 if reader_dead.load(Ordering::Relaxed) {
-                    error = Some("connection lost".into());
+                    error = Some(StreamError::Lost);
                     break;
                 }
-                if tokio::time::timeout(Duration::from_secs(10), notify.notified())
+                if tokio::time::timeout(ACK_WAIT, notify.notified())
                     .await
                     .is_err()
                 {
-                    error = Some("no acknowledgement for 10 s".into());
+                    error = Some(StreamError::NoAck);
                     break;
                 }
                 continue;
@@ -486,7 +529,7 @@ async fn publisher(
         }
         if let Err(e) = wr.write_all(&buf).await {
             // The last batch may or may not have reached the broker: count it as sent.
-            error = Some(e.to_string());
+            error = Some(e.into());
             sh.counters.sent.fetch_add(allowed, Ordering::Relaxed);
             break;
         }
@@ -502,7 +545,7 @@ async fn publisher(
             }
             if !buf.is_empty() {
                 if let Err(e) = wr.write_all(&buf).await {
-                    error = Some(e.to_string());
+                    error = Some(e.into());
                     break;
                 }
                 buf.clear();
@@ -511,14 +554,14 @@ async fn publisher(
                 break;
             }
             if reader_dead.load(Ordering::Relaxed) {
-                error = Some("connection lost before all acknowledgements".into());
+                error = Some(StreamError::LostBeforeAcks);
                 break;
             }
-            if tokio::time::timeout(Duration::from_secs(10), notify.notified())
+            if tokio::time::timeout(ACK_WAIT, notify.notified())
                 .await
                 .is_err()
             {
-                error = Some("no acknowledgement for 10 s".into());
+                error = Some(StreamError::NoAck);
                 break;
             }
         }
@@ -541,19 +584,24 @@ async fn subscriber(
     common: Common,
     spec: Scenario,
     sh: Arc<Shared>,
-    ready: mpsc::Sender<Result<(), String>>,
+    ready: mpsc::Sender<Result<(), ClientFailed>>,
 ) -> Option<SubOutcome> {
     let id = format!("{}-sub-{i}", common.client_prefix);
+    let failed = |source| ClientFailed {
+        role: "subscriber",
+        index: i,
+        source,
+    };
     let mut conn =
         match wire::connect(common.addr, common.protocol, &id, 0, common.connect_timeout).await {
             Ok(c) => c,
             Err(e) => {
-                let _ = ready.send(Err(format!("subscriber {i}: {e}"))).await;
+                let _ = ready.send(Err(failed(e))).await;
                 return None;
             }
         };
     if let Err(e) = conn.subscribe(&spec.filters, common.qos).await {
-        let _ = ready.send(Err(format!("subscriber {i}: {e}"))).await;
+        let _ = ready.send(Err(failed(e))).await;
         return None;
     }
     let _ = ready.send(Ok(())).await;
@@ -587,12 +635,12 @@ async fn subscriber(
         {
             Err(_) => continue,
             Ok(Ok(0)) => {
-                error = Some("connection closed by the broker".to_string());
+                error = Some(StreamError::Closed);
                 break;
             }
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
-                error = Some(e.to_string());
+                error = Some(e.into());
                 break;
             }
         };
@@ -616,7 +664,7 @@ async fn subscriber(
                 Ok(Some(Frame::Other(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    error = Some(e.to_string());
+                    error = Some(e.into());
                     break;
                 }
             }
@@ -632,7 +680,7 @@ async fn subscriber(
         }
         if !wbuf.is_empty() {
             if let Err(e) = conn.stream.write_all(&wbuf).await {
-                error = Some(e.to_string());
+                error = Some(e.into());
                 break;
             }
             wbuf.clear();
