@@ -316,13 +316,37 @@ impl Default for MidgeConfig {
     }
 }
 
-/// Collects problems while reading the table.
+/// Collects problems while reading the table, and which keys of each table were read: the
+/// reading code is the schema, so a key is known once some code reads it and any other key
+/// is reported as unknown (with the nearest known one as a hint), with no list to keep.
 pub(crate) struct Checker<'a> {
     file: &'a str,
     errors: Vec<String>,
+    tables: Vec<ReadTable>,
 }
 
-impl Checker<'_> {
+/// One table of the file as read so far.
+struct ReadTable {
+    /// The table's address: the same table may be read under two section names (a bridge
+    /// is `bridge #1` until its name is read).
+    id: usize,
+    /// The section name it was last read under.
+    section: String,
+    /// Its keys.
+    present: Vec<String>,
+    /// The keys some code asked for, whether present or not.
+    asked: Vec<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(file: &'a str) -> Checker<'a> {
+        Checker {
+            file,
+            errors: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
     fn err(&mut self, section: &str, key: &str, msg: impl std::fmt::Display) {
         if section.is_empty() && key.is_empty() {
             self.errors.push(format!("{}: {msg}", self.file));
@@ -338,6 +362,50 @@ impl Checker<'_> {
         self.errors.push(format!("{}: {at}: {msg}", self.file));
     }
 
+    /// `t[key]`, noting that `key` is a key of `section`.
+    fn get<'t>(&mut self, t: &'t toml::Table, section: &str, key: &str) -> Option<&'t toml::Value> {
+        let id = std::ptr::from_ref(t) as usize;
+        match self.tables.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                if r.section != section {
+                    section.clone_into(&mut r.section);
+                }
+                if !r.asked.iter().any(|k| k == key) {
+                    r.asked.push(key.to_owned());
+                }
+            }
+            None => self.tables.push(ReadTable {
+                id,
+                section: section.to_owned(),
+                present: t.keys().cloned().collect(),
+                asked: vec![key.to_owned()],
+            }),
+        }
+        t.get(key)
+    }
+
+    /// Declares `known` as keys of `section` (for a table read in one piece, through serde).
+    fn unknown(&mut self, t: &toml::Table, section: &str, known: &[&str]) {
+        for k in known {
+            self.get(t, section, k);
+        }
+    }
+
+    /// Every key of a table read that no code asked for.
+    fn report_unknown_keys(&mut self) {
+        for r in std::mem::take(&mut self.tables) {
+            for k in r.present.iter().filter(|k| !r.asked.contains(k)) {
+                let hint = r
+                    .asked
+                    .iter()
+                    .find(|c| strsim(c, k))
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                self.err(&r.section, k, format!("unknown key{hint}"));
+            }
+        }
+    }
+
     fn int(
         &mut self,
         t: &toml::Table,
@@ -346,7 +414,7 @@ impl Checker<'_> {
         min: i64,
         max: i64,
     ) -> Option<i64> {
-        let v = t.get(key)?;
+        let v = self.get(t, section, key)?;
         match v.as_integer() {
             Some(i) if (min..=max).contains(&i) => Some(i),
             Some(i) => {
@@ -369,7 +437,7 @@ impl Checker<'_> {
     }
 
     fn boolean(&mut self, t: &toml::Table, section: &str, key: &str) -> Option<bool> {
-        let v = t.get(key)?;
+        let v = self.get(t, section, key)?;
         let b = v.as_bool();
         if b.is_none() {
             self.err(
@@ -382,7 +450,7 @@ impl Checker<'_> {
     }
 
     fn string(&mut self, t: &toml::Table, section: &str, key: &str) -> Option<String> {
-        let v = t.get(key)?;
+        let v = self.get(t, section, key)?;
         let s = v.as_str().map(str::to_owned);
         if s.is_none() {
             self.err(
@@ -394,21 +462,8 @@ impl Checker<'_> {
         s
     }
 
-    fn unknown(&mut self, t: &toml::Table, section: &str, known: &[&str]) {
-        for k in t.keys() {
-            if !known.contains(&k.as_str()) {
-                let hint = known
-                    .iter()
-                    .find(|c| strsim(c, k))
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
-                self.err(section, k, format!("unknown key{hint}"));
-            }
-        }
-    }
-
     fn table<'t>(&mut self, root: &'t toml::Table, key: &str) -> Option<&'t toml::Table> {
-        let v = root.get(key)?;
+        let v = self.get(root, "", key)?;
         let t = v.as_table();
         if t.is_none() {
             self.err(
@@ -544,37 +599,13 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     let root: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| format!("{file}: {e}"))?;
-    let mut c = Checker {
-        file,
-        errors: Vec::new(),
-    };
+    let mut c = Checker::new(file);
     let mut cfg = MidgeConfig::default();
-    c.unknown(
-        &root,
-        "",
-        &[
-            "server",
-            "security",
-            "listener",
-            "limits",
-            "persistence",
-            "series",
-            "rule",
-            "http",
-            "dashboard",
-            "bridge",
-        ],
-    );
 
     // [security]: defaults for every listener from a file (anonymous off, as mosquitto 2)
     let mut security = AuthConfig::default();
     if let Some(t) = c.table(&root, "security") {
         read_auth(&mut c, t, "security", &mut security);
-        c.unknown(
-            t,
-            "security",
-            &["allow_anonymous", "password_file", "acl_file"],
-        );
     }
     // no [[listener]]: mosquitto 2's local-only mode (127.0.0.1, anonymous allowed unless
     // [security] says otherwise)
@@ -615,20 +646,9 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                 );
             }
         }
-        c.unknown(
-            t,
-            "server",
-            &[
-                "max_connections",
-                "connect_timeout",
-                "sys_interval",
-                "outbound_high_water",
-                "log_level",
-            ],
-        );
     }
 
-    if let Some(v) = root.get("listener") {
+    if let Some(v) = c.get(&root, "", "listener") {
         match v.as_array() {
             Some(list) => {
                 let mut listeners = Vec::new();
@@ -681,24 +701,6 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                         }),
                         Err(_) => c.err(&section, "bind", format!("not an IP address: {bind:?}")),
                     }
-                    c.unknown(
-                        t,
-                        &section,
-                        &[
-                            "bind",
-                            "port",
-                            "protocol",
-                            "path",
-                            "certfile",
-                            "keyfile",
-                            "cafile",
-                            "require_certificate",
-                            "use_identity_as_username",
-                            "allow_anonymous",
-                            "password_file",
-                            "acl_file",
-                        ],
-                    );
                 }
                 if !listeners.is_empty() {
                     cfg.server.listeners = listeners;
@@ -772,30 +774,6 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         if let Some(v) = c.int(t, "limits", "last_values_topics", 0, 10_000_000) {
             b.last_values_topics = v as usize;
         }
-        c.unknown(
-            t,
-            "limits",
-            &[
-                "max_packet_size",
-                "max_inflight_messages",
-                "receive_maximum",
-                "max_queued_messages",
-                "max_queued_bytes",
-                "queue_qos0_offline",
-                "topic_alias_maximum",
-                "max_keepalive",
-                "max_session_expiry",
-                "max_qos",
-                "retain_available",
-                "wildcard_subscriptions",
-                "subscription_identifiers",
-                "shared_subscriptions",
-                "max_topic_levels",
-                "max_subscriptions_per_client",
-                "max_retained_messages",
-                "last_values_topics",
-            ],
-        );
     }
 
     persistence(&mut c, &root, &mut cfg);
@@ -803,6 +781,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
     hub::rules(&mut c, &root, &mut cfg);
     hub::http(&mut c, &root, &mut cfg);
     bridge::bridges(&mut c, &root, &mut cfg);
+    c.report_unknown_keys();
 
     if c.errors.is_empty() {
         Ok(cfg)
@@ -818,7 +797,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
 /// `persistence = false`, or the `[persistence]` table.
 fn persistence(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
     use midge_store::SyncMode;
-    let Some(v) = root.get("persistence") else {
+    let Some(v) = c.get(root, "", "persistence") else {
         return;
     };
     if let Some(on) = v.as_bool() {
@@ -875,11 +854,6 @@ fn persistence(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
         o.max_bytes = v as u64;
     }
     let enabled = c.boolean(t, s, "enabled").unwrap_or(true);
-    c.unknown(
-        t,
-        s,
-        &["enabled", "dir", "sync", "sync_interval_ms", "max_bytes"],
-    );
     cfg.server.persistence = enabled.then_some(o);
 }
 

@@ -8,36 +8,11 @@ use midge_codec::QoS;
 
 use super::{Checker, MidgeConfig};
 
-/// Every key of a `[[bridge]]` table.
-const KEYS: &[&str] = &[
-    "name",
-    "address",
-    "addresses",
-    "round_robin",
-    "topic",
-    "topics",
-    "protocol",
-    "try_private",
-    "clientid",
-    "username",
-    "password",
-    "clean_session",
-    "keepalive",
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "insecure",
-    "notifications",
-    "notifications_local_only",
-    "notification_topic",
-    "restart_timeout",
-    "outgoing_retain",
-];
-
 /// Read every `[[bridge]]`, reporting all problems.
 pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
-    let Some(v) = root.get("bridge") else { return };
+    let Some(v) = c.get(root, "", "bridge") else {
+        return;
+    };
     let Some(list) = v.as_array() else {
         c.err("", "bridge", "must be an array of tables ([[bridge]])");
         return;
@@ -65,7 +40,7 @@ pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCo
         // addresses = ["host:port", ...] (or address = "host:port host2:port", as mosquitto)
         let mut words: Vec<String> = Vec::new();
         for key in ["address", "addresses"] {
-            match t.get(key) {
+            match c.get(t, s, key) {
                 None => {}
                 Some(toml::Value::String(a)) => {
                     words.extend(
@@ -109,7 +84,7 @@ pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCo
             bridge.round_robin = v;
         }
         for key in ["topic", "topics"] {
-            let items: Vec<&toml::Value> = match t.get(key) {
+            let items: Vec<&toml::Value> = match c.get(t, s, key) {
                 None => continue,
                 Some(toml::Value::Array(a)) => a.iter().collect(),
                 Some(v) => vec![v],
@@ -185,7 +160,7 @@ pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCo
             bridge.notifications_local_only = v;
         }
         bridge.notification_topic = c.string(t, s, "notification_topic");
-        match t.get("restart_timeout") {
+        match c.get(t, s, "restart_timeout") {
             None => {}
             Some(v) => match restart_timeout(v) {
                 Ok(r) => bridge.restart_timeout = r,
@@ -195,7 +170,6 @@ pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCo
         if let Some(v) = c.boolean(t, s, "outgoing_retain") {
             bridge.outgoing_retain = v;
         }
-        c.unknown(t, s, KEYS);
         for p in bridge.problems() {
             // the missing pieces were reported above by key
             if p.starts_with("addresses: at least") || p.starts_with("topics: at least") {
@@ -219,41 +193,44 @@ fn topic(v: &toml::Value) -> Result<TopicConfig, String> {
     match v {
         toml::Value::String(line) => midge_bridge::parse_topic_line(line),
         toml::Value::Table(t) => {
-            for k in t.keys() {
-                if ![
-                    "pattern",
-                    "direction",
-                    "qos",
-                    "local_prefix",
-                    "remote_prefix",
-                ]
-                .contains(&k.as_str())
-                {
-                    return Err(format!(
-                        "{k}: unknown key (pattern, direction, qos, local_prefix, remote_prefix)"
-                    ));
-                }
-            }
-            let str_of = |k: &str| -> Result<Option<String>, String> {
-                match t.get(k) {
+            // the keys read are the keys known
+            let mut asked: Vec<&str> = Vec::new();
+            let mut get = |k: &'static str| {
+                asked.push(k);
+                t.get(k)
+            };
+            let str_of = |k: &str, v: Option<&toml::Value>| -> Result<Option<String>, String> {
+                match v {
                     None => Ok(None),
                     Some(toml::Value::String(s)) => Ok(Some(s.clone())),
                     Some(o) => Err(format!("{k}: must be a string (found {})", o.type_str())),
                 }
             };
-            let mut tc = TopicConfig::new(str_of("pattern")?.ok_or("pattern: missing")?);
-            if let Some(d) = str_of("direction")? {
+            let pattern = str_of("pattern", get("pattern"));
+            let direction = str_of("direction", get("direction"));
+            let qos = get("qos");
+            let local_prefix = str_of("local_prefix", get("local_prefix"));
+            let remote_prefix = str_of("remote_prefix", get("remote_prefix"));
+            if let Some(k) = t.keys().find(|k| !asked.contains(&k.as_str())) {
+                let hint = match asked.iter().find(|c| super::strsim(c, k)) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => asked.join(", "),
+                };
+                return Err(format!("{k}: unknown key ({hint})"));
+            }
+            let mut tc = TopicConfig::new(pattern?.ok_or("pattern: missing")?);
+            if let Some(d) = direction? {
                 tc.direction = midge_bridge::parse_direction(&d)?;
             }
-            match t.get("qos") {
+            match qos {
                 None => {}
                 Some(toml::Value::Integer(0)) => tc.qos = QoS::AtMostOnce,
                 Some(toml::Value::Integer(1)) => tc.qos = QoS::AtLeastOnce,
                 Some(toml::Value::Integer(2)) => tc.qos = QoS::ExactlyOnce,
                 Some(o) => return Err(format!("qos: must be 0, 1 or 2 (found {o})")),
             }
-            tc.local_prefix = str_of("local_prefix")?.unwrap_or_default();
-            tc.remote_prefix = str_of("remote_prefix")?.unwrap_or_default();
+            tc.local_prefix = local_prefix?.unwrap_or_default();
+            tc.remote_prefix = remote_prefix?.unwrap_or_default();
             Ok(tc)
         }
         other => Err(format!(
@@ -334,6 +311,8 @@ notification_topic = "bridges/cloud"
         let start = text.find("# [[bridge]]").unwrap();
         let example: String = text[start..]
             .lines()
+            // the example ends at the first blank line
+            .take_while(|l| !l.trim().is_empty())
             .filter(|l| l.starts_with("# ") && !l.starts_with("# # "))
             .map(|l| &l[2..])
             // the certificate files do not exist here

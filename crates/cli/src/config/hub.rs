@@ -66,21 +66,6 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
             options.max_rows_per_query = n as usize;
             options.default_rows_per_query = options.default_rows_per_query.min(n as usize);
         }
-        c.unknown(
-            t,
-            s,
-            &[
-                "enabled",
-                "backend",
-                "file",
-                "url",
-                "postgres_url",
-                "retention_days",
-                "synchronous",
-                "max_rows_per_query",
-                "table",
-            ],
-        );
     }
     cfg.series = match (enabled, path, postgres_url) {
         (false, _, _) => None,
@@ -104,7 +89,9 @@ pub(crate) fn series(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCon
 /// rows longer or shorter than `[series] retention_days` (a retention set from the API, kept
 /// in the store, takes precedence).
 fn series_tables(c: &mut Checker<'_>, t: &toml::Table, options: &mut SeriesOptions) {
-    let Some(v) = t.get("table") else { return };
+    let Some(v) = c.get(t, "series", "table") else {
+        return;
+    };
     let Some(list) = v.as_array() else {
         c.err(
             "series",
@@ -121,7 +108,6 @@ fn series_tables(c: &mut Checker<'_>, t: &toml::Table, options: &mut SeriesOptio
         };
         let name = c.string(e, &section, "name");
         let days = c.int(e, &section, "retention_days", 0, 36_500);
-        c.unknown(e, &section, &["name", "retention_days"]);
         let name = match name.map(|n| midge_series::SeriesStore::table_name(&n).map_err(|_| n)) {
             Some(Err(n)) => {
                 c.err(
@@ -223,7 +209,9 @@ fn postgres_backend(c: &mut Checker<'_>, t: &toml::Table, has_file: bool) -> Opt
 /// keys, limits and messages); then the rules themselves are checked (SQL, templates, URLs)
 /// with every problem reported.
 pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
-    let Some(v) = root.get("rule") else { return };
+    let Some(v) = c.get(root, "", "rule") else {
+        return;
+    };
     let Some(list) = v.as_array() else {
         c.err("", "rule", "must be an array of tables ([[rule]])");
         return;
@@ -321,7 +309,7 @@ fn string_list(
 /// (`bce-auth-v1`); every problem reported.
 fn access_keys(c: &mut Checker<'_>, t: &toml::Table) -> Vec<midge_http::AccessKey> {
     let mut keys: Vec<midge_http::AccessKey> = Vec::new();
-    let list = match t.get("access_key") {
+    let list = match c.get(t, "http", "access_key") {
         None => return keys,
         Some(toml::Value::Array(list)) => list,
         Some(other) => {
@@ -348,7 +336,6 @@ fn access_keys(c: &mut Checker<'_>, t: &toml::Table) -> Vec<midge_http::AccessKe
         };
         let id = c.string(k, &s, "id");
         let secret = c.string(k, &s, "secret");
-        c.unknown(k, &s, &["id", "secret"]);
         match &id {
             None if !k.contains_key("id") => c.err(&s, "id", "is missing"),
             Some(id)
@@ -423,7 +410,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         settings.config.allow_anonymous = c.boolean(t, s, "allow_anonymous").unwrap_or_else(|| {
             settings.config.bind.ip().is_loopback() && settings.config.password_file.is_none()
         });
-        match t.get("users") {
+        match c.get(t, s, "users") {
             None => {
                 if enabled && shared_passwords && security_acl && !settings.config.allow_anonymous {
                     c.err(
@@ -471,7 +458,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         if let Some(n) = c.int(t, s, "header_read_timeout", 0, 3600) {
             settings.config.header_read_timeout = std::time::Duration::from_secs(n as u64);
         }
-        if let Some(v) = t.get("allowed_hosts")
+        if let Some(v) = c.get(t, s, "allowed_hosts")
             && let Some(hosts) = string_list(c, s, "allowed_hosts", v, "host names")
         {
             settings.config.allowed_hosts = hosts;
@@ -479,29 +466,6 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
         // the same keys and checks as a TLS listener's (no certificate identity here)
         settings.config.tls = super::read_tls(c, t, s);
         settings.config.access_keys = access_keys(c, t);
-        c.unknown(
-            t,
-            s,
-            &[
-                "enabled",
-                "bind",
-                "port",
-                "certfile",
-                "keyfile",
-                "cafile",
-                "require_certificate",
-                "users",
-                "allow_anonymous",
-                "password_file",
-                "max_live_streams",
-                "last_values_topics",
-                "dashboard_file",
-                "max_connections",
-                "header_read_timeout",
-                "allowed_hosts",
-                "access_key",
-            ],
-        );
     } else if let Some(file) = security_passwords {
         // no [http] section: once MQTT users need passwords, so does the API; and with an
         // ACL over those users nobody may use it until [http] users names the operators
@@ -513,7 +477,7 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
     }
     if let Some(t) = c.table(root, "dashboard") {
         let mut widgets = Vec::new();
-        match t.get("widget") {
+        match c.get(t, "dashboard", "widget") {
             None => {}
             Some(toml::Value::Array(list)) => {
                 for (i, w) in list.iter().enumerate() {
@@ -533,7 +497,6 @@ pub(crate) fn http(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfi
                 ),
             ),
         }
-        c.unknown(t, "dashboard", &["widget"]);
         match midge_http::validate_widgets(widgets) {
             Ok(w) => settings.config.widgets = w,
             Err(problems) => {
@@ -643,5 +606,76 @@ mod tests {
         .unwrap_err();
         assert!(bad.contains("raise"), "{bad}");
         assert!(bad.contains("unknown field `level`"), "{bad}");
+    }
+
+    /// The rule read from the file's TOML and the rule sent to the API as JSON go through one
+    /// type and one check: the same problem gets the same message, only where it is differs
+    /// (`[rule #1.republish] qos:` in the file, `republish.qos:` from the API).
+    #[test]
+    fn a_bad_rule_gets_the_same_message_from_the_file_and_the_api() {
+        let cases = [
+            (
+                "republish = { topic = \"a\", qos = 3 }",
+                r#""republish": {"topic": "a", "qos": 3}"#,
+            ),
+            (
+                "webhook = { url = \"http://h/\", timeout = 0 }",
+                r#""webhook": {"url": "http://h/", "timeout": 0}"#,
+            ),
+            (
+                "webhook = [{ url = \"http://h/\", headers = { X = 1 } }]",
+                r#""webhook": [{"url": "http://h/", "headers": {"X": 1}}]"#,
+            ),
+            (
+                "republish = { topik = \"a\" }",
+                r#""republish": {"topik": "a"}"#,
+            ),
+            ("store = 5", r#""store": 5"#),
+            ("tsdb = \"yes\"", r#""tsdb": "yes""#),
+        ];
+        for (toml_keys, json_keys) in cases {
+            let file = parse(
+                &format!("[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'x'\"\n{toml_keys}\n"),
+                "t.toml",
+            )
+            .unwrap_err();
+            // what POST /api/v1/rules does with its body
+            let body = format!(r#"{{"name": "r", "sql": "SELECT * FROM 'x'", {json_keys}}}"#);
+            let spec: midge_hub::RuleSpec = serde_json::from_str(&body).unwrap();
+            let api = spec.to_config().unwrap_err();
+            assert!(!api.0.is_empty(), "{body}");
+            for p in &api.0 {
+                let section = match p.at.as_str() {
+                    "" => "rule #1".to_owned(),
+                    at => format!("rule #1.{at}"),
+                };
+                let in_file = format!("t.toml: [{section}] {}: {}", p.key, p.message);
+                assert!(
+                    file.contains(&in_file),
+                    "the API says {p}; the file should say {in_file:?}:\n{file}"
+                );
+            }
+        }
+        // a bad table name is found by the rule check both share
+        let file = parse(
+            "[[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 'x'\"\nstore = \"bad-name\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        let spec: midge_hub::RuleSpec = serde_json::from_str(
+            r#"{"name": "r", "sql": "SELECT * FROM 'x'", "store": "bad-name"}"#,
+        )
+        .unwrap();
+        let hub = midge_hub::HubConfig {
+            rules: vec![spec.to_config().unwrap()],
+            ..midge_hub::HubConfig::default()
+        };
+        let api = midge_hub::validate(&hub, true).unwrap_err();
+        assert_eq!(api.len(), 1, "{api:?}");
+        assert!(
+            api[0].contains("invalid table name \"bad-name\""),
+            "{api:?}"
+        );
+        assert!(file.contains(&format!("t.toml: {}", api[0])), "{file}");
     }
 }
