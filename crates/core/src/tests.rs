@@ -1504,7 +1504,7 @@ fn shutdown_acts_on_connections_in_a_fixed_order_whatever_the_hash_seed() {
 mod sequences {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     const TOPICS: [&str; 4] = ["a", "a/b", "b/b", "c"];
     const FILTERS: [&str; 5] = ["a", "a/#", "+/b", "#", "$share/g/a/#"];
@@ -1551,7 +1551,7 @@ mod sequences {
     fn op() -> impl Strategy<Value = Op> {
         let c = 0..4usize;
         prop_oneof![
-            (c.clone(), any::<bool>(), any::<bool>(), 1..4u16).prop_map(
+            2 => (c.clone(), any::<bool>(), any::<bool>(), 1..4u16).prop_map(
                 |(client, v5, clean, receive_max)| Op::Connect {
                     client,
                     v5,
@@ -1559,12 +1559,12 @@ mod sequences {
                     receive_max
                 }
             ),
-            (c.clone(), 0..FILTERS.len(), 0..3u8).prop_map(|(client, filter, qos)| Op::Subscribe {
+            2 => (c.clone(), 0..FILTERS.len(), 0..3u8).prop_map(|(client, filter, qos)| Op::Subscribe {
                 client,
                 filter,
                 qos
             }),
-            (c.clone(), 0..TOPICS.len(), 0..3u8, any::<bool>()).prop_map(
+            4 => (c.clone(), 0..TOPICS.len(), 0..3u8, any::<bool>()).prop_map(
                 |(client, topic, qos, retain)| Op::Publish {
                     client,
                     topic,
@@ -1572,11 +1572,11 @@ mod sequences {
                     retain
                 }
             ),
-            (c.clone(), any::<bool>()).prop_map(|(client, newest)| Op::Ack { client, newest }),
-            c.clone().prop_map(|client| Op::Close { client }),
-            c.clone().prop_map(|client| Op::Disconnect { client }),
-            (0..200_000u32).prop_map(|ms| Op::Advance { ms }),
-            (c, any::<bool>()).prop_map(|(client, on)| Op::Writable { client, on }),
+            3 => (c.clone(), any::<bool>()).prop_map(|(client, newest)| Op::Ack { client, newest }),
+            1 => c.clone().prop_map(|client| Op::Close { client }),
+            1 => c.clone().prop_map(|client| Op::Disconnect { client }),
+            1 => (0..200_000u32).prop_map(|ms| Op::Advance { ms }),
+            1 => (c, any::<bool>()).prop_map(|(client, on)| Op::Writable { client, on }),
         ]
     }
 
@@ -1589,17 +1589,68 @@ mod sequences {
         /// Deliveries of QoS 1/2 it holds unacknowledged: (packet id, qos, released).
         holding: Vec<(u16, QoS, bool)>,
         next_id: u16,
+        /// The session outlives its connections: 3.x without Clean Session, or MQTT 5
+        /// without Clean Start (with a 60 s Session Expiry Interval).
+        persistent: bool,
+        /// When the session's last connection ended, for its expiry (MQTT 5 only).
+        closed_at: Option<Instant>,
+        /// The session's subscriptions as the test made them: filter -> QoS.
+        subs: HashMap<&'static str, QoS>,
+        /// Payloads of every PUBLISH sent to it.
+        received: HashSet<bytes::Bytes>,
+        /// Acknowledged QoS 1 messages its session must receive (payloads), until the
+        /// session ends (Clean Start, expiry).
+        owed: HashSet<bytes::Bytes>,
     }
+
+    /// MQTT 5 sessions without Clean Start ask for this expiry.
+    const EXPIRY: Duration = Duration::from_secs(60);
 
     struct Run {
         w: World,
         clients: Vec<Client>,
         closed: HashSet<ConnId>,
+        /// QoS 1 PUBLISHes awaiting their PUBACK: (publisher, packet id) -> (topic, payload).
+        unacked: HashMap<(usize, u16), (&'static str, bytes::Bytes)>,
+        /// Payloads are numbered, so that each message can be followed.
+        published: u64,
     }
 
     impl Run {
         fn client_of(&self, conn: ConnId) -> Option<usize> {
             self.clients.iter().position(|c| c.conn == Some(conn))
+        }
+
+        /// The session of client `i` ended: it owes nothing and subscribes to nothing.
+        fn session_ended(&mut self, i: usize) {
+            let c = &mut self.clients[i];
+            c.subs.clear();
+            c.owed.clear();
+        }
+
+        /// Client `i`'s connection ended (by the client, core or the network).
+        fn connection_ended(&mut self, i: usize) {
+            let c = &mut self.clients[i];
+            c.conn = None;
+            c.closed_at = Some(self.w.now);
+            if !c.persistent {
+                self.session_ended(i);
+            }
+        }
+
+        /// The publisher got a PUBACK for a QoS 1 message: every persistent session with a
+        /// non-shared QoS 1/2 subscription matching its topic is owed it.
+        fn acknowledged(&mut self, topic: &str, payload: bytes::Bytes) {
+            for c in &mut self.clients {
+                let matching = c.subs.iter().any(|(f, q)| {
+                    *q != QoS::AtMostOnce
+                        && !f.starts_with("$share/")
+                        && midge_codec::matches_filter(f, topic)
+                });
+                if c.persistent && matching && !c.received.contains(&payload) {
+                    c.owed.insert(payload.clone());
+                }
+            }
         }
 
         /// Play every action core produced, checking the invariants on each.
@@ -1615,10 +1666,22 @@ mod sequences {
                         };
                         let (protocol, max) = self.w.wire[&conn];
                         let p = on_the_wire(&p, protocol, max);
+                        if let Packet::PubAck(a) = &p {
+                            let acked = self.unacked.remove(&(i, a.packet_id));
+                            if let Some((topic, payload)) = acked.filter(|_| !a.reason.is_error()) {
+                                self.acknowledged(topic, payload);
+                            }
+                        }
                         let c = &mut self.clients[i];
+                        if let Packet::Publish(p) = &p {
+                            c.owed.remove(&p.payload);
+                            c.received.insert(p.payload.clone());
+                        }
                         match p {
                             Packet::Publish(p) if p.qos != QoS::AtMostOnce => {
-                                if !p.dup {
+                                // a resend after reconnecting (DUP) is held by the new
+                                // connection too
+                                if !c.holding.iter().any(|h| h.0 == p.packet_id) {
                                     c.holding.push((p.packet_id, p.qos, false));
                                 }
                                 let limit = if c.v5 { c.receive_max } else { 256 };
@@ -1642,7 +1705,7 @@ mod sequences {
                     Action::Close(conn) => {
                         self.closed.insert(conn);
                         if let Some(i) = self.client_of(conn) {
-                            self.clients[i].conn = None;
+                            self.connection_ended(i);
                         }
                     }
                     Action::Connected { .. } => {}
@@ -1678,6 +1741,12 @@ mod sequences {
                     }
                     let (conn, ack) = self.w.connect_with(c);
                     assert_eq!(ack.reason, ReasonCode::SUCCESS);
+                    self.expire();
+                    // Clean Start ends the old session; so does taking over a connection
+                    // whose session was to end with it
+                    if clean || !self.clients[client].persistent {
+                        self.session_ended(client);
+                    }
                     let cl = &mut self.clients[client];
                     // a resumed session resends what the old connection held
                     *cl = Client {
@@ -1686,6 +1755,11 @@ mod sequences {
                         receive_max,
                         holding: Vec::new(),
                         next_id: cl.next_id,
+                        persistent: !clean,
+                        closed_at: None,
+                        subs: std::mem::take(&mut cl.subs),
+                        received: std::mem::take(&mut cl.received),
+                        owed: std::mem::take(&mut cl.owed),
                     };
                 }
                 Op::Subscribe {
@@ -1697,7 +1771,9 @@ mod sequences {
                         return;
                     };
                     let qos = QoS::try_from(qos).unwrap();
-                    self.w.subscribe(conn, FILTERS[filter], qos);
+                    if !self.w.subscribe(conn, FILTERS[filter], qos).is_error() {
+                        self.clients[client].subs.insert(FILTERS[filter], qos);
+                    }
                 }
                 Op::Publish {
                     client,
@@ -1707,12 +1783,19 @@ mod sequences {
                 } => {
                     let c = &mut self.clients[client];
                     let Some(conn) = c.conn else { return };
-                    let mut p = Publish::new(TopicName::new(TOPICS[topic]).unwrap(), "x");
+                    self.published += 1;
+                    let payload = bytes::Bytes::from(format!("m{}", self.published));
+                    let mut p =
+                        Publish::new(TopicName::new(TOPICS[topic]).unwrap(), payload.clone());
                     p.qos = QoS::try_from(qos).unwrap();
                     p.retain = retain;
                     if p.qos != QoS::AtMostOnce {
                         c.next_id = c.next_id % 60_000 + 1;
                         p.packet_id = c.next_id;
+                    }
+                    if p.qos == QoS::AtLeastOnce {
+                        self.unacked
+                            .insert((client, p.packet_id), (TOPICS[topic], payload));
                     }
                     self.w.send(conn, Packet::Publish(p));
                 }
@@ -1735,9 +1818,10 @@ mod sequences {
                     }
                 }
                 Op::Close { client } => {
-                    if let Some(conn) = self.clients[client].conn.take() {
+                    if let Some(conn) = self.clients[client].conn {
                         self.w.close(conn);
                         self.closed.insert(conn);
+                        self.connection_ended(client);
                     }
                 }
                 Op::Disconnect { client } => {
@@ -1745,7 +1829,10 @@ mod sequences {
                         self.w.send(conn, Packet::Disconnect(Disconnect::default()));
                     }
                 }
-                Op::Advance { ms } => self.w.advance_ms(u64::from(ms)),
+                Op::Advance { ms } => {
+                    self.w.advance_ms(u64::from(ms));
+                    self.expire();
+                }
                 Op::Writable { client, on } => {
                     if let Some(conn) = self.clients[client].conn {
                         let mut out = Vec::new();
@@ -1756,6 +1843,58 @@ mod sequences {
             }
             self.settle();
         }
+
+        /// MQTT 5 sessions closed for their expiry interval are gone (owing nothing). A 3.x
+        /// session without Clean Session never expires.
+        fn expire(&mut self) {
+            for i in 0..self.clients.len() {
+                let c = &self.clients[i];
+                let expired = c.v5
+                    && c.conn.is_none()
+                    && c.closed_at.is_some_and(|t| self.w.now >= t + EXPIRY);
+                if expired {
+                    self.clients[i].persistent = false;
+                    self.session_ended(i);
+                }
+            }
+        }
+
+        /// The end: every client still owed a message reconnects without Clean Start (or
+        /// stays), becomes writable and acknowledges everything until nothing more comes;
+        /// then every acknowledged QoS 1 message has reached each matching persistent
+        /// session.
+        fn finish(&mut self) {
+            for client in 0..self.clients.len() {
+                if self.clients[client].owed.is_empty() {
+                    continue;
+                }
+                if self.clients[client].conn.is_none() {
+                    let v5 = self.clients[client].v5;
+                    self.apply(Op::Connect {
+                        client,
+                        v5,
+                        clean: false,
+                        receive_max: 3,
+                    });
+                }
+                self.apply(Op::Writable { client, on: true });
+                for _ in 0..100_000 {
+                    if self.clients[client].holding.iter().all(|h| h.2) {
+                        break;
+                    }
+                    self.apply(Op::Ack {
+                        client,
+                        newest: false,
+                    });
+                }
+                let c = &self.clients[client];
+                assert!(
+                    c.owed.is_empty(),
+                    "acknowledged QoS 1 messages {:?} never reached client {client}'s session",
+                    c.owed
+                );
+            }
+        }
     }
 
     proptest! {
@@ -1763,13 +1902,22 @@ mod sequences {
         /// Any sequence of connects, subscriptions, publishes at every QoS, acknowledgements
         /// in and out of order, closes, disconnects, time and congestion: no panic, nothing
         /// sent on a closed connection, never more in flight than the client's Receive
-        /// Maximum, and every packet encodable for its client.
+        /// Maximum, every packet encodable for its client, and every QoS 1 message the
+        /// publisher got a PUBACK for reaches each matching persistent session (sent to it,
+        /// or once it reconnects at the end).
         #[test]
         fn random_operation_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1..80)) {
-            let mut run = Run { w: World::new(), clients: (0..4).map(|_| Client::default()).collect(), closed: HashSet::new() };
+            let mut run = Run {
+                w: World::new(),
+                clients: (0..4).map(|_| Client::default()).collect(),
+                closed: HashSet::new(),
+                unacked: HashMap::new(),
+                published: 0,
+            };
             for op in ops {
                 run.apply(op);
             }
+            run.finish();
         }
     }
 }
