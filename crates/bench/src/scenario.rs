@@ -334,12 +334,12 @@ fn push_err(errors: &mut Vec<String>, e: impl std::fmt::Display) {
 /// [`RunResult::errors`]).
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
-    /// Writing to the broker failed.
+    /// Reading from or writing to the connection failed.
     #[error("{0}")]
-    Write(#[from] std::io::Error),
-    /// Reading or decoding what the broker sent failed.
+    Io(#[from] std::io::Error),
+    /// What the broker sent could not be decoded.
     #[error("{0}")]
-    Read(#[from] BenchError),
+    Decode(#[from] BenchError),
     /// The publisher's reader saw the connection end.
     #[error("connection lost")]
     Lost,
