@@ -403,32 +403,57 @@ pub fn default_remote_clientid(name: &str) -> String {
     format!("{host}.{name}")
 }
 
+/// Why [`parse_address`] refuses an address (the address is named in each message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Nothing was given.
+    #[error("empty address")]
+    Empty,
+    /// `[v6]` without `:port`.
+    #[error("{0:?}: an IPv6 address needs a port: [addr]:port")]
+    V6NeedsPort(String),
+    /// An IPv6 address without brackets.
+    #[error("{0:?}: write an IPv6 address as [addr]:port")]
+    V6NeedsBrackets(String),
+    /// The port is not 1 to 65535.
+    #[error("{address:?}: bad port {port:?}")]
+    BadPort {
+        /// The address as given.
+        address: String,
+        /// Its port part.
+        port: String,
+    },
+    /// `:port` alone.
+    #[error("{0:?}: missing the host")]
+    NoHost(String),
+}
+
 /// Parse `host`, `host:port` or `[v6]:port` (port 1883 when left out, as mosquitto).
-pub fn parse_address(s: &str) -> Result<(String, u16), String> {
+pub fn parse_address(s: &str) -> Result<(String, u16), AddressError> {
     let s = s.trim();
+    let bad_port = |port: &str| AddressError::BadPort {
+        address: s.to_owned(),
+        port: port.to_owned(),
+    };
     if let Some(rest) = s.strip_prefix('[') {
         let Some((host, port)) = rest.split_once("]:") else {
-            return Err(format!("{s:?}: an IPv6 address needs a port: [addr]:port"));
+            return Err(AddressError::V6NeedsPort(s.to_owned()));
         };
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("{s:?}: bad port {port:?}"))?;
+        let port = port.parse::<u16>().map_err(|_| bad_port(port))?;
         return Ok((host.to_string(), port));
     }
     match s.rsplit_once(':') {
         None if !s.is_empty() => Ok((s.to_string(), 1883)),
-        None => Err("empty address".into()),
-        Some((host, _)) if host.contains(':') => {
-            Err(format!("{s:?}: write an IPv6 address as [addr]:port"))
-        }
+        None => Err(AddressError::Empty),
+        Some((host, _)) if host.contains(':') => Err(AddressError::V6NeedsBrackets(s.to_owned())),
         Some((host, port)) => {
             let port = port
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("{s:?}: bad port {port:?}"))?;
+                .ok_or_else(|| bad_port(port))?;
             if host.is_empty() {
-                return Err(format!("{s:?}: missing the host"));
+                return Err(AddressError::NoHost(s.to_owned()));
             }
             Ok((host.to_string(), port))
         }
@@ -496,9 +521,16 @@ mod tests {
         assert_eq!(parse_address("h").unwrap(), ("h".into(), 1883));
         assert_eq!(parse_address("h:8883").unwrap(), ("h".into(), 8883));
         assert_eq!(parse_address("[::1]:1884").unwrap(), ("::1".into(), 1884));
-        assert!(parse_address("::1").is_err());
-        assert!(parse_address("h:x").is_err());
-        assert!(parse_address(":1").is_err());
+        assert_eq!(
+            parse_address("::1"),
+            Err(AddressError::V6NeedsBrackets("::1".into()))
+        );
+        assert_eq!(
+            parse_address("h:x").unwrap_err().to_string(),
+            "\"h:x\": bad port \"x\""
+        );
+        assert_eq!(parse_address(":1"), Err(AddressError::NoHost(":1".into())));
+        assert_eq!(parse_address(" "), Err(AddressError::Empty));
     }
 
     #[test]

@@ -45,8 +45,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{
-    BridgeConfig, BridgeProtocol, BridgeTls, Direction, RestartTimeout, TopicConfig,
-    default_remote_clientid, parse_address, parse_direction, parse_topic_line,
+    AddressError, BridgeConfig, BridgeProtocol, BridgeTls, Direction, RestartTimeout,
+    TopicConfig, default_remote_clientid, parse_address, parse_direction, parse_topic_line,
 };
 
 /// How many messages the local broker sends the bridge before it acknowledges them (they
@@ -120,7 +120,7 @@ impl Bridges {
             let private = b.try_private && b.protocol != BridgeProtocol::V5;
             match remote::Dialer::new(b, private) {
                 Ok(d) => dialers.push(Arc::new(d)),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         if !errors.is_empty() {

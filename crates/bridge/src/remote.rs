@@ -34,8 +34,16 @@ pub(crate) struct Dialer {
     pub(crate) connected_to: std::sync::Mutex<String>,
 }
 
+/// A bridge's TLS settings (CA, certificate, key files) cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("bridge {bridge}: TLS: {source}")]
+pub(crate) struct TlsSetupError {
+    bridge: String,
+    source: midge_client::ClientError,
+}
+
 impl Dialer {
-    pub(crate) fn new(cfg: &BridgeConfig, private: bool) -> Result<Dialer, String> {
+    pub(crate) fn new(cfg: &BridgeConfig, private: bool) -> Result<Dialer, TlsSetupError> {
         let tls = match &cfg.tls {
             None => None,
             Some(t) => {
@@ -47,8 +55,11 @@ impl Dialer {
                     insecure: t.insecure,
                     ..TlsOptions::default()
                 };
-                let config = midge_client::tls_config(&options)
-                    .map_err(|e| format!("bridge {}: TLS: {e}", cfg.name))?;
+                let config =
+                    midge_client::tls_config(&options).map_err(|source| TlsSetupError {
+                        bridge: cfg.name.clone(),
+                        source,
+                    })?;
                 Some(Arc::new(config))
             }
         };

@@ -608,7 +608,7 @@ impl State {
                                 append(t, "addresses", Value::String(w.to_owned()));
                             }
                         }
-                        Err(e) => self.error(at, key, &e),
+                        Err(e) => self.error(at, key, &e.to_string()),
                     }
                 }
                 if value.is_empty() {
