@@ -393,7 +393,8 @@ impl<'a> Checker<'a> {
 
     /// Every key of a table read that no code asked for.
     fn report_unknown_keys(&mut self) {
-        for r in std::mem::take(&mut self.tables) {
+        let mut unknown = Vec::new();
+        for r in &self.tables {
             for k in r.present.iter().filter(|k| !r.asked.contains(k)) {
                 let hint = r
                     .asked
@@ -401,8 +402,11 @@ impl<'a> Checker<'a> {
                     .find(|c| strsim(c, k))
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
-                self.err(&r.section, k, format!("unknown key{hint}"));
+                unknown.push((r.section.clone(), k.clone(), format!("unknown key{hint}")));
             }
+        }
+        for (section, key, msg) in unknown {
+            self.err(&section, &key, msg);
         }
     }
 
@@ -596,16 +600,21 @@ pub(crate) fn load(path: &Path) -> Result<MidgeConfig, String> {
 
 /// Validate configuration text; the error lists every problem, one per line.
 pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
+    read(text, &mut Checker::new(file))
+}
+
+/// [`parse`] with the checker given (a test reads which keys were asked for).
+fn read(text: &str, c: &mut Checker<'_>) -> Result<MidgeConfig, String> {
+    let file = c.file;
     let root: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| format!("{file}: {e}"))?;
-    let mut c = Checker::new(file);
     let mut cfg = MidgeConfig::default();
 
     // [security]: defaults for every listener from a file (anonymous off, as mosquitto 2)
     let mut security = AuthConfig::default();
     if let Some(t) = c.table(&root, "security") {
-        read_auth(&mut c, t, "security", &mut security);
+        read_auth(c, t, "security", &mut security);
     }
     // no [[listener]]: mosquitto 2's local-only mode (127.0.0.1, anonymous allowed unless
     // [security] says otherwise)
@@ -673,7 +682,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                             ListenerProtocol::Mqtt
                         }
                     };
-                    let tls = read_tls(&mut c, t, &section);
+                    let tls = read_tls(c, t, &section);
                     let default_port = match (protocol, tls.is_some()) {
                         (ListenerProtocol::Mqtt, false) => 1883,
                         (ListenerProtocol::Mqtt, true) => 8883,
@@ -690,7 +699,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
                         }
                     }
                     let mut auth = security.clone();
-                    read_auth(&mut c, t, &section, &mut auth);
+                    read_auth(c, t, &section, &mut auth);
                     match bind.parse::<IpAddr>() {
                         Ok(ip) => listeners.push(ListenerConfig {
                             bind: SocketAddr::new(ip, port),
@@ -776,11 +785,11 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<MidgeConfig, String> {
         }
     }
 
-    persistence(&mut c, &root, &mut cfg);
-    hub::series(&mut c, &root, &mut cfg);
-    hub::rules(&mut c, &root, &mut cfg);
-    hub::http(&mut c, &root, &mut cfg);
-    bridge::bridges(&mut c, &root, &mut cfg);
+    persistence(c, &root, &mut cfg);
+    hub::series(c, &root, &mut cfg);
+    hub::rules(c, &root, &mut cfg);
+    hub::http(c, &root, &mut cfg);
+    bridge::bridges(c, &root, &mut cfg);
     c.report_unknown_keys();
 
     if c.errors.is_empty() {
@@ -1243,5 +1252,101 @@ mod tests {
         );
         let err = parse("[limits]\nlast_values_topic = 5\n", "t").unwrap_err();
         assert!(err.contains("did you mean `last_values_topics`"), "{err}");
+    }
+
+    /// The printed defaults are the built-in ones, all of them: a default is written in the
+    /// structs' `Default` and in the text, and this keeps the two the same.
+    #[test]
+    fn the_printed_defaults_are_exactly_the_built_in_defaults() {
+        let printed = parse(DEFAULT_CONFIG, "defaults").unwrap();
+        assert_eq!(
+            format!("{printed:#?}"),
+            format!("{:#?}", MidgeConfig::default())
+        );
+    }
+
+    /// Every key the reader knows (a key is known by being read: there is no list) is in
+    /// the printed defaults, as a setting or in a comment, so none goes undocumented.
+    #[test]
+    fn every_key_read_is_in_the_printed_defaults() {
+        let every_table = r##"
+            [server]
+            [security]
+            [[listener]]
+            [limits]
+            [persistence]
+            [series]
+            [[series.table]]
+            name = "alerts"
+            retention_days = 1
+            [http]
+            [[http.access_key]]
+            id = "k"
+            secret = "0123456789abcdef"
+            [dashboard]
+            [[bridge]]
+            name = "b"
+            addresses = ["h:1883"]
+            topics = ["# out"]
+        "##;
+        let mut c = Checker::new("t");
+        read(every_table, &mut c).unwrap();
+        let words: std::collections::BTreeSet<&str> = DEFAULT_CONFIG
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .collect();
+        let mut missing = Vec::new();
+        let mut count = 0;
+        for t in &c.tables {
+            for k in &t.asked {
+                count += 1;
+                if !words.contains(k.as_str()) {
+                    missing.push(format!("[{}] {k}", t.section));
+                }
+            }
+        }
+        assert!(count > 100, "only {count} keys read");
+        assert!(missing.is_empty(), "not in DEFAULT_CONFIG: {missing:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_found_in_every_table_without_a_list() {
+        let err = parse(
+            r##"
+            colour = 1
+            [series]
+            retention_dayz = 1
+            [[series.table]]
+            name = "a"
+            retention_days = 1
+            weeks = 2
+            [http]
+            max_conections = 5
+            [[http.access_key]]
+            id = "k"
+            secret = "0123456789abcdef"
+            secrett = 1
+            [dashboard]
+            widgets = []
+            [[bridge]]
+            name = "b"
+            addresses = ["h:1883"]
+            topics = [{ pattern = "#", directon = "out" }]
+            keepalve = 30
+            "##,
+            "t",
+        )
+        .unwrap_err();
+        for want in [
+            "t: colour: unknown key",
+            "[series] retention_dayz: unknown key (did you mean `retention_days`?)",
+            "[series.table #1] weeks: unknown key",
+            "[http] max_conections: unknown key (did you mean `max_connections`?)",
+            "[http.access_key #1] secrett: unknown key (did you mean `secret`?)",
+            "[dashboard] widgets: unknown key (did you mean `widget`?)",
+            "[bridge \"b\"] topics #1: directon: unknown key (did you mean `direction`?)",
+            "[bridge \"b\"] keepalve: unknown key (did you mean `keepalive`?)",
+        ] {
+            assert!(err.contains(want), "{want:?} not in\n{err}");
+        }
     }
 }
