@@ -589,6 +589,13 @@ fn dechunk(mut s: &str) -> String {
 // midge nodes on the NATS cluster
 // ---------------------------------------------------------------------------------------
 
+/// Whether a node entry of `GET /api/v1/cluster` says it is up: `"state": "up"` (also
+/// `"up": true`, so that the harness waits the same way if the field's spelling changes; the
+/// API's shape itself is asserted by `cluster::every_node_lists_the_cluster...`).
+pub fn is_up(entry: &Value) -> bool {
+    entry["state"] == "up" || entry["up"] == true
+}
+
 /// How long the nodes may take to see each other.
 const JOIN: Duration = Duration::from_secs(30);
 
@@ -679,10 +686,9 @@ impl MidgeCluster {
             let v: Value =
                 serde_json::from_str(&body).map_err(|e| format!("{name}: {e}: {body}"))?;
             for other in &self.names {
-                let up = v["nodes"].as_array().is_some_and(|ns| {
-                    ns.iter()
-                        .any(|e| e["name"] == other.as_str() && e["state"] == "up")
-                });
+                let up = v["nodes"]
+                    .as_array()
+                    .is_some_and(|ns| ns.iter().any(|e| e["name"] == other.as_str() && is_up(e)));
                 if !up {
                     return Err(format!("{name} does not list {other} as up: {body}"));
                 }
@@ -715,29 +721,44 @@ impl MidgeCluster {
             .unwrap_or(0)
     }
 
-    /// The lowest count of node `of`'s filters over every node's view (a mark for
-    /// [`MidgeCluster::wait_filters`]).
+    /// The count of node `of`'s filters, the highest over every node's view (a mark for
+    /// [`MidgeCluster::wait_filters`]: a view that lags must not make a later wait end
+    /// before the new filter is known).
     pub fn filters(&self, of: usize) -> u64 {
-        (0..self.nodes.len())
-            .map(|at| self.filters_seen(at, of))
-            .min()
+        self.filters_among(of, &self.all())
+    }
+
+    /// [`MidgeCluster::filters`] over the views of the nodes `at` only (the others may be
+    /// paused or dead).
+    pub fn filters_among(&self, of: usize, at: &[usize]) -> u64 {
+        at.iter()
+            .map(|a| self.filters_seen(*a, of))
+            .max()
             .unwrap_or(0)
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.nodes.len()).collect()
     }
 
     /// Wait until every node sees at least `want` filters announced by node `of` (so a
     /// publish anywhere reaches the subscriptions just made there).
     pub fn wait_filters(&self, of: usize, want: u64) {
+        self.wait_filters_among(of, want, &self.all());
+    }
+
+    /// [`MidgeCluster::wait_filters`] for the views of the nodes `at` only.
+    pub fn wait_filters_among(&self, of: usize, want: u64, at: &[usize]) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let seen: Vec<u64> = (0..self.nodes.len())
-                .map(|at| self.filters_seen(at, of))
-                .collect();
+            let seen: Vec<u64> = at.iter().map(|a| self.filters_seen(*a, of)).collect();
             if seen.iter().all(|n| *n >= want) {
                 return;
             }
             if Instant::now() >= deadline {
-                let views: Vec<String> = (0..self.nodes.len())
-                    .map(|i| format!("{}: {:?}", self.names[i], self.cluster_api(i)))
+                let views: Vec<String> = at
+                    .iter()
+                    .map(|i| format!("{}: {:?}", self.names[*i], self.cluster_api(*i)))
                     .collect();
                 panic!(
                     "{} announced fewer than {want} filters within 15 s (seen {seen:?}):\n{}",
