@@ -4,5 +4,5 @@ pub(crate) mod admin;
 mod connect;
 mod disconnect;
 mod publish;
-mod refuse;
+pub(crate) mod refuse;
 mod subscribe;
