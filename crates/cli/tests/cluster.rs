@@ -1108,10 +1108,28 @@ fn qos1_ack(r: &mut Raw, topic: &str, id: u16, limit: Duration) -> Ack {
     }
 }
 
+/// The sum of every JetStream stream's last sequence number (grows with each message any
+/// stream stores).
+fn jetstream_writes(nats: &NatsCluster) -> u64 {
+    let mut c = nats.connect(0);
+    let list = c
+        .js("STREAM.LIST", &json!({"offset": 0}), Duration::from_secs(5))
+        .unwrap();
+    list["streams"]
+        .as_array()
+        .map(|ss| {
+            ss.iter()
+                .map(|st| st["state"]["last_seq"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// With two of the three nats-servers killed (-9), JetStream has no quorum: a QoS 1
 /// publish that must reach a persistent subscriber on another node is not acknowledged as
 /// a success (MQTT 5: an error reason code or nothing; 3.1.1: nothing or closed), while
-/// QoS 0 between clients of one node still flows. When the servers return, QoS 1 works again.
+/// QoS 0 between clients of one node still flows. With the quorum, the PUBACK comes after
+/// JetStream stored the message. When the servers return, QoS 1 works again.
 #[test]
 fn qos1_is_not_acknowledged_without_a_jetstream_quorum_and_recovers() {
     let mut cl = MidgeCluster::start(3);
@@ -1127,10 +1145,17 @@ fn qos1_is_not_acknowledged_without_a_jetstream_quorum_and_recovers() {
     let mut local_sub = Raw::v311(cl.port(0), &unique("local-sub"));
     assert_eq!(local_sub.subscribe("local/#", 0), vec![0]);
 
-    // with a quorum: acknowledged and delivered
+    // with a quorum: acknowledged once JetStream holds it (a stream grew), and delivered
+    let before = jetstream_writes(&cl.nats);
     let mut p5 = Raw::v5(cl.port(0), &unique("p5"));
     let a = qos1_ack(&mut p5, "h/1", 1, Duration::from_secs(10));
     assert_eq!(a, Ack::Reason(0), "with a quorum\n{}", cl.logs());
+    let after = jetstream_writes(&cl.nats);
+    assert!(
+        after > before,
+        "a QoS 1 message for another node was acknowledged but no JetStream stream grew \
+         (sum of last_seq {before} -> {after})"
+    );
     let got = s.messages(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1, "h/1 on n2");
 
