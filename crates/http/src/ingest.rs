@@ -152,7 +152,7 @@ async fn body(headers: &HeaderMap, req: Request, limit: usize) -> Result<Bytes, 
                 ),
             ));
         }
-        Ok(Err(e)) if e.to_string().contains("length limit") => return Err(too_large()),
+        Ok(Err(e)) if crate::tsdb::over_limit(&e) => return Err(too_large()),
         Ok(Err(e)) => return Err(bad(format!("the body could not be read: {e}"))),
         Ok(Ok(b)) => b,
     };

@@ -24,6 +24,12 @@ fn too_large(limit: usize) -> TsdbError {
     )
 }
 
+/// Whether reading a body with [`axum::body::to_bytes`] failed because it is larger than
+/// the limit (the error's source is then http-body's `LengthLimitError`, as axum documents).
+pub(crate) fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
 /// The body of `req` as bytes (inflated when gzipped), at most `limit` bytes either way.
 pub(crate) async fn read(req: Request, limit: usize) -> Result<Bytes, TsdbError> {
     let headers = req.headers();
@@ -75,8 +81,7 @@ pub(crate) async fn read(req: Request, limit: usize) -> Result<Bytes, TsdbError>
         Ok(Err(e)) => {
             // the only error a complete body can give is its size; a broken connection
             // has nobody to answer
-            let too_big = e.to_string().contains("length limit");
-            return Err(if too_big {
+            return Err(if over_limit(&e) {
                 too_large(limit)
             } else {
                 TsdbError::new(

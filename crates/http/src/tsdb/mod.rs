@@ -37,6 +37,7 @@ use midge_series::{SeriesError, SeriesStore};
 use serde_json::json;
 
 use crate::api::{AppState, json_response};
+pub(crate) use body::over_limit;
 pub(crate) use error::{REQUEST_ID, TsdbError, request_id};
 
 /// The TSDB routes and the access key routes.
