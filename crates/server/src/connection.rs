@@ -12,8 +12,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use midge_codec::{ConnAck, Connect, DecodeError, Disconnect, Packet, Protocol, ReasonCode};
-use midge_core::{CloseCause, ConnId};
+use midge_codec::{Connect, DecodeError, Packet, Protocol};
+use midge_core::{CloseCause, ConnId, ConnectRefusal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -476,9 +476,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
     /// code), let the router publish the will, and close.
     async fn fail(&mut self, e: DecodeError) {
         info!(error = %e, "closing connection: bad packet");
-        if self.protocol.is_v5() {
-            self.send_now(Packet::Disconnect(Disconnect::new(e.reason_code())))
-                .await;
+        if let Some(disconnect) = midge_core::refuse_bad_packet(self.protocol, &e) {
+            self.send_now(disconnect).await;
         }
         let _ = self
             .router
@@ -517,8 +516,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
     }
 
     /// Check the CONNECT against the listener's rules: identity from the client certificate,
-    /// password file, anonymous access. A refused client gets its CONNACK (0x86 / 4 for a
-    /// bad username or password, 0x87 / 5 otherwise) and `None` is returned.
+    /// password file, anonymous access. A refused client gets the CONNACK core picks for
+    /// the [`ConnectRefusal`] (`midge_core::refuse_login`) and `None` is returned.
     async fn authenticate(
         &mut self,
         meta: &mut Meta,
@@ -543,7 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                         Some((_, false)) => {
                             counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                             warn!(identity = %identity, "connection refused: the device is disabled");
-                            self.refuse(connect.protocol, ReasonCode::NOT_AUTHORIZED)
+                            self.refuse(connect.protocol, ConnectRefusal::NotAuthorized)
                                 .await;
                             return None;
                         }
@@ -557,7 +556,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                 None => {
                     counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                     warn!("connection refused: no client certificate identity to use as username");
-                    self.refuse(connect.protocol, ReasonCode::NOT_AUTHORIZED)
+                    self.refuse(connect.protocol, ConnectRefusal::NotAuthorized)
                         .await;
                     None
                 }
@@ -575,8 +574,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                 let reason = match login {
                     midge_auth::Login::Accepted => return Some(connect),
                     midge_auth::Login::Unknown => None,
-                    midge_auth::Login::Disabled => Some(ReasonCode::NOT_AUTHORIZED),
-                    midge_auth::Login::BadSecret => Some(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                    midge_auth::Login::Disabled => Some(ConnectRefusal::NotAuthorized),
+                    midge_auth::Login::BadSecret => Some(ConnectRefusal::BadCredentials),
                 };
                 if let Some(reason) = reason {
                     counters.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -597,7 +596,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                 if !ok {
                     counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                     warn!(username = %user, client = %connect.client_id, "login failed: bad username or password");
-                    self.refuse(connect.protocol, ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+                    self.refuse(connect.protocol, ConnectRefusal::BadCredentials)
                         .await;
                     return None;
                 }
@@ -610,7 +609,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                     "no username and anonymous access is off"
                 };
                 warn!(username = user.as_deref().unwrap_or(""), client = %connect.client_id, "connection refused: {why}");
-                self.refuse(connect.protocol, ReasonCode::NOT_AUTHORIZED)
+                self.refuse(connect.protocol, ConnectRefusal::NotAuthorized)
                     .await;
                 return None;
             }
@@ -619,33 +618,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
         Some(connect)
     }
 
-    async fn refuse(&mut self, protocol: Protocol, reason: ReasonCode) {
-        let ack = Packet::ConnAck(ConnAck {
-            session_present: false,
-            reason,
-            properties: Default::default(),
-        });
+    /// Refuse a decoded CONNECT for `cause` (core picks the code), then close.
+    async fn refuse(&mut self, protocol: Protocol, cause: ConnectRefusal) {
+        self.answer_and_close(protocol, midge_core::refuse_login(cause))
+            .await;
+    }
+
+    async fn answer_and_close(&mut self, protocol: Protocol, ack: Packet) {
         self.protocol = protocol;
         self.send_now(ack).await;
         self.linger_close().await;
     }
 
-    /// A CONNECT that could not be decoded: answer with a CONNACK the client can read
-    /// (MQTT 5 reason code for a level-5 CONNECT, 3.x return code otherwise), then close.
+    /// A CONNECT that could not be decoded: answer as core says (a CONNACK the client can
+    /// read, or nothing for a malformed 3.x CONNECT), then close.
     async fn refuse_connect(&mut self, e: &DecodeError, level: Option<u8>) {
         info!(error = %e, "refusing connection: bad CONNECT");
-        let (protocol, reason) = match e {
-            DecodeError::UnsupportedProtocolLevel(_) | DecodeError::InvalidProtocolName(_) => {
-                (Protocol::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
-            }
-            _ if level == Some(5) => (Protocol::V5, e.reason_code()),
-            // 3.x has no CONNACK code for a malformed CONNECT: just close [MQTT-4.8.0-1]
-            _ => {
+        match midge_core::refuse_bad_connect(e, level) {
+            Some((protocol, ack)) => self.answer_and_close(protocol, ack).await,
+            // 3.x has no CONNACK code for a malformed CONNECT: just close
+            None => {
                 let _ = self.stream.shutdown().await;
-                return;
             }
-        };
-        self.refuse(protocol, reason).await;
+        }
     }
 }
 

@@ -220,9 +220,9 @@ impl Router {
                         shared.msgs_out.fetch_add(1, Ordering::Relaxed);
                     }
                     // Err: the connection task is gone (its Closed is on the way)
-                    let sent = shared
-                        .congestion
-                        .queue(w, self.high_water, || h.send(Outgoing::Packet(packet)));
+                    let sent = shared.congestion.queue(w, self.high_water, || {
+                        h.send(Outgoing::Packet(packet)).map_err(drop)
+                    });
                     if matches!(sent, Ok(true)) {
                         congested.push(conn);
                     }
@@ -331,13 +331,12 @@ impl Router {
                 client_ids,
                 reply,
             } => {
-                let n = self.broker.disconnect_clients(
+                let n = self.broker.disconnect_by_operator(
                     now,
                     |c, u| {
                         client_ids.iter().any(|id| id == c)
                             || u.is_some_and(|u| usernames.iter().any(|n| n == u))
                     },
-                    midge_codec::ReasonCode::ADMINISTRATIVE_ACTION,
                     &mut self.actions,
                 );
                 self.dispatch(now);
