@@ -151,7 +151,7 @@ enum ValueError {
     NotNumberOrString(Value),
     /// The value does not fit the point's `type`: the type and what it needs.
     #[error("type {0} needs {1} (found {2})")]
-    NotOfType(&'static str, &'static str, Value),
+    NotOfType(&'static str, &'static str, Box<Value>),
     #[error("unknown type {0:?} (expected Long, Double, String or Bytes)")]
     UnknownType(String),
 }
@@ -183,7 +183,7 @@ fn value(v: &Value, kind: Option<&str>) -> Result<PointValue, ValueError> {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
         _ => None,
     };
-    let needs = |kind, what| ValueError::NotOfType(kind, what, v.clone());
+    let needs = |kind, what| ValueError::NotOfType(kind, what, Box::new(v.clone()));
     match kind {
         None => match v {
             Value::Number(n) => match n.as_i64() {
