@@ -342,13 +342,10 @@ async fn publish_as(
             match events.poll().await {
                 Ok(Event::Published { reason, .. }) => return Ok(reason),
                 Ok(Event::Disconnected(d)) => {
-                    return Err(format!(
-                        "the broker disconnected: {}",
-                        d.reason.description()
-                    ));
+                    return Err(PublishLost::Disconnected(d.reason.description()));
                 }
-                Ok(Event::Closed) => return Err("connection closed".to_owned()),
-                Ok(Event::ConnectionLost(e)) | Err(e) => return Err(e.to_string()),
+                Ok(Event::Closed) => return Err(PublishLost::Closed),
+                Ok(Event::ConnectionLost(e)) | Err(e) => return Err(PublishLost::Client(e)),
                 Ok(_) => {}
             }
         }
@@ -371,6 +368,18 @@ async fn publish_as(
             "the broker did not acknowledge the publish in time",
         )),
     }
+}
+
+/// Why a device's publish may not have reached the broker (502).
+#[derive(Debug, thiserror::Error)]
+enum PublishLost {
+    /// The broker sent DISCONNECT (its reason).
+    #[error("the broker disconnected: {0}")]
+    Disconnected(&'static str),
+    #[error("connection closed")]
+    Closed,
+    #[error(transparent)]
+    Client(midge_client::ClientError),
 }
 
 /// `WWW-Authenticate` for the device routes.
