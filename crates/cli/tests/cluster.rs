@@ -905,6 +905,130 @@ fn mosquitto_clients_on_different_nodes() {
     assert_eq!(lines, vec!["mq/0 hello 0", "mq/1 hello 1", "mq/2 hello 2"]);
 }
 
+/// A QoS 2 PUBLISH sent again with DUP (the publisher missed the PUBREC) before its PUBREL
+/// still reaches a subscriber on another node exactly once.
+#[test]
+fn qos2_publish_sent_twice_is_delivered_once_across_nodes() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut s = Mq::v5(&rt, cl.port(1), &unique("s"));
+    subscribe_on(&cl, 1, &mut s, "twice/#", QoS::ExactlyOnce);
+    let mut p = Raw::v5(cl.port(0), &unique("p"));
+    let first = publish_packet(b"twice/x", b"only once", 2, false, 9, Some(&[]));
+    p.send(&first);
+    let (f, b) = p.expect_type(5, Duration::from_secs(10));
+    assert_eq!((f, &b[..2]), (0x50, &9u16.to_be_bytes()[..]), "PUBREC");
+    assert!(b.get(2).is_none_or(|r| *r < 0x80), "PUBREC refused: {b:?}");
+    let mut dup = first.clone();
+    dup[0] |= 0x08;
+    p.send(&dup);
+    p.expect_type(5, Duration::from_secs(10));
+    p.send(&crate::common::packet(0x62, &9u16.to_be_bytes()));
+    let (f, _) = p.expect_type(7, Duration::from_secs(10));
+    assert_eq!(f, 0x70, "PUBCOMP");
+    let mut got = s.messages(1, Duration::from_secs(10));
+    got.extend(s.drain(Duration::from_millis(1000)));
+    let payloads: Vec<&[u8]> = got.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(payloads, vec![&b"only once"[..]], "\n{}", cl.logs());
+}
+
+/// Interest is counted per node: when one of two subscribers of a filter on n2 unsubscribes
+/// the other still gets messages from n1; when the last one goes, n2's filter count drops
+/// and nothing more crosses.
+#[test]
+fn unsubscribe_on_one_node_keeps_the_other_subscribers_interest() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut a = Mq::v311(&rt, cl.port(1), &unique("a"));
+    subscribe_on(&cl, 1, &mut a, "u/#", QoS::AtLeastOnce);
+    let with_one = cl.filters(1);
+    let mut b = Mq::v5(&rt, cl.port(1), &unique("b"));
+    assert_eq!(b.subscribe("u/#", QoS::AtLeastOnce), vec![1]);
+    let mut p = Mq::v5(&rt, cl.port(0), &unique("p"));
+
+    let unsubscribe = |m: &mut Mq| {
+        let c = m.client.clone();
+        rt.block_on(async move {
+            c.unsubscribe_many(
+                vec![midge_client::codec::TopicFilter::new("u/#").unwrap()],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        });
+        assert!(
+            m.wait(Duration::from_secs(10), |e| matches!(e, Event::UnsubAck(_)))
+                .is_some(),
+            "UNSUBACK"
+        );
+    };
+    unsubscribe(&mut a);
+    p.publish("u/1", b"still wanted", QoS::AtLeastOnce, false);
+    let got = b.messages(1, Duration::from_secs(10));
+    assert_eq!(
+        got.len(),
+        1,
+        "b on n2 lost its messages when a unsubscribed the same filter\n{}",
+        cl.logs()
+    );
+    assert!(
+        a.drain(Duration::from_millis(300)).is_empty(),
+        "a unsubscribed"
+    );
+
+    unsubscribe(&mut b);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cl.filters(1) >= with_one {
+        assert!(
+            Instant::now() < deadline,
+            "n2's filter count did not drop after the last unsubscribe ({} >= {with_one})",
+            cl.filters(1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.publish("u/2", b"nobody", QoS::AtLeastOnce, false);
+    assert!(b.drain(Duration::from_millis(500)).is_empty());
+    assert!(a.drain(Duration::from_millis(100)).is_empty());
+}
+
+/// Messages near midge's default packet limit (1 MiB; NATS's default max_payload is 1 MiB
+/// too) cross nodes intact, at QoS 0 and 1.
+#[test]
+fn large_messages_cross_nodes_intact() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut s = Mq::v5(&rt, cl.port(2), &unique("s"));
+    subscribe_on(&cl, 2, &mut s, "big/#", QoS::AtLeastOnce);
+    let mut p = Mq::v5(&rt, cl.port(0), &unique("p"));
+    for (size, qos) in [
+        (200_000usize, QoS::AtLeastOnce),
+        (1_048_400, QoS::AtMostOnce),
+        (1_048_400, QoS::AtLeastOnce),
+    ] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let topic = format!("big/{size}/{}", qos_num(qos));
+        let mut m = Publish::new(TopicName::new(topic.as_str()).unwrap(), payload.clone());
+        m.qos = qos;
+        let r = p.publish_within(m, Duration::from_secs(15));
+        assert!(
+            r.is_some_and(|c| c < 0x80),
+            "{size} bytes at {qos:?}: acknowledgement {r:?}"
+        );
+        let got = s.messages(1, Duration::from_secs(15));
+        assert_eq!(
+            got.len(),
+            1,
+            "{size} bytes at {qos:?} accepted on n1 but not delivered on n3\n{}",
+            cl.logs()
+        );
+        assert_eq!(topic_of(&got[0]), topic);
+        assert!(
+            got[0].payload[..] == payload[..],
+            "{size} bytes changed on the way"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Sessions
 // ---------------------------------------------------------------------------------------
