@@ -244,7 +244,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
                         "dashboard and HTTP API on {scheme}://{}/ (API under /api/v1, Prometheus /metrics)",
                         h.local_addr()
                     );
-                    Some(h)
+                    Some((h, scheme))
                 }
                 Err(e) if !settings.explicit && matches!(e, midge_http::HttpError::Bind { .. }) => {
                     warn!("{e}; running without the dashboard (set [http] port or --http-port)");
@@ -264,7 +264,7 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(e) => {
             eprintln!("midge: {e}");
-            if let Some(h) = http {
+            if let Some((h, _)) = http {
                 h.shutdown().await;
             }
             hub.stop().await;
@@ -272,9 +272,15 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    for a in server.local_addrs() {
-        info!(addr = %a, "ready");
+    // one `ready` line per bound socket, in configuration order and the HTTP one last, with
+    // the address actually bound (port 0 in the configuration: the one the OS chose)
+    for (l, a) in listener_configs.iter().zip(server.local_addrs()) {
+        info!(addr = %a, scheme = %l.scheme(), "ready");
     }
+    if let Some((h, scheme)) = &http {
+        info!(addr = %h.local_addr(), scheme = %scheme, "ready");
+    }
+    let http = http.map(|(h, _)| h);
     wait_for_signal(&server, http.as_ref()).await;
     info!("shutting down");
     if let Some(h) = http {

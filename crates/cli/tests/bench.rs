@@ -7,114 +7,31 @@
     clippy::panic
 )]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::common;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{MIDGE, MOSQUITTO, Midge, Mosquitto};
 use serde_json::Value;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
-
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: Option<PathBuf>,
+/// `midge serve` on a port from the OS, with extra `[limits]` lines if given; warnings only
+/// (and the `ready` lines the launcher reads), so that logging costs nothing under load.
+fn midge_broker(limits: &str) -> Midge {
+    Midge::serve()
+        .config(&format!("[limits]\n{limits}\n"))
+        .env("RUST_LOG", "warn,midge::serve=info")
+        .start()
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(d) = &self._dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16, child: &mut Child) {
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("broker exited early: {status}");
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "broker not listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn scratch_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("midge-bench-test-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `midge serve` on a free port, with extra `[limits]` lines if given.
-fn midge_broker(limits: &str) -> Broker {
-    let port = free_port();
-    let dir = scratch_dir(&format!("midge{port}"));
-    let cfg = dir.join("midge.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlog_level = \"warn\"\n[security]\nallow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n[limits]\n{limits}\n"
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(MIDGE)
-        .args(["serve", "-c"])
-        .arg(&cfg)
-        .current_dir(&dir) // its data folder (./data) stays in its scratch dir
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child);
-    Broker {
-        child,
-        port,
-        _dir: Some(dir),
-    }
-}
-
-fn mosquitto_broker(extra: &str) -> Option<Broker> {
-    let bin = Path::new("/usr/sbin/mosquitto");
-    if !bin.exists() {
+/// A real mosquitto, when installed.
+fn mosquitto_broker(extra: &str) -> Option<Mosquitto> {
+    if !Path::new(MOSQUITTO).exists() {
         eprintln!("mosquitto not installed: skipping");
         return None;
     }
-    let port = free_port();
-    let dir = scratch_dir(&format!("mosq{port}"));
-    let cfg = dir.join("mosquitto.conf");
-    std::fs::write(
-        &cfg,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(bin)
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child);
-    Some(Broker {
-        child,
-        port,
-        _dir: Some(dir),
-    })
+    Some(Mosquitto::start(&format!("persistence false\n{extra}\n")))
 }
 
 fn bench(port: u16, args: &[&str]) -> Value {
@@ -227,7 +144,7 @@ fn qos0_to_a_broker_that_dies_mid_run_shows_up_as_loss() {
             .unwrap()
     });
     std::thread::sleep(Duration::from_millis(1500));
-    b.child.kill().unwrap();
+    b.kill();
     let out = run.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout

@@ -13,145 +13,34 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::security::Pki;
+use common::{Midge, Mosquitto, free_port};
 use midge_client::{Client, ClientOptions, Event, Protocol, QoS, Reconnect};
-use security_common::Pki;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A broker process, killed (SIGKILL) and reaped on drop.
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_port(port: u16, what: &str, log: &dyn Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on {port}:\n{}", log());
-}
-
-/// A real mosquitto with this configuration (plus a listener on `port`, anonymous).
-fn mosquitto(dir: &Path, port: u16, extra: &str) -> Proc {
-    let conf = dir.join(format!("mosquitto-{port}.conf"));
-    std::fs::write(
-        &conf,
-        // `user root`: as root, mosquitto would drop to user mosquitto, which cannot read
-        // the test's key files (it is ignored when not started as root)
-        format!("user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n"),
-    )
-    .unwrap();
-    let log = dir.join(format!("mosquitto-{port}.log"));
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-v")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        child: Some(child),
-        log,
-    };
-    wait_port(port, "mosquitto", &|| p.log());
-    p
-}
-
-/// `midge serve` in `dir` (its data folder is `dir/data`) on `port`, with this TOML.
-fn midge(dir: &Path, port: u16, toml: &str) -> Proc {
-    let conf = dir.join("midge.toml");
-    std::fs::write(
-        &conf,
-        format!("{toml}\n[security]\nallow_anonymous = true\n"),
-    )
-    .unwrap();
-    let n = std::fs::read_dir(dir).unwrap().count();
-    let log = dir.join(format!("midge-{n}.log"));
-    let child = Command::new(MIDGE)
-        .arg("serve")
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--no-http")
-        .arg("-c")
-        .arg(&conf)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
+/// `midge serve` in `dir` (its data folder is `dir/data`, so a restart keeps the queues)
+/// on a port from the OS, with this TOML.
+fn midge(dir: &Path, toml: &str) -> Midge {
+    Midge::serve()
+        .config(toml)
+        .dir(dir)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc {
-        child: Some(child),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if p.log().contains(" ready addr=") {
-            return p;
-        }
+        .start()
+}
+
+/// Wait until something listens on `port` (a second mosquitto listener).
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("midge serve did not start:\n{}", p.log());
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -320,14 +209,11 @@ fn bridge_toml(name: &str, remote: u16, extra: &str, topics: &[&str]) -> String 
 #[test]
 fn midge_bridged_to_mosquitto_out_in_both_with_prefixes() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let rport = free_port();
-    let _m = mosquitto(dir.path(), rport, "");
-    let lport = free_port();
+    let m = Mosquitto::start("");
+    let rport = m.port;
     let ldir = tempfile::tempdir().unwrap();
     let local = midge(
         ldir.path(),
-        lport,
         &bridge_toml(
             "m",
             rport,
@@ -340,6 +226,7 @@ fn midge_bridged_to_mosquitto_out_in_both_with_prefixes() {
             ],
         ),
     );
+    let lport = local.port;
     let state = "$SYS/broker/connection/bridge-m/state";
     wait_state(&rt, lport, state, "1");
     // the state is retained on the remote too
@@ -406,20 +293,15 @@ fn midge_bridged_to_mosquitto_out_in_both_with_prefixes() {
 #[test]
 fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
     let rt = runtime();
-    let mport = free_port();
     let mdir = tempfile::tempdir().unwrap();
-    let _midge = midge(mdir.path(), mport, "");
-    let dir = tempfile::tempdir().unwrap();
-    let qport = free_port();
+    let target = midge(mdir.path(), "");
+    let mport = target.port;
     // mosquitto's defaults (try_private true): midge accepts the bridge flag (protocol level
     // 0x84) at once; restart_timeout 60 makes a refused first attempt fail wait_state (20 s)
-    let q = mosquitto(
-        dir.path(),
-        qport,
-        &format!(
-            "connection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\nrestart_timeout 60\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\ntopic both/# both 1\n"
-        ),
-    );
+    let q = Mosquitto::start(&format!(
+        "log_type all\nconnection to-midge\naddress 127.0.0.1:{mport}\nremote_clientid from-mosquitto\nrestart_timeout 60\ncleansession false\ntopic up/# out 1 \"\" site/\ntopic down/# in 1\ntopic both/# both 1\n"
+    ));
+    let qport = q.port;
     wait_state(
         &rt,
         qport,
@@ -474,16 +356,15 @@ fn mosquitto_bridged_to_midge_with_its_own_connection_section() {
 #[test]
 fn midge_to_midge_both_ways_without_a_loop() {
     let rt = runtime();
-    let bport = free_port();
     let bdir = tempfile::tempdir().unwrap();
-    let _b = midge(bdir.path(), bport, "");
-    let aport = free_port();
+    let b = midge(bdir.path(), "");
+    let bport = b.port;
     let adir = tempfile::tempdir().unwrap();
-    let _a = midge(
+    let a = midge(
         adir.path(),
-        aport,
         &bridge_toml("mm", bport, "protocol = \"5\"", &["t/# both 1"]),
     );
+    let aport = a.port;
     wait_state(&rt, aport, "$SYS/broker/connection/bridge-mm/state", "1");
     let sa = Sub::start(&rt, aport, &["t/#"], QoS::AtLeastOnce, "sa", false);
     let sb = Sub::start(&rt, bport, &["t/#"], QoS::AtLeastOnce, "sb", false);
@@ -506,16 +387,12 @@ fn midge_to_midge_both_ways_without_a_loop() {
 fn the_remote_killed_during_qos1_load_loses_nothing_acknowledged() {
     let rt = runtime();
     // the remote: a midge (it acknowledges a QoS 1 message once it is on disk)
-    let rport = free_port();
     let rdir = tempfile::tempdir().unwrap();
-    let mut remote = midge(rdir.path(), rport, "");
-    let lport = free_port();
+    let mut remote = midge(rdir.path(), "");
+    let rport = remote.port;
     let ldir = tempfile::tempdir().unwrap();
-    let _local = midge(
-        ldir.path(),
-        lport,
-        &bridge_toml("k", rport, "", &["load/# out 1"]),
-    );
+    let local = midge(ldir.path(), &bridge_toml("k", rport, "", &["load/# out 1"]));
+    let lport = local.port;
     wait_state(&rt, lport, "$SYS/broker/connection/bridge-k/state", "1");
     // a persistent subscriber on the remote
     let sub = Sub::start(&rt, rport, &["load/#"], QoS::AtLeastOnce, "rsub", true);
@@ -532,12 +409,13 @@ fn the_remote_killed_during_qos1_load_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let before = sub.got().len();
-    remote.kill();
+    remote.sigkill();
     let acked = publisher.join().unwrap();
     assert_eq!(acked, n, "the local broker acknowledged every message");
     assert!(before < n, "the kill came after the load ({before} of {n})");
     std::thread::sleep(Duration::from_millis(500));
-    let _remote = midge(rdir.path(), rport, "");
+    // on the same port and data folder
+    remote.restart();
     sub.wait("every message", Duration::from_secs(40), |g| {
         let mut seen = std::collections::BTreeSet::new();
         for (_, p, _) in g {
@@ -555,10 +433,10 @@ fn the_remote_killed_during_qos1_load_loses_nothing_acknowledged() {
 fn the_local_midge_killed_with_messages_queued_delivers_them_after_restart() {
     let rt = runtime();
     let rport = free_port(); // nothing listens there yet
-    let lport = free_port();
     let ldir = tempfile::tempdir().unwrap();
     let toml = bridge_toml("q", rport, "", &["queued/# out 1"]);
-    let mut local = midge(ldir.path(), lport, &toml);
+    let mut local = midge(ldir.path(), &toml);
+    let lport = local.port;
     let n = 200;
     let payloads: Vec<String> = (0..n).map(|i| i.to_string()).collect();
     assert_eq!(
@@ -567,11 +445,12 @@ fn the_local_midge_killed_with_messages_queued_delivers_them_after_restart() {
     );
     // give the bridge time to take them (and to try the remote)
     std::thread::sleep(Duration::from_millis(500));
-    local.kill();
+    local.sigkill();
     let dir = tempfile::tempdir().unwrap();
-    let _m = mosquitto(dir.path(), rport, "");
+    let _m = Mosquitto::on_port(dir.path(), rport, "");
     let sub = Sub::start(&rt, rport, &["queued/#"], QoS::AtLeastOnce, "qs", false);
-    let _local = midge(ldir.path(), lport, &toml);
+    // on the same port and data folder
+    local.restart();
     sub.wait("queued messages", Duration::from_secs(30), |g| {
         let seen: std::collections::BTreeSet<&str> = g.iter().map(|(_, p, _)| p.as_str()).collect();
         seen.len() == n
@@ -582,21 +461,15 @@ fn the_local_midge_killed_with_messages_queued_delivers_them_after_restart() {
 fn a_tls_bridge_with_a_ca_and_a_client_certificate() {
     let rt = runtime();
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let plain = free_port();
     let tls = free_port();
-    let _m = mosquitto(
-        dir.path(),
-        plain,
-        &format!(
-            "listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
-            pki.path("ca.crt"),
-            pki.path("server.crt"),
-            pki.path("server.key")
-        ),
-    );
-    wait_port(tls, "mosquitto TLS", &|| String::new());
-    let lport = free_port();
+    let m = Mosquitto::start(&format!(
+        "listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+        pki.path("ca.crt"),
+        pki.path("server.crt"),
+        pki.path("server.key")
+    ));
+    let plain = m.port;
+    wait_port(tls, "mosquitto TLS");
     let ldir = tempfile::tempdir().unwrap();
     let extra = format!(
         "cafile = {:?}\ncertfile = {:?}\nkeyfile = {:?}\n",
@@ -604,11 +477,11 @@ fn a_tls_bridge_with_a_ca_and_a_client_certificate() {
         pki.path("alice.crt"),
         pki.path("alice.key")
     );
-    let _local = midge(
+    let local = midge(
         ldir.path(),
-        lport,
         &bridge_toml("tls", tls, &extra, &["secure/# both 1"]),
     );
+    let lport = local.port;
     wait_state(&rt, lport, "$SYS/broker/connection/bridge-tls/state", "1");
     let sub = Sub::start(&rt, plain, &["secure/#"], QoS::AtLeastOnce, "ts", false);
     one(&rt, lport, "secure/a", "over tls", QoS::AtLeastOnce);
@@ -626,24 +499,16 @@ fn a_tls_bridge_with_a_ca_and_a_client_certificate() {
 fn a_bridge_to_a_ca_it_does_not_trust_stays_down() {
     let rt = runtime();
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let plain = free_port();
     let tls = free_port();
-    let _m = mosquitto(
-        dir.path(),
-        plain,
-        &format!(
-            "listener {tls} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
-            pki.path("server2.crt"),
-            pki.path("server2.key")
-        ),
-    );
-    wait_port(tls, "mosquitto TLS", &|| String::new());
-    let lport = free_port();
+    let _m = Mosquitto::start(&format!(
+        "listener {tls} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+        pki.path("server2.crt"),
+        pki.path("server2.key")
+    ));
+    wait_port(tls, "mosquitto TLS");
     let ldir = tempfile::tempdir().unwrap();
     let local = midge(
         ldir.path(),
-        lport,
         &bridge_toml(
             "untrusted",
             tls,
@@ -651,6 +516,7 @@ fn a_bridge_to_a_ca_it_does_not_trust_stays_down() {
             &["x/# out 1"],
         ),
     );
+    let lport = local.port;
     wait_state(
         &rt,
         lport,
@@ -669,38 +535,18 @@ fn a_bridge_to_a_ca_it_does_not_trust_stays_down() {
 #[test]
 fn serve_reads_a_mosquitto_conf_with_a_bridge() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let rport = free_port();
-    let _m = mosquitto(dir.path(), rport, "");
+    let m = Mosquitto::start("");
+    let rport = m.port;
     let ldir = tempfile::tempdir().unwrap();
-    let lport = free_port();
-    let conf = ldir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {lport} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\nconnection cloud\naddress 127.0.0.1:{rport}\nremote_clientid conf-bridge\nrestart_timeout 1\ntopic conf/# out 1\n",
+    // the listener's port is replaced by one from the OS (-p 0)
+    let local = Midge::serve()
+        .mosquitto_conf(&format!(
+            "listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\nconnection cloud\naddress 127.0.0.1:{rport}\nremote_clientid conf-bridge\nrestart_timeout 1\ntopic conf/# out 1\n",
             ldir.path().display()
-        ),
-    )
-    .unwrap();
-    let log = ldir.path().join("serve.log");
-    let child = Command::new(MIDGE)
-        .arg("serve")
-        .arg("--no-http")
-        .arg("-c")
-        .arg(&conf)
-        .current_dir(ldir.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let local = Proc {
-        child: Some(child),
-        log,
-    };
-    wait_port(lport, "midge (mosquitto.conf)", &|| local.log());
+        ))
+        .dir(ldir.path())
+        .start();
+    let lport = local.port;
     wait_state(&rt, lport, "$SYS/broker/connection/conf-bridge/state", "1");
     let sub = Sub::start(&rt, rport, &["conf/#"], QoS::AtLeastOnce, "cs", false);
     one(&rt, lport, "conf/a", "from conf", QoS::AtLeastOnce);
@@ -714,17 +560,16 @@ fn serve_reads_a_mosquitto_conf_with_a_bridge() {
 #[test]
 fn the_next_address_is_tried_when_the_first_does_not_answer() {
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let rport = free_port();
-    let _m = mosquitto(dir.path(), rport, "");
+    let m = Mosquitto::start("");
+    let rport = m.port;
     let closed = free_port(); // nothing listens there
-    let lport = free_port();
     let ldir = tempfile::tempdir().unwrap();
     let toml = bridge_toml("fo", rport, "", &["fo/# out 1"]).replace(
         &format!("addresses = [\"127.0.0.1:{rport}\"]"),
         &format!("addresses = [\"127.0.0.1:{closed}\", \"127.0.0.1:{rport}\"]"),
     );
-    let local = midge(ldir.path(), lport, &toml);
+    let local = midge(ldir.path(), &toml);
+    let lport = local.port;
     wait_state(&rt, lport, "$SYS/broker/connection/bridge-fo/state", "1");
     let sub = Sub::start(&rt, rport, &["fo/#"], QoS::AtLeastOnce, "fs", false);
     one(&rt, lport, "fo/a", "x", QoS::AtLeastOnce);

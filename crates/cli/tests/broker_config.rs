@@ -11,7 +11,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Broker, MIDGE, Raw, assert_healthy, run, strip_ansi, unique};
+use common::{MIDGE, Midge, Raw, assert_healthy, run, strip_ansi, unique};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -95,7 +95,7 @@ fn print_config_output_is_a_valid_config_that_serves() {
         assert!(d.stdout.contains(key), "--print-config lacks {key}");
     }
     // started with it (the port overridden so tests never touch 1883)
-    let b = Broker::with_exact_config(&d.stdout);
+    let b = Midge::serve().exact_config(&d.stdout).start();
     assert!(
         b.log().contains(&format!("127.0.0.1:{}", b.port)),
         "{}",
@@ -107,7 +107,7 @@ fn print_config_output_is_a_valid_config_that_serves() {
 
 #[test]
 fn sigterm_sends_v5_clients_disconnect_0x8b_and_exits_0() {
-    let mut b = Broker::start();
+    let mut b = Midge::start();
     let mut v5 = Raw::v5(b.port, &unique("term5"));
     let mut v3 = Raw::v311(b.port, &unique("term3"));
     // make sure both are fully connected and routed
@@ -128,17 +128,22 @@ fn sigterm_sends_v5_clients_disconnect_0x8b_and_exits_0() {
 
 #[test]
 fn the_first_log_line_of_a_config_less_serve_says_local_only_and_anonymous() {
-    let b = Broker::start();
+    let b = Midge::start();
     let log = b.log();
     let first = log.lines().next().unwrap();
     assert!(first.contains("local-only"), "{first}");
     assert!(first.contains("anonymous clients allowed"), "{first}");
-    assert!(first.contains(&format!("127.0.0.1:{}", b.port)), "{first}");
+    // started with port 0: the line names the configured address, the `ready` line the port
+    assert!(first.contains("listening on 127.0.0.1:0 "), "{first}");
+    assert!(
+        log.contains(&format!("ready addr=127.0.0.1:{}", b.port)),
+        "{log}"
+    );
 }
 
 #[test]
 fn a_port_already_in_use_makes_serve_exit_1_naming_the_address() {
-    let b = Broker::start();
+    let b = Midge::start();
     let port = b.port.to_string();
     let d = run(MIDGE, &["serve", "--port", &port], T);
     assert_eq!(d.code, Some(1), "{d:#?}");

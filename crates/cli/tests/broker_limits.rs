@@ -12,7 +12,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, ConnectOpts, Raw, assert_healthy, connect_packet, mqtt_str, packet, publish_packet,
+    ConnectOpts, Midge, Raw, assert_healthy, connect_packet, mqtt_str, packet, publish_packet,
     subscribe_packet, unique,
 };
 
@@ -55,7 +55,7 @@ fn connack_props(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 #[test]
 fn connack_announces_every_limit_and_the_server_keep_alive_is_enforced() {
-    let b = Broker::with_config(LIMITS);
+    let b = Midge::with_config(LIMITS);
     let mut r = Raw::tcp(b.port);
     r.level = 5;
     r.send(&connect_packet(&ConnectOpts {
@@ -95,7 +95,7 @@ fn connack_announces_every_limit_and_the_server_keep_alive_is_enforced() {
 
 #[test]
 fn subscriptions_past_a_limit_get_the_matching_suback_reason_code() {
-    let b = Broker::with_config(LIMITS);
+    let b = Midge::with_config(LIMITS);
     let mut r = Raw::v5(b.port, &unique("lim-sub"));
     let suback = |r: &mut Raw, id: u16, filter: &str, opts: u8| -> Vec<u8> {
         r.send(&subscribe_packet(id, &[(filter, opts)], true));
@@ -135,7 +135,7 @@ fn subscriptions_past_a_limit_get_the_matching_suback_reason_code() {
 
 #[test]
 fn publishing_past_a_limit_is_refused_with_the_matching_reason_code() {
-    let b = Broker::with_config(LIMITS);
+    let b = Midge::with_config(LIMITS);
     // too many levels: PUBACK 0x90, the connection stays
     let mut r = Raw::v5(b.port, &unique("lim-pub"));
     r.send(&publish_packet(b"l/1/2/3", b"deep", 1, false, 7, Some(&[])));

@@ -11,7 +11,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Broker, Proc, run, unique};
+use common::{Midge, Proc, run, unique};
 
 const PUB: &str = "mosquitto_pub";
 const SUB: &str = "mosquitto_sub";
@@ -50,7 +50,7 @@ const VERSIONS: [&str; 3] = ["mqttv31", "mqttv311", "mqttv5"];
 
 #[test]
 fn sub_receives_the_temperature_published_by_pub_in_every_protocol_version() {
-    let b = Broker::start();
+    let b = Midge::start();
     for sv in VERSIONS {
         for pv in VERSIONS {
             let s = sub_ready(b.port, &["-V", sv, "-t", "floor-5/temperature", "-C", "1"]);
@@ -64,7 +64,7 @@ fn sub_receives_the_temperature_published_by_pub_in_every_protocol_version() {
 
 #[test]
 fn qos2_publish_shows_the_full_pubrec_pubrel_pubcomp_exchange() {
-    let b = Broker::start();
+    let b = Midge::start();
     for v in ["mqttv311", "mqttv5"] {
         let topic = unique("q2");
         let s = sub_ready(b.port, &["-V", v, "-q", "2", "-t", &topic, "-C", "1"]);
@@ -107,7 +107,7 @@ fn qos2_publish_shows_the_full_pubrec_pubrel_pubcomp_exchange() {
 
 #[test]
 fn retained_message_reaches_a_later_subscriber_with_retain_flag_and_is_cleared_by_empty_payload() {
-    let b = Broker::start();
+    let b = Midge::start();
     let p = b.port.to_string();
     for (v, clear) in [("mqttv311", "-n"), ("mqttv5", "-n"), ("mqttv311", "")] {
         let topic = unique("kept");
@@ -140,7 +140,7 @@ fn retained_message_reaches_a_later_subscriber_with_retain_flag_and_is_cleared_b
 
 #[test]
 fn a_live_message_carries_retain_flag_0_and_a_retained_one_flag_1() {
-    let b = Broker::start();
+    let b = Midge::start();
     for v in ["mqttv311", "mqttv5"] {
         let topic = unique("flag");
         let s = sub_ready(b.port, &["-V", v, "-t", &topic, "-C", "1", "-F", "%r %p"]);
@@ -154,7 +154,7 @@ fn a_live_message_carries_retain_flag_0_and_a_retained_one_flag_1() {
 
 #[test]
 fn plus_and_hash_wildcards_match_the_right_levels() {
-    let b = Broker::start();
+    let b = Midge::start();
     for v in ["mqttv311", "mqttv5"] {
         let root = unique("wild");
         let plus = format!("{root}/+/temp");
@@ -198,7 +198,7 @@ fn plus_and_hash_wildcards_match_the_right_levels() {
 
 #[test]
 fn sys_topics_report_uptime_and_connected_clients() {
-    let b = Broker::with_config("[server]\nsys_interval = 1\n");
+    let b = Midge::with_config("[server]\nsys_interval = 1\n");
     let p = b.port.to_string();
     let mut s = Proc::spawn(
         "stdbuf",
@@ -226,7 +226,7 @@ fn sys_topics_report_uptime_and_connected_clients() {
 
 #[test]
 fn persistent_session_gets_qos1_messages_published_while_it_was_away() {
-    let b = Broker::start();
+    let b = Midge::start();
     let p = b.port.to_string();
     for v in ["mqttv311", "mqttv5"] {
         let id = unique("persist");

@@ -12,10 +12,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Broker, py_dir, run};
+use common::{Midge, py_dir, run};
 use serde_json::{Value, json};
 
-fn scenario(b: &Broker, name: &str, args: &[&str]) -> Value {
+fn scenario(b: &Midge, name: &str, args: &[&str]) -> Value {
     let script = py_dir().join("paho_scenarios.py");
     let port = b.port.to_string();
     let mut all = vec![script.to_str().unwrap(), name, &port];
@@ -28,7 +28,7 @@ fn scenario(b: &Broker, name: &str, args: &[&str]) -> Value {
 
 #[test]
 fn paho_subscriber_on_baisong_receives_the_json_reading_in_3_1_1_and_5() {
-    let b = Broker::start();
+    let b = Midge::start();
     for v in ["4", "5"] {
         let r = scenario(&b, "classic", &[v]);
         assert_eq!(
@@ -42,7 +42,7 @@ fn paho_subscriber_on_baisong_receives_the_json_reading_in_3_1_1_and_5() {
 
 #[test]
 fn v5_publish_properties_pass_through_unchanged() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "properties", &[]);
     let m = &r["msg"];
     assert_eq!(m["payload"], "{\"pin\": 17, \"value\": 10}");
@@ -63,7 +63,7 @@ fn v5_publish_properties_pass_through_unchanged() {
 #[test]
 fn an_expired_message_is_not_delivered_to_a_returning_session_and_the_rest_carry_their_remaining_lifetime()
  {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "expiry", &[]);
     assert_eq!(r["session_present"], true);
     let msgs = r["msgs"].as_array().unwrap();
@@ -76,7 +76,7 @@ fn an_expired_message_is_not_delivered_to_a_returning_session_and_the_rest_carry
 
 #[test]
 fn v5_subscription_identifiers_of_every_matching_subscription_are_sent() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "sub-ids", &[]);
     let msgs = r["msgs"].as_array().unwrap();
     assert_eq!(msgs.len(), 2, "one delivery per message per client: {r}");
@@ -100,7 +100,7 @@ fn v5_subscription_identifiers_of_every_matching_subscription_are_sent() {
 
 #[test]
 fn shared_subscription_splits_messages_between_two_subscribers_with_none_lost() {
-    let b = Broker::start();
+    let b = Midge::start();
     for v in ["4", "5"] {
         let r = scenario(&b, "shared", &[v, "200"]);
         let list = |k: &str| -> Vec<String> {
@@ -130,7 +130,7 @@ fn shared_subscription_splits_messages_between_two_subscribers_with_none_lost() 
 
 #[test]
 fn will_is_published_on_abnormal_disconnect_and_not_on_a_clean_one() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "will", &[]);
     for abnormal in ["kill", "socket"] {
         assert_eq!(r[abnormal]["payload"], "child died", "{abnormal}: {r}");
@@ -142,7 +142,7 @@ fn will_is_published_on_abnormal_disconnect_and_not_on_a_clean_one() {
 
 #[test]
 fn will_delay_interval_postpones_the_will_and_a_reconnect_cancels_it() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "will-delay", &[]);
     assert_eq!(r["early"], Value::Null, "will sent before its delay: {r}");
     assert_eq!(r["late"]["payload"], "delayed", "{r}");
@@ -157,7 +157,7 @@ fn will_delay_interval_postpones_the_will_and_a_reconnect_cancels_it() {
 
 #[test]
 fn session_expiry_keeps_the_session_for_its_interval_only() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "session-expiry", &[]);
     assert_eq!(r["first_present"], false);
     assert_eq!(r["resumed_present"], true);
@@ -168,7 +168,7 @@ fn session_expiry_keeps_the_session_for_its_interval_only() {
 
 #[test]
 fn no_local_subscription_does_not_echo_the_clients_own_messages() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "no-local", &[]);
     let msgs = r["msgs"].as_array().unwrap();
     let payloads: Vec<&str> = msgs
@@ -180,7 +180,7 @@ fn no_local_subscription_does_not_echo_the_clients_own_messages() {
 
 #[test]
 fn retain_as_published_keeps_the_retain_flag_on_live_messages() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "rap", &[]);
     let flags = |k: &str| -> Vec<(String, bool)> {
         r[k].as_array()
@@ -206,7 +206,7 @@ fn retain_as_published_keeps_the_retain_flag_on_live_messages() {
 
 #[test]
 fn retain_handling_0_1_2_send_retained_messages_always_if_new_or_never() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "retain-handling", &[]);
     let count = |k: &str| r[k].as_array().unwrap().len();
     assert_eq!(count("rh2"), 0, "{r}");
@@ -219,7 +219,7 @@ fn retain_handling_0_1_2_send_retained_messages_always_if_new_or_never() {
 
 #[test]
 fn topic_aliases_set_by_the_client_are_resolved_and_can_be_remapped() {
-    let b = Broker::start();
+    let b = Midge::start();
     let r = scenario(&b, "topic-alias", &[]);
     let got: Vec<(String, String)> = r["msgs"]
         .as_array()
@@ -246,7 +246,7 @@ fn topic_aliases_set_by_the_client_are_resolved_and_can_be_remapped() {
 
 #[test]
 fn connack_assigns_a_client_id_and_announces_the_configured_limits() {
-    let b = Broker::with_config(
+    let b = Midge::with_config(
         "[limits]\ntopic_alias_maximum = 12\nmax_packet_size = 65536\nreceive_maximum = 100\n",
     );
     let r = scenario(&b, "connack", &[]);

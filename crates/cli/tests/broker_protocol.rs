@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, ConnectOpts, Raw, Read_, assert_healthy, connect_packet, mqtt_str, packet,
+    ConnectOpts, Midge, Raw, Read_, assert_healthy, connect_packet, mqtt_str, packet,
     publish_packet, read_varint, subscribe_packet, unique, varint,
 };
 
@@ -88,7 +88,7 @@ fn matches(filter: &str, topic: &str) -> bool {
 
 #[test]
 fn topic_matching_agrees_with_the_spec_for_every_filter_and_topic_pair() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let filters = [
         "#", "+", "+/+", "a/#", "a/+", "a/b", "a/b/#", "+/b", "+/b/#", "a/+/c", "+/+/+", "a//c",
         "a/+/+", "/#", "+/#", "a", "/", "//", "/+", "+/", "+/+/c/#", "a/b/c/#", "$x/#", "$x/+",
@@ -154,7 +154,7 @@ fn topic_matching_agrees_with_the_spec_for_every_filter_and_topic_pair() {
 
 #[test]
 fn the_clients_receive_maximum_bounds_unacknowledged_qos1_deliveries() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let topic = unique("rmax");
     let mut sub = v5_connect(b.port, &unique("rmax"), &[0x21, 0, 2]);
     sub.subscribe(&topic, 1);
@@ -200,7 +200,7 @@ fn the_clients_receive_maximum_bounds_unacknowledged_qos1_deliveries() {
 
 #[test]
 fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let topic = unique("mps");
     let mut sub = v5_connect(b.port, &unique("mps"), &[0x27, 0, 0, 0, 64]);
     sub.subscribe(&topic, 0);
@@ -215,7 +215,7 @@ fn messages_larger_than_the_clients_maximum_packet_size_are_not_sent_to_it() {
 
 #[test]
 fn qos2_is_delivered_exactly_once_even_when_the_publish_is_retransmitted() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     for level in [4u8, 5] {
         let v5 = level == 5;
         let props: Option<&[u8]> = if v5 { Some(&[]) } else { None };
@@ -302,7 +302,7 @@ fn qos2_is_delivered_exactly_once_even_when_the_publish_is_retransmitted() {
 
 #[test]
 fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     for level in [4u8, 5] {
         let id = unique("takeover");
         let topic = unique("tk");
@@ -349,7 +349,7 @@ fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
 
 #[test]
 fn malformed_connect_flags_are_refused() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let flags_case = |level: u8, flags: u8, extra: &[u8]| {
         let mut body = Vec::new();
         mqtt_str(b"MQTT", &mut body);
@@ -409,7 +409,7 @@ fn malformed_connect_flags_are_refused() {
 
 #[test]
 fn an_empty_client_id_is_refused_where_the_spec_says_so_and_assigned_elsewhere() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     // 3.1.1 with clean session 0, and 3.1 always: CONNACK 0x02 identifier rejected
     for (level, clean) in [(4u8, false), (3, true)] {
         let mut r = Raw::tcp(b.port);
@@ -444,7 +444,7 @@ fn an_empty_client_id_is_refused_where_the_spec_says_so_and_assigned_elsewhere()
 
 #[test]
 fn invalid_subscribe_filters_and_options_are_refused() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     for f in [
         "a/#/b",
         "a#",
@@ -482,7 +482,7 @@ fn invalid_subscribe_filters_and_options_are_refused() {
 
 #[test]
 fn an_expired_retained_message_is_not_sent_to_new_subscribers() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let topic = unique("rexp");
     let mut p = Raw::v5(b.port, &unique("rexp-pub"));
     p.send(&publish_packet(
@@ -513,7 +513,7 @@ fn an_expired_retained_message_is_not_sent_to_new_subscribers() {
 
 #[test]
 fn the_broker_uses_topic_aliases_up_to_the_clients_maximum() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let root = unique("oal");
     let mut sub = v5_connect(b.port, &unique("oal"), &[0x22, 0, 2]);
     sub.subscribe(&format!("{root}/#"), 0);
@@ -550,7 +550,7 @@ fn the_broker_uses_topic_aliases_up_to_the_clients_maximum() {
 
 #[test]
 fn an_offline_session_queue_keeps_the_first_messages_up_to_max_queued_messages() {
-    let b = Broker::with_config("[server]\nsys_interval = 0\n[limits]\nmax_queued_messages = 5\n");
+    let b = Midge::with_config("[server]\nsys_interval = 0\n[limits]\nmax_queued_messages = 5\n");
     let id = unique("q5");
     let topic = unique("q5t");
     let opts = ConnectOpts {
@@ -584,7 +584,7 @@ fn an_offline_session_queue_keeps_the_first_messages_up_to_max_queued_messages()
 
 #[test]
 fn shared_messages_unacknowledged_by_a_member_that_leaves_go_to_another_member() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let topic = unique("shr");
     let filter = format!("$share/g/{topic}");
     let mut a = Raw::v5(b.port, &unique("shr-a"));
@@ -624,7 +624,7 @@ fn shared_messages_unacknowledged_by_a_member_that_leaves_go_to_another_member()
 
 #[test]
 fn max_connections_refuses_the_connection_over_the_limit() {
-    let b = Broker::with_config("[server]\nsys_interval = 0\nmax_connections = 3\n");
+    let b = Midge::with_config("[server]\nsys_interval = 0\nmax_connections = 3\n");
     let mut held: Vec<Raw> = (0..3)
         .map(|i| Raw::v311(b.port, &format!("held-{i}")))
         .collect();
@@ -656,7 +656,7 @@ fn max_connections_refuses_the_connection_over_the_limit() {
 
 #[test]
 fn sys_clients_maximum_remembers_the_highest_count() {
-    let b = Broker::with_config("[server]\nsys_interval = 1\n");
+    let b = Midge::with_config("[server]\nsys_interval = 1\n");
     let three: Vec<Raw> = (0..3)
         .map(|i| Raw::v311(b.port, &format!("max-{i}")))
         .collect();
@@ -685,7 +685,7 @@ fn sys_clients_maximum_remembers_the_highest_count() {
 
 #[test]
 fn retained_messages_match_wildcards_but_not_dollar_topics_for_a_leading_wildcard() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let mut p = Raw::v5(b.port, &unique("ret-pub"));
     for (t, v) in [("rt/a", "1"), ("rt/b/c", "2"), ("$rt/x", "3"), ("rt", "4")] {
         p.send(&publish_packet(
@@ -724,7 +724,7 @@ fn retained_messages_match_wildcards_but_not_dollar_topics_for_a_leading_wildcar
 
 #[test]
 fn acknowledgements_for_unknown_packet_ids_are_answered_and_harmless() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     // PUBACK 99: ignored; PUBREL 100 -> PUBCOMP; PUBREC 101 -> PUBREL; PUBCOMP 102: ignored
     let acks = [
         0x40, 2, 0, 99, 0x62, 2, 0, 100, 0x50, 2, 0, 101, 0x70, 2, 0, 102,
@@ -747,7 +747,7 @@ fn acknowledgements_for_unknown_packet_ids_are_answered_and_harmless() {
 
 #[test]
 fn a_packet_of_exactly_max_packet_size_reaches_every_subscriber_intact() {
-    let b = Broker::with_config(NO_SYS);
+    let b = Midge::with_config(NO_SYS);
     let topic = unique("big");
     let mut subs: Vec<Raw> = (0..3)
         .map(|i| {
@@ -798,7 +798,7 @@ fn a_packet_of_exactly_max_packet_size_reaches_every_subscriber_intact() {
 /// the scheduler setting of `midge serve`.
 #[test]
 fn a_subscribe_that_arrives_before_another_clients_publish_gets_it() {
-    let b = Broker::start_with_env(&[("TOKIO_WORKER_THREADS", "1")]);
+    let b = Midge::serve().env("TOKIO_WORKER_THREADS", "1").start();
     let mut publisher = Raw::v311(b.port, &unique("order-a"));
     let mut missed = Vec::new();
     for i in 0..30 {

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, ConnectOpts, Raw, Read_, assert_healthy, connect_packet, mqtt_str, packet,
+    ConnectOpts, Midge, Raw, Read_, assert_healthy, connect_packet, mqtt_str, packet,
     publish_packet, subscribe_packet, unique, varint,
 };
 
@@ -51,7 +51,7 @@ fn assert_silent_close(r: &mut Raw, what: &str) {
 
 /// Send `bytes` after a valid CONNECT in 3.1.1 (plain close expected) and in 5.0
 /// (DISCONNECT `reason` expected), then check a healthy client.
-fn after_connect_both(b: &Broker, bytes: &[u8], v5_bytes: &[u8], reason: u8, what: &str) {
+fn after_connect_both(b: &Midge, bytes: &[u8], v5_bytes: &[u8], reason: u8, what: &str) {
     let mut r = Raw::v311(b.port, &unique("bad311"));
     r.send(bytes);
     assert_silent_close(&mut r, what);
@@ -63,7 +63,7 @@ fn after_connect_both(b: &Broker, bytes: &[u8], v5_bytes: &[u8], reason: u8, wha
 
 #[test]
 fn garbage_first_byte_is_closed_without_an_answer() {
-    let b = Broker::start();
+    let b = Midge::start();
     for bytes in [&[0x00u8, 0x00][..], &[0xF0, 0x00], &[0xFF; 8]] {
         let mut r = Raw::tcp(b.port);
         r.send(bytes);
@@ -74,7 +74,7 @@ fn garbage_first_byte_is_closed_without_an_answer() {
 
 #[test]
 fn an_http_request_is_closed_at_once_not_after_the_connect_timeout() {
-    let b = Broker::start(); // connect_timeout 10 s
+    let b = Midge::start(); // connect_timeout 10 s
     // 'G' = 0x47 reads as PUBACK with reserved flags 0111, 'E' as a 69-byte length: 18
     // bytes are sent, so a broker that waits for the packet waits for the timeout
     let mut r = Raw::tcp(b.port);
@@ -86,7 +86,7 @@ fn an_http_request_is_closed_at_once_not_after_the_connect_timeout() {
 
 #[test]
 fn a_first_packet_that_is_not_connect_is_closed_without_an_answer() {
-    let b = Broker::start();
+    let b = Midge::start();
     for bytes in [
         vec![0xC0, 0x00], // PINGREQ
         publish_packet(b"t", b"x", 0, false, 0, None),
@@ -101,7 +101,7 @@ fn a_first_packet_that_is_not_connect_is_closed_without_an_answer() {
 
 #[test]
 fn connect_with_protocol_level_6_gets_connack_unacceptable_protocol_version_in_3x_format() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut c = connect_packet(&ConnectOpts {
         client_id: "lvl6",
         ..Default::default()
@@ -115,7 +115,7 @@ fn connect_with_protocol_level_6_gets_connack_unacceptable_protocol_version_in_3
 
 #[test]
 fn connect_with_a_bad_protocol_name_gets_connack_0x01_and_is_closed() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut body = Vec::new();
     mqtt_str(b"MQTX", &mut body);
     body.extend_from_slice(&[4, 0x02, 0, 60]);
@@ -128,7 +128,7 @@ fn connect_with_a_bad_protocol_name_gets_connack_0x01_and_is_closed() {
 
 #[test]
 fn an_empty_connect_is_closed_without_an_answer() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut r = Raw::tcp(b.port);
     r.send(&[0x10, 0x00]);
     assert_silent_close(&mut r, "10 00");
@@ -137,7 +137,7 @@ fn an_empty_connect_is_closed_without_an_answer() {
 
 #[test]
 fn a_five_byte_remaining_length_is_malformed() {
-    let b = Broker::start();
+    let b = Midge::start();
     // before CONNECT: closed
     let mut r = Raw::tcp(b.port);
     r.send(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
@@ -149,7 +149,7 @@ fn a_five_byte_remaining_length_is_malformed() {
 
 #[test]
 fn a_packet_announced_larger_than_max_packet_size_is_refused_from_its_header_alone() {
-    let b = Broker::with_config("[limits]\nmax_packet_size = 1024\n");
+    let b = Midge::with_config("[limits]\nmax_packet_size = 1024\n");
     // only the fixed header of a 2000-byte PUBLISH is sent: the broker must not wait for
     // the body to refuse it
     let mut header = vec![0x30];
@@ -166,7 +166,7 @@ fn a_packet_announced_larger_than_max_packet_size_is_refused_from_its_header_alo
 
 #[test]
 fn invalid_utf8_and_nul_in_a_topic_are_malformed() {
-    let b = Broker::start();
+    let b = Midge::start();
     for topic in [&[b'a', 0xFF, 0xFE][..], b"a\0b", &[0xED, 0xA0, 0x80]] {
         after_connect_both(
             &b,
@@ -180,7 +180,7 @@ fn invalid_utf8_and_nul_in_a_topic_are_malformed() {
 
 #[test]
 fn a_wildcard_in_a_publish_topic_is_refused() {
-    let b = Broker::start();
+    let b = Midge::start();
     for topic in ["a/+/b", "a/#", "#"] {
         after_connect_both(
             &b,
@@ -196,7 +196,7 @@ fn a_wildcard_in_a_publish_topic_is_refused() {
 fn an_empty_topic_without_a_topic_alias_is_a_protocol_error() {
     // MQTT 5 §3.3.2.3.4 (DISCONNECT 0x82, not 0x90 which is for a well-formed name the
     // server refuses); 3.1.1 topic names have at least one character [MQTT-4.7.3-1]
-    let b = Broker::start();
+    let b = Midge::start();
     after_connect_both(
         &b,
         &publish_packet(b"", b"x", 0, false, 0, None),
@@ -208,7 +208,7 @@ fn an_empty_topic_without_a_topic_alias_is_a_protocol_error() {
 
 #[test]
 fn qos_3_is_malformed() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut p3 = publish_packet(b"t", b"x", 1, false, 1, None);
     p3[0] = 0x36;
     let mut p5 = publish_packet(b"t", b"x", 1, false, 1, Some(&[]));
@@ -218,7 +218,7 @@ fn qos_3_is_malformed() {
 
 #[test]
 fn reserved_fixed_header_flags_are_malformed() {
-    let b = Broker::start();
+    let b = Midge::start();
     // SUBSCRIBE must have flags 0010, PUBREL 0010, PINGREQ 0000 [MQTT-2.2.2-2]
     let mut sub3 = subscribe_packet(1, &[("t", 0)], false);
     sub3[0] = 0x80;
@@ -239,7 +239,7 @@ fn reserved_fixed_header_flags_are_malformed() {
 fn a_second_connect_is_a_protocol_error_and_closes_without_an_answer() {
     // [MQTT-3.1.0-2]; no DISCONNECT in 5.0 either: the client waits for a CONNACK (the Paho
     // interoperability suite's test client hung on a DISCONNECT here)
-    let b = Broker::start();
+    let b = Midge::start();
     for level in [4, 5] {
         let id = unique("again");
         let mut r = Raw::connect(
@@ -262,7 +262,7 @@ fn a_second_connect_is_a_protocol_error_and_closes_without_an_answer() {
 
 #[test]
 fn subscribe_with_no_filters_is_a_protocol_error() {
-    let b = Broker::start();
+    let b = Midge::start();
     after_connect_both(
         &b,
         &[0x82, 0x02, 0, 1],
@@ -274,7 +274,7 @@ fn subscribe_with_no_filters_is_a_protocol_error() {
 
 #[test]
 fn topic_alias_0_or_above_the_maximum_is_topic_alias_invalid() {
-    let b = Broker::with_config("[limits]\ntopic_alias_maximum = 10\n");
+    let b = Midge::with_config("[limits]\ntopic_alias_maximum = 10\n");
     for alias in [0u16, 11, 0xFFFF] {
         let mut r = Raw::v5(b.port, &unique("alias"));
         let props = [0x23, (alias >> 8) as u8, alias as u8];
@@ -320,7 +320,7 @@ fn a_client_acknowledging_the_pubrecs_before_disconnect_0x93_gets_the_disconnect
     // Receive Maximum, then a PUBREL for each PUBREC read on the way to the DISCONNECT. The
     // broker has closed its side by then; its socket must still take the client's bytes
     // (a closed one answers with a reset: the client's next write fails with EPIPE)
-    let b = Broker::with_config("[limits]\nreceive_maximum = 4\n");
+    let b = Midge::with_config("[limits]\nreceive_maximum = 4\n");
     let mut r = Raw::v5(b.port, &unique("flow2"));
     let mut burst = Vec::new();
     for id in 1..=5u16 {
@@ -351,7 +351,7 @@ fn a_client_acknowledging_the_pubrecs_before_disconnect_0x93_gets_the_disconnect
 
 #[test]
 fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives_and_its_will_published() {
-    let b = Broker::start();
+    let b = Midge::start();
     for level in [4u8, 5] {
         let will_topic = unique("will-ka");
         let mut watcher = Raw::v311(b.port, &unique("watch"));
@@ -388,7 +388,7 @@ fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives_and_its_will
 
 #[test]
 fn a_client_that_pings_within_its_keep_alive_stays_connected() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut r = Raw::connect(
         b.port,
         &ConnectOpts {
@@ -407,7 +407,7 @@ fn a_client_that_pings_within_its_keep_alive_stays_connected() {
 
 #[test]
 fn no_connect_within_the_connect_timeout_closes_the_socket() {
-    let b = Broker::with_config("[server]\nconnect_timeout = 1\n");
+    let b = Midge::with_config("[server]\nconnect_timeout = 1\n");
     let started = Instant::now();
     let mut idle = Raw::tcp(b.port);
     // half a CONNECT, then nothing
@@ -429,7 +429,7 @@ fn no_connect_within_the_connect_timeout_closes_the_socket() {
 
 #[test]
 fn half_a_packet_after_connect_then_silence_is_ended_by_the_keep_alive() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut r = Raw::connect(
         b.port,
         &ConnectOpts {
@@ -447,7 +447,7 @@ fn half_a_packet_after_connect_then_silence_is_ended_by_the_keep_alive() {
 
 #[test]
 fn trickling_bytes_of_one_unfinished_packet_does_not_defeat_the_keep_alive() {
-    let b = Broker::start();
+    let b = Midge::start();
     let mut r = Raw::connect(
         b.port,
         &ConnectOpts {
@@ -480,7 +480,7 @@ fn trickling_bytes_of_one_unfinished_packet_does_not_defeat_the_keep_alive() {
 
 #[test]
 fn many_connections_dropped_abruptly_leave_no_connected_clients_behind() {
-    let b = Broker::with_config("[server]\nsys_interval = 1\n");
+    let b = Midge::with_config("[server]\nsys_interval = 1\n");
     let mut conns = Vec::new();
     for i in 0..150 {
         let id = format!("abrupt-{i}");
@@ -547,7 +547,7 @@ impl Rng {
 
 #[test]
 fn two_thousand_random_and_mutated_packets_do_not_hurt_the_broker() {
-    let mut b = Broker::with_config("[limits]\nmax_packet_size = 4096\n");
+    let mut b = Midge::with_config("[limits]\nmax_packet_size = 4096\n");
     let topic = unique("fuzz-health");
     let mut healthy_sub = Raw::v5(b.port, &unique("fuzz-sub"));
     healthy_sub.subscribe(&topic, 1);

@@ -13,7 +13,7 @@ use crate::common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Broker, unique};
+use common::{Midge, unique};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -235,7 +235,7 @@ mod v5 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_v311_qos_0_1_2_hundreds_in_flight_arrive_once_in_order() {
-    let b = Broker::start();
+    let b = Midge::start();
     for qos in [
         rumqttc::QoS::AtMostOnce,
         rumqttc::QoS::AtLeastOnce,
@@ -248,7 +248,7 @@ async fn rumqttc_v311_qos_0_1_2_hundreds_in_flight_arrive_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rumqttc_v5_qos_0_1_2_hundreds_in_flight_arrive_once_in_order() {
     use rumqttc::v5::mqttbytes::QoS;
-    let b = Broker::start();
+    let b = Midge::start();
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         v5::run(b.port, qos).await;
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Broker, Raw, Read_, publish_packet, unique};
+use common::{Midge, Raw, Read_, publish_packet, unique};
 
 const QOS0_MESSAGES: u64 = 200_000;
 const QOS1_EVERY: u64 = 100; // one QoS 1 message after every 100 QoS 0 ones
@@ -54,7 +54,7 @@ fn seq_of(payload: &[u8]) -> u64 {
 
 #[test]
 fn a_subscriber_that_never_reads_does_not_slow_or_starve_a_healthy_one_and_memory_stays_bounded() {
-    let b = Broker::with_config(CONFIG);
+    let b = Midge::with_config(CONFIG);
     let q0 = unique("flood/q0");
     let q1 = unique("flood/q1");
 

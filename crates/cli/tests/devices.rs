@@ -12,33 +12,20 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::{MIDGE, Raw, Read_, mqtt_str, packet, varint};
+use common::{MIDGE, Midge, Raw, Read_, mqtt_str, packet, passwd, varint};
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("admin", "admin-pw-123");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `midge serve` in a folder of its own that can be restarted on the same data.
 struct Hub {
-    child: Option<Child>,
-    dir: PathBuf,
+    midge: Midge,
     mqtt: u16,
     web: u16,
-    conf: PathBuf,
 }
 
 impl Hub {
@@ -48,44 +35,27 @@ impl Hub {
         if !admin_pw.exists() {
             passwd(&admin_pw, &[ADMIN]);
         }
-        let (mqtt, web) = (free_port(), free_port());
-        let conf = dir.join("midge.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[security]\nallow_anonymous = false\n{security_extra}\n[http]\nport = {web}\npassword_file = \"{}\"\nallow_anonymous = false\n",
+        let midge = Midge::serve()
+            .exact_config(&format!(
+                "[security]\nallow_anonymous = false\n{security_extra}\n[http]\npassword_file = \"{}\"\nallow_anonymous = false\n",
                 admin_pw.display()
-            ),
-        )
-        .unwrap();
-        let mut h = Hub {
-            child: None,
-            dir: dir.to_owned(),
-            mqtt,
-            web,
-            conf,
-        };
-        h.spawn();
-        h
-    }
-
-    fn spawn(&mut self) {
-        self.child = Some(common::serve_with_http(
-            &self.dir, &self.conf, self.mqtt, self.web,
-        ));
+            ))
+            .dir(dir)
+            .start();
+        Hub {
+            mqtt: midge.port,
+            web: midge.http_port(),
+            midge,
+        }
     }
 
     /// SIGKILL and start again on the same data folder and ports.
     fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.spawn();
+        self.midge.restart();
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("midge.log")).unwrap_or_default()
+        self.midge.log()
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -102,28 +72,6 @@ impl Hub {
     }
 }
 
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn passwd(file: &Path, users: &[(&str, &str)]) {
-    for (i, (u, p)) in users.iter().enumerate() {
-        let mut args = vec!["passwd", "-b"];
-        if i == 0 {
-            args.push("-c");
-        }
-        let f = file.display().to_string();
-        args.extend([f.as_str(), u, p]);
-        let out = Command::new(MIDGE).args(&args).output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-}
-
 fn http(
     port: u16,
     method: &str,
@@ -132,64 +80,11 @@ fn http(
     auth: Option<(&str, &str)>,
 ) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let (status, text) = http_raw(port, method, path, body.as_bytes(), auth);
+    let (status, text) = common::http(port, method, path, body.as_bytes(), auth);
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-fn http_raw(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    auth: Option<(&str, &str)>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some((u, p)) = auth {
-        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        req.push_str(&format!("Authorization: Basic {b}\r\n"));
-    }
-    req.push_str("\r\n");
-    let _ = s.write_all(req.as_bytes());
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let rest = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut s = rest;
-        while let Some((size, r)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || r.len() < n {
-                break;
-            }
-            out.push_str(&r[..n]);
-            s = r[n..].trim_start_matches("\r\n");
-        }
-        out
-    } else {
-        rest.to_owned()
-    };
-    (status, rest)
 }
 
 /// A CONNECT with a username and password.
@@ -547,7 +442,7 @@ fn bad_input_is_answered_404_409_400_413() {
         "{{\"name\":\"big\",\"description\":\"{}\"}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    let (status, _) = http_raw(
+    let (status, _) = common::http(
         h.web,
         "POST",
         "/api/v1/devices",
@@ -940,7 +835,7 @@ fn the_device_test_panel_routes_publish_as_the_device_and_are_held_to_its_policy
         assert_eq!(status, want, "{method} {path} {body:?}: {v}");
         assert!(v["error"].is_string(), "{v}");
     }
-    let (status, text) = http_raw(
+    let (status, text) = common::http(
         h.web,
         "POST",
         "/api/v1/devices/panel/publish",
@@ -952,7 +847,7 @@ fn the_device_test_panel_routes_publish_as_the_device_and_are_held_to_its_policy
         "{{\"topic\": \"devices/panel/t\", \"payload\": \"{}\"}}",
         "x".repeat(2 << 20)
     );
-    let (status, text) = http_raw(
+    let (status, text) = common::http(
         h.web,
         "POST",
         "/api/v1/devices/panel/publish",

@@ -13,14 +13,10 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::{MIDGE, Raw, Read_, mqtt_str, packet, varint};
+use common::{Midge, Raw, Read_, http, mqtt_str, packet, passwd, varint};
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("admin", "admin-pw-123");
@@ -97,30 +93,9 @@ const TABLE: &[(&str, &str, Op, &str, bool)] = &[
     ("alice", "a1", Op::Pub, "$SYS/x", false),
 ];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn passwd(file: &Path, users: &[(&str, &str)]) {
-    for (i, (u, p)) in users.iter().enumerate() {
-        let mut args = vec!["passwd", "-b"];
-        if i == 0 {
-            args.push("-c");
-        }
-        let f = file.display().to_string();
-        args.extend([f.as_str(), u, p]);
-        let out = Command::new(MIDGE).args(&args).output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-}
-
 /// A `midge serve` in a folder of its own.
 struct Serve {
-    child: Child,
+    _midge: Midge,
     mqtt: u16,
     web: u16,
     _dir: tempfile::TempDir,
@@ -132,53 +107,31 @@ impl Serve {
         let admin = dir.path().join("admin.passwd");
         passwd(&admin, &[ADMIN]);
         let extra = prepare(dir.path());
-        let (mqtt, web) = (free_port(), free_port());
-        let conf = dir.path().join("midge.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[security]\nallow_anonymous = false\n{security}{extra}\n[http]\nport = {web}\npassword_file = \"{}\"\nallow_anonymous = false\n",
+        let midge = Midge::serve()
+            .exact_config(&format!(
+                "[security]\nallow_anonymous = false\n{security}{extra}\n[http]\npassword_file = \"{}\"\nallow_anonymous = false\n",
                 admin.display()
-            ),
-        )
-        .unwrap();
-        let child = common::serve_with_http(dir.path(), &conf, mqtt, web);
+            ))
+            .dir(dir.path())
+            .start();
         Serve {
-            child,
-            mqtt,
-            web,
+            mqtt: midge.port,
+            web: midge.http_port(),
+            _midge: midge,
             _dir: dir,
         }
     }
 
     /// An API call as the operator: status and JSON.
     fn api(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
-        let body = body.to_string();
-        let mut s = TcpStream::connect(("127.0.0.1", self.web)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let auth =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1));
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Basic {auth}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        let (status, text) = http(
+            self.web,
+            method,
+            path,
+            body.to_string().as_bytes(),
+            Some(ADMIN),
         );
-        s.write_all(req.as_bytes()).unwrap();
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, serde_json::from_str(rest).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
 

@@ -13,149 +13,40 @@
     clippy::panic
 )]
 
-// each parent gives the driver its own `eventually` and `request`
-#[allow(clippy::duplicate_mod)]
-#[path = "../../http/tests/common/browser.rs"]
-mod browser;
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use browser::Browser;
+use common::browser::Browser;
+use common::{Midge, request};
 use serde_json::{Value, json};
 
 /// Bound on every wait.
 const T: Duration = Duration::from_secs(15);
 
-// ---------- what browser.rs needs from its parent ----------
-
-/// Poll `f` until it gives something (bounded).
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never got {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// An HTTP answer.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (blocking I/O on the blocking pool).
-pub(crate) async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> Reply {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or_default();
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    tokio::task::spawn_blocking(move || {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, T) else {
-            return Reply {
-                status: 0,
-                body: Vec::new(),
-            };
-        };
-        s.set_read_timeout(Some(T)).unwrap();
-        let _ = s.write_all(head.as_bytes());
-        let _ = s.write_all(&body);
-        let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw);
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(raw.len());
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut rest = raw.get(split + 4..).unwrap_or_default().to_vec();
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            let mut out = Vec::new();
-            let mut s = &rest[..];
-            while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
-                let n = usize::from_str_radix(String::from_utf8_lossy(&s[..eol]).trim(), 16)
-                    .unwrap_or(0);
-                if n == 0 || s.len() < eol + 2 + n {
-                    break;
-                }
-                out.extend_from_slice(&s[eol + 2..eol + 2 + n]);
-                s = &s[(eol + 4 + n).min(s.len())..];
-            }
-            rest = out;
-        }
-        Reply { status, body: rest }
-    })
-    .await
-    .unwrap()
-}
-
 // ---------- a midge serve ----------
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `midge serve` with a TCP listener and the HTTP server (anonymous on loopback).
+/// `midge serve` with a TCP listener and the HTTP server.
 struct Hub {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: PathBuf,
+    midge: Midge,
     mqtt: u16,
     web: SocketAddr,
 }
 
 impl Hub {
     fn start(security: &str) -> Hub {
-        let dir = tempfile::tempdir().unwrap();
-        let (mqtt, web) = (free_port(), free_port());
-        let conf = dir.path().join("midge.toml");
-        std::fs::write(&conf, format!("{security}\n[http]\nport = {web}\n")).unwrap();
-        let log = dir.path().join("midge.log");
-        let child = common::serve_with_http(dir.path(), &conf, mqtt, web);
+        let midge = Midge::serve()
+            .exact_config(&format!("{security}\n[http]\n"))
+            .start();
         Hub {
-            child,
-            _dir: dir,
-            log,
-            mqtt,
-            web: SocketAddr::from(([127, 0, 0, 1], web)),
+            mqtt: midge.port,
+            web: SocketAddr::from(([127, 0, 0, 1], midge.http_port())),
+            midge,
         }
     }
 
@@ -181,14 +72,7 @@ impl Hub {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.midge.log()
     }
 }
 
@@ -542,7 +426,6 @@ async fn the_console_lists_a_client_disconnects_it_discards_its_session_and_dele
     paho.wait("suback");
 
     let mut b = Browser::open(&hub.url("#console")).await;
-    b.eval("window.confirm = () => true").await;
     let row = "#console-clients tr[data-client=\"console-victim\"]";
     let text = b
         .until(
@@ -555,6 +438,9 @@ async fn the_console_lists_a_client_disconnects_it_discards_its_session_and_dele
         text.as_str().unwrap().contains("127.0.0.1"),
         "its address: {text}"
     );
+    // confirmations are answered yes, once the page is loaded (set earlier, the loading
+    // document would replace it)
+    b.eval("window.confirm = () => true").await;
     // midge's own clients (the page's) are apart
     let own = b.eval("[...document.querySelectorAll('#console-clients tbody tr[data-client]')].some(r => r.dataset.client.startsWith('$midge/'))").await;
     assert_eq!(own, json!(false));

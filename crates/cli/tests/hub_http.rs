@@ -10,69 +10,11 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Broker, MIDGE};
+use common::{Midge, http_json as http};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 request; (status, body).
-fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
 
 fn get_json(port: u16, path: &str) -> Value {
     let (status, body) = http(port, "GET", path, None);
@@ -117,11 +59,9 @@ fn wait_rows(port: u16, path: &str, key: &str, n: usize, mut poke: impl FnMut())
 
 #[test]
 fn the_dashboard_and_api_show_what_rules_stored_from_mosquitto_pub() {
-    let web = free_port();
-    let b = Broker::with_config(&format!(
+    let b = Midge::with_config(
         r#"
 [http]
-port = {web}
 
 [[rule]]
 name = "hot"
@@ -135,8 +75,9 @@ topic = "sensors/boiler"
 field = "temp"
 unit = "°C"
 max = 100
-"#
-    ));
+"#,
+    );
+    let web = b.http_port();
     // the page and its widgets
     let (status, page) = http(web, "GET", "/", None);
     assert_eq!(status, 200);
@@ -200,11 +141,9 @@ max = 100
 
 #[test]
 fn http_and_dashboard_problems_are_reported_with_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("m.toml");
-    std::fs::write(
-        &conf,
-        r#"
+    let (code, err) = Midge::serve()
+        .exact_config(
+            r#"
 [http]
 bind = "0.0.0.0"
 prot = 8080
@@ -217,16 +156,10 @@ topic = "a"
 kind = "switch"
 topic = "lamp/#"
 "#,
-    )
-    .unwrap();
-    let out = Command::new(MIDGE)
-        .args(["serve", "-c"])
-        .arg(&conf)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+        )
+        .spawn()
+        .wait_exit();
+    assert_eq!(code, Some(2));
     for needle in [
         "[http] prot: unknown key (did you mean `port`?)",
         "[http] allow_anonymous: is false and there is no password_file",

@@ -14,44 +14,13 @@ use crate::common;
 #[path = "../../series/tests/pg/mod.rs"]
 mod pg;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Broker;
+use common::{Midge, free_port, http_json};
 use midge_series::points::PointValue;
 use midge_series::{SeriesOptions, SeriesStore};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over HTTP/1.1 (no chunked bodies: the JSON API answers with a length);
-/// (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    (status, body.to_owned())
-}
 
 fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
     let st = Command::new("mosquitto_pub")
@@ -66,15 +35,13 @@ fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
 fn rules_store_rows_and_points_in_postgres_and_the_api_reads_them_back() {
     let pg = pg::PgServer::start();
     let url = pg.url("postgres");
-    let web = free_port();
-    let mut b = Broker::with_config(&format!(
+    let mut b = Midge::with_config(&format!(
         r#"
 [series]
 backend = "postgres"
 url = "{url}"
 
 [http]
-port = {web}
 
 [[rule]]
 name = "hot"
@@ -87,6 +54,7 @@ sql = "SELECT metric, value FROM 'probe'"
 tsdb = true
 "#
     ));
+    let web = b.http_port();
     assert!(
         b.log().contains("127.0.0.1") && b.log().contains("time-series store open"),
         "{}",
@@ -98,7 +66,7 @@ tsdb = true
     let deadline = Instant::now() + Duration::from_secs(20);
     let rows = loop {
         mosquitto_pub(b.port, "sensors/boiler", r#"{"temp": 71.5, "hum": 40}"#);
-        let (status, body) = get(web, path);
+        let (status, body) = http_json(web, "GET", path, None);
         if status == 200 {
             let v: Value = serde_json::from_str(&body).unwrap();
             if v["rows"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -148,30 +116,14 @@ tsdb = true
 #[test]
 fn an_unreachable_postgres_stops_midge_with_the_url_but_not_the_password() {
     let closed = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("midge.toml");
-    std::fs::write(
-        &conf,
-        format!(
+    let (code, text) = Midge::serve()
+        .config(&format!(
             "[series]\nbackend = \"postgres\"\nurl = \"postgres://midge:hunter2@127.0.0.1:{closed}/iot\"\n\
-             [[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 't'\"\nstore = \"t\"\n\
-             [security]\nallow_anonymous = true\n"
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::MIDGE)
-        .args(["serve", "--port", &free_port().to_string(), "-c"])
-        .arg(&conf)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+             [[rule]]\nname = \"r\"\nsql = \"SELECT * FROM 't'\"\nstore = \"t\"\n"
+        ))
+        .spawn()
+        .wait_exit();
+    assert_ne!(code, Some(0), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{closed}/iot")), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }

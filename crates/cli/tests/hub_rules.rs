@@ -9,16 +9,16 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::persistence::{Client, broker};
 use midge_codec::{Protocol, QoS};
 use midge_series::{Order, RowsQuery, SeriesOptions, SeriesStore, StoredRow};
-use persistence_common::{Broker, Client};
 
 const RULES: &str = r#"
 [[rule]]
@@ -84,7 +84,7 @@ fn hub_ready(port: u16, data: &Path, topic: &str, payload: &str, table: &str) ->
 fn rules_store_what_mosquitto_pub_publishes_with_its_client_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, RULES);
+    let b = broker(&data, RULES);
     let probes = hub_ready(
         b.port,
         &data,
@@ -169,7 +169,7 @@ fn every_acknowledged_message_is_stored_across_sigkill() {
     let mut next = 0u64;
     let rounds = 3;
     for round in 0..rounds {
-        let b = Broker::start(&data, RULES);
+        let b = broker(&data, RULES);
         if round == 0 {
             hub_ready(
                 b.port,
@@ -191,7 +191,7 @@ fn every_acknowledged_message_is_stored_across_sigkill() {
         acked.extend(got);
     }
     // a last start: the hub's persistent session gets what it had not stored
-    let b = Broker::start(&data, RULES);
+    let b = broker(&data, RULES);
     let deadline = Instant::now() + Duration::from_secs(60);
     let (stored, missing) = loop {
         let rows = rows(&data, "telemetry", 0);

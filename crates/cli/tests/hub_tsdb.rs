@@ -13,21 +13,20 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::http_json as http;
+use common::persistence::{Client, broker};
 use midge_codec::{Packet, Protocol, Publish, QoS, TopicName};
 use midge_series::points::{Datapoint, PointValue};
 use midge_series::{SeriesOptions, SeriesStore};
-use persistence_common::{Broker, Client, free_port};
 use serde_json::{Value, json};
 
 /// The hosted rule engine's example: the device's message and the rule over it.
@@ -118,7 +117,7 @@ fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn the_hosted_example_from_mosquitto_pub_and_paho_is_one_point_each() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, EXAMPLE_RULES);
+    let b = broker(&data, EXAMPLE_RULES);
     hub_ready(b.port, &data);
 
     mosquitto_pub(
@@ -183,55 +182,10 @@ print("published")
     // the points are on disk: they survive a restart
     b.stop();
     assert_eq!(points(&data, "report"), got_after);
-    let b = Broker::start(&data, EXAMPLE_RULES);
+    let b = broker(&data, EXAMPLE_RULES);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(points(&data, "report"), got_after);
     b.stop();
-}
-
-/// One HTTP/1.1 request to the API; (status, body).
-fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, more)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&more[..n]);
-            rest = &more[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    (status, body)
 }
 
 /// The rule `name` as `GET /api/v1/rules` shows it.
@@ -252,7 +206,6 @@ fn rule_status(web: u16, name: &str) -> Value {
 fn an_output_without_metric_or_number_is_a_rule_failure_shown_by_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let web = free_port();
     let rules = format!(
         r#"{EXAMPLE_RULES}
 [[rule]]
@@ -262,10 +215,10 @@ tsdb = true
 
 [http]
 bind = "127.0.0.1"
-port = {web}
 "#
     );
-    let b = Broker::start(&data, &rules);
+    let b = broker(&data, &rules);
+    let web = b.http_port();
     hub_ready(b.port, &data);
     mosquitto_pub(
         b.port,
@@ -586,7 +539,7 @@ fn every_acknowledged_message_is_one_point_across_sigkill() {
     ];
     let kills = [N / 4, N / 2];
     for (round, kill_at) in kills.iter().enumerate() {
-        let b = Broker::start(&data, LOAD_RULES);
+        let b = broker(&data, LOAD_RULES);
         if round == 0 {
             hub_ready(b.port, &data);
         }
@@ -623,7 +576,7 @@ fn every_acknowledged_message_is_one_point_across_sigkill() {
     }
     // the last start: the publishers resend what was not acknowledged and finish; the hub's
     // persistent session gets what it had not written
-    let b = Broker::start(&data, LOAD_RULES);
+    let b = broker(&data, LOAD_RULES);
     let port = b.port;
     let progress = Arc::new(AtomicU64::new(0));
     for p in &mut publishers {
@@ -668,7 +621,7 @@ fn every_acknowledged_message_is_one_point_across_sigkill() {
         .iter()
         .map(|p| points(&data, p.metric).len())
         .collect();
-    let b = Broker::start(&data, LOAD_RULES);
+    let b = broker(&data, LOAD_RULES);
     std::thread::sleep(Duration::from_secs(1));
     let after: Vec<usize> = publishers
         .iter()

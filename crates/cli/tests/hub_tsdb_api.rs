@@ -11,37 +11,27 @@
 
 use crate::common;
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Broker, py_dir, run};
+use common::{Midge, py_dir, run};
 use serde_json::{Value, json};
 
 const AK: &str = "py-ak";
 const SK: &str = "py-secret-0123456789";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// midge with its HTTP listener on a free port and one access key; the port.
-fn start() -> (Broker, u16) {
-    let web = free_port();
-    let b = Broker::with_config(&format!(
+fn start() -> (Midge, u16) {
+    let b = Midge::with_config(&format!(
         r#"
 [http]
-port = {web}
 
 [[http.access_key]]
 id = "{AK}"
 secret = "{SK}"
 "#
     ));
+    let web = b.http_port();
     (b, web)
 }
 

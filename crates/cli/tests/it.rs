@@ -1,11 +1,10 @@
 //! Every process test of the `midge` binary in one test binary (ripgrep's `tests/tests.rs`
 //! shape): one link instead of one per file, and shared helpers compiled once. Each file is
-//! a module; `common`, `persistence_common` and `security_common` are their launchers and
-//! helpers. `cargo nextest run -p midge --test it broker_raw::` runs one file's tests.
+//! a module; `common` (with its `persistence` and `security` submodules) holds the one
+//! `midge serve` launcher and the shared helpers. `cargo nextest run -p midge --test it
+//! broker_raw::` runs one file's tests.
 
 mod common;
-mod persistence_common;
-mod security_common;
 
 mod bench;
 mod bridge;

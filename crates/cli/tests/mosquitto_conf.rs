@@ -9,12 +9,13 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use security_common::*;
+use common::Midge;
+use common::security::*;
 
 fn convert(path: &std::path::Path) -> (Option<i32>, String, String) {
     let out = run_with_timeout(
@@ -76,16 +77,18 @@ fn serve_reads_a_mosquitto_conf_with_passwords_acl_and_websockets() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let acl = dir.path().join("acl");
     std::fs::write(&acl, "user alice\ntopic readwrite home/#\n").unwrap();
-    let b = Broker::start(&format!(
-        "# mosquitto.conf\nper_listener_settings false\nallow_anonymous false\n\
+    let b = Midge::serve()
+        .mosquitto_conf(&format!(
+            "# mosquitto.conf\nper_listener_settings false\nallow_anonymous false\n\
          password_file {}\nacl_file {}\n\nlistener {{port0}} 127.0.0.1\n\n\
          listener {{port1}} 127.0.0.1\nprotocol websockets\n\npersistence true\n\
          persistence_location {{dir}}/data/\nautosave_interval 1800\nsys_interval 5\n\
          log_dest syslog\nmax_inflight_messages 20\n",
-        passwd.display(),
-        acl.display()
-    ));
-    let p = b.port(0);
+            passwd.display(),
+            acl.display()
+        ))
+        .start();
+    let p = b.port_str(0);
     let sub = Sub::start(&[
         "-h",
         "127.0.0.1",
@@ -156,11 +159,11 @@ fn serve_reads_a_mosquitto_conf_with_passwords_acl_and_websockets() {
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
         "-H",
         "Sec-WebSocket-Protocol: mqtt",
-        &format!("http://127.0.0.1:{}/mqtt", b.port(1)),
+        &format!("http://127.0.0.1:{}/mqtt", b.port_str(1)),
     ]);
     assert!(body.starts_with("HTTP/1.1 101"), "{body}");
     // what midge does differently is logged with file and line
-    let log = b.log_text();
+    let log = b.log();
     assert!(log.contains("read as a mosquitto.conf"), "{log}");
     assert!(log.contains("midge.toml:14: autosave_interval"), "{log}");
     assert!(log.contains("midge.toml:16: log_dest"), "{log}");
@@ -168,7 +171,9 @@ fn serve_reads_a_mosquitto_conf_with_passwords_acl_and_websockets() {
 
 #[test]
 fn a_bad_value_in_a_mosquitto_conf_stops_the_start_with_its_line() {
-    let mut b = Broker::spawn("listener {port0}\nallow_anonymous perhaps\nmax_qos 7\n");
+    let mut b = Midge::serve()
+        .mosquitto_conf("listener {port0}\nallow_anonymous perhaps\nmax_qos 7\n")
+        .spawn();
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(2), "{log}");
     assert!(

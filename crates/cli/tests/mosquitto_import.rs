@@ -9,15 +9,16 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::persistence::{Client, broker};
+use common::{MIDGE, Midge, free_port};
 use midge_codec::{Packet, Protocol, Publish, QoS};
-use persistence_common::{Broker, Client, MIDGE, free_port};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const T: Duration = Duration::from_secs(10);
@@ -150,7 +151,7 @@ fn mosquitto_db_import_serves_retained_and_sessions_with_queues() {
         "{again:?}"
     );
 
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     // a new subscriber gets the retained message
     let (mut fresh, present) = Client::connect(b.port, Protocol::V311, "fresh", true);
     assert!(!present);
@@ -200,7 +201,7 @@ fn mosquitto_db_import_serves_retained_and_sessions_with_queues() {
         ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 queued message"));
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     let (mut keep, present) = Client::connect(b.port, Protocol::V311, "keep", false);
     assert!(present);
     for i in 1..=3 {
@@ -250,52 +251,15 @@ fn damaged_mosquitto_db_is_refused_with_an_error() {
 fn first_start_on_a_mosquitto_conf_imports_its_persistence_folder() {
     let dir = tempfile::tempdir().unwrap();
     mosquitto_db(dir.path());
-    // the same folder, now run by midge from a mosquitto.conf
-    let mut port = free_port();
-    let mut started = None;
-    for _ in 0..5 {
-        let conf = dir.path().join("midge-mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("midge.log");
-        let mut child = Command::new(MIDGE)
-            .args(["serve", "--no-http", "-c"])
-            .arg(&conf)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(" ready addr=") {
-                started = Some((child, text));
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                assert!(text.contains("in use"), "midge did not start: {text}");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if started.is_some() {
-            break;
-        }
-        // the port was taken meanwhile: the import happened, the next start must not redo it
-        port = free_port();
-    }
-    let (mut child, log) = started.expect("midge started");
+    // the same folder, now run by midge from a mosquitto.conf (its port replaced by -p 0)
+    let mut b = Midge::serve()
+        .mosquitto_conf(&format!(
+            "listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.path().display()
+        ))
+        .env("RUST_LOG", "info")
+        .start();
+    let (port, log) = (b.port, b.log());
     let (mut keep, present) = Client::connect(port, Protocol::V311, "keep", false);
     let got: Vec<Vec<u8>> = (0..3)
         .map(|_| {
@@ -309,8 +273,7 @@ fn first_start_on_a_mosquitto_conf_imports_its_persistence_folder() {
     fresh.subscribe("r/t", QoS::AtMostOnce, None);
     let r = next_publish(&mut fresh);
     fresh.disconnect();
-    run("kill", &["-TERM", &child.id().to_string()]);
-    let _ = child.wait();
+    b.terminate(T);
     assert!(log.contains("imported"), "{log}");
     assert!(present, "session present expected: {log}");
     assert_eq!(got, vec![b"q1".to_vec(), b"q2".to_vec(), b"q3".to_vec()]);

@@ -4,17 +4,16 @@
 // Test helpers outside #[test] functions may fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::common;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
+use common::{MIDGE, MOSQUITTO, Mosquitto};
 use midge_auth::{HashAlgorithm, PasswordFile};
-
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 
 /// A scratch directory removed on drop (std only).
 struct Scratch(PathBuf);
@@ -249,22 +248,10 @@ fn passwords_may_start_with_a_dash() {
     assert!(load(&pw).verify("alice", b"-D"));
 }
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn mosquitto_accepts_a_file_written_by_midge_passwd() {
-    let (mosquitto, mosquitto_pub) = ("/usr/sbin/mosquitto", "/usr/bin/mosquitto_pub");
-    if !Path::new(mosquitto).exists() || !Path::new(mosquitto_pub).exists() {
+    let mosquitto_pub = "/usr/bin/mosquitto_pub";
+    if !Path::new(MOSQUITTO).exists() || !Path::new(mosquitto_pub).exists() {
         eprintln!("SKIPPED: mosquitto or mosquitto_pub is not installed");
         return;
     }
@@ -273,38 +260,10 @@ fn mosquitto_accepts_a_file_written_by_midge_passwd() {
     ok(&["-I", "20000", "-c", "-b", s(&pw), "alice", "s3cret"]);
     ok(&["-H", "sha512", "-b", s(&pw), "legacy", "old"]);
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.file("mosquitto.conf");
-    let mut text = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n",
+    let broker = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\npersistence false\n",
         pw.display()
-    );
-    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
-        text.push_str("user root\n"); // else mosquitto drops privileges and cannot read 0600
-    }
-    std::fs::write(&conf, text).unwrap();
-    let child = Command::new(mosquitto)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut broker = Broker { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", broker.port)).is_err() {
-        assert!(
-            broker.child.try_wait().unwrap().is_none(),
-            "mosquitto exited"
-        );
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    ));
     let connect = |user: &str, password: &str| {
         Command::new(mosquitto_pub)
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])

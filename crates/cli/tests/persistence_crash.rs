@@ -11,15 +11,15 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::persistence::{Client, broker};
 use midge_codec::{Packet, Protocol, PubAck, Publish, QoS, TopicName};
-use persistence_common::{Broker, Client};
 
 /// What one subscriber received: payload -> times counted, and (QoS 2 receivers) packet
 /// ids PUBREC'd and not yet released: a client's own session state, kept across broker
@@ -200,7 +200,7 @@ fn acknowledged_messages_survive_sigkill_at_random_moments() {
     let mut acked: Vec<(String, QoS)> = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
-        let broker = Broker::start(&data, extra);
+        let broker = broker(&data, extra);
         let port = broker.port;
         if round == 0 {
             // the offline one subscribes once and stays away until the end
@@ -237,7 +237,7 @@ fn acknowledged_messages_survive_sigkill_at_random_moments() {
         }
     }
     // the last start: everyone collects what is owed to them
-    let broker = Broker::start(&data, extra);
+    let broker = broker(&data, extra);
     let stop = AtomicBool::new(false);
     for s in subs.iter() {
         let mut c = connect_sub(broker.port, s, false);

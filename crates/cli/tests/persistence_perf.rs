@@ -12,16 +12,16 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::persistence::{Client, broker};
 use midge_codec::bytes::BytesMut;
 use midge_codec::{Packet, Protocol, PubAck, Publish, QoS, TopicName};
-use persistence_common::{Broker, Client};
 
 const PUBLISHERS: usize = 4;
 const WINDOW: usize = 256;
@@ -115,24 +115,23 @@ fn durable_qos1_fan_in_against_memory_only_and_mosquitto() {
     let mut rows = Vec::new();
 
     let data = dir.path().join("durable");
-    let b = Broker::start(&data, limits);
-    let log = b.log.clone();
+    let mut b = broker(&data, limits);
     let rate = run(b.port, count);
-    b.stop();
+    b.terminate(Duration::from_secs(60));
     rows.push(("midge, durable (sync = batch)", rate));
     // group commit at a glance: the store thread's writes and fsyncs
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = b.log();
     if let Some(line) = text.lines().find(|l| l.contains("store closed")) {
         eprintln!("durable run: {line}");
     }
 
     let data = dir.path().join("memory");
-    let b = Broker::start(&data, &format!("enabled = false\n{limits}"));
+    let b = broker(&data, &format!("enabled = false\n{limits}"));
     let rate = run(b.port, count);
     b.stop();
     rows.push(("midge, memory only", rate));
 
-    let port = persistence_common::free_port();
+    let port = common::free_port();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,

@@ -10,12 +10,13 @@
     clippy::panic
 )]
 
-use crate::persistence_common;
+use crate::common;
 
 use std::time::Duration;
 
+use common::Midge;
+use common::persistence::{Client, broker};
 use midge_codec::{Connect, LastWill, Packet, Protocol, PubAck, QoS, ReasonCode, TopicName};
-use persistence_common::{Broker, Client};
 
 const BOTH: [Protocol; 2] = [Protocol::V311, Protocol::V5];
 const T: Duration = Duration::from_secs(5);
@@ -35,7 +36,7 @@ fn queued_messages_and_subscriptions_survive_sigkill() {
     for v in BOTH {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, _) = Client::connect(b.port, v, "sub", false);
         let id = (v == Protocol::V5).then_some(42);
         sub.subscribe("q/#", QoS::ExactlyOnce, id);
@@ -60,7 +61,7 @@ fn queued_messages_and_subscriptions_survive_sigkill() {
             );
         }
         b.kill();
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, present) = Client::connect(b.port, v, "sub", false);
         assert!(present, "{v:?}: session restored");
         let mut got = Vec::new();
@@ -99,7 +100,7 @@ fn inflight_messages_are_resent_with_dup_and_pubrel_after_sigkill() {
     for v in BOTH {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, _) = Client::connect(b.port, v, "sub", false);
         sub.subscribe("f/#", QoS::ExactlyOnce, None);
         let (mut publ, _) = Client::connect(b.port, v, "pub", true);
@@ -112,7 +113,7 @@ fn inflight_messages_are_resent_with_dup_and_pubrel_after_sigkill() {
         sub.ack(&p2);
         assert_eq!(sub.recv(T), Some(Packet::PubRel(PubAck::new(p2.packet_id))));
         b.kill();
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, present) = Client::connect(b.port, v, "sub", false);
         assert!(present);
         let again = next_publish(&mut sub);
@@ -138,7 +139,7 @@ fn inbound_qos2_awaiting_pubrel_is_not_delivered_twice_after_sigkill() {
     for v in BOTH {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, _) = Client::connect(b.port, v, "sub", false);
         sub.subscribe("x", QoS::AtLeastOnce, None);
         let (mut publ, _) = Client::connect(b.port, v, "pub", false);
@@ -148,7 +149,7 @@ fn inbound_qos2_awaiting_pubrel_is_not_delivered_twice_after_sigkill() {
         sub.ack(&p);
         std::thread::sleep(Duration::from_millis(200));
         b.kill();
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, _) = Client::connect(b.port, v, "sub", false);
         let (mut publ, present) = Client::connect(b.port, v, "pub", false);
         assert!(present);
@@ -178,13 +179,13 @@ fn retained_messages_survive_and_cleared_ones_stay_cleared() {
     for v in BOTH {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut publ, _) = Client::connect(b.port, v, "pub", true);
         publ.publish("r/kept", b"on", QoS::AtLeastOnce, true, 1);
         publ.publish("r/gone", b"x", QoS::AtLeastOnce, true, 2);
         publ.publish("r/gone", b"", QoS::AtLeastOnce, true, 3);
         b.kill();
-        let b = Broker::start(&data, "");
+        let b = broker(&data, "");
         let (mut sub, _) = Client::connect(b.port, v, "s", true);
         sub.subscribe("r/#", QoS::AtLeastOnce, None);
         let p = next_publish(&mut sub);
@@ -198,7 +199,7 @@ fn retained_messages_survive_and_cleared_ones_stay_cleared() {
 fn session_expiry_counts_the_time_the_broker_was_down() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     for (id, expiry) in [("short", 1u32), ("long", 3600)] {
         let mut c = Connect::new(Protocol::V5, id);
         c.clean_start = false;
@@ -209,7 +210,7 @@ fn session_expiry_counts_the_time_the_broker_was_down() {
     std::thread::sleep(Duration::from_millis(300));
     b.kill();
     std::thread::sleep(Duration::from_millis(1500));
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     for (id, present) in [("short", false), ("long", true)] {
         let mut c = Connect::new(Protocol::V5, id);
         c.clean_start = false;
@@ -223,7 +224,7 @@ fn session_expiry_counts_the_time_the_broker_was_down() {
 fn a_pending_delayed_will_is_published_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     let mut c = Connect::new(Protocol::V5, "dying");
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(600);
@@ -242,7 +243,7 @@ fn a_pending_delayed_will_is_published_after_restart() {
     watch.disconnect();
     std::thread::sleep(Duration::from_millis(200));
     b.kill();
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     let (mut watch, _) = Client::connect(b.port, Protocol::V311, "watch", false);
     // not before its delay...
     assert_eq!(watch.recv(Duration::from_millis(1000)), None);
@@ -258,7 +259,7 @@ fn a_pending_delayed_will_is_published_after_restart() {
 fn store_bytes_are_published_in_sys() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     let (mut c, _) = Client::connect(b.port, Protocol::V5, "sys", true);
     c.subscribe("$SYS/broker/store/bytes", QoS::AtMostOnce, None);
     let p = next_publish(&mut c);
@@ -274,8 +275,8 @@ fn damaged_and_foreign_store_files_are_handled_at_start() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(golden.join("v1-truncated.store"), data.join("midge.store")).unwrap();
-    let b = Broker::start(&data, "");
-    let log = b.log_text();
+    let b = broker(&data, "");
+    let log = b.log();
     assert!(log.contains("damaged tail dropped"), "{log}");
     assert!(log.contains("dropped_bytes"), "{log}");
     let (mut c, present) = Client::connect(b.port, Protocol::V311, "dev-311", false);
@@ -298,8 +299,8 @@ fn damaged_and_foreign_store_files_are_handled_at_start() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("midge.store"), b"garbage garbage garbage").unwrap();
-    let b = Broker::start(&data, "");
-    assert!(b.log_text().contains("moved aside"), "{}", b.log_text());
+    let b = broker(&data, "");
+    assert!(b.log().contains("moved aside"), "{}", b.log());
     let aside = std::fs::read_dir(&data)
         .unwrap()
         .filter_map(Result::ok)
@@ -319,22 +320,11 @@ fn damaged_and_foreign_store_files_are_handled_at_start() {
     newer.extend_from_slice(&9u32.to_le_bytes());
     newer.extend_from_slice(&0u32.to_le_bytes());
     std::fs::write(data.join("midge.store"), &newer).unwrap();
-    let conf = dir.path().join("m.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[listener]]\nport = 0\n[persistence]\ndir = \"{}\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(persistence_common::MIDGE)
-        .args(["serve", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = Midge::serve()
+        .config(&format!("[persistence]\ndir = \"{}\"\n", data.display()))
+        .spawn()
+        .wait_exit();
+    assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("format version 9"), "{err}");
     assert_eq!(std::fs::read(data.join("midge.store")).unwrap(), newer);
 }
@@ -342,22 +332,14 @@ fn damaged_and_foreign_store_files_are_handled_at_start() {
 #[test]
 fn no_persistence_flag_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = persistence_common::free_port();
-    let mut child = std::process::Command::new(persistence_common::MIDGE)
-        .args(["serve", "--no-persistence", "--port", &port.to_string()])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let b = Midge::serve()
+        .dir(dir.path())
+        .args(&["--no-persistence"])
+        .start();
+    let port = b.port;
     let (c, _) = Client::connect(port, Protocol::V5, "p", false);
     c.disconnect();
-    let _ = child.kill();
-    let _ = child.wait();
+    b.kill();
     assert!(!dir.path().join("data").exists());
 }
 
@@ -365,7 +347,7 @@ fn no_persistence_flag_keeps_nothing() {
 fn a_full_store_refuses_qos1_publishes_instead_of_losing_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = Broker::start(&data, "max_bytes = 65536\n");
+    let b = broker(&data, "max_bytes = 65536\n");
     let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
     sub.subscribe("full/#", QoS::AtLeastOnce, None);
     sub.disconnect();
@@ -387,7 +369,7 @@ fn a_full_store_refuses_qos1_publishes_instead_of_losing_them() {
     }
     assert!(refused, "never refused after {accepted} publishes");
     assert!(accepted > 10, "{accepted}");
-    assert!(b.log_text().contains("store full"), "{}", b.log_text());
+    assert!(b.log().contains("store full"), "{}", b.log());
     // MQTT 3.1.1 has no refusal: the connection is closed instead of a PUBACK
     let (mut p3, _) = Client::connect(b.port, Protocol::V311, "p3", true);
     p3.publish_packet("full/b", &payload, QoS::AtLeastOnce, false, 1);
@@ -395,7 +377,7 @@ fn a_full_store_refuses_qos1_publishes_instead_of_losing_them() {
     assert!(p3.closed);
     // every acknowledged message is there; acknowledging them frees the store
     b.kill();
-    let b = Broker::start(&data, "max_bytes = 65536\n");
+    let b = broker(&data, "max_bytes = 65536\n");
     let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
     let mut got = 0;
     while let Some(p) = sub.recv(Duration::from_millis(1000)) {
@@ -418,7 +400,7 @@ fn every_sync_mode_keeps_acknowledged_messages_across_sigkill() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let b = Broker::start(&data, mode);
+        let b = broker(&data, mode);
         let (mut sub, _) = Client::connect(b.port, Protocol::V311, "sub", false);
         sub.subscribe("m", QoS::AtLeastOnce, None);
         sub.disconnect();
@@ -427,7 +409,7 @@ fn every_sync_mode_keeps_acknowledged_messages_across_sigkill() {
             publ.publish("m", format!("{i}").as_bytes(), QoS::AtLeastOnce, false, i);
         }
         b.kill();
-        let b = Broker::start(&data, mode);
+        let b = broker(&data, mode);
         let (mut sub, present) = Client::connect(b.port, Protocol::V311, "sub", false);
         assert!(present, "{mode}");
         let mut got = Vec::new();
@@ -469,7 +451,7 @@ fn a_real_full_disk_refuses_publishes_and_the_broker_restarts_on_it() {
     // the data folder is the tmpfs; the broker's config and log stay beside it, on real disk
     let data = dir.path().join("data");
     std::os::unix::fs::symlink(&mnt, &data).unwrap();
-    let b = Broker::start(&data, "");
+    let b = broker(&data, "");
     let (mut sub, _) = Client::connect(b.port, Protocol::V5, "slow", false);
     sub.subscribe("full/#", QoS::AtLeastOnce, None);
     sub.disconnect();
@@ -489,15 +471,11 @@ fn a_real_full_disk_refuses_publishes_and_the_broker_restarts_on_it() {
         }
     }
     assert!(refused, "never refused after {accepted} publishes");
-    assert!(b.log_text().contains("disk full"), "{}", b.log_text());
+    assert!(b.log().contains("disk full"), "{}", b.log());
     b.kill();
     // the disk is still full: the broker starts anyway and delivers what it acknowledged
-    let b = Broker::start(&data, "");
-    assert!(
-        b.log_text().contains("disk full at start"),
-        "{}",
-        b.log_text()
-    );
+    let b = broker(&data, "");
+    assert!(b.log().contains("disk full at start"), "{}", b.log());
     let (mut sub, present) = Client::connect(b.port, Protocol::V5, "slow", false);
     assert!(present);
     let mut got = 0;

@@ -7,14 +7,14 @@
     clippy::panic
 )]
 
+use crate::common;
+
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+use common::{MIDGE, MOSQUITTO, Midge, Mosquitto, free_port};
 
 /// A scratch directory removed on drop (the cli crate has no dev-dependencies to lean on).
 struct TempDir(PathBuf);
@@ -41,92 +41,38 @@ impl Drop for TempDir {
     }
 }
 
-/// A mosquitto broker on a free 127.0.0.1 port, killed on drop.
+/// The broker a test runs against: a real mosquitto (logging every packet), or `midge
+/// serve` (the same tests, our own broker); killed on drop.
 struct Broker {
-    child: Child,
     port: u16,
-    dir: TempDir,
+    mosquitto: Option<Mosquitto>,
     /// `midge serve` instead of mosquitto.
-    midge: bool,
+    midge: Option<Midge>,
 }
 
 impl Broker {
     fn start() -> Broker {
-        Broker::with_config("allow_anonymous true\n")
+        Broker::with_config("")
     }
 
+    /// mosquitto with these configuration lines (anonymous clients allowed before them).
     fn with_config(extra: &str) -> Broker {
-        for _ in 0..10 {
-            let dir = TempDir::new();
-            let port = free_port();
-            let log = dir.path().join("broker.log");
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nuser root\n{extra}log_dest file {}\nlog_type all\n",
-                    log.display()
-                ),
-            )
-            .unwrap();
-            let child = Command::new(MOSQUITTO)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto is installed (/usr/sbin/mosquitto)");
-            let mut broker = Broker {
-                child,
-                port,
-                dir,
-                midge: false,
-            };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return broker;
-                }
-                if broker.child.try_wait().unwrap().is_some() {
-                    break; // port taken in the meantime: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let m = Mosquitto::start(&format!("log_type all\n{extra}"));
+        Broker {
+            port: m.port,
+            mosquitto: Some(m),
+            midge: None,
         }
-        panic!("could not start mosquitto");
     }
 
-    /// `midge serve` on a free 127.0.0.1 port (same tests, our own broker).
+    /// `midge serve` with the embedded defaults.
     fn midge() -> Broker {
-        for _ in 0..10 {
-            let dir = TempDir::new();
-            let port = free_port();
-            let p = port.to_string();
-            let child = Command::new(MIDGE)
-                .args(["serve", "-p", &p, "--bind", "127.0.0.1"])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut broker = Broker {
-                child,
-                port,
-                dir,
-                midge: true,
-            };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return broker;
-                }
-                if broker.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let m = Midge::start();
+        Broker {
+            port: m.port,
+            mosquitto: None,
+            midge: Some(m),
         }
-        panic!("could not start midge serve");
     }
 
     /// Established connections accepted by the broker (server side of /proc/net/tcp).
@@ -159,13 +105,25 @@ impl Broker {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+        self.mosquitto
+            .as_ref()
+            .map(Mosquitto::log)
+            .unwrap_or_default()
+    }
+
+    /// A file in the broker's folder.
+    fn path(&self, name: &str) -> PathBuf {
+        match (&self.mosquitto, &self.midge) {
+            (Some(m), _) => m.dir.join(name),
+            (_, Some(m)) => m.path(name),
+            _ => unreachable!(),
+        }
     }
 
     /// Wait until the broker has acknowledged a subscription of each client id.
     fn wait_subscribed(&self, ids: &[&str]) {
         let start = Instant::now();
-        if self.midge {
+        if self.midge.is_some() {
             // midge serve does not log subscriptions: wait for the connections, then give
             // the SUBSCRIBE (sent right after CONNACK) time to land
             while self.established() < ids.len() {
@@ -194,25 +152,6 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A spawned client process, killed on drop if still running.
@@ -1166,29 +1105,7 @@ fn sub_reconnects_and_resubscribes_after_a_broker_restart() {
     b.wait_subscribed(&["rsub"]);
     mosquitto_pub(&b, &["-t", "rc/1", "-m", "before"]);
     // restart on the same port with a fresh log
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(b.child.id().to_string())
-        .status();
-    let _ = b.child.wait();
-    let _ = std::fs::remove_file(b.path("broker.log"));
-    let conf = b.path("mosquitto.conf");
-    let mut restarted = false;
-    for _ in 0..50 {
-        b.child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        if b.child.try_wait().unwrap().is_none() {
-            restarted = true;
-            break;
-        }
-    }
-    assert!(restarted);
+    b.mosquitto.as_mut().unwrap().restart();
     b.wait_subscribed(&["rsub"]);
     mosquitto_pub(&b, &["-t", "rc/2", "-m", "after"]);
     let out = sub.wait();
@@ -1276,37 +1193,18 @@ fn websocket_and_tls_transports_against_midge_serve() {
     let dir = TempDir::new();
     make_certs(dir.path());
     let d = dir.path().display().to_string();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let conf = dir.path().join("midge.toml");
-    std::fs::write(
-        &conf,
-        format!(
+    let b = Midge::serve()
+        .exact_config(&format!(
             "[security]\nallow_anonymous = true\n\n\
-             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\n\n\
-             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\nprotocol = \"websockets\"\n\n\
-             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\nprotocol = \"websockets\"\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {{port0}}\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {{port1}}\nprotocol = \"websockets\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {{port2}}\nprotocol = \"websockets\"\n\
              certfile = \"{d}/server.crt\"\nkeyfile = \"{d}/server.key\"\n\n\
-             [[listener]]\nbind = \"127.0.0.1\"\nport = {}\n\
-             certfile = \"{d}/server.crt\"\nkeyfile = \"{d}/server.key\"\n",
-            ports[0], ports[1], ports[2], ports[3]
-        ),
-    )
-    .unwrap();
-    let mut serve = Proc::spawn(MIDGE, &["serve", "-c", conf.to_str().unwrap()]);
-    let start = Instant::now();
-    while !ports
-        .iter()
-        .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "midge serve did not start"
-        );
-        if let Some(c) = serve.0.as_mut() {
-            assert!(c.try_wait().unwrap().is_none(), "midge serve exited");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+             [[listener]]\nbind = \"127.0.0.1\"\nport = {{port3}}\n\
+             certfile = \"{d}/server.crt\"\nkeyfile = \"{d}/server.key\"\n"
+        ))
+        .start();
+    let ports = &b.ports;
     let tcp = ports[0].to_string();
     let ca = format!("{d}/ca.crt");
     let ws_url = format!("ws://127.0.0.1:{}/mqtt", ports[1]);

@@ -7,12 +7,13 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use security_common::*;
+use common::Midge;
+use common::security::*;
 
 const NOT_SEEN: Duration = Duration::from_millis(800);
 
@@ -35,9 +36,9 @@ fn passwd(dir: &Path, users: &[(&str, &str)]) -> String {
 fn password_checks_answer_the_exact_connack_codes_for_3_1_1_and_5() {
     let dir = tempfile::tempdir().unwrap();
     let pw = passwd(dir.path(), &[("alice", "s3cret")]);
-    let b = Broker::start(&format!(
+    let b = Midge::serve().exact_config(&format!(
         "[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n[[listener]]\nport = {{port1}}\nallow_anonymous = true\n"
-    ));
+    )).start();
     let (strict, open) = (b.ports[0], b.ports[1]);
     for (v5, ok, bad, refused) in [(false, 0, 4, 5), (true, 0x00, 0x86, 0x87)] {
         assert_eq!(connack_code(strict, v5, Some("alice"), Some("s3cret")), ok);
@@ -55,7 +56,7 @@ fn password_checks_answer_the_exact_connack_codes_for_3_1_1_and_5() {
         assert_eq!(connack_code(open, v5, None, None), ok);
         assert_eq!(connack_code(open, v5, Some("alice"), Some("nope")), bad);
     }
-    let log = b.log_text();
+    let log = b.log();
     assert!(
         log.contains("login failed: bad username or password"),
         "{log}"
@@ -69,10 +70,12 @@ fn password_checks_answer_the_exact_connack_codes_for_3_1_1_and_5() {
 fn mosquitto_clients_log_in_with_a_mosquitto_passwd_file() {
     let dir = tempfile::tempdir().unwrap();
     let pw = passwd(dir.path(), &[("alice", "s3cret"), ("bob", "hunter2")]);
-    let b = Broker::start(&format!(
-        "[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
-    ));
-    let p = b.port(0);
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
+        ))
+        .start();
+    let p = b.port_str(0);
     let sub = Sub::start(&["-p", &p, "-u", "alice", "-P", "s3cret", "-t", "t", "-v"]);
     let out = mosquitto(
         "mosquitto_pub",
@@ -113,15 +116,15 @@ pattern readwrite users/%u/#
 pattern write devices/%c/telemetry
 ";
 
-fn acl_broker(acl: &str) -> (Broker, tempfile::TempDir) {
+fn acl_broker(acl: &str) -> (Midge, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let pw = passwd(dir.path(), &[("alice", "a"), ("bob", "b")]);
     let acl_path = dir.path().join("acl");
     std::fs::write(&acl_path, acl).unwrap();
-    let b = Broker::start(&format!(
+    let b = Midge::serve().exact_config(&format!(
         "[server]\nsys_interval = 1\n[security]\nallow_anonymous = true\npassword_file = \"{pw}\"\nacl_file = \"{}\"\n[[listener]]\nport = {{port0}}\n",
         acl_path.display()
-    ));
+    )).start();
     (b, dir)
 }
 
@@ -137,7 +140,7 @@ fn publish(p: &str, user: Option<(&str, &str)>, id: &str, topic: &str, msg: &str
 #[test]
 fn acl_users_and_patterns_allow_and_deny_publish_and_subscribe() {
     let (b, _d) = acl_broker(ACL);
-    let p = b.port(0);
+    let p = b.port_str(0);
     let alice = Sub::start(&[
         "-p",
         &p,
@@ -203,7 +206,7 @@ fn acl_users_and_patterns_allow_and_deny_publish_and_subscribe() {
 #[test]
 fn sys_topics_are_readable_only_where_the_acl_allows() {
     let (b, _d) = acl_broker(ACL);
-    let p = b.port(0);
+    let p = b.port_str(0);
     let alice = Sub::start(&[
         "-p",
         &p,
@@ -230,7 +233,7 @@ fn sys_topics_are_readable_only_where_the_acl_allows() {
 #[test]
 fn sighup_reloads_acl_and_passwords_and_keeps_the_old_files_when_new_ones_are_broken() {
     let (b, dir) = acl_broker(ACL);
-    let p = b.port(0);
+    let p = b.port_str(0);
     let acl_path = dir.path().join("acl");
     let alice = Sub::start(&[
         "-p",
@@ -254,7 +257,7 @@ fn sighup_reloads_acl_and_passwords_and_keeps_the_old_files_when_new_ones_are_br
     // a broken ACL is reported and the old one stays
     std::fs::write(&acl_path, "user alice\ntopic bogus alice/#\nfrobnicate\n").unwrap();
     b.sighup();
-    let log = b.log_text();
+    let log = b.log();
     assert!(log.contains("reload: listener #1"), "{log}");
     assert!(
         log.contains("line 2") && log.contains("line 3"),
@@ -304,7 +307,7 @@ no = c.publish("alice/notes", "refused", qos=1).mid
 done.wait(10)
 print(codes.get(ok), codes.get(no))
 "#,
-        port = b.port(0)
+        port = b.port_str(0)
     ));
     // allowed: 0x10 "no matching subscribers" (nobody listens); refused: 0x87
     assert_eq!(text(&out.stdout).trim(), "16 135", "{}", text(&out.stderr));
@@ -314,9 +317,9 @@ print(codes.get(ok), codes.get(no))
 fn refused_logins_are_counted_in_sys() {
     let dir = tempfile::tempdir().unwrap();
     let pw = passwd(dir.path(), &[("alice", "s3cret")]);
-    let b = Broker::start(&format!(
+    let b = Midge::serve().exact_config(&format!(
         "[server]\nsys_interval = 1\n[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
-    ));
+    )).start();
     let port = b.ports[0];
     assert_eq!(
         connack_code(port, false, Some("alice"), Some("wrong-pw-123")),
@@ -367,10 +370,12 @@ fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
         "[security]\npassword_file = \"{pw}\"\nacl_file = \"{}\"\n[[listener]]\nport = {{port0}}\n",
         acl.display()
     );
-    let b = Broker::start(&format!(
-        "{security}[http]\nport = {{port1}}\nusers = [\"admin\"]\n"
-    ));
-    let stats = format!("http://127.0.0.1:{}/api/v1/stats", b.port(1));
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "{security}[http]\nport = {{port1}}\nusers = [\"admin\"]\n"
+        ))
+        .start();
+    let stats = format!("http://127.0.0.1:{}/api/v1/stats", b.port_str(1));
     let status = |user: Option<&str>| {
         let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
         if let Some(u) = user {
@@ -393,7 +398,9 @@ fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
     );
     drop(b);
 
-    let mut b = Broker::spawn(&format!("{security}[http]\nport = {{port1}}\n"));
+    let mut b = Midge::serve()
+        .exact_config(&format!("{security}[http]\nport = {{port1}}\n"))
+        .spawn();
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(2), "{log}");
     assert!(
@@ -402,6 +409,9 @@ fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
     );
 
     // disabling the API never requires configuring it (issue 14)
-    let b = Broker::start(&format!("{security}[http]\nenabled = false\n"));
-    assert!(!b.log_text().contains("HTTP listening"), "{}", b.log_text());
+    let b = Midge::serve()
+        .exact_config(&format!("{security}[http]\nenabled = false\n"))
+        .http_as_configured()
+        .start();
+    assert!(!b.log().contains("HTTP listening"), "{}", b.log());
 }

@@ -13,7 +13,7 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::security::*;
+use common::{MIDGE, Midge, free_port};
 use futures_util::{SinkExt, StreamExt};
-use security_common::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn browser_dir() -> PathBuf {
@@ -223,11 +224,13 @@ async fn browser_round_trip(scheme: &str) {
     } else {
         String::new()
     };
-    let b = Broker::start(&format!(
-        "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
          [[listener]]\nport = {{port1}}\nprotocol = \"websockets\"\n{tls}"
-    ));
-    let (mqtt, ws) = (b.port(0), b.ports[1]);
+        ))
+        .start();
+    let (mqtt, ws) = (b.port_str(0), b.ports[1]);
     let (_http, http) = static_server();
     // midge sub waits for the page's message
     let sub = std::thread::spawn({

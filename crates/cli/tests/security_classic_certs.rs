@@ -11,13 +11,14 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use security_common::*;
+use common::Midge;
+use common::security::*;
 
 /// The guide's CA: `openssl req -new -x509 -days 36500 -extensions v3_ca -keyout ca.key
 /// -out ca.crt` (a passphrase and the subject given on the command line instead of
@@ -196,16 +197,18 @@ fn the_classic_guides_v1_certificates_work_for_server_and_clients() {
         "user alice\ntopic readwrite alice/#\nuser bob\ntopic read alice/#\n",
     )
     .unwrap();
-    let b = Broker::start(&format!(
-        "[[listener]]\nport = {{port0}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\ncafile = \"{}\"\n\
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "[[listener]]\nport = {{port0}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\ncafile = \"{}\"\n\
          require_certificate = true\nuse_identity_as_username = true\nallow_anonymous = true\n\
          acl_file = \"{}\"\n",
-        pki.path("server.crt"),
-        pki.path("server.key"),
-        pki.path("ca.crt"),
-        acl.display()
-    ));
-    let p = b.port(0);
+            pki.path("server.crt"),
+            pki.path("server.key"),
+            pki.path("ca.crt"),
+            acl.display()
+        ))
+        .start();
+    let p = b.port_str(0);
     let sub = Sub::start(&[
         "-h",
         "127.0.0.1",
@@ -265,18 +268,20 @@ c.disconnect()
         assert!(!out.status.success(), "{who} was accepted");
     }
     assert!(!sub.sees_within("alice/refused", Duration::from_millis(500)));
-    let log = b.log_text();
+    let log = b.log();
     assert!(log.matches("TLS handshake failed").count() >= 3, "{log}");
 }
 
 #[test]
 fn a_key_of_another_certificate_is_named_as_such() {
     let pki = GuidePki::new();
-    let mut b = Broker::spawn(&format!(
-        "[[listener]]\nport = {{port0}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n",
-        pki.path("server.crt"),
-        pki.path("alice.key"),
-    ));
+    let mut b = Midge::serve()
+        .exact_config(&format!(
+            "[[listener]]\nport = {{port0}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n",
+            pki.path("server.crt"),
+            pki.path("alice.key"),
+        ))
+        .spawn();
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(1), "{log}");
     assert!(

@@ -9,11 +9,12 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
 use std::time::Duration;
 
-use security_common::*;
+use common::security::*;
+use common::{MIDGE, Midge};
 
 fn tls_listener(pki: &Pki, extra: &str) -> String {
     format!(
@@ -26,9 +27,11 @@ fn tls_listener(pki: &Pki, extra: &str) -> String {
 #[test]
 fn mosquitto_paho_and_midge_clients_exchange_messages_over_tls_with_the_ca() {
     let pki = Pki::new();
-    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
+    let b = Midge::serve()
+        .exact_config(&tls_listener(&pki, "allow_anonymous = true"))
+        .start();
     let ca = pki.path("ca.crt");
-    let p = b.port(0);
+    let p = b.port_str(0);
     let sub = Sub::start(&[
         "-h",
         "127.0.0.1",
@@ -98,14 +101,16 @@ print("ok" if info.is_published() else "not published")
 #[test]
 fn a_client_trusting_another_ca_refuses_the_server() {
     let pki = Pki::new();
-    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
+    let b = Midge::serve()
+        .exact_config(&tls_listener(&pki, "allow_anonymous = true"))
+        .start();
     let out = mosquitto(
         "mosquitto_pub",
         &[
             "-h",
             "127.0.0.1",
             "-p",
-            &b.port(0),
+            &b.port_str(0),
             "--cafile",
             &pki.path("other-ca.crt"),
             "-t",
@@ -115,18 +120,16 @@ fn a_client_trusting_another_ca_refuses_the_server() {
         ],
     );
     assert!(!out.status.success());
-    assert!(
-        b.log_text().contains("TLS handshake failed"),
-        "{}",
-        b.log_text()
-    );
+    assert!(b.log().contains("TLS handshake failed"), "{}", b.log());
 }
 
 #[test]
 fn tls_1_2_and_1_3_are_accepted_and_tls_1_1_is_refused() {
     let pki = Pki::new();
-    let b = Broker::start(&tls_listener(&pki, "allow_anonymous = true"));
-    let connect = format!("127.0.0.1:{}", b.port(0));
+    let b = Midge::serve()
+        .exact_config(&tls_listener(&pki, "allow_anonymous = true"))
+        .start();
+    let connect = format!("127.0.0.1:{}", b.port_str(0));
     let ca = pki.path("ca.crt");
     for (flag, ok) in [("-tls1_2", true), ("-tls1_3", true), ("-tls1_1", false)] {
         let mut cmd = std::process::Command::new("openssl");
@@ -142,14 +145,16 @@ fn tls_1_2_and_1_3_are_accepted_and_tls_1_1_is_refused() {
     }
 }
 
-fn mtls(pki: &Pki, extra: &str) -> Broker {
-    Broker::start(&tls_listener(
-        pki,
-        &format!(
-            "cafile = \"{}\"\nrequire_certificate = true\nallow_anonymous = true\n{extra}",
-            pki.path("ca.crt")
-        ),
-    ))
+fn mtls(pki: &Pki, extra: &str) -> Midge {
+    Midge::serve()
+        .exact_config(&tls_listener(
+            pki,
+            &format!(
+                "cafile = \"{}\"\nrequire_certificate = true\nallow_anonymous = true\n{extra}",
+                pki.path("ca.crt")
+            ),
+        ))
+        .start()
 }
 
 fn pub_with_cert(pki: &Pki, port: &str, cert: Option<&str>, topic: &str) -> std::process::Output {
@@ -181,13 +186,13 @@ fn pub_with_cert(pki: &Pki, port: &str, cert: Option<&str>, topic: &str) -> std:
 fn require_certificate_refuses_missing_foreign_and_expired_client_certificates() {
     let pki = Pki::new();
     let b = mtls(&pki, "");
-    let p = b.port(0);
+    let p = b.port_str(0);
     assert!(pub_with_cert(&pki, &p, Some("alice"), "t").status.success());
     for cert in [None, Some("mallory"), Some("expired")] {
         let out = pub_with_cert(&pki, &p, cert, "t");
         assert!(!out.status.success(), "{cert:?} was accepted");
     }
-    let log = b.log_text();
+    let log = b.log();
     assert!(log.matches("TLS handshake failed").count() >= 3, "{log}");
 }
 
@@ -207,7 +212,7 @@ fn certificate_identity_is_the_username_the_acl_sees() {
             acl.path().display()
         ),
     );
-    let p = b.port(0);
+    let p = b.port_str(0);
     let ca = pki.path("ca.crt");
     let (bc, bk) = (pki.path("bob.crt"), pki.path("bob.key"));
     let sub = Sub::start(&[
@@ -256,9 +261,11 @@ fn missing_unreadable_or_mismatched_key_and_certificate_files_stop_the_start() {
         ),
     ];
     for (cert, key, needle) in cases {
-        let mut b = Broker::spawn(&format!(
-            "[[listener]]\nport = {{port0}}\ncertfile = \"{cert}\"\nkeyfile = \"{key}\"\n"
-        ));
+        let mut b = Midge::serve()
+            .exact_config(&format!(
+                "[[listener]]\nport = {{port0}}\ncertfile = \"{cert}\"\nkeyfile = \"{key}\"\n"
+            ))
+            .spawn();
         let (code, log) = b.wait_exit();
         assert_eq!(code, Some(1), "{log}");
         assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
@@ -277,13 +284,15 @@ fn sighup_reloads_certificates_for_new_handshakes_and_keeps_existing_connections
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
     install_cert(&pki, "server", &crt, &key);
-    let b = Broker::start(&format!(
-        "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "[security]\nallow_anonymous = true\n[[listener]]\nport = {{port0}}\n\
          [[listener]]\nport = {{port1}}\ncertfile = \"{}\"\nkeyfile = \"{}\"\n",
-        crt.display(),
-        key.display()
-    ));
-    let (plain, tls) = (b.port(0), b.port(1));
+            crt.display(),
+            key.display()
+        ))
+        .start();
+    let (plain, tls) = (b.port_str(0), b.port_str(1));
     let (ca, other) = (pki.path("ca.crt"), pki.path("other-ca.crt"));
     let sub = Sub::start(&[
         "-h",
@@ -328,7 +337,7 @@ fn sighup_reloads_certificates_for_new_handshakes_and_keeps_existing_connections
     // a broken certificate is reported; the last good one stays in force
     std::fs::write(&crt, "not a certificate").unwrap();
     b.sighup();
-    let log = b.log_text();
+    let log = b.log();
     assert!(
         log.contains("no PEM certificate") && log.contains("live.crt"),
         "{log}"
@@ -358,7 +367,7 @@ fn a_certificate_without_cn_gives_its_first_san_as_username() {
             acl.path().display()
         ),
     );
-    let p = b.port(0);
+    let p = b.port_str(0);
     let ca = pki.path("ca.crt");
     let (gc, gk) = (pki.path("gateway.crt"), pki.path("gateway.key"));
     let sub = Sub::start(&[
@@ -398,21 +407,17 @@ fn the_dashboard_and_api_are_served_over_https_with_optional_client_certificates
             pki.path("server.key")
         )
     };
-    let b = Broker::start(&http_tls(""));
+    let b = Midge::serve().exact_config(&http_tls("")).start();
     let ca = pki.path("ca.crt");
-    let base = format!("https://127.0.0.1:{}", b.port(1));
+    let base = format!("https://127.0.0.1:{}", b.port_str(1));
     let (code, body) = curl(&["--cacert", &ca, &format!("{base}/api/v1/health")]);
     assert_eq!((code, body.trim()), (Some(0), r#"{"status":"ok"}"#));
     let (code, page) = curl(&["--cacert", &ca, &format!("{base}/")]);
     assert_eq!(code, Some(0));
     assert!(page.contains("<html") && page.contains("midge"), "{page}");
-    assert!(
-        b.log_text().contains("on https://127.0.0.1:"),
-        "{}",
-        b.log_text()
-    );
+    assert!(b.log().contains("on https://127.0.0.1:"), "{}", b.log());
     // plain HTTP to the HTTPS port: no HTTP answer
-    let (code, body) = curl(&[&format!("http://127.0.0.1:{}/api/v1/health", b.port(1))]);
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{}/api/v1/health", b.port_str(1))]);
     assert_ne!(code, Some(0), "plain HTTP answered: {body}");
     // a client trusting another CA refuses the server
     let (code, _) = curl(&[
@@ -423,10 +428,12 @@ fn the_dashboard_and_api_are_served_over_https_with_optional_client_certificates
     assert_ne!(code, Some(0));
     drop(b);
 
-    let b = Broker::start(&http_tls(&format!(
-        "cafile = \"{ca}\"\nrequire_certificate = true"
-    )));
-    let base = format!("https://127.0.0.1:{}", b.port(1));
+    let b = Midge::serve()
+        .exact_config(&http_tls(&format!(
+            "cafile = \"{ca}\"\nrequire_certificate = true"
+        )))
+        .start();
+    let base = format!("https://127.0.0.1:{}", b.port_str(1));
     let health = format!("{base}/api/v1/health");
     let (code, _) = curl(&["--cacert", &ca, &health]);
     assert_ne!(code, Some(0), "served without a client certificate");
@@ -441,18 +448,18 @@ fn the_dashboard_and_api_are_served_over_https_with_optional_client_certificates
 /// A bad HTTPS setup stops the start with the problem named, like a bad TLS listener.
 #[test]
 fn https_without_its_key_or_with_a_missing_certificate_stops_the_start() {
-    let mut b = Broker::spawn(
+    let mut b = Midge::serve().exact_config(
         "[[listener]]\nport = {port0}\nallow_anonymous = true\n[http]\nport = {port1}\ncertfile = \"/nonexistent/server.crt\"\n",
-    );
+    ).spawn();
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(2), "a configuration problem: {log}");
     assert!(
         log.contains("[http] keyfile: missing: certfile needs keyfile"),
         "{log}"
     );
-    let mut b = Broker::spawn(
+    let mut b = Midge::serve().exact_config(
         "[[listener]]\nport = {port0}\nallow_anonymous = true\n[http]\nport = {port1}\ncertfile = \"/nonexistent/server.crt\"\nkeyfile = \"/nonexistent/server.key\"\n",
-    );
+    ).spawn();
     let (code, log) = b.wait_exit();
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("/nonexistent/server.crt"), "{log}");
@@ -466,13 +473,15 @@ fn sighup_reloads_the_https_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = (dir.path().join("web.crt"), dir.path().join("web.key"));
     install_cert(&pki, "server", &crt, &key);
-    let b = Broker::start(&format!(
-        "[[listener]]\nport = {{port0}}\nallow_anonymous = true\n[http]\nport = {{port1}}\n\
+    let b = Midge::serve()
+        .exact_config(&format!(
+            "[[listener]]\nport = {{port0}}\nallow_anonymous = true\n[http]\nport = {{port1}}\n\
          certfile = \"{}\"\nkeyfile = \"{}\"\n",
-        crt.display(),
-        key.display()
-    ));
-    let health = format!("https://127.0.0.1:{}/api/v1/health", b.port(1));
+            crt.display(),
+            key.display()
+        ))
+        .start();
+    let health = format!("https://127.0.0.1:{}/api/v1/health", b.port_str(1));
     let (ca, other) = (pki.path("ca.crt"), pki.path("other-ca.crt"));
     assert_eq!(curl(&["--cacert", &ca, &health]).0, Some(0));
 
@@ -487,7 +496,7 @@ fn sighup_reloads_the_https_certificate() {
 
     std::fs::write(&crt, "not a certificate").unwrap();
     b.sighup();
-    let log = b.log_text();
+    let log = b.log();
     assert!(log.contains("HTTP TLS") && log.contains("web.crt"), "{log}");
     assert_eq!(
         curl(&["--cacert", &other, &health]).0,

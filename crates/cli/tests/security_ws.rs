@@ -8,17 +8,18 @@
     clippy::panic
 )]
 
-use crate::security_common;
+use crate::common;
 
+use common::Midge;
+use common::security::*;
 use futures_util::{SinkExt, StreamExt};
-use security_common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Message, http};
 
-fn ws_broker(extra: &str) -> Broker {
-    Broker::start(&format!(
+fn ws_broker(extra: &str) -> Midge {
+    Midge::serve().exact_config(&format!(
         "[[listener]]\nport = {{port0}}\nprotocol = \"websockets\"\nallow_anonymous = true\n{extra}\n"
-    ))
+    )).start()
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;

@@ -12,110 +12,16 @@
     clippy::panic
 )]
 
-// each parent gives the driver its own `eventually` and `request`
-#[allow(clippy::duplicate_mod)]
-#[path = "../../http/tests/common/browser.rs"]
-mod browser;
-use crate::security_common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::Browser;
-use security_common::*;
+use common::browser::Browser;
+use common::security::*;
+use common::{Midge, request};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `eventually(what, || async { Some(..) })`: retried until it answers (bounded), for the
-/// browser driver.
-pub(crate) async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<R>>,
-{
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(r) = f().await {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// An HTTP answer (status and body), for the browser driver.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-/// One HTTP/1.1 request on a fresh connection (the body read by Content-Length: Chromium's
-/// DevTools server keeps the connection open).
-pub(crate) async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> Reply {
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let body = body.unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await.ok()?;
-        s.write_all(&body).await.ok()?;
-        let mut data = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                let text = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                let status = text.split(' ').nth(1)?.parse().ok()?;
-                let len = text.lines().find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                });
-                if let Some(len) = len
-                    && data.len() >= end + 4 + len
-                {
-                    return Some(Reply {
-                        status,
-                        body: data[end + 4..end + 4 + len].to_vec(),
-                    });
-                }
-                let n = s.read(&mut buf).await.ok()?;
-                if n == 0 {
-                    return Some(Reply {
-                        status,
-                        body: data[end + 4..].to_vec(),
-                    });
-                }
-                data.extend_from_slice(&buf[..n]);
-                continue;
-            }
-            let n = s.read(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            data.extend_from_slice(&buf[..n]);
-        }
-    };
-    match tokio::time::timeout(T, work).await {
-        Ok(Some(r)) => r,
-        _ => Reply {
-            status: 0,
-            body: Vec::new(),
-        },
-    }
-}
 
 /// The page's visible state: status, messages (topic, qos, retain, payload), subscriptions
 /// (filter, granted qos) and events (kind, text), newest first.
@@ -242,19 +148,19 @@ fn wait_line(sub: &Sub, line: &str) {
 
 /// A broker with a TCP listener (port 0), a WebSocket one (port 1) and HTTP (port 2);
 /// `ws_extra` goes into the WebSocket listener's table, `top` before everything.
-fn broker(top: &str, ws_extra: &str) -> Broker {
-    Broker::start(&format!(
+fn broker(top: &str, ws_extra: &str) -> Midge {
+    Midge::serve().exact_config(&format!(
         "{top}\n[[listener]]\nbind = \"127.0.0.1\"\nport = {{port0}}\n\
          [[listener]]\nbind = \"127.0.0.1\"\nport = {{port1}}\nprotocol = \"websockets\"\n{ws_extra}\n\
          [http]\nbind = \"127.0.0.1\"\nport = {{port2}}\nallow_anonymous = true\n"
-    ))
+    )).start()
 }
 
 /// Connect with `version`, subscribe, receive mosquitto_pub's messages (retained and not),
 /// publish QoS 1 and 2 to mosquitto_sub, unsubscribe, disconnect.
 async fn round_trip(version: u8) {
     let b = broker("[security]\nallow_anonymous = true", "");
-    let (tcp, ws, http) = (b.port(0), b.ports[1], b.ports[2]);
+    let (tcp, ws, http) = (b.port_str(0), b.ports[1], b.ports[2]);
     // a retained message waiting before the page subscribes
     pub_tcp(&tcp, &["-t", "web/retained", "-m", "kept", "-q", "1", "-r"]);
 
@@ -503,7 +409,7 @@ async fn mqtt_3_1_1_subscribes_receives_and_publishes_qos_1_and_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_will_is_published_when_the_browser_dies_and_not_on_disconnect() {
     let b = broker("[security]\nallow_anonymous = true", "");
-    let (tcp, http) = (b.port(0), b.ports[2]);
+    let (tcp, http) = (b.port_str(0), b.ports[2]);
     let sub = Sub::start(&[
         "-h",
         "127.0.0.1",
@@ -631,7 +537,7 @@ async fn wss_connects_subscribes_and_publishes() {
             pki.path("server.key")
         ),
     );
-    let (tcp, ws, http) = (b.port(0), b.ports[1], b.ports[2]);
+    let (tcp, ws, http) = (b.port_str(0), b.ports[1], b.ports[2]);
     let mut page = open_client(http).await;
     // the test CA is not in Chromium's trust store; the broker still does a full handshake
     page.call(
@@ -663,10 +569,10 @@ async fn wss_connects_subscribes_and_publishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_websocket_listener_the_page_says_what_to_add() {
-    let b = Broker::start(
+    let b = Midge::serve().exact_config(
         "[security]\nallow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port0}\n\
          [http]\nbind = \"127.0.0.1\"\nport = {port1}\nallow_anonymous = true\n",
-    );
+    ).start();
     let http = b.ports[1];
     let listeners = request(
         SocketAddr::from(([127, 0, 0, 1], http)),

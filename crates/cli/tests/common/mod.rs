@@ -1,6 +1,8 @@
-//! Shared helpers of the `broker_*` integration tests: a real `midge serve` on a free
-//! 127.0.0.1 port (killed and reaped on drop), a raw MQTT socket for hand-written bytes, and
-//! runners for third-party clients (mosquitto_pub/sub, Python paho) with bounded waits.
+//! The shared helpers of every process test: the one launcher of `midge serve`
+//! ([`Midge`], port 0, addresses read from its `ready` lines), a raw MQTT socket for
+//! hand-written bytes, runners for third-party clients (mosquitto_pub/sub, Python paho)
+//! with bounded waits, the codec-based client of the persistence tests ([`persistence`]) and
+//! the PKI and clients of the security tests ([`security`]).
 #![allow(
     dead_code,
     unreachable_pub,
@@ -13,57 +15,29 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+// the DevTools driver of the browser tests; `eventually` and `request` below are what it
+// asks of its parent (see crates/http/tests/common/mod.rs)
+#[path = "../../../http/tests/common/browser.rs"]
+pub mod browser;
+pub mod persistence;
+pub mod security;
+mod serve;
 
-/// A running `midge serve`, killed and waited for on drop.
-pub struct Broker {
-    child: Option<Child>,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-    log: PathBuf,
-}
+pub use serve::{MIDGE, Midge};
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago, for what must name its port before it starts
+/// (mosquitto, a port nothing listens on). `midge serve` takes port 0 instead
+/// ([`Midge::serve`]).
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// Removes ANSI colour sequences from log text.
-/// `midge serve --port MQTT -c CONF` in `dir` (its log in `dir/midge.log`), returned once it
-/// logged `ready addr=` and its HTTP API answers on `web`.
-#[allow(clippy::zombie_processes)] // the caller owns the child (and kills and waits on drop)
-pub fn serve_with_http(dir: &Path, conf: &Path, mqtt: u16, web: u16) -> Child {
-    let log = dir.join("midge.log");
-    let mut child = Command::new(MIDGE)
-        .args(["serve", "--port", &mqtt.to_string(), "-c"])
-        .arg(conf)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains(" ready addr=") && TcpStream::connect(("127.0.0.1", web)).is_ok() {
-            return child;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("midge serve did not start:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -79,161 +53,6 @@ pub fn strip_ansi(s: &str) -> String {
         }
     }
     out
-}
-
-impl Broker {
-    /// A broker with the embedded defaults.
-    pub fn start() -> Broker {
-        Broker::launch(None)
-    }
-
-    /// A broker with this TOML configuration (its listener port is set by `--port`).
-    /// Anonymous clients are allowed unless the text has its own `[security]` table (with a
-    /// configuration file midge refuses them by default, as mosquitto 2 does).
-    pub fn with_config(toml: &str) -> Broker {
-        if toml.contains("[security]") {
-            Broker::launch(Some(toml))
-        } else {
-            Broker::launch(Some(&format!(
-                "{toml}\n[security]\nallow_anonymous = true\n"
-            )))
-        }
-    }
-
-    /// A broker with exactly this TOML configuration.
-    pub fn with_exact_config(toml: &str) -> Broker {
-        Broker::launch(Some(toml))
-    }
-
-    /// The embedded defaults, with extra environment variables for the broker process.
-    pub fn start_with_env(env: &[(&str, &str)]) -> Broker {
-        Broker::launch_with(None, env)
-    }
-
-    fn launch(toml: Option<&str>) -> Broker {
-        Broker::launch_with(toml, &[])
-    }
-
-    fn launch_with(toml: Option<&str>, env: &[(&str, &str)]) -> Broker {
-        for _ in 0..10 {
-            let dir = tempfile::tempdir().unwrap();
-            let log = dir.path().join("midge.log");
-            let port = free_port();
-            let mut cmd = Command::new(MIDGE);
-            cmd.arg("serve").arg("--port").arg(port.to_string());
-            // each broker keeps its default data folder (./data) in its own temp dir
-            cmd.current_dir(dir.path());
-            if let Some(t) = toml {
-                let conf = dir.path().join("midge.toml");
-                std::fs::write(&conf, t).unwrap();
-                cmd.arg("-c").arg(conf);
-            }
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            // the data folder (./data) goes into the test's own directory
-            let child = cmd
-                .current_dir(dir.path())
-                .env("NO_COLOR", "1")
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut b = Broker {
-                child: Some(child),
-                port,
-                dir,
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                // not just "ready": "Address already in use" contains it too
-                if b.log().contains(" ready addr=") {
-                    // our process logged it: the listener is bound
-                    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
-                    return b;
-                }
-                if b.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                    break; // port taken in the meantime: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let log = b.log();
-            if !log.contains("Address already in use") {
-                panic!("midge serve did not start:\n{log}");
-            }
-        }
-        panic!("no free port after 10 tries");
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// The broker's log so far, colour codes removed.
-    pub fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
-    /// Resident set size in KiB (from /proc).
-    pub fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
-    }
-
-    /// Peak resident set size in KiB (from /proc).
-    pub fn peak_rss_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    /// Send SIGTERM and wait (bounded) for the exit status.
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let pid = self.pid();
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "midge did not exit within {timeout:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A unique-per-process name, for topics and client ids.
@@ -710,4 +529,365 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Done {
 /// The directory of the Python helper scripts.
 pub fn py_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py")
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP/1.1 and the files midge reads
+// ---------------------------------------------------------------------------------------
+
+/// One HTTP/1.1 request to 127.0.0.1 (`Connection: close`, a JSON content type when there
+/// is a body, Basic authentication when `auth` is given); (status, body), a chunked body
+/// joined. Status 0 when the connection closed without an answer.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
+    use base64::Engine as _;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some((u, p)) = auth {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Authorization: Basic {b}\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes());
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, rest.to_owned());
+    }
+    let mut out = String::new();
+    let mut s = rest;
+    while let Some((size, r)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || r.len() < n {
+            break;
+        }
+        out.push_str(&r[..n]);
+        s = r[n..].trim_start_matches("\r\n");
+    }
+    (status, out)
+}
+
+/// `midge passwd -b [-c] FILE USER PASSWORD` for each user (the first creates the file).
+pub fn passwd(file: &Path, users: &[(&str, &str)]) {
+    for (i, (u, p)) in users.iter().enumerate() {
+        let mut args = vec!["passwd", "-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        let f = file.display().to_string();
+        args.extend([f.as_str(), u, p]);
+        let out = Command::new(MIDGE).args(&args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// [`http`] with an optional JSON body and no authentication.
+pub fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    http(port, method, path, body.as_bytes(), None)
+}
+
+// ---------------------------------------------------------------------------------------
+// A real mosquitto to compare with or bridge to
+// ---------------------------------------------------------------------------------------
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A real mosquitto on 127.0.0.1 (anonymous clients allowed unless `extra` says otherwise,
+/// its log to `dir/mosquitto-PORT.log`: add `log_type all` for every packet), killed and
+/// reaped on drop. mosquitto cannot
+/// report a port it chose, so this is where [`free_port`] is needed.
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl Mosquitto {
+    /// In a temporary folder of its own, with these configuration lines.
+    pub fn start(extra: &str) -> Mosquitto {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut m = Mosquitto::start_in(tmp.path(), extra);
+        m._tmp = Some(tmp);
+        m
+    }
+
+    /// In `dir` (its configuration, log and persistence files stay there).
+    pub fn start_in(dir: &Path, extra: &str) -> Mosquitto {
+        for _ in 0..10 {
+            let mut m = Mosquitto::spawn(dir, free_port(), extra);
+            if m.wait_listening() {
+                return m;
+            }
+            // the port was taken between free_port and the bind: try another
+        }
+        panic!("mosquitto did not start in 10 tries");
+    }
+
+    /// On this port (a restart on the port a bridge was told), in `dir`.
+    pub fn on_port(dir: &Path, port: u16, extra: &str) -> Mosquitto {
+        let mut m = Mosquitto::spawn(dir, port, extra);
+        assert!(m.wait_listening(), "mosquitto did not start:\n{}", m.log());
+        m
+    }
+
+    fn spawn(dir: &Path, port: u16, extra: &str) -> Mosquitto {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        let log = dir.join(format!("mosquitto-{port}.log"));
+        // `user root`: as root, mosquitto would drop to user mosquitto, who cannot read the
+        // test's files (it is ignored when not started as root)
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir: dir.to_owned(),
+            _tmp: None,
+            log,
+        };
+        m.launch();
+        m
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(self.dir.join(format!("mosquitto-{}.conf", self.port)))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .expect("mosquitto is installed (/usr/sbin/mosquitto)");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then start again on the same port and configuration, with a fresh log.
+    pub fn restart(&mut self) {
+        self.terminate();
+        for _ in 0..50 {
+            self.launch();
+            if self.wait_listening() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "mosquitto did not start again on {}:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// Whether it listens within 10 s (false: it exited, e.g. the port was taken).
+    fn wait_listening(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mosquitto not listening on {}:\n{}", self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM (mosquitto writes its persistence file) and wait up to 10 s for the exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("mosquitto did not stop within 10 s of SIGTERM");
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What the DevTools driver (`browser`) needs from its parent
+// ---------------------------------------------------------------------------------------
+
+/// Bound on a browser-side wait.
+const BROWSER_T: Duration = Duration::from_secs(15);
+
+/// `eventually(what, || async { Some(..) })`: retried until it answers (bounded).
+pub(crate) async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<R>>,
+{
+    let deadline = Instant::now() + BROWSER_T;
+    loop {
+        if let Some(r) = f().await {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP answer (status 0: no answer).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection. The body is read by its Content-Length
+/// (Chromium's DevTools server keeps the connection open), else to the end (a chunked one
+/// joined).
+pub(crate) async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let body = body.unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.ok()?;
+        s.write_all(&body).await.ok()?;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let status = text.split(' ').nth(1)?.parse().ok()?;
+                let len = text.lines().find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                });
+                if let Some(len) = len
+                    && data.len() >= end + 4 + len
+                {
+                    return Some(Reply {
+                        status,
+                        body: data[end + 4..end + 4 + len].to_vec(),
+                    });
+                }
+                let n = s.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    let rest = &data[end + 4..];
+                    let body = if text.contains("transfer-encoding: chunked") {
+                        dechunk(rest)
+                    } else {
+                        rest.to_vec()
+                    };
+                    return Some(Reply { status, body });
+                }
+                data.extend_from_slice(&buf[..n]);
+                continue;
+            }
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+    };
+    match tokio::time::timeout(BROWSER_T, work).await {
+        Ok(Some(r)) => r,
+        _ => Reply {
+            status: 0,
+            body: Vec::new(),
+        },
+    }
+}
+
+/// A chunked HTTP/1.1 body joined.
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&s[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 || s.len() < eol + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&s[eol + 2..eol + 2 + n]);
+        s = &s[(eol + 4 + n).min(s.len())..];
+    }
+    out
 }

@@ -1,6 +1,6 @@
-//! Helpers of the `persistence_*` tests: `midge serve` on a data folder that outlives the
-//! process (restart, SIGKILL), and a small blocking MQTT client on midge-codec that exposes
-//! every acknowledgement, so a test knows exactly what the broker promised.
+//! Helpers of the `persistence_*` and `hub_*` tests: `midge serve` on a data folder that
+//! outlives the process (restart, SIGKILL), and a small blocking MQTT client on midge-codec
+//! that exposes every acknowledgement, so a test knows exactly what the broker promised.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -11,9 +11,8 @@
 )]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use midge_codec::bytes::{Bytes, BytesMut};
@@ -22,108 +21,19 @@ use midge_codec::{
     TopicFilter, TopicName,
 };
 
-pub const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+use super::Midge;
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A broker process on a data folder owned by the test.
-pub struct Broker {
-    child: Option<Child>,
-    pub port: u16,
-    pub data: PathBuf,
-    pub log: PathBuf,
-}
-
-impl Broker {
-    /// Start `midge serve` with `[persistence] dir = data` and extra TOML.
-    pub fn start(data: &Path, extra: &str) -> Broker {
-        for _ in 0..10 {
-            let port = free_port();
-            let conf = data.with_extension(format!("{port}.toml"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "[server]\nsys_interval = 1\n[security]\nallow_anonymous = true\n[[listener]]\nbind = \"127.0.0.1\"\nport = {port}\n[persistence]\ndir = \"{}\"\n{extra}\n",
-                    data.display()
-                ),
-            )
-            .unwrap();
-            let log = data.with_extension(format!("{port}.log"));
-            let child = Command::new(MIDGE)
-                .args(["serve", "-c"])
-                .arg(&conf)
-                .env("NO_COLOR", "1")
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut b = Broker {
-                child: Some(child),
-                port,
-                data: data.to_path_buf(),
-                log,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                // not just "ready": "Address already in use" contains it too
-                if b.log_text().contains(" ready addr=") {
-                    return b;
-                }
-                if b.child.as_mut().unwrap().try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !b.log_text().contains("Address already in use") {
-                panic!("midge serve did not start:\n{}", b.log_text());
-            }
-        }
-        panic!("no free port");
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    pub fn kill(mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the exit.
-    pub fn stop(mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `midge serve` with `[persistence] dir = data` (a folder the test owns, so it outlives
+/// the process), `$SYS` every second, and `extra` TOML (under `[persistence]` unless it
+/// opens a table of its own); logs at info.
+pub fn broker(data: &Path, extra: &str) -> Midge {
+    Midge::serve()
+        .config(&format!(
+            "[server]\nsys_interval = 1\n[persistence]\ndir = \"{}\"\n{extra}\n",
+            data.display()
+        ))
+        .env("RUST_LOG", "info")
+        .start()
 }
 
 /// A blocking MQTT client that shows every packet.

@@ -1,6 +1,5 @@
-//! Helpers of the `security_*` tests: a PKI made with the `openssl` command, a real
-//! `midge serve` on free 127.0.0.1 ports (killed on drop), raw CONNECT/CONNACK bytes, and
-//! third-party clients with bounded waits.
+//! Helpers of the `security_*` tests: a PKI made with the `openssl` command, raw
+//! CONNECT/CONNACK bytes with credentials, and third-party clients with bounded waits.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -11,18 +10,12 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 pub const T: Duration = Duration::from_secs(15);
-
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Run a command with a time limit (killed when it runs over).
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
@@ -170,143 +163,6 @@ impl Pki {
 
     pub fn path(&self, file: &str) -> String {
         self.dir.path().join(file).display().to_string()
-    }
-}
-
-/// A running `midge serve -c <file>`, killed on drop. `{port0}`, `{port1}`... in the
-/// configuration are replaced by free ports, `{dir}` by its folder.
-pub struct Broker {
-    child: Option<Child>,
-    pub ports: Vec<u16>,
-    pub dir: tempfile::TempDir,
-    pub log: PathBuf,
-    pub config: PathBuf,
-}
-
-impl Broker {
-    pub fn start(config: &str) -> Broker {
-        let b = Broker::spawn(config);
-        let mut b = b;
-        b.wait_ready();
-        b
-    }
-
-    /// Start without waiting (for startup failures); `wait_exit` collects the outcome.
-    pub fn spawn(config: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = config.replace("{dir}", &dir.path().display().to_string());
-        let mut ports = Vec::new();
-        for i in 0..8 {
-            let key = format!("{{port{i}}}");
-            if text.contains(&key) {
-                let p = free_port();
-                text = text.replace(&key, &p.to_string());
-                ports.push(p);
-            }
-        }
-        let conf = dir.path().join("midge.toml");
-        std::fs::write(&conf, text).unwrap();
-        let log = dir.path().join("midge.log");
-        let child = Command::new(MIDGE)
-            .arg("serve")
-            .arg("-c")
-            .arg(&conf)
-            .current_dir(dir.path()) // its data folder (./data) stays in its temp dir
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Broker {
-            child: Some(child),
-            ports,
-            dir,
-            log,
-            config: conf,
-        }
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        for p in self.ports.clone() {
-            loop {
-                if TcpStream::connect(("127.0.0.1", p)).is_ok() {
-                    break;
-                }
-                if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                    panic!("midge exited ({st}):\n{}", self.log_text());
-                }
-                assert!(
-                    start.elapsed() < T,
-                    "midge not listening on {p}:\n{}",
-                    self.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    /// Wait for the process to end by itself (bounded); its exit code and log.
-    pub fn wait_exit(&mut self) -> (Option<i32>, String) {
-        let start = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return (st.code(), self.log_text());
-            }
-            assert!(
-                start.elapsed() < T,
-                "midge did not exit:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Send SIGHUP and wait until the log reports the reload's outcome.
-    pub fn sighup(&self) {
-        let before = self.log_text().matches("SIGHUP").count();
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let start = Instant::now();
-        loop {
-            let log = self.log_text();
-            if log.matches("SIGHUP").count() > before
-                && (log.matches("reload done").count() + log.matches("reload: ").count() > 0)
-            {
-                let after = &log[log.rfind("SIGHUP").unwrap()..];
-                if after.contains("reload done") || after.contains("previous version") {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < T, "no reload in the log:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn port(&self, i: usize) -> String {
-        self.ports[i].to_string()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
