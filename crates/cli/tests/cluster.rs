@@ -1559,6 +1559,42 @@ fn killed_node_loses_no_acknowledged_qos1_message() {
     cl.nodes[1].sigkill(); // reaped
 }
 
+/// The will of a client whose node is killed (-9) is published by the survivors once: a
+/// subscriber on each surviving node gets it exactly once.
+#[test]
+fn will_of_a_client_on_a_killed_node_is_published_once() {
+    let mut cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut w1 = Mq::v311(&rt, cl.port(0), &unique("w1"));
+    subscribe_on(&cl, 0, &mut w1, "lastwill/#", QoS::AtLeastOnce);
+    let mut w3 = Mq::v5(&rt, cl.port(2), &unique("w3"));
+    subscribe_on(&cl, 2, &mut w3, "lastwill/#", QoS::AtLeastOnce);
+    let id = unique("on-n2");
+    let _c = Raw::connect(
+        cl.port(1),
+        &ConnectOpts {
+            client_id: &id,
+            will: Some(("lastwill/on-n2", b"node died", 1, false)),
+            ..Default::default()
+        },
+    );
+    cl.nodes[1].sigkill();
+    for (w, name) in [(&mut w1, "n1"), (&mut w3, "n3")] {
+        let mut got = w.messages(1, Duration::from_secs(20));
+        got.extend(w.drain(Duration::from_millis(1500)));
+        let seen: Vec<(String, Vec<u8>)> = got
+            .iter()
+            .map(|m| (topic_of(m), m.payload.to_vec()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("lastwill/on-n2".to_owned(), b"node died".to_vec())],
+            "the will of a client of the killed n2, on {name}\n{}",
+            cl.logs()
+        );
+    }
+}
+
 /// SIGSTOP of node n1 (a partition stand-in) while a persistent client is connected there:
 /// the client connects to n2 (with or without its session: the paused node cannot hand it
 /// over); when n1 wakes up (SIGCONT) it does not take the client back: its old connection is
