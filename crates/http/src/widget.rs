@@ -354,11 +354,9 @@ fn valid_field(path: &str) -> bool {
     })
 }
 
+/// The series store's rule for table names ([`midge_series::TableName`]).
 fn valid_table(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && name.len() <= 63
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    midge_series::TableName::new(name).is_ok()
 }
 
 fn check(w: &Widget, name: &str, problems: &mut Vec<String>) {

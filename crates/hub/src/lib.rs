@@ -59,6 +59,7 @@ pub use midge_rules;
 pub use service::{COUNTS_FILE, HubService, RULES_FILE, RuleChangeError, RuleSource, SaveError};
 pub use spec::{RuleSpec, SpecProblem, SpecProblems};
 pub use template::TemplateError;
+pub use webhook::WebhookTargetError;
 
 use template::Template;
 
@@ -87,8 +88,94 @@ pub struct RuleStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// The rules are invalid (every problem, one per line).
-    #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    #[error("{}", lines(.0))]
+    Invalid(Vec<RuleProblem>),
+}
+
+fn lines(problems: &[RuleProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem [`validate`] finds in the rules; each names its rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleProblem {
+    /// A rule without a name.
+    #[error("a rule has an empty name")]
+    EmptyName,
+    /// Two rules with one name.
+    #[error("rule {0:?}: the name is used twice")]
+    NameTwice(String),
+    /// The SQL is not a rule.
+    #[error("rule {rule:?}: {source}")]
+    Sql {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: midge_rules::RuleError,
+    },
+    /// A rule that does nothing.
+    #[error("rule {0:?}: no action (store, tsdb, republish, webhook or alarm)")]
+    NoAction(String),
+    /// `store` or `tsdb` without the time-series store.
+    #[error("rule {rule:?}: `{action}` needs the time-series store, which is off")]
+    NeedsStore {
+        /// The rule.
+        rule: String,
+        /// `store` or `tsdb`.
+        action: &'static str,
+    },
+    /// `store` into a table that cannot be one.
+    #[error("rule {rule:?}: store: {source}")]
+    Table {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: midge_series::InvalidTableName,
+    },
+    /// A republish topic template that cannot make a topic.
+    #[error("rule {rule:?}: republish topic: {source}")]
+    RepublishTopic {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: TemplateError,
+    },
+    /// A republish payload template that does not parse.
+    #[error("rule {rule:?}: republish payload: {source}")]
+    RepublishPayload {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: TemplateError,
+    },
+    /// A webhook's URL or headers.
+    #[error("rule {rule:?}: webhook: {source}")]
+    Webhook {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: webhook::WebhookTargetError,
+    },
+    /// An alarm's definition.
+    #[error("rule {rule:?}: {source}")]
+    Alarm {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: AlarmConfigError,
+    },
+    /// The rule's keys as given ([`RuleSpec::check`]).
+    #[error("rule {rule:?}: {source}")]
+    Spec {
+        /// The rule.
+        rule: String,
+        /// Why.
+        source: SpecProblem,
+    },
 }
 
 /// A rule ready to run.
@@ -119,44 +206,49 @@ enum Action {
 
 /// Check every rule: its SQL, unique names, at least one action, valid tables, templates and
 /// URLs, and a store for `store` and `tsdb` actions. Every problem is returned, naming its rule.
-pub fn validate(config: &HubConfig, have_store: bool) -> Result<(), Vec<String>> {
+pub fn validate(config: &HubConfig, have_store: bool) -> Result<(), Vec<RuleProblem>> {
     compile(config, have_store).map(|_| ())
 }
 
-fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<String>> {
+fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<RuleProblem>> {
     let mut problems = Vec::new();
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for r in &config.rules {
-        let at = format!("rule {:?}", r.name);
+        let name = || r.name.clone();
         if r.name.trim().is_empty() {
-            problems.push("a rule has an empty name".to_string());
+            problems.push(RuleProblem::EmptyName);
         } else if !names.insert(r.name.clone()) {
-            problems.push(format!("{at}: the name is used twice"));
+            problems.push(RuleProblem::NameTwice(name()));
         }
         let rule = match midge_rules::Rule::parse(&r.sql) {
             Ok(rule) => Some(rule),
-            Err(e) => {
-                problems.push(format!("{at}: {e}"));
+            Err(source) => {
+                problems.push(RuleProblem::Sql {
+                    rule: name(),
+                    source,
+                });
                 None
             }
         };
         if r.actions.is_empty() {
-            problems.push(format!(
-                "{at}: no action (store, tsdb, republish, webhook or alarm)"
-            ));
+            problems.push(RuleProblem::NoAction(name()));
         }
         let mut actions = Vec::new();
         for a in &r.actions {
             match a {
                 ActionConfig::Store { table } => {
                     if !have_store {
-                        problems.push(format!(
-                            "{at}: `store` needs the time-series store, which is off"
-                        ));
+                        problems.push(RuleProblem::NeedsStore {
+                            rule: name(),
+                            action: "store",
+                        });
                     }
-                    if let Err(e) = midge_series::TableName::new(table) {
-                        problems.push(format!("{at}: store: {e}"));
+                    if let Err(source) = midge_series::TableName::new(table) {
+                        problems.push(RuleProblem::Table {
+                            rule: name(),
+                            source,
+                        });
                     }
                     actions.push(Action::Store {
                         table: table.clone(),
@@ -164,9 +256,10 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                 }
                 ActionConfig::Tsdb => {
                     if !have_store {
-                        problems.push(format!(
-                            "{at}: `tsdb` needs the time-series store, which is off"
-                        ));
+                        problems.push(RuleProblem::NeedsStore {
+                            rule: name(),
+                            action: "tsdb",
+                        });
                     }
                     actions.push(Action::Tsdb);
                 }
@@ -180,12 +273,19 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                         let cols = rule.as_ref().and_then(midge_rules::Rule::column_names);
                         t.check_topic(cols.as_deref()).map(|()| t)
                     });
-                    let topic = topic.map_err(|e| format!("{at}: republish topic: {e}"));
-                    let payload = payload
-                        .as_deref()
-                        .map(Template::parse)
-                        .transpose()
-                        .map_err(|e| format!("{at}: republish payload: {e}"));
+                    let topic = topic.map_err(|source| RuleProblem::RepublishTopic {
+                        rule: name(),
+                        source,
+                    });
+                    let payload =
+                        payload
+                            .as_deref()
+                            .map(Template::parse)
+                            .transpose()
+                            .map_err(|source| RuleProblem::RepublishPayload {
+                                rule: name(),
+                                source,
+                            });
                     match (topic, payload) {
                         (Ok(topic), Ok(payload)) => actions.push(Action::Republish {
                             topic,
@@ -202,11 +302,17 @@ fn compile(config: &HubConfig, have_store: bool) -> Result<Vec<Compiled>, Vec<St
                     timeout,
                 } => match webhook::Target::parse(url, headers.clone(), *timeout) {
                     Ok(t) => actions.push(Action::Webhook(Arc::new(t))),
-                    Err(e) => problems.push(format!("{at}: webhook: {e}")),
+                    Err(source) => problems.push(RuleProblem::Webhook {
+                        rule: name(),
+                        source,
+                    }),
                 },
                 ActionConfig::Alarm(a) => match a.compile() {
                     Ok(c) => actions.push(Action::Alarm(Box::new(c))),
-                    Err(p) => problems.extend(p.into_iter().map(|p| format!("{at}: {p}"))),
+                    Err(p) => problems.extend(p.into_iter().map(|source| RuleProblem::Alarm {
+                        rule: name(),
+                        source,
+                    })),
                 },
             }
         }

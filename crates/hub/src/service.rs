@@ -157,7 +157,8 @@ impl HubService {
                     match crate::validate(&trial, series.is_some()) {
                         Ok(()) => api_rules.push(spec),
                         Err(p) => {
-                            warn!(rule = %spec.name, problems = %p.join("; "), "saved rule skipped")
+                            let problems = crate::HubError::Invalid(p);
+                            warn!(rule = %spec.name, %problems, "saved rule skipped")
                         }
                     }
                 }
@@ -240,10 +241,18 @@ impl HubService {
     }
 
     /// The rules that run: the file's and the enabled API rules.
-    fn rules_of(&self, state: &State) -> Result<Vec<RuleConfig>, Vec<String>> {
+    fn rules_of(&self, state: &State) -> Result<Vec<RuleConfig>, Vec<crate::RuleProblem>> {
         let mut rules = state.file_rules.clone();
         for spec in state.api_rules.iter().filter(|s| s.enabled) {
-            rules.push(spec.to_config().map_err(|p| p.lines())?);
+            let config = spec.to_config().map_err(|p| {
+                p.0.into_iter()
+                    .map(|source| crate::RuleProblem::Spec {
+                        rule: spec.name.clone(),
+                        source,
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            rules.push(config);
         }
         Ok(rules)
     }
@@ -262,7 +271,8 @@ impl HubService {
             rules: all,
             ..self.base.clone()
         };
-        crate::validate(&trial, self.series.is_some()).map_err(RuleChangeError::Invalid)
+        crate::validate(&trial, self.series.is_some())
+            .map_err(|p| RuleChangeError::Invalid(p.iter().map(ToString::to_string).collect()))
     }
 
     /// Save `next` as the API rules and run them.

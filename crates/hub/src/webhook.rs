@@ -14,11 +14,13 @@ use tokio::net::TcpStream;
 
 /// Why a webhook action's URL or headers are refused.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TargetError {
+pub enum WebhookTargetError {
     /// Not a URL.
     #[error("bad URL {url:?}: {source}")]
     Url {
+        /// The URL given.
         url: String,
+        /// Why.
         source: hyper::http::uri::InvalidUri,
     },
     /// Not `http://` or `https://`.
@@ -75,24 +77,24 @@ impl Target {
         url: &str,
         headers: Vec<(String, String)>,
         timeout: Duration,
-    ) -> Result<Target, TargetError> {
-        let uri: Uri = url.parse().map_err(|source| TargetError::Url {
+    ) -> Result<Target, WebhookTargetError> {
+        let uri: Uri = url.parse().map_err(|source| WebhookTargetError::Url {
             url: url.to_owned(),
             source,
         })?;
         let tls = match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => false,
             Some(s) if *s == Scheme::HTTPS => true,
-            _ => return Err(TargetError::Scheme(url.to_owned())),
+            _ => return Err(WebhookTargetError::Scheme(url.to_owned())),
         };
         let Some(host) = uri.host().map(str::to_owned) else {
-            return Err(TargetError::NoHost(url.to_owned()));
+            return Err(WebhookTargetError::NoHost(url.to_owned()));
         };
         for (k, v) in &headers {
             if hyper::http::HeaderName::from_bytes(k.as_bytes()).is_err()
                 || hyper::http::HeaderValue::from_str(v).is_err()
             {
-                return Err(TargetError::Header(k.clone()));
+                return Err(WebhookTargetError::Header(k.clone()));
             }
         }
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });

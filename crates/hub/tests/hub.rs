@@ -294,7 +294,7 @@ async fn republish_topics_are_checked_on_save_and_a_missing_value_is_a_failure()
         };
         midge_hub::validate(&config, false)
             .err()
-            .map(|p| p.join("\n"))
+            .map(|p| midge_hub::HubError::Invalid(p).to_string())
     };
     let e = refused("SELECT * FROM 'a'", "a/#/b").unwrap();
     assert!(
@@ -616,7 +616,18 @@ fn every_bad_rule_is_reported_at_once() {
         ..HubConfig::default()
     };
     let problems = midge_hub::validate(&config, false).unwrap_err();
-    let text = problems.join("\n");
+    assert!(
+        problems.iter().any(|p| matches!(
+            p,
+            midge_hub::RuleProblem::NeedsStore {
+                action: "store",
+                ..
+            }
+        )),
+        "{problems:?}"
+    );
+    let count = problems.len();
+    let text = midge_hub::HubError::Invalid(problems).to_string();
     for want in [
         "rule \"a\": ",
         "the name is used twice",
@@ -628,7 +639,7 @@ fn every_bad_rule_is_reported_at_once() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    assert!(problems.len() >= 7, "{text}");
+    assert!(count >= 7, "{text}");
 }
 
 #[tokio::test]

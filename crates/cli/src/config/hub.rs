@@ -242,12 +242,15 @@ pub(crate) fn rules(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConf
     cfg.hub.rules = rules;
     if let Err(problems) = midge_hub::validate(&cfg.hub, cfg.series.is_some()) {
         for p in problems {
-            let p = if p.contains("needs the time-series store") {
-                format!("{p} (turn on [persistence] or set [series] file)")
+            if let midge_hub::RuleProblem::NeedsStore { .. } = p {
+                c.err(
+                    "",
+                    "",
+                    format!("{p} (turn on [persistence] or set [series] file)"),
+                );
             } else {
-                p
-            };
-            c.err("", "", p);
+                c.err("", "", p);
+            }
         }
     }
     // a disabled rule is checked like the others, and does not run
@@ -670,7 +673,11 @@ mod tests {
             rules: vec![spec.to_config().unwrap()],
             ..midge_hub::HubConfig::default()
         };
-        let api = midge_hub::validate(&hub, true).unwrap_err();
+        let api: Vec<String> = midge_hub::validate(&hub, true)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(api.len(), 1, "{api:?}");
         assert!(
             api[0].contains("invalid table name \"bad-name\""),
