@@ -143,6 +143,12 @@ pub enum DecodeError {
 impl DecodeError {
     /// The MQTT 5 reason code a receiver should send (in CONNACK before a session exists,
     /// in DISCONNECT after) when this error closes the connection.
+    ///
+    /// This mapping is the codec's, not a policy: the code names the kind of malformation,
+    /// which only the decoder knows (a zero Topic Alias, a duplicate property, a packet over
+    /// the maximum size), and the spec fixes it per kind. Whether and how it is sent (a v5
+    /// CONNACK or DISCONNECT, a 3.x return code, or a plain close) is chosen in core
+    /// (`midge_core::refuse_bad_connect`, `refuse_bad_packet`).
     pub fn reason_code(&self) -> ReasonCode {
         use DecodeError::*;
         match self {
