@@ -11,16 +11,14 @@
 
 use crate::common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::persistence::{Client, broker};
-use common::{MIDGE, Midge, free_port};
+use common::{MIDGE, Midge, Mosquitto};
 use midge_codec::{Packet, Protocol, Publish, QoS};
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const T: Duration = Duration::from_secs(10);
 
 fn run(program: &str, args: &[&str]) -> std::process::Output {
@@ -42,37 +40,14 @@ fn run(program: &str, args: &[&str]) -> std::process::Output {
 /// `keep` subscribed to `a/#` at QoS 1 and three QoS 1 messages queued for it while it is
 /// offline, then SIGTERM it so it writes `dir/mosquitto.db`.
 fn mosquitto_db(dir: &Path) -> PathBuf {
-    let port = free_port();
-    let uid = run("id", &["-u"]);
-    // as root mosquitto switches to the user "mosquitto", who cannot write our folder
-    let user = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
-        "user root\n"
-    } else {
-        ""
-    };
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+    let mut m = Mosquitto::start_in(
+        dir,
+        &format!(
+            "persistence true\npersistence_location {}/\n",
             dir.display()
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
-    let mut child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("mosquitto");
-    let deadline = Instant::now() + T;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    let port = m.port;
     let p = port.to_string();
     let base = ["-h", "127.0.0.1", "-p", p.as_str(), "-q", "1"];
     let pubs = |args: &[&str]| {
@@ -87,22 +62,9 @@ fn mosquitto_db(dir: &Path) -> PathBuf {
     for i in 1..=3 {
         pubs(&["-t", "a/x", "-m", &format!("q{i}")]);
     }
-    run("kill", &["-TERM", &child.id().to_string()]);
-    let deadline = Instant::now() + T;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mosquitto did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    m.terminate();
     let db = dir.join("mosquitto.db");
-    assert!(
-        db.exists(),
-        "mosquitto wrote no database: {}",
-        std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
-    );
+    assert!(db.exists(), "mosquitto wrote no database: {}", m.log());
     db
 }
 

@@ -16,9 +16,9 @@ use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Mosquitto;
 use common::persistence::{Client, broker};
 use midge_codec::bytes::BytesMut;
 use midge_codec::{Packet, Protocol, PubAck, Publish, QoS, TopicName};
@@ -131,30 +131,10 @@ fn durable_qos1_fan_in_against_memory_only_and_mosquitto() {
     b.stop();
     rows.push(("midge, memory only", rate));
 
-    let port = common::free_port();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 256\npersistence false\n"
-        ),
-    )
-    .unwrap();
-    let mut m = Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let rate = run(port, count);
-    let _ = m.kill();
-    let _ = m.wait();
+    let m =
+        Mosquitto::start("max_queued_messages 0\nmax_inflight_messages 256\npersistence false\n");
+    let rate = run(m.port, count);
+    drop(m);
     rows.push(("mosquitto 2.0, QoS 1, not durable", rate));
 
     eprintln!("\n4 publishers -> 1 persistent subscriber, QoS 1, 64 B, {count} msgs each:");
