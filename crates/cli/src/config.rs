@@ -264,11 +264,29 @@ allowed_hosts = []
 # notification_topic = "$SYS/broker/connection/<clientid>/state"
 # restart_timeout = [5, 30]     # seconds: jittered backoff from base to cap, or one number
 # outgoing_retain = true        # false: clear the retain flag of messages sent out
+
+# Several midge nodes as one broker over NATS with JetStream (docs/cluster.md). Without
+# this section midge is one process and needs no NATS. `midge serve --cluster URL[,URL]
+# --node NAME` does the same from the command line.
+# [cluster]
+# node = "n1"                   # unique per node (default: the host name)
+# nats = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"]
+# name = "midge"                # nodes with the same NATS and name form one broker
+# replicas = 3                  # JetStream replicas (default: 3 with three or more URLs)
+# user = "midge"                # NATS credentials: user + password, token, or creds file
+# password = "..."
+# token = "..."
+# creds = "/etc/midge/nats.creds"
+# tls_ca = "/etc/midge/nats-ca.crt"   # TLS to NATS
+# tls_cert = "/etc/midge/nats-client.crt"
+# tls_key = "/etc/midge/nats-client.key"
 "#;
 
 mod bridge;
+mod cluster;
 mod hub;
 
+pub(crate) use cluster::default_node;
 pub(crate) use hub::{HttpSettings, SeriesSettings};
 
 /// A validated configuration.
@@ -288,6 +306,8 @@ pub(crate) struct MidgeConfig {
     pub(crate) notes: Vec<String>,
     /// Bridges to other brokers (`[[bridge]]`).
     pub(crate) bridges: Vec<midge_bridge::BridgeConfig>,
+    /// This node's cluster (`[cluster]`; `None`: one process on its own).
+    pub(crate) cluster: Option<midge_cluster::ClusterConfig>,
 }
 
 impl Default for MidgeConfig {
@@ -312,6 +332,7 @@ impl Default for MidgeConfig {
             series: Some(series),
             notes: Vec::new(),
             bridges: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -790,6 +811,7 @@ fn read(text: &str, c: &mut Checker<'_>) -> Result<MidgeConfig, String> {
     hub::rules(c, &root, &mut cfg);
     hub::http(c, &root, &mut cfg);
     bridge::bridges(c, &root, &mut cfg);
+    cluster::cluster(c, &root, &mut cfg);
     c.report_unknown_keys();
 
     if c.errors.is_empty() {

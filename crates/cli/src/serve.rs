@@ -36,6 +36,13 @@ pub(crate) struct ServeArgs {
     /// No HTTP API and dashboard.
     #[arg(long = "no-http")]
     no_http: bool,
+    /// Join a cluster over these NATS servers (comma-separated URLs); overrides
+    /// `[cluster] nats`. See docs/cluster.md.
+    #[arg(long = "cluster", value_name = "NATS_URLS", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// This node's name in the cluster (default: `[cluster] node`, else the host name).
+    #[arg(long = "node", value_name = "NAME")]
+    node: Option<String>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -92,6 +99,25 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if args.no_http {
         cfg.http = None;
+    }
+    if !args.cluster.is_empty() {
+        let c = cfg.cluster.get_or_insert_with(|| {
+            midge_cluster::ClusterConfig::new(&config::default_node(), Vec::new())
+        });
+        c.nats = args.cluster.clone();
+    }
+    if let Some(node) = &args.node {
+        match cfg.cluster.as_mut() {
+            Some(c) => c.node = node.clone(),
+            None => {
+                eprintln!("midge: --node names a cluster node: add --cluster NATS_URLS or [cluster]");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    if let Some(Err(e)) = cfg.cluster.as_ref().map(midge_cluster::ClusterConfig::validate) {
+        eprintln!("midge: {e}");
+        return Ok(ExitCode::from(2));
     }
     if let (Some(port), Some(h)) = (args.http_port, cfg.http.as_mut()) {
         h.config.bind.set_port(port);
@@ -182,14 +208,40 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
         info!(devices = registry.len(), "device registry loaded");
     }
     let listener_configs = cfg.server.listeners.clone();
+    // a cluster node reaches NATS before it accepts a client
+    let cluster = match cfg.cluster {
+        Some(c) => match midge_cluster::Cluster::connect(c).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("midge: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
+    let link = cluster.as_ref().map(midge_cluster::Cluster::link);
     let server =
-        match midge_server::Server::start_with_registry(cfg.server, Some(registry.clone())).await {
+        match midge_server::Server::start_node(cfg.server, Some(registry.clone()), link).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("midge: {e}");
                 return Ok(ExitCode::from(1));
             }
         };
+    let cluster = match cluster {
+        Some(c) => match c.run(server.cluster_port()).await {
+            Ok(h) => {
+                info!(node = h.node(), "cluster node running");
+                Some(h)
+            }
+            Err(e) => {
+                eprintln!("midge: {e}");
+                server.shutdown().await;
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => None,
+    };
     let series = match open_series(cfg.series.as_ref(), &cfg.hub, cfg.http.is_some()).await {
         Ok(s) => s,
         Err(e) => {
@@ -221,6 +273,9 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
                 connector,
                 series: series.clone(),
                 hub: Some(hub.clone()),
+                cluster: cluster.clone().map(|c| {
+                    std::sync::Arc::new(c) as std::sync::Arc<dyn midge_server::cluster::ClusterView>
+                }),
                 listeners: listener_configs
                     .iter()
                     .zip(server.local_addrs())

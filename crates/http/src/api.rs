@@ -34,6 +34,7 @@ pub(crate) struct Inner {
     pub(crate) series: Option<Arc<midge_series::SeriesStore>>,
     pub(crate) hub: Option<Arc<midge_hub::HubService>>,
     pub(crate) listeners: Vec<crate::ListenerInfo>,
+    pub(crate) cluster: Option<Arc<dyn midge_server::cluster::ClusterView>>,
     /// Opens in-process MQTT connections (devices publishing over HTTP).
     pub(crate) connector: midge_client::Connector,
     pub(crate) publisher: publish::Publisher,
@@ -64,6 +65,7 @@ impl AppState {
             series: deps.series,
             hub: deps.hub,
             listeners: deps.listeners,
+            cluster: deps.cluster,
             connector: deps.connector.clone(),
             publisher: publish::Publisher::new(deps.connector.clone()),
             live: live::Live::new(deps.connector, config.max_live_streams, config.live_buffer),

@@ -13,6 +13,7 @@
 //! ```text
 //! GET  /api/v1/health                         {"status":"ok"} (never needs a password)
 //! GET  /api/v1/stats                          broker figures as JSON
+//! GET  /api/v1/cluster                        this node and the other nodes of its cluster
 //! GET  /api/v1/listeners                      the broker's listeners (kind tcp/tls/ws/wss,
 //!                                             address, port, WebSocket path)
 //! GET  /metrics                               the same in Prometheus text format
@@ -259,6 +260,8 @@ pub struct HttpDeps {
     /// The broker's listeners, for `GET /api/v1/listeners` (the MQTT web client finds the
     /// WebSocket listener there); empty unless set.
     pub listeners: Vec<ListenerInfo>,
+    /// The cluster this node is part of, for `GET /api/v1/cluster` (`None`: on its own).
+    pub cluster: Option<Arc<dyn midge_server::cluster::ClusterView>>,
 }
 
 impl HttpDeps {
@@ -271,6 +274,7 @@ impl HttpDeps {
             series: None,
             hub: None,
             listeners: Vec::new(),
+            cluster: None,
         }
     }
 }

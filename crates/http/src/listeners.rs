@@ -52,7 +52,19 @@ impl ListenerInfo {
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/listeners", get(list))
+    Router::new()
+        .route("/api/v1/listeners", get(list))
+        .route("/api/v1/cluster", get(cluster))
+}
+
+/// The cluster's nodes as this node sees them (`node` null and no nodes when it is on its
+/// own).
+async fn cluster(State(state): State<AppState>) -> Response {
+    let body = match &state.0.cluster {
+        Some(c) => json!({ "node": c.node(), "nodes": c.nodes() }),
+        None => json!({ "node": null, "nodes": [] }),
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 async fn list(State(state): State<AppState>) -> Response {

@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) high_water: usize,
+    /// A cluster's claim on a client's session, awaited before core sees the CONNECT.
+    pub(crate) claim: Option<crate::cluster::ClaimHandle>,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -49,6 +51,7 @@ impl From<&ServerConfig> for Settings {
             connect_timeout: c.connect_timeout,
             max_connections: c.max_connections,
             high_water: c.outbound_high_water,
+            claim: None,
         }
     }
 }
@@ -185,6 +188,14 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     // passwords are checked here, off the router, so it never waits on PBKDF2
     let connect = conn.authenticate(&mut meta, connect).await?;
     conn.protocol = connect.protocol;
+    // in a cluster, the node holding the client's session hands it over first (the
+    // server's own clients, `$midge/...`, are per node)
+    if let Some(claim) = &conn.settings.claim {
+        let id: &str = &connect.client_id;
+        if !id.is_empty() && !id.starts_with(midge_core::INTERNAL_CLIENT_ID_PREFIX) {
+            claim.0.claim(id).await;
+        }
+    }
     let msg = RouterMsg::Connect {
         id: conn.id,
         peer,
@@ -769,6 +780,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_connections: 0,
             high_water: 2048,
+            claim: None,
         });
         let slot = crate::Slot(Arc::new(crate::Counters::default()));
         let future = run(ConnId(1), stream, meta, peer, router, settings, slot);

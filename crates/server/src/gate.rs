@@ -16,7 +16,9 @@ use std::collections::VecDeque;
 
 use midge_core::{Action, StoreOp};
 
-use crate::store_task::{Batch, Done};
+use crate::store_task::Batch;
+#[cfg(test)]
+use crate::store_task::Done;
 
 /// Actions held until their batch is durable, and the ops of the batch being filled.
 #[derive(Debug)]
@@ -25,6 +27,9 @@ pub(crate) struct Gate {
     /// Ops of the batch being filled (number `open`).
     pending: Vec<StoreOp>,
     open: u64,
+    /// Whether a call was admitted into the open batch (it may have no store ops: a
+    /// cluster's QoS 1/2 forwards or announced filters, `crate::cluster`).
+    used: bool,
 }
 
 impl Default for Gate {
@@ -33,6 +38,7 @@ impl Default for Gate {
             held: VecDeque::new(),
             pending: Vec::new(),
             open: 1,
+            used: false,
         }
     }
 }
@@ -50,6 +56,7 @@ impl Gate {
     ) -> bool {
         let tag = if has_ops {
             ops(&mut self.pending);
+            self.used = true;
             Some(self.open)
         } else {
             self.held.back().map(|(b, _)| *b)
@@ -66,9 +73,10 @@ impl Gate {
     /// The open batch, to hand to the store thread (`None` when it has no ops); the next
     /// calls fill a new one.
     pub(crate) fn take_batch(&mut self) -> Option<Batch> {
-        if self.pending.is_empty() {
+        if !self.used {
             return None;
         }
+        self.used = false;
         let batch = Batch {
             id: self.open,
             ops: std::mem::take(&mut self.pending),
@@ -79,17 +87,38 @@ impl Gate {
 
     /// The store reported `done`: every action held for a batch it covers, in order, with
     /// whether that batch failed.
-    pub(crate) fn release(&mut self, done: Done, mut each: impl FnMut(Action, bool)) {
+    #[cfg(test)]
+    pub(crate) fn release(&mut self, done: Done, each: impl FnMut(Action, bool)) {
         let (upto, failed_from) = match done {
             Done::Durable(id) => (id, None),
             Done::Failed(from, to) => (to, Some(from)),
         };
+        self.release_upto(
+            upto,
+            |tag| failed_from.is_some_and(|from| tag >= from),
+            each,
+        );
+    }
+
+    /// Every batch up to `upto` is complete (durable, and held by the cluster): hand back
+    /// their actions in order, with whether their batch `failed`.
+    pub(crate) fn release_upto(
+        &mut self,
+        upto: u64,
+        failed: impl Fn(u64) -> bool,
+        mut each: impl FnMut(Action, bool),
+    ) {
         while self.held.front().is_some_and(|(tag, _)| *tag <= upto) {
             let Some((tag, action)) = self.held.pop_front() else {
                 break;
             };
-            each(action, failed_from.is_some_and(|from| tag >= from));
+            each(action, failed(tag));
         }
+    }
+
+    /// The batch number the last held action waits for (0: nothing held).
+    pub(crate) fn last_tag(&self) -> u64 {
+        self.held.back().map_or(0, |(t, _)| *t)
     }
 
     /// Whether anything waits for the store.

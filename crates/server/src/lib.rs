@@ -21,6 +21,7 @@
 //! [`Server::reload`] re-reads certificates, password and ACL files (SIGHUP in `midge serve`).
 
 mod classic_cert;
+pub mod cluster;
 mod config;
 mod congestion;
 mod connection;
@@ -408,6 +409,16 @@ impl Server {
         config: ServerConfig,
         registry: Option<Arc<midge_auth::Registry>>,
     ) -> Result<Server, ServerError> {
+        Server::start_node(config, registry, None).await
+    }
+
+    /// [`Server::start_with_registry`] as a node of a cluster (`crate::cluster`; `None`:
+    /// on its own).
+    pub async fn start_node(
+        config: ServerConfig,
+        registry: Option<Arc<midge_auth::Registry>>,
+        cluster: Option<cluster::ClusterLink>,
+    ) -> Result<Server, ServerError> {
         let mut securities = Vec::new();
         let mut problems = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -467,6 +478,7 @@ impl Server {
             router_rx,
             counters.clone(),
             store,
+            cluster.clone(),
         ));
         // before any CONNECT: the channel keeps the order
         let _ = router_tx
@@ -475,7 +487,9 @@ impl Server {
                 registry.as_ref(),
             )))
             .await;
-        let settings = Arc::new(connection::Settings::from(&config));
+        let mut settings = connection::Settings::from(&config);
+        settings.claim = cluster.map(|c| cluster::ClaimHandle(c.claim));
+        let settings = Arc::new(settings);
         // in-process connections come through a listener of their own, after the configured
         // ones: no ACL of theirs applies to it, and anonymous clients are allowed
         let local_index = u16::try_from(config.listeners.len()).unwrap_or(u16::MAX);
@@ -536,6 +550,13 @@ impl Server {
             shutdown,
             done,
         })
+    }
+
+    /// The router's door for a cluster (`crate::cluster`).
+    pub fn cluster_port(&self) -> cluster::ClusterPort {
+        cluster::ClusterPort {
+            router: self.router.downgrade(),
+        }
     }
 
     /// The addresses the listeners are bound to (useful with port 0).

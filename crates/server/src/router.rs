@@ -15,6 +15,7 @@ use tracing::debug;
 use crate::congestion::Congestion;
 use crate::gate::Gate;
 use crate::store_task::{Done, OpenedStore, StoreHandle};
+use crate::cluster::{ClusterIn, ClusterLink, ClusterOut};
 use crate::sys::SysPublisher;
 use crate::{Counters, ServerConfig};
 
@@ -85,6 +86,8 @@ pub(crate) enum RouterMsg {
         client_id: String,
         reply: oneshot::Sender<bool>,
     },
+    /// From the cluster (`crate::cluster`).
+    Cluster(crate::cluster::ClusterIn),
 }
 
 /// What the router sends to a connection task.
@@ -135,6 +138,49 @@ struct Router {
     local_listener: u16,
     /// What the operations console shows of each connection (address, since, keep alive).
     info: HashMap<ConnId, ConnInfo>,
+    /// The other nodes, when this one is part of a cluster.
+    cluster: Option<ClusterLink>,
+    /// Messages for other nodes and filters to announce, sent once per drained batch.
+    forwards: Vec<midge_core::Forward>,
+    interest: Vec<(bytestring::ByteString, bool)>,
+    /// How far the store and the cluster have got with the gate's batches.
+    completion: Completion,
+    /// Answers for the cluster's messages, due once the batch they were held in completes.
+    remote_waiters: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+/// How far the gate's batches got: a batch completes when the store wrote it and the
+/// cluster holds its QoS 1/2 forwards; it failed if either failed.
+#[derive(Debug, Default)]
+struct Completion {
+    /// Batches up to this one are durable (or failed) in the store.
+    store: u64,
+    /// The last batch handed to the store.
+    submitted: u64,
+    /// Batches up to this one are held by the cluster (or failed there).
+    cluster: u64,
+    /// Whether a cluster is part of it (else its part counts as done).
+    clustered: bool,
+    /// Ranges of failed batches not yet released.
+    failed: Vec<(u64, u64)>,
+}
+
+impl Completion {
+    /// Every batch up to this one is complete.
+    fn upto(&self) -> u64 {
+        // with everything handed to the store written, batches without store ops are done
+        let store = if self.store >= self.submitted {
+            u64::MAX
+        } else {
+            self.store
+        };
+        let cluster = if self.clustered { self.cluster } else { u64::MAX };
+        store.min(cluster)
+    }
+
+    fn failed(&self, batch: u64) -> bool {
+        self.failed.iter().any(|&(a, b)| a <= batch && batch <= b)
+    }
 }
 
 /// A connection as the operations console shows it.
@@ -154,38 +200,147 @@ impl Router {
     /// Carry out core's actions, or hold them until the store ops they depend on are
     /// durable (see [`Gate`]).
     fn dispatch(&mut self, now: Instant) {
-        if self.store.is_some() {
+        if self.store.is_some() || self.cluster.is_some() {
             let broker = &mut self.broker;
-            let has_ops = broker.has_store_ops();
-            if self
-                .gate
-                .admit(has_ops, |p| broker.take_store_ops(p), &mut self.actions)
-            {
+            let has_ops = self.store.is_some() && broker.has_store_ops();
+            // a cluster's QoS 1/2 forwards and announced filters hold this call's actions
+            // (the PUBACK, the SUBACK) until the cluster has them, as store ops do
+            let mut for_cluster = false;
+            if self.cluster.is_some() {
+                for_cluster = broker.has_reliable_forwards();
+                broker.take_forwards(&mut self.forwards);
+                let before = self.interest.len();
+                broker.take_interest(&mut self.interest);
+                for_cluster |= self.interest.len() > before;
+            }
+            if self.gate.admit(
+                has_ops || for_cluster,
+                |p| broker.take_store_ops(p),
+                &mut self.actions,
+            ) {
                 return;
             }
         }
         self.perform(now);
     }
 
-    /// Hand the open batch's ops to the store thread (once per drained batch of messages).
+    /// Hand the open batch's ops to the store thread and its forwards to the cluster (once
+    /// per drained batch of messages).
     fn flush(&mut self) {
-        if let Some(store) = &self.store {
-            if let Some(batch) = self.gate.take_batch() {
-                store.submit(batch);
+        let batch = self.gate.take_batch();
+        let id = batch.as_ref().map_or(0, |b| b.id);
+        if let Some(cluster) = &self.cluster {
+            if !self.interest.is_empty() {
+                let _ = cluster
+                    .out
+                    .send(ClusterOut::Interest(std::mem::take(&mut self.interest)));
+            }
+            if id != 0 || !self.forwards.is_empty() {
+                let _ = cluster.out.send(ClusterOut::Forwards {
+                    batch: id,
+                    forwards: std::mem::take(&mut self.forwards),
+                });
+            }
+        }
+        if let Some(batch) = batch {
+            if let Some(store) = &self.store {
+                if !batch.ops.is_empty() {
+                    self.completion.submitted = batch.id;
+                    store.submit(batch);
+                }
             }
         }
     }
 
-    /// The store reported: release what was held for durable batches; what was held for
-    /// failed ones goes through core, which turns acknowledgements into refusals (0x97 for
-    /// MQTT 5, a close for 3.x).
+    /// The store reported: release what completed; see [`Router::release`].
     fn stored(&mut self, now: Instant, done: Done) {
-        let (broker, actions) = (&mut self.broker, &mut self.actions);
-        self.gate.release(done, |action, failed| match action {
-            Action::Send(conn, packet) if failed => broker.unstored(now, conn, packet, actions),
-            a => actions.push(a),
-        });
+        match done {
+            Done::Durable(id) => self.completion.store = id,
+            Done::Failed(from, to) => {
+                self.completion.store = to;
+                self.completion.failed.push((from, to));
+            }
+        }
+        self.release(now);
+    }
+
+    /// Release what was held for complete batches; what was held for failed ones goes
+    /// through core, which turns acknowledgements into refusals (0x97 for MQTT 5, a close
+    /// for 3.x).
+    fn release(&mut self, now: Instant) {
+        let upto = self.completion.upto();
+        let (broker, actions, completion) =
+            (&mut self.broker, &mut self.actions, &self.completion);
+        self.gate.release_upto(
+            upto,
+            |tag| completion.failed(tag),
+            |action, failed| match action {
+                Action::Send(conn, packet) if failed => {
+                    broker.unstored(now, conn, packet, actions)
+                }
+                a => actions.push(a),
+            },
+        );
+        self.completion.failed.retain(|&(_, b)| b > upto);
+        while self
+            .remote_waiters
+            .front()
+            .is_some_and(|(tag, _)| *tag <= upto)
+        {
+            if let Some((_, tx)) = self.remote_waiters.pop_front() {
+                let _ = tx.send(());
+            }
+        }
         self.perform(now);
+    }
+
+    /// What the cluster tells the router.
+    fn clustered(&mut self, now: Instant, msg: ClusterIn) {
+        match msg {
+            ClusterIn::Interest { node, filter, add } => {
+                if add {
+                    self.broker.remote_subscribe(&node, &filter);
+                } else {
+                    self.broker.remote_unsubscribe(&node, &filter);
+                }
+            }
+            ClusterIn::Forget(node) => self.broker.remote_forget(&node),
+            ClusterIn::Remote { msgs, done } => {
+                for (msg, target) in msgs {
+                    self.broker
+                        .publish_remote(now, msg, &target, &mut self.actions);
+                    self.dispatch(now);
+                }
+                if let Some(done) = done {
+                    match self.gate.last_tag() {
+                        0 => {
+                            let _ = done.send(());
+                        }
+                        tag => self.remote_waiters.push_back((tag, done)),
+                    }
+                }
+            }
+            ClusterIn::Held { upto, ok } => {
+                if !ok {
+                    let from = self.completion.cluster + 1;
+                    self.completion.failed.push((from, upto));
+                }
+                self.completion.cluster = self.completion.cluster.max(upto);
+                self.release(now);
+            }
+            ClusterIn::Export { client_id, reply } => {
+                let state = self
+                    .broker
+                    .export_session(now, &client_id, &mut self.actions);
+                self.dispatch(now);
+                let _ = reply.send(state);
+            }
+            ClusterIn::Import { state, reply } => {
+                self.broker.import_session(now, state, &mut self.actions);
+                self.dispatch(now);
+                let _ = reply.send(());
+            }
+        }
     }
 
     /// While the store is full, a QoS 1/2 PUBLISH is refused instead of acknowledged and
@@ -403,6 +558,7 @@ impl Router {
                 self.dispatch(now);
                 let _ = reply.send(found);
             }
+            RouterMsg::Cluster(msg) => self.clustered(now, msg),
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);
                 self.dispatch(now);
@@ -418,6 +574,7 @@ pub(crate) async fn run(
     mut rx: mpsc::Receiver<RouterMsg>,
     counters: Arc<Counters>,
     store: Option<OpenedStore>,
+    cluster: Option<ClusterLink>,
 ) {
     let mut broker = Broker::new(config.broker.clone());
     // core reads no clock: tell it which wall-clock time this instant is, so it stamps each
@@ -440,7 +597,21 @@ pub(crate) async fn run(
         gate: Gate::default(),
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
         info: HashMap::new(),
+        completion: Completion {
+            clustered: cluster.is_some(),
+            ..Completion::default()
+        },
+        cluster,
+        forwards: Vec::new(),
+        interest: Vec::new(),
+        remote_waiters: std::collections::VecDeque::new(),
     };
+    if router.cluster.is_some() {
+        // the filters restored sessions hold are announced with the first batch
+        router.broker.set_cluster();
+        router.dispatch(Instant::now());
+        router.flush();
+    }
     let started = Instant::now();
     let mut sys = SysPublisher::new(config.sys_interval, started);
     // no tick: the router sleeps until core's next deadline (keep alive, will, expiry) or

@@ -1,0 +1,988 @@
+//! Several `midge serve` nodes as one broker, over NATS (`docs/cluster.md`).
+//!
+//! - **Interest.** Core reports the distinct filters of this node's clients; each change is
+//!   announced on `midge.<cluster>.routes.<node>` with a sequence number, and a full list is
+//!   answered on `midge.<cluster>.sync.<node>` (asked for by a node that starts, or that
+//!   missed a change). The other nodes' filters become remote sessions in core
+//!   (`midge_core::cluster`), so a publish is matched once, locally, and goes once to each
+//!   node with a matching client.
+//! - **Messages.** QoS 0 goes over core NATS to `midge.<cluster>.m.<node>`. QoS 1/2 goes
+//!   through the replicated JetStream stream `MIDGE_<CLUSTER>_Q` (subject
+//!   `midge.<cluster>.q.<node>`, one durable consumer per node); the publisher's
+//!   PUBACK/PUBREC waits until JetStream holds it, and becomes a refusal when JetStream
+//!   cannot (no quorum). The topic never becomes part of a subject ([`wire`]).
+//! - **Retained.** Stream `MIDGE_<CLUSTER>_RETAIN`, one message per topic (subject from the
+//!   topic's hash): read whole at start, then followed.
+//! - **Sessions.** A CONNECT first asks the other nodes (`midge.<cluster>.claim`) for the
+//!   client's session: a node that has it closes its connection (0x8E) and sends the
+//!   subscriptions and queued messages.
+//! - **Nodes.** Each node sends a heartbeat every second; a node silent for 3.5 s is gone
+//!   and its filters are forgotten.
+
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use midge_core::{Forward, Message, Target};
+use midge_server::cluster::{Claim, ClusterIn, ClusterLink, ClusterOut, ClusterPort, NodeInfo};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a node counts as gone.
+const DEAD_AFTER: Duration = Duration::from_millis(3_500);
+/// How long a CONNECT waits for the other nodes to hand over the client's session.
+const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
+/// How long a QoS 1/2 forward may wait for JetStream before it is refused.
+const JS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Messages handed to the router at once.
+const BATCH: usize = 256;
+
+/// `[cluster]` of the configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name: letters, digits, `-` and `_`; unique in the cluster.
+    pub node: String,
+    /// The cluster's name (nodes with the same NATS and name form one broker).
+    pub name: String,
+    /// NATS server URLs.
+    pub nats: Vec<String>,
+    /// NATS user and password.
+    pub user: Option<String>,
+    /// NATS password.
+    pub password: Option<String>,
+    /// NATS token.
+    pub token: Option<String>,
+    /// NATS credentials file (JWT + nkey seed).
+    pub creds: Option<PathBuf>,
+    /// CA file to verify the NATS servers with (TLS).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for NATS (TLS).
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for NATS.
+    pub tls_key: Option<PathBuf>,
+    /// JetStream replicas of midge's streams (0: 3 with three or more NATS URLs, else 1).
+    pub replicas: usize,
+}
+
+impl ClusterConfig {
+    /// A node `node` of cluster `midge` on these NATS servers.
+    pub fn new(node: &str, nats: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            node: node.into(),
+            name: "midge".into(),
+            nats,
+            user: None,
+            password: None,
+            token: None,
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            replicas: 0,
+        }
+    }
+
+    /// Check names: they become NATS subject tokens and stream names.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !ok(&self.node) {
+            return Err(ClusterError::Config(format!(
+                "node name `{}`: use 1-64 letters, digits, `-` or `_`",
+                self.node
+            )));
+        }
+        if !ok(&self.name) {
+            return Err(ClusterError::Config(format!(
+                "cluster name `{}`: use 1-64 letters, digits, `-` or `_`",
+                self.name
+            )));
+        }
+        if self.nats.is_empty() {
+            return Err(ClusterError::Config(
+                "no NATS server: set `nats = [\"nats://host:4222\"]` or --cluster URL".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn replicas(&self) -> usize {
+        match self.replicas {
+            0 if self.nats.len() >= 3 => 3,
+            0 => 1,
+            n => n,
+        }
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Bad `[cluster]` settings.
+    #[error("[cluster]: {0}")]
+    Config(String),
+    /// NATS unreachable or refused us.
+    #[error("cluster: cannot connect to NATS ({urls}): {source}")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// JetStream refused to create or open midge's streams.
+    #[error("cluster: JetStream stream {stream}: {message}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// Why.
+        message: String,
+    },
+    /// A file named in `[cluster]` could not be read.
+    #[error("cluster: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A node's view of another.
+#[derive(Debug, Clone)]
+struct Peer {
+    epoch: u64,
+    last_seen: Instant,
+    /// Sequence of the last interest change applied.
+    seq: u64,
+    filters: usize,
+    up: bool,
+}
+
+/// What this node announces.
+#[derive(Debug, Default)]
+struct Local {
+    seq: u64,
+    filters: BTreeSet<ByteString>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Heartbeat {
+    node: String,
+    epoch: u64,
+    seq: u64,
+    filters: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Delta {
+    node: String,
+    epoch: u64,
+    seq: u64,
+    changes: Vec<(String, bool)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    epoch: u64,
+    seq: u64,
+    filters: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClaimRequest {
+    node: String,
+    client_id: String,
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    epoch: u64,
+    port: std::sync::OnceLock<ClusterPort>,
+    peers: Mutex<BTreeMap<String, Peer>>,
+    local: Mutex<Local>,
+    /// Requests for a node's full filter list in progress (one at a time per node).
+    syncing: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.cfg.node)
+            .finish()
+    }
+}
+
+impl Inner {
+    fn subject(&self, kind: &str, tail: &str) -> String {
+        format!("midge.{}.{kind}.{tail}", self.cfg.name)
+    }
+
+    fn stream_name(&self, what: &str) -> String {
+        format!("MIDGE_{}_{what}", self.cfg.name.to_uppercase())
+    }
+
+    async fn to_router(&self, msg: ClusterIn) -> bool {
+        match self.port.get() {
+            Some(p) => p.send(msg).await,
+            None => false,
+        }
+    }
+
+    fn live_peers(&self) -> usize {
+        self.peers
+            .lock()
+            .map(|p| p.values().filter(|p| p.up).count())
+            .unwrap_or(0)
+    }
+}
+
+/// A node connected to NATS, not yet running (see [`Cluster::run`]).
+#[derive(Debug)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+    out_tx: mpsc::UnboundedSender<ClusterOut>,
+    out_rx: mpsc::UnboundedReceiver<ClusterOut>,
+}
+
+/// A running node: what the HTTP API shows.
+#[derive(Clone, Debug)]
+pub struct ClusterHandle {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Connect to NATS and make sure midge's streams exist.
+    pub async fn connect(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        cfg.validate()?;
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(format!("midge {} {}", cfg.name, cfg.node))
+            .ping_interval(Duration::from_secs(1))
+            .connection_timeout(Duration::from_secs(5))
+            .subscription_capacity(65_536)
+            .retry_on_initial_connect();
+        if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+            opts = opts.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(t) = &cfg.token {
+            opts = opts.token(t.clone());
+        }
+        if let Some(c) = &cfg.creds {
+            opts = opts.credentials_file(c).await?;
+        }
+        if let Some(ca) = &cfg.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(c), Some(k)) = (&cfg.tls_cert, &cfg.tls_key) {
+            opts = opts.add_client_certificate(c.clone(), k.clone());
+        }
+        let urls = cfg.nats.join(",");
+        let mut addrs = Vec::new();
+        for u in &cfg.nats {
+            let addr: async_nats::ServerAddr = u
+                .parse()
+                .map_err(|e| ClusterError::Config(format!("NATS URL `{u}`: {e}")))?;
+            addrs.push(addr);
+        }
+        let client = tokio::time::timeout(Duration::from_secs(30), opts.connect(addrs))
+            .await
+            .map_err(|_| ClusterError::Config(format!("NATS at {urls} did not answer in 30 s")))?
+            .map_err(|source| ClusterError::Connect {
+                urls: urls.clone(),
+                source,
+            })?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(JS_TIMEOUT);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            cfg,
+            client,
+            js,
+            epoch,
+            port: std::sync::OnceLock::new(),
+            peers: Mutex::new(BTreeMap::new()),
+            local: Mutex::new(Local::default()),
+            syncing: Mutex::new(BTreeSet::new()),
+        });
+        ensure_streams(&inner).await?;
+        info!(node = %inner.cfg.node, cluster = %inner.cfg.name, nats = %urls, "cluster: connected to NATS");
+        Ok(Cluster {
+            inner,
+            out_tx,
+            out_rx,
+        })
+    }
+
+    /// What the server needs: where to send forwards, and the CONNECT claim.
+    pub fn link(&self) -> ClusterLink {
+        ClusterLink {
+            out: self.out_tx.clone(),
+            claim: Arc::new(Claimer {
+                inner: self.inner.clone(),
+            }),
+        }
+    }
+
+    /// Start the node's tasks against the running server.
+    pub async fn run(self, port: ClusterPort) -> Result<ClusterHandle, ClusterError> {
+        let inner = self.inner;
+        let _ = inner.port.set(port);
+        let sub = |s: String| {
+            let client = inner.client.clone();
+            async move { client.subscribe(s).await }
+        };
+        let nats_err =
+            |e: async_nats::SubscribeError| ClusterError::Config(format!("NATS subscribe: {e}"));
+        let hb = sub(inner.subject("hb", "all")).await.map_err(nats_err)?;
+        let routes = sub(inner.subject("routes", "*")).await.map_err(nats_err)?;
+        let sync = sub(inner.subject("sync", &inner.cfg.node))
+            .await
+            .map_err(nats_err)?;
+        let claims = sub(inner.subject("claim", "all")).await.map_err(nats_err)?;
+        let direct = sub(inner.subject("m", &inner.cfg.node))
+            .await
+            .map_err(nats_err)?;
+        let _ = inner.client.flush().await;
+        tokio::spawn(outbound(inner.clone(), self.out_rx));
+        tokio::spawn(heartbeats(inner.clone()));
+        tokio::spawn(watch_heartbeats(inner.clone(), hb));
+        tokio::spawn(watch_routes(inner.clone(), routes));
+        tokio::spawn(answer_sync(inner.clone(), sync));
+        tokio::spawn(answer_claims(inner.clone(), claims));
+        tokio::spawn(inbound_direct(inner.clone(), direct));
+        tokio::spawn(inbound_queue(inner.clone()));
+        tokio::spawn(inbound_retained(inner.clone()));
+        Ok(ClusterHandle { inner })
+    }
+}
+
+impl ClusterHandle {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.cfg.node
+    }
+
+    /// Every node known, this one first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut v = vec![NodeInfo {
+            name: self.inner.cfg.node.clone(),
+            this: true,
+            up: self.inner.client.connection_state() == async_nats::connection::State::Connected,
+            filters: self.inner.local.lock().map_or(0, |l| l.filters.len()),
+            last_seen_ms: 0,
+        }];
+        if let Ok(peers) = self.inner.peers.lock() {
+            for (name, p) in peers.iter() {
+                v.push(NodeInfo {
+                    name: name.clone(),
+                    this: false,
+                    up: p.up,
+                    filters: p.filters,
+                    last_seen_ms: u64::try_from(p.last_seen.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                });
+            }
+        }
+        v
+    }
+}
+
+impl midge_server::cluster::ClusterView for ClusterHandle {
+    fn node(&self) -> String {
+        self.inner.cfg.node.clone()
+    }
+    fn nodes(&self) -> Vec<NodeInfo> {
+        ClusterHandle::nodes(self)
+    }
+}
+
+async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
+    let replicas = inner.cfg.replicas();
+    let queue = stream::Config {
+        name: inner.stream_name("Q"),
+        subjects: vec![inner.subject("q", "*")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        // messages for a node that never comes back do not stay forever
+        max_age: Duration::from_secs(24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let retained = stream::Config {
+        name: inner.stream_name("RETAIN"),
+        subjects: vec![inner.subject("r", "*")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        ..Default::default()
+    };
+    for config in [queue, retained] {
+        let name = config.name.clone();
+        let mut last = String::new();
+        // a JetStream cluster that just started may have no meta leader yet
+        for _ in 0..30 {
+            match inner.js.get_or_create_stream(config.clone()).await {
+                Ok(_) => {
+                    last.clear();
+                    break;
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if !last.is_empty() {
+            return Err(ClusterError::Stream {
+                stream: name,
+                message: last,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The CONNECT claim: ask every other node for the client's session.
+struct Claimer {
+    inner: Arc<Inner>,
+}
+
+impl Claim for Claimer {
+    fn claim<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let expect = inner.live_peers();
+            if expect == 0 || inner.port.get().is_none() {
+                return;
+            }
+            let inbox = inner.client.new_inbox();
+            let Ok(mut replies) = inner.client.subscribe(inbox.clone()).await else {
+                return;
+            };
+            let req = ClaimRequest {
+                node: inner.cfg.node.clone(),
+                client_id: client_id.into(),
+            };
+            let Ok(body) = serde_json::to_vec(&req) else {
+                return;
+            };
+            if inner
+                .client
+                .publish_with_reply(inner.subject("claim", "all"), inbox, body.into())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+            let mut answered = 0;
+            while answered < expect {
+                let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await
+                else {
+                    debug!(
+                        client_id,
+                        answered, expect, "cluster: claim answered by fewer nodes than are up"
+                    );
+                    break;
+                };
+                answered += 1;
+                if reply.payload.is_empty() {
+                    continue;
+                }
+                match wire::decode_session(reply.payload) {
+                    Ok(state) => {
+                        let (tx, rx) = oneshot::channel();
+                        if inner
+                            .to_router(ClusterIn::Import { state, reply: tx })
+                            .await
+                        {
+                            let _ = rx.await;
+                        }
+                    }
+                    Err(e) => warn!(client_id, "cluster: a session from another node: {e}"),
+                }
+            }
+        })
+    }
+}
+
+async fn answer_claims(inner: Arc<Inner>, mut claims: async_nats::Subscriber) {
+    while let Some(m) = claims.next().await {
+        let Ok(req) = serde_json::from_slice::<ClaimRequest>(&m.payload) else {
+            continue;
+        };
+        if req.node == inner.cfg.node {
+            continue;
+        }
+        let Some(reply) = m.reply else { continue };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let (tx, rx) = oneshot::channel();
+            let state = if inner
+                .to_router(ClusterIn::Export {
+                    client_id: req.client_id.clone(),
+                    reply: tx,
+                })
+                .await
+            {
+                rx.await.ok().flatten()
+            } else {
+                None
+            };
+            let body = state.as_ref().map_or_else(Bytes::new, wire::encode_session);
+            if state.is_some() {
+                info!(client_id = %req.client_id, to = %req.node, "cluster: session handed to another node");
+            }
+            let _ = inner.client.publish(reply, body).await;
+        });
+    }
+}
+
+/// The router's forwards and interest changes, out to NATS.
+async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>) {
+    // acknowledgements are reported in batch order by one task
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    tokio::spawn(report_held(inner.clone(), ack_rx));
+    while let Some(out) = rx.recv().await {
+        match out {
+            ClusterOut::Interest(changes) => announce(&inner, changes).await,
+            ClusterOut::Forwards { batch, forwards } => {
+                let mut pending = Vec::new();
+                let now = Instant::now();
+                for f in forwards {
+                    send_forward(&inner, f, now, &mut pending).await;
+                }
+                if batch != 0 {
+                    let _ = ack_tx.send((batch, pending));
+                }
+            }
+        }
+    }
+}
+
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+async fn send_forward(inner: &Inner, f: Forward, now: Instant, pending: &mut Vec<AckFuture>) {
+    let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now);
+    let subject = match f.target {
+        Target::Retained => inner.subject("r", &wire::topic_token(&f.msg.topic)),
+        _ if f.reliable() => inner.subject("q", &f.node),
+        _ => {
+            if let Err(e) = inner
+                .client
+                .publish(inner.subject("m", &f.node), data)
+                .await
+            {
+                debug!("cluster: QoS 0 forward to {} lost: {e}", f.node);
+            }
+            return;
+        }
+    };
+    match inner.js.publish(subject, data).await {
+        Ok(ack) => pending.push(Box::pin(async move {
+            match ack.await {
+                Ok(_) => true,
+                Err(e) => {
+                    warn!("cluster: JetStream did not take a QoS 1/2 message: {e}");
+                    false
+                }
+            }
+        })),
+        Err(e) => {
+            warn!("cluster: JetStream publish failed: {e}");
+            pending.push(Box::pin(async { false }));
+        }
+    }
+}
+
+async fn report_held(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(u64, Vec<AckFuture>)>) {
+    while let Some((batch, acks)) = rx.recv().await {
+        let mut ok = true;
+        for a in acks {
+            ok &= a.await;
+        }
+        inner.to_router(ClusterIn::Held { upto: batch, ok }).await;
+    }
+}
+
+async fn announce(inner: &Inner, changes: Vec<(ByteString, bool)>) {
+    let seq = {
+        let Ok(mut local) = inner.local.lock() else {
+            return;
+        };
+        for (f, add) in &changes {
+            if *add {
+                local.filters.insert(f.clone());
+            } else {
+                local.filters.remove(f);
+            }
+        }
+        local.seq += 1;
+        local.seq
+    };
+    let delta = Delta {
+        node: inner.cfg.node.clone(),
+        epoch: inner.epoch,
+        seq,
+        changes: changes
+            .into_iter()
+            .map(|(f, a)| (f.to_string(), a))
+            .collect(),
+    };
+    if let Ok(body) = serde_json::to_vec(&delta) {
+        let _ = inner
+            .client
+            .publish(inner.subject("routes", &inner.cfg.node), body.into())
+            .await;
+        // the subscriber's SUBACK follows: the change must be on its way to NATS
+        let _ = inner.client.flush().await;
+    }
+}
+
+async fn heartbeats(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let (seq, filters) = inner
+            .local
+            .lock()
+            .map_or((0, 0), |l| (l.seq, l.filters.len()));
+        let hb = Heartbeat {
+            node: inner.cfg.node.clone(),
+            epoch: inner.epoch,
+            seq,
+            filters,
+        };
+        if let Ok(body) = serde_json::to_vec(&hb) {
+            let _ = inner
+                .client
+                .publish(inner.subject("hb", "all"), body.into())
+                .await;
+        }
+        // nodes gone silent
+        let gone: Vec<String> = match inner.peers.lock() {
+            Ok(mut peers) => peers
+                .iter_mut()
+                .filter(|(_, p)| p.up && p.last_seen.elapsed() > DEAD_AFTER)
+                .map(|(name, p)| {
+                    p.up = false;
+                    p.filters = 0;
+                    name.clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for name in gone {
+            warn!(node = %name, "cluster: node silent for {:?}: forgetting its subscriptions", DEAD_AFTER);
+            inner.to_router(ClusterIn::Forget(name.into())).await;
+        }
+    }
+}
+
+async fn watch_heartbeats(inner: Arc<Inner>, mut hb: async_nats::Subscriber) {
+    while let Some(m) = hb.next().await {
+        let Ok(h) = serde_json::from_slice::<Heartbeat>(&m.payload) else {
+            continue;
+        };
+        if h.node == inner.cfg.node {
+            continue;
+        }
+        let resync = match inner.peers.lock() {
+            Ok(mut peers) => {
+                let p = peers.entry(h.node.clone()).or_insert(Peer {
+                    epoch: 0,
+                    last_seen: Instant::now(),
+                    seq: 0,
+                    filters: 0,
+                    up: false,
+                });
+                p.last_seen = Instant::now();
+                let fresh = !p.up || p.epoch != h.epoch || p.seq < h.seq;
+                if !p.up {
+                    info!(node = %h.node, "cluster: node up");
+                }
+                p.up = true;
+                fresh
+            }
+            Err(_) => false,
+        };
+        if resync {
+            spawn_sync(&inner, h.node);
+        }
+    }
+}
+
+/// Ask `node` for its whole filter list (once at a time).
+fn spawn_sync(inner: &Arc<Inner>, node: String) {
+    let first = inner
+        .syncing
+        .lock()
+        .map(|mut s| s.insert(node.clone()))
+        .unwrap_or(false);
+    if !first {
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            inner
+                .client
+                .request(inner.subject("sync", &node), Bytes::new()),
+        )
+        .await;
+        if let Ok(Ok(reply)) = reply
+            && let Ok(snap) = serde_json::from_slice::<Snapshot>(&reply.payload)
+        {
+            let name: Arc<str> = node.as_str().into();
+            inner.to_router(ClusterIn::Forget(name.clone())).await;
+            for f in &snap.filters {
+                inner
+                    .to_router(ClusterIn::Interest {
+                        node: name.clone(),
+                        filter: f.as_str().into(),
+                        add: true,
+                    })
+                    .await;
+            }
+            if let Ok(mut peers) = inner.peers.lock()
+                && let Some(p) = peers.get_mut(&node)
+            {
+                p.epoch = snap.epoch;
+                p.seq = snap.seq;
+                p.filters = snap.filters.len();
+            }
+            debug!(node = %node, filters = snap.filters.len(), "cluster: node's filters");
+        }
+        if let Ok(mut s) = inner.syncing.lock() {
+            s.remove(&node);
+        }
+    });
+}
+
+async fn answer_sync(inner: Arc<Inner>, mut sync: async_nats::Subscriber) {
+    while let Some(m) = sync.next().await {
+        let Some(reply) = m.reply else { continue };
+        let snap = match inner.local.lock() {
+            Ok(l) => Snapshot {
+                epoch: inner.epoch,
+                seq: l.seq,
+                filters: l.filters.iter().map(ToString::to_string).collect(),
+            },
+            Err(_) => continue,
+        };
+        if let Ok(body) = serde_json::to_vec(&snap) {
+            let _ = inner.client.publish(reply, body.into()).await;
+        }
+    }
+}
+
+async fn watch_routes(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
+    while let Some(m) = routes.next().await {
+        let Ok(d) = serde_json::from_slice::<Delta>(&m.payload) else {
+            continue;
+        };
+        if d.node == inner.cfg.node {
+            continue;
+        }
+        let apply = match inner.peers.lock() {
+            Ok(mut peers) => match peers.get_mut(&d.node) {
+                Some(p) if p.up && p.epoch == d.epoch && d.seq == p.seq + 1 => {
+                    p.seq = d.seq;
+                    for (_, add) in &d.changes {
+                        if *add {
+                            p.filters += 1;
+                        } else {
+                            p.filters = p.filters.saturating_sub(1);
+                        }
+                    }
+                    Some(true)
+                }
+                Some(p) if p.epoch == d.epoch && d.seq <= p.seq => Some(false),
+                _ => None,
+            },
+            Err(_) => Some(false),
+        };
+        match apply {
+            Some(true) => {
+                let name: Arc<str> = d.node.as_str().into();
+                for (filter, add) in d.changes {
+                    inner
+                        .to_router(ClusterIn::Interest {
+                            node: name.clone(),
+                            filter: filter.into(),
+                            add,
+                        })
+                        .await;
+                }
+            }
+            Some(false) => {}
+            None => {
+                // a node not seen yet, restarted, or a change missed: take the whole list
+                if let Ok(mut peers) = inner.peers.lock() {
+                    let p = peers.entry(d.node.clone()).or_insert(Peer {
+                        epoch: d.epoch,
+                        last_seen: Instant::now(),
+                        seq: 0,
+                        filters: 0,
+                        up: true,
+                    });
+                    p.up = true;
+                    p.last_seen = Instant::now();
+                }
+                spawn_sync(&inner, d.node);
+            }
+        }
+    }
+}
+
+/// QoS 0 messages from other nodes.
+async fn inbound_direct(inner: Arc<Inner>, sub: async_nats::Subscriber) {
+    let mut chunks = sub.ready_chunks(BATCH);
+    while let Some(chunk) = chunks.next().await {
+        let now = Instant::now();
+        let msgs: Vec<(Message, Target)> = chunk
+            .into_iter()
+            .filter_map(|m| match wire::decode_message(m.payload, now) {
+                Ok(i) => Some((i.msg, i.target)),
+                Err(e) => {
+                    warn!("cluster: {e}");
+                    None
+                }
+            })
+            .collect();
+        if !msgs.is_empty()
+            && !inner
+                .to_router(ClusterIn::Remote { msgs, done: None })
+                .await
+        {
+            return;
+        }
+    }
+}
+
+/// QoS 1/2 messages for this node, from JetStream: acknowledged there once the router has
+/// them delivered or queued (durable, with persistence on).
+async fn inbound_queue(inner: Arc<Inner>) {
+    loop {
+        if let Err(e) = consume_queue(&inner).await {
+            warn!("cluster: JetStream consumer: {e}; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = inner.js.get_stream(inner.stream_name("Q")).await?;
+    let durable = format!("node-{}", inner.cfg.node);
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: inner.subject("q", &inner.cfg.node),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 8_192,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let messages = consumer.messages().await?;
+    let mut chunks = messages.ready_chunks(BATCH);
+    while let Some(chunk) = chunks.next().await {
+        let now = Instant::now();
+        let mut msgs = Vec::new();
+        let mut acks = Vec::new();
+        for m in chunk {
+            let m = m?;
+            match wire::decode_message(m.payload.clone(), now) {
+                Ok(i) => msgs.push((i.msg, i.target)),
+                Err(e) => warn!("cluster: {e}"),
+            }
+            acks.push(m);
+        }
+        if !msgs.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            if !inner
+                .to_router(ClusterIn::Remote {
+                    msgs,
+                    done: Some(tx),
+                })
+                .await
+            {
+                return Ok(());
+            }
+            if rx.await.is_err() {
+                return Ok(());
+            }
+        }
+        for m in acks {
+            let _ = m.ack().await;
+        }
+    }
+    Ok(())
+}
+
+/// Retained messages: all of them at start, then every change, from every node.
+async fn inbound_retained(inner: Arc<Inner>) {
+    loop {
+        if let Err(e) = consume_retained(&inner).await {
+            warn!("cluster: retained messages: {e}; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume_retained(
+    inner: &Arc<Inner>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = inner.js.get_stream(inner.stream_name("RETAIN")).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: inner.subject("r", "*"),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    let messages = consumer.messages().await?;
+    let mut chunks = messages.ready_chunks(BATCH);
+    while let Some(chunk) = chunks.next().await {
+        let now = Instant::now();
+        let mut msgs = Vec::new();
+        for m in chunk {
+            let m = m?;
+            match wire::decode_message(m.payload.clone(), now) {
+                Ok(i) if i.node != inner.cfg.node => msgs.push((i.msg, Target::Retained)),
+                Ok(_) => {}
+                Err(e) => warn!("cluster: {e}"),
+            }
+        }
+        if !msgs.is_empty()
+            && !inner
+                .to_router(ClusterIn::Remote { msgs, done: None })
+                .await
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
