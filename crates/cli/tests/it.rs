@@ -16,6 +16,7 @@ mod broker_protocol;
 mod broker_raw;
 mod broker_rumqttc;
 mod broker_slow_subscriber;
+mod cluster;
 mod devices;
 mod devices_acl_parity;
 mod devices_page;
