@@ -14,14 +14,12 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Midge;
 use common::security::*;
+use common::{MIDGE, Midge};
 
 fn convert(path: &std::path::Path) -> (Option<i32>, String, String) {
     let out = run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_midge"))
-            .args(["config", "convert"])
-            .arg(path),
+        Command::new(MIDGE).args(["config", "convert"]).arg(path),
         Duration::from_secs(15),
     );
     (out.status.code(), text(&out.stdout), text(&out.stderr))

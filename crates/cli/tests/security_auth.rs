@@ -9,7 +9,6 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::Midge;
@@ -17,25 +16,10 @@ use common::security::*;
 
 const NOT_SEEN: Duration = Duration::from_millis(800);
 
-fn passwd(dir: &Path, users: &[(&str, &str)]) -> String {
-    let file = dir.join("passwd");
-    for (i, (u, p)) in users.iter().enumerate() {
-        let mut args = vec!["-b"];
-        if i == 0 {
-            args.push("-c");
-        }
-        let f = file.display().to_string();
-        args.extend([f.as_str(), u, p]);
-        let out = mosquitto("mosquitto_passwd", &args);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    file.display().to_string()
-}
-
 #[test]
 fn password_checks_answer_the_exact_connack_codes_for_3_1_1_and_5() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "s3cret")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "s3cret")]);
     let b = Midge::serve().exact_config(&format!(
         "[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n[[listener]]\nport = {{port1}}\nallow_anonymous = true\n"
     )).start();
@@ -69,7 +53,7 @@ fn password_checks_answer_the_exact_connack_codes_for_3_1_1_and_5() {
 #[test]
 fn mosquitto_clients_log_in_with_a_mosquitto_passwd_file() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "s3cret"), ("bob", "hunter2")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "s3cret"), ("bob", "hunter2")]);
     let b = Midge::serve()
         .exact_config(&format!(
             "[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
@@ -118,7 +102,7 @@ pattern write devices/%c/telemetry
 
 fn acl_broker(acl: &str) -> (Midge, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "a"), ("bob", "b")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "a"), ("bob", "b")]);
     let acl_path = dir.path().join("acl");
     std::fs::write(&acl_path, acl).unwrap();
     let b = Midge::serve().exact_config(&format!(
@@ -316,7 +300,7 @@ print(codes.get(ok), codes.get(no))
 #[test]
 fn refused_logins_are_counted_in_sys() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "s3cret")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "s3cret")]);
     let b = Midge::serve().exact_config(&format!(
         "[server]\nsys_interval = 1\n[security]\npassword_file = \"{pw}\"\n[[listener]]\nport = {{port0}}\n"
     )).start();
@@ -363,7 +347,7 @@ fn refused_logins_are_counted_in_sys() {
 #[test]
 fn the_http_api_takes_only_its_listed_users_when_mqtt_users_have_an_acl() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "a"), ("admin", "root")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "a"), ("admin", "root")]);
     let acl = dir.path().join("acl");
     std::fs::write(&acl, "user alice\ntopic readwrite alice/#\n").unwrap();
     let security = format!(

@@ -471,7 +471,7 @@ async fn the_will_is_published_when_the_browser_dies_and_not_on_disconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_shows_the_connack_refusal_for_5_and_3_1_1() {
     let dir = tempfile::tempdir().unwrap();
-    let pw = passwd(dir.path(), &[("alice", "s3cret")]);
+    let pw = mosquitto_passwd(dir.path(), &[("alice", "s3cret")]);
     let b = broker(
         &format!("[security]\nallow_anonymous = false\npassword_file = \"{pw}\""),
         "",
@@ -602,21 +602,6 @@ async fn without_a_websocket_listener_the_page_says_what_to_add() {
     assert!(shown.contains("[[listener]]"), "{shown}");
     assert!(shown.contains("protocol = \"websockets\""), "{shown}");
     page.screenshot("web-client-no-listener").await;
-}
-
-fn passwd(dir: &Path, users: &[(&str, &str)]) -> String {
-    let file = dir.join("passwd");
-    for (i, (u, p)) in users.iter().enumerate() {
-        let mut args = vec!["-b"];
-        if i == 0 {
-            args.push("-c");
-        }
-        let f = file.display().to_string();
-        args.extend([f.as_str(), u, p]);
-        let out = mosquitto("mosquitto_passwd", &args);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    file.display().to_string()
 }
 
 /// The page's MQTT codec checked by node without a browser: exact bytes of CONNECT (3.1.1

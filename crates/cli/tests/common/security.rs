@@ -295,3 +295,19 @@ pub fn curl(args: &[&str]) -> (Option<i32>, String) {
     );
     (out.status.code(), text(&out.stdout))
 }
+
+/// `dir/passwd` written by mosquitto_passwd with these users; its path.
+pub fn mosquitto_passwd(dir: &Path, users: &[(&str, &str)]) -> String {
+    let file = dir.join("passwd");
+    for (i, (u, p)) in users.iter().enumerate() {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        let f = file.display().to_string();
+        args.extend([f.as_str(), u, p]);
+        let out = mosquitto("mosquitto_passwd", &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    file.display().to_string()
+}
