@@ -405,10 +405,25 @@ impl<'a> Checker<'a> {
         t.get(key)
     }
 
-    /// Declares `known` as keys of `section` (for a table read in one piece, through serde).
-    fn unknown(&mut self, t: &toml::Table, section: &str, known: &[&str]) {
+    /// A table read in one piece through serde: its keys are `T`'s fields (an unknown one is
+    /// reported with the others, with a hint), a value of the wrong type is reported here.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        t: &toml::Table,
+        section: &str,
+    ) -> Option<T> {
+        let known = midge_hub::field_names::<T>();
         for k in known {
             self.get(t, section, k);
+        }
+        let mut clean = t.clone();
+        clean.retain(|k, _| known.contains(&k));
+        match toml::Value::Table(clean).try_into::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(section, "", e.message().trim());
+                None
+            }
         }
     }
 
@@ -1310,6 +1325,8 @@ mod tests {
             name = "b"
             addresses = ["h:1883"]
             topics = ["# out"]
+            [cluster]
+            nats = ["nats://127.0.0.1:4222"]
         "##;
         let mut c = Checker::new("t");
         read(every_table, &mut c).unwrap();
@@ -1370,5 +1387,31 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want:?} not in\n{err}");
         }
+    }
+
+    /// A section read through serde (`[cluster]`) has its keys from the struct's fields.
+    #[test]
+    fn a_serde_section_finds_unknown_keys_from_its_fields() {
+        let err = parse(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nreplica = 3\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("t: [cluster] replica: unknown key (did you mean `replicas`?)"),
+            "{err}"
+        );
+        let err = parse(
+            "[cluster]\nnats = \"nats://h:4222\"\nreplicas = \"x\"\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(err.contains("t: [cluster]: invalid type"), "{err}");
+        let ok = parse(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode = \"n1\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.cluster.unwrap().node, "n1");
     }
 }

@@ -127,8 +127,9 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// The field names of a struct deriving [`Deserialize`]: the keys it knows, taken from the
-/// type itself so that no list of them is kept by hand.
-pub(crate) fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+/// type itself so that no list of them is kept by hand (the configuration file's sections
+/// read through serde use it too). Empty for a type that is not a plain struct.
+pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     struct Capture<'a>(&'a mut &'static [&'static str]);
 
     impl<'de> de::Deserializer<'de> for Capture<'_> {

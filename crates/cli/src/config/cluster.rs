@@ -25,26 +25,13 @@ struct ClusterSection {
     replicas: Option<usize>,
 }
 
-const KEYS: &[&str] = &[
-    "node", "name", "nats", "user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key",
-    "replicas",
-];
-
 /// Read `[cluster]` into `cfg.cluster`.
 pub(super) fn cluster(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeConfig) {
     let Some(t) = c.table(root, "cluster") else {
         return;
     };
-    c.unknown(t, "cluster", KEYS);
-    let section: ClusterSection = match toml::Value::Table(t.clone()).try_into() {
-        Ok(s) => s,
-        Err(e) => {
-            // an unknown key was reported above; this is a wrong type
-            if t.keys().all(|k| KEYS.contains(&k.as_str())) {
-                c.err("cluster", "", e.message().trim());
-            }
-            return;
-        }
+    let Some(section) = c.typed::<ClusterSection>(t, "cluster") else {
+        return;
     };
     let node = section.node.unwrap_or_else(default_node);
     let mut cluster = midge_cluster::ClusterConfig::new(&node, section.nats.unwrap_or_default());
