@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use midge_client::codec::bytestring::ByteString;
 use midge_client::codec::{ConnAck, Publish, TopicName};
-use midge_client::{Client, ClientOptions, Event, Events, Protocol, QoS};
+use midge_client::{Client, ClientError, ClientOptions, Event, Events, Protocol, QoS};
 use serde_json::{Value, json};
 
 use crate::common::nats::{MidgeCluster, NatsCluster, is_up};
@@ -47,6 +47,8 @@ struct Mq {
     connack: ConnAck,
     /// The connection ended (error or close event seen).
     ended: Option<String>,
+    /// The reason code of a DISCONNECT from the server.
+    disconnect_reason: Option<u8>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -92,6 +94,7 @@ impl Mq {
             backlog: VecDeque::new(),
             connack,
             ended: None,
+            disconnect_reason: None,
             task,
         }
     }
@@ -124,12 +127,20 @@ impl Mq {
                     if matches!(e, Event::Closed | Event::Disconnected(_)) {
                         self.ended = Some(format!("{e:?}"));
                     }
+                    if let Event::Disconnected(d) = &e {
+                        self.disconnect_reason = Some(d.reason.0);
+                    }
                     if want(&e) {
                         break Some(e);
                     }
                     skipped.push(e);
                 }
-                Ok(Some(Err(e))) => self.ended = Some(e.to_string()),
+                Ok(Some(Err(e))) => {
+                    if let ClientError::ServerDisconnect(r) = &e {
+                        self.disconnect_reason = Some(r.0);
+                    }
+                    self.ended = Some(e.to_string());
+                }
                 Ok(None) => self.ended = Some("event loop ended".into()),
                 Err(_) => break None,
             }
@@ -1168,6 +1179,87 @@ fn same_client_id_on_another_node_takes_over() {
         assert_eq!(
             (t, payload),
             (format!("{id}/x"), b"after takeover".to_vec())
+        );
+    }
+}
+
+/// A takeover under QoS 1 load: a persistent subscriber on n1 reconnects on n2 while a
+/// publisher on n3 keeps publishing; the n1 connection gets 0x8E, and every message the
+/// publisher got a PUBACK for reaches the subscriber on n1 before or on n2 after
+/// (duplicates allowed, no loss).
+#[test]
+fn takeover_under_qos1_load_loses_nothing() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let how = How {
+        v5: true,
+        clean: false,
+        expiry: Some(600),
+    };
+    let id = unique("mover");
+    let mut first = Mq::connect(&rt, cl.port(0), &id, how);
+    subscribe_on(&cl, 0, &mut first, "tk/#", QoS::AtLeastOnce);
+
+    let n = 400;
+    let acked = std::sync::Mutex::new(Vec::<String>::new());
+    let mut p = Mq::v311(&rt, cl.port(2), &unique("p"));
+    let mut second = None;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..n {
+                let payload = format!("{i}");
+                let mut m = Publish::new(TopicName::new("tk/x").unwrap(), payload.clone());
+                m.qos = QoS::AtLeastOnce;
+                if p.publish_within(m, Duration::from_secs(10))
+                    .is_some_and(|r| r < 0x80)
+                {
+                    acked.lock().unwrap().push(payload);
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() < n / 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        second = Some(Mq::connect(&rt, cl.port(1), &id, how));
+    });
+    let mut second = second.unwrap();
+    assert!(second.connack.session_present, "session present on n2");
+    let acked = acked.into_inner().unwrap();
+    assert_eq!(acked.len(), n, "publisher on n3 acknowledgements");
+
+    let mut got: Vec<String> = first
+        .drain(Duration::from_millis(500))
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(
+        first.disconnect_reason,
+        Some(0x8e),
+        "the n1 connection: DISCONNECT 0x8E (ended: {:?})",
+        first.ended
+    );
+    let on_first = got.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        got.extend(
+            second
+                .drain(Duration::from_millis(300))
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
+        );
+        let missing: Vec<&String> = acked.iter().filter(|a| !got.contains(a)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged messages lost in the takeover: {} missing (first {:?}); {on_first} \
+             arrived on n1, {} on n2\n{}",
+            missing.len(),
+            missing.iter().take(5).collect::<Vec<_>>(),
+            got.len() - on_first,
+            cl.logs()
         );
     }
 }
