@@ -161,6 +161,8 @@ max_rows_per_query = 10000
 # tsdb = true                               # write the row as datapoints (see below)
 # republish = { topic = "alerts/${topic}", payload = "${temp} is too hot", qos = 1, retain = false }
 # webhook = { url = "https://example.com/hook", headers = { Authorization = "Bearer x" }, timeout = 5 }
+# alarm = { name = "too-hot", raise = "temp > 30", clear = "temp < 28", severity = "major" }
+# enabled = false                           # checked at start, but does not run
 # tsdb: the row names its `metric` (a string) and its `value` (a number or numeric string;
 # without `value`, each number column is a field); `timestamp` is optional (10 digits or
 # fewer: seconds, else ms; default: when the broker accepted the message); every other
@@ -1341,6 +1343,13 @@ mod tests {
                 if !words.contains(k.as_str()) {
                     missing.push(format!("[{}] {k}", t.section));
                 }
+            }
+        }
+        // a rule's keys are those of the API's rule type
+        for k in midge_hub::field_names::<midge_hub::RuleSpec>() {
+            count += 1;
+            if !words.contains(k) {
+                missing.push(format!("[[rule]] {k}"));
             }
         }
         assert!(count > 100, "only {count} keys read");

@@ -685,4 +685,23 @@ mod tests {
         );
         assert!(file.contains(&format!("t.toml: {}", api[0])), "{file}");
     }
+
+    /// `enabled = false`, as in the API: the rule is checked but does not run.
+    #[test]
+    fn a_disabled_rule_is_checked_and_does_not_run() {
+        let cfg = parse(
+            "[[rule]]\nname = \"off\"\nsql = \"SELECT * FROM 'x'\"\nstore = true\nenabled = false\n\
+             [[rule]]\nname = \"on\"\nsql = \"SELECT * FROM 'y'\"\nstore = true\n",
+            "t.toml",
+        )
+        .unwrap();
+        let names: Vec<&str> = cfg.hub.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["on"]);
+        let err = parse(
+            "[[rule]]\nname = \"off\"\nsql = \"SELECT FROM\"\nstore = true\nenabled = false\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(err.contains("t.toml: rule \"off\": "), "{err}");
+    }
 }
