@@ -74,11 +74,23 @@ const V311: How = How {
 
 impl Mq {
     fn connect(rt: &tokio::runtime::Runtime, port: u16, id: &str, how: How) -> Mq {
+        Mq::connect_with(rt, port, id, how, |_| {})
+    }
+
+    /// [`Mq::connect`] with the options changed by `f` (a will, ...).
+    fn connect_with(
+        rt: &tokio::runtime::Runtime,
+        port: u16,
+        id: &str,
+        how: How,
+        f: impl FnOnce(&mut ClientOptions),
+    ) -> Mq {
         let mut o = ClientOptions::new("127.0.0.1", port, id);
         o.connect.protocol = if how.v5 { Protocol::V5 } else { Protocol::V311 };
         o.connect.clean_start = how.clean;
         o.connect.keep_alive = 30;
         o.connect.properties.session_expiry_interval = how.expiry;
+        f(&mut o);
         let (client, events, connack) = rt
             .block_on(async {
                 tokio::time::timeout(Duration::from_secs(10), Client::connect(o)).await
@@ -1649,6 +1661,92 @@ fn killed_node_loses_no_acknowledged_qos1_message() {
         std::thread::sleep(Duration::from_millis(200));
     }
     cl.nodes[1].sigkill(); // reaped
+}
+
+/// Session expiry holds across nodes: a session whose expiry passed while its client was
+/// away is not present on another node, one within its expiry is.
+#[test]
+fn session_expiry_holds_across_nodes() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let short = How {
+        v5: true,
+        clean: false,
+        expiry: Some(2),
+    };
+    let long = How {
+        expiry: Some(120),
+        ..short
+    };
+    let gone = unique("short");
+    let kept = unique("long");
+    for (id, how) in [(&gone, short), (&kept, long)] {
+        let mut c = Mq::connect(&rt, cl.port(0), id, how);
+        c.subscribe(&format!("{id}/#"), QoS::AtLeastOnce);
+        c.disconnect();
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let c = Mq::connect(&rt, cl.port(1), &gone, short);
+    assert!(
+        !c.connack.session_present,
+        "a session expired 2 s after its disconnect on n1 is present on n2 4 s later"
+    );
+    let c = Mq::connect(&rt, cl.port(2), &kept, long);
+    assert!(
+        c.connack.session_present,
+        "a session with 120 s expiry made on n1 is not present on n3\n{}",
+        cl.logs()
+    );
+}
+
+/// A will with a delay is not published when its client resumes the session on another
+/// node within the delay; without the resumption it is published after the delay, once.
+#[test]
+fn will_delay_holds_when_the_client_moves_to_another_node() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut w = Mq::v311(&rt, cl.port(2), &unique("w"));
+    subscribe_on(&cl, 2, &mut w, "delayed/#", QoS::AtLeastOnce);
+    let how = How {
+        v5: true,
+        clean: false,
+        expiry: Some(60),
+    };
+    let with_will = |topic: &str| {
+        let topic = topic.to_owned();
+        move |o: &mut ClientOptions| {
+            let mut props = midge_client::codec::WillProperties::default();
+            props.will_delay_interval = Some(3);
+            o.connect.will = Some(midge_client::codec::LastWill {
+                topic: TopicName::new(topic.as_str()).unwrap(),
+                payload: b"late".to_vec().into(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: props,
+            });
+        }
+    };
+    // the client's connection on n1 drops (no DISCONNECT) and it is back on n2 at once
+    let mover = unique("mover");
+    let c = Mq::connect_with(&rt, cl.port(0), &mover, how, with_will("delayed/mover"));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let back = Mq::connect(&rt, cl.port(1), &mover, how);
+    assert!(back.connack.session_present, "session present on n2");
+    // a client that does not come back: its will after 3 s
+    let gone = unique("gone");
+    let c = Mq::connect_with(&rt, cl.port(0), &gone, how, with_will("delayed/gone"));
+    drop(c);
+    let mut got = w.messages(1, Duration::from_secs(10));
+    got.extend(w.drain(Duration::from_secs(2)));
+    let topics: Vec<String> = got.iter().map(topic_of).collect();
+    assert_eq!(
+        topics,
+        vec!["delayed/gone"],
+        "only the will of the client that did not come back\n{}",
+        cl.logs()
+    );
+    drop(back);
 }
 
 /// The will of a client whose node is killed (-9) is published by the survivors once: a
