@@ -379,7 +379,7 @@ fn retry<T>(limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result
 
 /// Every node's `GET /api/v1/cluster` names itself and lists every node as up, exactly one
 /// of them `self`; a fourth node configured by a `[cluster]` table (not the command line)
-/// joins the same cluster.
+/// joins the same cluster, with the retained messages published before it started.
 #[test]
 fn every_node_lists_the_cluster_and_a_configured_node_joins() {
     let mut cl = MidgeCluster::start(3);
@@ -392,10 +392,18 @@ fn every_node_lists_the_cluster_and_a_configured_node_joins() {
         assert_eq!(selves.len(), 1, "{v}");
         assert_eq!(selves[0]["name"], cl.names[i].as_str(), "{v}");
         for n in nodes {
-            assert_eq!(n["state"], "up", "{v}");
+            assert_eq!(
+                n["state"], "up",
+                "each node entry says \"state\": \"up\" (issue 16's API shape): {v}"
+            );
             assert!(n["filters"].is_u64(), "filters is a count: {v}");
         }
     }
+
+    // a retained message from before the fourth node started
+    let rt = runtime();
+    let mut early = Mq::v5(&rt, cl.port(0), &unique("early"));
+    early.publish("joined/retained", b"from before", QoS::AtLeastOnce, true);
 
     let urls: Vec<String> = cl.nats.servers.iter().map(|s| s.url()).collect();
     let toml = format!(
@@ -414,10 +422,20 @@ fn every_node_lists_the_cluster_and_a_configured_node_joins() {
         assert_eq!(cl.view(i).unwrap()["nodes"].as_array().unwrap().len(), 4);
     }
 
-    // a subscription on the configured node is announced and used
-    let rt = runtime();
+    // the node that joined late has the retained message, and its subscriptions are
+    // announced and used
     let mut sub = Mq::v311(&rt, cl.port(3), &unique("n4-sub"));
     subscribe_on(&cl, 3, &mut sub, "joined/#", QoS::AtLeastOnce);
+    let got = sub.messages(1, Duration::from_secs(5));
+    let seen: Vec<(String, Vec<u8>, bool)> = got
+        .iter()
+        .map(|m| (topic_of(m), m.payload.to_vec(), m.retain))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("joined/retained".to_owned(), b"from before".to_vec(), true)],
+        "retained message published before n4 started, on n4"
+    );
     let mut publ = Mq::v5(&rt, cl.port(0), &unique("n1-pub"));
     publ.publish("joined/x", b"hello n4", QoS::AtLeastOnce, false);
     let got = sub.messages(1, Duration::from_secs(5));
@@ -757,6 +775,87 @@ fn shared_subscription_members_on_three_nodes_share_each_message_once() {
             "at {qos:?} every member on every node gets some: {per:?}"
         );
     }
+}
+
+/// A topic alias set by an MQTT 5 publisher on n1 is resolved there: the subscriber on n2
+/// gets the full topic name for the publish that named it and for the one that only used
+/// the alias.
+#[test]
+fn topic_alias_of_a_publisher_is_resolved_before_the_hop() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut s = Mq::v5(&rt, cl.port(1), &unique("s"));
+    subscribe_on(&cl, 1, &mut s, "alias/#", QoS::AtLeastOnce);
+    let mut p = Raw::tcp(cl.port(0));
+    p.level = 5;
+    let id = unique("p");
+    p.send(&crate::common::connect_packet(&ConnectOpts {
+        level: 5,
+        client_id: &id,
+        ..Default::default()
+    }));
+    let (_, connack) = p.expect_type(2, Duration::from_secs(5));
+    assert_eq!(connack[1], 0, "CONNACK {connack:?}");
+    // Topic Alias Maximum (0x22) in the CONNACK properties
+    let (plen, n) = crate::common::read_varint(&connack[2..]).unwrap();
+    let props = &connack[2 + n..2 + n + plen];
+    let mut i = 0;
+    let mut max = 0u16;
+    while i < props.len() {
+        let id = props[i];
+        let len = match id {
+            0x22 | 0x21 | 0x13 => 2,
+            0x11 | 0x27 => 4,
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2a => 1,
+            0x12 | 0x1a | 0x1c | 0x1f => {
+                2 + u16::from_be_bytes([props[i + 1], props[i + 2]]) as usize
+            }
+            0x26 => {
+                let k = u16::from_be_bytes([props[i + 1], props[i + 2]]) as usize;
+                let v = u16::from_be_bytes([props[i + 3 + k], props[i + 4 + k]]) as usize;
+                4 + k + v
+            }
+            _ => break,
+        };
+        if id == 0x22 {
+            max = u16::from_be_bytes([props[i + 1], props[i + 2]]);
+        }
+        i += 1 + len;
+    }
+    assert!(
+        max >= 1,
+        "midge accepts topic aliases (Topic Alias Maximum {max})"
+    );
+    p.send(&publish_packet(
+        b"alias/x",
+        b"named",
+        1,
+        false,
+        1,
+        Some(&[0x23, 0, 1]),
+    ));
+    p.expect_type(4, Duration::from_secs(10));
+    p.send(&publish_packet(
+        b"",
+        b"by alias",
+        1,
+        false,
+        2,
+        Some(&[0x23, 0, 1]),
+    ));
+    p.expect_type(4, Duration::from_secs(10));
+    let got = s.messages(2, Duration::from_secs(10));
+    let seen: Vec<(String, Vec<u8>)> = got
+        .iter()
+        .map(|m| (topic_of(m), m.payload.to_vec()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("alias/x".to_owned(), b"named".to_vec()),
+            ("alias/x".to_owned(), b"by alias".to_vec())
+        ]
+    );
 }
 
 /// A client whose subscriptions overlap (`o/#`, `o/+`, `o/b`) gets one copy of a message
