@@ -254,6 +254,8 @@ async fn serve(cfg: MidgeConfig, from_file: bool) -> anyhow::Result<ExitCode> {
     let bridge_connector = connector.clone();
     let hub_config = midge_hub::HubConfig {
         state_dir,
+        // in a cluster each message runs the rules on one node only
+        share_group: cluster.is_some().then(|| "midge-hub".to_owned()),
         ..cfg.hub
     };
     let hub =

@@ -24,6 +24,10 @@ pub struct HubConfig {
     pub webhook_queue: usize,
     /// Webhook requests in flight at once.
     pub webhook_concurrency: usize,
+    /// In a cluster: the share group every node's hub subscribes through
+    /// (`$share/<group>/<filter>`), so each message runs the rules once in the whole
+    /// cluster, on one node, not once per node. `None`: plain subscriptions.
+    pub share_group: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -35,6 +39,7 @@ impl Default for HubConfig {
             max_pending_rows: 50_000,
             webhook_queue: 1024,
             webhook_concurrency: 4,
+            share_group: None,
         }
     }
 }

@@ -551,6 +551,10 @@ struct Runtime {
     pending: Batch,
     state_dir: Option<PathBuf>,
     alarms: Arc<Alarms>,
+    /// `HubConfig::share_group`.
+    share_group: Option<String>,
+    /// The hub's client id (its own republishes are skipped in a share group).
+    client_id: String,
 }
 
 async fn run(
@@ -605,6 +609,8 @@ async fn run(
         pending: Batch::default(),
         state_dir: config.state_dir.clone(),
         alarms,
+        share_group: config.share_group.clone(),
+        client_id: config.client_id.clone(),
     };
     // acknowledged or cleared through the API before this hub ran
     rt.publish_alarm_outbox().await;
@@ -743,6 +749,14 @@ impl Runtime {
                 }
             }
         }
+        // in a cluster, one hub of all the nodes' hubs takes each message (a share group);
+        // the group cannot have No Local [MQTT-3.8.3-4]: the hub skips its own messages
+        if let Some(group) = &self.share_group {
+            filters = filters
+                .iter()
+                .filter_map(|f| TopicFilter::new(format!("$share/{group}/{}", f.as_str())).ok())
+                .collect();
+        }
         let wanted: BTreeSet<String> = filters.iter().map(|f| f.as_str().to_string()).collect();
         if session_present {
             let stale: Vec<TopicFilter> = read_filters(self.state_dir.as_deref())
@@ -761,7 +775,7 @@ impl Runtime {
         let options = SubscriptionOptions {
             qos: QoS::AtLeastOnce,
             // the hub's own republishes never come back to it: no rule loops
-            no_local: true,
+            no_local: self.share_group.is_none(),
             retain_as_published: true,
             // retained messages are state, not new readings: do not store them again at
             // every start
@@ -790,6 +804,11 @@ impl Runtime {
                 MESSAGE_TIME => time = v.parse::<i64>().ok().filter(|t| *t > 0),
                 _ => {}
             }
+        }
+        // a republish of a hub (this node's or, in a cluster, another's: they share the
+        // client id) never runs the rules again: no rule loops
+        if self.share_group.is_some() && client_id == self.client_id {
+            return;
         }
         // the time the broker accepted it (kept through a redelivery), else now
         let ts = time.unwrap_or_else(now_ms);
