@@ -1240,6 +1240,50 @@ fn messages_queued_while_away_follow_the_session_to_another_node() {
     assert_eq!(seq, want, "queued QoS 1 messages on n2\n{}", cl.logs());
 }
 
+/// Message expiry counts while a message published on n1 waits for an offline session of
+/// n2, which then resumes on n3: the message whose expiry passed is not delivered, the other
+/// arrives with its interval reduced by the wait.
+#[test]
+fn message_expiry_counts_while_queued_for_another_node() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let id = unique("sleeper");
+    let how = How {
+        v5: true,
+        clean: false,
+        expiry: Some(300),
+    };
+    let mut c = Mq::connect(&rt, cl.port(1), &id, how);
+    subscribe_on(&cl, 1, &mut c, "exp/#", QoS::AtLeastOnce);
+    c.disconnect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut p = Mq::v5(&rt, cl.port(0), &unique("p"));
+    for (topic, secs) in [("exp/short", 2u32), ("exp/long", 300)] {
+        let mut m = Publish::new(TopicName::new(topic).unwrap(), topic.as_bytes().to_vec());
+        m.qos = QoS::AtLeastOnce;
+        m.properties.message_expiry_interval = Some(secs);
+        let r = p.publish_within(m, Duration::from_secs(10));
+        assert!(r.is_some_and(|c| c < 0x80), "{topic}: {r:?}");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    // back on n3: the queue moves with the session
+    let mut c = Mq::connect(&rt, cl.port(2), &id, how);
+    assert!(c.connack.session_present);
+    let mut got = c.messages(1, Duration::from_secs(10));
+    got.extend(c.drain(Duration::from_millis(700)));
+    let seen: Vec<(String, Option<u32>)> = got
+        .iter()
+        .map(|m| (topic_of(m), m.properties.message_expiry_interval))
+        .collect();
+    assert_eq!(seen.len(), 1, "only exp/long: {seen:?}\n{}", cl.logs());
+    assert_eq!(seen[0].0, "exp/long");
+    let left = seen[0].1.expect("expiry kept");
+    assert!(
+        (280..=296).contains(&left),
+        "the 4 s wait is taken off the expiry: {left}"
+    );
+}
+
 /// The same client id connecting on n2 while connected on n1 takes the session over: the
 /// n1 connection gets DISCONNECT 0x8E (MQTT 5) or is closed (3.1.1), and the new connection
 /// stays up and works.
