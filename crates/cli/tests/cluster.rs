@@ -1858,8 +1858,10 @@ fn will_delay_holds_when_the_client_moves_to_another_node() {
     let with_will = |topic: &str| {
         let topic = topic.to_owned();
         move |o: &mut ClientOptions| {
-            let mut props = midge_client::codec::WillProperties::default();
-            props.will_delay_interval = Some(3);
+            let props = midge_client::codec::WillProperties {
+                will_delay_interval: Some(3),
+                ..Default::default()
+            };
             o.connect.will = Some(midge_client::codec::LastWill {
                 topic: TopicName::new(topic.as_str()).unwrap(),
                 payload: b"late".to_vec().into(),
