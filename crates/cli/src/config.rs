@@ -1302,6 +1302,14 @@ mod tests {
             format!("{printed:#?}"),
             format!("{:#?}", MidgeConfig::default())
         );
+        // the one default that only shows once `sync = "periodic"`: the printed interval is
+        // the one used without the key
+        let periodic = DEFAULT_CONFIG.replace("sync = \"batch\"", "sync = \"periodic\"");
+        let sync = |text: &str| parse(text, "t").unwrap().server.persistence.unwrap().sync;
+        assert_eq!(
+            sync(&periodic),
+            sync("[persistence]\nsync = \"periodic\"\n")
+        );
     }
 
     /// Every key the reader knows (a key is known by being read: there is no list) is in
