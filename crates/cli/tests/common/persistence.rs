@@ -1,14 +1,7 @@
 //! Helpers of the `persistence_*` and `hub_*` tests: `midge serve` on a data folder that
 //! outlives the process (restart, SIGKILL), and a small blocking MQTT client on midge-codec
 //! that exposes every acknowledgement, so a test knows exactly what the broker promised.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+// (lints as allowed in `common`)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

@@ -1,13 +1,6 @@
 //! Helpers of the `security_*` tests: a PKI made with the `openssl` command, raw
 //! CONNECT/CONNACK bytes with credentials, and third-party clients with bounded waits.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+// (lints as allowed in `common`)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
