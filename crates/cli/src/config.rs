@@ -434,10 +434,8 @@ impl<'a> Checker<'a> {
         let mut unknown = Vec::new();
         for r in &self.tables {
             for k in r.present.iter().filter(|k| !r.asked.contains(k)) {
-                let hint = r
-                    .asked
-                    .iter()
-                    .find(|c| strsim(c, k))
+                let asked: Vec<&str> = r.asked.iter().map(String::as_str).collect();
+                let hint = midge_hub::did_you_mean(k, &asked)
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
                 unknown.push((r.section.clone(), k.clone(), format!("unknown key{hint}")));
@@ -516,24 +514,6 @@ impl<'a> Checker<'a> {
         }
         t
     }
-}
-
-/// "Did you mean": Levenshtein distance of at most 2.
-fn strsim(a: &str, b: &str) -> bool {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
-            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let ins = cur.get(j).copied().unwrap_or(0) + 1;
-            cur.push(sub.min(del).min(ins));
-        }
-        prev = cur;
-    }
-    prev.last().copied().unwrap_or(usize::MAX) <= 2
 }
 
 /// `allow_anonymous`, `password_file`, `acl_file` of [security] or a listener.

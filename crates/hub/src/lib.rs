@@ -57,7 +57,7 @@ pub use config::{ActionConfig, HubConfig, RuleConfig};
 /// The rule language, for callers that try a rule without running it (the HTTP dry run).
 pub use midge_rules;
 pub use service::{COUNTS_FILE, HubService, RULES_FILE, RuleChangeError, RuleSource, SaveError};
-pub use spec::{RuleSpec, SpecProblem, SpecProblems, field_names};
+pub use spec::{RuleSpec, SpecProblem, SpecProblems, did_you_mean, field_names};
 pub use template::TemplateError;
 pub use webhook::WebhookTargetError;
 

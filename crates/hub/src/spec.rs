@@ -161,8 +161,9 @@ pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
-/// "Did you mean": a known key within two edits of `key`.
-pub(crate) fn did_you_mean<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+/// "Did you mean": a known key within two edits of `key` (the configuration file's hints
+/// use it too).
+pub fn did_you_mean<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     known.iter().copied().find(|k| edit_distance(k, key) <= 2)
 }
 

@@ -212,7 +212,7 @@ fn topic(v: &toml::Value) -> Result<TopicConfig, String> {
             let local_prefix = str_of("local_prefix", get("local_prefix"));
             let remote_prefix = str_of("remote_prefix", get("remote_prefix"));
             if let Some(k) = t.keys().find(|k| !asked.contains(&k.as_str())) {
-                let hint = match asked.iter().find(|c| super::strsim(c, k)) {
+                let hint = match midge_hub::did_you_mean(k, &asked) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => asked.join(", "),
                 };
