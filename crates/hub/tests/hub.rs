@@ -698,6 +698,22 @@ async fn rules_added_through_the_service_run_at_once_are_saved_and_can_be_remove
             .unwrap();
     let e = service.add(bad).await.unwrap_err();
     assert!(matches!(e, RuleChangeError::Invalid(_)), "{e}");
+    // the API's body goes through the same check as a [[rule]] of the file: the same message
+    let bad: RuleSpec = serde_json::from_value(json!({
+        "name": "bad", "sql": "SELECT * FROM 'x'",
+        "republish": {"topic": "y", "qos": 3}, "webhook": {"url": "http://h/", "timout": 5}
+    }))
+    .unwrap();
+    match service.add(bad).await {
+        Err(RuleChangeError::Invalid(p)) => assert_eq!(
+            p,
+            [
+                "republish.qos: must be between 0 and 2 (found 3)",
+                "webhook.timout: unknown key (did you mean `timeout`?)"
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         service.remove("from-file").await,
         Err(RuleChangeError::FromConfig(_))
