@@ -61,8 +61,11 @@ pub enum BenchError {
 /// Settings shared by every scenario.
 #[derive(Debug, Clone)]
 pub struct Common {
-    /// Broker address.
+    /// Broker address (of the publishers, and of the subscribers unless `sub_addrs` is set).
     pub addr: SocketAddr,
+    /// Brokers of the subscribers, taken in turn (subscriber i on `sub_addrs[i % len]`);
+    /// empty: `addr`. Puts publishers and subscribers on different nodes of a cluster.
+    pub sub_addrs: Vec<SocketAddr>,
     /// MQTT version of every connection.
     pub protocol: Protocol,
     /// QoS of publishes and subscriptions.
@@ -88,6 +91,7 @@ impl Common {
     pub fn new(addr: SocketAddr) -> Common {
         Common {
             addr,
+            sub_addrs: Vec::new(),
             protocol: Protocol::V311,
             qos: QoS::AtMostOnce,
             payload: 64,
@@ -101,9 +105,39 @@ impl Common {
     }
 }
 
+impl Common {
+    /// The broker subscriber `i` connects to.
+    pub fn sub_addr(&self, i: u32) -> SocketAddr {
+        let n = self.sub_addrs.len().max(1);
+        self.sub_addrs
+            .get(i as usize % n)
+            .copied()
+            .unwrap_or(self.addr)
+    }
+}
+
 /// A multi-threaded tokio runtime for the load generator.
 pub fn runtime() -> Result<tokio::runtime::Runtime, BenchError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_take_the_sub_brokers_in_turn_or_the_broker() {
+        let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let mut c = Common::new(a);
+        assert_eq!((c.sub_addr(0), c.sub_addr(7)), (a, a));
+        let (b, d): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:2000".parse().unwrap(),
+            "127.0.0.1:3000".parse().unwrap(),
+        );
+        c.sub_addrs = vec![b, d];
+        let got: Vec<_> = (0..5).map(|i| c.sub_addr(i)).collect();
+        assert_eq!(got, vec![b, d, b, d, b]);
+    }
 }

@@ -53,6 +53,7 @@ pub fn run_json(r: &RunResult, tags: &Tags) -> Value {
         "label": tags.label,
         "case": tags.case,
         "addr": r.common.addr.to_string(),
+        "sub_addrs": r.common.sub_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "mqtt": version(r.common.protocol),
         "qos": r.common.qos.as_u8(),
         "payload": r.common.payload.max(crate::wire::HEADER_LEN),

@@ -41,6 +41,9 @@ pub struct Scenario {
     pub sub_pause: Duration,
     /// Publishes encoded into one write.
     pub batch: usize,
+    /// Wait this long after every client is connected and subscribed before the start
+    /// signal (lets a cluster announce the new subscriptions to the other nodes).
+    pub start_delay: Duration,
 }
 
 impl Scenario {
@@ -57,6 +60,7 @@ impl Scenario {
             drain_timeout: Duration::from_secs(3),
             sub_pause: Duration::ZERO,
             batch: 64,
+            start_delay: Duration::ZERO,
         }
     }
 }
@@ -222,6 +226,9 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
         }
     }
 
+    if !spec.start_delay.is_zero() {
+        tokio::time::sleep(spec.start_delay).await;
+    }
     let sampler = common.target_pid.map(Sampler::start);
     let (bar_total, what) = if spec.publishers > 0 {
         (total, "sent")
@@ -592,14 +599,21 @@ async fn subscriber(
         index: i,
         source,
     };
-    let mut conn =
-        match wire::connect(common.addr, common.protocol, &id, 0, common.connect_timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = ready.send(Err(failed(e))).await;
-                return None;
-            }
-        };
+    let mut conn = match wire::connect(
+        common.sub_addr(i),
+        common.protocol,
+        &id,
+        0,
+        common.connect_timeout,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(failed(e))).await;
+            return None;
+        }
+    };
     if let Err(e) = conn.subscribe(&spec.filters, common.qos).await {
         let _ = ready.send(Err(failed(e))).await;
         return None;

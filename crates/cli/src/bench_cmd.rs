@@ -124,6 +124,14 @@ struct FlowArgs {
     /// Seconds subscribers stop reading after subscribing (provokes broker queueing).
     #[arg(long = "sub-pause", default_value_t = 0.0)]
     sub_pause: f64,
+    /// Port of the subscribers' broker on --host (repeatable or comma-separated: subscribers
+    /// take them in turn), e.g. another node of a cluster; default: --port.
+    #[arg(long = "sub-port", value_name = "PORT", value_delimiter = ',')]
+    sub_ports: Vec<u16>,
+    /// Seconds between the last SUBACK/CONNACK and the start (lets a cluster announce the
+    /// subscriptions to the other nodes).
+    #[arg(long = "start-delay", default_value_t = 0.0)]
+    start_delay: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -264,6 +272,11 @@ async fn flow(
     rate: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
     let mut c = common(&a.common)?;
+    c.sub_addrs = a
+        .sub_ports
+        .iter()
+        .map(|&p| SocketAddr::new(c.addr.ip(), p))
+        .collect();
     let mut spec = Scenario::new(
         name,
         a.publishers.unwrap_or(pubs),
@@ -276,6 +289,7 @@ async fn flow(
     spec.batch = a.batch;
     spec.drain_timeout = secs(a.drain_timeout, "drain-timeout")?;
     spec.sub_pause = secs(a.sub_pause, "sub-pause")?;
+    spec.start_delay = secs(a.start_delay, "start-delay")?;
     if c.count.is_none() && c.duration.is_none() {
         match name {
             "latency" | "sub" => c.duration = Some(Duration::from_secs(10)),
