@@ -197,6 +197,98 @@ struct Snapshot {
     filters: Vec<String>,
 }
 
+/// A client's session as the cluster keeps it (stream `MIDGE_<CLUSTER>_SESSIONS`, the
+/// last one per client): which node has it, its subscriptions and its will.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    client_id: String,
+    node: String,
+    epoch: u64,
+    connected: bool,
+    /// When it was written (ms since the Unix epoch).
+    at_ms: i64,
+    expiry: u32,
+    subs: Vec<(String, u8, u32)>,
+    /// The will as an MQTT 5 PUBLISH, hex.
+    will: Option<String>,
+    will_delay: u32,
+}
+
+impl Record {
+    fn new(inner: &Inner, client_id: &str, r: &midge_core::SessionRecord) -> Record {
+        Record {
+            client_id: client_id.into(),
+            node: inner.cfg.node.clone(),
+            epoch: inner.epoch,
+            connected: r.connected,
+            at_ms: now_ms(),
+            expiry: r.expiry_interval,
+            subs: r
+                .subscriptions
+                .iter()
+                .map(|(f, o, id)| (f.to_string(), wire::options_byte(o), id.unwrap_or(0)))
+                .collect(),
+            will: r.will.as_ref().map(|w| hex(&wire::encode_will(w))),
+            will_delay: r
+                .will
+                .as_ref()
+                .and_then(|w| w.properties.will_delay_interval)
+                .unwrap_or(0),
+        }
+    }
+
+    fn will(&self) -> Option<midge_codec::LastWill> {
+        let bytes = unhex(self.will.as_deref()?)?;
+        wire::decode_will(bytes.into(), self.will_delay).ok()
+    }
+
+    fn state(&self) -> midge_core::SessionState {
+        midge_core::SessionState {
+            client_id: self.client_id.as_str().into(),
+            expiry_interval: self.expiry,
+            subscriptions: self
+                .subs
+                .iter()
+                .map(|(f, o, id)| {
+                    (
+                        f.as_str().into(),
+                        wire::options_from_byte(*o),
+                        (*id != 0).then_some(*id),
+                    )
+                })
+                .collect(),
+            messages: Vec::new(),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A client id as one subject token (it may hold any character).
+fn client_token(client_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(client_id.as_bytes());
+    hex(&digest)
+}
+
 #[derive(Serialize, Deserialize)]
 struct ClaimRequest {
     node: String,
@@ -431,7 +523,16 @@ async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
         max_messages_per_subject: 1,
         ..Default::default()
     };
-    for config in [queue, retained] {
+    let sessions = stream::Config {
+        name: inner.stream_name("SESSIONS"),
+        subjects: vec![inner.subject("s", "*")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        ..Default::default()
+    };
+    for config in [queue, retained, sessions] {
         let name = config.name.clone();
         let mut last = String::new();
         // a JetStream cluster that just started may have no meta leader yet
@@ -470,7 +571,11 @@ impl Claim for Claimer {
         Box::pin(async move {
             let inner = &self.inner;
             let expect = inner.live_peers();
-            if expect == 0 || inner.port.get().is_none() {
+            if inner.port.get().is_none() {
+                return;
+            }
+            if expect == 0 {
+                resume_orphan(inner, client_id).await;
                 return;
             }
             let inbox = inner.client.new_inbox();
@@ -494,6 +599,7 @@ impl Claim for Claimer {
             }
             let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
             let mut answered = 0;
+            let mut imported = false;
             while answered < expect {
                 let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await
                 else {
@@ -515,13 +621,180 @@ impl Claim for Claimer {
                             .await
                         {
                             let _ = rx.await;
+                            imported = true;
                         }
                     }
                     Err(e) => warn!(client_id, "cluster: a session from another node: {e}"),
                 }
             }
+            if !imported {
+                resume_orphan(inner, client_id).await;
+            }
         })
     }
+}
+
+/// No live node had the client's session: if its record names a node that is gone (or
+/// this node before a restart) and it has not expired, resume it here from the record
+/// (its subscriptions; what that node had queued for it stays there).
+async fn resume_orphan(inner: &Arc<Inner>, client_id: &str) {
+    let Some((record, _)) = read_record(inner, client_id).await else {
+        return;
+    };
+    let owner_gone = if record.node == inner.cfg.node {
+        record.epoch != inner.epoch
+    } else {
+        inner
+            .peers
+            .lock()
+            .map(|p| {
+                p.get(&record.node)
+                    .is_none_or(|p| !p.up || p.epoch != record.epoch)
+            })
+            .unwrap_or(false)
+    };
+    let expired = !record.connected
+        && record.expiry != u32::MAX
+        && record.at_ms + i64::from(record.expiry) * 1000 < now_ms();
+    if !owner_gone || expired || record.expiry == 0 {
+        return;
+    }
+    info!(client_id, from = %record.node, "cluster: resuming the session of a node that is gone");
+    let (tx, rx) = oneshot::channel();
+    if inner
+        .to_router(ClusterIn::Import {
+            state: record.state(),
+            reply: tx,
+        })
+        .await
+    {
+        let _ = rx.await;
+    }
+}
+
+/// The latest record of a client's session and its stream sequence.
+async fn read_record(inner: &Inner, client_id: &str) -> Option<(Record, u64)> {
+    let stream = inner
+        .js
+        .get_stream_no_info(inner.stream_name("SESSIONS"))
+        .await
+        .ok()?;
+    let m = stream
+        .get_last_raw_message_by_subject(&inner.subject("s", &client_token(client_id)))
+        .await
+        .ok()?;
+    if m.payload.is_empty() {
+        return None;
+    }
+    let record = serde_json::from_slice::<Record>(&m.payload).ok()?;
+    Some((record, m.sequence))
+}
+
+/// Node `node` (run `epoch`) is gone and this node is the one to act: publish, once, the
+/// wills its clients left (at their will delay), unless the client connected again.
+async fn orphan_wills(inner: Arc<Inner>, node: String, epoch: u64, died_ms: i64) {
+    let records = match all_records(&inner).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(
+                node,
+                "cluster: the session records of a node that is gone: {e}"
+            );
+            return;
+        }
+    };
+    for record in records {
+        if record.node != node || record.epoch != epoch || record.will.is_none() {
+            continue;
+        }
+        // a will whose delay ran out while its node was alive went out from there
+        let due_ms = if record.connected {
+            died_ms + i64::from(record.will_delay) * 1000
+        } else {
+            record.at_ms + i64::from(record.will_delay) * 1000
+        };
+        if !record.connected && due_ms <= died_ms {
+            continue;
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let wait = u64::try_from(due_ms - now_ms()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            publish_orphan_will(&inner, &record.client_id).await;
+        });
+    }
+}
+
+/// Publish a dead node's client's will if its record still says so, taking the will out
+/// of the record first with a revision check, so that it goes out once whichever node
+/// tries.
+async fn publish_orphan_will(inner: &Inner, client_id: &str) {
+    let Some((mut record, seq)) = read_record(inner, client_id).await else {
+        return;
+    };
+    let Some(will) = record.will() else { return };
+    let alive = inner
+        .peers
+        .lock()
+        .map(|p| {
+            p.get(&record.node)
+                .is_some_and(|p| p.up && p.epoch == record.epoch)
+        })
+        .unwrap_or(false);
+    if alive || (record.node == inner.cfg.node && record.epoch == inner.epoch) {
+        return; // it connected again, or its node came back
+    }
+    record.will = None;
+    record.connected = false;
+    record.at_ms = now_ms();
+    let Ok(body) = serde_json::to_vec(&record) else {
+        return;
+    };
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(body.into())
+        .expected_last_subject_sequence(seq);
+    let taken = match inner
+        .js
+        .send_publish(inner.subject("s", &client_token(client_id)), publish)
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if taken {
+        info!(client_id, node = %record.node, "cluster: publishing the will of a client whose node is gone");
+        inner
+            .to_router(ClusterIn::Will {
+                client_id: client_id.into(),
+                will,
+            })
+            .await;
+    }
+}
+
+/// Every session record (the last one per client).
+async fn all_records(
+    inner: &Inner,
+) -> Result<Vec<Record>, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = inner.js.get_stream(inner.stream_name("SESSIONS")).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: inner.subject("s", "*"),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    // the records there are now; a quiet half second ends the read
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await
+    {
+        let m = m?;
+        if let Ok(r) = serde_json::from_slice::<Record>(&m.payload) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 async fn answer_claims(inner: Arc<Inner>, mut claims: async_nats::Subscriber) {
@@ -564,6 +837,17 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
     while let Some(out) = rx.recv().await {
         match out {
             ClusterOut::Interest(changes) => announce(&inner, changes).await,
+            ClusterOut::Sessions(records) => {
+                for (client_id, record) in records {
+                    let body = record.map_or_else(Vec::new, |r| {
+                        serde_json::to_vec(&Record::new(&inner, &client_id, &r)).unwrap_or_default()
+                    });
+                    let subject = inner.subject("s", &client_token(&client_id));
+                    if let Err(e) = inner.js.publish(subject, body.into()).await {
+                        debug!(client_id, "cluster: session record not written: {e}");
+                    }
+                }
+            }
             ClusterOut::Forwards { batch, forwards } => {
                 let mut pending = Vec::new();
                 let now = Instant::now();
@@ -678,21 +962,36 @@ async fn heartbeats(inner: Arc<Inner>) {
                 .await;
         }
         // nodes gone silent
-        let gone: Vec<String> = match inner.peers.lock() {
-            Ok(mut peers) => peers
-                .iter_mut()
-                .filter(|(_, p)| p.up && p.last_seen.elapsed() > DEAD_AFTER)
-                .map(|(name, p)| {
-                    p.up = false;
-                    p.filters = 0;
-                    name.clone()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+        let (gone, leader) = match inner.peers.lock() {
+            Ok(mut peers) => {
+                let gone: Vec<(String, u64)> = peers
+                    .iter_mut()
+                    .filter(|(_, p)| p.up && p.last_seen.elapsed() > DEAD_AFTER)
+                    .map(|(name, p)| {
+                        p.up = false;
+                        p.filters = 0;
+                        (name.clone(), p.epoch)
+                    })
+                    .collect();
+                // the node that acts for a node that is gone: the first live one by name
+                // (the record's revision check keeps it once if two think they are)
+                let leader = peers
+                    .iter()
+                    .filter(|(_, p)| p.up)
+                    .all(|(name, _)| *name > inner.cfg.node);
+                (gone, leader)
+            }
+            Err(_) => (Vec::new(), false),
         };
-        for name in gone {
+        for (name, epoch) in gone {
             warn!(node = %name, "cluster: node silent for {:?}: forgetting its subscriptions", DEAD_AFTER);
-            inner.to_router(ClusterIn::Forget(name.into())).await;
+            inner
+                .to_router(ClusterIn::Forget(name.as_str().into()))
+                .await;
+            if leader {
+                let died_ms = now_ms() - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
+                tokio::spawn(orphan_wills(inner.clone(), name, epoch, died_ms));
+            }
         }
     }
 }

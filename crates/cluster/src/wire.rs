@@ -174,12 +174,7 @@ pub fn encode_session(s: &SessionState) -> Bytes {
     b.put_u32(u32::try_from(s.subscriptions.len()).unwrap_or(u32::MAX));
     for (filter, o, id) in &s.subscriptions {
         put_str(&mut b, filter);
-        b.put_u8(
-            o.qos.as_u8()
-                | u8::from(o.no_local) << 2
-                | u8::from(o.retain_as_published) << 3
-                | (o.retain_handling as u8) << 4,
-        );
+        b.put_u8(options_byte(o));
         b.put_u32(id.unwrap_or(0));
     }
     for p in &s.messages {
@@ -214,16 +209,7 @@ pub fn decode_session(mut data: Bytes) -> Result<SessionState, WireError> {
         }
         let o = data.get_u8();
         let id = data.get_u32();
-        let options = SubscriptionOptions {
-            qos: QoS::try_from(o & 3).unwrap_or(QoS::AtMostOnce),
-            no_local: o & 4 != 0,
-            retain_as_published: o & 8 != 0,
-            retain_handling: match (o >> 4) & 3 {
-                0 => RetainHandling::SendAtSubscribe,
-                1 => RetainHandling::SendIfNew,
-                _ => RetainHandling::DoNotSend,
-            },
-        };
+        let options = options_from_byte(o);
         subscriptions.push((filter, options, (id != 0).then_some(id)));
     }
     let mut messages = Vec::new();
@@ -278,6 +264,73 @@ pub fn topic_token(topic: &TopicName) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(topic.as_str().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A will as an MQTT 5 PUBLISH (its delay kept apart, in the session record).
+pub fn encode_will(w: &midge_codec::LastWill) -> Bytes {
+    let properties = midge_codec::PublishProperties {
+        payload_format_indicator: w.properties.payload_format_indicator,
+        message_expiry_interval: w.properties.message_expiry_interval,
+        content_type: w.properties.content_type.clone(),
+        response_topic: w.properties.response_topic.clone(),
+        correlation_data: w.properties.correlation_data.clone(),
+        user_properties: w.properties.user_properties.clone(),
+        ..Default::default()
+    };
+    let p = Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: w.topic.clone(),
+        packet_id: u16::from(w.qos != QoS::AtMostOnce),
+        properties,
+        payload: w.payload.clone(),
+    };
+    let mut b = BytesMut::new();
+    let _ = Packet::Publish(p).encode(Protocol::V5, &mut b);
+    b.freeze()
+}
+
+/// A will back from [`encode_will`], with its delay.
+pub fn decode_will(data: Bytes, delay: u32) -> Result<midge_codec::LastWill, WireError> {
+    let p = decode_publish(data)?;
+    let mut properties = midge_codec::WillProperties::default();
+    properties.will_delay_interval = (delay > 0).then_some(delay);
+    properties.payload_format_indicator = p.properties.payload_format_indicator;
+    properties.message_expiry_interval = p.properties.message_expiry_interval;
+    properties.content_type = p.properties.content_type;
+    properties.response_topic = p.properties.response_topic;
+    properties.correlation_data = p.properties.correlation_data;
+    properties.user_properties = p.properties.user_properties;
+    Ok(midge_codec::LastWill {
+        topic: p.topic,
+        payload: p.payload,
+        qos: p.qos,
+        retain: p.retain,
+        properties,
+    })
+}
+
+/// Subscription options as one byte (MQTT 5's layout).
+pub fn options_byte(o: &SubscriptionOptions) -> u8 {
+    o.qos.as_u8()
+        | u8::from(o.no_local) << 2
+        | u8::from(o.retain_as_published) << 3
+        | (o.retain_handling as u8) << 4
+}
+
+/// Subscription options from [`options_byte`].
+pub fn options_from_byte(o: u8) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos: QoS::try_from(o & 3).unwrap_or(QoS::AtMostOnce),
+        no_local: o & 4 != 0,
+        retain_as_published: o & 8 != 0,
+        retain_handling: match (o >> 4) & 3 {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendIfNew,
+            _ => RetainHandling::DoNotSend,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -410,5 +463,31 @@ mod tests {
         let t = topic_token(&TopicName::new("a.b c/*/>").unwrap());
         assert_eq!(t.len(), 64);
         assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_will_round_trips_with_its_delay_and_properties() {
+        let properties = midge_codec::WillProperties {
+            will_delay_interval: Some(5),
+            content_type: Some("text/plain".into()),
+            user_properties: vec![("k".into(), "v".into())],
+            ..Default::default()
+        };
+        let w = midge_codec::LastWill {
+            topic: TopicName::new("w/x").unwrap(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties,
+        };
+        let back = decode_will(encode_will(&w), 5).unwrap();
+        assert_eq!(back, w);
+        for o in 0..=0x2f_u8 {
+            let o = o & 0x3f;
+            if (o & 3) == 3 || (o >> 4) == 3 {
+                continue;
+            }
+            assert_eq!(options_byte(&options_from_byte(o)), o);
+        }
     }
 }

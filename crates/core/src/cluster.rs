@@ -459,3 +459,81 @@ fn as_publish(d: &Delivery, now: Instant) -> Publish {
         payload: d.msg.payload.clone(),
     }
 }
+
+/// What the cluster keeps of a client's session so that another node can carry on when
+/// this one dies: the subscriptions (to resume it there) and the will (to publish it
+/// once).
+#[derive(Debug, Clone, Default)]
+pub struct SessionRecord {
+    /// Session Expiry Interval in seconds.
+    pub expiry_interval: u32,
+    /// Whether a connection is attached.
+    pub connected: bool,
+    /// Raw filters (with any `$share/g/` prefix), options and subscription identifier.
+    pub subscriptions: Vec<(ByteString, SubscriptionOptions, Option<u32>)>,
+    /// The will still to be published if the connection ends abnormally (or, after it
+    /// ended, once its delay has passed).
+    pub will: Option<midge_codec::LastWill>,
+}
+
+impl Broker {
+    /// The session of `client_id` as the cluster keeps it (`None`: no session here).
+    pub fn session_record(&self, client_id: &str) -> Option<SessionRecord> {
+        let sid = *self.by_client_id.get(client_id)?;
+        let s = self.session(sid)?;
+        let mut subscriptions: Vec<_> = s
+            .subscriptions
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|(raw, r)| (raw.clone(), r.options, r.identifier))
+            .collect();
+        subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(SessionRecord {
+            expiry_interval: s.expiry_interval,
+            connected: s.conn.is_some(),
+            subscriptions,
+            will: s.will.as_ref().map(|w| w.will.clone()),
+        })
+    }
+
+    /// The will of a client whose node died (the cluster picked this node to publish it,
+    /// once): published as that client's own will would have been, to every node.
+    pub fn publish_orphan_will(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        will: midge_codec::LastWill,
+        out: &mut Vec<Action>,
+    ) {
+        let properties = PublishProperties {
+            payload_format_indicator: will.properties.payload_format_indicator,
+            response_topic: will.properties.response_topic.clone(),
+            correlation_data: will.properties.correlation_data.clone(),
+            user_properties: will.properties.user_properties.clone(),
+            content_type: will.properties.content_type.clone(),
+            ..Default::default()
+        };
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+            expires_at: will
+                .properties
+                .message_expiry_interval
+                .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
+            origin: Some(crate::Origin {
+                client_id: client_id.into(),
+                username: None,
+                received_ms: self.wall_ms(now),
+            }),
+        };
+        if msg.retain && self.config.retain_available {
+            self.retain(msg.clone());
+            self.forward_retained(&msg);
+        }
+        self.route(now, Arc::new(msg), None, out);
+    }
+}

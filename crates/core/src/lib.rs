@@ -31,7 +31,7 @@ use bytestring::ByteString;
 use midge_codec::{Packet, Protocol, PublishProperties, QoS, TopicName};
 
 pub use auth::{AllowAll, Authorizer, ClientInfo};
-pub use cluster::{Forward, SessionState, Target};
+pub use cluster::{Forward, SessionRecord, SessionState, Target};
 pub use config::Config;
 pub use flow::admin::ClientSummary;
 pub use flow::refuse::{ConnectRefusal, refuse_bad_connect, refuse_bad_packet, refuse_login};

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use midge_core::{Forward, Message, SessionState, Target};
+use midge_core::{Forward, Message, SessionRecord, SessionState, Target};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::router::RouterMsg;
@@ -32,6 +32,9 @@ pub enum ClusterOut {
     },
     /// Filters that got their first local subscription (`true`) or lost their last.
     Interest(Vec<(ByteString, bool)>),
+    /// A client's session changed (connected, subscribed, closed; `None`: it ended): what
+    /// another node needs to resume it or publish its will if this node dies.
+    Sessions(Vec<(String, Option<SessionRecord>)>),
 }
 
 /// What the cluster tells the router.
@@ -70,6 +73,13 @@ pub enum ClusterIn {
         client_id: String,
         /// Its state, `None` if this node has no session for it.
         reply: oneshot::Sender<Option<SessionState>>,
+    },
+    /// Publish the will of a client whose node died (this node was picked to, once).
+    Will {
+        /// The client.
+        client_id: String,
+        /// Its will.
+        will: midge_codec::LastWill,
     },
     /// A session arrives from another node.
     Import {

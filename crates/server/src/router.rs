@@ -143,6 +143,8 @@ struct Router {
     /// Messages for other nodes and filters to announce, sent once per drained batch.
     forwards: Vec<midge_core::Forward>,
     interest: Vec<(bytestring::ByteString, bool)>,
+    /// Clients whose session changed, for the cluster's records.
+    sessions: Vec<String>,
     /// How far the store and the cluster have got with the gate's batches.
     completion: Completion,
     /// Answers for the cluster's messages, due once the batch they were held in completes.
@@ -235,6 +237,17 @@ impl Router {
                     .out
                     .send(ClusterOut::Interest(std::mem::take(&mut self.interest)));
             }
+            if !self.sessions.is_empty() {
+                let mut records: Vec<_> = std::mem::take(&mut self.sessions)
+                    .into_iter()
+                    .map(|id| {
+                        let r = self.broker.session_record(&id);
+                        (id, r)
+                    })
+                    .collect();
+                records.dedup_by(|a, b| a.0 == b.0);
+                let _ = cluster.out.send(ClusterOut::Sessions(records));
+            }
             if id != 0 || !self.forwards.is_empty() {
                 let _ = cluster.out.send(ClusterOut::Forwards {
                     batch: id,
@@ -294,6 +307,21 @@ impl Router {
         self.perform(now);
     }
 
+    /// In a cluster, note that the session of `conn`'s client changes (recorded once per
+    /// drained batch, as it is then, in `flush`); the server's own clients are per node.
+    fn session_changed(&mut self, conn: ConnId) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some((id, _)) = self.broker.client_of(conn) {
+            if !id.starts_with(midge_core::INTERNAL_CLIENT_ID_PREFIX)
+                && self.sessions.last().is_none_or(|l| l != id)
+            {
+                self.sessions.push(id.to_owned());
+            }
+        }
+    }
+
     /// What the cluster tells the router.
     fn clustered(&mut self, now: Instant, msg: ClusterIn) {
         match msg {
@@ -334,6 +362,11 @@ impl Router {
                     .export_session(now, &client_id, &mut self.actions);
                 self.dispatch(now);
                 let _ = reply.send(state);
+            }
+            ClusterIn::Will { client_id, will } => {
+                self.broker
+                    .publish_orphan_will(now, &client_id, will, &mut self.actions);
+                self.dispatch(now);
             }
             ClusterIn::Import { state, reply } => {
                 self.broker.import_session(now, state, &mut self.actions);
@@ -441,6 +474,7 @@ impl Router {
                 self.broker
                     .handle(now, id, Packet::Connect(connect), &mut self.actions);
                 self.dispatch(now);
+                self.session_changed(id);
             }
             RouterMsg::Packets(id, packets) => {
                 if let Some(h) = self.conns.get(&id) {
@@ -454,11 +488,20 @@ impl Router {
                     if self.refuse_if_full(now, id, &p) {
                         continue;
                     }
+                    let changes_session = self.cluster.is_some()
+                        && matches!(
+                            p,
+                            Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::Disconnect(_)
+                        );
+                    if changes_session {
+                        self.session_changed(id);
+                    }
                     self.broker.handle(now, id, p, &mut self.actions);
                     self.dispatch(now);
                 }
             }
             RouterMsg::Closed(id, cause) => {
+                self.session_changed(id);
                 self.conns.remove(&id);
                 self.info.remove(&id);
                 self.broker.closed(now, id, cause, &mut self.actions);
@@ -604,6 +647,7 @@ pub(crate) async fn run(
         cluster,
         forwards: Vec::new(),
         interest: Vec::new(),
+        sessions: Vec::new(),
         remote_waiters: std::collections::VecDeque::new(),
     };
     if router.cluster.is_some() {

@@ -245,3 +245,40 @@ fn a_node_made_a_cluster_member_announces_the_filters_it_already_has() {
     w.publish(p, "z", "x", QoS::AtMostOnce, false, 0);
     assert!(forwards(&mut w).is_empty(), "a forgotten node gets nothing");
 }
+
+#[test]
+fn a_session_record_holds_what_another_node_needs_and_an_orphan_will_reaches_every_node() {
+    let (mut a, mut b) = (node(), node());
+    let mut c = Connect::new(Protocol::V5, "dev");
+    c.keep_alive = 0;
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    c.will = will("bye", Some(5));
+    let (conn, _) = a.connect_with(c);
+    a.subscribe(conn, "cmd/#", QoS::AtLeastOnce);
+    let r = a.broker.session_record("dev").expect("record");
+    assert!(r.connected);
+    assert_eq!(r.expiry_interval, 600);
+    assert_eq!(r.subscriptions.len(), 1);
+    assert_eq!(
+        r.will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval),
+        Some(5)
+    );
+    assert!(a.broker.session_record("nobody").is_none());
+
+    // the node of "dev" died: b publishes its will, to b's and a's subscribers
+    let local = b.connect(Protocol::V311, "watcher", true);
+    b.subscribe(local, "will", QoS::AtMostOnce);
+    let remote = a.connect(Protocol::V311, "far", true);
+    a.subscribe(remote, "will", QoS::AtMostOnce);
+    announce(&mut a, "a", &mut b);
+    let mut out = Vec::new();
+    let w = r.will.unwrap();
+    b.broker.publish_orphan_will(b.now, "dev", w, &mut out);
+    b.out.extend(out);
+    assert_eq!(payloads(&b.packets(local)), ["bye"]);
+    assert_eq!(carry(&mut b, &mut a), 1);
+    assert_eq!(payloads(&a.packets(remote)), ["bye"]);
+}
