@@ -1066,6 +1066,13 @@ fn unsubscribe_on_one_node_keeps_the_other_subscribers_interest() {
     let with_one = cl.filters(1);
     let mut b = Mq::v5(&rt, cl.port(1), &unique("b"));
     assert_eq!(b.subscribe("u/#", QoS::AtLeastOnce), vec![1]);
+    // the same filter again is not a new distinct filter
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        cl.filters(1),
+        with_one,
+        "a second subscriber of the same filter counted as a new distinct filter"
+    );
     let mut p = Mq::v5(&rt, cl.port(0), &unique("p"));
 
     let unsubscribe = |m: &mut Mq| {
