@@ -1761,15 +1761,15 @@ fn killed_node_loses_no_acknowledged_qos1_message() {
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .collect();
     let mut s2 = Mq::connect(&rt, cl.port(2), &id2, how);
-    assert!(
-        s2.connack.session_present,
-        "s2's session did not survive its node\n{}",
-        cl.logs()
-    );
+    let present = s2.connack.session_present;
+    if !present {
+        // measured anyway, for the report: what a lost session costs
+        s2.subscribe("load/#", QoS::AtLeastOnce);
+    }
     let want: BTreeSet<String> = acked1.iter().chain(&acked2).cloned().collect();
     let mut got3: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(if present { 30 } else { 5 });
+    let (missing2, missing3) = loop {
         for (s, got) in [(&mut s2, &mut got2), (&mut s3, &mut got3)] {
             got.extend(
                 s.drain(Duration::from_millis(200))
@@ -1777,24 +1777,24 @@ fn killed_node_loses_no_acknowledged_qos1_message() {
                     .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
             );
         }
-        let missing2: Vec<&String> = want.iter().filter(|w| !got2.contains(w)).collect();
-        let missing3: Vec<&String> = want.iter().filter(|w| !got3.contains(w)).collect();
-        if missing2.is_empty() && missing3.is_empty() {
-            break;
+        let missing2: Vec<String> = want.iter().filter(|w| !got2.contains(w)).cloned().collect();
+        let missing3: Vec<String> = want.iter().filter(|w| !got3.contains(w)).cloned().collect();
+        if (missing2.is_empty() && missing3.is_empty()) || Instant::now() >= deadline {
+            break (missing2, missing3);
         }
-        assert!(
-            Instant::now() < deadline,
-            "acknowledged messages lost after kill -9 of n2 ({} acknowledged on n1, {} on n2): \
-             s2 (resumed on n3) misses {} (first {:?}), s3 misses {} (first {:?})\n{}",
-            acked1.len(),
-            acked2.len(),
-            missing2.len(),
-            missing2.iter().take(5).collect::<Vec<_>>(),
-            missing3.len(),
-            missing3.iter().take(5).collect::<Vec<_>>(),
-            cl.logs()
-        );
-    }
+    };
+    assert!(
+        present && missing2.is_empty() && missing3.is_empty(),
+        "after kill -9 of n2 ({} acknowledged on n1, {} on n2): s2's session present on n3: \
+         {present}; s2 misses {} (first {:?}), s3 (on n3 all along) misses {} (first {:?})\n{}",
+        acked1.len(),
+        acked2.len(),
+        missing2.len(),
+        missing2.iter().take(5).collect::<Vec<_>>(),
+        missing3.len(),
+        missing3.iter().take(5).collect::<Vec<_>>(),
+        cl.logs()
+    );
 
     // the survivors see n2 gone
     let deadline = Instant::now() + Duration::from_secs(20);
