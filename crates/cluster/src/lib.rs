@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::StreamExt;
-use midge_core::{Forward, Message, Target};
+use midge_core::{Message, Target};
 use midge_server::cluster::{Claim, ClusterIn, ClusterLink, ClusterOut, ClusterPort, NodeInfo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -44,6 +44,13 @@ const DEAD_AFTER: Duration = Duration::from_millis(3_500);
 const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
 /// How long a QoS 1/2 forward may wait for JetStream before it is refused.
 const JS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Heartbeats between two `$SYS/broker/cluster/...` publications.
+const SYS_EVERY: u64 = 10;
+/// Most bytes of messages bundled into one NATS message (NATS's default max_payload is 1 MiB;
+/// a larger message goes alone).
+const BUNDLE_BYTES: usize = 512 * 1024;
+/// NATS messages (each a bundle of MQTT messages) taken at once.
+const BUNDLES: usize = 16;
 /// Messages handed to the router at once.
 const BATCH: usize = 256;
 
@@ -362,6 +369,13 @@ impl Cluster {
             .ping_interval(Duration::from_secs(1))
             .connection_timeout(Duration::from_secs(5))
             .subscription_capacity(65_536)
+            .event_callback(|event| async move {
+                // the client drops what a full subscription buffer cannot take (QoS 0
+                // bundles from other nodes): said, never silent
+                if let async_nats::Event::SlowConsumer(sid) = event {
+                    warn!(subscription = sid, "cluster: messages from other nodes dropped: this node reads them slower than they come (QoS 0 only; QoS 1/2 wait in JetStream)");
+                }
+            })
             .retry_on_initial_connect();
         if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
             opts = opts.user_and_password(u.clone(), p.clone());
@@ -851,8 +865,37 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
             ClusterOut::Forwards { batch, forwards } => {
                 let mut pending = Vec::new();
                 let now = Instant::now();
+                // one NATS message per node and kind for the whole router batch: NATS and
+                // JetStream cost per message, not per byte
+                let mut bundles: Vec<(String, bool, BytesMut)> = Vec::new();
                 for f in forwards {
-                    send_forward(&inner, f, now, &mut pending).await;
+                    let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now);
+                    let (subject, reliable) = match f.target {
+                        Target::Retained => {
+                            let subject = inner.subject("r", &wire::topic_token(&f.msg.topic));
+                            send(&inner, subject, true, data, &mut pending).await;
+                            continue;
+                        }
+                        _ if f.reliable() => (inner.subject("q", &f.node), true),
+                        _ => (inner.subject("m", &f.node), false),
+                    };
+                    let i = match bundles.iter().position(|b| b.0 == subject) {
+                        Some(i) => i,
+                        None => {
+                            bundles.push((subject, reliable, BytesMut::new()));
+                            bundles.len() - 1
+                        }
+                    };
+                    if let Some(b) = bundles.get_mut(i) {
+                        if !b.2.is_empty() && b.2.len() + data.len() + 4 > BUNDLE_BYTES {
+                            let full = std::mem::take(&mut b.2).freeze();
+                            send(&inner, b.0.clone(), b.1, full, &mut pending).await;
+                        }
+                        wire::bundle_push(&mut b.2, &data);
+                    }
+                }
+                for (subject, reliable, data) in bundles {
+                    send(&inner, subject, reliable, data.freeze(), &mut pending).await;
                 }
                 if batch != 0 {
                     let _ = ack_tx.send((batch, pending));
@@ -864,22 +907,19 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
 
 type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
-async fn send_forward(inner: &Inner, f: Forward, now: Instant, pending: &mut Vec<AckFuture>) {
-    let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now);
-    let subject = match f.target {
-        Target::Retained => inner.subject("r", &wire::topic_token(&f.msg.topic)),
-        _ if f.reliable() => inner.subject("q", &f.node),
-        _ => {
-            if let Err(e) = inner
-                .client
-                .publish(inner.subject("m", &f.node), data)
-                .await
-            {
-                debug!("cluster: QoS 0 forward to {} lost: {e}", f.node);
-            }
-            return;
+async fn send(
+    inner: &Inner,
+    subject: String,
+    reliable: bool,
+    data: Bytes,
+    pending: &mut Vec<AckFuture>,
+) {
+    if !reliable {
+        if let Err(e) = inner.client.publish(subject, data).await {
+            debug!("cluster: QoS 0 forward lost: {e}");
         }
-    };
+        return;
+    }
     match inner.js.publish(subject, data).await {
         Ok(ack) => pending.push(Box::pin(async move {
             match ack.await {
@@ -943,8 +983,13 @@ async fn announce(inner: &Inner, changes: Vec<(ByteString, bool)>) {
 
 async fn heartbeats(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut beats: u64 = 0;
     loop {
         tick.tick().await;
+        if beats.is_multiple_of(SYS_EVERY) {
+            publish_sys(&inner).await;
+        }
+        beats += 1;
         let (seq, filters) = inner
             .local
             .lock()
@@ -993,6 +1038,28 @@ async fn heartbeats(inner: Arc<Inner>) {
                 tokio::spawn(orphan_wills(inner.clone(), name, epoch, died_ms));
             }
         }
+    }
+}
+
+/// `$SYS/broker/cluster/...` for this node's clients (retained, every `SYS_EVERY` beats):
+/// the node's name, how many nodes are up, and every node known as JSON.
+async fn publish_sys(inner: &Arc<Inner>) {
+    let handle = ClusterHandle {
+        inner: inner.clone(),
+    };
+    let nodes = handle.nodes();
+    let up = nodes.iter().filter(|n| n.up).count();
+    let list = serde_json::to_string(&nodes).unwrap_or_default();
+    for (topic, value) in [
+        ("$SYS/broker/cluster/node", inner.cfg.node.clone()),
+        ("$SYS/broker/cluster/nodes/up", up.to_string()),
+        ("$SYS/broker/cluster/nodes", list),
+    ] {
+        let Ok(topic) = midge_codec::TopicName::new(topic) else {
+            continue;
+        };
+        let msg = Message::new(topic, value, midge_codec::QoS::AtMostOnce, true);
+        inner.to_router(ClusterIn::Sys(msg)).await;
     }
 }
 
@@ -1155,12 +1222,13 @@ async fn watch_routes(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
 
 /// QoS 0 messages from other nodes.
 async fn inbound_direct(inner: Arc<Inner>, sub: async_nats::Subscriber) {
-    let mut chunks = sub.ready_chunks(BATCH);
+    let mut chunks = sub.ready_chunks(BUNDLES);
     while let Some(chunk) = chunks.next().await {
         let now = Instant::now();
         let msgs: Vec<(Message, Target)> = chunk
             .into_iter()
-            .filter_map(|m| match wire::decode_message(m.payload, now) {
+            .flat_map(|m| wire::decode_bundle(m.payload, now))
+            .filter_map(|r| match r {
                 Ok(i) => Some((i.msg, i.target)),
                 Err(e) => {
                     warn!("cluster: {e}");
@@ -1206,16 +1274,18 @@ async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Err
         )
         .await?;
     let messages = consumer.messages().await?;
-    let mut chunks = messages.ready_chunks(BATCH);
+    let mut chunks = messages.ready_chunks(BUNDLES);
     while let Some(chunk) = chunks.next().await {
         let now = Instant::now();
         let mut msgs = Vec::new();
         let mut acks = Vec::new();
         for m in chunk {
             let m = m?;
-            match wire::decode_message(m.payload.clone(), now) {
-                Ok(i) => msgs.push((i.msg, i.target)),
-                Err(e) => warn!("cluster: {e}"),
+            for r in wire::decode_bundle(m.payload.clone(), now) {
+                match r {
+                    Ok(i) => msgs.push((i.msg, i.target)),
+                    Err(e) => warn!("cluster: {e}"),
+                }
             }
             acks.push(m);
         }

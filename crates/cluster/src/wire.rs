@@ -165,6 +165,30 @@ fn decode_publish(data: Bytes) -> Result<Publish, WireError> {
     }
 }
 
+/// Append one encoded message to a bundle (several messages in one NATS message).
+pub fn bundle_push(bundle: &mut BytesMut, message: &[u8]) {
+    bundle.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    bundle.put_slice(message);
+}
+
+/// The messages of a bundle, in order (a truncated tail is one error).
+pub fn decode_bundle(mut data: Bytes, now: Instant) -> Vec<Result<Incoming, WireError>> {
+    let mut out = Vec::new();
+    while data.has_remaining() {
+        if data.remaining() < 4 {
+            out.push(Err(WireError::Truncated));
+            break;
+        }
+        let len = data.get_u32() as usize;
+        if data.remaining() < len {
+            out.push(Err(WireError::Truncated));
+            break;
+        }
+        out.push(decode_message(data.split_to(len), now));
+    }
+    out
+}
+
 /// Encode a session moving to another node.
 pub fn encode_session(s: &SessionState) -> Bytes {
     let mut b = BytesMut::new();
@@ -489,5 +513,26 @@ mod tests {
             }
             assert_eq!(options_byte(&options_from_byte(o)), o);
         }
+    }
+
+    #[test]
+    fn a_bundle_holds_messages_in_order_and_a_torn_one_is_an_error() {
+        let now = Instant::now();
+        let mut b = BytesMut::new();
+        for topic in ["a", "b/c", "d"] {
+            bundle_push(
+                &mut b,
+                &encode_message("n1", &msg(topic), &Target::Plain, now),
+            );
+        }
+        let b = b.freeze();
+        let topics: Vec<String> = decode_bundle(b.clone(), now)
+            .into_iter()
+            .map(|r| r.unwrap().msg.topic.as_str().to_owned())
+            .collect();
+        assert_eq!(topics, ["a", "b/c", "d"]);
+        let torn = decode_bundle(b.slice(..b.len() - 1), now);
+        assert_eq!(torn.len(), 3);
+        assert!(torn[2].is_err() && torn[1].is_ok());
     }
 }

@@ -81,6 +81,8 @@ pub enum ClusterIn {
         /// Its will.
         will: midge_codec::LastWill,
     },
+    /// A message of the broker's own (`$SYS/broker/cluster/...`), for this node's clients.
+    Sys(Message),
     /// A session arrives from another node.
     Import {
         /// Its state.
@@ -131,7 +133,7 @@ impl ClusterPort {
     /// Hand the router a message; false once the server stopped.
     pub async fn send(&self, msg: ClusterIn) -> bool {
         match self.router.upgrade() {
-            Some(tx) => tx.send(RouterMsg::Cluster(msg)).await.is_ok(),
+            Some(tx) => tx.send(RouterMsg::Cluster(Box::new(msg))).await.is_ok(),
             None => false,
         }
     }

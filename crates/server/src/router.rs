@@ -87,7 +87,7 @@ pub(crate) enum RouterMsg {
         reply: oneshot::Sender<bool>,
     },
     /// From the cluster (`crate::cluster`).
-    Cluster(crate::cluster::ClusterIn),
+    Cluster(Box<crate::cluster::ClusterIn>),
 }
 
 /// What the router sends to a connection task.
@@ -368,6 +368,10 @@ impl Router {
                     .publish_orphan_will(now, &client_id, will, &mut self.actions);
                 self.dispatch(now);
             }
+            ClusterIn::Sys(msg) => {
+                self.broker.publish(now, msg, &mut self.actions);
+                self.dispatch(now);
+            }
             ClusterIn::Import { state, reply } => {
                 self.broker.import_session(now, state, &mut self.actions);
                 self.dispatch(now);
@@ -601,7 +605,7 @@ impl Router {
                 self.dispatch(now);
                 let _ = reply.send(found);
             }
-            RouterMsg::Cluster(msg) => self.clustered(now, msg),
+            RouterMsg::Cluster(msg) => self.clustered(now, *msg),
             RouterMsg::Shutdown(reply) => {
                 self.broker.shutdown(now, &mut self.actions);
                 self.dispatch(now);
