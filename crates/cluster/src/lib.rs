@@ -42,6 +42,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const DEAD_AFTER: Duration = Duration::from_millis(3_500);
 /// How long a CONNECT waits for the other nodes to hand over the client's session.
 const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
+/// How long a node that handed a session over still forwards what matches it to its new
+/// node (other nodes learn the new node's subscriptions within milliseconds).
+const MOVED_GRACE: Duration = Duration::from_secs(10);
 /// How long a QoS 1/2 forward may wait for JetStream before it is refused.
 const JS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Heartbeats between two `$SYS/broker/cluster/...` publications.
@@ -483,10 +486,13 @@ impl ClusterHandle {
 
     /// Every node known, this one first.
     pub fn nodes(&self) -> Vec<NodeInfo> {
+        let connected =
+            self.inner.client.connection_state() == async_nats::connection::State::Connected;
         let mut v = vec![NodeInfo {
             name: self.inner.cfg.node.clone(),
             this: true,
-            up: self.inner.client.connection_state() == async_nats::connection::State::Connected,
+            up: connected,
+            state: if connected { "up" } else { "down" },
             filters: self.inner.local.lock().map_or(0, |l| l.filters.len()),
             last_seen_ms: 0,
         }];
@@ -496,6 +502,7 @@ impl ClusterHandle {
                     name: name.clone(),
                     this: false,
                     up: p.up,
+                    state: if p.up { "up" } else { "down" },
                     filters: p.filters,
                     last_seen_ms: u64::try_from(p.last_seen.elapsed().as_millis())
                         .unwrap_or(u64::MAX),
@@ -826,6 +833,7 @@ async fn answer_claims(inner: Arc<Inner>, mut claims: async_nats::Subscriber) {
             let state = if inner
                 .to_router(ClusterIn::Export {
                     client_id: req.client_id.clone(),
+                    to: req.node.clone(),
                     reply: tx,
                 })
                 .await
@@ -839,6 +847,11 @@ async fn answer_claims(inner: Arc<Inner>, mut claims: async_nats::Subscriber) {
                 info!(client_id = %req.client_id, to = %req.node, "cluster: session handed to another node");
             }
             let _ = inner.client.publish(reply, body).await;
+            if state.is_some() {
+                // by then every node forwards to where the session went
+                tokio::time::sleep(MOVED_GRACE).await;
+                inner.to_router(ClusterIn::ForgetMoved(req.client_id)).await;
+            }
         });
     }
 }

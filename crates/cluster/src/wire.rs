@@ -53,6 +53,7 @@ pub fn encode_message(node: &str, msg: &Message, target: &Target, now: Instant) 
         Target::Plain => b.put_u8(0),
         Target::Group(_) => b.put_u8(1),
         Target::Retained => b.put_u8(2),
+        Target::Session(_) => b.put_u8(3),
     }
     put_str(&mut b, node);
     match &msg.origin {
@@ -70,9 +71,13 @@ pub fn encode_message(node: &str, msg: &Message, target: &Target, now: Instant) 
         }
         None => b.put_u8(0),
     }
-    if let Target::Group(key) = target {
-        put_str(&mut b, &key.0);
-        put_str(&mut b, &key.1);
+    match target {
+        Target::Group(key) => {
+            put_str(&mut b, &key.0);
+            put_str(&mut b, &key.1);
+        }
+        Target::Session(client_id) => put_str(&mut b, client_id),
+        Target::Plain | Target::Retained => {}
     }
     let mut properties = msg.properties.clone();
     properties.message_expiry_interval = msg.expires_at.map(|at| {
@@ -132,6 +137,7 @@ pub fn decode_message(mut data: Bytes, now: Instant) -> Result<Incoming, WireErr
             let name: Box<str> = (*name).into();
             Target::Group(Arc::new((filter, name)))
         }
+        3 => Target::Session(get_str(&mut data)?),
         _ => Target::Retained,
     };
     let p = decode_publish(data)?;
@@ -397,7 +403,12 @@ mod tests {
             let mut m = msg(topic);
             m.expires_at = Some(now + Duration::from_millis(3_200));
             let key = Arc::new(("$share/g/a".into(), "g".into()));
-            for target in [Target::Plain, Target::Group(key.clone()), Target::Retained] {
+            for target in [
+                Target::Plain,
+                Target::Group(key.clone()),
+                Target::Retained,
+                Target::Session("c/1 .>".into()),
+            ] {
                 let data = encode_message("n1", &m, &target, now);
                 let got = decode_message(data, now).unwrap();
                 assert_eq!(got.node, "n1");

@@ -39,6 +39,9 @@ pub enum Target {
     Group(Arc<(Box<str>, Box<str>)>),
     /// Nowhere: it updates the retained message of its topic on every node.
     Retained,
+    /// The session of this client only (it moved there from the sending node, which
+    /// still got messages for it while the cluster learnt where it went).
+    Session(ByteString),
 }
 
 /// A message for another node.
@@ -81,6 +84,10 @@ pub(crate) struct ClusterState {
     /// Remote sessions by node name, and back.
     nodes: AHashMap<Arc<str>, SessionId>,
     by_session: AHashMap<SessionId, Arc<str>>,
+    /// Sessions that moved to another node: a stub with their subscriptions forwards what
+    /// still matches here to that node, for that client (`Target::Session`), until
+    /// [`Broker::forget_moved`].
+    moved: AHashMap<SessionId, (Arc<str>, ByteString)>,
     /// Messages for other nodes, not yet taken by the caller.
     pub(crate) forwards: Vec<Forward>,
     /// Local subscriptions per distinct raw filter.
@@ -109,12 +116,87 @@ impl Broker {
         }
     }
 
-    /// Whether `sid` is another node's remote session (and which node).
+    /// Whether `sid` is another node's remote session, or the stub of a session that moved
+    /// to another node (and which node).
     pub(crate) fn remote_node(&self, sid: SessionId) -> Option<&Arc<str>> {
         if !self.cluster.on {
             return None;
         }
-        self.cluster.by_session.get(&sid)
+        self.cluster
+            .by_session
+            .get(&sid)
+            .or_else(|| self.cluster.moved.get(&sid).map(|(n, _)| n))
+    }
+
+    /// Where a delivery to remote session `sid` goes there.
+    pub(crate) fn remote_target(&self, sid: SessionId) -> Target {
+        match self.cluster.moved.get(&sid) {
+            Some((_, client_id)) => Target::Session(client_id.clone()),
+            None => Target::Plain,
+        }
+    }
+
+    /// The stub of a session that moved to another node is no longer needed (that node's
+    /// own subscriptions are known everywhere by now).
+    pub fn forget_moved(&mut self, client_id: &str) {
+        let stub = self
+            .cluster
+            .moved
+            .iter()
+            .find(|(_, (_, c))| c == client_id)
+            .map(|(sid, _)| *sid);
+        let Some(sid) = stub else { return };
+        self.cluster.moved.remove(&sid);
+        let Some(slot) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let Some(s) = slot.take() else { return };
+        for raw in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
+            if let Ok(f) = TopicFilter::new(raw.clone()) {
+                self.tree.remove(f.filter(), f.share_group(), sid);
+            }
+        }
+        self.by_client_id.remove(&s.client_id);
+        self.free_sessions.push(sid.0);
+    }
+
+    /// Deliver to one session only, by its own matching (non-shared) subscriptions.
+    fn route_to_session(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        client_id: &str,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let Some(&sid) = self.by_client_id.get(client_id) else {
+            return 0;
+        };
+        if self.remote_node(sid).is_some() {
+            return 0;
+        }
+        let subs: Vec<Subscriber> = self
+            .session(sid)
+            .and_then(|s| s.subscriptions.get())
+            .into_iter()
+            .flatten()
+            .filter(|(raw, _)| !raw.starts_with("$share/"))
+            .filter(|(raw, _)| midge_codec::matches_filter(raw, msg.topic.as_str()))
+            .map(|(_, r)| Subscriber {
+                session: sid,
+                options: r.options,
+                identifier: r.identifier,
+            })
+            .collect();
+        if subs.is_empty() {
+            return 0;
+        }
+        match self.plan_for(&msg, sid, &subs) {
+            Some(d) => {
+                self.deliver(now, sid, d, out);
+                1
+            }
+            None => 0,
+        }
     }
 
     /// Node `node`'s clients subscribed to `raw` (a filter, `$share/g/...` allowed). Returns
@@ -257,6 +339,7 @@ impl Broker {
             }
             Target::Plain => self.route_local(now, Arc::new(msg), None, out),
             Target::Group(key) => self.route_local(now, Arc::new(msg), Some(key), out),
+            Target::Session(client_id) => self.route_to_session(now, Arc::new(msg), client_id, out),
         }
     }
 
@@ -315,6 +398,7 @@ impl Broker {
         &mut self,
         now: Instant,
         client_id: &str,
+        to: &str,
         out: &mut Vec<Action>,
     ) -> Option<SessionState> {
         let sid = *self.by_client_id.get(client_id)?;
@@ -363,9 +447,51 @@ impl Broker {
             flow.queued_bytes = 0;
             flow.unsent = 0;
             let deliveries = inflight.into_iter().map(|f| f.delivery).chain(queue);
-            state.messages = deliveries.map(|d| as_publish(&d, now)).collect();
+            // an expired message is not sent [MQTT-3.3.2-5], here or there
+            state.messages = deliveries
+                .filter(|d| d.msg.expires_at.is_none_or(|at| at > now))
+                .map(|d| as_publish(&d, now))
+                .collect();
         }
         self.end_session(now, sid, out);
+        // what still comes here for it (other nodes forward by what they knew) follows it
+        let stub = self.insert_session(Session::new(
+            ByteString::from(format!("{REMOTE_PREFIX}moved:{client_id}")),
+            midge_codec::Protocol::V5,
+        ));
+        self.cluster
+            .moved
+            .insert(stub, (to.into(), state.client_id.clone()));
+        for (raw, options, _) in &state.subscriptions {
+            let Ok(f) = TopicFilter::new(raw.clone()) else {
+                continue;
+            };
+            if f.is_shared() {
+                continue; // the group picks another member meanwhile
+            }
+            let options = SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..*options
+            };
+            self.tree.insert(
+                f.filter(),
+                None,
+                Subscriber {
+                    session: stub,
+                    options,
+                    identifier: None,
+                },
+            );
+            if let Some(s) = self.session_mut(stub) {
+                s.subscriptions.make_mut().insert(
+                    raw.clone(),
+                    SubRecord {
+                        options,
+                        identifier: None,
+                    },
+                );
+            }
+        }
         Some(state)
     }
 

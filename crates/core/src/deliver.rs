@@ -118,7 +118,8 @@ impl Broker {
                     // another node's clients: one copy for all of them (cluster.rs)
                     if !local_only && !msg.topic.as_str().starts_with("$SYS") {
                         let node = node.clone();
-                        self.forward(node, &msg, crate::Target::Plain);
+                        let target = self.remote_target(sid);
+                        self.forward(node, &msg, target);
                         delivered += 1;
                     }
                 } else if let Some(d) = self.plan(&msg, origin, sid, group) {
@@ -144,6 +145,16 @@ impl Broker {
         m.groups.clear();
         self.scratch = m;
         delivered
+    }
+
+    /// [`Broker::plan`] for a message from another node (no publishing session here).
+    pub(crate) fn plan_for(
+        &self,
+        msg: &Arc<Message>,
+        sid: SessionId,
+        subs: &[Subscriber],
+    ) -> Option<Delivery> {
+        self.plan(msg, None, sid, subs)
     }
 
     fn plan(

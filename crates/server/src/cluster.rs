@@ -71,6 +71,8 @@ pub enum ClusterIn {
     Export {
         /// The client.
         client_id: String,
+        /// The node it moves to (what still comes here for it is sent there for a while).
+        to: String,
         /// Its state, `None` if this node has no session for it.
         reply: oneshot::Sender<Option<SessionState>>,
     },
@@ -81,6 +83,8 @@ pub enum ClusterIn {
         /// Its will.
         will: midge_codec::LastWill,
     },
+    /// A session that moved away no longer needs its forwarding stub here.
+    ForgetMoved(String),
     /// A message of the broker's own (`$SYS/broker/cluster/...`), for this node's clients.
     Sys(Message),
     /// A session arrives from another node.
@@ -149,6 +153,8 @@ pub struct NodeInfo {
     pub this: bool,
     /// Whether it is up (this node: connected to NATS; others: heard from lately).
     pub up: bool,
+    /// `"up"` or `"down"` (the same, for a reader of the JSON).
+    pub state: &'static str,
     /// Distinct filters its clients hold.
     pub filters: usize,
     /// Since its last heartbeat (0 for this node).

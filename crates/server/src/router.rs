@@ -356,10 +356,14 @@ impl Router {
                 self.completion.cluster = self.completion.cluster.max(upto);
                 self.release(now);
             }
-            ClusterIn::Export { client_id, reply } => {
+            ClusterIn::Export {
+                client_id,
+                to,
+                reply,
+            } => {
                 let state = self
                     .broker
-                    .export_session(now, &client_id, &mut self.actions);
+                    .export_session(now, &client_id, &to, &mut self.actions);
                 self.dispatch(now);
                 let _ = reply.send(state);
             }
@@ -368,6 +372,7 @@ impl Router {
                     .publish_orphan_will(now, &client_id, will, &mut self.actions);
                 self.dispatch(now);
             }
+            ClusterIn::ForgetMoved(client_id) => self.broker.forget_moved(&client_id),
             ClusterIn::Sys(msg) => {
                 self.broker.publish(now, msg, &mut self.actions);
                 self.dispatch(now);

@@ -182,14 +182,14 @@ fn a_session_moves_to_another_node_with_its_subscriptions_and_messages() {
     let mut out = Vec::new();
     let state = a
         .broker
-        .export_session(a.now, "mover", &mut out)
+        .export_session(a.now, "mover", "b", &mut out)
         .expect("session");
     assert_eq!(state.subscriptions.len(), 1);
     assert_eq!(state.messages.len(), 1);
     assert_eq!(&*state.messages[0].payload, b"queued");
     let live_state = a
         .broker
-        .export_session(a.now, "live", &mut out)
+        .export_session(a.now, "live", "b", &mut out)
         .expect("session");
     a.out.extend(out);
     let (packets, closed) = a.take(live);
@@ -281,4 +281,44 @@ fn a_session_record_holds_what_another_node_needs_and_an_orphan_will_reaches_eve
     assert_eq!(payloads(&b.packets(local)), ["bye"]);
     assert_eq!(carry(&mut b, &mut a), 1);
     assert_eq!(payloads(&a.packets(remote)), ["bye"]);
+}
+
+#[test]
+fn what_still_comes_for_a_moved_session_follows_it_to_that_client_only() {
+    let (mut a, mut b) = (node(), node());
+    let c = a.connect(Protocol::V5, "mover", false);
+    a.subscribe(c, "m/#", QoS::AtLeastOnce);
+    let mut out = Vec::new();
+    let state = a
+        .broker
+        .export_session(a.now, "mover", "b", &mut out)
+        .unwrap();
+    b.broker.import_session(b.now, state, &mut out);
+    let mut connect = Connect::new(Protocol::V5, "mover");
+    connect.clean_start = false;
+    connect.keep_alive = 0;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (moved, _) = b.connect_with(connect);
+    // another client of b on the same filter must not get a second copy
+    let other = b.connect(Protocol::V5, "other", true);
+    b.subscribe(other, "m/#", QoS::AtLeastOnce);
+
+    // a node that did not yet hear where the session went still forwards to a
+    let p = a.connect(Protocol::V5, "p", true);
+    a.publish(p, "m/1", "late", QoS::AtLeastOnce, false, 1);
+    let f = forwards(&mut a);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].target, Target::Session("mover".into()));
+    assert_eq!(&*f[0].node, "b");
+    let mut out = Vec::new();
+    b.broker
+        .publish_remote(b.now, (*f[0].msg).clone(), &f[0].target, &mut out);
+    b.out.extend(out);
+    assert_eq!(payloads(&b.packets(moved)), ["late"]);
+    assert!(payloads(&b.packets(other)).is_empty());
+    assert!(a.broker.clients().iter().all(|c| &*c.client_id != "mover"));
+
+    a.broker.forget_moved("mover");
+    a.publish(p, "m/2", "after", QoS::AtLeastOnce, false, 2);
+    assert!(forwards(&mut a).is_empty());
 }
