@@ -155,6 +155,7 @@ impl Broker {
             if let Ok(f) = TopicFilter::new(raw.clone()) {
                 self.tree.remove(f.filter(), f.share_group(), sid);
             }
+            self.interest_sub(raw);
         }
         self.by_client_id.remove(&s.client_id);
         self.free_sessions.push(sid.0);
@@ -380,6 +381,10 @@ impl Broker {
         if !self.cluster.on || self.remote_node(sid).is_some() {
             return;
         }
+        self.interest_sub(raw);
+    }
+
+    fn interest_sub(&mut self, raw: &ByteString) {
         if let Some(n) = self.cluster.interest.get_mut(raw) {
             *n -= 1;
             if *n == 0 {
@@ -453,7 +458,6 @@ impl Broker {
                 .map(|d| as_publish(&d, now))
                 .collect();
         }
-        self.end_session(now, sid, out);
         // what still comes here for it (other nodes forward by what they knew) follows it
         let stub = self.insert_session(Session::new(
             ByteString::from(format!("{REMOTE_PREFIX}moved:{client_id}")),
@@ -491,7 +495,11 @@ impl Broker {
                     },
                 );
             }
+            // still announced: until the new node's subscriptions are known everywhere,
+            // other nodes keep sending here, and the stub passes it on
+            self.interest_add(raw);
         }
+        self.end_session(now, sid, out);
         Some(state)
     }
 
