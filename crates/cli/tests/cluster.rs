@@ -1901,8 +1901,9 @@ fn will_delay_holds_when_the_client_moves_to_another_node() {
     drop(back);
 }
 
-/// The will of a client whose node is killed (-9) is published by the survivors once: a
-/// subscriber on each surviving node gets it exactly once.
+/// The wills of the clients of a node killed (-9) are published by the survivors once (for
+/// a clean session as for a persistent one): a subscriber on each surviving node gets each
+/// exactly once.
 #[test]
 fn will_of_a_client_on_a_killed_node_is_published_once() {
     let mut cl = MidgeCluster::start(3);
@@ -1911,27 +1912,43 @@ fn will_of_a_client_on_a_killed_node_is_published_once() {
     subscribe_on(&cl, 0, &mut w1, "lastwill/#", QoS::AtLeastOnce);
     let mut w3 = Mq::v5(&rt, cl.port(2), &unique("w3"));
     subscribe_on(&cl, 2, &mut w3, "lastwill/#", QoS::AtLeastOnce);
-    let id = unique("on-n2");
+    // one client with a persistent session and one with a clean session, both on n2
+    let persistent = unique("persistent-on-n2");
+    let _p = Raw::connect(
+        cl.port(1),
+        &ConnectOpts {
+            client_id: &persistent,
+            clean: false,
+            will: Some(("lastwill/persistent", b"node died", 1, false)),
+            ..Default::default()
+        },
+    );
+    let clean = unique("clean-on-n2");
     let _c = Raw::connect(
         cl.port(1),
         &ConnectOpts {
-            client_id: &id,
-            will: Some(("lastwill/on-n2", b"node died", 1, false)),
+            client_id: &clean,
+            will: Some(("lastwill/clean", b"node died", 1, false)),
             ..Default::default()
         },
     );
     cl.nodes[1].sigkill();
     for (w, name) in [(&mut w1, "n1"), (&mut w3, "n3")] {
-        let mut got = w.messages(1, Duration::from_secs(20));
+        let mut got = w.messages(2, Duration::from_secs(20));
         got.extend(w.drain(Duration::from_millis(1500)));
-        let seen: Vec<(String, Vec<u8>)> = got
+        let mut seen: Vec<(String, Vec<u8>)> = got
             .iter()
             .map(|m| (topic_of(m), m.payload.to_vec()))
             .collect();
+        seen.sort();
         assert_eq!(
             seen,
-            vec![("lastwill/on-n2".to_owned(), b"node died".to_vec())],
-            "the will of a client of the killed n2, on {name}\n{}",
+            vec![
+                ("lastwill/clean".to_owned(), b"node died".to_vec()),
+                ("lastwill/persistent".to_owned(), b"node died".to_vec()),
+            ],
+            "the wills of the clients (clean and persistent session) of the killed n2, on \
+             {name}\n{}",
             cl.logs()
         );
     }
