@@ -30,6 +30,9 @@ use crate::{Action, Broker, Message, SessionId};
 /// strings never hold U+0000 [MQTT-1.5.4-2]).
 pub(crate) const REMOTE_PREFIX: &str = "\0node:";
 
+/// Most messages held for sessions still on their way here.
+const EARLY_MAX: usize = 65_536;
+
 /// Where a forwarded message goes on the node that gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -88,6 +91,10 @@ pub(crate) struct ClusterState {
     /// still matches here to that node, for that client (`Target::Session`), until
     /// [`Broker::forget_moved`].
     moved: AHashMap<SessionId, (Arc<str>, ByteString)>,
+    /// Messages for a session that is on its way here (they can overtake the session
+    /// itself), delivered when it arrives; bounded by `EARLY_MAX` messages in all.
+    early: AHashMap<ByteString, Vec<Arc<Message>>>,
+    early_count: usize,
     /// Messages for other nodes, not yet taken by the caller.
     pub(crate) forwards: Vec<Forward>,
     /// Local subscriptions per distinct raw filter.
@@ -170,6 +177,17 @@ impl Broker {
         out: &mut Vec<Action>,
     ) -> usize {
         let Some(&sid) = self.by_client_id.get(client_id) else {
+            // it overtook the session it follows: kept until the session arrives
+            if self.cluster.early_count < EARLY_MAX {
+                self.cluster.early_count += 1;
+                self.cluster
+                    .early
+                    .entry(ByteString::from(client_id))
+                    .or_default()
+                    .push(msg);
+            } else {
+                self.stats.messages_dropped += 1;
+            }
             return 0;
         };
         if self.remote_node(sid).is_some() {
@@ -568,6 +586,13 @@ impl Broker {
                 msg_id: 0,
             };
             self.deliver(now, sid, d, out);
+        }
+        // what the old node forwarded for it before it arrived
+        if let Some(early) = self.cluster.early.remove(&state.client_id) {
+            self.cluster.early_count -= early.len();
+            for msg in early {
+                self.route_to_session(now, msg, &state.client_id, out);
+            }
         }
         self.arm_session(sid);
     }

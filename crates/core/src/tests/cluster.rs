@@ -329,3 +329,29 @@ fn what_still_comes_for_a_moved_session_follows_it_to_that_client_only() {
     a.publish(p, "m/2", "after", QoS::AtLeastOnce, false, 2);
     assert!(forwards(&mut a).is_empty());
 }
+
+#[test]
+fn a_message_that_overtakes_the_session_it_follows_waits_for_it() {
+    let (mut a, mut b) = (node(), node());
+    let c = a.connect(Protocol::V5, "mover", false);
+    a.subscribe(c, "m/#", QoS::AtLeastOnce);
+    let mut out = Vec::new();
+    let state = a
+        .broker
+        .export_session(a.now, "mover", "b", &mut out)
+        .unwrap();
+    let p = a.connect(Protocol::V5, "p", true);
+    a.publish(p, "m/1", "early", QoS::AtLeastOnce, false, 1);
+    // the forward reaches b before the session does
+    assert_eq!(carry(&mut a, &mut b), 1);
+    let mut out = Vec::new();
+    b.broker.import_session(b.now, state, &mut out);
+    b.out.extend(out);
+    let mut connect = Connect::new(Protocol::V5, "mover");
+    connect.clean_start = false;
+    connect.keep_alive = 0;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (conn, ack) = b.connect_with(connect);
+    assert!(ack.session_present);
+    assert_eq!(payloads(&b.packets(conn)), ["early"]);
+}
