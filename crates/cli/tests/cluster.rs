@@ -1,11 +1,13 @@
 //! midge as a cluster (issue 16): three real `nats-server` processes with JetStream and
-//! three `midge serve --cluster ... --node nI` processes, with clients spread over the
-//! nodes (the midge client crate, raw sockets for exact bytes and reason codes, Python paho,
-//! mosquitto_pub/sub). One topic space across nodes at QoS 0/1/2, wildcards and `$` topics,
-//! topic names that NATS would read as wildcards or separators, retained messages, shared
-//! subscriptions, overlapping subscriptions, MQTT 5 properties, sessions that move to
-//! another node, takeover across nodes, and acknowledgements that are never sent for what
-//! JetStream could not store. Every wait is bounded; the nextest group `cluster` runs one of
+//! three `midge serve --cluster ... --node nI` processes (`common::nats`), with clients
+//! spread over the nodes (the midge client crate, raw sockets for exact bytes and reason
+//! codes, Python paho, mosquitto_pub/sub). One topic space across nodes at QoS 0/1/2,
+//! wildcards and `$` topics, topic names that NATS would read as wildcards or separators,
+//! topic aliases, large messages, retained messages, shared subscriptions, overlapping
+//! subscriptions, interest counting, MQTT 5 properties and expiry; sessions that move to
+//! another node, takeover (also under load), session expiry and will delay across nodes;
+//! acknowledgements never sent for what JetStream could not store; a midge node killed
+//! (-9) or paused (SIGSTOP). Every wait is bounded; the nextest group `cluster` runs one of
 //! these at a time (each starts six processes).
 #![allow(
     clippy::unwrap_used,
