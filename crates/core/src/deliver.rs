@@ -115,10 +115,13 @@ impl Broker {
                     .map_or(subs.len(), |p| i + p);
                 let group = subs.get(i..end).unwrap_or_default();
                 if let Some(node) = self.remote_node(sid) {
-                    // another node's clients: one copy for all of them (cluster.rs)
-                    if !local_only && !msg.topic.as_str().starts_with("$SYS") {
+                    // another node's clients: one copy for all of them (cluster.rs); a
+                    // message from another node goes on only to a session that moved
+                    // away from here (the stub names it: no loop)
+                    let target = self.remote_target(sid);
+                    let onward = !local_only || matches!(target, crate::Target::Session(_));
+                    if onward && !msg.topic.as_str().starts_with("$SYS") {
                         let node = node.clone();
-                        let target = self.remote_target(sid);
                         self.forward(node, &msg, target);
                         delivered += 1;
                     }

@@ -325,6 +325,16 @@ fn what_still_comes_for_a_moved_session_follows_it_to_that_client_only() {
     assert!(payloads(&b.packets(other)).is_empty());
     assert!(a.broker.clients().iter().all(|c| &*c.client_id != "mover"));
 
+    // and so does what a third node forwarded to a by the routes it knew
+    let mut out = Vec::new();
+    let mut third = (*f[0].msg).clone();
+    third.payload = bytes::Bytes::from_static(b"via a");
+    a.broker
+        .publish_remote(a.now, third, &Target::Plain, &mut out);
+    let f = forwards(&mut a);
+    assert_eq!(f.len(), 1, "a stub passes on messages from other nodes");
+    assert_eq!(f[0].target, Target::Session("mover".into()));
+
     a.broker.forget_moved("mover");
     a.publish(p, "m/2", "after", QoS::AtLeastOnce, false, 2);
     assert!(forwards(&mut a).is_empty());
