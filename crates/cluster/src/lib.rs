@@ -636,6 +636,12 @@ impl Claim for Claimer {
                 }
                 match wire::decode_session(reply.payload) {
                     Ok(state) => {
+                        let forget = state.client_id.to_string();
+                        let later = self.inner.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(MOVED_GRACE + Duration::from_secs(5)).await;
+                            later.to_router(ClusterIn::ForgetImported(forget)).await;
+                        });
                         let (tx, rx) = oneshot::channel();
                         if inner
                             .to_router(ClusterIn::Import { state, reply: tx })
@@ -861,6 +867,8 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
     // acknowledgements are reported in batch order by one task
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     tokio::spawn(report_held(inner.clone(), ack_rx));
+    // session records written for the batch that follows: its CONNACK waits for them
+    let mut written: Vec<AckFuture> = Vec::new();
     while let Some(out) = rx.recv().await {
         match out {
             ClusterOut::Interest(changes) => announce(&inner, changes).await,
@@ -870,13 +878,24 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
                         serde_json::to_vec(&Record::new(&inner, &client_id, &r)).unwrap_or_default()
                     });
                     let subject = inner.subject("s", &client_token(&client_id));
-                    if let Err(e) = inner.js.publish(subject, body.into()).await {
-                        debug!(client_id, "cluster: session record not written: {e}");
+                    match inner.js.publish(subject, body.into()).await {
+                        Ok(ack) => {
+                            let f: AckFuture = Box::pin(async move {
+                                // not held: the client connects all the same (its will may
+                                // then not outlive this node)
+                                if let Err(e) = ack.await {
+                                    debug!("cluster: session record not written: {e}");
+                                }
+                                true
+                            });
+                            written.push(f);
+                        }
+                        Err(e) => debug!(client_id, "cluster: session record not written: {e}"),
                     }
                 }
             }
             ClusterOut::Forwards { batch, forwards } => {
-                let mut pending = Vec::new();
+                let mut pending = std::mem::take(&mut written);
                 let now = Instant::now();
                 // one NATS message per node and kind for the whole router batch: NATS and
                 // JetStream cost per message, not per byte

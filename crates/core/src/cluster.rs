@@ -95,6 +95,10 @@ pub(crate) struct ClusterState {
     /// itself), delivered when it arrives; bounded by `EARLY_MAX` messages in all.
     early: AHashMap<ByteString, Vec<Arc<Message>>>,
     early_count: usize,
+    /// Sessions that arrived from another node lately: only they take what that node's
+    /// stub sends on (a session made anew here, because the old node did not answer in
+    /// time, gets its messages by its own subscriptions, not twice).
+    imported: ahash::AHashSet<ByteString>,
     /// Messages for other nodes, not yet taken by the caller.
     pub(crate) forwards: Vec<Forward>,
     /// Local subscriptions per distinct raw filter.
@@ -168,6 +172,15 @@ impl Broker {
         self.free_sessions.push(sid.0);
     }
 
+    /// A session imported lately no longer takes what its old node's stub sends on (the
+    /// stub is gone by now).
+    pub fn forget_imported(&mut self, client_id: &str) {
+        self.cluster.imported.remove(client_id);
+        if let Some(early) = self.cluster.early.remove(client_id) {
+            self.cluster.early_count -= early.len();
+        }
+    }
+
     /// Deliver to one session only, by its own matching (non-shared) subscriptions.
     fn route_to_session(
         &mut self,
@@ -190,7 +203,7 @@ impl Broker {
             }
             return 0;
         };
-        if self.remote_node(sid).is_some() {
+        if self.remote_node(sid).is_some() || !self.cluster.imported.contains(client_id) {
             return 0;
         }
         let subs: Vec<Subscriber> = self
@@ -531,6 +544,7 @@ impl Broker {
         {
             return;
         }
+        self.cluster.imported.insert(state.client_id.clone());
         let mut s = Session::new(state.client_id.clone(), midge_codec::Protocol::V5);
         s.expiry_interval = state.expiry_interval;
         s.disconnected_at = Some(now);

@@ -85,6 +85,8 @@ pub enum ClusterIn {
     },
     /// A session that moved away no longer needs its forwarding stub here.
     ForgetMoved(String),
+    /// A session that moved here no longer takes what its old node's stub sends on.
+    ForgetImported(String),
     /// A message of the broker's own (`$SYS/broker/cluster/...`), for this node's clients.
     Sys(Message),
     /// A session arrives from another node.

@@ -12,10 +12,10 @@ use midge_core::{Action, Broker, CloseCause, ConnId, Message};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::cluster::{ClusterIn, ClusterLink, ClusterOut};
 use crate::congestion::Congestion;
 use crate::gate::Gate;
 use crate::store_task::{Done, OpenedStore, StoreHandle};
-use crate::cluster::{ClusterIn, ClusterLink, ClusterOut};
 use crate::sys::SysPublisher;
 use crate::{Counters, ServerConfig};
 
@@ -145,6 +145,9 @@ struct Router {
     interest: Vec<(bytestring::ByteString, bool)>,
     /// Clients whose session changed, for the cluster's records.
     sessions: Vec<String>,
+    /// A session changed in the call being dispatched: its actions (the CONNACK, SUBACK)
+    /// wait until the cluster holds the record (a will is not lost with this node).
+    session_pending: bool,
     /// How far the store and the cluster have got with the gate's batches.
     completion: Completion,
     /// Answers for the cluster's messages, due once the batch they were held in completes.
@@ -176,7 +179,11 @@ impl Completion {
         } else {
             self.store
         };
-        let cluster = if self.clustered { self.cluster } else { u64::MAX };
+        let cluster = if self.clustered {
+            self.cluster
+        } else {
+            u64::MAX
+        };
         store.min(cluster)
     }
 
@@ -214,6 +221,7 @@ impl Router {
                 let before = self.interest.len();
                 broker.take_interest(&mut self.interest);
                 for_cluster |= self.interest.len() > before;
+                for_cluster |= std::mem::take(&mut self.session_pending);
             }
             if self.gate.admit(
                 has_ops || for_cluster,
@@ -282,15 +290,12 @@ impl Router {
     /// for 3.x).
     fn release(&mut self, now: Instant) {
         let upto = self.completion.upto();
-        let (broker, actions, completion) =
-            (&mut self.broker, &mut self.actions, &self.completion);
+        let (broker, actions, completion) = (&mut self.broker, &mut self.actions, &self.completion);
         self.gate.release_upto(
             upto,
             |tag| completion.failed(tag),
             |action, failed| match action {
-                Action::Send(conn, packet) if failed => {
-                    broker.unstored(now, conn, packet, actions)
-                }
+                Action::Send(conn, packet) if failed => broker.unstored(now, conn, packet, actions),
                 a => actions.push(a),
             },
         );
@@ -314,10 +319,11 @@ impl Router {
             return;
         }
         if let Some((id, _)) = self.broker.client_of(conn) {
-            if !id.starts_with(midge_core::INTERNAL_CLIENT_ID_PREFIX)
-                && self.sessions.last().is_none_or(|l| l != id)
-            {
-                self.sessions.push(id.to_owned());
+            if !id.starts_with(midge_core::INTERNAL_CLIENT_ID_PREFIX) {
+                self.session_pending = true;
+                if self.sessions.last().is_none_or(|l| l != id) {
+                    self.sessions.push(id.to_owned());
+                }
             }
         }
     }
@@ -373,6 +379,7 @@ impl Router {
                 self.dispatch(now);
             }
             ClusterIn::ForgetMoved(client_id) => self.broker.forget_moved(&client_id),
+            ClusterIn::ForgetImported(client_id) => self.broker.forget_imported(&client_id),
             ClusterIn::Sys(msg) => {
                 self.broker.publish(now, msg, &mut self.actions);
                 self.dispatch(now);
@@ -482,8 +489,8 @@ impl Router {
                 }
                 self.broker
                     .handle(now, id, Packet::Connect(connect), &mut self.actions);
-                self.dispatch(now);
                 self.session_changed(id);
+                self.dispatch(now);
             }
             RouterMsg::Packets(id, packets) => {
                 if let Some(h) = self.conns.get(&id) {
@@ -657,6 +664,7 @@ pub(crate) async fn run(
         forwards: Vec::new(),
         interest: Vec::new(),
         sessions: Vec::new(),
+        session_pending: false,
         remote_waiters: std::collections::VecDeque::new(),
     };
     if router.cluster.is_some() {
