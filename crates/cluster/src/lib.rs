@@ -661,32 +661,23 @@ impl Claim for Claimer {
     }
 }
 
-/// No live node had the client's session: if its record names a node that is gone (or
-/// this node before a restart) and it has not expired, resume it here from the record
-/// (its subscriptions; what that node had queued for it stays there).
+/// No node handed the client's session over (its node is gone, or did not answer in
+/// time): if its record says it is persistent and not expired, resume it here from the
+/// record (its subscriptions; what its node had queued for it stays there).
 async fn resume_orphan(inner: &Arc<Inner>, client_id: &str) {
     let Some((record, _)) = read_record(inner, client_id).await else {
         return;
     };
-    let owner_gone = if record.node == inner.cfg.node {
-        record.epoch != inner.epoch
-    } else {
-        inner
-            .peers
-            .lock()
-            .map(|p| {
-                p.get(&record.node)
-                    .is_none_or(|p| !p.up || p.epoch != record.epoch)
-            })
-            .unwrap_or(false)
-    };
+    if record.node == inner.cfg.node && record.epoch == inner.epoch {
+        return; // this run of this node has it, or ended it
+    }
     let expired = !record.connected
         && record.expiry != u32::MAX
         && record.at_ms + i64::from(record.expiry) * 1000 < now_ms();
-    if !owner_gone || expired || record.expiry == 0 {
+    if expired || record.expiry == 0 {
         return;
     }
-    info!(client_id, from = %record.node, "cluster: resuming the session of a node that is gone");
+    info!(client_id, from = %record.node, "cluster: resuming a session from its record (its node is gone or did not answer)");
     let (tx, rx) = oneshot::channel();
     if inner
         .to_router(ClusterIn::Import {
@@ -697,6 +688,11 @@ async fn resume_orphan(inner: &Arc<Inner>, client_id: &str) {
     {
         let _ = rx.await;
     }
+    // not handed over: should its old node wake up and hand it over after all, what that
+    // node then sends on would come twice
+    inner
+        .to_router(ClusterIn::ForgetImported(client_id.into()))
+        .await;
 }
 
 /// The latest record of a client's session and its stream sequence.
