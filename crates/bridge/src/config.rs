@@ -137,9 +137,31 @@ impl TopicConfig {
     }
 }
 
+/// What is wrong with a bridge's `topic` line (mosquitto's `topic`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicLineError {
+    /// An empty line.
+    #[error("missing the topic pattern")]
+    MissingPattern,
+    /// Not out, in or both.
+    #[error("direction must be out, in or both (found {0:?})")]
+    Direction(String),
+    /// Not 0, 1 or 2.
+    #[error("qos must be 0, 1 or 2 (found {0:?})")]
+    Qos(String),
+    /// A local prefix without a remote one.
+    #[error("a local prefix needs a remote prefix too (use \"\" for an empty one)")]
+    LonePrefix,
+    /// More than five words.
+    #[error(
+        "too many words: topic pattern [[[ out | in | both ] qos-level] local-prefix remote-prefix]"
+    )]
+    TooManyWords,
+}
+
 /// Parse mosquitto's `topic` value: `pattern [[[ out | in | both ] qos-level] local-prefix
 /// remote-prefix]`, where `""` stands for an empty string.
-pub fn parse_topic_line(line: &str) -> Result<TopicConfig, String> {
+pub fn parse_topic_line(line: &str) -> Result<TopicConfig, TopicLineError> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let unquote = |w: &str| -> String {
         if w == "\"\"" {
@@ -150,7 +172,7 @@ pub fn parse_topic_line(line: &str) -> Result<TopicConfig, String> {
     };
     let mut words = words.into_iter();
     let Some(pattern) = words.next() else {
-        return Err("missing the topic pattern".into());
+        return Err(TopicLineError::MissingPattern);
     };
     let mut t = TopicConfig::new(unquote(pattern));
     if let Some(d) = words.next() {
@@ -165,40 +187,31 @@ pub fn parse_topic_line(line: &str) -> Result<TopicConfig, String> {
             t.local_prefix = unquote(l);
             t.remote_prefix = unquote(r);
         }
-        (Some(_), None) => {
-            return Err(
-                "a local prefix needs a remote prefix too (use \"\" for an empty one)".into(),
-            );
-        }
+        (Some(_), None) => return Err(TopicLineError::LonePrefix),
         (None, Some(_)) => {}
     }
     if words.next().is_some() {
-        return Err(
-            "too many words: topic pattern [[[ out | in | both ] qos-level] local-prefix remote-prefix]"
-                .into(),
-        );
+        return Err(TopicLineError::TooManyWords);
     }
     Ok(t)
 }
 
 /// `out`, `in` or `both`.
-pub fn parse_direction(s: &str) -> Result<Direction, String> {
+pub fn parse_direction(s: &str) -> Result<Direction, TopicLineError> {
     match s {
         "out" => Ok(Direction::Out),
         "in" => Ok(Direction::In),
         "both" => Ok(Direction::Both),
-        other => Err(format!(
-            "direction must be out, in or both (found {other:?})"
-        )),
+        other => Err(TopicLineError::Direction(other.to_owned())),
     }
 }
 
-fn parse_qos(s: &str) -> Result<QoS, String> {
+fn parse_qos(s: &str) -> Result<QoS, TopicLineError> {
     match s {
         "0" => Ok(QoS::AtMostOnce),
         "1" => Ok(QoS::AtLeastOnce),
         "2" => Ok(QoS::ExactlyOnce),
-        other => Err(format!("qos must be 0, 1 or 2 (found {other:?})")),
+        other => Err(TopicLineError::Qos(other.to_owned())),
     }
 }
 
@@ -509,7 +522,19 @@ mod tests {
             let t = parse_topic_line(invalid).unwrap();
             assert!(!t.problems().is_empty(), "{invalid}");
         }
-        assert!(parse_topic_line("a sideways").is_err());
+        assert_eq!(
+            parse_topic_line("a sideways"),
+            Err(TopicLineError::Direction("sideways".into()))
+        );
+        assert_eq!(
+            parse_topic_line("a out 3"),
+            Err(TopicLineError::Qos("3".into()))
+        );
+        assert_eq!(
+            parse_topic_line("a out 1 L/"),
+            Err(TopicLineError::LonePrefix)
+        );
+        assert_eq!(parse_topic_line(""), Err(TopicLineError::MissingPattern));
         assert!(parse_topic_line("a out 3").is_err());
         assert!(parse_topic_line("a out 1 L/").is_err());
         assert!(parse_topic_line("a out 1 L/ R/ extra").is_err());

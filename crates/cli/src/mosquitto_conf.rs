@@ -617,7 +617,7 @@ impl State {
             }
             "topic" => match midge_bridge::parse_topic_line(value) {
                 Ok(_) => push = Some(("topics", Value::String(value.to_owned()))),
-                Err(e) => self.error(at, key, &e),
+                Err(e) => self.error(at, key, &e.to_string()),
             },
             "bridge_protocol_version" => match value {
                 "mqttv31" => set = Some(("protocol", Value::String("3.1".into()))),

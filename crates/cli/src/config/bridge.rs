@@ -191,7 +191,9 @@ pub(crate) fn bridges(c: &mut Checker<'_>, root: &toml::Table, cfg: &mut MidgeCo
 /// A topic: mosquitto's line as a string, or a table.
 fn topic(v: &toml::Value) -> Result<TopicConfig, String> {
     match v {
-        toml::Value::String(line) => midge_bridge::parse_topic_line(line),
+        toml::Value::String(line) => {
+            midge_bridge::parse_topic_line(line).map_err(|e| e.to_string())
+        }
         toml::Value::Table(t) => {
             // the keys read are the keys known
             let mut asked: Vec<&str> = Vec::new();
@@ -220,7 +222,7 @@ fn topic(v: &toml::Value) -> Result<TopicConfig, String> {
             }
             let mut tc = TopicConfig::new(pattern?.ok_or("pattern: missing")?);
             if let Some(d) = direction? {
-                tc.direction = midge_bridge::parse_direction(&d)?;
+                tc.direction = midge_bridge::parse_direction(&d).map_err(|e| e.to_string())?;
             }
             match qos {
                 None => {}
