@@ -45,9 +45,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{
-    AddressError, BridgeConfig, BridgeProtocol, BridgeTls, Direction, RestartTimeout,
-    TopicConfig, TopicLineError, default_remote_clientid, parse_address, parse_direction,
-    parse_topic_line,
+    AddressError, BridgeConfig, BridgeProtocol, BridgeTls, Direction, RestartTimeout, TopicConfig,
+    TopicLineError, default_remote_clientid, parse_address, parse_direction, parse_topic_line,
 };
 
 /// How many messages the local broker sends the bridge before it acknowledges them (they
