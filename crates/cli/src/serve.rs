@@ -110,12 +110,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         match cfg.cluster.as_mut() {
             Some(c) => c.node = node.clone(),
             None => {
-                eprintln!("midge: --node names a cluster node: add --cluster NATS_URLS or [cluster]");
+                eprintln!(
+                    "midge: --node names a cluster node: add --cluster NATS_URLS or [cluster]"
+                );
                 return Ok(ExitCode::from(2));
             }
         }
     }
-    if let Some(Err(e)) = cfg.cluster.as_ref().map(midge_cluster::ClusterConfig::validate) {
+    if let Some(Err(e)) = cfg
+        .cluster
+        .as_ref()
+        .map(midge_cluster::ClusterConfig::validate)
+    {
         eprintln!("midge: {e}");
         return Ok(ExitCode::from(2));
     }
