@@ -129,7 +129,9 @@ impl NatsServer {
         let h = self.monitor("/healthz").ok_or("no /healthz")?;
         // a stream or consumer still catching up after a restart ("... is not current")
         // is a formed cluster: what the tests need then, they wait for themselves
-        let catching_up = h["error"].as_str().is_some_and(|e| e.contains("is not current"));
+        let catching_up = h["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is not current"));
         if h["status"] != "ok" && !catching_up {
             return Err(format!("/healthz {h}"));
         }
