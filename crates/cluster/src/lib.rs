@@ -1301,7 +1301,14 @@ async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Err
             },
         )
         .await?;
-    let messages = consumer.messages().await?;
+    // short pulls and heartbeats: after JetStream lost and regained its quorum (its
+    // consumer leader moved) a stale pull is seen in seconds and made again
+    let messages = consumer
+        .stream()
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(1))
+        .messages()
+        .await?;
     let mut chunks = messages.ready_chunks(BUNDLES);
     while let Some(chunk) = chunks.next().await {
         let now = Instant::now();
