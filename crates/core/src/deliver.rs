@@ -78,10 +78,12 @@ impl Broker {
         d: Delivery,
         out: &mut Vec<Action>,
     ) {
-        match (self.remote_node(sid).cloned(), d.share.clone()) {
-            (Some(node), Some(key)) => self.forward(node, &d.msg, crate::Target::Group(key)),
-            (Some(_), None) => {}
-            (None, _) => self.deliver(now, sid, d, out),
+        // one hash lookup in a cluster, a flag test otherwise: nothing cloned for a local pick
+        let Some(node) = self.remote_node(sid).cloned() else {
+            return self.deliver(now, sid, d, out);
+        };
+        if let Some(key) = d.share {
+            self.forward(node, &d.msg, crate::Target::Group(key));
         }
     }
 
@@ -219,11 +221,14 @@ impl Broker {
     ) -> Option<(SessionId, Delivery)> {
         // the tree and the sessions are separate fields: borrow both, copy nothing
         let sessions = &self.sessions;
+        // without a cluster no member is another node: no string test per member
+        let clustered = self.cluster.on;
         let remote = |m: &Subscriber| {
-            sessions
-                .get(m.session.0 as usize)
-                .and_then(Option::as_ref)
-                .is_some_and(|s| s.client_id.starts_with(crate::cluster::REMOTE_PREFIX))
+            clustered
+                && sessions
+                    .get(m.session.0 as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.client_id.starts_with(crate::cluster::REMOTE_PREFIX))
         };
         // another node counts as online (its own pick finds a member there); a message
         // from another node goes to a local member only
@@ -251,7 +256,7 @@ impl Broker {
         let session = self.session(sub.session)?;
         // another node checks its own client's right to receive
         if self.auth.checks_delivery()
-            && !session.client_id.starts_with(crate::cluster::REMOTE_PREFIX)
+            && !(self.cluster.on && session.client_id.starts_with(crate::cluster::REMOTE_PREFIX))
         {
             let info = ClientInfo {
                 client_id: &session.client_id,
