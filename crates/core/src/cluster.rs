@@ -158,18 +158,32 @@ impl Broker {
             .map(|(sid, _)| *sid);
         let Some(sid) = stub else { return };
         self.cluster.moved.remove(&sid);
-        let Some(slot) = self.sessions.get_mut(sid.0 as usize) else {
-            return;
+        // its filters were announced for it (see `export_session`)
+        for raw in self.drop_pseudo_session(sid) {
+            self.interest_sub(&raw);
+        }
+    }
+
+    /// Take a remote session or a moved session's stub out of the sessions and the trie;
+    /// returns its filters.
+    fn drop_pseudo_session(&mut self, sid: SessionId) -> Vec<ByteString> {
+        let Some(s) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
+            return Vec::new();
         };
-        let Some(s) = slot.take() else { return };
-        for raw in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
+        let filters: Vec<ByteString> = s
+            .subscriptions
+            .get()
+            .into_iter()
+            .flat_map(|m| m.keys().cloned())
+            .collect();
+        for raw in &filters {
             if let Ok(f) = TopicFilter::new(raw.clone()) {
                 self.tree.remove(f.filter(), f.share_group(), sid);
             }
-            self.interest_sub(raw);
         }
         self.by_client_id.remove(&s.client_id);
         self.free_sessions.push(sid.0);
+        filters
     }
 
     /// A session imported lately no longer takes what its old node's stub sends on (the
@@ -297,17 +311,7 @@ impl Broker {
             return;
         };
         self.cluster.by_session.remove(&sid);
-        let Some(slot) = self.sessions.get_mut(sid.0 as usize) else {
-            return;
-        };
-        let Some(s) = slot.take() else { return };
-        for raw in s.subscriptions.get().into_iter().flat_map(|m| m.keys()) {
-            if let Ok(f) = TopicFilter::new(raw.clone()) {
-                self.tree.remove(f.filter(), f.share_group(), sid);
-            }
-        }
-        self.by_client_id.remove(&s.client_id);
-        self.free_sessions.push(sid.0);
+        self.drop_pseudo_session(sid);
     }
 
     /// How many distinct filters node `node` announced.
