@@ -17,6 +17,7 @@ mod broker_raw;
 mod broker_rumqttc;
 mod broker_slow_subscriber;
 mod cluster;
+mod cluster_flows;
 mod devices;
 mod devices_acl_parity;
 mod devices_page;
