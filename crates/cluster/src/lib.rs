@@ -7,10 +7,16 @@
 //!   (`midge_core::cluster`), so a publish is matched once, locally, and goes once to each
 //!   node with a matching client.
 //! - **Messages.** QoS 0 goes over core NATS to `midge.<cluster>.m.<node>`. QoS 1/2 goes
-//!   through the replicated JetStream stream `MIDGE_<CLUSTER>_Q` (subject
-//!   `midge.<cluster>.q.<node>`, one durable consumer per node); the publisher's
+//!   through the replicated JetStream stream `MIDGE_<CLUSTER>_QUEUE` (subject
+//!   `midge.<cluster>.fq.<node>`, one durable consumer per node); the publisher's
 //!   PUBACK/PUBREC waits until JetStream holds it, and becomes a refusal when JetStream
 //!   cannot (no quorum). The topic never becomes part of a subject ([`wire`]).
+//! - **A node's queue outlives it.** The stream keeps what a node took from its queue
+//!   until no session there holds it any more: every second the node writes its *mark*
+//!   (the oldest queue position a session of its still holds, stream
+//!   `MIDGE_<CLUSTER>_MARKS`) and purges its queue below it. When a node dies, the others
+//!   keep sending to its queue for [`DEAD_GRACE`], and a node that resumes one of its
+//!   sessions from the session's record replays the queue from the mark for it.
 //! - **Retained.** Stream `MIDGE_<CLUSTER>_RETAIN`, one message per topic (subject from the
 //!   topic's hash): read whole at start, then followed.
 //! - **Sessions.** A CONNECT first asks the other nodes (`midge.<cluster>.claim`) for the
@@ -40,6 +46,14 @@ use tracing::{debug, info, warn};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Silence after which a node counts as gone.
 const DEAD_AFTER: Duration = Duration::from_millis(3_500);
+/// How long after a node is gone the others still send its clients' messages to its queue
+/// (from where a node that resumes one of its sessions replays them), so that nothing
+/// falls between its end and the new subscriptions becoming known everywhere.
+const DEAD_GRACE: Duration = Duration::from_secs(10);
+/// How often a node writes its queue mark.
+const MARK_EVERY: Duration = Duration::from_secs(1);
+/// Longest replay of a dead node's queue.
+const REPLAY_MAX: Duration = Duration::from_secs(120);
 /// How long a CONNECT waits for the other nodes to hand over the client's session.
 const CLAIM_WAIT: Duration = Duration::from_millis(1_000);
 /// How long a node that handed a session over still forwards what matches it to its new
@@ -175,6 +189,8 @@ struct Peer {
     seq: u64,
     filters: usize,
     up: bool,
+    /// When it was found gone (its queue is replayed until `DEAD_GRACE` after).
+    gone_at: Option<Instant>,
 }
 
 /// What this node announces.
@@ -315,6 +331,8 @@ struct Inner {
     local: Mutex<Local>,
     /// Requests for a node's full filter list in progress (one at a time per node).
     syncing: Mutex<BTreeSet<String>>,
+    /// The highest position in this node's queue acknowledged (0: none this run).
+    queue_done: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -425,6 +443,7 @@ impl Cluster {
             peers: Mutex::new(BTreeMap::new()),
             local: Mutex::new(Local::default()),
             syncing: Mutex::new(BTreeSet::new()),
+            queue_done: std::sync::atomic::AtomicU64::new(0),
         });
         ensure_streams(&inner).await?;
         info!(node = %inner.cfg.node, cluster = %inner.cfg.name, nats = %urls, "cluster: connected to NATS");
@@ -473,6 +492,7 @@ impl Cluster {
         tokio::spawn(answer_claims(inner.clone(), claims));
         tokio::spawn(inbound_direct(inner.clone(), direct));
         tokio::spawn(inbound_queue(inner.clone()));
+        tokio::spawn(queue_marks(inner.clone()));
         tokio::spawn(inbound_retained(inner.clone()));
         Ok(ClusterHandle { inner })
     }
@@ -524,15 +544,26 @@ impl midge_server::cluster::ClusterView for ClusterHandle {
 
 async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
     let replicas = inner.cfg.replicas();
+    // not a work queue: what a node took stays until its mark passes it (it purges its
+    // own subject), so that another node can replay it should this one die
     let queue = stream::Config {
-        name: inner.stream_name("Q"),
-        subjects: vec![inner.subject("q", "*")],
-        retention: stream::RetentionPolicy::WorkQueue,
+        name: inner.stream_name("QUEUE"),
+        subjects: vec![inner.subject("fq", "*")],
+        retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         // messages for a node that never comes back do not stay forever
         max_age: Duration::from_secs(24 * 3600),
         duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let marks = stream::Config {
+        name: inner.stream_name("MARKS"),
+        subjects: vec![inner.subject("mark", "*")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
         ..Default::default()
     };
     let retained = stream::Config {
@@ -553,7 +584,7 @@ async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
         max_messages_per_subject: 1,
         ..Default::default()
     };
-    for config in [queue, retained, sessions] {
+    for config in [queue, marks, retained, sessions] {
         let name = config.name.clone();
         let mut last = String::new();
         // a JetStream cluster that just started may have no meta leader yet
@@ -596,7 +627,7 @@ impl Claim for Claimer {
                 return;
             }
             if expect == 0 {
-                resume_orphan(inner, client_id).await;
+                resume_and_replay(inner, client_id).await;
                 return;
             }
             let inbox = inner.client.new_inbox();
@@ -655,27 +686,40 @@ impl Claim for Claimer {
                 }
             }
             if !imported {
-                resume_orphan(inner, client_id).await;
+                resume_and_replay(inner, client_id).await;
             }
         })
     }
 }
 
+/// [`resume_orphan`], then the replay of its old node's queue for it.
+async fn resume_and_replay(inner: &Arc<Inner>, client_id: &str) {
+    if let Some(node) = resume_orphan(inner, client_id, None).await {
+        tokio::spawn(replay(inner.clone(), node, vec![client_id.to_owned()]));
+    }
+}
+
 /// No node handed the client's session over (its node is gone, or did not answer in
 /// time): if its record says it is persistent and not expired, resume it here from the
-/// record (its subscriptions; what its node had queued for it stays there).
-async fn resume_orphan(inner: &Arc<Inner>, client_id: &str) {
-    let Some((record, _)) = read_record(inner, client_id).await else {
-        return;
-    };
+/// record (its subscriptions) and return the node it was on, whose queue the caller
+/// replays for it. With `only_from`, only a session recorded on that run of that node.
+async fn resume_orphan(
+    inner: &Arc<Inner>,
+    client_id: &str,
+    only_from: Option<(&str, u64)>,
+) -> Option<String> {
+    let (record, _) = read_record(inner, client_id).await?;
     if record.node == inner.cfg.node && record.epoch == inner.epoch {
-        return; // this run of this node has it, or ended it
+        return None; // this run of this node has it, or ended it
+    }
+    if only_from.is_some_and(|(node, epoch)| record.node != node || record.epoch != epoch) {
+        return None; // it connected elsewhere meanwhile
     }
     let expired = !record.connected
         && record.expiry != u32::MAX
         && record.at_ms + i64::from(record.expiry) * 1000 < now_ms();
     if expired || record.expiry == 0 {
-        return;
+        return None;
     }
     info!(client_id, from = %record.node, "cluster: resuming a session from its record (its node is gone or did not answer)");
     let (tx, rx) = oneshot::channel();
@@ -693,6 +737,7 @@ async fn resume_orphan(inner: &Arc<Inner>, client_id: &str) {
     inner
         .to_router(ClusterIn::ForgetImported(client_id.into()))
         .await;
+    Some(record.node)
 }
 
 /// The latest record of a client's session and its stream sequence.
@@ -726,6 +771,28 @@ async fn orphan_wills(inner: Arc<Inner>, node: String, epoch: u64, died_ms: i64)
             return;
         }
     };
+    // its persistent sessions are adopted here, offline, so that what comes for them is
+    // queued until their clients connect again (anywhere: the claim moves them there)
+    let mut adopted = Vec::new();
+    for record in &records {
+        if record.node == node
+            && record.epoch == epoch
+            && record.expiry != 0
+            && resume_orphan(&inner, &record.client_id, Some((&node, epoch)))
+                .await
+                .is_some()
+        {
+            adopted.push(record.client_id.clone());
+        }
+    }
+    if !adopted.is_empty() {
+        info!(
+            node,
+            sessions = adopted.len(),
+            "cluster: adopted the persistent sessions of a node that is gone"
+        );
+        tokio::spawn(replay(inner.clone(), node.clone(), adopted));
+    }
     for record in records {
         if record.node != node || record.epoch != epoch || record.will.is_none() {
             continue;
@@ -904,7 +971,7 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
                             send(&inner, subject, true, data, &mut pending).await;
                             continue;
                         }
-                        _ if f.reliable() => (inner.subject("q", &f.node), true),
+                        _ if f.reliable() => (inner.subject("fq", &f.node), true),
                         _ => (inner.subject("m", &f.node), false),
                     };
                     let i = match bundles.iter().position(|b| b.0 == subject) {
@@ -1043,6 +1110,7 @@ async fn heartbeats(inner: Arc<Inner>) {
                     .map(|(name, p)| {
                         p.up = false;
                         p.filters = 0;
+                        p.gone_at = Some(Instant::now());
                         (name.clone(), p.epoch)
                     })
                     .collect();
@@ -1057,10 +1125,26 @@ async fn heartbeats(inner: Arc<Inner>) {
             Err(_) => (Vec::new(), false),
         };
         for (name, epoch) in gone {
-            warn!(node = %name, "cluster: node silent for {:?}: forgetting its subscriptions", DEAD_AFTER);
+            warn!(node = %name, "cluster: node silent for {:?}: its sessions resume elsewhere; its subscriptions are forgotten in {:?}", DEAD_AFTER, DEAD_GRACE);
             inner
-                .to_router(ClusterIn::Forget(name.as_str().into()))
+                .to_router(ClusterIn::LeaveGroups(name.as_str().into()))
                 .await;
+            // what matches its clients still goes to its queue a while: replayed from there
+            // for each session resumed elsewhere
+            let later = inner.clone();
+            let node = name.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DEAD_GRACE).await;
+                let back = later
+                    .peers
+                    .lock()
+                    .is_ok_and(|p| p.get(&node).is_some_and(|p| p.up));
+                if !back {
+                    later
+                        .to_router(ClusterIn::Forget(node.as_str().into()))
+                        .await;
+                }
+            });
             if leader {
                 let died_ms = now_ms() - i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(0);
                 tokio::spawn(orphan_wills(inner.clone(), name, epoch, died_ms));
@@ -1107,6 +1191,7 @@ async fn watch_heartbeats(inner: Arc<Inner>, mut hb: async_nats::Subscriber) {
                     seq: 0,
                     filters: 0,
                     up: false,
+                    gone_at: None,
                 });
                 p.last_seen = Instant::now();
                 let fresh = !p.up || p.epoch != h.epoch || p.seq < h.seq;
@@ -1238,6 +1323,7 @@ async fn watch_routes(inner: Arc<Inner>, mut routes: async_nats::Subscriber) {
                         seq: 0,
                         filters: 0,
                         up: true,
+                        gone_at: None,
                     });
                     p.up = true;
                     p.last_seen = Instant::now();
@@ -1253,11 +1339,11 @@ async fn inbound_direct(inner: Arc<Inner>, sub: async_nats::Subscriber) {
     let mut chunks = sub.ready_chunks(BUNDLES);
     while let Some(chunk) = chunks.next().await {
         let now = Instant::now();
-        let msgs: Vec<(Message, Target)> = chunk
+        let msgs: Vec<(Message, Target, u64)> = chunk
             .into_iter()
             .flat_map(|m| wire::decode_bundle(m.payload, now))
             .filter_map(|r| match r {
-                Ok(i) => Some((i.msg, i.target)),
+                Ok(i) => Some((i.msg, i.target, 0)),
                 Err(e) => {
                     warn!("cluster: {e}");
                     None
@@ -1286,14 +1372,14 @@ async fn inbound_queue(inner: Arc<Inner>) {
 }
 
 async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let stream = inner.js.get_stream(inner.stream_name("Q")).await?;
+    let stream = inner.js.get_stream(inner.stream_name("QUEUE")).await?;
     let durable = format!("node-{}", inner.cfg.node);
     let consumer = stream
         .get_or_create_consumer(
             &durable,
             consumer::pull::Config {
                 durable_name: Some(durable.clone()),
-                filter_subject: inner.subject("q", &inner.cfg.node),
+                filter_subject: inner.subject("fq", &inner.cfg.node),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 8_192,
@@ -1316,13 +1402,14 @@ async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Err
         let mut acks = Vec::new();
         for m in chunk {
             let m = m?;
+            let seq = m.info().map_or(0, |i| i.stream_sequence);
             for r in wire::decode_bundle(m.payload.clone(), now) {
                 match r {
-                    Ok(i) => msgs.push((i.msg, i.target)),
+                    Ok(i) => msgs.push((i.msg, i.target, seq)),
                     Err(e) => warn!("cluster: {e}"),
                 }
             }
-            acks.push(m);
+            acks.push((m, seq));
         }
         if !msgs.is_empty() {
             let (tx, rx) = oneshot::channel();
@@ -1339,11 +1426,205 @@ async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Err
                 return Ok(());
             }
         }
-        for m in acks {
-            let _ = m.ack().await;
+        for (m, seq) in acks {
+            if m.ack().await.is_ok() {
+                inner
+                    .queue_done
+                    .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
     Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Mark {
+    epoch: u64,
+    /// Replay this node's queue from here.
+    seq: u64,
+}
+
+/// Every [`MARK_EVERY`]: write where a replay of this node's queue would start (the
+/// oldest position a session here still holds, or the first not yet taken), then purge the
+/// queue below it.
+async fn queue_marks(inner: Arc<Inner>) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval(MARK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let done = inner.queue_done.load(std::sync::atomic::Ordering::Relaxed);
+        if done == 0 {
+            continue; // nothing taken this run: the last run's mark still holds
+        }
+        let (tx, rx) = oneshot::channel();
+        if !inner.to_router(ClusterIn::Mark(tx)).await {
+            return;
+        }
+        let Ok(held) = rx.await else { return };
+        let seq = held.map_or(done + 1, |h| h.min(done + 1));
+        if seq <= last {
+            continue;
+        }
+        let Ok(body) = serde_json::to_vec(&Mark {
+            epoch: inner.epoch,
+            seq,
+        }) else {
+            continue;
+        };
+        let written = match inner
+            .js
+            .publish(inner.subject("mark", &inner.cfg.node), body.into())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !written {
+            continue;
+        }
+        last = seq;
+        if let Ok(stream) = inner
+            .js
+            .get_stream_no_info(inner.stream_name("QUEUE"))
+            .await
+            && let Err(e) = stream
+                .purge()
+                .filter(inner.subject("fq", &inner.cfg.node))
+                .sequence(seq)
+                .await
+        {
+            debug!("cluster: queue not purged below its mark: {e}");
+        }
+    }
+}
+
+/// Where a replay of node `node`'s queue starts (1: it wrote no mark).
+async fn read_mark(inner: &Inner, node: &str) -> u64 {
+    let Ok(stream) = inner
+        .js
+        .get_stream_no_info(inner.stream_name("MARKS"))
+        .await
+    else {
+        return 1;
+    };
+    match stream
+        .get_last_raw_message_by_subject(&inner.subject("mark", node))
+        .await
+    {
+        Ok(m) => serde_json::from_slice::<Mark>(&m.payload).map_or(1, |m| m.seq.max(1)),
+        Err(_) => 1,
+    }
+}
+
+/// The sessions of `clients` were resumed here from their records: node `node`, which had
+/// them, is gone (or did not answer). Replay its queue from its mark for them: what other
+/// nodes sent there for its clients, taken or not before it died, and what they still
+/// send there until they forget it ([`DEAD_GRACE`]). At least once: what a client already
+/// got before its node died comes again.
+async fn replay(inner: Arc<Inner>, node: String, mut clients: Vec<String>) {
+    let started = Instant::now();
+    let from = read_mark(&inner, &node).await;
+    info!(
+        node,
+        clients = clients.len(),
+        from,
+        "cluster: replaying the queue of a node that is gone for its resumed sessions"
+    );
+    let consumer = match inner.js.get_stream(inner.stream_name("QUEUE")).await {
+        Ok(stream) => {
+            stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: inner.subject("fq", &node),
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    ..Default::default()
+                })
+                .await
+        }
+        Err(e) => {
+            warn!(
+                node,
+                "cluster: the queue of a node that is gone cannot be replayed: {e}"
+            );
+            return;
+        }
+    };
+    let mut messages = match consumer {
+        Ok(c) => match c.messages().await {
+            Ok(m) => m.ready_chunks(BUNDLES),
+            Err(e) => {
+                warn!(
+                    node,
+                    "cluster: the queue of a node that is gone cannot be replayed: {e}"
+                );
+                return;
+            }
+        },
+        Err(e) => {
+            warn!(
+                node,
+                "cluster: the queue of a node that is gone cannot be replayed: {e}"
+            );
+            return;
+        }
+    };
+    let mut replayed = 0usize;
+    while !clients.is_empty() && started.elapsed() < REPLAY_MAX {
+        let chunk = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                // quiet: done once every node has stopped sending there
+                let over = inner.peers.lock().map_or(true, |p| {
+                    p.get(&node).is_none_or(|p| {
+                        !p.up
+                            && p.gone_at
+                                .is_some_and(|at| at.elapsed() > DEAD_GRACE + HEARTBEAT)
+                    })
+                });
+                if over {
+                    break;
+                }
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let mut msgs = Vec::new();
+        for m in chunk {
+            let Ok(m) = m else { continue };
+            for r in wire::decode_bundle(m.payload.clone(), now) {
+                match r {
+                    Ok(i) => msgs.push((i.msg, i.target)),
+                    Err(e) => warn!("cluster: {e}"),
+                }
+            }
+        }
+        if msgs.is_empty() {
+            continue;
+        }
+        replayed += msgs.len();
+        let mut still = Vec::with_capacity(clients.len());
+        for client_id in clients {
+            let (tx, rx) = oneshot::channel();
+            let sent = inner
+                .to_router(ClusterIn::Replay {
+                    client_id: client_id.clone(),
+                    msgs: msgs.clone(),
+                    done: tx,
+                })
+                .await;
+            if sent && rx.await.unwrap_or(false) {
+                still.push(client_id);
+            }
+        }
+        clients = still;
+    }
+    info!(
+        node,
+        replayed, "cluster: replay of a gone node's queue ended"
+    );
 }
 
 /// Retained messages: all of them at start, then every change, from every node.
@@ -1375,7 +1656,7 @@ async fn consume_retained(
         for m in chunk {
             let m = m?;
             match wire::decode_message(m.payload.clone(), now) {
-                Ok(i) if i.node != inner.cfg.node => msgs.push((i.msg, Target::Retained)),
+                Ok(i) if i.node != inner.cfg.node => msgs.push((i.msg, Target::Retained, 0)),
                 Ok(_) => {}
                 Err(e) => warn!("cluster: {e}"),
             }

@@ -15,7 +15,8 @@
 //! to announce to the other nodes; and a session can leave for another node
 //! ([`Broker::export_session`]) and arrive from one ([`Broker::import_session`]).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use ahash::AHashMap;
@@ -99,6 +100,9 @@ pub(crate) struct ClusterState {
     /// stub sends on (a session made anew here, because the old node did not answer in
     /// time, gets its messages by its own subscriptions, not twice).
     imported: ahash::AHashSet<ByteString>,
+    /// Messages taken from this node's cluster queue, oldest first, with their queue
+    /// position, while a session here may still hold them ([`Broker::queue_mark`]).
+    taken: VecDeque<(Weak<Message>, u64)>,
     /// Messages for other nodes, not yet taken by the caller.
     pub(crate) forwards: Vec<Forward>,
     /// Local subscriptions per distinct raw filter.
@@ -220,6 +224,17 @@ impl Broker {
         if self.remote_node(sid).is_some() || !self.cluster.imported.contains(client_id) {
             return 0;
         }
+        self.deliver_by_own_filters(now, sid, msg, out)
+    }
+
+    /// Deliver to session `sid` by its own matching (non-shared) subscriptions.
+    fn deliver_by_own_filters(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        msg: Arc<Message>,
+        out: &mut Vec<Action>,
+    ) -> usize {
         let subs: Vec<Subscriber> = self
             .session(sid)
             .and_then(|s| s.subscriptions.get())
@@ -314,6 +329,27 @@ impl Broker {
         self.drop_pseudo_session(sid);
     }
 
+    /// Node `node` is presumed dead: no share group picks it any longer (a message a group
+    /// gives it would wait for its return), while its plain filters stay until
+    /// [`Broker::remote_forget`], so that what it should get keeps going to its cluster
+    /// queue, from where a node that resumes one of its sessions replays it.
+    pub fn remote_leave_groups(&mut self, node: &str) {
+        let Some(&sid) = self.cluster.nodes.get(node) else {
+            return;
+        };
+        let shared: Vec<ByteString> = self
+            .session(sid)
+            .and_then(|s| s.subscriptions.get())
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .filter(|raw| raw.starts_with("$share/"))
+            .cloned()
+            .collect();
+        for raw in shared {
+            self.remote_unsubscribe(node, &raw);
+        }
+    }
+
     /// How many distinct filters node `node` announced.
     pub fn remote_filters(&self, node: &str) -> usize {
         self.cluster
@@ -363,20 +399,98 @@ impl Broker {
         target: &Target,
         out: &mut Vec<Action>,
     ) -> usize {
+        self.publish_remote_at(now, msg, target, 0, out)
+    }
+
+    /// [`Broker::publish_remote`] for a message taken from this node's cluster queue at
+    /// position `seq` (0: not from the queue): [`Broker::queue_mark`] then keeps the
+    /// position while a session here holds the message.
+    pub fn publish_remote_at(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        target: &Target,
+        seq: u64,
+        out: &mut Vec<Action>,
+    ) -> usize {
         if !self.housekeeping_armed {
             self.arm_housekeeping(now);
         }
-        match target {
-            Target::Retained => {
-                if self.config.retain_available {
-                    self.retain(msg);
-                }
-                0
+        if let Target::Retained = target {
+            if self.config.retain_available {
+                self.retain(msg);
             }
-            Target::Plain => self.route_local(now, Arc::new(msg), None, out),
-            Target::Group(key) => self.route_local(now, Arc::new(msg), Some(key), out),
-            Target::Session(client_id) => self.route_to_session(now, Arc::new(msg), client_id, out),
+            return 0;
         }
+        let msg = Arc::new(msg);
+        if seq != 0 {
+            self.cluster.taken.push_back((Arc::downgrade(&msg), seq));
+        }
+        match target {
+            Target::Retained => 0,
+            Target::Plain => self.route_local(now, msg, None, out),
+            Target::Group(key) => self.route_local(now, msg, Some(key), out),
+            Target::Session(client_id) => self.route_to_session(now, msg, client_id, out),
+        }
+    }
+
+    /// The oldest position in this node's cluster queue that a session here still holds a
+    /// message from (queued or in flight, not yet acknowledged by its client); `None` when
+    /// none does. Should this node die, the node that resumes one of its sessions replays
+    /// the queue from there (at least once: what came later and was delivered comes
+    /// again). Costs one pass over the held messages while some are from the queue.
+    pub fn queue_mark(&mut self) -> Option<u64> {
+        if self.cluster.taken.is_empty() {
+            return None;
+        }
+        let mut held: ahash::AHashSet<*const Message> = ahash::AHashSet::new();
+        for s in self.sessions.iter_mut().flatten() {
+            let Some(flow) = s.flow_mut_if_any() else {
+                continue;
+            };
+            held.extend(flow.inflight.iter().map(|f| Arc::as_ptr(&f.delivery.msg)));
+            held.extend(flow.queue.iter().map(|d| Arc::as_ptr(&d.msg)));
+        }
+        for early in self.cluster.early.values() {
+            held.extend(early.iter().map(Arc::as_ptr));
+        }
+        // a Weak keeps its allocation, so no other message can be at that address
+        while let Some((w, _)) = self.cluster.taken.front() {
+            if w.strong_count() > 0 && held.contains(&w.as_ptr()) {
+                break;
+            }
+            self.cluster.taken.pop_front();
+        }
+        self.cluster.taken.front().map(|(_, seq)| *seq)
+    }
+
+    /// A message from the cluster queue of node that died, replayed for `client_id`, whose
+    /// session was resumed here from its record: delivered by the session's own matching
+    /// (non-shared) subscriptions. Returns false once the client has no session here (it
+    /// ended or moved on), which ends the replay.
+    pub fn replay_to_session(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        target: &Target,
+        client_id: &str,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(&sid) = self.by_client_id.get(client_id) else {
+            return false;
+        };
+        if self.remote_node(sid).is_some() {
+            return false;
+        }
+        let mine = match target {
+            Target::Plain => true,
+            Target::Session(c) => c == client_id,
+            Target::Group(_) | Target::Retained => false,
+        };
+        if mine {
+            self.deliver_by_own_filters(now, sid, Arc::new(msg), out);
+        }
+        true
     }
 
     /// A message for another node ([`Broker::take_forwards`]).

@@ -51,11 +51,27 @@ pub enum ClusterIn {
     },
     /// Node `node` is gone (or restarted): forget its filters.
     Forget(Arc<str>),
+    /// Node `node` is presumed dead: share groups no longer pick it (its plain filters stay
+    /// a while, see [`midge_core::Broker::remote_leave_groups`]).
+    LeaveGroups(Arc<str>),
+    /// Answer [`midge_core::Broker::queue_mark`].
+    Mark(oneshot::Sender<Option<u64>>),
+    /// Messages from the cluster queue of a node that died, for `client_id`'s session
+    /// resumed here; `done` says whether the session is still here.
+    Replay {
+        /// The client.
+        client_id: String,
+        /// Each message and where its node was to deliver it.
+        msgs: Vec<(Message, Target)>,
+        /// Answered when handled.
+        done: oneshot::Sender<bool>,
+    },
     /// Messages from other nodes; `done` is answered once they are delivered or queued
     /// (and durable, with persistence on).
     Remote {
-        /// Each message and where it goes here.
-        msgs: Vec<(Message, Target)>,
+        /// Each message, where it goes here, and its position in this node's cluster
+        /// queue (0: not from the queue).
+        msgs: Vec<(Message, Target, u64)>,
         /// Answered when handled.
         done: Option<oneshot::Sender<()>>,
     },

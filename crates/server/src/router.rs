@@ -339,10 +339,35 @@ impl Router {
                 }
             }
             ClusterIn::Forget(node) => self.broker.remote_forget(&node),
-            ClusterIn::Remote { msgs, done } => {
+            ClusterIn::LeaveGroups(node) => self.broker.remote_leave_groups(&node),
+            ClusterIn::Mark(reply) => {
+                let _ = reply.send(self.broker.queue_mark());
+            }
+            ClusterIn::Replay {
+                client_id,
+                msgs,
+                done,
+            } => {
+                let mut here = true;
                 for (msg, target) in msgs {
+                    here = self.broker.replay_to_session(
+                        now,
+                        msg,
+                        &target,
+                        &client_id,
+                        &mut self.actions,
+                    );
+                    if !here {
+                        break;
+                    }
+                }
+                self.dispatch(now);
+                let _ = done.send(here);
+            }
+            ClusterIn::Remote { msgs, done } => {
+                for (msg, target, seq) in msgs {
                     self.broker
-                        .publish_remote(now, msg, &target, &mut self.actions);
+                        .publish_remote_at(now, msg, &target, seq, &mut self.actions);
                     self.dispatch(now);
                 }
                 if let Some(done) = done {

@@ -365,3 +365,61 @@ fn a_message_that_overtakes_the_session_it_follows_waits_for_it() {
     assert!(ack.session_present);
     assert_eq!(payloads(&b.packets(conn)), ["early"]);
 }
+
+/// The queue mark: the oldest queue position a session here still holds a message from,
+/// so that another node replaying this node's queue from there (should it die) misses
+/// nothing a client has not acknowledged. A message no session keeps does not hold it.
+#[test]
+fn the_queue_mark_is_the_oldest_position_a_session_still_holds() {
+    let (mut a, mut b) = (node(), node());
+    let sub = b.connect(Protocol::V5, "sub", false);
+    b.subscribe(sub, "q/#", QoS::AtLeastOnce);
+    announce(&mut b, "b", &mut a);
+    let publisher = a.connect(Protocol::V5, "pub", true);
+    assert_eq!(
+        b.broker.queue_mark(),
+        None,
+        "nothing taken from the queue yet"
+    );
+
+    let mut take = |a: &mut World, b: &mut World, topic: &str, seq: u64| {
+        a.publish(publisher, topic, "x", QoS::AtLeastOnce, false, 1);
+        let _ = a.packets(publisher);
+        for f in forwards(a) {
+            let mut out = Vec::new();
+            b.broker
+                .publish_remote_at(b.now, (*f.msg).clone(), &f.target, seq, &mut out);
+            b.out.extend(out);
+        }
+    };
+    take(&mut a, &mut b, "q/1", 5);
+    take(&mut a, &mut b, "q/2", 6);
+    let ids: Vec<u16> = publishes(&b.packets(sub))
+        .iter()
+        .map(|p| p.packet_id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(b.broker.queue_mark(), Some(5), "both in flight");
+    b.send(sub, Packet::PubAck(PubAck::new(ids[0])));
+    assert_eq!(b.broker.queue_mark(), Some(6), "the first acknowledged");
+    b.send(sub, Packet::PubAck(PubAck::new(ids[1])));
+    assert_eq!(b.broker.queue_mark(), None, "both acknowledged");
+
+    // offline: queued messages hold the mark until the client is back and acknowledges
+    b.close(sub);
+    take(&mut a, &mut b, "q/3", 9);
+    assert_eq!(
+        b.broker.queue_mark(),
+        Some(9),
+        "queued for the offline session"
+    );
+    let sub = b.connect(Protocol::V5, "sub", false);
+    let ids: Vec<u16> = publishes(&b.packets(sub))
+        .iter()
+        .map(|p| p.packet_id)
+        .collect();
+    assert_eq!(ids.len(), 1, "resumed and sent");
+    assert_eq!(b.broker.queue_mark(), Some(9), "in flight");
+    b.send(sub, Packet::PubAck(PubAck::new(ids[0])));
+    assert_eq!(b.broker.queue_mark(), None);
+}
