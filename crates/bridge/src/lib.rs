@@ -309,14 +309,14 @@ impl Waiting {
 /// belong to the hop (packet id, topic alias, subscription identifiers) and midge's own
 /// user properties dropped.
 fn forward(p: &Publish, topic: TopicName, retain: bool) -> Publish {
-    let mut properties = PublishProperties {
+    let mut properties = PublishProperties::from(midge_client::codec::PublishPropertyValues {
         payload_format_indicator: p.properties.payload_format_indicator,
         message_expiry_interval: p.properties.message_expiry_interval,
         response_topic: p.properties.response_topic.clone(),
         correlation_data: p.properties.correlation_data.clone(),
         content_type: p.properties.content_type.clone(),
-        ..PublishProperties::default()
-    };
+        ..Default::default()
+    });
     properties.user_properties = p
         .properties
         .user_properties

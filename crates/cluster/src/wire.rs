@@ -298,7 +298,7 @@ pub fn topic_token(topic: &TopicName) -> String {
 
 /// A will as an MQTT 5 PUBLISH (its delay kept apart, in the session record).
 pub fn encode_will(w: &midge_codec::LastWill) -> Bytes {
-    let properties = midge_codec::PublishProperties {
+    let properties = midge_codec::PublishPropertyValues {
         payload_format_indicator: w.properties.payload_format_indicator,
         message_expiry_interval: w.properties.message_expiry_interval,
         content_type: w.properties.content_type.clone(),
@@ -324,14 +324,15 @@ pub fn encode_will(w: &midge_codec::LastWill) -> Bytes {
 /// A will back from [`encode_will`], with its delay.
 pub fn decode_will(data: Bytes, delay: u32) -> Result<midge_codec::LastWill, WireError> {
     let p = decode_publish(data)?;
+    let props = p.properties.into_values();
     let mut properties = midge_codec::WillProperties::default();
     properties.will_delay_interval = (delay > 0).then_some(delay);
-    properties.payload_format_indicator = p.properties.payload_format_indicator;
-    properties.message_expiry_interval = p.properties.message_expiry_interval;
-    properties.content_type = p.properties.content_type;
-    properties.response_topic = p.properties.response_topic;
-    properties.correlation_data = p.properties.correlation_data;
-    properties.user_properties = p.properties.user_properties;
+    properties.payload_format_indicator = props.payload_format_indicator;
+    properties.message_expiry_interval = props.message_expiry_interval;
+    properties.content_type = props.content_type;
+    properties.response_topic = props.response_topic;
+    properties.correlation_data = props.correlation_data;
+    properties.user_properties = props.user_properties;
     Ok(midge_codec::LastWill {
         topic: p.topic,
         payload: p.payload,

@@ -48,8 +48,10 @@ pub use packet::{
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 pub use properties::{
-    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperty, WillProperties,
+    AckProperties, AuthProperties, AuthPropertyValues, ConnAckProperties, ConnAckPropertyValues,
+    ConnectProperties, DisconnectProperties, DisconnectPropertyValues, PublishProperties,
+    PublishPropertyValues, SubscribeProperties, UnsubscribeProperties, UserProperty,
+    WillProperties,
 };
 pub use reason::ReasonCode;
 pub use topic::{TopicError, TopicFilter, TopicName, matches_filter};

@@ -223,6 +223,13 @@ macro_rules! property_set {
         }
 
         impl $name {
+            /// No property set (what a packet without properties has).
+            pub const EMPTY: $name = $name {
+                $( $field: None, )*
+                $( $mfield: Vec::new(), )?
+                user_properties: Vec::new(),
+            };
+
             /// Whether no property is set.
             pub fn is_empty(&self) -> bool {
                 true $( && self.$field.is_none() )* $( && self.$mfield.is_empty() )?
@@ -250,6 +257,80 @@ macro_rules! property_set {
                 $( for v in &self.$mfield { s.varint($mid, *v); } )?
                 for (k, v) in &self.user_properties {
                     s.pair(id::USER_PROPERTY, k, v);
+                }
+            }
+        }
+    };
+}
+
+/// A property block kept behind a box, and only when there is one: most PUBLISH, CONNACK,
+/// DISCONNECT and AUTH packets carry no properties, and the packets move through the broker by
+/// value several times each, so the block costs one pointer instead of up to 160 bytes.
+/// Reading a property goes through `Deref` (an absent block reads as
+/// [`PublishPropertyValues::EMPTY`] and so on); `DerefMut` allocates the block on first use.
+/// Two handles are equal when their properties are, whether or not a block is allocated.
+macro_rules! boxed_properties {
+    ($(#[$meta:meta])* $name:ident => $values:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Default)]
+        pub struct $name(Option<Box<$values>>);
+
+        impl $name {
+            /// The properties by value (an empty set when there is no block).
+            pub fn into_values(self) -> $values {
+                self.0.map_or_else($values::default, |b| *b)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = $values;
+            fn deref(&self) -> &$values {
+                static EMPTY: $values = $values::EMPTY;
+                match &self.0 {
+                    Some(b) => b,
+                    None => &EMPTY,
+                }
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $values {
+                self.0.get_or_insert_with(Default::default)
+            }
+        }
+
+        impl From<$values> for $name {
+            fn from(v: $values) -> $name {
+                if v.is_empty() { $name(None) } else { $name(Some(Box::new(v))) }
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&**self, f)
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &$name) -> bool {
+                **self == **other
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PropertySet for $name {
+            fn set(&mut self, pid: u8, value: Value) -> Result<(), DecodeError> {
+                (**self).set(pid, value)
+            }
+
+            fn repeatable(pid: u8) -> bool {
+                $values::repeatable(pid)
+            }
+
+            fn write<S: Sink>(&self, s: &mut S) {
+                if let Some(b) = &self.0 {
+                    b.write(s);
                 }
             }
         }
@@ -298,7 +379,7 @@ property_set! {
 
 property_set! {
     /// Properties of CONNACK (§3.2.2.3).
-    ConnAckProperties, "CONNACK", {
+    ConnAckPropertyValues, "CONNACK", {
         /// Session Expiry Interval the server uses.
         session_expiry_interval: U32 = id::SESSION_EXPIRY_INTERVAL,
         /// Receive Maximum of the server.
@@ -334,9 +415,14 @@ property_set! {
     }
 }
 
+boxed_properties! {
+    /// The properties of a CONNACK (see [`ConnAckPropertyValues`]), boxed when present.
+    ConnAckProperties => ConnAckPropertyValues
+}
+
 property_set! {
     /// Properties of PUBLISH (§3.3.2.3).
-    PublishProperties, "PUBLISH", {
+    PublishPropertyValues, "PUBLISH", {
         /// Payload Format Indicator (1 = UTF-8).
         payload_format_indicator: Byte = id::PAYLOAD_FORMAT_INDICATOR,
         /// Message Expiry Interval in seconds.
@@ -354,6 +440,11 @@ property_set! {
         /// Subscription Identifiers of the matching subscriptions (server to client).
         subscription_identifiers = id::SUBSCRIPTION_IDENTIFIER
     }
+}
+
+boxed_properties! {
+    /// The properties of a PUBLISH (see [`PublishPropertyValues`]), boxed when present.
+    PublishProperties => PublishPropertyValues
 }
 
 property_set! {
@@ -379,7 +470,7 @@ property_set! {
 
 property_set! {
     /// Properties of DISCONNECT (§3.14.2.2).
-    DisconnectProperties, "DISCONNECT", {
+    DisconnectPropertyValues, "DISCONNECT", {
         /// Session Expiry Interval (client to server only).
         session_expiry_interval: U32 = id::SESSION_EXPIRY_INTERVAL,
         /// Reason String.
@@ -389,9 +480,14 @@ property_set! {
     }
 }
 
+boxed_properties! {
+    /// The properties of a DISCONNECT (see [`DisconnectPropertyValues`]), boxed when present.
+    DisconnectProperties => DisconnectPropertyValues
+}
+
 property_set! {
     /// Properties of AUTH (§3.15.2.2).
-    AuthProperties, "AUTH", {
+    AuthPropertyValues, "AUTH", {
         /// Authentication Method.
         authentication_method: Str = id::AUTHENTICATION_METHOD,
         /// Authentication Data.
@@ -399,4 +495,9 @@ property_set! {
         /// Reason String.
         reason_string: Str = id::REASON_STRING,
     }
+}
+
+boxed_properties! {
+    /// The properties of a AUTH (see [`AuthPropertyValues`]), boxed when present.
+    AuthProperties => AuthPropertyValues
 }

@@ -210,7 +210,7 @@ fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
     )
         .prop_map(
             |((se, rm, mq, ra, mps, aci, tam, rs), (wsa, sia, ssa, ska, ri, sr, (am, ad), up))| {
-                ConnAckProperties {
+                ConnAckProperties::from(ConnAckPropertyValues {
                     session_expiry_interval: se,
                     receive_maximum: rm,
                     maximum_qos: mq,
@@ -228,7 +228,7 @@ fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
                     authentication_method: am,
                     authentication_data: ad,
                     user_properties: up,
-                }
+                })
             },
         )
 }
@@ -335,7 +335,7 @@ fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
                     p.packet_id = id;
                 }
                 if v5 {
-                    p.properties = PublishProperties {
+                    p.properties = PublishProperties::from(PublishPropertyValues {
                         payload_format_indicator: pfi,
                         message_expiry_interval: me,
                         topic_alias: ta,
@@ -344,7 +344,7 @@ fn publish(v: Protocol) -> impl Strategy<Value = Packet> {
                         content_type: ct,
                         subscription_identifiers: sids,
                         user_properties: up,
-                    };
+                    });
                     if pfi == Some(1) {
                         p.payload = utf8.into_bytes();
                     }
@@ -494,12 +494,12 @@ fn disconnect(v: Protocol) -> impl Strategy<Value = Packet> {
             Packet::Disconnect(if v5 {
                 Disconnect {
                     reason,
-                    properties: DisconnectProperties {
+                    properties: DisconnectProperties::from(DisconnectPropertyValues {
                         session_expiry_interval: se,
                         reason_string: rs,
                         server_reference: sr,
                         user_properties: up,
-                    },
+                    }),
                 }
             } else {
                 Disconnect::default()
@@ -517,12 +517,12 @@ fn auth() -> impl Strategy<Value = Packet> {
         .prop_map(|(reason, (am, ad), rs, up)| {
             Packet::Auth(Auth {
                 reason,
-                properties: AuthProperties {
+                properties: AuthProperties::from(AuthPropertyValues {
                     authentication_method: am,
                     authentication_data: ad,
                     reason_string: rs,
                     user_properties: up,
-                },
+                }),
             })
         })
 }

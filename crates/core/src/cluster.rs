@@ -797,14 +797,15 @@ impl Broker {
         will: midge_codec::LastWill,
         out: &mut Vec<Action>,
     ) {
-        let properties = PublishProperties {
+        let properties: PublishProperties = midge_codec::PublishPropertyValues {
             payload_format_indicator: will.properties.payload_format_indicator,
             response_topic: will.properties.response_topic.clone(),
             correlation_data: will.properties.correlation_data.clone(),
             user_properties: will.properties.user_properties.clone(),
             content_type: will.properties.content_type.clone(),
             ..Default::default()
-        };
+        }
+        .into();
         let msg = Message {
             topic: will.topic,
             payload: will.payload,

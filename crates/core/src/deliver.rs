@@ -792,7 +792,7 @@ impl Broker {
         if !info_ok {
             return;
         }
-        let mut properties = midge_codec::PublishProperties {
+        let properties: midge_codec::PublishProperties = midge_codec::PublishPropertyValues {
             payload_format_indicator: will.properties.payload_format_indicator,
             message_expiry_interval: None,
             topic_alias: None,
