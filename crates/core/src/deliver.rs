@@ -801,8 +801,8 @@ impl Broker {
             user_properties: will.properties.user_properties.clone(),
             subscription_identifiers: Vec::new(),
             content_type: will.properties.content_type.clone(),
-        };
-        properties.message_expiry_interval = None;
+        }
+        .into();
         let msg = Message {
             topic: will.topic,
             payload: will.payload,
