@@ -306,7 +306,8 @@ pub fn encode_will(w: &midge_codec::LastWill) -> Bytes {
         correlation_data: w.properties.correlation_data.clone(),
         user_properties: w.properties.user_properties.clone(),
         ..Default::default()
-    };
+    }
+    .into();
     let p = Publish {
         dup: false,
         qos: w.qos,
