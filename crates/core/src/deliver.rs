@@ -526,11 +526,17 @@ impl Broker {
                     }
                 }
             }
-            publish.properties.message_expiry_interval = remaining;
-            publish
-                .properties
-                .subscription_identifiers
-                .clone_from(&d.sub_ids);
+            // written only when they differ: writing allocates the properties' block, which
+            // most messages do not have
+            if publish.properties.message_expiry_interval != remaining {
+                publish.properties.message_expiry_interval = remaining;
+            }
+            if publish.properties.subscription_identifiers != d.sub_ids {
+                publish
+                    .properties
+                    .subscription_identifiers
+                    .clone_from(&d.sub_ids);
+            }
             // outbound topic alias: the first PUBLISH on a topic sets the alias, later ones
             // send an empty topic with it
             if c.topic_alias_max_out > 0 {

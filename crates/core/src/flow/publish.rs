@@ -26,7 +26,10 @@ impl Broker {
 
         if v5 {
             // topic aliases [MQTT-3.3.2-7..12]
-            if let Some(alias) = p.properties.topic_alias.take() {
+            // (read first: taking it through the properties' DerefMut would allocate a
+            // block for a publish that has none)
+            if let Some(alias) = p.properties.topic_alias {
+                p.properties.topic_alias = None;
                 if alias > self.config.topic_alias_maximum {
                     return self.fail(now, conn, ReasonCode::TOPIC_ALIAS_INVALID, out);
                 }
