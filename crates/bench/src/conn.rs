@@ -1,10 +1,17 @@
 //! Idle connections: open N at a rate (or flat out), hold them, measure connects/s and the
-//! broker's memory per connection.
+//! broker's memory per connection. Or short connections (CONNECT, CONNACK, DISCONNECT,
+//! close), the connect rate of a broker, over TCP, TLS (full handshakes or resumed
+//! sessions) or WebSocket.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use midge_codec::Packet;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::Semaphore;
 
 use crate::procstat::{self, ProcReport, Sampler};
@@ -36,6 +43,9 @@ pub struct ConnConfig {
     pub username: Option<String>,
     /// Password of each CONNECT (`%i` as in `username`).
     pub password: Option<String>,
+    /// Short connections: DISCONNECT and close right after the CONNACK (the connect
+    /// rate), instead of holding them open (memory per connection).
+    pub short: bool,
 }
 
 impl ConnConfig {
@@ -52,6 +62,7 @@ impl ConnConfig {
             id_len: None,
             username: None,
             password: None,
+            short: false,
         }
     }
 }
@@ -74,6 +85,8 @@ fn client_id(prefix: &str, i: u64, len: Option<usize>) -> String {
 pub struct ConnResult {
     /// Settings used.
     pub config: ConnConfig,
+    /// The transport's name (tcp, tls, tls-resume, ws).
+    pub common_transport: &'static str,
     /// Connections asked for.
     pub attempted: u64,
     /// CONNACKs with success.
@@ -84,6 +97,8 @@ pub struct ConnResult {
     pub connect_secs: f64,
     /// Connections still open at the end of the hold (broker did not close them).
     pub alive_at_end: u64,
+    /// TLS handshakes that resumed an earlier session.
+    pub resumed: u64,
     /// Broker RSS before the first connection (KiB), with `--target-pid`.
     pub rss_before_kb: Option<u64>,
     /// Broker RSS with all connections open, after settling (KiB).
@@ -104,10 +119,10 @@ impl ConnResult {
         }
     }
 
-    /// (RSS after − RSS before) / connections, in bytes.
+    /// (RSS after − RSS before) / connections, in bytes (held connections only).
     pub fn rss_per_conn_bytes(&self) -> Option<f64> {
         match (self.rss_before_kb, self.rss_after_kb) {
-            (Some(b), Some(a)) if self.connected > 0 => {
+            (Some(b), Some(a)) if self.connected > 0 && !self.config.short => {
                 Some((a as f64 - b as f64) * 1024.0 / self.connected as f64)
             }
             _ => None,
@@ -115,12 +130,29 @@ impl ConnResult {
     }
 }
 
-/// Open `cfg.connections` idle connections (keep alive `cfg.keep_alive`) and hold them.
+/// Whether a connection is still open: not readable, or readable with data (a connection
+/// the broker closed reads 0 bytes). Polls the read once and does not wait.
+async fn still_open<S: AsyncRead + Unpin>(s: &mut S) -> bool {
+    let mut probe = [0u8; 1];
+    std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(&mut probe);
+        Poll::Ready(match Pin::new(&mut *s).poll_read(cx, &mut rb) {
+            Poll::Pending => true,
+            Poll::Ready(Ok(())) => !rb.filled().is_empty(),
+            Poll::Ready(Err(_)) => false,
+        })
+    })
+    .await
+}
+
+/// Open `cfg.connections` idle connections (keep alive `cfg.keep_alive`) and hold them, or
+/// with `cfg.short` open and close them one after the other (`cfg.concurrency` at once).
 pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, BenchError> {
     if cfg.concurrency == 0 {
         return Err(BenchError::Config("concurrency must be at least 1".into()));
     }
     let counters = Arc::new(Counters::default());
+    let resumed = Arc::new(AtomicU64::new(0));
     let rss_before_kb = common.target_pid.and_then(procstat::rss_kb);
     let sampler = common.target_pid.map(Sampler::start);
     let progress = Progress::start(
@@ -140,8 +172,8 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
-        let (c, ctr) = (common.clone(), counters.clone());
-        let (keep_alive, id_len) = (cfg.keep_alive, cfg.id_len);
+        let (c, ctr, res) = (common.clone(), counters.clone(), resumed.clone());
+        let (keep_alive, id_len, short) = (cfg.keep_alive, cfg.id_len, cfg.short);
         let n = i.to_string();
         let user = cfg.username.as_ref().map(|u| u.replace("%i", &n));
         let password = cfg.password.as_ref().map(|p| p.replace("%i", &n));
@@ -150,8 +182,9 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
             let credentials = user
                 .as_deref()
                 .map(|u| (u, password.as_deref().unwrap_or("")));
-            let r = wire::connect_as(
+            let mut r = wire::connect_as(
                 c.addr,
+                &c.transport,
                 c.protocol,
                 &id,
                 keep_alive,
@@ -159,11 +192,33 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
                 credentials,
             )
             .await;
+            if short && let Ok(conn) = &mut r {
+                // DISCONNECT, then close: the whole cycle is part of the connect rate.
+                let mut b = BytesMut::with_capacity(4);
+                let bye = match Packet::Disconnect(Default::default()).encode(c.protocol, &mut b) {
+                    Ok(()) => async {
+                        conn.stream.write_all(&b).await?;
+                        // then closed when dropped
+                        conn.stream.flush().await
+                    }
+                    .await
+                    .map_err(BenchError::from),
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = bye {
+                    r = Err(e);
+                }
+            }
             drop(permit);
             let done = Instant::now();
-            if r.is_ok() {
+            if let Ok(conn) = &r {
                 ctr.connected.fetch_add(1, Ordering::Relaxed);
+                if conn.resumed {
+                    res.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            // A short connection is dropped (closed) here; a held one is returned.
+            let r = r.map(|conn| (!short).then_some(conn));
             (r, done)
         }));
     }
@@ -175,7 +230,7 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
         match t.await {
             Ok((Ok(c), at)) => {
                 last = last.max(at);
-                conns.push(c);
+                conns.extend(c);
             }
             Ok((Err(e), _)) => {
                 failures += 1;
@@ -197,12 +252,9 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
     tokio::time::sleep(cfg.hold.saturating_sub(cfg.settle)).await;
     // A connection the broker closed is readable with 0 bytes; an idle one is not readable.
     let mut alive = 0;
-    for c in &conns {
-        let mut probe = [0u8; 1];
-        match c.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => alive += 1,
-            Ok(n) if n > 0 => alive += 1,
-            _ => {}
+    for c in &mut conns {
+        if still_open(&mut c.stream).await {
+            alive += 1;
         }
     }
     progress.finish().await;
@@ -213,11 +265,13 @@ pub async fn run_conn(common: &Common, cfg: &ConnConfig) -> Result<ConnResult, B
     drop(conns);
     Ok(ConnResult {
         config: cfg.clone(),
+        common_transport: common.transport.name(),
         attempted: cfg.connections,
         connected: counters.connected.load(Ordering::Relaxed),
         failures,
         connect_secs,
         alive_at_end: alive,
+        resumed: resumed.load(Ordering::Relaxed),
         rss_before_kb,
         rss_after_kb,
         broker,

@@ -2,10 +2,12 @@
 //! batched writes) so that the tool is not the bottleneck.
 //!
 //! Scenarios: publishers only (`pub`), subscribers only (`sub`), publishers → subscribers
-//! (`fan-in`, `fan-out`, `latency`), idle connections (`conn`) and a no-op sink that shows
-//! the tool's own ceiling. Every payload carries (publisher, sequence, send time), so the
-//! receiving side counts loss, duplicates and reordering per publisher and measures latency
-//! on one clock into an HDR histogram.
+//! (`fan-in`, `fan-out`, `latency`, and publishes spread over many topics with wildcard
+//! subscriptions: [`Spread`]), idle or short connections (`conn`) and a no-op sink that
+//! shows the tool's own ceiling. Every connection is TCP, TLS or WebSocket ([`Transport`]).
+//! Every payload carries (publisher, sequence, send time), so the receiving side counts
+//! loss, duplicates and reordering per publisher and measures latency on one clock into an
+//! HDR histogram.
 //!
 //! The library takes plain structs; the `midge bench` command maps its flags onto them.
 
@@ -20,19 +22,23 @@ mod progress;
 pub mod report;
 mod scenario;
 mod sink;
+mod spread;
 mod stats;
+mod transport;
 pub mod wire;
 
 pub use conn::{ConnConfig, ConnResult, run_conn};
 pub use procstat::{ProcReport, rss_kb};
 pub use scenario::{RunResult, Scenario, run_scenario};
 pub use sink::{SinkResult, run_sink};
+pub use spread::Spread;
 pub use stats::Tracker;
+pub use transport::{TlsSettings, Transport};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// Network I/O failed.
+    /// Network I/O failed (TLS handshakes included).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The broker sent bytes that do not decode.
@@ -84,6 +90,8 @@ pub struct Common {
     pub client_prefix: String,
     /// Time allowed for each CONNECT/CONNACK.
     pub connect_timeout: Duration,
+    /// TCP, TLS or WebSocket.
+    pub transport: Transport,
 }
 
 impl Common {
@@ -101,6 +109,7 @@ impl Common {
             progress: false,
             client_prefix: format!("bench-{}", std::process::id()),
             connect_timeout: Duration::from_secs(10),
+            transport: Transport::Tcp,
         }
     }
 }

@@ -6,15 +6,26 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use midge_codec::{Packet, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use crate::procstat::{ProcReport, Sampler};
 use crate::progress::{Counters, Progress};
+use crate::spread::Spread;
 use crate::stats::Tracker;
+use crate::transport::WriteHalf;
 use crate::wire::{self, Frame, PayloadHeader};
 use crate::{BenchError, Common};
+
+/// Connections being set up at once (more overflows a broker's accept queue on loopback:
+/// SYN retransmits of a second each).
+const CONNECTS_AT_ONCE: usize = 64;
+
+/// Write all of `buf` and flush it (TLS and WebSocket streams buffer; TCP does not).
+async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    w.write_all(buf).await?;
+    w.flush().await
+}
 
 /// What to run: how many publishers and subscribers, on which topics, how fast.
 #[derive(Debug, Clone)]
@@ -44,6 +55,9 @@ pub struct Scenario {
     /// Wait this long after every client is connected and subscribed before the start
     /// signal (lets a cluster announce the new subscriptions to the other nodes).
     pub start_delay: Duration,
+    /// Publishes spread over many topics and per-subscriber wildcard filters (instead of
+    /// `topic` and `filters`); each subscriber expects what its filters cover.
+    pub spread: Option<Arc<Spread>>,
 }
 
 impl Scenario {
@@ -61,6 +75,7 @@ impl Scenario {
             sub_pause: Duration::ZERO,
             batch: 64,
             start_delay: Duration::ZERO,
+            spread: None,
         }
     }
 }
@@ -130,7 +145,7 @@ struct PubOutcome {
     acked: u64,
     end_ns: u64,
     error: Option<StreamError>,
-    writer: Option<OwnedWriteHalf>,
+    writer: Option<WriteHalf>,
 }
 
 struct SubOutcome {
@@ -143,7 +158,9 @@ struct Shared {
     clock: Clock,
     counters: Arc<Counters>,
     /// Deliveries each subscriber should get (u64::MAX until the publishers are done).
-    expected: AtomicU64,
+    expected: Vec<AtomicU64>,
+    /// Connections being set up at once.
+    connect_gate: Semaphore,
     /// When the publishers finished (ns), u64::MAX before.
     pubs_done_ns: AtomicU64,
     /// Stop everything (duration over or error).
@@ -166,7 +183,10 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
     let shared = Arc::new(Shared {
         clock: Clock(Instant::now()),
         counters: counters.clone(),
-        expected: AtomicU64::new(u64::MAX),
+        expected: (0..spec.subscribers)
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect(),
+        connect_gate: Semaphore::new(CONNECTS_AT_ONCE),
         pubs_done_ns: AtomicU64::new(u64::MAX),
         stop: AtomicBool::new(false),
     });
@@ -174,7 +194,9 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
     // that count or at the end of the duration (never on an idle gap).
     if spec.publishers == 0 {
         if let Some(n) = common.count {
-            shared.expected.store(n, Ordering::Relaxed);
+            for e in &shared.expected {
+                e.store(n, Ordering::Relaxed);
+            }
         }
     }
     let mut errors = Vec::new();
@@ -268,8 +290,20 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
         }
     }
     let total_sent: u64 = sent.iter().sum();
+    // What each subscriber should get: everything, or what its filters cover.
+    let sub_expected: Vec<u64> = match &spec.spread {
+        Some(sp) => {
+            let per = sp.expected(&sent);
+            (0..spec.subscribers as usize)
+                .map(|k| per.get(k % per.len().max(1)).copied().unwrap_or(0))
+                .collect()
+        }
+        None => vec![total_sent; spec.subscribers as usize],
+    };
     if spec.publishers > 0 {
-        shared.expected.store(total_sent, Ordering::Relaxed);
+        for (e, &n) in shared.expected.iter().zip(&sub_expected) {
+            e.store(n, Ordering::Relaxed);
+        }
         shared
             .pubs_done_ns
             .store(shared.clock.ns(), Ordering::Relaxed);
@@ -283,7 +317,14 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
         match t.await {
             Ok(Some(o)) => {
                 if spec.publishers > 0 {
-                    lost += o.tracker.lost(&sent);
+                    lost += match spec.spread {
+                        Some(_) => sub_expected
+                            .get(i)
+                            .copied()
+                            .unwrap_or(0)
+                            .saturating_sub(o.tracker.unique),
+                        None => o.tracker.lost(&sent),
+                    };
                 }
                 tracker.merge_counts(&o.tracker);
                 recv_end = recv_end.max(o.last_ns);
@@ -293,7 +334,7 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
             }
             Ok(None) => {
                 if spec.publishers > 0 {
-                    lost += total_sent;
+                    lost += sub_expected.get(i).copied().unwrap_or(0);
                 }
             }
             Err(e) => push_err(&mut errors, format!("subscriber {i}: {e}")),
@@ -310,7 +351,7 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
     for mut w in writers {
         let mut b = BytesMut::new();
         let _ = Packet::Disconnect(Default::default()).encode(common.protocol, &mut b);
-        let _ = w.write_all(&b).await;
+        let _ = send(&mut w, &b).await;
         let _ = w.shutdown().await;
     }
     let secs = |end: u64| end.saturating_sub(start_ns) as f64 / 1e9;
@@ -318,7 +359,7 @@ pub async fn run_scenario(common: &Common, spec: &Scenario) -> Result<RunResult,
         scenario: spec.name.clone(),
         common: common.clone(),
         spec: spec.clone(),
-        expected: (spec.publishers > 0).then_some(total_sent * u64::from(spec.subscribers)),
+        expected: (spec.publishers > 0).then_some(sub_expected.iter().sum()),
         sent,
         acked,
         tracker,
@@ -392,22 +433,32 @@ async fn publisher(
         writer: None,
     };
     let id = format!("{}-pub-{i}", common.client_prefix);
-    let conn =
-        match wire::connect(common.addr, common.protocol, &id, 0, common.connect_timeout).await {
-            Ok(c) => {
-                let _ = ready.send(Ok(())).await;
-                c
-            }
-            Err(e) => {
-                let failed = ClientFailed {
-                    role: "publisher",
-                    index: i,
-                    source: e,
-                };
-                let _ = ready.send(Err(failed)).await;
-                return out;
-            }
-        };
+    let permit = sh.connect_gate.acquire().await.ok();
+    let connected = wire::connect(
+        common.addr,
+        &common.transport,
+        common.protocol,
+        &id,
+        0,
+        common.connect_timeout,
+    )
+    .await;
+    drop(permit);
+    let conn = match connected {
+        Ok(c) => {
+            let _ = ready.send(Ok(())).await;
+            c
+        }
+        Err(e) => {
+            let failed = ClientFailed {
+                role: "publisher",
+                index: i,
+                source: e,
+            };
+            let _ = ready.send(Err(failed)).await;
+            return out;
+        }
+    };
     drop(ready);
     let window = u64::from(
         conn.receive_maximum
@@ -415,9 +466,13 @@ async fn publisher(
             .min(65_535),
     );
     let protocol = conn.protocol;
-    let (mut rd, mut wr) = conn.stream.into_split();
+    let (mut rd, mut wr) = conn.stream.split();
     let mut rbuf = conn.rbuf;
     let topic = spec.topic.replace("%i", &i.to_string()).into_bytes();
+    let spread_topics: Vec<Vec<u8>> = match &spec.spread {
+        Some(sp) => sp.topics.iter().map(|t| t.clone().into_bytes()).collect(),
+        None => Vec::new(),
+    };
     let qos = common.qos;
 
     // Acknowledgements: the reader counts completions and hands PUBRECs to the writer.
@@ -495,7 +550,7 @@ async fn publisher(
             let inflight = seq - acked.load(Ordering::Relaxed);
             if inflight >= window {
                 if !buf.is_empty() {
-                    if let Err(e) = wr.write_all(&buf).await {
+                    if let Err(e) = send(&mut wr, &buf).await {
                         error = Some(e.into());
                         break 'send;
                     }
@@ -523,10 +578,16 @@ async fn publisher(
                 seq,
                 sent_ns: now,
             };
+            let topic = match &spec.spread {
+                Some(sp) => spread_topics
+                    .get(sp.topic_index(i, seq, spec.publishers))
+                    .unwrap_or(&topic),
+                None => &topic,
+            };
             wire::encode_publish(
                 &mut buf,
                 protocol,
-                &topic,
+                topic,
                 qos,
                 (seq % 65_535 + 1) as u16,
                 h,
@@ -534,7 +595,7 @@ async fn publisher(
             );
             seq += 1;
         }
-        if let Err(e) = wr.write_all(&buf).await {
+        if let Err(e) = send(&mut wr, &buf).await {
             // The last batch may or may not have reached the broker: count it as sent.
             error = Some(e.into());
             sh.counters.sent.fetch_add(allowed, Ordering::Relaxed);
@@ -551,7 +612,7 @@ async fn publisher(
                 wire::encode_ack(&mut buf, 0x62, id);
             }
             if !buf.is_empty() {
-                if let Err(e) = wr.write_all(&buf).await {
+                if let Err(e) = send(&mut wr, &buf).await {
                     error = Some(e.into());
                     break;
                 }
@@ -599,8 +660,10 @@ async fn subscriber(
         index: i,
         source,
     };
+    let permit = sh.connect_gate.acquire().await.ok();
     let mut conn = match wire::connect(
         common.sub_addr(i),
+        &common.transport,
         common.protocol,
         &id,
         0,
@@ -614,10 +677,19 @@ async fn subscriber(
             return None;
         }
     };
-    if let Err(e) = conn.subscribe(&spec.filters, common.qos).await {
+    let filters = match &spec.spread {
+        Some(sp) => sp
+            .filters
+            .get(i as usize % sp.filters.len().max(1))
+            .cloned()
+            .unwrap_or_default(),
+        None => spec.filters.clone(),
+    };
+    if let Err(e) = conn.subscribe(&filters, common.qos).await {
         let _ = ready.send(Err(failed(e))).await;
         return None;
     }
+    drop(permit);
     let _ = ready.send(Ok(())).await;
     drop(ready);
     if !spec.sub_pause.is_zero() {
@@ -632,7 +704,10 @@ async fn subscriber(
     let counted = &sh.counters.received;
     loop {
         // Done?
-        let expected = sh.expected.load(Ordering::Relaxed);
+        let expected = sh
+            .expected
+            .get(i as usize)
+            .map_or(u64::MAX, |e| e.load(Ordering::Relaxed));
         if tracker.unique >= expected || sh.stop.load(Ordering::Relaxed) && spec.publishers == 0 {
             break;
         }
@@ -693,7 +768,7 @@ async fn subscriber(
             counted.fetch_add(got, Ordering::Relaxed);
         }
         if !wbuf.is_empty() {
-            if let Err(e) = conn.stream.write_all(&wbuf).await {
+            if let Err(e) = send(&mut conn.stream, &wbuf).await {
                 error = Some(e.into());
                 break;
             }
@@ -705,7 +780,7 @@ async fn subscriber(
         .encode(protocol, &mut b)
         .is_ok()
     {
-        let _ = conn.stream.write_all(&b).await;
+        let _ = send(&mut conn.stream, &b).await;
     }
     Some(SubOutcome {
         tracker,

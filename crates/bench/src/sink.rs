@@ -126,6 +126,7 @@ pub async fn run_sink(common: &Common, publishers: u32) -> Result<SinkResult, Be
     c.addr = addr;
     c.count = Some(count);
     c.target_pid = None;
+    c.transport = crate::Transport::Tcp;
     let publish = run_scenario(&c, &Scenario::new("sink-pub", publishers, 0)).await?;
     let mut c0 = c.clone();
     c0.qos = QoS::AtMostOnce;

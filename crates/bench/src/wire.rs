@@ -12,6 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
+use crate::transport::{Stream, Transport};
+
+/// Filters in one SUBSCRIBE (more are sent in several).
+pub(crate) const FILTERS_PER_SUBSCRIBE: usize = 100;
 
 /// Largest packet the tool accepts from a broker.
 pub(crate) const MAX_PACKET: u32 = 16 * 1024 * 1024;
@@ -209,27 +213,34 @@ pub(crate) fn encode_ack(buf: &mut BytesMut, first: u8, packet_id: u16) {
 /// An open MQTT connection: the stream and the bytes read but not yet decoded.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) rbuf: BytesMut,
     pub(crate) protocol: Protocol,
     /// The broker's Receive Maximum (MQTT 5 CONNACK), if it sent one.
     pub(crate) receive_maximum: Option<u16>,
+    /// The TLS handshake resumed an earlier session (false without TLS).
+    pub(crate) resumed: bool,
 }
 
-/// Connect over TCP, send CONNECT, wait for a successful CONNACK.
+/// Connect (TCP, TLS or WebSocket), send CONNECT, wait for a successful CONNACK.
 pub(crate) async fn connect(
     addr: SocketAddr,
+    transport: &Transport,
     protocol: Protocol,
     client_id: &str,
     keep_alive: u16,
     timeout: Duration,
 ) -> Result<Conn, BenchError> {
-    connect_as(addr, protocol, client_id, keep_alive, timeout, None).await
+    connect_as(
+        addr, transport, protocol, client_id, keep_alive, timeout, None,
+    )
+    .await
 }
 
 /// [`connect`] with a username and password in the CONNECT.
 pub(crate) async fn connect_as(
     addr: SocketAddr,
+    transport: &Transport,
     protocol: Protocol,
     client_id: &str,
     keep_alive: u16,
@@ -237,13 +248,15 @@ pub(crate) async fn connect_as(
     credentials: Option<(&str, &str)>,
 ) -> Result<Conn, BenchError> {
     let fut = async {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (stream, resumed) = transport.open(tcp, addr).await?;
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(256),
             protocol,
             receive_maximum: None,
+            resumed,
         };
         let mut connect = Connect::new(protocol, client_id);
         connect.keep_alive = keep_alive;
@@ -254,6 +267,7 @@ pub(crate) async fn connect_as(
         let mut out = BytesMut::with_capacity(64);
         Packet::Connect(Box::new(connect)).encode(protocol, &mut out)?;
         c.stream.write_all(&out).await?;
+        c.stream.flush().await?;
         match c.read_packet().await? {
             Packet::ConnAck(ack) if ack.reason.0 == 0 => {
                 c.receive_maximum = ack.properties.receive_maximum;
@@ -285,9 +299,23 @@ impl Conn {
         }
     }
 
-    /// Subscribe to `filters` at `qos` and wait for the SUBACK; refuses a failure code.
+    /// Subscribe to `filters` at `qos` (SUBSCRIBEs of at most [`FILTERS_PER_SUBSCRIBE`]
+    /// filters, one after the other) and wait for each SUBACK; refuses a failure code.
     pub(crate) async fn subscribe(
         &mut self,
+        filters: &[String],
+        qos: QoS,
+    ) -> Result<(), BenchError> {
+        for (i, chunk) in filters.chunks(FILTERS_PER_SUBSCRIBE).enumerate() {
+            self.subscribe_one((i % 65_535 + 1) as u16, chunk, qos)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe_one(
+        &mut self,
+        packet_id: u16,
         filters: &[String],
         qos: QoS,
     ) -> Result<(), BenchError> {
@@ -298,13 +326,14 @@ impl Conn {
             list.push((tf, SubscriptionOptions::qos(qos)));
         }
         let sub = Subscribe {
-            packet_id: 1,
+            packet_id,
             properties: Default::default(),
             filters: list,
         };
         let mut out = BytesMut::new();
         Packet::Subscribe(sub).encode(self.protocol, &mut out)?;
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         loop {
             match self.read_packet().await? {
                 Packet::SubAck(ack) => {
@@ -321,6 +350,7 @@ impl Conn {
                     let mut b = BytesMut::new();
                     Packet::PubAck(PubAck::new(p.packet_id)).encode(self.protocol, &mut b)?;
                     self.stream.write_all(&b).await?;
+                    self.stream.flush().await?;
                 }
                 _ => {}
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use midge_bench::report::{self, Tags};
-use midge_bench::{Common, ConnConfig, Scenario};
+use midge_bench::{Common, ConnConfig, Scenario, Spread, TlsSettings, Transport};
 use midge_codec::{Protocol, QoS};
 
 /// Benchmark an MQTT broker (midge, mosquitto, ...): connections, publish, subscribe,
@@ -22,6 +22,7 @@ pub(crate) struct BenchArgs {
 #[derive(Debug, clap::Subcommand)]
 enum BenchCmd {
     /// Open N idle connections (-c) at a rate, hold them; connects/s, failures, broker RSS.
+    /// With --short: N short connections (CONNECT, CONNACK, DISCONNECT), the connect rate.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Conn(ConnArgs),
     /// N publishers, flat out or at a rate (no subscribers).
@@ -88,6 +89,22 @@ struct CommonArgs {
     /// No progress bar even on a terminal.
     #[arg(long = "quiet")]
     quiet: bool,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (as mosquitto_pub).
+    #[arg(long = "cafile", value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// TLS: resume earlier sessions (tickets or session ids); default: a full handshake
+    /// for every connection.
+    #[arg(long = "tls-resume", requires = "cafile")]
+    tls_resume: bool,
+    /// TLS: the name the server's certificate must carry (default: --host).
+    #[arg(long = "tls-server-name", requires = "cafile")]
+    tls_server_name: Option<String>,
+    /// MQTT over WebSocket (ws://, subprotocol mqtt, binary messages).
+    #[arg(long = "ws", conflicts_with = "cafile")]
+    ws: bool,
+    /// WebSocket request path.
+    #[arg(long = "ws-path", default_value = "/mqtt")]
+    ws_path: String,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -132,6 +149,19 @@ struct FlowArgs {
     /// subscriptions to the other nodes).
     #[arg(long = "start-delay", default_value_t = 0.0)]
     start_delay: f64,
+    /// Spread the publishes over this many topics w/A/B/C (instead of --topic), and give
+    /// the subscribers --wildcard-subscriptions filters over them (exact, + and #, mixed);
+    /// each subscriber expects what its filters match.
+    #[arg(long = "wildcard-topics", value_name = "N")]
+    wildcard_topics: Option<u32>,
+    /// Subscriptions in all (with --wildcard-topics), dealt to the subscribers in turn.
+    #[arg(
+        long = "wildcard-subscriptions",
+        value_name = "N",
+        default_value_t = 100_000,
+        requires = "wildcard_topics"
+    )]
+    wildcard_subscriptions: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +192,10 @@ struct ConnArgs {
     /// Password of each connection; %i as in --username.
     #[arg(long = "password")]
     password: Option<String>,
+    /// Short connections: CONNECT, CONNACK, DISCONNECT, close (the connect rate), none
+    /// held.
+    #[arg(long = "short")]
+    short: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,6 +233,14 @@ fn common(a: &CommonArgs) -> anyhow::Result<Common> {
     c.duration = a.duration.map(|d| secs(d, "duration")).transpose()?;
     c.target_pid = a.target_pid;
     c.progress = !a.json && !a.quiet && std::io::stderr().is_terminal();
+    if let Some(ca) = &a.cafile {
+        let name = a.tls_server_name.as_deref().unwrap_or(&a.host);
+        c.transport = Transport::Tls(TlsSettings::new(ca, name, a.tls_resume)?);
+    } else if a.ws {
+        c.transport = Transport::Ws {
+            path: a.ws_path.clone(),
+        };
+    }
     Ok(c)
 }
 
@@ -232,6 +274,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 id_len: a.id_len,
                 username: a.username,
                 password: a.password,
+                short: a.short,
             };
             let r = midge_bench::run_conn(&c, &cfg).await?;
             if a.common.json {
@@ -290,6 +333,13 @@ async fn flow(
     spec.drain_timeout = secs(a.drain_timeout, "drain-timeout")?;
     spec.sub_pause = secs(a.sub_pause, "sub-pause")?;
     spec.start_delay = secs(a.start_delay, "start-delay")?;
+    if let Some(topics) = a.wildcard_topics {
+        spec.spread = Some(std::sync::Arc::new(Spread::wildcard(
+            topics,
+            a.wildcard_subscriptions,
+            spec.subscribers,
+        )));
+    }
     if c.count.is_none() && c.duration.is_none() {
         match name {
             "latency" | "sub" => c.duration = Some(Duration::from_secs(10)),
