@@ -635,7 +635,119 @@ impl MidgeCluster {
             .collect();
         let c = MidgeCluster { nodes, names, nats };
         c.wait_joined();
+        c.wait_jetstream_usable();
         c
+    }
+
+    /// Whether midge's JetStream streams and durable consumers are usable: every stream and
+    /// every durable consumer has a leader and all its replicas are current (caught up),
+    /// and every node has its queue consumer. A node logs `ready` once
+    /// its streams exist, but an R3 stream just made may still be electing its leader or
+    /// catching up a replica, and a node makes its queue consumer (`node-<name>`) after it
+    /// is ready: a QoS 1 publish then may wait past midge's JetStream timeout and be
+    /// refused (0x97).
+    pub fn jetstream_usable(&self) -> Result<(), String> {
+        let limit = Duration::from_secs(3);
+        let mut c = NatsConn::connect(self.nats.servers[0].port)?;
+        let list = c.js("STREAM.LIST", &serde_json::json!({"offset": 0}), limit)?;
+        let streams = list["streams"].as_array().cloned().unwrap_or_default();
+        if streams.is_empty() {
+            return Err("no JetStream stream yet".into());
+        }
+        let settled = |what: &str, v: &Value, replicas: u64| -> Result<(), String> {
+            let cluster = &v["cluster"];
+            if cluster["leader"].as_str().unwrap_or("").is_empty() {
+                return Err(format!("{what}: no leader ({cluster})"));
+            }
+            let peers = cluster["replicas"].as_array().cloned().unwrap_or_default();
+            if (peers.len() as u64) + 1 < replicas {
+                return Err(format!(
+                    "{what}: {} of {replicas} peers ({cluster})",
+                    peers.len() + 1
+                ));
+            }
+            if let Some(p) = peers.iter().find(|p| p["current"] != true) {
+                return Err(format!(
+                    "{what}: replica {} not current ({cluster})",
+                    p["name"]
+                ));
+            }
+            Ok(())
+        };
+        let mut durables: Vec<String> = Vec::new();
+        for st in &streams {
+            let name = st["config"]["name"].as_str().unwrap_or("").to_owned();
+            let replicas = st["config"]["num_replicas"].as_u64().unwrap_or(1);
+            settled(&format!("stream {name}"), st, replicas)?;
+            let consumers = c.js(
+                &format!("CONSUMER.LIST.{name}"),
+                &serde_json::json!({"offset": 0}),
+                limit,
+            )?;
+            let durable: Vec<&Value> = consumers["consumers"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter(|c| c["config"]["durable_name"].is_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for d in &durable {
+                let cname = d["name"].as_str().unwrap_or("");
+                let creplicas = match d["config"]["num_replicas"].as_u64() {
+                    Some(0) | None => replicas,
+                    Some(n) => n,
+                };
+                settled(&format!("consumer {name} > {cname}"), d, creplicas)?;
+            }
+            durables.extend(
+                durable
+                    .iter()
+                    .filter_map(|d| d["name"].as_str().map(str::to_owned)),
+            );
+        }
+        // each node's queue consumer (`node-<name>`, made once the node runs)
+        if durables.iter().any(|d| d.starts_with("node-")) {
+            for n in &self.names {
+                if !durables.contains(&format!("node-{n}")) {
+                    return Err(format!(
+                        "no queue consumer node-{n} yet (have {durables:?})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until [`MidgeCluster::jetstream_usable`] (30 s at most).
+    pub fn wait_jetstream_usable(&self) {
+        let start = Instant::now();
+        let deadline = start + JOIN;
+        let mut first: Option<String> = None;
+        loop {
+            match self.jetstream_usable() {
+                Ok(()) => {
+                    // on stderr, shown with a failure: what the wait was for
+                    if let Some(why) = first {
+                        eprintln!(
+                            "cluster harness: JetStream usable {:?} after the join (was: {why})",
+                            start.elapsed()
+                        );
+                    }
+                    return;
+                }
+                Err(e) if first.is_none() => {
+                    first = Some(e);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) if Instant::now() >= deadline => panic!(
+                    "midge's JetStream streams not usable within {JOIN:?}: {e}\n{}\n{}",
+                    self.logs(),
+                    self.nats.logs()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// A node started by the caller (e.g. from a configuration file) joins this cluster's
@@ -644,6 +756,7 @@ impl MidgeCluster {
         self.nodes.push(node);
         self.names.push(name.to_owned());
         self.wait_joined();
+        self.wait_jetstream_usable();
     }
 
     /// MQTT port of node `i` (0-based).
