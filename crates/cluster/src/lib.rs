@@ -333,6 +333,9 @@ struct Inner {
     syncing: Mutex<BTreeSet<String>>,
     /// The highest position in this node's queue acknowledged (0: none this run).
     queue_done: std::sync::atomic::AtomicU64,
+    /// Cluster identities of messages: `id_base` + a counter.
+    id_base: u64,
+    ids: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -357,6 +360,13 @@ impl Inner {
             Some(p) => p.send(msg).await,
             None => false,
         }
+    }
+
+    /// A new cluster identity for a message: this run's random-looking base plus a
+    /// counter, so that no two nodes (or runs) give the same one in practice.
+    fn new_message_id(&self) -> u64 {
+        let n = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.id_base.wrapping_add(n).max(1)
     }
 
     fn live_peers(&self) -> usize {
@@ -434,6 +444,7 @@ impl Cluster {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let cfg_node = cfg.node.clone();
         let inner = Arc::new(Inner {
             cfg,
             client,
@@ -444,6 +455,12 @@ impl Cluster {
             local: Mutex::new(Local::default()),
             syncing: Mutex::new(BTreeSet::new()),
             queue_done: std::sync::atomic::AtomicU64::new(0),
+            id_base: {
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(format!("{} {epoch}", cfg_node).as_bytes());
+                d.iter().take(8).fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            },
+            ids: std::sync::atomic::AtomicU64::new(0),
         });
         ensure_streams(&inner).await?;
         info!(node = %inner.cfg.node, cluster = %inner.cfg.name, nats = %urls, "cluster: connected to NATS");
@@ -732,11 +749,9 @@ async fn resume_orphan(
     {
         let _ = rx.await;
     }
-    // not handed over: should its old node wake up and hand it over after all, what that
-    // node then sends on would come twice
-    inner
-        .to_router(ClusterIn::ForgetImported(client_id.into()))
-        .await;
+    // the caller's replay ends with `ForgetImported`: until then a message that reaches
+    // it both from the replay and live (or from its old node, should that wake up) is
+    // delivered once
     Some(record.node)
 }
 
@@ -963,8 +978,20 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
                 // one NATS message per node and kind for the whole router batch: NATS and
                 // JetStream cost per message, not per byte
                 let mut bundles: Vec<(String, bool, BytesMut)> = Vec::new();
+                // a message forwarded to several nodes gets one identity (see
+                // `Origin::cluster_id`): the forwards of one message are in one batch
+                let mut ids: Vec<(usize, u64)> = Vec::new();
                 for f in forwards {
-                    let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now);
+                    let ptr = Arc::as_ptr(&f.msg) as usize;
+                    let id = match ids.iter().find(|(p, _)| *p == ptr) {
+                        Some((_, id)) => *id,
+                        None => {
+                            let id = inner.new_message_id();
+                            ids.push((ptr, id));
+                            id
+                        }
+                    };
+                    let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now, id);
                     let (subject, reliable) = match f.target {
                         Target::Retained => {
                             let subject = inner.subject("r", &wire::topic_token(&f.msg.topic));
@@ -1522,9 +1549,16 @@ async fn read_mark(inner: &Inner, node: &str) -> u64 {
 /// nodes sent there for its clients, taken or not before it died, and what they still
 /// send there until they forget it ([`DEAD_GRACE`]). At least once: what a client already
 /// got before its node died comes again.
-async fn replay(inner: Arc<Inner>, node: String, mut clients: Vec<String>) {
+async fn replay(inner: Arc<Inner>, node: String, clients: Vec<String>) {
+    replay_queue(&inner, &node, clients.clone()).await;
+    for client_id in clients {
+        inner.to_router(ClusterIn::ForgetImported(client_id)).await;
+    }
+}
+
+async fn replay_queue(inner: &Arc<Inner>, node: &str, mut clients: Vec<String>) {
     let started = Instant::now();
-    let from = read_mark(&inner, &node).await;
+    let from = read_mark(inner, node).await;
     info!(
         node,
         clients = clients.len(),
@@ -1535,7 +1569,7 @@ async fn replay(inner: Arc<Inner>, node: String, mut clients: Vec<String>) {
         Ok(stream) => {
             stream
                 .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: inner.subject("fq", &node),
+                    filter_subject: inner.subject("fq", node),
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: from,
                     },
@@ -1578,7 +1612,7 @@ async fn replay(inner: Arc<Inner>, node: String, mut clients: Vec<String>) {
             Err(_) => {
                 // quiet: done once every node has stopped sending there
                 let over = inner.peers.lock().map_or(true, |p| {
-                    p.get(&node).is_none_or(|p| {
+                    p.get(node).is_none_or(|p| {
                         !p.up
                             && p.gone_at
                                 .is_some_and(|at| at.elapsed() > DEAD_GRACE + HEARTBEAT)

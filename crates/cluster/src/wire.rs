@@ -15,7 +15,8 @@ use bytestring::ByteString;
 use midge_codec::{Packet, Protocol, Publish, QoS, RetainHandling, SubscriptionOptions, TopicName};
 use midge_core::{Message, Origin, SessionState, Target};
 
-const VERSION: u8 = 1;
+/// 2: the origin carries the message's cluster identity.
+const VERSION: u8 = 2;
 
 /// A malformed message from another node (a bug or a different version: dropped, logged).
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +46,9 @@ pub struct Incoming {
     pub target: Target,
 }
 
-/// Encode a forwarded message.
-pub fn encode_message(node: &str, msg: &Message, target: &Target, now: Instant) -> Bytes {
+/// Encode a forwarded message; `id` is its cluster identity when its origin has none yet
+/// (the first node to forward it gives one, the same to every copy).
+pub fn encode_message(node: &str, msg: &Message, target: &Target, now: Instant, id: u64) -> Bytes {
     let mut b = BytesMut::with_capacity(64 + msg.topic.as_str().len() + msg.payload.len());
     b.put_u8(VERSION);
     match target {
@@ -68,6 +70,7 @@ pub fn encode_message(node: &str, msg: &Message, target: &Target, now: Instant) 
                 None => b.put_u8(0),
             }
             b.put_i64(o.received_ms);
+            b.put_u64(if o.cluster_id != 0 { o.cluster_id } else { id });
         }
         None => b.put_u8(0),
     }
@@ -117,14 +120,19 @@ pub fn decode_message(mut data: Bytes, now: Instant) -> Result<Incoming, WireErr
                 0 => None,
                 _ => Some(get_str(&mut data)?),
             };
-            if data.remaining() < 8 {
+            if data.remaining() < 16 {
                 return Err(WireError::Truncated);
             }
             let received_ms = data.get_i64();
+            if data.remaining() < 8 {
+                return Err(WireError::Truncated);
+            }
+            let cluster_id = data.get_u64();
             Some(Origin {
                 client_id,
                 username,
                 received_ms,
+                cluster_id,
             })
         }
     };
@@ -326,14 +334,15 @@ pub fn encode_will(w: &midge_codec::LastWill) -> Bytes {
 pub fn decode_will(data: Bytes, delay: u32) -> Result<midge_codec::LastWill, WireError> {
     let p = decode_publish(data)?;
     let props = p.properties.into_values();
-    let mut properties = midge_codec::WillProperties::default();
-    properties.will_delay_interval = (delay > 0).then_some(delay);
-    properties.payload_format_indicator = props.payload_format_indicator;
-    properties.message_expiry_interval = props.message_expiry_interval;
-    properties.content_type = props.content_type;
-    properties.response_topic = props.response_topic;
-    properties.correlation_data = props.correlation_data;
-    properties.user_properties = props.user_properties;
+    let properties = midge_codec::WillProperties {
+        will_delay_interval: (delay > 0).then_some(delay),
+        payload_format_indicator: props.payload_format_indicator,
+        message_expiry_interval: props.message_expiry_interval,
+        content_type: props.content_type,
+        response_topic: props.response_topic,
+        correlation_data: props.correlation_data,
+        user_properties: props.user_properties,
+    };
     Ok(midge_codec::LastWill {
         topic: p.topic,
         payload: p.payload,
@@ -384,6 +393,7 @@ mod tests {
             client_id: "dev-1".into(),
             username: Some("alice".into()),
             received_ms: 1_765_000_000_123,
+            cluster_id: 0,
         });
         m
     }
@@ -411,10 +421,19 @@ mod tests {
                 Target::Retained,
                 Target::Session("c/1 .>".into()),
             ] {
-                let data = encode_message("n1", &m, &target, now);
+                let data = encode_message("n1", &m, &target, now, 77);
                 let got = decode_message(data, now).unwrap();
                 assert_eq!(got.node, "n1");
                 assert_eq!(got.target, target);
+                // the identity given by the first node to forward it, then kept
+                assert_eq!(got.msg.origin.as_ref().map(|o| o.cluster_id), Some(77));
+                let again = encode_message("n2", &got.msg, &target, now, 99);
+                let again = decode_message(again, now).unwrap();
+                assert_eq!(again.msg.origin.as_ref().map(|o| o.cluster_id), Some(77));
+                let mut got = got;
+                if let Some(o) = got.msg.origin.as_mut() {
+                    o.cluster_id = 0;
+                }
                 assert_eq!(got.msg.topic.as_str(), topic);
                 assert_eq!(
                     (&*got.msg.payload, got.msg.qos, got.msg.retain),
@@ -443,7 +462,7 @@ mod tests {
     #[test]
     fn truncated_or_foreign_data_is_an_error_not_a_panic() {
         let now = Instant::now();
-        let data = encode_message("n1", &msg("t"), &Target::Plain, now);
+        let data = encode_message("n1", &msg("t"), &Target::Plain, now, 1);
         for len in 0..data.len() {
             assert!(decode_message(data.slice(..len), now).is_err(), "{len}");
         }
@@ -535,7 +554,7 @@ mod tests {
         for topic in ["a", "b/c", "d"] {
             bundle_push(
                 &mut b,
-                &encode_message("n1", &msg(topic), &Target::Plain, now),
+                &encode_message("n1", &msg(topic), &Target::Plain, now, 1),
             );
         }
         let b = b.freeze();

@@ -33,6 +33,8 @@ pub(crate) const REMOTE_PREFIX: &str = "\0node:";
 
 /// Most messages held for sessions still on their way here.
 const EARLY_MAX: usize = 65_536;
+/// Most message identities kept per session that moved here lately.
+const SEEN_MAX: usize = 262_144;
 
 /// Where a forwarded message goes on the node that gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,10 @@ pub(crate) struct ClusterState {
     /// stub sends on (a session made anew here, because the old node did not answer in
     /// time, gets its messages by its own subscriptions, not twice).
     imported: ahash::AHashSet<ByteString>,
+    /// For each of those sessions, the cluster identities of the messages it got here
+    /// (`Origin::cluster_id`): a message that reaches it both through its old node's stub
+    /// and through its own subscriptions here is delivered once. Bounded by `SEEN_MAX`.
+    seen: AHashMap<ByteString, ahash::AHashSet<u64>>,
     /// Messages taken from this node's cluster queue, oldest first, with their queue
     /// position, while a session here may still hold them ([`Broker::queue_mark`]).
     taken: VecDeque<(Weak<Message>, u64)>,
@@ -109,6 +115,13 @@ pub(crate) struct ClusterState {
     interest: AHashMap<ByteString, u32>,
     /// (filter, added) for each filter that got its first or lost its last subscription.
     changes: Vec<(ByteString, bool)>,
+}
+
+impl ClusterState {
+    /// Whether sessions moved here lately (their messages are checked for second copies).
+    pub(crate) fn moved_in(&self) -> bool {
+        !self.seen.is_empty()
+    }
 }
 
 impl Broker {
@@ -128,6 +141,27 @@ impl Broker {
         }
         for raw in filters {
             self.interest_add(&raw);
+        }
+    }
+
+    /// Whether session `sid` should get `msg`: false for a second copy of a message that
+    /// reached a session that moved here lately a second way (see `ClusterState::seen`).
+    pub(crate) fn first_copy(&mut self, sid: SessionId, msg: &Message) -> bool {
+        let Some(id) = msg
+            .origin
+            .as_ref()
+            .map(|o| o.cluster_id)
+            .filter(|&id| id != 0)
+        else {
+            return true;
+        };
+        let Some(s) = self.sessions.get(sid.0 as usize).and_then(Option::as_ref) else {
+            return true;
+        };
+        match self.cluster.seen.get_mut(&s.client_id) {
+            Some(seen) if seen.len() < SEEN_MAX => seen.insert(id),
+            Some(seen) => !seen.contains(&id),
+            None => true,
         }
     }
 
@@ -194,6 +228,7 @@ impl Broker {
     /// stub is gone by now).
     pub fn forget_imported(&mut self, client_id: &str) {
         self.cluster.imported.remove(client_id);
+        self.cluster.seen.remove(client_id);
         if let Some(early) = self.cluster.early.remove(client_id) {
             self.cluster.early_count -= early.len();
         }
@@ -663,6 +698,9 @@ impl Broker {
             return;
         }
         self.cluster.imported.insert(state.client_id.clone());
+        self.cluster
+            .seen
+            .insert(state.client_id.clone(), ahash::AHashSet::new());
         let mut s = Session::new(state.client_id.clone(), midge_codec::Protocol::V5);
         s.expiry_interval = state.expiry_interval;
         s.disconnected_at = Some(now);
@@ -820,6 +858,7 @@ impl Broker {
                 client_id: client_id.into(),
                 username: None,
                 received_ms: self.wall_ms(now),
+                cluster_id: 0,
             }),
         };
         if msg.retain && self.config.retain_available {

@@ -291,6 +291,10 @@ impl Broker {
         d: Delivery,
         out: &mut Vec<Action>,
     ) {
+        // a flag test outside a cluster, a map test while sessions moved here lately
+        if self.cluster.on && self.cluster.moved_in() && !self.first_copy(sid, &d.msg) {
+            return;
+        }
         let max_inflight = self.config.max_inflight_messages;
         let Some(session) = self.session(sid) else {
             return;
@@ -823,6 +827,7 @@ impl Broker {
                 client_id: s.client_id.clone(),
                 username: s.username.clone(),
                 received_ms: self.wall_ms(now),
+                cluster_id: 0,
             }),
         };
         if msg.retain && self.config.retain_available {

@@ -84,6 +84,10 @@ pub struct Origin {
     /// older midge). Stored with the message, so a message redelivered after a restart keeps
     /// the time it was first accepted at.
     pub received_ms: i64,
+    /// In a cluster, the message's identity, the same in every copy other nodes get
+    /// (given by the node that forwards it first; 0 = none): a session that moved between
+    /// nodes gets a message once, however many ways it reaches its new node.
+    pub cluster_id: u64,
 }
 
 /// Client identifiers of the server's own in-process clients (the hub's rules, the HTTP

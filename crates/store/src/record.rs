@@ -419,6 +419,7 @@ impl R {
                         client_id,
                         username,
                         received_ms,
+                        cluster_id: 0,
                     }),
                 })
             }

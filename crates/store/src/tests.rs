@@ -36,6 +36,7 @@ fn m2_origin() -> Option<midge_core::Origin> {
         client_id: "dev-1".into(),
         username: Some("maker".into()),
         received_ms: 1_700_000_000_123,
+        cluster_id: 0,
     })
 }
 
@@ -447,6 +448,7 @@ fn the_accept_time_round_trips_and_records_without_it_read_as_zero() {
             client_id: "dev".into(),
             username: username.map(Into::into),
             received_ms,
+            cluster_id: 0,
         });
         m.properties.user_properties = vec![("own".into(), "x".into())];
         Arc::new(m)

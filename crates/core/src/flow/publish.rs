@@ -117,6 +117,7 @@ impl Broker {
                     client_id: s.client_id.clone(),
                     username: s.username.clone(),
                     received_ms: self.wall_ms(now),
+                    cluster_id: 0,
                 }),
             };
             if msg.retain {

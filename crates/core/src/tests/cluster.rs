@@ -382,7 +382,7 @@ fn the_queue_mark_is_the_oldest_position_a_session_still_holds() {
         "nothing taken from the queue yet"
     );
 
-    let mut take = |a: &mut World, b: &mut World, topic: &str, seq: u64| {
+    let take = |a: &mut World, b: &mut World, topic: &str, seq: u64| {
         a.publish(publisher, topic, "x", QoS::AtLeastOnce, false, 1);
         let _ = a.packets(publisher);
         for f in forwards(a) {
