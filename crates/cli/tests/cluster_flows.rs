@@ -5,12 +5,15 @@
 //! A cluster start costs seconds, so each test starts one cluster and runs many flows on
 //! it: QoS 0/1/2 in every publish/subscribe combination (delivered at the lower QoS),
 //! per-publisher order at QoS 1 and 2, wildcards and `$` topics, overlapping subscriptions
-//! (one delivery, every MQTT 5 subscription identifier), no local, unsubscribe; retained
-//! messages set, replaced and cleared from different nodes, retain as published and retain
-//! handling 0/1/2; persistent sessions resumed on another node with what was queued while
-//! offline (MQTT 5 properties and the message expiry counted down on the way), clean start;
-//! wills (none after a normal DISCONNECT, once after a dropped connection or DISCONNECT
-//! 0x04, retained wills); shared subscriptions with members on every node. Clients: the
+//! (one delivery, every MQTT 5 subscription identifier), no local, unsubscribe, the
+//! subscriber's maximum packet size; retained messages set, replaced and cleared from
+//! different nodes, retain as published, retain handling 0/1/2, none for a shared
+//! subscription, expired ones not sent; persistent sessions resumed on another node with
+//! what was queued while offline (MQTT 5 properties and the message expiry counted down on
+//! the way), clean start, live messages right after the move once; wills (none after a
+//! normal DISCONNECT, once after a dropped connection or DISCONNECT 0x04, retained wills);
+//! shared subscriptions with members on every node, and what a member that leaves did not
+//! acknowledge going to a member on another node. Clients: the
 //! midge client crate, raw sockets, Python paho (3.1.1 and 5), mosquitto_pub/sub, mixed
 //! 3.1.1 and 5. Every wait is bounded; nothing asserts on timing. The nextest group
 //! `cluster` runs these one at a time (each starts six processes).
@@ -400,7 +403,7 @@ fn expect_retained(
         let mut s = Mq::v311(rt, cl.port(node), &unique("probe"));
         s.subscribe(filter, QoS::AtLeastOnce);
         let mut got = s.messages(want.len(), Duration::from_millis(1500));
-        got.extend(s.drain(Duration::from_millis(300)));
+        got.extend(s.drain(Duration::from_millis(200)));
         s.disconnect();
         let got = sorted(seen(&got));
         if got == want {
@@ -767,6 +770,20 @@ fn topic_space_flows_with_clients_spread_over_nodes() {
         "overlapping subscriptions of a 3.1.1 client on n2"
     );
 
+    // --- a message larger than the subscriber's maximum packet size is not sent to it ---
+    let mut small = Mq::connect_with(&rt, cl.port(1), &unique("mps"), V5, |o| {
+        o.connect.properties.maximum_packet_size = Some(64);
+    });
+    sub_q(&cl, 1, &mut small, "mps/#", QoS::AtLeastOnce);
+    p5.publish("mps/big", &[b'x'; 100], QoS::AtLeastOnce, false);
+    p5.publish("mps/small", b"small", QoS::AtLeastOnce, false);
+    let got = small.until("mps/small");
+    assert_eq!(
+        seen(&got),
+        vec![row("mps/small", "small", 1, false)],
+        "maximum packet size 64 on n2: the 100-byte message from n1 is not sent"
+    );
+
     // --- no local, with the message also going to other nodes ---
     let mut nl = Mq::v5(&rt, cl.port(1), &unique("nl"));
     let no_local = SubscriptionOptions {
@@ -964,6 +981,46 @@ fn retained_flows_with_clients_spread_over_nodes() {
             row("rt/b", "bee", 0, false)
         ],
         "3.1.1 on n2"
+    );
+
+    // a shared subscription gets no retained message at its subscribe; a plain one does
+    p1.publish("rs/a", b"kept", QoS::AtLeastOnce, true);
+    expect_retained(&cl, &rt, 2, "rs/#", &[row("rs/a", "kept", 1, true)]);
+    let mut member = Mq::v5(&rt, cl.port(2), &unique("rs-member"));
+    sub_q(&cl, 2, &mut member, "$share/g/rs/#", QoS::AtLeastOnce);
+    p1.publish("rs/fence", b"fence", QoS::AtLeastOnce, false);
+    let got = member.until("rs/fence");
+    assert_eq!(
+        seen(&got),
+        vec![row("rs/fence", "fence", 1, false)],
+        "a shared subscription on n3 got a retained message"
+    );
+
+    // an expired retained message is not sent; another carries what is left of its expiry
+    let mut short = msg("rx/short", b"short", QoS::AtLeastOnce, true);
+    short.properties.message_expiry_interval = Some(1);
+    p1.send(short);
+    let mut long = msg("rx/long", b"long", QoS::AtLeastOnce, true);
+    long.properties.message_expiry_interval = Some(100);
+    p1.send(long);
+    // at least 2 s: rx/short expires
+    std::thread::sleep(Duration::from_secs(2));
+    expect_retained(&cl, &rt, 1, "rx/#", &[row("rx/long", "long", 1, true)]);
+    let mut rx = Mq::v5(&rt, cl.port(2), &unique("rx"));
+    rx.subscribe("rx/#", QoS::AtLeastOnce);
+    let got = rx.exactly(1, Duration::from_millis(300));
+    assert_eq!(
+        seen(&got),
+        vec![row("rx/long", "long", 1, true)],
+        "retained on n3"
+    );
+    let left = got[0]
+        .properties
+        .message_expiry_interval
+        .expect("expiry kept");
+    assert!(
+        (1..=98).contains(&left),
+        "retained expiry counted down: {left}"
     );
 
     // mosquitto_pub -r on n3, mosquitto_sub on n1 (3.1.1) and n2 (5)
@@ -1475,5 +1532,75 @@ fn a_session_resumed_on_another_node_gets_each_live_message_once() {
         problems.is_empty(),
         "a session resumed on n3 (made on n1), one live message each:\n{}",
         problems.join("\n")
+    );
+}
+
+/// The messages a shared-subscription member leaves unacknowledged (its connection drops)
+/// go to another member of the group, here on another node, as on one node: every message
+/// the publisher got a PUBACK for reaches the group.
+#[test]
+fn unacknowledged_shared_messages_of_a_member_that_leaves_go_to_a_member_on_another_node() {
+    let cl = MidgeCluster::start(3);
+    let rt = runtime();
+    let mut p = Mq::v311(&rt, cl.port(0), &unique("p"));
+    let mut stay = Mq::v5(&rt, cl.port(2), &unique("su-stay"));
+    sub_q(&cl, 2, &mut stay, "$share/su/su/#", QoS::AtLeastOnce);
+    let mut leaver = Raw::v5(cl.port(1), &unique("su-leaver"));
+    let mark = settled_filters(&cl, 1);
+    assert_eq!(leaver.subscribe("$share/su/su/#", 1), vec![1]);
+    cl.wait_filters(1, mark + 1);
+    let n = 12;
+    for i in 0..n {
+        p.publish(
+            &format!("su/{i}"),
+            format!("{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+    let mut taken = Vec::new();
+    let mut on_stay: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while taken.len() + on_stay.len() < n && Instant::now() < deadline {
+        if let crate::common::Read_::Packet(f, b) = leaver.read(Duration::from_millis(100)) {
+            if f >> 4 == 3 {
+                // never acknowledged
+                let (_, payload, _) = crate::common::decode_publish(f, &b, true);
+                taken.push(String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+        on_stay.extend(
+            stay.drain(Duration::from_millis(100))
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
+        );
+    }
+    assert_eq!(
+        taken.len() + on_stay.len(),
+        n,
+        "the group got every message once"
+    );
+    assert!(
+        !taken.is_empty(),
+        "the member on n2 got none of {n} (balance across nodes)"
+    );
+    leaver.s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(leaver);
+    let mut again = stay.messages(taken.len(), Duration::from_secs(10));
+    again.extend(stay.drain(Duration::from_millis(300)));
+    let mut all: Vec<String> = on_stay;
+    all.extend(
+        again
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned()),
+    );
+    all.sort_by_key(|p| p.parse::<u32>().unwrap_or(u32::MAX));
+    let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(
+        all,
+        want,
+        "the {} messages the member on n2 left unacknowledged ({taken:?}) must reach the member on n3\n{}",
+        taken.len(),
+        cl.logs()
     );
 }
