@@ -1528,9 +1528,122 @@ fn a_session_resumed_on_another_node_gets_each_live_message_once() {
         }
         s.disconnect();
     }
+
+    // in flight when the connection dropped on n1: a QoS 2 message the client already has
+    // (PUBREC sent, PUBCOMP not) and an unacknowledged QoS 1 one; back on n2 the client
+    // must get PUBREL for the first (not the message again: exactly once) and the second
+    // again with DUP set and its packet identifier [MQTT-4.4.0-1]
+    for v5 in [true, false] {
+        let id = unique(if v5 { "inflight5" } else { "inflight3" });
+        let level = if v5 { 5 } else { 4 };
+        let props = if v5 {
+            vec![0x11, 0, 0, 1, 0x2c]
+        } else {
+            Vec::new()
+        };
+        let opts = ConnectOpts {
+            level,
+            client_id: &id,
+            clean: false,
+            props,
+            ..Default::default()
+        };
+        let filter = format!("{id}/#");
+        let mut r = Raw::connect(cl.port(0), &opts);
+        let mark = settled_filters(&cl, 0);
+        assert_eq!(r.subscribe(&filter, 2), vec![2]);
+        cl.wait_filters(0, mark + 1);
+        let mut p = Mq::v5(&rt, cl.port(1), &unique("p"));
+        p.publish(
+            &format!("{id}/two"),
+            b"exactly once",
+            QoS::ExactlyOnce,
+            false,
+        );
+        let (f, b) = r.expect_type(3, Duration::from_secs(10));
+        let (t, payload, _) = crate::common::decode_publish(f, &b, v5);
+        assert_eq!(
+            (t.as_str(), payload.as_slice(), (f >> 1) & 3),
+            (format!("{id}/two").as_str(), &b"exactly once"[..], 2)
+        );
+        let two_id = u16::from_be_bytes([b[2 + t.len()], b[3 + t.len()]]);
+        r.send(&crate::common::packet(0x50, &two_id.to_be_bytes()));
+        let (f, b) = r.expect_type(6, Duration::from_secs(10));
+        assert_eq!((f, &b[..2]), (0x62, &two_id.to_be_bytes()[..]), "PUBREL");
+        p.publish(
+            &format!("{id}/one"),
+            b"at least once",
+            QoS::AtLeastOnce,
+            false,
+        );
+        let (f, b) = r.expect_type(3, Duration::from_secs(10));
+        let (t, _, _) = crate::common::decode_publish(f, &b, v5);
+        assert_eq!(t, format!("{id}/one"));
+        let one_id = u16::from_be_bytes([b[2 + t.len()], b[3 + t.len()]]);
+        r.s.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(r);
+
+        let mut r = Raw::tcp(cl.port(1));
+        r.level = level;
+        r.send(&crate::common::connect_packet(&opts));
+        let (_, ack) = r.expect_type(2, Duration::from_secs(10));
+        assert_eq!(
+            &ack[..2],
+            &[1, 0],
+            "MQTT level {level}: session present on n2"
+        );
+        let mut got = Vec::new();
+        while let crate::common::Read_::Packet(f, b) = r.read(Duration::from_millis(1500)) {
+            match f >> 4 {
+                3 => {
+                    let (t, payload, _) = crate::common::decode_publish(f, &b, v5);
+                    let pid = u16::from_be_bytes([b[2 + t.len()], b[3 + t.len()]]);
+                    let was = if t.ends_with("/one") { one_id } else { two_id };
+                    got.push(format!(
+                        "PUBLISH {t} {:?} qos {} dup {} id {}",
+                        String::from_utf8_lossy(&payload),
+                        (f >> 1) & 3,
+                        (f >> 3) & 1,
+                        if pid == was {
+                            "same".to_owned()
+                        } else {
+                            format!("{pid} (was {was})")
+                        }
+                    ));
+                    if (f >> 1) & 3 == 1 {
+                        r.send(&crate::common::packet(0x40, &pid.to_be_bytes()));
+                    } else {
+                        r.send(&crate::common::packet(0x50, &pid.to_be_bytes()));
+                    }
+                }
+                6 => {
+                    let pid = u16::from_be_bytes([b[0], b[1]]);
+                    got.push(format!(
+                        "PUBREL id {}",
+                        if pid == two_id {
+                            "same".to_owned()
+                        } else {
+                            format!("{pid} (was {two_id})")
+                        }
+                    ));
+                    r.send(&crate::common::packet(0x70, &pid.to_be_bytes()));
+                }
+                _ => got.push(format!("packet {f:#04x}")),
+            }
+        }
+        let want = vec![
+            "PUBREL id same".to_owned(),
+            format!("PUBLISH {id}/one \"at least once\" qos 1 dup 1 id same"),
+        ];
+        if got != want {
+            problems.push(format!(
+                "MQTT level {level}, in flight on n1, resumed on n2: got {got:?}, want {want:?}"
+            ));
+        }
+    }
     assert!(
         problems.is_empty(),
-        "a session resumed on n3 (made on n1), one live message each:\n{}",
+        "a session that moved from n1 gets each message once:\n{}",
         problems.join("\n")
     );
 }
