@@ -458,7 +458,9 @@ impl Cluster {
             id_base: {
                 use sha2::Digest;
                 let d = sha2::Sha256::digest(format!("{} {epoch}", cfg_node).as_bytes());
-                d.iter().take(8).fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+                d.iter()
+                    .take(8)
+                    .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
             },
             ids: std::sync::atomic::AtomicU64::new(0),
         });
@@ -560,46 +562,36 @@ impl midge_server::cluster::ClusterView for ClusterHandle {
 }
 
 async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
-    let replicas = inner.cfg.replicas();
+    // every stream: replicated, on disk, kept by limits
+    let stream = |what: &str, kind: &str| stream::Config {
+        name: inner.stream_name(what),
+        subjects: vec![inner.subject(kind, "*")],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: inner.cfg.replicas(),
+        ..Default::default()
+    };
     // not a work queue: what a node took stays until its mark passes it (it purges its
     // own subject), so that another node can replay it should this one die
     let queue = stream::Config {
-        name: inner.stream_name("QUEUE"),
-        subjects: vec![inner.subject("fq", "*")],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
         // messages for a node that never comes back do not stay forever
         max_age: Duration::from_secs(24 * 3600),
         duplicate_window: Duration::from_secs(120),
-        ..Default::default()
+        ..stream("QUEUE", "fq")
     };
+    // the last one per subject: a node's mark, a topic's retained message, a client's
+    // session record
     let marks = stream::Config {
-        name: inner.stream_name("MARKS"),
-        subjects: vec![inner.subject("mark", "*")],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
         max_messages_per_subject: 1,
-        ..Default::default()
+        ..stream("MARKS", "mark")
     };
     let retained = stream::Config {
-        name: inner.stream_name("RETAIN"),
-        subjects: vec![inner.subject("r", "*")],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
         max_messages_per_subject: 1,
-        ..Default::default()
+        ..stream("RETAIN", "r")
     };
     let sessions = stream::Config {
-        name: inner.stream_name("SESSIONS"),
-        subjects: vec![inner.subject("s", "*")],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
         max_messages_per_subject: 1,
-        ..Default::default()
+        ..stream("SESSIONS", "s")
     };
     for config in [queue, marks, retained, sessions] {
         let name = config.name.clone();
@@ -624,7 +616,73 @@ async fn ensure_streams(inner: &Inner) -> Result<(), ClusterError> {
             });
         }
     }
+    jetstream_ready(inner).await;
     Ok(())
+}
+
+/// This node's durable consumer of its queue.
+fn queue_consumer(inner: &Inner) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(format!("node-{}", inner.cfg.node)),
+        filter_subject: inner.subject("fq", &inner.cfg.node),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 8_192,
+        ..Default::default()
+    }
+}
+
+/// Wait (20 s at most) until JetStream can take this node's messages: every stream of
+/// midge's and this node's queue consumer have a leader. A stream just made, or a consumer,
+/// elects one a second or so after it exists; a node that said it was ready before would
+/// refuse its first QoS 1/2 messages (0x97).
+async fn jetstream_ready(inner: &Inner) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut waiting = None;
+        for what in ["QUEUE", "MARKS", "RETAIN", "SESSIONS"] {
+            let name = inner.stream_name(what);
+            let led = match inner.js.get_stream(&name).await {
+                Ok(mut stream) => match stream.info().await {
+                    Ok(info) => info.cluster.as_ref().is_none_or(|c| c.leader.is_some()),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if !led {
+                waiting = Some(name);
+                break;
+            }
+        }
+        if waiting.is_none() {
+            let config = queue_consumer(inner);
+            let durable = config.durable_name.clone().unwrap_or_default();
+            let led = match inner.js.get_stream(inner.stream_name("QUEUE")).await {
+                Ok(stream) => match stream
+                    .get_or_create_consumer::<consumer::pull::Config>(&durable, config)
+                    .await
+                {
+                    Ok(mut c) => match c.info().await {
+                        Ok(info) => info.cluster.as_ref().is_none_or(|c| c.leader.is_some()),
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if !led {
+                waiting = Some(durable);
+            }
+        }
+        let Some(what) = waiting else { return };
+        if Instant::now() > deadline {
+            warn!(
+                "cluster: {what} has no JetStream leader after 20 s: QoS 1/2 messages may be refused until it has one"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The CONNECT claim: ask every other node for the client's session.
@@ -1400,20 +1458,9 @@ async fn inbound_queue(inner: Arc<Inner>) {
 
 async fn consume_queue(inner: &Arc<Inner>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let stream = inner.js.get_stream(inner.stream_name("QUEUE")).await?;
-    let durable = format!("node-{}", inner.cfg.node);
-    let consumer = stream
-        .get_or_create_consumer(
-            &durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: inner.subject("fq", &inner.cfg.node),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 8_192,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let config = queue_consumer(inner);
+    let durable = config.durable_name.clone().unwrap_or_default();
+    let consumer = stream.get_or_create_consumer(&durable, config).await?;
     // short pulls and heartbeats: after JetStream lost and regained its quorum (its
     // consumer leader moved) a stale pull is seen in seconds and made again
     let messages = consumer
