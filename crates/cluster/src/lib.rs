@@ -284,6 +284,7 @@ impl Record {
                 })
                 .collect(),
             messages: Vec::new(),
+            inflight: Vec::new(),
         }
     }
 }

@@ -215,11 +215,21 @@ pub fn encode_session(s: &SessionState) -> Bytes {
         b.put_u8(options_byte(o));
         b.put_u32(id.unwrap_or(0));
     }
-    for p in &s.messages {
+    // each message: its kind (0 queued, 1 in flight, 2 in flight and received: awaiting
+    // PUBREL), then the PUBLISH (in flight: with its packet id and DUP)
+    let queued = s.messages.iter().map(|p| (0, p));
+    let inflight = s
+        .inflight
+        .iter()
+        .map(|(p, released)| (1 + u8::from(*released), p));
+    for (kind, p) in inflight.chain(queued) {
         let mut p = p.clone();
-        p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
+        if kind == 0 {
+            p.packet_id = u16::from(p.qos != QoS::AtMostOnce);
+        }
         let mut one = BytesMut::new();
         if Packet::Publish(p).encode(Protocol::V5, &mut one).is_ok() {
+            b.put_u8(kind);
             b.put_u32(u32::try_from(one.len()).unwrap_or(u32::MAX));
             b.put_slice(&one);
         }
@@ -251,23 +261,32 @@ pub fn decode_session(mut data: Bytes) -> Result<SessionState, WireError> {
         subscriptions.push((filter, options, (id != 0).then_some(id)));
     }
     let mut messages = Vec::new();
+    let mut inflight = Vec::new();
     while data.has_remaining() {
-        if data.remaining() < 4 {
+        if data.remaining() < 5 {
             return Err(WireError::Truncated);
         }
+        let kind = data.get_u8();
         let len = data.get_u32() as usize;
         if data.remaining() < len {
             return Err(WireError::Truncated);
         }
         let mut p = decode_publish(data.split_to(len))?;
-        p.packet_id = 0;
-        messages.push(p);
+        match kind {
+            0 => {
+                p.packet_id = 0;
+                p.dup = false;
+                messages.push(p);
+            }
+            k => inflight.push((p, k == 2)),
+        }
     }
     Ok(SessionState {
         client_id,
         expiry_interval,
         subscriptions,
         messages,
+        inflight,
     })
 }
 
@@ -500,9 +519,40 @@ mod tests {
                     None,
                 ),
             ],
-            messages: vec![p],
+            messages: vec![p.clone()],
+            inflight: vec![
+                (
+                    Publish {
+                        packet_id: 9,
+                        dup: true,
+                        qos: QoS::AtLeastOnce,
+                        ..p.clone()
+                    },
+                    false,
+                ),
+                (
+                    Publish {
+                        packet_id: 10,
+                        ..p.clone()
+                    },
+                    true,
+                ),
+            ],
         };
         let back = decode_session(encode_session(&s)).unwrap();
+        let flows: Vec<(u16, bool, QoS, bool)> = back
+            .inflight
+            .iter()
+            .map(|(p, released)| (p.packet_id, p.dup, p.qos, *released))
+            .collect();
+        assert_eq!(
+            flows,
+            vec![
+                (9, true, QoS::AtLeastOnce, false),
+                (10, false, QoS::ExactlyOnce, true)
+            ],
+            "in flight: packet ids, DUP and states kept"
+        );
         assert_eq!(back.client_id, s.client_id);
         assert_eq!(back.expiry_interval, 3600);
         assert_eq!(back.subscriptions, s.subscriptions);

@@ -23,7 +23,7 @@ use ahash::AHashMap;
 use bytestring::ByteString;
 use midge_codec::{Publish, PublishProperties, QoS, SubscriptionOptions, TopicFilter, TopicName};
 
-use crate::session::{Delivery, Session, SubRecord};
+use crate::session::{Delivery, InFlight, OutState, Session, SubRecord};
 use crate::trie::Subscriber;
 use crate::{Action, Broker, Message, SessionId};
 
@@ -78,9 +78,14 @@ pub struct SessionState {
     pub expiry_interval: u32,
     /// Raw filters (with any `$share/g/` prefix), options and subscription identifier.
     pub subscriptions: Vec<(ByteString, SubscriptionOptions, Option<u32>)>,
-    /// Messages in flight or queued for it, oldest first, as they would be sent (QoS,
-    /// retain flag, subscription identifiers); packet ids are not kept.
+    /// Messages queued for it, oldest first, as they would be sent (QoS, retain flag,
+    /// subscription identifiers), without packet ids.
     pub messages: Vec<Publish>,
+    /// Messages in flight to it, oldest first, with their packet ids, so that its new node
+    /// goes on with their flows as its old node would have [MQTT-4.4.0-1]: `true` for a
+    /// QoS 2 message its client already received (PUBREC), which only awaits PUBREL and
+    /// PUBCOMP.
+    pub inflight: Vec<(Publish, bool)>,
 }
 
 /// Core's side of the cluster.
@@ -175,6 +180,11 @@ impl Broker {
             .by_session
             .get(&sid)
             .or_else(|| self.cluster.moved.get(&sid).map(|(n, _)| n))
+    }
+
+    /// Whether `sid` is another node's remote session (not a moved session's stub).
+    pub(crate) fn is_remote_node(&self, sid: SessionId) -> bool {
+        self.cluster.on && self.cluster.by_session.contains_key(&sid)
     }
 
     /// Where a delivery to remote session `sid` goes there.
@@ -635,9 +645,19 @@ impl Broker {
             let queue = std::mem::take(&mut flow.queue);
             flow.queued_bytes = 0;
             flow.unsent = 0;
-            let deliveries = inflight.into_iter().map(|f| f.delivery).chain(queue);
+            // what is in flight keeps its packet id and its place in the flow
+            state.inflight = inflight
+                .into_iter()
+                .map(|f| {
+                    let mut p = as_publish(&f.delivery, now);
+                    p.packet_id = f.packet_id;
+                    p.dup = f.sent || f.state != OutState::AwaitPubAck;
+                    (p, f.state == OutState::AwaitPubComp)
+                })
+                .collect();
             // an expired message is not sent [MQTT-3.3.2-5], here or there
-            state.messages = deliveries
+            state.messages = queue
+                .into_iter()
                 .filter(|d| d.msg.expires_at.is_none_or(|at| at > now))
                 .map(|d| as_publish(&d, now))
                 .collect();
@@ -731,30 +751,37 @@ impl Broker {
                 self.interest_added(sid, &raw);
             }
         }
+        // in flight: the same packet ids and states, re-sent (DUP, or PUBREL) when the
+        // client connects, as after a resume on one node
+        if !state.inflight.is_empty()
+            && let Some(s) = self.session_mut(sid)
+        {
+            let mut last = 0;
+            let flow = s.flow_mut();
+            for (p, released) in state.inflight {
+                if p.packet_id == 0 || p.qos == QoS::AtMostOnce {
+                    continue;
+                }
+                last = p.packet_id;
+                let state = match (p.qos, released) {
+                    (_, true) => OutState::AwaitPubComp,
+                    (QoS::ExactlyOnce, false) => OutState::AwaitPubRec,
+                    _ => OutState::AwaitPubAck,
+                };
+                flow.inflight.push_back(InFlight {
+                    packet_id: p.packet_id,
+                    state,
+                    delivery: delivery_of(p, now),
+                    sent: false,
+                });
+            }
+            flow.recount();
+            if last != 0 {
+                s.next_packet_id = last.checked_add(1).unwrap_or(1);
+            }
+        }
         for p in state.messages {
-            let expires_at = p
-                .properties
-                .message_expiry_interval
-                .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
-            let mut properties = p.properties;
-            let sub_ids = std::mem::take(&mut properties.subscription_identifiers);
-            let d = Delivery {
-                msg: Arc::new(Message {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: p.qos,
-                    retain: p.retain,
-                    properties,
-                    expires_at,
-                    origin: None,
-                }),
-                qos: p.qos,
-                retain: p.retain,
-                sub_ids,
-                share: None,
-                seq: 0,
-                msg_id: 0,
-            };
+            let d = delivery_of(p, now);
             self.deliver(now, sid, d, out);
         }
         // what the old node forwarded for it before it arrived
@@ -765,6 +792,33 @@ impl Broker {
             }
         }
         self.arm_session(sid);
+    }
+}
+
+/// A PUBLISH from [`SessionState`] as a delivery to the session it belongs to.
+fn delivery_of(p: Publish, now: Instant) -> Delivery {
+    let expires_at = p
+        .properties
+        .message_expiry_interval
+        .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+    let mut properties = p.properties;
+    let sub_ids = std::mem::take(&mut properties.subscription_identifiers);
+    Delivery {
+        msg: Arc::new(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            expires_at,
+            origin: None,
+        }),
+        qos: p.qos,
+        retain: p.retain,
+        sub_ids,
+        share: None,
+        seq: 0,
+        msg_id: 0,
     }
 }
 

@@ -745,7 +745,7 @@ impl Broker {
                     self.persist_delivery_gone(sid, d.seq);
                     d.seq = 0;
                     d.msg_id = 0;
-                    self.deliver(now, other, d, out);
+                    self.deliver_or_forward(now, other, d, out);
                 }
                 None => {
                     // nobody else can take it: keep it with this session
@@ -770,9 +770,16 @@ impl Broker {
             .iter()
             .map(|m| m.session)
             .collect();
-        members
-            .into_iter()
-            .find(|&m| m != not && self.session(m).is_some_and(|s| s.conn.is_some()))
+        // a connected member here first, else another node with members (a cluster)
+        let connected = members
+            .iter()
+            .copied()
+            .find(|&m| m != not && self.session(m).is_some_and(|s| s.conn.is_some()));
+        connected.or_else(|| {
+            members
+                .into_iter()
+                .find(|&m| m != not && self.is_remote_node(m))
+        })
     }
 
     /// Publish the session's will (if still pending) and forget it.
