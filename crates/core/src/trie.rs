@@ -268,8 +268,14 @@ impl Tree {
         let Some(node) = self.nodes.get(idx) else {
             return;
         };
-        let (level, tail) = match rest.split_once('/') {
-            Some((l, t)) => (l, Some(t)),
+        // a byte search: `split_once('/')` goes through the char searcher and memchr,
+        // several times the cost for the short levels of a topic (this runs per level of
+        // every PUBLISH)
+        let (level, tail) = match rest.bytes().position(|b| b == b'/') {
+            Some(i) => (
+                rest.get(..i).unwrap_or_default(),
+                Some(rest.get(i + 1..).unwrap_or_default()),
+            ),
             None => (rest, None),
         };
         // '#' matches this level and everything below (and the parent level itself)
