@@ -356,7 +356,15 @@ fn settled_filters(cl: &MidgeCluster, node: usize) -> u64 {
         let views: Vec<u64> = (0..cl.nodes.len())
             .map(|a| cl.filters_seen(a, node))
             .collect();
-        if views.iter().all(|v| *v == own) || Instant::now() >= deadline {
+        if views.iter().all(|v| *v == own) {
+            return cl.filters(node);
+        }
+        if Instant::now() >= deadline {
+            // on stderr, shown with a failure
+            eprintln!(
+                "settled_filters: views of {} still differ after 10 s: own {own}, views {views:?}",
+                cl.names[node]
+            );
             return cl.filters(node);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -1442,10 +1450,23 @@ fn session_will_and_shared_flows_with_clients_spread_over_nodes() {
         p.publish(&format!("sh/{i}"), format!("{i}").as_bytes(), q, false);
     }
     let got = plain.exactly(n, Duration::from_millis(300));
+    let mut payloads: Vec<String> = got
+        .iter()
+        .map(|m| {
+            format!(
+                "{}@{}{}",
+                String::from_utf8_lossy(&m.payload),
+                qos_num(m.qos),
+                if m.dup { " dup" } else { "" }
+            )
+        })
+        .collect();
+    payloads.sort();
     assert_eq!(
         got.len(),
         n,
-        "the plain subscriber on n3 gets every message"
+        "the plain subscriber on n3 gets every message once: {payloads:?}\n{}",
+        cl.logs()
     );
     for (group, members) in [("g", &mut g), ("h", &mut h)] {
         let mut per = Vec::new();
