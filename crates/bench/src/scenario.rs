@@ -538,7 +538,26 @@ async fn publisher(
             let due = (t0.elapsed().as_secs_f64() * r) as u64 + 1;
             if due <= seq {
                 let at = t0 + Duration::from_secs_f64(seq as f64 / r);
-                tokio::time::sleep_until(at.into()).await;
+                if qos == QoS::ExactlyOnce {
+                    // Answer PUBRECs while waiting for the next publish: a broker that
+                    // delivers on PUBREL would otherwise wait for the publisher's next tick.
+                    while let Ok(id) = rel_rx.try_recv() {
+                        wire::encode_ack(&mut buf, 0x62, id);
+                    }
+                    if !buf.is_empty() {
+                        if let Err(e) = send(&mut wr, &buf).await {
+                            error = Some(e.into());
+                            break 'send;
+                        }
+                        buf.clear();
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = notify.notified() => {}
+                    }
+                } else {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 continue;
             }
             allowed = allowed.min(due - seq);
@@ -715,7 +734,10 @@ async fn subscriber(
         if pubs_done && last_progress.elapsed() >= spec.drain_timeout {
             break;
         }
-        conn.rbuf.reserve(64 * 1024);
+        // room for the whole of a large packet at once (1 MB payloads), not 64 KiB at a
+        // time with a copy of what is there on each growth
+        let room = wire::frame_len(&conn.rbuf).map_or(0, |n| n.saturating_sub(conn.rbuf.len()));
+        conn.rbuf.reserve(room.max(64 * 1024));
         let n = match tokio::time::timeout(
             Duration::from_millis(100),
             conn.stream.read_buf(&mut conn.rbuf),

@@ -124,6 +124,14 @@ pub(crate) enum Frame {
     Other(Packet),
 }
 
+/// Length of the packet at the front of `buf` when its fixed header is there.
+pub(crate) fn frame_len(buf: &[u8]) -> Option<usize> {
+    match midge_codec::frame_header(buf, MAX_PACKET) {
+        Ok(Some(h)) => Some(h.packet_len()),
+        _ => None,
+    }
+}
+
 /// Take one frame from the front of `buf`. `Ok(None)` = need more bytes.
 pub(crate) fn next_frame(
     buf: &mut BytesMut,
