@@ -106,7 +106,10 @@ impl Broker {
         if !m.subscribers.is_empty() {
             // one delivery per session: the highest QoS of its matching subscriptions and all
             // their identifiers [MQTT-3.3.4-2] [MQTT-3.3.4-4]
-            m.subscribers.sort_unstable_by_key(|s| s.session);
+            // (the tree often yields them in order already: a check is cheaper than a sort)
+            if !m.subscribers.is_sorted_by_key(|s| s.session) {
+                m.subscribers.sort_unstable_by_key(|s| s.session);
+            }
             let subs = std::mem::take(&mut m.subscribers);
             let mut i = 0;
             while let Some(first) = subs.get(i) {
