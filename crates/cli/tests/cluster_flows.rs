@@ -1685,12 +1685,12 @@ fn a_moving_session_and_a_leaving_share_member_lose_and_double_nothing() {
     let mut on_stay: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while taken.len() + on_stay.len() < n && Instant::now() < deadline {
-        if let crate::common::Read_::Packet(f, b) = leaver.read(Duration::from_millis(100)) {
-            if f >> 4 == 3 {
-                // never acknowledged
-                let (_, payload, _) = crate::common::decode_publish(f, &b, true);
-                taken.push(String::from_utf8_lossy(&payload).into_owned());
-            }
+        if let crate::common::Read_::Packet(f, b) = leaver.read(Duration::from_millis(100))
+            && f >> 4 == 3
+        {
+            // never acknowledged
+            let (_, payload, _) = crate::common::decode_publish(f, &b, true);
+            taken.push(String::from_utf8_lossy(&payload).into_owned());
         }
         on_stay.extend(
             stay.drain(Duration::from_millis(100))
