@@ -6,7 +6,8 @@
 //!   missed a change). The other nodes' filters become remote sessions in core
 //!   (`midge_core::cluster`), so a publish is matched once, locally, and goes once to each
 //!   node with a matching client.
-//! - **Messages.** QoS 0 goes over core NATS to `midge.<cluster>.m.<node>`. QoS 1/2 goes
+//! - **Messages.** QoS 0 goes over core NATS to `midge.<cluster>.m.<node>`, and so does a
+//!   fast copy of each QoS 1 message (delivered if it comes first). QoS 1/2 goes
 //!   through the replicated JetStream stream `MIDGE_<CLUSTER>_QUEUE` (subject
 //!   `midge.<cluster>.fq.<node>`, one durable consumer per node); the publisher's
 //!   PUBACK/PUBREC waits until JetStream holds it, and becomes a refusal when JetStream
@@ -1060,19 +1061,29 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
                         _ if f.reliable() => (inner.subject("fq", &f.node), true),
                         _ => (inner.subject("m", &f.node), false),
                     };
-                    let i = match bundles.iter().position(|b| b.0 == subject) {
-                        Some(i) => i,
-                        None => {
-                            bundles.push((subject, reliable, BytesMut::new()));
-                            bundles.len() - 1
+                    // QoS 1 also goes the fast way, over core NATS: the other node delivers
+                    // whichever copy comes first and skips the other (by its identity), so
+                    // its subscribers need not wait for JetStream's replication; the
+                    // publisher's PUBACK still waits until JetStream holds it. Not QoS 2: a
+                    // copy delivered before a refused PUBREC would be sent again as a new
+                    // message.
+                    let fast = (reliable && f.msg.qos == midge_codec::QoS::AtLeastOnce)
+                        .then(|| (inner.subject("m", &f.node), false));
+                    for (subject, reliable) in std::iter::once((subject, reliable)).chain(fast) {
+                        let i = match bundles.iter().position(|b| b.0 == subject) {
+                            Some(i) => i,
+                            None => {
+                                bundles.push((subject, reliable, BytesMut::new()));
+                                bundles.len() - 1
+                            }
+                        };
+                        if let Some(b) = bundles.get_mut(i) {
+                            if !b.2.is_empty() && b.2.len() + data.len() + 4 > BUNDLE_BYTES {
+                                let full = std::mem::take(&mut b.2).freeze();
+                                send(&inner, b.0.clone(), b.1, full, &mut pending).await;
+                            }
+                            wire::bundle_push(&mut b.2, &data);
                         }
-                    };
-                    if let Some(b) = bundles.get_mut(i) {
-                        if !b.2.is_empty() && b.2.len() + data.len() + 4 > BUNDLE_BYTES {
-                            let full = std::mem::take(&mut b.2).freeze();
-                            send(&inner, b.0.clone(), b.1, full, &mut pending).await;
-                        }
-                        wire::bundle_push(&mut b.2, &data);
                     }
                 }
                 for (subject, reliable, data) in bundles {

@@ -35,6 +35,9 @@ pub(crate) const REMOTE_PREFIX: &str = "\0node:";
 const EARLY_MAX: usize = 65_536;
 /// Most message identities kept per session that moved here lately.
 const SEEN_MAX: usize = 262_144;
+/// Most QoS 1 messages from other nodes remembered, to take each once though it comes two
+/// ways (core NATS and the JetStream queue).
+const TWICE_MAX: usize = 131_072;
 
 /// Where a forwarded message goes on the node that gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +117,13 @@ pub(crate) struct ClusterState {
     /// Messages taken from this node's cluster queue, oldest first, with their queue
     /// position, while a session here may still hold them ([`Broker::queue_mark`]).
     taken: VecDeque<(Weak<Message>, u64)>,
+    /// QoS 1 messages from other nodes, which come twice (fast over core NATS, and from
+    /// the JetStream queue), by identity, oldest first: the first copy is delivered, the
+    /// second only takes its queue position. Bounded by `TWICE_MAX`.
+    /// Keyed by (identity, target): one message can come for the plain subscribers and
+    /// for a share group too.
+    twice: AHashMap<(u64, u64), Weak<Message>>,
+    twice_order: VecDeque<(u64, u64)>,
     /// Messages for other nodes, not yet taken by the caller.
     pub(crate) forwards: Vec<Forward>,
     /// Local subscriptions per distinct raw filter.
@@ -467,9 +477,33 @@ impl Broker {
             }
             return 0;
         }
+        let id = match &msg.origin {
+            Some(o) if msg.qos == QoS::AtLeastOnce && o.cluster_id != 0 => {
+                Some((o.cluster_id, target_key(target)))
+            }
+            _ => None,
+        };
+        if let Some(id) = id
+            && let Some(first) = self.cluster.twice.remove(&id)
+        {
+            // the second copy: what a session holds of the first now holds its position
+            if seq != 0 {
+                self.cluster.taken.push_back((first, seq));
+            }
+            return 0;
+        }
         let msg = Arc::new(msg);
         if seq != 0 {
             self.cluster.taken.push_back((Arc::downgrade(&msg), seq));
+        }
+        if let Some(id) = id {
+            self.cluster.twice.insert(id, Arc::downgrade(&msg));
+            self.cluster.twice_order.push_back(id);
+            while self.cluster.twice_order.len() > TWICE_MAX {
+                if let Some(old) = self.cluster.twice_order.pop_front() {
+                    self.cluster.twice.remove(&old);
+                }
+            }
         }
         match target {
             Target::Retained => 0,
@@ -793,6 +827,18 @@ impl Broker {
         }
         self.arm_session(sid);
     }
+}
+
+/// Tells apart the copies of one message for different targets on one node.
+fn target_key(target: &Target) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match target {
+        Target::Plain | Target::Retained => 0u8.hash(&mut h),
+        Target::Group(key) => (1u8, &key.0, &key.1).hash(&mut h),
+        Target::Session(client_id) => (2u8, client_id.as_ref() as &str).hash(&mut h),
+    }
+    h.finish()
 }
 
 /// A PUBLISH from [`SessionState`] as a delivery to the session it belongs to.

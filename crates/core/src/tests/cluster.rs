@@ -423,3 +423,64 @@ fn the_queue_mark_is_the_oldest_position_a_session_still_holds() {
     b.send(sub, Packet::PubAck(PubAck::new(ids[0])));
     assert_eq!(b.broker.queue_mark(), None);
 }
+
+/// A QoS 1 message comes twice from another node (fast over core NATS, and from the
+/// JetStream queue), in either order: delivered once, and the queue position of the second
+/// copy is held while the subscriber has the first.
+#[test]
+fn a_qos1_message_that_comes_two_ways_is_delivered_once_and_holds_its_queue_position() {
+    let (mut a, mut b) = (node(), node());
+    let sub = b.connect(Protocol::V5, "sub", false);
+    b.subscribe(sub, "two/#", QoS::AtLeastOnce);
+    announce(&mut b, "b", &mut a);
+    let publisher = a.connect(Protocol::V5, "pub", true);
+    for (i, fast_first) in [true, false].into_iter().enumerate() {
+        a.publish(publisher, "two/x", "m", QoS::AtLeastOnce, false, 1);
+        let _ = a.packets(publisher);
+        let f = forwards(&mut a).remove(0);
+        let mut msg = (*f.msg).clone();
+        if let Some(o) = msg.origin.as_mut() {
+            o.cluster_id = 100 + i as u64; // given by the sending node
+        }
+        let seq = 40 + i as u64;
+        let order = if fast_first { [0, seq] } else { [seq, 0] };
+        for at in order {
+            let mut out = Vec::new();
+            b.broker
+                .publish_remote_at(b.now, msg.clone(), &f.target, at, &mut out);
+            b.out.extend(out);
+        }
+        let got = publishes(&b.packets(sub));
+        assert_eq!(got.len(), 1, "once (fast first: {fast_first})");
+        assert_eq!(b.broker.queue_mark(), Some(seq), "held until acknowledged");
+        b.send(sub, Packet::PubAck(PubAck::new(got[0].packet_id)));
+        assert_eq!(b.broker.queue_mark(), None);
+    }
+}
+
+/// One message can come for a node's plain subscribers and for one of its share group
+/// members (same identity, two targets): both get it.
+#[test]
+fn one_message_for_plain_subscribers_and_a_share_group_reaches_both() {
+    let mut b = node();
+    let plain = b.connect(Protocol::V5, "plain", true);
+    b.subscribe(plain, "g/#", QoS::AtLeastOnce);
+    let member = b.connect(Protocol::V5, "member", true);
+    b.subscribe(member, "$share/g/g/#", QoS::AtLeastOnce);
+    let mut msg = crate::Message::new(TopicName::new("g/1").unwrap(), "x", QoS::AtLeastOnce, false);
+    msg.origin = Some(crate::Origin {
+        client_id: "p".into(),
+        username: None,
+        received_ms: 0,
+        cluster_id: 7,
+    });
+    let group = Target::Group(std::sync::Arc::new(("g/#".into(), "g".into())));
+    for target in [Target::Plain, group] {
+        let mut out = Vec::new();
+        b.broker
+            .publish_remote_at(b.now, msg.clone(), &target, 0, &mut out);
+        b.out.extend(out);
+    }
+    assert_eq!(publishes(&b.packets(plain)).len(), 1);
+    assert_eq!(publishes(&b.packets(member)).len(), 1);
+}
