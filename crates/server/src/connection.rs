@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) high_water: usize,
     /// A cluster's claim on a client's session, awaited before core sees the CONNECT.
     pub(crate) claim: Option<crate::cluster::ClaimHandle>,
+    /// Where idle plain-TCP connections go without a task (`None`: they keep theirs).
+    pub(crate) parker: Option<crate::park::Parker>,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -52,6 +54,7 @@ impl From<&ServerConfig> for Settings {
             max_connections: c.max_connections,
             high_water: c.outbound_high_water,
             claim: None,
+            parker: None,
         }
     }
 }
@@ -103,6 +106,9 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
         slot,
         protocol: Protocol::V311,
         read_first: false,
+        active: false,
+        fresh: true,
+        park_timer: None,
     };
     // The handshake runs once, behind a box: its futures (connect timeout, password check,
     // refusals) are then not part of the state every idle connection keeps.
@@ -112,9 +118,79 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
         let Some(mut conn) = handshake.await else {
             return;
         };
-        conn.serve().await;
+        if conn.serve().await {
+            conn.park();
+        }
     }
     .instrument(span)
+}
+
+/// An idle connection without a task ([`crate::park`]): what its task needs to go on.
+#[derive(Debug)]
+pub(crate) struct ParkedConn {
+    id: ConnId,
+    rx: OutboxRx<Outgoing, Shared>,
+    router: mpsc::Sender<RouterMsg>,
+    settings: Arc<Settings>,
+    slot: crate::Slot,
+    protocol: Protocol,
+    /// The connection's span, when logging at its level (boxed: else it takes 40 B).
+    span: Option<Box<tracing::Span>>,
+}
+
+impl ParkedConn {
+    /// Have `waker` woken by the next packet the router queues (or when it drops the
+    /// outbox); true if there is something already.
+    pub(crate) fn wait_outbox(&mut self, waker: Waker) -> bool {
+        self.rx.park(waker)
+    }
+
+    /// The connection could not be watched or started again: it is closed.
+    pub(crate) fn lost(self) {
+        let _ = self
+            .router
+            .try_send(RouterMsg::Closed(self.id, CloseCause::Network));
+    }
+}
+
+/// Start a parked connection again on its socket (the parker calls this on its first
+/// event).
+pub(crate) fn resume(
+    stream: tokio::net::TcpStream,
+    parked: ParkedConn,
+) -> impl Future<Output = ()> + Send {
+    let ParkedConn {
+        id,
+        rx,
+        router,
+        settings,
+        slot,
+        protocol,
+        span,
+    } = parked;
+    let mut conn = Conn {
+        id,
+        stream,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        out: Vec::new(),
+        rx,
+        router,
+        settings,
+        slot,
+        protocol,
+        read_first: false,
+        active: true,
+        // started again by traffic: it waits the longer delay before parking again
+        fresh: false,
+        park_timer: None,
+    };
+    async move {
+        if conn.serve().await {
+            conn.park();
+        }
+    }
+    .instrument(span.map_or_else(tracing::Span::none, |s| *s))
 }
 
 /// A connection past its handshake, and during it (inside the boxed handshake future).
@@ -139,6 +215,13 @@ struct Conn<S> {
     /// Which of the outbox and the socket the next idle poll looks at first (alternating,
     /// so neither starves the other).
     read_first: bool,
+    /// Something was read or taken from the outbox since the park timer was last set.
+    active: bool,
+    /// Nothing was read since the CONNECT: the connection parks after the shorter delay.
+    fresh: bool,
+    /// Fires [`crate::park::PARK_AFTER`] after the connection went idle (plain TCP with a
+    /// parker only; boxed: a busy connection keeps it, a parked one none).
+    park_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What woke an idle connection.
@@ -151,6 +234,8 @@ enum Event {
     Read(usize),
     Eof,
     Io,
+    /// Idle for [`crate::park::PARK_AFTER`] with no buffer: give up the task.
+    Park,
 }
 
 /// Read the CONNECT (within the connect timeout), refuse a bad one, check the password,
@@ -237,8 +322,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
     /// An `async` block rather than an `async fn` (which would keep `self` twice), and every
     /// await is on a small value that a plain function prepared ([`Step`]): what is live
     /// across an await is part of every connection's state.
+    ///
+    /// Resolves to true when the connection should be parked ([`Conn::park`]).
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    fn serve(&mut self) -> impl Future<Output = ()> + Send + '_ {
+    fn serve(&mut self) -> impl Future<Output = bool> + Send + '_ {
         async move {
             loop {
                 let step = match std::future::poll_fn(|cx| self.poll_idle(cx)).await {
@@ -247,16 +334,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                         let written = std::future::poll_fn(|cx| self.poll_flush(cx)).await;
                         self.written(weight, end, written.is_ok())
                     }
-                    Event::Read(n) => self.received(n),
+                    Event::Read(n) => {
+                        self.fresh = false;
+                        self.received(n)
+                    }
                     Event::Eof | Event::Io => {
                         debug!("connection closed by peer");
                         let msg = RouterMsg::Closed(self.id, CloseCause::Network);
                         to_router(&self.router, msg, false)
                     }
-                    Event::RouterGone => return,
+                    Event::RouterGone => return false,
+                    Event::Park => return true,
                 };
                 if !step.await {
-                    return;
+                    return false;
                 }
             }
         }
@@ -341,19 +432,93 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
         to_router(&self.router, RouterMsg::Packets(self.id, packets), true)
     }
 
-    /// Wait for the outbox or the socket, alternating which is looked at first.
+    /// Wait for the outbox or the socket, alternating which is looked at first; on a
+    /// plain TCP connection with a parker, also for the park timer.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         self.read_first = !self.read_first;
-        if self.read_first {
-            if let Poll::Ready(e) = self.poll_read(cx) {
-                return Poll::Ready(e);
+        let event = if self.read_first {
+            match self.poll_read(cx) {
+                Poll::Pending => self.poll_outbox(cx),
+                ready => ready,
             }
-            self.poll_outbox(cx)
         } else {
-            if let Poll::Ready(e) = self.poll_outbox(cx) {
-                return Poll::Ready(e);
+            match self.poll_outbox(cx) {
+                Poll::Pending => self.poll_read(cx),
+                ready => ready,
             }
-            self.poll_read(cx)
+        };
+        if event.is_ready() {
+            self.active = true;
+            return event;
+        }
+        if S::PARKS && self.settings.parker.is_some() {
+            return self.poll_park_timer(cx);
+        }
+        Poll::Pending
+    }
+
+    /// Idle: set the park timer if it is not, and park when it fires with nothing done
+    /// since it was set (else set it again). A connection that sent nothing since its
+    /// CONNECT parks after [`crate::park::PARK_FRESH_AFTER`] (most idle clients are
+    /// that), others after [`crate::park::PARK_AFTER`].
+    fn poll_park_timer(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let after = if self.fresh {
+            crate::park::PARK_FRESH_AFTER
+        } else {
+            crate::park::PARK_AFTER
+        };
+        let timer = self
+            .park_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if self.active || !self.rbuf.is_empty() {
+                // one timer for a busy connection: checked every PARK_AFTER
+                self.active = false;
+                timer.as_mut().reset(Instant::now() + after);
+                continue;
+            }
+            self.park_timer = None;
+            return Poll::Ready(Event::Park);
+        }
+    }
+
+    /// Give the connection to the parker and end the task (see [`crate::park`]); if it
+    /// cannot be parked it is closed as a network failure would close it.
+    fn park(self) {
+        let Conn {
+            id,
+            stream,
+            rx,
+            router,
+            settings,
+            slot,
+            protocol,
+            ..
+        } = self;
+        let Some(parker) = settings.parker.clone() else {
+            return;
+        };
+        let conn = ParkedConn {
+            id,
+            rx,
+            router,
+            settings,
+            slot,
+            protocol,
+            span: Some(tracing::Span::current())
+                .filter(|s| !s.is_none())
+                .map(Box::new),
+        };
+        let Some(stream) = stream.into_parkable() else {
+            conn.lost();
+            return;
+        };
+        let parked = crate::park::Parked { stream, conn };
+        if let Err(parked) = parker.park(parked) {
+            parked.conn.lost();
         }
     }
 
@@ -712,10 +877,19 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
 /// Waiting for a stream to become readable without holding a read buffer. Plain TCP can
 /// (`poll_read_ready`); TLS and WebSocket streams keep their own buffers anyway and are
 /// simply read.
-pub(crate) trait ReadReady {
+pub(crate) trait ReadReady: Sized {
     /// Whether [`ReadReady::poll_read_ready`] really waits for data; then an idle
     /// connection gives its read buffer back.
     const WAITS: bool;
+
+    /// Whether an idle connection on this stream can be parked without a task
+    /// ([`crate::park`]): plain TCP.
+    const PARKS: bool = false;
+
+    /// The socket to park ([`ReadReady::PARKS`] streams only).
+    fn into_parkable(self) -> Option<std::net::TcpStream> {
+        None
+    }
 
     /// Ready when a read would not block (or may; a spurious wake-up is harmless).
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
@@ -723,6 +897,11 @@ pub(crate) trait ReadReady {
 
 impl ReadReady for tokio::net::TcpStream {
     const WAITS: bool = true;
+    const PARKS: bool = true;
+
+    fn into_parkable(self) -> Option<std::net::TcpStream> {
+        self.into_std().ok()
+    }
 
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         tokio::net::TcpStream::poll_read_ready(self, cx)
@@ -781,14 +960,52 @@ mod tests {
             max_connections: 0,
             high_water: 2048,
             claim: None,
+            parker: None,
         });
         let slot = crate::Slot(Arc::new(crate::Counters::default()));
-        let future = run(ConnId(1), stream, meta, peer, router, settings, slot);
+        let future = run(
+            ConnId(1),
+            stream,
+            meta,
+            peer,
+            router.clone(),
+            settings.clone(),
+            slot,
+        );
         let size = std::mem::size_of_val(&future);
         assert!(
             size <= 280,
             "the connection future is {size} B: its task cell no longer fits in 384 B"
         );
         drop((future, client));
+
+        // a parked connection started again runs the same loop in a future of its own
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (_tx, rx) = crate::outbox::outbox(Shared::default());
+        let parked = ParkedConn {
+            id: ConnId(2),
+            rx,
+            router,
+            settings,
+            slot: crate::Slot(Arc::new(crate::Counters::default())),
+            protocol: Protocol::V311,
+            span: None,
+        };
+        let future = resume(stream, parked);
+        let size = std::mem::size_of_val(&future);
+        assert!(
+            size <= 280,
+            "the resumed connection future is {size} B: its task cell no longer fits in 384 B"
+        );
+        drop((future, client));
+    }
+
+    /// What a parked connection keeps (besides its outbox and a waker): every idle
+    /// connection pays for it, in the parker's table with its slack.
+    #[test]
+    fn a_parked_connection_stays_small() {
+        let size = std::mem::size_of::<ParkedConn>();
+        assert!(size <= 56, "ParkedConn is {size} B (was 56)");
     }
 }

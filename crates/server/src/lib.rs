@@ -27,6 +27,7 @@ mod congestion;
 mod connection;
 mod gate;
 mod outbox;
+mod park;
 mod router;
 mod security;
 mod store_task;
@@ -489,6 +490,7 @@ impl Server {
             .await;
         let mut settings = connection::Settings::from(&config);
         settings.claim = cluster.map(|c| cluster::ClaimHandle(c.claim));
+        settings.parker = park::Parker::start();
         let settings = Arc::new(settings);
         // in-process connections come through a listener of their own, after the configured
         // ones: no ACL of theirs applies to it, and anonymous clients are allowed

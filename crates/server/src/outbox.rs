@@ -134,6 +134,19 @@ impl<T, X> OutboxRx<T, X> {
         std::future::poll_fn(|cx| self.poll_recv_all(cx, buf)).await
     }
 
+    /// Have `waker` woken by the next item (or when the sender goes) instead of the task
+    /// that polled last, which is ending (`crate::park`). True, with the waker not kept, if
+    /// an item is already queued or the sender is gone.
+    pub(crate) fn park(&mut self, waker: Waker) -> bool {
+        let mut s = self.inner.lock();
+        if !s.queue.is_empty() || !s.tx_alive {
+            s.waker = None;
+            return true;
+        }
+        s.waker = Some(waker);
+        false
+    }
+
     /// Whether nothing is queued right now.
     pub(crate) fn is_empty(&self) -> bool {
         self.inner.lock().queue.is_empty()
