@@ -276,6 +276,30 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<Session>>(), size);
     }
 
+    /// The session table grows by a quarter, not by doubling: its slack is paid for by
+    /// every idle client (up to 144 B each when doubling).
+    #[test]
+    fn the_session_table_keeps_little_slack() {
+        let mut broker = crate::Broker::new(crate::Config::default());
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        for i in 0..5000u64 {
+            let conn = crate::ConnId(i + 1);
+            broker.open(conn);
+            let connect = midge_codec::Connect::new(Protocol::V311, format!("c{i}"));
+            broker.handle(
+                now,
+                conn,
+                midge_codec::Packet::Connect(Box::new(connect)),
+                &mut out,
+            );
+            out.clear();
+            let (len, cap) = (broker.sessions.len(), broker.sessions.capacity());
+            assert!(cap <= len + len / 4 + 16, "{len} sessions in {cap} slots");
+        }
+        assert_eq!(broker.sessions.len(), 5000);
+    }
+
     #[test]
     fn a_new_session_allocates_no_collection_until_used() {
         let mut s = Session::new("c".into(), Protocol::V5);
