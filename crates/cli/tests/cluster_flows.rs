@@ -1507,7 +1507,9 @@ fn session_will_and_shared_flows_with_clients_spread_over_nodes() {
 
 /// What a client has not acknowledged is not lost or doubled when it goes elsewhere, as on
 /// one node: a persistent session made on n1 and resumed on n3 gets each message published
-/// right after the move once; a session that moves keeps its in-flight flows (a QoS 2
+/// right after the move once, with its subscription identifier, and its subscriptions count
+/// as existing there (retain handling 1 sends nothing); a session that moves keeps its
+/// in-flight flows (a QoS 2
 /// message the client already has, PUBREC sent and PUBCOMP not, is finished with PUBREL, not
 /// sent again; an unacknowledged QoS 1 message comes again with DUP set and its packet
 /// identifier [MQTT-4.4.0-1]; MQTT 5 and 3.1.1), and the messages a shared-subscription
@@ -1534,7 +1536,14 @@ fn a_moving_session_and_a_leaving_share_member_lose_and_double_nothing() {
         let id = unique("moved");
         let topic = format!("{id}/x");
         let mut s = Mq::connect(&rt, cl.port(0), &id, how);
-        sub_q(&cl, 0, &mut s, &format!("{id}/#"), QoS::ExactlyOnce);
+        sub_on(
+            &cl,
+            0,
+            &mut s,
+            &format!("{id}/#"),
+            SubscriptionOptions::qos(QoS::ExactlyOnce),
+            Some(42),
+        );
         s.disconnect();
         let mut s = Mq::connect(&rt, cl.port(2), &id, how);
         assert!(
@@ -1545,9 +1554,13 @@ fn a_moving_session_and_a_leaving_share_member_lose_and_double_nothing() {
         p.publish(&topic, b"live", qos, false);
         let got = s.exactly(1, Duration::from_millis(700));
         let want = vec![row(&topic, "live", qos_num(qos), false)];
-        if seen(&got) != want {
+        let ids: Vec<Vec<u32>> = got
+            .iter()
+            .map(|m| m.properties.subscription_identifiers.clone())
+            .collect();
+        if seen(&got) != want || ids != vec![vec![42]] {
             problems.push(format!(
-                "QoS {} published on {}: got {:?}",
+                "QoS {} published on {}: got {:?}, subscription identifiers {ids:?} (want [[42]])",
                 qos_num(qos),
                 cl.names[from],
                 seen(&got)
@@ -1555,6 +1568,48 @@ fn a_moving_session_and_a_leaving_share_member_lose_and_double_nothing() {
         }
         s.disconnect();
     }
+    // retain handling 1 after a move: the subscription came along, so re-subscribing on
+    // the new node sends no retained message (0 does)
+    let id = unique("rh-moved");
+    let mut s = Mq::connect(&rt, cl.port(0), &id, how);
+    sub_q(&cl, 0, &mut s, "rhm/#", QoS::AtLeastOnce);
+    s.disconnect();
+    let mut p = Mq::v5(&rt, cl.port(1), &unique("rhm-p"));
+    p.publish("rhm/a", b"kept", QoS::AtLeastOnce, true);
+    expect_retained(&cl, &rt, 2, "rhm/#", &[row("rhm/a", "kept", 1, true)]);
+    let mut s = Mq::connect(&rt, cl.port(2), &id, how);
+    assert!(s.connack.session_present, "rhm session present on n3");
+    // what was queued while offline: the retained publish, live then
+    let got = s.exactly(1, Duration::from_millis(300));
+    if seen(&got) != vec![row("rhm/a", "kept", 1, false)] {
+        problems.push(format!(
+            "queued while offline, moved n1 -> n3: got {:?}",
+            seen(&got)
+        ));
+    }
+    let rh = |h: RetainHandling| SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        retain_handling: h,
+        ..Default::default()
+    };
+    s.subscribe_opts("rhm/#", rh(RetainHandling::SendIfNew), None);
+    let got = s.drain(Duration::from_millis(500));
+    if !got.is_empty() {
+        problems.push(format!(
+            "retain handling 1 on n3 for a subscription that moved from n1: got {:?}",
+            seen(&got)
+        ));
+    }
+    s.subscribe_opts("rhm/#", rh(RetainHandling::SendAtSubscribe), None);
+    let got = s.exactly(1, Duration::from_millis(200));
+    if seen(&got) != vec![row("rhm/a", "kept", 1, true)] {
+        problems.push(format!(
+            "retain handling 0 on n3 after the move: got {:?}",
+            seen(&got)
+        ));
+    }
+    s.disconnect();
+
     for v5 in [true, false] {
         let id = unique(if v5 { "inflight5" } else { "inflight3" });
         let level = if v5 { 5 } else { 4 };
