@@ -306,3 +306,17 @@ impl Default for ReasonCode {
         ReasonCode::SUCCESS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packet moves by value several times on its way through the broker (decoder, router
+    /// channel, core, action, outbox): properties are boxed so it stays small.
+    #[test]
+    fn a_packet_stays_small() {
+        let (packet, publish) = (size_of::<Packet>(), size_of::<Publish>());
+        assert!(packet <= 96, "Packet is {packet} B");
+        assert!(publish <= 80, "Publish is {publish} B");
+    }
+}
