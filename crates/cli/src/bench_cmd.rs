@@ -149,6 +149,10 @@ struct FlowArgs {
     /// subscriptions to the other nodes).
     #[arg(long = "start-delay", default_value_t = 0.0)]
     start_delay: f64,
+    /// Publishers wait while more than N messages are published but not yet received by
+    /// the subscribers (the broker's rate with a bounded backlog).
+    #[arg(long = "max-backlog", value_name = "N")]
+    max_backlog: Option<u64>,
     /// Spread the publishes over this many topics w/A/B/C (instead of --topic), and give
     /// the subscribers --wildcard-subscriptions filters over them (exact, + and #, mixed);
     /// each subscriber expects what its filters match.
@@ -333,6 +337,7 @@ async fn flow(
     spec.drain_timeout = secs(a.drain_timeout, "drain-timeout")?;
     spec.sub_pause = secs(a.sub_pause, "sub-pause")?;
     spec.start_delay = secs(a.start_delay, "start-delay")?;
+    spec.max_backlog = a.max_backlog;
     if let Some(topics) = a.wildcard_topics {
         spec.spread = Some(std::sync::Arc::new(Spread::wildcard(
             topics,

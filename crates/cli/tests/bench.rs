@@ -396,6 +396,24 @@ fn qos2_fan_in_completes_every_exchange_and_delivers_all() {
     // acknowledged = PUBCOMP received: PUBREC answered with PUBREL for every message
     assert_eq!(n(&v, "acked"), 3000, "{v}");
     assert_eq!(n(&v, "qos"), 2, "{v}");
+    // with at most 100 messages between the publishers and the subscriber (the publishers
+    // wait for deliveries, and still send the PUBRELs the broker needs to deliver)
+    let v = bench(
+        b.port,
+        &[
+            "fan-in",
+            "-P",
+            "4",
+            "-q",
+            "2",
+            "-c",
+            "3000",
+            "--max-backlog",
+            "100",
+        ],
+    );
+    assert_clean(&v, 3000);
+    assert_eq!(n(&v, "acked"), 3000, "{v}");
 }
 
 #[test]
