@@ -16,227 +16,21 @@
     clippy::panic
 )]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use midge_client::codec::bytestring::ByteString;
-use midge_client::codec::{ConnAck, Publish, TopicName};
-use midge_client::{Client, ClientError, ClientOptions, Event, Events, Protocol, QoS};
+use midge_client::codec::{Publish, TopicName};
+use midge_client::{ClientOptions, Event, QoS};
 use serde_json::{Value, json};
 
+use crate::common::mq::{How, Mq, runtime};
 use crate::common::nats::{MidgeCluster, NatsCluster, is_up};
 use crate::common::{ConnectOpts, Raw, Read_, publish_packet, py_dir, run, unique};
 
 // ---------------------------------------------------------------------------------------
 // A blocking wrapper of the midge client
 // ---------------------------------------------------------------------------------------
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// One midge client connection driven on `rt`, used from the test's thread.
-struct Mq {
-    client: Client,
-    events: Events,
-    rt: tokio::runtime::Handle,
-    /// Events taken while waiting for another kind.
-    backlog: VecDeque<Event>,
-    connack: ConnAck,
-    /// The connection ended (error or close event seen).
-    ended: Option<String>,
-    /// The reason code of a DISCONNECT from the server.
-    disconnect_reason: Option<u8>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// How a test client connects.
-#[derive(Clone, Copy)]
-struct How {
-    v5: bool,
-    clean: bool,
-    /// MQTT 5 session expiry interval.
-    expiry: Option<u32>,
-}
-
-const V5: How = How {
-    v5: true,
-    clean: true,
-    expiry: None,
-};
-const V311: How = How {
-    v5: false,
-    clean: true,
-    expiry: None,
-};
-
-impl Mq {
-    fn connect(rt: &tokio::runtime::Runtime, port: u16, id: &str, how: How) -> Mq {
-        Mq::connect_with(rt, port, id, how, |_| {})
-    }
-
-    /// [`Mq::connect`] with the options changed by `f` (a will, ...).
-    fn connect_with(
-        rt: &tokio::runtime::Runtime,
-        port: u16,
-        id: &str,
-        how: How,
-        f: impl FnOnce(&mut ClientOptions),
-    ) -> Mq {
-        let mut o = ClientOptions::new("127.0.0.1", port, id);
-        o.connect.protocol = if how.v5 { Protocol::V5 } else { Protocol::V311 };
-        o.connect.clean_start = how.clean;
-        o.connect.keep_alive = 30;
-        o.connect.properties.session_expiry_interval = how.expiry;
-        f(&mut o);
-        let (client, events, connack) = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), Client::connect(o)).await
-            })
-            .unwrap_or_else(|_| panic!("{id}: no CONNACK from port {port} within 10 s"))
-            .unwrap_or_else(|e| panic!("{id}: connect to port {port}: {e}"));
-        let _guard = rt.enter();
-        let (events, task) = events.spawn(None, false);
-        Mq {
-            client,
-            events,
-            rt: rt.handle().clone(),
-            backlog: VecDeque::new(),
-            connack,
-            ended: None,
-            disconnect_reason: None,
-            task,
-        }
-    }
-
-    fn v5(rt: &tokio::runtime::Runtime, port: u16, id: &str) -> Mq {
-        Mq::connect(rt, port, id, V5)
-    }
-
-    fn v311(rt: &tokio::runtime::Runtime, port: u16, id: &str) -> Mq {
-        Mq::connect(rt, port, id, V311)
-    }
-
-    /// The first event for which `want` holds, within `limit`; others stay queued in order.
-    fn wait(&mut self, limit: Duration, mut want: impl FnMut(&Event) -> bool) -> Option<Event> {
-        if let Some(i) = self.backlog.iter().position(&mut want) {
-            return self.backlog.remove(i);
-        }
-        let deadline = Instant::now() + limit;
-        let mut skipped = Vec::new();
-        let found = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.ended.is_some() {
-                break None;
-            }
-            let got = self
-                .rt
-                .block_on(async { tokio::time::timeout(left, self.events.recv()).await });
-            match got {
-                Ok(Some(Ok(e))) => {
-                    if matches!(e, Event::Closed | Event::Disconnected(_)) {
-                        self.ended = Some(format!("{e:?}"));
-                    }
-                    if let Event::Disconnected(d) = &e {
-                        self.disconnect_reason = Some(d.reason.0);
-                    }
-                    if want(&e) {
-                        break Some(e);
-                    }
-                    skipped.push(e);
-                }
-                Ok(Some(Err(e))) => {
-                    if let ClientError::ServerDisconnect(r) = &e {
-                        self.disconnect_reason = Some(r.0);
-                    }
-                    self.ended = Some(e.to_string());
-                }
-                Ok(None) => self.ended = Some("event loop ended".into()),
-                Err(_) => break None,
-            }
-        };
-        self.backlog.extend(skipped);
-        found
-    }
-
-    /// Subscribe and return the SUBACK's reason codes.
-    fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<u8> {
-        let c = self.client.clone();
-        let f = filter.to_owned();
-        self.rt
-            .block_on(async move { c.subscribe(&f, qos).await.unwrap() });
-        match self.wait(Duration::from_secs(10), |e| matches!(e, Event::SubAck(_))) {
-            Some(Event::SubAck(s)) => s.reasons.iter().map(|r| r.0).collect(),
-            _ => panic!("no SUBACK for {filter:?} within 10 s ({:?})", self.ended),
-        }
-    }
-
-    /// Publish and wait for the end of the flow: the final reason code (`None`: no
-    /// acknowledgement within `limit` or the connection ended).
-    fn publish_within(&mut self, p: Publish, limit: Duration) -> Option<u8> {
-        let c = self.client.clone();
-        self.rt
-            .block_on(async move { c.publish_packet(p).await })
-            .ok()?;
-        match self.wait(limit, |e| matches!(e, Event::Published { .. })) {
-            Some(Event::Published { reason, .. }) => Some(reason.0),
-            _ => None,
-        }
-    }
-
-    /// Publish and require a success acknowledgement within 10 s.
-    fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
-        let mut p = Publish::new(TopicName::new(topic).unwrap(), payload.to_vec());
-        p.qos = qos;
-        p.retain = retain;
-        let r = self.publish_within(p, Duration::from_secs(10));
-        // 0x10 (no matching subscribers) is a success too
-        assert!(
-            r.is_some_and(|c| c < 0x80),
-            "publish {topic:?} at {qos:?}: acknowledgement {r:?} (None = none within 10 s; ended: {:?})",
-            self.ended
-        );
-    }
-
-    /// Messages until `n` arrived or `limit` passed.
-    fn messages(&mut self, n: usize, limit: Duration) -> Vec<Publish> {
-        let deadline = Instant::now() + limit;
-        let mut got = Vec::new();
-        while got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.wait(left, |e| matches!(e, Event::Message(_))) {
-                Some(Event::Message(p)) => got.push(p),
-                _ => break,
-            }
-        }
-        got
-    }
-
-    /// Every message that arrives within `limit` (to prove there is nothing more).
-    fn drain(&mut self, limit: Duration) -> Vec<Publish> {
-        self.messages(usize::MAX, limit)
-    }
-
-    fn disconnect(self) {
-        let c = self.client.clone();
-        let _ = self.rt.block_on(async move {
-            tokio::time::timeout(Duration::from_secs(2), c.disconnect()).await
-        });
-        // let the DISCONNECT go out before the loop is dropped
-        let mut me = self;
-        let _ = me.wait(Duration::from_secs(2), |e| matches!(e, Event::Closed));
-    }
-}
-
-impl Drop for Mq {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 fn topic_of(p: &Publish) -> String {
     p.topic.as_str().to_owned()
@@ -1845,7 +1639,12 @@ fn sessions_of_a_killed_node_are_adopted_until_their_clients_return() {
         }
     };
     publish(&mut p, &mut acked, &cl, 0);
-    assert_eq!(s.messages(1, Duration::from_secs(10)).len(), 1, "{}", cl.logs());
+    assert_eq!(
+        s.messages(1, Duration::from_secs(10)).len(),
+        1,
+        "{}",
+        cl.logs()
+    );
     drop(s);
     cl.nodes[1].sigkill();
     // while n2 is dead but not yet found so, once found so, and once forgotten (3.5 s +

@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod mq;
 pub mod nats;
 // the DevTools driver of the browser tests; `eventually` and `request` below are what it
 // asks of its parent (see crates/http/tests/common/mod.rs)
