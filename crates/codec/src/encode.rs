@@ -26,7 +26,26 @@ impl Packet {
         buf.reserve(1 + varint_len(body as u32) + body);
         buf.put_u8(self.first_byte());
         put_varint(buf, body as u32);
-        self.write_body(protocol, buf);
+        self.write_body(protocol, buf, true);
+        Ok(())
+    }
+
+    /// [`Packet::encode`] without a PUBLISH's payload: the fixed header (whose remaining
+    /// length counts the payload), the topic, packet id and properties. The caller sends
+    /// the payload right after, from where it is, so that a large payload going to many
+    /// subscribers is not copied into each one's buffer. Other packets are encoded whole.
+    pub fn encode_head(&self, protocol: Protocol, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let Packet::Publish(p) = self else {
+            return self.encode(protocol, buf);
+        };
+        let body = self.body_len(protocol)?;
+        if body > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge(body));
+        }
+        buf.reserve(1 + varint_len(body as u32) + body - p.payload.len());
+        buf.put_u8(self.first_byte());
+        put_varint(buf, body as u32);
+        self.write_body(protocol, buf, false);
         Ok(())
     }
 
@@ -129,7 +148,7 @@ impl Packet {
         })
     }
 
-    fn write_body(&self, v: Protocol, buf: &mut BytesMut) {
+    fn write_body(&self, v: Protocol, buf: &mut BytesMut, payload: bool) {
         let v5 = v.is_v5();
         match self {
             Packet::Connect(c) => write_connect(c, buf),
@@ -150,7 +169,9 @@ impl Packet {
                 if v5 {
                     write_props(&p.properties, buf);
                 }
-                buf.put_slice(&p.payload);
+                if payload {
+                    buf.put_slice(&p.payload);
+                }
             }
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 buf.put_u16(a.packet_id);

@@ -599,6 +599,24 @@ proptest! {
         round_trip(&p, Protocol::V5)?;
     }
 
+    /// The head of a PUBLISH followed by its payload is the whole packet, byte for byte.
+    #[test]
+    fn a_publish_head_and_its_payload_are_the_whole_packet(
+        p in prop_oneof![publish(Protocol::V311), publish(Protocol::V5)],
+        v5 in any::<bool>(),
+    ) {
+        let v = if v5 { Protocol::V5 } else { Protocol::V311 };
+        let mut whole = BytesMut::new();
+        let mut head = BytesMut::new();
+        if p.encode(v, &mut whole).is_ok() {
+            p.encode_head(v, &mut head).unwrap();
+            if let Packet::Publish(pb) = &p {
+                head.extend_from_slice(&pb.payload);
+            }
+            prop_assert_eq!(head, whole);
+        }
+    }
+
     #[test]
     fn two_packets_back_to_back_decode_in_order(
         (v, a, b) in prop_oneof![Just(Protocol::V31), Just(Protocol::V311), Just(Protocol::V5)]
