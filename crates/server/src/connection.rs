@@ -93,7 +93,11 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
         id = id.0,
         client = tracing::field::Empty
     );
-    let (tx, rx) = crate::outbox::outbox(Shared::default());
+    let shared = Shared {
+        peer: Some(peer),
+        ..Shared::default()
+    };
+    let (tx, rx) = crate::outbox::outbox(shared);
     let conn = Conn {
         id,
         stream,
@@ -112,7 +116,7 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     };
     // The handshake runs once, behind a box: its futures (connect timeout, password check,
     // refusals) are then not part of the state every idle connection keeps.
-    let handshake = Box::pin(handshake(conn, meta, tx, peer));
+    let handshake = Box::pin(handshake(conn, meta, tx));
     async move {
         // `let else`, not `if let`: the matched `Option` is then not kept beside `conn`
         let Some(mut conn) = handshake.await else {
@@ -245,7 +249,6 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     mut conn: Conn<S>,
     mut meta: Meta,
     handle: ConnHandle,
-    peer: SocketAddr,
 ) -> Option<Conn<S>> {
     // the first packet must be a CONNECT, within the connect timeout
     let mut first_level = None;
@@ -283,7 +286,6 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
     }
     let msg = RouterMsg::Connect {
         id: conn.id,
-        peer,
         listener: meta.security.index,
         handle,
         connect,

@@ -29,8 +29,6 @@ pub(crate) enum RouterMsg {
     /// A connection sent its CONNECT.
     Connect {
         id: ConnId,
-        /// The client's address.
-        peer: std::net::SocketAddr,
         /// Index of the listener it came through (for per-listener ACLs).
         listener: u16,
         handle: ConnHandle,
@@ -101,6 +99,9 @@ pub(crate) enum Outgoing {
         client_id: bytestring::ByteString,
     },
     Close,
+    /// Bytes ready for the wire: the connection task's own, in its batch between
+    /// encoding and writing (a large payload sent from where it is); never queued.
+    Wire(bytes::Bytes),
 }
 
 /// State shared between the router and one connection task (in the same allocation as the
@@ -112,6 +113,12 @@ pub(crate) struct Shared {
     /// PUBLISH packets received from the client and sent to it (for the console).
     pub(crate) msgs_in: AtomicU64,
     pub(crate) msgs_out: AtomicU64,
+    /// What the console shows of the connection (here rather than in a map of the
+    /// router's own: one record less per idle client): its address, when its CONNECT
+    /// reached the router (ms since the Unix epoch), its keep alive.
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) since_ms: std::sync::atomic::AtomicI64,
+    pub(crate) keep_alive: std::sync::atomic::AtomicU16,
 }
 
 /// The router's handle to one connection: its outbox, with the [`Shared`] state.
@@ -163,7 +170,6 @@ struct Router {
     /// Index of the listener of in-process connections (after the configured ones).
     local_listener: u16,
     /// What the operations console shows of each connection (address, since, keep alive).
-    info: ConnMap<ConnInfo>,
     /// The other nodes, when this one is part of a cluster.
     cluster: Option<ClusterLink>,
     /// Messages for other nodes and filters to announce, sent once per drained batch.
@@ -483,7 +489,6 @@ impl Router {
                     }
                 }
                 Action::Close(conn) => {
-                    self.info.remove(&conn);
                     if let Some(h) = self.conns.remove(&conn) {
                         let _ = h.send(Outgoing::Close);
                     }
@@ -494,10 +499,8 @@ impl Router {
                     protocol,
                     keep_alive,
                 } => {
-                    if let Some(i) = self.info.get_mut(&conn) {
-                        i.keep_alive = keep_alive;
-                    }
                     if let Some(h) = self.conns.get(&conn) {
+                        h.shared().keep_alive.store(keep_alive, Ordering::Relaxed);
                         let _ = h.send(Outgoing::Connected {
                             keep_alive,
                             protocol,
@@ -518,22 +521,16 @@ impl Router {
         match msg {
             RouterMsg::Connect {
                 id,
-                peer,
                 listener,
                 handle,
                 connect,
             } => {
+                let shared = handle.shared();
+                shared.since_ms.store(unix_ms_now(), Ordering::Relaxed);
+                shared
+                    .keep_alive
+                    .store(connect.keep_alive, Ordering::Relaxed);
                 self.conns.insert(id, handle);
-                self.info.insert(
-                    id,
-                    ConnInfo {
-                        peer,
-                        since_ms: unix_ms_now(),
-                        keep_alive: connect.keep_alive,
-                        msgs_in: 0,
-                        msgs_out: 0,
-                    },
-                );
                 self.broker.open_on(id, listener);
                 if listener == self.local_listener {
                     self.broker.set_internal(id);
@@ -570,7 +567,6 @@ impl Router {
             RouterMsg::Closed(id, cause) => {
                 self.session_changed(id);
                 self.conns.remove(&id);
-                self.info.remove(&id);
                 self.broker.closed(now, id, cause, &mut self.actions);
                 self.dispatch(now);
             }
@@ -622,12 +618,14 @@ impl Router {
                     .into_iter()
                     .map(|c| {
                         let info = c.conn.and_then(|id| {
-                            let mut i = *self.info.get(&id)?;
-                            if let Some(h) = self.conns.get(&id) {
-                                i.msgs_in = h.shared().msgs_in.load(Ordering::Relaxed);
-                                i.msgs_out = h.shared().msgs_out.load(Ordering::Relaxed);
-                            }
-                            Some(i)
+                            let s = self.conns.get(&id)?.shared();
+                            Some(ConnInfo {
+                                peer: s.peer?,
+                                since_ms: s.since_ms.load(Ordering::Relaxed),
+                                keep_alive: s.keep_alive.load(Ordering::Relaxed),
+                                msgs_in: s.msgs_in.load(Ordering::Relaxed),
+                                msgs_out: s.msgs_out.load(Ordering::Relaxed),
+                            })
                         });
                         (c, info)
                     })
@@ -706,7 +704,6 @@ pub(crate) async fn run(
         store: handle,
         gate: Gate::default(),
         local_listener: u16::try_from(config.listeners.len()).unwrap_or(u16::MAX),
-        info: ConnMap::default(),
         completion: Completion {
             clustered: cluster.is_some(),
             ..Completion::default()
