@@ -61,6 +61,10 @@ impl From<&ServerConfig> for Settings {
 
 const READ_CHUNK: usize = 4096;
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// A PUBLISH payload at least this large is written from the message itself (after its
+/// encoded head), not copied into the connection's write buffer: a firmware image for a
+/// thousand devices is then one copy in memory, not a thousand.
+const BIG_PAYLOAD: usize = 16 * 1024;
 /// A connection the server ends keeps reading (and dropping) what the client still sends
 /// ([`Conn::linger_close`]) until the client has been quiet for `LINGER_IDLE`, and for at
 /// most `LINGER_MAX` and `LINGER_BYTES` in all.
@@ -361,12 +365,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
         let mut weight_sum = 0;
         let mut end = End::No;
         let protocol = &mut self.protocol;
-        for o in self.out.drain(..) {
+        let mut items = std::mem::take(&mut self.out);
+        // with a large payload: what goes to the wire, in order (the write buffer's bytes
+        // so far, then the payload itself), written before what is left in `wbuf`
+        let mut wire: Vec<Outgoing> = Vec::new();
+        for o in items.drain(..) {
             match o {
                 Outgoing::Packet(p) => {
                     weight_sum += weight(&p);
-                    if let Err(e) = p.encode(*protocol, &mut self.wbuf) {
-                        debug!(error = %e, "cannot encode packet for this client; dropped");
+                    let big = match &p {
+                        Packet::Publish(pb) if pb.payload.len() >= BIG_PAYLOAD => {
+                            Some(pb.payload.clone())
+                        }
+                        _ => None,
+                    };
+                    let encoded = match &big {
+                        Some(_) => p.encode_head(*protocol, &mut self.wbuf),
+                        None => p.encode(*protocol, &mut self.wbuf),
+                    };
+                    match (encoded, big) {
+                        (Err(e), _) => {
+                            debug!(error = %e, "cannot encode packet for this client; dropped");
+                        }
+                        (Ok(()), Some(payload)) => {
+                            wire.push(Outgoing::Wire(self.wbuf.split().freeze()));
+                            wire.push(Outgoing::Wire(payload));
+                        }
+                        (Ok(()), None) => {}
                     }
                 }
                 Outgoing::Connected {
@@ -379,8 +404,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
                     info!(client = %client_id, protocol = %p, keep_alive, "client connected");
                 }
                 Outgoing::Close => end = End::Close,
+                Outgoing::Wire(b) => wire.push(Outgoing::Wire(b)),
             }
         }
+        // the emptied vector is kept for the next batch unless the wire segments need it
+        self.out = if wire.is_empty() { items } else { wire };
         (weight_sum, end)
     }
 
@@ -566,6 +594,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
     /// Write all of `wbuf` and flush the stream (a no-op for TCP; sends the message for
     /// WebSocket and the records for TLS).
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // large payloads and what came before them (`encode_outbox`), in order
+        let mut done = 0;
+        while let Some(Outgoing::Wire(front)) = self.out.get_mut(done) {
+            if front.is_empty() {
+                done += 1;
+                continue;
+            }
+            let n = match Pin::new(&mut self.stream).poll_write(cx, front) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    self.out.drain(..done);
+                    return Poll::Pending;
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.slot
+                .counters()
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+            front.advance(n);
+        }
+        self.out.drain(..done);
         while !self.wbuf.is_empty() {
             let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.wbuf))?;
             if n == 0 {
