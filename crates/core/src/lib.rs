@@ -659,7 +659,8 @@ impl Broker {
                 // grow by a quarter, not double: every idle client pays for the slack of
                 // its slot (`Option<Session>` is 144 B)
                 if self.sessions.len() == self.sessions.capacity() {
-                    self.sessions.reserve_exact((self.sessions.len() / 4).max(16));
+                    self.sessions
+                        .reserve_exact((self.sessions.len() / 4).max(16));
                 }
                 self.sessions.push(Some(s));
                 SessionId((self.sessions.len() - 1) as u32)
