@@ -491,13 +491,14 @@ impl MqttState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use midge_codec::{ConnAckProperties, TopicFilter, TopicName};
+    use midge_codec::{ConnAckPropertyValues, TopicFilter, TopicName};
 
     fn connack(session_present: bool, receive_max: Option<u16>) -> ConnAck {
-        let properties = ConnAckProperties {
+        let properties = ConnAckPropertyValues {
             receive_maximum: receive_max,
             ..Default::default()
-        };
+        }
+        .into();
         ConnAck {
             session_present,
             reason: ReasonCode::SUCCESS,
