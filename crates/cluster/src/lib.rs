@@ -1039,18 +1039,15 @@ async fn outbound(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<ClusterOut>
                 // JetStream cost per message, not per byte
                 let mut bundles: Vec<(String, bool, BytesMut)> = Vec::new();
                 // a message forwarded to several nodes gets one identity (see
-                // `Origin::cluster_id`): the forwards of one message are in one batch
-                let mut ids: Vec<(usize, u64)> = Vec::new();
+                // `Origin::cluster_id`): core routes one message at a time, so its forwards
+                // are next to each other in the batch
+                let mut last: (usize, u64) = (0, 0);
                 for f in forwards {
                     let ptr = Arc::as_ptr(&f.msg) as usize;
-                    let id = match ids.iter().find(|(p, _)| *p == ptr) {
-                        Some((_, id)) => *id,
-                        None => {
-                            let id = inner.new_message_id();
-                            ids.push((ptr, id));
-                            id
-                        }
-                    };
+                    if last.0 != ptr {
+                        last = (ptr, inner.new_message_id());
+                    }
+                    let id = last.1;
                     let data = wire::encode_message(&inner.cfg.node, &f.msg, &f.target, now, id);
                     let (subject, reliable) = match f.target {
                         Target::Retained => {
