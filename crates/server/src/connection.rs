@@ -102,22 +102,7 @@ pub(crate) fn run<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
         ..Shared::default()
     };
     let (tx, rx) = crate::outbox::outbox(shared);
-    let conn = Conn {
-        id,
-        stream,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        out: Vec::new(),
-        rx,
-        router,
-        settings,
-        slot,
-        protocol: Protocol::V311,
-        read_first: false,
-        active: false,
-        fresh: true,
-        park_timer: None,
-    };
+    let conn = Conn::new(id, stream, rx, router, settings, slot, Protocol::V311, true);
     // The handshake runs once, behind a box: its futures (connect timeout, password check,
     // refusals) are then not part of the state every idle connection keeps.
     let handshake = Box::pin(handshake(conn, meta, tx));
@@ -176,23 +161,8 @@ pub(crate) fn resume(
         protocol,
         span,
     } = parked;
-    let mut conn = Conn {
-        id,
-        stream,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        out: Vec::new(),
-        rx,
-        router,
-        settings,
-        slot,
-        protocol,
-        read_first: false,
-        active: true,
-        // started again by traffic: it waits the longer delay before parking again
-        fresh: false,
-        park_timer: None,
-    };
+    // started again by traffic: active, and it waits the longer delay before parking again
+    let mut conn = Conn::new(id, stream, rx, router, settings, slot, protocol, false);
     async move {
         if conn.serve().await {
             conn.park();
@@ -318,6 +288,39 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady>(
         }
     }
     Some(conn)
+}
+
+impl<S> Conn<S> {
+    /// A connection with no buffers yet; `fresh`: just accepted (it parks after the
+    /// shorter delay), else started again by traffic on a parked connection.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: ConnId,
+        stream: S,
+        rx: OutboxRx<Outgoing, Shared>,
+        router: mpsc::Sender<RouterMsg>,
+        settings: Arc<Settings>,
+        slot: crate::Slot,
+        protocol: Protocol,
+        fresh: bool,
+    ) -> Conn<S> {
+        Conn {
+            id,
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            out: Vec::new(),
+            rx,
+            router,
+            settings,
+            slot,
+            protocol,
+            read_first: false,
+            active: !fresh,
+            fresh,
+            park_timer: None,
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + ReadReady> Conn<S> {
